@@ -1,0 +1,150 @@
+//! The engine's one error type.
+//!
+//! Expected failures (bad input from a producer, a read past the log end, a
+//! fenced producer, a failed disk) are variants here, structured so the broker
+//! can map each to its Kafka error code at the edge without parsing strings.
+//! Programmer errors (broken invariants) are assertions, not variants.
+
+use std::path::PathBuf;
+
+use crate::types::{Offset, ProducerEpoch, ProducerId, TopicPartition};
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every way an engine operation can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The disk refused an operation. On the append path this also poisons
+    /// the partition (see [`Error::Poisoned`]).
+    #[error("{context} {path}: {source}")]
+    Io {
+        /// What the engine was doing.
+        context: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A producer sent a batch that is not valid Kafka record batch v2
+    /// (Kafka: `CORRUPT_MESSAGE`).
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(String),
+
+    /// A batch exceeds `max.message.bytes` (Kafka: `MESSAGE_TOO_LARGE`).
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge {
+        /// The batch's size in bytes.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// Bytes on disk fail validation (bad CRC, impossible length) where a torn
+    /// tail cannot explain them. Such data is never served
+    /// (Kafka: `KAFKA_STORAGE_ERROR` / `CORRUPT_MESSAGE`).
+    #[error("corrupt log data in {path} at position {position}: {reason}")]
+    CorruptLog {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the bad batch.
+        position: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// A checkpoint or snapshot file does not decode.
+    #[error("corrupt checkpoint {path}: {reason}")]
+    CorruptCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// An earlier write or fdatasync failed, so the partition's on-disk state
+    /// is unknown; it refuses every further append until reopened
+    /// (Kafka: `KAFKA_STORAGE_ERROR`).
+    #[error("partition {partition} is poisoned by an earlier I/O failure: {cause}")]
+    Poisoned {
+        /// The poisoned partition.
+        partition: TopicPartition,
+        /// The failure that poisoned it.
+        cause: String,
+    },
+
+    /// A read or truncation asked for an offset the log does not hold
+    /// (Kafka: `OFFSET_OUT_OF_RANGE`).
+    #[error("offset {requested} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: Offset,
+        /// The log start offset.
+        log_start: Offset,
+        /// The log end offset.
+        log_end: Offset,
+    },
+
+    /// An idempotent producer's batch does not continue its sequence
+    /// (Kafka: `OUT_OF_ORDER_SEQUENCE_NUMBER`).
+    #[error(
+        "out of order sequence for producer {producer_id:?}: expected {expected}, got {received}"
+    )]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: ProducerId,
+        /// The sequence the partition expected next.
+        expected: i32,
+        /// The first sequence of the rejected batch.
+        received: i32,
+    },
+
+    /// A batch from an older producer epoch than the partition has seen
+    /// (Kafka: `INVALID_PRODUCER_EPOCH`).
+    #[error("producer {producer_id:?} epoch {received:?} is older than current {current:?}")]
+    ProducerFenced {
+        /// The producer.
+        producer_id: ProducerId,
+        /// The epoch the partition knows.
+        current: ProducerEpoch,
+        /// The epoch the batch carries.
+        received: ProducerEpoch,
+    },
+
+    /// The partition is not hosted here (Kafka: `UNKNOWN_TOPIC_OR_PARTITION`).
+    #[error("unknown partition {0}")]
+    UnknownPartition(TopicPartition),
+
+    /// The partition already exists (Kafka: `TOPIC_ALREADY_EXISTS`).
+    #[error("partition {0} already exists")]
+    PartitionExists(TopicPartition),
+
+    /// A configuration key has a value the engine cannot use
+    /// (Kafka: `INVALID_CONFIG`).
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    InvalidConfig {
+        /// The Kafka config name.
+        key: String,
+        /// The rejected value.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The engine or partition is shutting down and takes no new work.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done to which path.
+    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+}
