@@ -1,1 +1,9 @@
-//! placeholder
+//! fjord-tools: the library behind `fjordctl`, the operator's command-line tool.
+//!
+//! Each `fjordctl` command lives in its own module; `main.rs` only parses the
+//! command line and maps results to exit codes.
+
+pub mod error;
+pub mod tune;
+
+pub use error::Error;

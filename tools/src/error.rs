@@ -1,0 +1,42 @@
+//! The one error type of fjord-tools.
+
+use std::path::PathBuf;
+
+/// Every failure a `fjordctl` command reports. Each renders as one line, which
+/// `main` prints on stderr before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `--profile NAME` named no profile embedded in the binary.
+    #[error("unknown profile `{name}` (known: {known})")]
+    UnknownProfile { name: String, known: String },
+
+    /// A profile file could not be read.
+    #[error("cannot read profile file {path}: {source}")]
+    ReadProfile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A profile's TOML is malformed or breaks a rule of the profile format.
+    #[error("invalid profile {origin}: {message}")]
+    InvalidProfile { origin: String, message: String },
+
+    /// `--apply` was asked for by a process whose effective uid is not 0.
+    #[error("--apply changes kernel settings and must run as root (effective uid is {uid}); use --check to only report, or --write-sysctl-file to produce a file")]
+    NotRoot { uid: u32 },
+
+    /// The effective uid could not be determined from `/proc/self/status`.
+    #[error("cannot determine the effective uid from {path}: {message}")]
+    Uid { path: PathBuf, message: String },
+
+    /// Writing the sysctl.d file failed.
+    #[error("cannot write {path}: {source}")]
+    WriteFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// Writing the machine-readable report to stdout failed.
+    #[error("cannot encode the JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+}

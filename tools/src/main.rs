@@ -1,0 +1,39 @@
+//! `fjordctl`: the fjord operator's tool. One subcommand per task; each lives
+//! in its own library module with its own `Args` and `run`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use fjord_tools::tune::command::{self as tune, TuneArgs};
+
+/// Operate a fjord cluster and the hosts it runs on.
+#[derive(Debug, Parser)]
+#[command(name = "fjordctl", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check or apply host tuning (sysctls, NVMe queues, THP, CPU governor, limits).
+    Tune(TuneArgs),
+}
+
+/// Exit codes: 0 success (or every applicable setting matches), 1 a setting
+/// differs, 2 an error (one line on stderr) or a usage error (from clap).
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Tune(args) => tune::run(args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("fjordctl: error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
