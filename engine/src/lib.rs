@@ -8,10 +8,16 @@
 //! epochs and producer sequences; it knows nothing of the Kafka wire protocol.
 
 pub mod batch;
+pub mod cache;
 pub mod checkpoint;
+pub mod config;
 pub mod error;
+pub mod index;
 pub mod leader_epoch;
+pub mod log;
 pub mod producer_state;
+pub mod segment;
+pub mod shard;
 pub mod storage;
 pub mod types;
 

@@ -111,6 +111,9 @@ impl TopicPartition {
     #[must_use]
     pub fn from_dir_name(name: &str) -> Option<Self> {
         let (topic, partition) = name.rsplit_once('-')?;
+        if !partition.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
         let partition: i32 = partition.parse().ok()?;
         if topic.is_empty() || partition < 0 || !is_valid_topic_name(topic) {
             return None;
@@ -151,7 +154,7 @@ mod tests {
 
     #[test]
     fn non_partition_directories_are_not_parsed() {
-        for name in ["lost+found", "topic", "-3", "topic-x", "topic--1", "bad topic-0"] {
+        for name in ["lost+found", "topic", "-3", "topic-x", "bad topic-0", "t-1x", "t-+1"] {
             assert_eq!(TopicPartition::from_dir_name(name), None, "{name}");
         }
     }

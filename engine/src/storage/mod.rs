@@ -61,8 +61,9 @@ pub trait StorageFile: 'static {
     /// The aligned buffer type this file writes from.
     type Buffer: AlignedBuffer;
 
-    /// Writes all of `buffer` at `position`. Both must be multiples of
-    /// [`BLOCK_BYTES`]. Returns the number of bytes written, which may be short.
+    /// Writes `buffer` at `position`. Both must be multiples of
+    /// [`BLOCK_BYTES`]. Returns the number of bytes written, which may be
+    /// short; the caller keeps its reference to continue from there.
     async fn write_at(&self, buffer: Rc<Self::Buffer>, position: u64) -> io::Result<usize>;
 
     /// Reads up to `len` bytes at `position` (no alignment needed). Returns

@@ -1,0 +1,1283 @@
+//! A partition's log: its segments, offsets, durability points and the
+//! state replication and idempotence need.
+//!
+//! # Durability contract
+//! - [`PartitionLog::append`] returns once the batch is *written*: its DMA
+//!   completed and readers can see it. It survives a process crash (`kill
+//!   -9`) but not necessarily a power loss.
+//! - [`PartitionLog::flush`] returns once everything appended before the call
+//!   is *flushed* (fdatasync completed): it survives power loss. Concurrent
+//!   flushes share one fdatasync (group commit).
+//! - `flush.messages` / `flush.ms` make the log flush on its own.
+//! - Invariants, asserted: `log_start <= high_watermark <= log_end`,
+//!   `flushed <= written <= assigned`, offsets never go backwards.
+//! - A failed write or fdatasync *poisons* the log: the on-disk state past the
+//!   last flush is unknown, so every later append and flush fails with
+//!   [`Error::Poisoned`] until the partition is reopened (and recovered).
+//!
+//! # Concurrency
+//! A log lives on one shard and is used by many tasks of that shard. Appends
+//! are assigned offsets in call order without awaiting, queued, and written
+//! by whichever appending task finds no writer active: it drains the queue in
+//! large aligned writes, so concurrent appends are batched into one I/O.
+//! Flushes elect a syncer the same way. No `RefCell` borrow is held across an
+//! await.
+//!
+//! # Recovery
+//! On open, segments wholly before the checkpointed recovery point are
+//! trusted without reading; the segment holding the recovery point is scanned
+//! from the recovery point's index entry; later segments are scanned whole.
+//! Scanning verifies every CRC and cuts the log at the first torn or corrupt
+//! batch. Startup cost therefore depends on the data written since the last
+//! checkpoint, not on the log's size.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use event_listener::Event;
+
+use crate::batch::{self, BatchHeader, TimestampType};
+use crate::cache::{BatchCache, PartitionKey};
+use crate::checkpoint::{PartitionCheckpoint, PARTITION_CHECKPOINT_FILE};
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+use crate::leader_epoch::LeaderEpochCache;
+use crate::producer_state::{
+    parse_snapshot_file_name, snapshot_file_name, ProducerBatch, ProducerStateTable, SequenceCheck,
+};
+use crate::segment::{parse_segment_file_name, segment_file_name, Segment};
+use crate::storage::Storage;
+use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+
+/// Appended bytes waiting for the writer, per partition. Appends beyond it
+/// wait for the writer to catch up.
+pub const PENDING_BYTES_MAX: usize = 16 << 20;
+/// Largest single write the writer issues.
+pub const WRITE_BYTES_MAX: usize = 2 << 20;
+/// How long idle producers' state is kept (`producer.id.expiration.ms`).
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the batch's first record.
+    pub base_offset: Offset,
+    /// Offset of the batch's last record.
+    pub last_offset: Offset,
+    /// The append time written into the batch with
+    /// `message.timestamp.type=LogAppendTime`, else [`TimestampMs::NONE`].
+    pub log_append_time: TimestampMs,
+    /// The log start offset after the append.
+    pub log_start_offset: Offset,
+    /// The batch was a retry of one already in the log: nothing was written
+    /// and the offsets are the original's.
+    pub duplicate: bool,
+}
+
+/// Batches read from the log.
+#[derive(Clone, Debug, Default)]
+pub struct ReadResult {
+    /// Whole record batches, in offset order, CRC-verified.
+    pub batches: Vec<Bytes>,
+    /// The high watermark when the read was served.
+    pub high_watermark: Offset,
+    /// The log start offset when the read was served.
+    pub log_start_offset: Offset,
+    /// The log end offset when the read was served.
+    pub log_end_offset: Offset,
+}
+
+/// The offsets that describe a log at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOffsets {
+    /// First offset still held.
+    pub log_start: Offset,
+    /// Offset up to which consumers may read.
+    pub high_watermark: Offset,
+    /// Offset after the last written batch: what readers can see.
+    pub log_end: Offset,
+    /// Offset up to which data survives power loss.
+    pub flushed: Offset,
+}
+
+struct PendingBatch {
+    header: BatchHeader,
+    bytes: Bytes,
+}
+
+struct LogState<S: Storage> {
+    config: LogConfig,
+    segments: BTreeMap<Offset, Segment<S>>,
+    log_start_offset: Offset,
+    /// Next offset to assign.
+    assigned_offset: Offset,
+    /// Every offset below is written.
+    written_offset: Offset,
+    /// Every offset below is flushed.
+    flushed_offset: Offset,
+    high_watermark: Offset,
+    /// Every offset below is flushed and its segments' indexes are on disk.
+    recovery_point: Offset,
+    pending: VecDeque<PendingBatch>,
+    pending_bytes: usize,
+    writer_active: bool,
+    syncer_active: bool,
+    poisoned: Option<String>,
+    closed: bool,
+    producers: ProducerStateTable,
+    epochs: LeaderEpochCache,
+    unflushed_records: i64,
+    oldest_unflushed_ms: Option<i64>,
+}
+
+impl<S: Storage> LogState<S> {
+    fn check_invariants(&self) {
+        assert!(self.log_start_offset <= self.high_watermark, "log start above high watermark");
+        assert!(self.high_watermark <= self.written_offset, "high watermark above log end");
+        assert!(self.flushed_offset <= self.written_offset, "flushed above written");
+        assert!(self.written_offset <= self.assigned_offset, "written above assigned");
+    }
+
+    fn active(&self) -> &Segment<S> {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment<S> {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn offsets(&self) -> LogOffsets {
+        LogOffsets {
+            log_start: self.log_start_offset,
+            high_watermark: self.high_watermark,
+            log_end: self.written_offset,
+            flushed: self.flushed_offset,
+        }
+    }
+
+    fn checkpoint(&self) -> PartitionCheckpoint {
+        PartitionCheckpoint {
+            recovery_point: self.recovery_point.0,
+            log_start_offset: self.log_start_offset.0,
+            high_watermark: self.high_watermark.0,
+            leader_epochs: self.epochs.to_checkpoint_entries(),
+        }
+    }
+}
+
+/// One partition's log. See the module documentation for its contracts.
+pub struct PartitionLog<S: Storage> {
+    partition: TopicPartition,
+    dir: PathBuf,
+    storage: S,
+    cache: Rc<RefCell<BatchCache>>,
+    cache_key: PartitionKey,
+    state: RefCell<LogState<S>>,
+    /// Notified when the written offset advances, a writer finishes, or the
+    /// log is poisoned.
+    written_event: Event,
+    /// Notified when the flushed offset advances or a syncer finishes.
+    flushed_event: Event,
+}
+
+/// Releases the writer role when dropped; if the write did not finish (the
+/// task was cancelled mid-I/O), the log is poisoned, since the file past the
+/// last commit is unknown.
+struct RoleGuard<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+    role: Role,
+    finished: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Writer,
+    Syncer,
+}
+
+impl<S: Storage> Drop for RoleGuard<'_, S> {
+    fn drop(&mut self) {
+        let mut state = self.log.state.borrow_mut();
+        match self.role {
+            Role::Writer => state.writer_active = false,
+            Role::Syncer => state.syncer_active = false,
+        }
+        if !self.finished && state.poisoned.is_none() {
+            state.poisoned = Some("an I/O was abandoned before it completed".to_owned());
+        }
+        drop(state);
+        self.log.written_event.notify(usize::MAX);
+        self.log.flushed_event.notify(usize::MAX);
+    }
+}
+
+fn now_ms() -> i64 {
+    TimestampMs::now().0
+}
+
+impl<S: Storage + Clone> PartitionLog<S> {
+    /// Opens (creating if needed) the log of `partition` under `data_dir`,
+    /// recovering it as the module documentation describes.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory or a file cannot be read or written,
+    /// [`Error::CorruptCheckpoint`] if the checkpoint does not decode.
+    pub async fn open(
+        storage: S,
+        data_dir: &Path,
+        partition: TopicPartition,
+        config: LogConfig,
+        cache: Rc<RefCell<BatchCache>>,
+        cache_key: PartitionKey,
+    ) -> Result<Self> {
+        let dir = data_dir.join(partition.dir_name());
+        storage
+            .create_dir_all(&dir)
+            .map_err(|error| Error::io("creating partition directory", &dir, error))?;
+        let names = storage
+            .list_dir(&dir)
+            .map_err(|error| Error::io("listing partition directory", &dir, error))?;
+        let checkpoint_path = dir.join(PARTITION_CHECKPOINT_FILE);
+        let checkpoint = match storage
+            .read_file(&checkpoint_path)
+            .map_err(|error| Error::io("reading checkpoint", &checkpoint_path, error))?
+        {
+            Some(bytes) => Some(PartitionCheckpoint::decode(&checkpoint_path, &bytes)?),
+            None => None,
+        };
+        let mut bases = Vec::new();
+        let mut snapshots = Vec::new();
+        for name in &names {
+            if let Some(base) = parse_segment_file_name(name, "log") {
+                bases.push(base);
+            } else if let Some(offset) = parse_snapshot_file_name(name) {
+                snapshots.push(offset);
+            } else if name.ends_with(".tmp") {
+                let path = dir.join(name);
+                storage
+                    .remove_file(&path)
+                    .map_err(|error| Error::io("removing leftover", &path, error))?;
+            }
+        }
+        bases.sort();
+        snapshots.sort();
+        let recovery_point = checkpoint
+            .as_ref()
+            .map_or(Offset::ZERO, |checkpoint| Offset(checkpoint.recovery_point));
+        let checkpoint_start = checkpoint
+            .as_ref()
+            .map_or(Offset::ZERO, |checkpoint| Offset(checkpoint.log_start_offset));
+
+        let mut segments = BTreeMap::new();
+        if bases.is_empty() {
+            let segment = Segment::create(&storage, &dir, checkpoint_start).await?;
+            segments.insert(checkpoint_start, segment);
+        }
+        // The segment holding the recovery point is the first one scanned.
+        let scan_from_base = bases
+            .iter()
+            .rev()
+            .find(|&&base| base <= recovery_point)
+            .or(bases.first())
+            .copied()
+            .unwrap_or(checkpoint_start);
+
+        // Producer state: the newest snapshot at or below the recovery point;
+        // later ones describe data that may not have survived.
+        let mut producers = ProducerStateTable::default();
+        let mut replay_from = scan_from_base;
+        if let Some(&snapshot_offset) = snapshots.iter().rev().find(|&&offset| offset <= recovery_point) {
+            let path = dir.join(snapshot_file_name(snapshot_offset));
+            if let Some(bytes) = storage
+                .read_file(&path)
+                .map_err(|error| Error::io("reading producer snapshot", &path, error))?
+            {
+                match ProducerStateTable::decode_snapshot(&path, &bytes) {
+                    Ok((offset, table)) => {
+                        producers = table;
+                        replay_from = offset;
+                    }
+                    Err(error) => tracing::warn!(%error, "ignoring producer snapshot"),
+                }
+            }
+        }
+        let config_interval = config.index_interval_bytes;
+        let mut truncate_rest = false;
+        for (number, &base) in bases.iter().enumerate() {
+            if truncate_rest {
+                remove_segment_files(&storage, &dir, base)?;
+                continue;
+            }
+            let mut segment = Segment::open(&storage, &dir, base).await?;
+            if let Some(&next_base) = bases.get(number + 1) {
+                segment.next_offset = next_base;
+            }
+            if base < scan_from_base {
+                segments.insert(base, segment);
+                continue;
+            }
+            let (position, position_offset) = if base == scan_from_base && recovery_point > base {
+                segment.load_indexes(&storage);
+                let position = segment.start_position_for(recovery_point);
+                let offset = match &segment.indexes {
+                    crate::segment::Indexes::Loaded(offsets, _) => offsets.lookup(recovery_point).0,
+                    _ => base,
+                };
+                (position, offset)
+            } else {
+                (0, base)
+            };
+            let scan = segment
+                .recover_from(position, position_offset, config_interval, |header| {
+                    if header.is_idempotent() && header.base_offset >= replay_from {
+                        producers.record(&producer_batch(header), header.base_offset, header.last_offset());
+                    }
+                })
+                .await?;
+            if let Some((at, reason)) = scan.truncated_at {
+                tracing::warn!(partition = %partition, segment = base.0, position = at, %reason,
+                    "truncated log at the first invalid batch");
+                truncate_rest = true;
+            }
+            segment.handle().fdatasync().await?;
+            segment.remove_index_files(&storage)?;
+            let empty_tail_segment = segment.size() == 0 && base > scan_from_base && truncate_rest;
+            if empty_tail_segment {
+                remove_segment_files(&storage, &dir, base)?;
+            } else {
+                segments.insert(base, segment);
+            }
+        }
+        for &offset in snapshots.iter().filter(|&&offset| offset > recovery_point) {
+            let path = dir.join(snapshot_file_name(offset));
+            storage
+                .remove_file(&path)
+                .map_err(|error| Error::io("removing stale snapshot", &path, error))?;
+        }
+        let log_end = segments
+            .values()
+            .next_back()
+            .map_or(checkpoint_start, |segment| segment.next_offset);
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let log_start = checkpoint_start.max(first_base).min(log_end);
+        let mut epochs = match &checkpoint {
+            Some(checkpoint) => LeaderEpochCache::from_checkpoint_entries(&checkpoint_path, &checkpoint.leader_epochs)?,
+            None => LeaderEpochCache::default(),
+        };
+        epochs.truncate_from_end(log_end);
+        epochs.truncate_from_start(log_start);
+        producers.truncate_start(log_start);
+        let high_watermark = checkpoint
+            .as_ref()
+            .map_or(log_start, |checkpoint| Offset(checkpoint.high_watermark))
+            .clamp(log_start, log_end);
+        let state = LogState {
+            config,
+            segments,
+            log_start_offset: log_start,
+            assigned_offset: log_end,
+            written_offset: log_end,
+            flushed_offset: log_end,
+            high_watermark,
+            recovery_point: recovery_point.min(log_end),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            writer_active: false,
+            syncer_active: false,
+            poisoned: None,
+            closed: false,
+            producers,
+            epochs,
+            unflushed_records: 0,
+            oldest_unflushed_ms: None,
+        };
+        state.check_invariants();
+        tracing::debug!(partition = %partition, log_start = log_start.0, log_end = log_end.0, "opened log");
+        Ok(Self {
+            partition,
+            dir,
+            storage,
+            cache,
+            cache_key,
+            state: RefCell::new(state),
+            written_event: Event::new(),
+            flushed_event: Event::new(),
+        })
+    }
+}
+
+fn producer_batch(header: &BatchHeader) -> ProducerBatch {
+    ProducerBatch {
+        producer_id: header.producer_id,
+        producer_epoch: header.producer_epoch,
+        first_sequence: header.base_sequence,
+        last_sequence: header.last_sequence(),
+        max_timestamp: header.max_timestamp,
+    }
+}
+
+fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) -> Result<()> {
+    for extension in ["log", "index", "timeindex"] {
+        let path = dir.join(segment_file_name(base, extension));
+        storage
+            .remove_file(&path)
+            .map_err(|error| Error::io("removing segment", &path, error))?;
+    }
+    Ok(())
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// The partition this log stores.
+    #[must_use]
+    pub fn partition(&self) -> &TopicPartition {
+        &self.partition
+    }
+
+    /// The partition's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current offsets.
+    #[must_use]
+    pub fn offsets(&self) -> LogOffsets {
+        self.state.borrow().offsets()
+    }
+
+    /// A copy of the log's configuration.
+    #[must_use]
+    pub fn config(&self) -> LogConfig {
+        self.state.borrow().config.clone()
+    }
+
+    /// Replaces the configuration; takes effect from the next append, roll or
+    /// retention pass.
+    pub fn set_config(&self, config: LogConfig) {
+        self.state.borrow_mut().config = config;
+    }
+
+    /// Total bytes of the log's segments.
+    #[must_use]
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.values().map(Segment::size).sum()
+    }
+
+    /// Number of segments.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    fn poisoned_error(&self, cause: &str) -> Error {
+        Error::Poisoned {
+            partition: self.partition.clone(),
+            cause: cause.to_owned(),
+        }
+    }
+
+    fn usable(&self, state: &LogState<S>) -> Result<()> {
+        if let Some(cause) = &state.poisoned {
+            return Err(self.poisoned_error(cause));
+        }
+        if state.closed {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Appends one record batch as a producer sent it (Kafka record batch v2),
+    /// as leader: validates it, checks idempotent-producer sequences, assigns
+    /// offsets (rewriting `baseOffset`, the leader epoch, and with
+    /// `LogAppendTime` the timestamps and CRC), and returns once it is
+    /// *written*. Applies `flush.messages` before returning.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBatch`], [`Error::MessageTooLarge`],
+    /// [`Error::OutOfOrderSequence`], [`Error::ProducerFenced`],
+    /// [`Error::Poisoned`], [`Error::ShuttingDown`], or the [`Error::Io`] that
+    /// poisoned the log.
+    pub async fn append(&self, bytes: &[u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
+        let max_message_bytes = self.state.borrow().config.max_message_bytes;
+        let header = batch::validate_incoming(bytes, max_message_bytes)?;
+        self.wait_for_queue_room(bytes.len()).await?;
+        let info = {
+            let mut state = self.state.borrow_mut();
+            self.usable(&state)?;
+            if header.is_idempotent() {
+                if let SequenceCheck::Duplicate(original) = state.producers.check(&producer_batch(&header))? {
+                    let info = AppendInfo {
+                        base_offset: original.first_offset,
+                        last_offset: original.last_offset,
+                        log_append_time: TimestampMs::NONE,
+                        log_start_offset: state.log_start_offset,
+                        duplicate: true,
+                    };
+                    drop(state);
+                    self.wait_written(info.last_offset.next()).await?;
+                    return Ok(info);
+                }
+            }
+            let base_offset = state.assigned_offset;
+            let mut owned = BytesMut::from(bytes);
+            batch::set_base_offset(&mut owned, base_offset);
+            batch::set_partition_leader_epoch(&mut owned, leader_epoch);
+            let log_append_time = match state.config.message_timestamp_type {
+                TimestampType::LogAppendTime => {
+                    let now = TimestampMs::now();
+                    batch::set_log_append_time(&mut owned, now);
+                    now
+                }
+                TimestampType::CreateTime => TimestampMs::NONE,
+            };
+            let header = BatchHeader::parse(&owned)?;
+            if let Some(latest) = state.epochs.latest_epoch() {
+                assert!(leader_epoch >= latest || leader_epoch == LeaderEpoch::UNKNOWN, "leader epoch went backwards");
+            }
+            if leader_epoch != LeaderEpoch::UNKNOWN {
+                state.epochs.assign(leader_epoch, base_offset);
+            }
+            state.assigned_offset = header.last_offset().next();
+            if header.is_idempotent() {
+                state.producers.record(&producer_batch(&header), header.base_offset, header.last_offset());
+            }
+            state.pending_bytes += owned.len();
+            state.pending.push_back(PendingBatch {
+                header,
+                bytes: owned.freeze(),
+            });
+            AppendInfo {
+                base_offset,
+                last_offset: header.last_offset(),
+                log_append_time,
+                log_start_offset: state.log_start_offset,
+                duplicate: false,
+            }
+        };
+        self.wait_written(info.last_offset.next()).await?;
+        self.apply_flush_policy(i64::from(header.record_count)).await?;
+        Ok(info)
+    }
+
+    async fn wait_for_queue_room(&self, bytes: usize) -> Result<()> {
+        loop {
+            let listener = self.written_event.listen();
+            {
+                let state = self.state.borrow();
+                self.usable(&state)?;
+                if state.pending.is_empty() || state.pending_bytes + bytes <= PENDING_BYTES_MAX {
+                    return Ok(());
+                }
+                if state.writer_active {
+                    drop(state);
+                    listener.await;
+                    continue;
+                }
+            }
+            self.drive_writer().await?;
+        }
+    }
+
+    /// Waits until every offset below `target` is written, becoming the
+    /// writer if no task is.
+    async fn wait_written(&self, target: Offset) -> Result<()> {
+        loop {
+            let listener = self.written_event.listen();
+            {
+                let state = self.state.borrow();
+                if let Some(cause) = &state.poisoned {
+                    return Err(self.poisoned_error(cause));
+                }
+                if state.written_offset >= target {
+                    return Ok(());
+                }
+                if state.writer_active {
+                    drop(state);
+                    listener.await;
+                    continue;
+                }
+            }
+            self.drive_writer().await?;
+        }
+    }
+
+    /// Writes every queued batch, as the log's single writer.
+    async fn drive_writer(&self) -> Result<()> {
+        self.state.borrow_mut().writer_active = true;
+        let mut guard = RoleGuard {
+            log: self,
+            role: Role::Writer,
+            finished: false,
+        };
+        let result = self.write_queued().await;
+        if let Err(error) = &result {
+            self.poison(error);
+        }
+        guard.finished = true;
+        drop(guard);
+        result
+    }
+
+    fn poison(&self, error: &Error) {
+        let mut state = self.state.borrow_mut();
+        if state.poisoned.is_none() {
+            tracing::error!(partition = %self.partition, %error, "poisoning partition after I/O failure");
+            state.poisoned = Some(error.to_string());
+        }
+    }
+
+    async fn write_queued(&self) -> Result<()> {
+        loop {
+            let (run, write, commit) = {
+                let mut state = self.state.borrow_mut();
+                let Some(first) = state.pending.front() else {
+                    return Ok(());
+                };
+                let active = state.active();
+                let first_length = first.bytes.len() as u64;
+                let segment_bytes = state.config.segment_bytes;
+                let too_old = active
+                    .first_append_ms
+                    .is_some_and(|first_ms| now_ms().saturating_sub(first_ms) >= state.config.segment_ms);
+                let offsets_overflow = first.header.last_offset().0 - active.base_offset.0 > i64::from(i32::MAX);
+                if active.size() > 0 && (active.size() + first_length > segment_bytes || too_old || offsets_overflow) {
+                    drop(state);
+                    self.roll().await?;
+                    continue;
+                }
+                let room = segment_bytes.saturating_sub(active.size());
+                let mut run: Vec<(BatchHeader, Bytes)> = Vec::new();
+                let mut run_bytes = 0u64;
+                while let Some(next) = state.pending.front() {
+                    let length = next.bytes.len() as u64;
+                    let overflows = next.header.last_offset().0 - state.active().base_offset.0 > i64::from(i32::MAX);
+                    if !run.is_empty()
+                        && (run_bytes + length > room || run_bytes + length > WRITE_BYTES_MAX as u64 || overflows)
+                    {
+                        break;
+                    }
+                    let next = state.pending.pop_front().expect("front exists");
+                    state.pending_bytes -= next.bytes.len();
+                    run_bytes += length;
+                    run.push((next.header, next.bytes));
+                }
+                let (write, commit) = state.active().prepare_append(&self.storage, &run);
+                (run, write, commit)
+            };
+            write.write(&self.storage).await?;
+            let mut state = self.state.borrow_mut();
+            let interval = state.config.index_interval_bytes;
+            state.active_mut().commit_append(&run, commit, interval, now_ms());
+            let end = run.last().map_or(state.written_offset, |(header, _)| header.last_offset().next());
+            assert!(end > state.written_offset, "written offset must advance");
+            state.written_offset = end;
+            let mut cache = self.cache.borrow_mut();
+            for (header, bytes) in run {
+                cache.insert(self.cache_key, header.base_offset, header.last_offset().next(), bytes);
+            }
+            drop(cache);
+            state.check_invariants();
+            drop(state);
+            self.written_event.notify(usize::MAX);
+        }
+    }
+
+    /// Closes the active segment and starts a new one at the log end: the
+    /// old segment is flushed, sealed (padding cut) and its indexes written,
+    /// then the recovery point moves to the new segment. Called by the writer.
+    async fn roll(&self) -> Result<()> {
+        let (handle, size, next_offset) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            (active.handle(), active.size(), active.next_offset)
+        };
+        handle.truncate(size).await?;
+        handle.fdatasync().await?;
+        {
+            let state = self.state.borrow();
+            state.active().write_indexes(&self.storage)?;
+        }
+        let segment = Segment::create(&self.storage, &self.dir, next_offset).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            assert_eq!(next_offset, state.written_offset, "roll with unwritten data");
+            state.segments.insert(next_offset, segment);
+            state.flushed_offset = state.flushed_offset.max(next_offset);
+        }
+        self.write_checkpoint(next_offset)?;
+        self.flushed_event.notify(usize::MAX);
+        tracing::debug!(partition = %self.partition, base = next_offset.0, "rolled segment");
+        Ok(())
+    }
+
+    /// Writes a producer snapshot and the partition checkpoint with
+    /// `recovery_point`, which must be flushed with indexes on disk below it.
+    fn write_checkpoint(&self, recovery_point: Offset) -> Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.recovery_point = recovery_point;
+        let snapshot = state.producers.encode_snapshot(recovery_point);
+        let snapshot_path = self.dir.join(snapshot_file_name(recovery_point));
+        self.storage
+            .write_file_atomic(&snapshot_path, &snapshot)
+            .map_err(|error| Error::io("writing producer snapshot", &snapshot_path, error))?;
+        let path = self.dir.join(PARTITION_CHECKPOINT_FILE);
+        self.storage
+            .write_file_atomic(&path, &state.checkpoint().encode())
+            .map_err(|error| Error::io("writing checkpoint", &path, error))?;
+        drop(state);
+        // Older snapshots are superseded.
+        let names = self
+            .storage
+            .list_dir(&self.dir)
+            .map_err(|error| Error::io("listing partition directory", &self.dir, error))?;
+        for offset in names.iter().filter_map(|name| parse_snapshot_file_name(name)) {
+            if offset < recovery_point {
+                let old = self.dir.join(snapshot_file_name(offset));
+                self.storage
+                    .remove_file(&old)
+                    .map_err(|error| Error::io("removing old snapshot", &old, error))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_flush_policy(&self, records: i64) -> Result<()> {
+        let due = {
+            let mut state = self.state.borrow_mut();
+            state.unflushed_records = state.unflushed_records.saturating_add(records);
+            state.oldest_unflushed_ms.get_or_insert_with(now_ms);
+            state.unflushed_records >= state.config.flush_messages
+        };
+        if due {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes if the oldest unflushed append is older than `flush.ms`; the
+    /// shard calls this periodically.
+    ///
+    /// # Errors
+    /// As [`PartitionLog::flush`].
+    pub async fn flush_if_due(&self) -> Result<()> {
+        let due = {
+            let state = self.state.borrow();
+            state
+                .oldest_unflushed_ms
+                .is_some_and(|oldest| now_ms().saturating_sub(oldest) >= state.config.flush_ms)
+        };
+        if due {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended before the call durable and returns the
+    /// flushed offset. Concurrent callers share one fdatasync.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or the [`Error::Io`] that poisoned the log.
+    pub async fn flush(&self) -> Result<Offset> {
+        let target = self.state.borrow().assigned_offset;
+        self.flush_to(target).await
+    }
+
+    /// Makes every offset below `target` durable (see [`PartitionLog::flush`]).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or the [`Error::Io`] that poisoned the log.
+    pub async fn flush_to(&self, target: Offset) -> Result<Offset> {
+        self.wait_written(target).await?;
+        loop {
+            let listener = self.flushed_event.listen();
+            let handle = {
+                let mut state = self.state.borrow_mut();
+                if let Some(cause) = &state.poisoned {
+                    return Err(self.poisoned_error(cause));
+                }
+                if state.flushed_offset >= target {
+                    return Ok(state.flushed_offset);
+                }
+                if state.syncer_active {
+                    drop(state);
+                    listener.await;
+                    continue;
+                }
+                state.syncer_active = true;
+                (state.active().handle(), state.written_offset)
+            };
+            let (handle, covered) = handle;
+            let mut guard = RoleGuard {
+                log: self,
+                role: Role::Syncer,
+                finished: false,
+            };
+            let result = handle.fdatasync().await;
+            guard.finished = true;
+            match result {
+                Ok(()) => {
+                    let mut state = self.state.borrow_mut();
+                    // A roll in between may have moved it further already.
+                    state.flushed_offset = state.flushed_offset.max(covered);
+                    if state.flushed_offset >= state.written_offset {
+                        state.unflushed_records = 0;
+                        state.oldest_unflushed_ms = None;
+                    }
+                }
+                Err(error) => {
+                    self.poison(&error);
+                    drop(guard);
+                    return Err(error);
+                }
+            }
+            drop(guard);
+        }
+    }
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Reads whole batches from the one holding `offset`, up to `max_bytes`
+    /// (always at least one batch when any is readable, as KIP-74 requires),
+    /// never including a batch that ends past `upper_bound` (the high
+    /// watermark for consumers, the log end for followers; it is capped at
+    /// the log end). Recent batches come from the shard's cache; the rest are
+    /// read from disk and CRC-verified.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] if `offset` is below the log start or above
+    /// the log end; [`Error::CorruptLog`] rather than ever returning a corrupt
+    /// batch; [`Error::Io`].
+    pub async fn read(&self, offset: Offset, max_bytes: usize, upper_bound: Offset) -> Result<ReadResult> {
+        let (handle, position, end, offsets) = {
+            let mut state = self.state.borrow_mut();
+            let offsets = state.offsets();
+            if offset < offsets.log_start || offset > offsets.log_end {
+                return Err(Error::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: offsets.log_start,
+                    log_end: offsets.log_end,
+                });
+            }
+            let bound = upper_bound.min(offsets.log_end);
+            let empty = ReadResult {
+                batches: Vec::new(),
+                high_watermark: offsets.high_watermark,
+                log_start_offset: offsets.log_start,
+                log_end_offset: offsets.log_end,
+            };
+            if offset >= bound {
+                return Ok(empty);
+            }
+            if let Some(batches) = self.cache.borrow().read(self.cache_key, offset, max_bytes, bound) {
+                return Ok(ReadResult { batches, ..empty });
+            }
+            let storage = &self.storage;
+            let Some(segment) = state.segments.range_mut(..=offset).next_back().map(|(_, segment)| segment) else {
+                return Ok(empty);
+            };
+            segment.load_indexes(storage);
+            (segment.handle(), segment.start_position_for(offset), segment.size(), offsets)
+        };
+        let bound = upper_bound.min(offsets.log_end);
+        let mut found = handle.read(position, end, offset, max_bytes, bound).await?;
+        if found.is_empty() {
+            // The offset may sit in a gap at a segment's end (compaction,
+            // or a batch skipped): continue in the next segment.
+            let next = {
+                let state = self.state.borrow();
+                state
+                    .segments
+                    .range(offset.next()..)
+                    .next()
+                    .map(|(_, segment)| (segment.handle(), segment.size(), segment.base_offset))
+            };
+            if let Some((handle, end, base)) = next {
+                found = handle.read(0, end, base.max(offset), max_bytes, bound).await?;
+            }
+        }
+        Ok(ReadResult {
+            batches: found.into_iter().map(|(_, bytes)| bytes).collect(),
+            high_watermark: offsets.high_watermark,
+            log_start_offset: offsets.log_start,
+            log_end_offset: offsets.log_end,
+        })
+    }
+
+    /// The high watermark: consumers read below it.
+    #[must_use]
+    pub fn high_watermark(&self) -> Offset {
+        self.state.borrow().high_watermark
+    }
+
+    /// Moves the high watermark (the leader does, once the ISR has the data;
+    /// a single node does once the data is written). It never moves
+    /// backwards and never passes the log end.
+    pub fn advance_high_watermark(&self, offset: Offset) {
+        let mut state = self.state.borrow_mut();
+        let capped = offset.min(state.written_offset);
+        if capped > state.high_watermark {
+            state.high_watermark = capped;
+        }
+        state.check_invariants();
+    }
+
+    /// ListOffsets by timestamp: the first batch-level offset whose record
+    /// timestamp is `>= target`, with that timestamp; `None` if every record
+    /// is older. Works on batch max timestamps and then record timestamps
+    /// within the batch when it is uncompressed (Kafka's semantics; for
+    /// compressed batches the batch's base offset is returned).
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::CorruptLog`].
+    pub async fn offset_for_timestamp(&self, target: TimestampMs) -> Result<Option<(Offset, TimestampMs)>> {
+        let candidates: Vec<(Offset, crate::segment::SegmentHandle<S>, u64, u64)> = {
+            let mut state = self.state.borrow_mut();
+            let storage = &self.storage;
+            let log_start = state.log_start_offset;
+            let mut candidates = Vec::new();
+            for segment in state.segments.values_mut() {
+                segment.load_indexes(storage);
+                if segment.next_offset <= log_start {
+                    continue;
+                }
+                let from = segment.time_lookup(target).max(log_start);
+                candidates.push((from, segment.handle(), segment.start_position_for(from), segment.size()));
+            }
+            candidates
+        };
+        let end = self.offsets().log_end;
+        for (from, handle, position, size) in candidates {
+            let mut cursor = from;
+            let mut start = position;
+            loop {
+                let batches = handle.read(start, size, cursor, 1 << 20, end).await?;
+                let Some((last, _)) = batches.last() else { break };
+                let next_start = last.position + last.header.total_bytes() as u64;
+                let next_cursor = last.header.last_offset().next();
+                for (located, bytes) in &batches {
+                    if located.header.max_timestamp >= target && located.header.last_offset() >= from {
+                        return Ok(Some(first_record_at_or_after(&located.header, bytes, target, from)));
+                    }
+                }
+                start = next_start;
+                cursor = next_cursor;
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets with max timestamp (KIP-734): the offset and timestamp of
+    /// the record with the greatest timestamp, `None` for an empty log.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::CorruptLog`].
+    pub async fn max_timestamp_offset(&self) -> Result<Option<(Offset, TimestampMs)>> {
+        let best = {
+            let mut state = self.state.borrow_mut();
+            let storage = &self.storage;
+            for segment in state.segments.values_mut() {
+                segment.load_indexes(storage);
+            }
+            state
+                .segments
+                .values()
+                .filter(|segment| segment.size() > 0)
+                .max_by_key(|segment| segment.max_timestamp)
+                .map(|segment| segment.max_timestamp)
+        };
+        match best {
+            Some(timestamp) if timestamp != TimestampMs::NONE => {
+                Ok(self.offset_for_timestamp(timestamp).await?)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The current leader-epoch entries, oldest first.
+    #[must_use]
+    pub fn leader_epochs(&self) -> Vec<(LeaderEpoch, Offset)> {
+        self.state.borrow().epochs.entries().to_vec()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch `<= requested` and the offset
+    /// where the next epoch starts (the log end for the latest epoch);
+    /// `None` when `requested` predates every known epoch.
+    #[must_use]
+    pub fn end_offset_for_epoch(&self, requested: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let state = self.state.borrow();
+        state.epochs.end_offset_for(requested, state.written_offset)
+    }
+
+    /// Records that `epoch` starts at the current log end (a new leader does
+    /// this before accepting appends).
+    pub fn assign_leader_epoch(&self, epoch: LeaderEpoch) {
+        let mut state = self.state.borrow_mut();
+        let start = state.assigned_offset;
+        state.epochs.assign(epoch, start);
+    }
+
+    /// Waits until no append is queued or being written and takes the writer
+    /// role, so truncation and deletion see a still log.
+    async fn exclusive(&self) -> Result<RoleGuard<'_, S>> {
+        loop {
+            let listener = self.written_event.listen();
+            {
+                let mut state = self.state.borrow_mut();
+                self.usable(&state)?;
+                if !state.writer_active && state.pending.is_empty() {
+                    state.writer_active = true;
+                    return Ok(RoleGuard {
+                        log: self,
+                        role: Role::Writer,
+                        finished: false,
+                    });
+                }
+                if !state.writer_active {
+                    drop(state);
+                    self.drive_writer().await?;
+                    continue;
+                }
+            }
+            listener.await;
+        }
+    }
+
+    /// Removes every batch holding an offset at or after `offset` (a follower
+    /// does this when its log diverged from the new leader's). Like Kafka, a
+    /// batch that holds `offset` is removed whole, so the log end may land
+    /// below `offset`. The high watermark, producer state, leader epochs and
+    /// cache follow.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::CorruptLog`].
+    pub async fn truncate_to(&self, offset: Offset) -> Result<Offset> {
+        let mut guard = self.exclusive().await?;
+        let result = self.truncate_locked(offset).await;
+        if let Err(error) = &result {
+            self.poison(error);
+        }
+        guard.finished = true;
+        result
+    }
+
+    async fn truncate_locked(&self, offset: Offset) -> Result<Offset> {
+        let (removed, segment) = {
+            let mut state = self.state.borrow_mut();
+            if offset >= state.written_offset {
+                return Ok(state.written_offset);
+            }
+            let offset = offset.max(state.log_start_offset);
+            let first_base = *state.segments.keys().next().expect("a log has segments");
+            let keep_from = if offset <= first_base { first_base } else { offset };
+            let later: Vec<Offset> = state.segments.range(keep_from.next()..).map(|(base, _)| *base).collect();
+            let removed: Vec<Segment<S>> = later.into_iter().filter_map(|base| state.segments.remove(&base)).collect();
+            let storage = &self.storage;
+            let segment = state.active_mut();
+            segment.load_indexes(storage);
+            (removed, (segment.handle(), segment.start_position_for(offset), segment.size()))
+        };
+        for segment in &removed {
+            remove_segment_files(&self.storage, &self.dir, segment.base_offset)?;
+        }
+        let (handle, position, size) = segment;
+        let located = handle.read(position, size, offset, 1, Offset(i64::MAX)).await?;
+        let (cut, cut_offset) = match located.first() {
+            Some((batch, _)) => (batch.position, batch.header.base_offset),
+            None => (size, self.state.borrow().active().next_offset),
+        };
+        handle.truncate(cut).await?;
+        handle.fdatasync().await?;
+        let tail = handle.read_tail(cut).await?;
+        let mut state = self.state.borrow_mut();
+        let segment = state.active_mut();
+        segment.truncated(cut_offset, cut, tail);
+        segment.remove_index_files(&self.storage)?;
+        let new_end = segment.next_offset;
+        state.assigned_offset = new_end;
+        state.written_offset = new_end;
+        state.flushed_offset = state.flushed_offset.min(new_end);
+        state.high_watermark = state.high_watermark.min(new_end);
+        state.recovery_point = state.recovery_point.min(new_end);
+        state.log_start_offset = state.log_start_offset.min(new_end);
+        state.producers.truncate_to(new_end);
+        state.epochs.truncate_from_end(new_end);
+        state.check_invariants();
+        self.cache.borrow_mut().truncate(self.cache_key, new_end);
+        let recovery_point = state.recovery_point;
+        drop(state);
+        self.write_checkpoint(recovery_point)?;
+        Ok(new_end)
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (at most the
+    /// high watermark) and deletes segments wholly below it. Returns the new
+    /// log start offset.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] if `offset` is above the high watermark;
+    /// [`Error::Io`].
+    pub async fn delete_records(&self, offset: Offset) -> Result<Offset> {
+        {
+            let mut state = self.state.borrow_mut();
+            self.usable(&state)?;
+            if offset > state.high_watermark {
+                return Err(Error::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: state.log_start_offset,
+                    log_end: state.high_watermark,
+                });
+            }
+            if offset > state.log_start_offset {
+                state.log_start_offset = offset;
+                state.producers.truncate_start(offset);
+                state.epochs.truncate_from_start(offset);
+            }
+        }
+        let recovery_point = self.state.borrow().recovery_point;
+        self.write_checkpoint(recovery_point)?;
+        self.delete_segments_below_start()?;
+        Ok(self.state.borrow().log_start_offset)
+    }
+
+    /// Deletes whole non-active segments whose records are all below the log
+    /// start offset.
+    fn delete_segments_below_start(&self) -> Result<usize> {
+        let doomed: Vec<Segment<S>> = {
+            let mut state = self.state.borrow_mut();
+            let start = state.log_start_offset;
+            let active_base = state.active().base_offset;
+            let bases: Vec<Offset> = state
+                .segments
+                .values()
+                .filter(|segment| segment.base_offset < active_base && segment.next_offset <= start)
+                .map(|segment| segment.base_offset)
+                .collect();
+            bases.into_iter().filter_map(|base| state.segments.remove(&base)).collect()
+        };
+        for segment in &doomed {
+            remove_segment_files(&self.storage, &self.dir, segment.base_offset)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Applies `retention.ms` and `retention.bytes`: deletes the oldest
+    /// non-active segments whose newest record is older than `retention.ms`,
+    /// then while the log exceeds `retention.bytes` by a whole segment. The
+    /// log start offset moves to the first remaining segment. Returns the
+    /// number of segments deleted.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (the log is not poisoned: retention never touches data
+    /// that is still served).
+    pub fn enforce_retention(&self, now: TimestampMs) -> Result<usize> {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.poisoned.is_some() || state.closed {
+                return Ok(0);
+            }
+            let storage = &self.storage;
+            let retention_ms = state.config.retention_ms;
+            let retention_bytes = state.config.retention_bytes;
+            let mut total: u64 = state.segments.values().map(Segment::size).sum();
+            let active_base = state.active().base_offset;
+            let high_watermark = state.high_watermark;
+            let mut new_start = state.log_start_offset;
+            for segment in state.segments.values_mut() {
+                // Never the active segment, never data consumers cannot have read.
+                if segment.base_offset >= active_base || segment.next_offset > high_watermark {
+                    break;
+                }
+                segment.load_indexes(storage);
+                let expired = retention_ms >= 0
+                    && segment.max_timestamp != TimestampMs::NONE
+                    && now.0.saturating_sub(segment.max_timestamp.0) > retention_ms;
+                let oversized = retention_bytes >= 0 && total.saturating_sub(segment.size()) >= retention_bytes as u64;
+                if !(expired || oversized) {
+                    break;
+                }
+                total -= segment.size();
+                new_start = new_start.max(segment.next_offset);
+            }
+            if new_start > state.log_start_offset {
+                tracing::info!(partition = %self.partition, log_start = new_start.0, "retention moved the log start");
+                state.log_start_offset = new_start;
+                state.producers.truncate_start(new_start);
+                state.epochs.truncate_from_start(new_start);
+            } else {
+                return Ok(0);
+            }
+        }
+        let recovery_point = self.state.borrow().recovery_point;
+        self.write_checkpoint(recovery_point)?;
+        self.delete_segments_below_start()
+    }
+
+    /// Stops taking appends, writes what is queued, flushes, seals the active
+    /// segment's file, writes its indexes, a producer snapshot and a
+    /// checkpoint whose recovery point is the log end, so the next open scans
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if the log was poisoned (nothing is checkpointed
+    /// then: recovery will scan), or [`Error::Io`].
+    pub async fn close(&self) -> Result<()> {
+        let end = self.flush().await?;
+        let guard = self.exclusive().await?;
+        self.state.borrow_mut().closed = true;
+        let (handle, size) = {
+            let state = self.state.borrow();
+            (state.active().handle(), state.active().size())
+        };
+        let result = async {
+            handle.truncate(size).await?;
+            handle.fdatasync().await?;
+            self.state.borrow().active().write_indexes(&self.storage)?;
+            self.write_checkpoint(end)
+        }
+        .await;
+        let mut guard = guard;
+        guard.finished = result.is_ok();
+        drop(guard);
+        self.cache.borrow_mut().remove_partition(self.cache_key);
+        result
+    }
+
+    /// Deletes the partition's directory (DeleteTopics). The log must not be
+    /// used afterwards.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub async fn delete(&self) -> Result<()> {
+        let guard = self.exclusive().await;
+        self.state.borrow_mut().closed = true;
+        drop(guard);
+        self.cache.borrow_mut().remove_partition(self.cache_key);
+        self.storage
+            .remove_dir_all(&self.dir)
+            .map_err(|error| Error::io("deleting partition", &self.dir, error))
+    }
+}
+
+/// Within a batch whose max timestamp is `>= target`, the first record at or
+/// after `from` with timestamp `>= target`; the batch's base offset when its
+/// records cannot be read without decompression.
+fn first_record_at_or_after(header: &BatchHeader, bytes: &[u8], target: TimestampMs, from: Offset) -> (Offset, TimestampMs) {
+    if header.timestamp_type() == TimestampType::CreateTime {
+        if let Ok(records) = batch::records(bytes) {
+            for record in records.map_while(std::result::Result::ok) {
+                let offset = header.base_offset.plus(i64::from(record.offset_delta));
+                let timestamp = TimestampMs(header.base_timestamp.0 + record.timestamp_delta);
+                if offset >= from && timestamp >= target {
+                    return (offset, timestamp);
+                }
+            }
+        }
+    }
+    (header.base_offset.max(from), header.max_timestamp)
+}

@@ -1,0 +1,702 @@
+//! One segment: a `.log` file of record batches plus its `.index` and
+//! `.timeindex`, and the appender that writes its tail with `O_DIRECT`.
+//!
+//! # Durability contract
+//! - [`Segment::append`] returns once the bytes are *written* (the DMA
+//!   completed); [`Segment::size`] then covers them and readers may see them.
+//! - Nothing in a segment is *flushed* until [`Segment::fdatasync`] returns.
+//! - The file's size on disk is block-aligned while the segment is active (the
+//!   last block is zero-padded); the logical end is [`Segment::size`].
+//!   [`Segment::seal`] cuts the padding so closed segments are exactly Kafka's
+//!   format.
+//!
+//! `O_DIRECT` writes must cover whole blocks, so the appender keeps the
+//! partial last block in memory and rewrites it, extended, with the next
+//! append. Writes to one segment are issued one at a time (the log's single
+//! writer), so two writes of the same block are never in flight together and
+//! cannot land out of order.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::batch::{scan_batch, BatchHeader, ScanOutcome};
+use crate::error::{Error, Result};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::storage::{align_down, AlignedBuffer, Storage, StorageFile, BLOCK_BYTES};
+use crate::types::{Offset, TimestampMs};
+
+/// Bytes read per I/O when scanning a segment (recovery, lookups).
+pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// The file name of a segment file: 20-digit zero-padded base offset.
+#[must_use]
+pub fn segment_file_name(base_offset: Offset, extension: &str) -> String {
+    format!("{:020}.{extension}", base_offset.0)
+}
+
+/// Parses `00000000000000000042.log` into offset 42 if the extension matches.
+#[must_use]
+pub fn parse_segment_file_name(name: &str, extension: &str) -> Option<Offset> {
+    let stem = name.strip_suffix(extension)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(Offset)
+}
+
+/// The state of a segment's indexes in memory.
+#[derive(Debug)]
+pub enum Indexes {
+    /// Not read yet: a closed segment from an earlier run.
+    OnDisk,
+    /// In memory (active segments and segments read since start).
+    Loaded(OffsetIndex, TimeIndex),
+    /// The files were missing or corrupt: scan from the segment start.
+    Unavailable,
+}
+
+/// A batch header located in a segment.
+#[derive(Clone, Copy, Debug)]
+pub struct LocatedBatch {
+    /// The batch's header.
+    pub header: BatchHeader,
+    /// Its position in the segment file.
+    pub position: u64,
+}
+
+/// One segment of a partition log.
+pub struct Segment<S: Storage> {
+    /// Offset of the first batch this segment may hold.
+    pub base_offset: Offset,
+    /// Offset after the last batch written to this segment.
+    pub next_offset: Offset,
+    /// Logical end: bytes of complete batches.
+    size: u64,
+    /// Greatest batch max-timestamp in the segment, when known.
+    pub max_timestamp: TimestampMs,
+    /// When the first batch was appended (wall clock), for `segment.ms`.
+    pub first_append_ms: Option<i64>,
+    /// Log bytes appended since the last offset index entry.
+    bytes_since_index_entry: u64,
+    /// Position up to which batch CRCs were verified in this process.
+    pub verified_size: u64,
+    /// The `.log` file.
+    pub file: Rc<S::File>,
+    /// The offset and time indexes.
+    pub indexes: Indexes,
+    /// The partial last block, kept to rewrite with the next append.
+    tail: Vec<u8>,
+    path: PathBuf,
+}
+
+impl<S: Storage> Segment<S> {
+    /// Creates a new, empty segment file in `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be created.
+    pub async fn create(storage: &S, dir: &Path, base_offset: Offset) -> Result<Self> {
+        let path = dir.join(segment_file_name(base_offset, "log"));
+        let file = storage
+            .open(&path, true)
+            .await
+            .map_err(|error| Error::io("creating segment", &path, error))?;
+        file.truncate(0)
+            .await
+            .map_err(|error| Error::io("creating segment", &path, error))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|error| Error::io("syncing directory", dir, error))?;
+        Ok(Self {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            max_timestamp: TimestampMs::NONE,
+            first_append_ms: None,
+            bytes_since_index_entry: 0,
+            verified_size: 0,
+            file: Rc::new(file),
+            indexes: Indexes::Loaded(OffsetIndex::new(base_offset), TimeIndex::new(base_offset)),
+            tail: Vec::with_capacity(BLOCK_BYTES),
+            path,
+        })
+    }
+
+    /// Opens an existing segment without reading its content. `size` is taken
+    /// from the file; the caller recovers or trusts it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be opened.
+    pub async fn open(storage: &S, dir: &Path, base_offset: Offset) -> Result<Self> {
+        let path = dir.join(segment_file_name(base_offset, "log"));
+        let file = storage
+            .open(&path, false)
+            .await
+            .map_err(|error| Error::io("opening segment", &path, error))?;
+        let size = file
+            .size()
+            .await
+            .map_err(|error| Error::io("opening segment", &path, error))?;
+        Ok(Self {
+            base_offset,
+            next_offset: base_offset,
+            size,
+            max_timestamp: TimestampMs::NONE,
+            first_append_ms: None,
+            bytes_since_index_entry: 0,
+            verified_size: 0,
+            file: Rc::new(file),
+            indexes: Indexes::OnDisk,
+            tail: Vec::new(),
+            path,
+        })
+    }
+
+    /// The `.log` file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of this segment's file with another extension.
+    #[must_use]
+    pub fn sibling(&self, extension: &str) -> PathBuf {
+        self.path.with_extension(extension)
+    }
+
+    /// Logical size in bytes.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Loads the indexes from disk if they are not in memory. An index file
+    /// that is missing or fails to decode leaves the segment without an index:
+    /// lookups then scan from the segment start, which is slower but correct.
+    pub fn load_indexes(&mut self, storage: &S) {
+        if matches!(self.indexes, Indexes::Loaded(..) | Indexes::Unavailable) {
+            return;
+        }
+        let read = |extension: &str| -> Option<Vec<u8>> {
+            storage.read_file(&self.sibling(extension)).ok().flatten()
+        };
+        let offsets = read("index").and_then(|bytes| OffsetIndex::decode(self.base_offset, &bytes).ok());
+        let times = read("timeindex").and_then(|bytes| TimeIndex::decode(self.base_offset, &bytes).ok());
+        if let (Some(offsets), Some(times)) = (offsets, times) {
+            if let Some(max) = times.max_timestamp() {
+                self.max_timestamp = self.max_timestamp.max(max);
+            }
+            self.indexes = Indexes::Loaded(offsets, times);
+        } else {
+            tracing::warn!(segment = %self.path.display(), "index files missing or corrupt; reads will scan this segment");
+            self.indexes = Indexes::Unavailable;
+        }
+    }
+
+    /// Writes both indexes whole to disk (the segment is being closed).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a file cannot be written.
+    pub fn write_indexes(&self, storage: &S) -> Result<()> {
+        if let Indexes::Loaded(offsets, times) = &self.indexes {
+            for (extension, content) in [("index", offsets.encode()), ("timeindex", times.encode())] {
+                let path = self.sibling(extension);
+                storage
+                    .write_file_atomic(&path, &content)
+                    .map_err(|error| Error::io("writing index", &path, error))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the on-disk index files, which no longer match the log.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a file cannot be removed.
+    pub fn remove_index_files(&self, storage: &S) -> Result<()> {
+        for extension in ["index", "timeindex"] {
+            let path = self.sibling(extension);
+            storage
+                .remove_file(&path)
+                .map_err(|error| Error::io("removing index", &path, error))?;
+        }
+        Ok(())
+    }
+
+    /// Builds the aligned write that appends `batches` (already
+    /// offset-assigned, contiguous, all for this segment): the kept tail block
+    /// followed by the new bytes, zero-padded to a block boundary.
+    #[must_use]
+    pub fn prepare_append(
+        &self,
+        storage: &S,
+        batches: &[(BatchHeader, Bytes)],
+    ) -> (PendingWrite<S>, AppendCommit) {
+        let new_bytes: usize = batches.iter().map(|(_, bytes)| bytes.len()).sum();
+        let position = align_down(self.size);
+        assert_eq!(self.tail.len() as u64, self.size - position, "tail block out of step");
+        let total = self.tail.len() + new_bytes;
+        let mut buffer = storage.alloc_buffer(total.next_multiple_of(BLOCK_BYTES));
+        let target = buffer.as_mut_slice();
+        target[..self.tail.len()].copy_from_slice(&self.tail);
+        let mut cursor = self.tail.len();
+        for (_, bytes) in batches {
+            target[cursor..cursor + bytes.len()].copy_from_slice(bytes);
+            cursor += bytes.len();
+        }
+        let new_end = self.size + new_bytes as u64;
+        let new_tail_start = (align_down(new_end) - position) as usize;
+        let new_tail = buffer.as_slice()[new_tail_start..total].to_vec();
+        let write = PendingWrite {
+            buffer,
+            position,
+            file: self.file.clone(),
+            path: self.path.clone(),
+        };
+        let commit = AppendCommit {
+            position,
+            new_end,
+            new_tail,
+        };
+        (write, commit)
+    }
+
+    /// Accounts for an append whose write completed: sizes, indexes,
+    /// timestamps and the new tail block.
+    ///
+    /// # Panics
+    /// If the append does not continue this segment (offsets going
+    /// backwards, or another write landed in between).
+    pub fn commit_append(
+        &mut self,
+        batches: &[(BatchHeader, Bytes)],
+        written: AppendCommit,
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) {
+        assert_eq!(written.position, align_down(self.size), "append raced another write");
+        let mut position = self.size;
+        for (header, bytes) in batches {
+            assert!(
+                header.base_offset >= self.next_offset,
+                "offsets must not go backwards in {}",
+                self.path.display()
+            );
+            self.note_batch(header, position, index_interval_bytes);
+            position += bytes.len() as u64;
+        }
+        assert_eq!(position, written.new_end, "append length mismatch");
+        self.size = written.new_end;
+        self.verified_size = written.new_end;
+        self.tail = written.new_tail;
+        self.first_append_ms.get_or_insert(now_ms);
+    }
+
+    fn note_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u32) {
+        let Indexes::Loaded(offsets, times) = &mut self.indexes else {
+            unreachable!("segments being appended or scanned have their indexes loaded");
+        };
+        if self.bytes_since_index_entry >= u64::from(index_interval_bytes) || offsets.is_empty() {
+            if position > 0 || offsets.is_empty() {
+                offsets.append(header.base_offset, position as u32);
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += header.total_bytes() as u64;
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            times.maybe_append(header.max_timestamp, header.last_offset());
+        }
+        self.next_offset = header.last_offset().next();
+    }
+
+    /// A handle for I/O on this segment that holds no borrow of it.
+    #[must_use]
+    pub fn handle(&self) -> SegmentHandle<S> {
+        SegmentHandle {
+            file: self.file.clone(),
+            path: self.path.clone(),
+        }
+    }
+
+    /// Where a read for `target` starts scanning: the greatest index entry at
+    /// or before it, or the segment start.
+    #[must_use]
+    pub fn start_position_for(&self, target: Offset) -> u64 {
+        match &self.indexes {
+            Indexes::Loaded(offsets, _) => u64::from(offsets.lookup(target).1),
+            Indexes::OnDisk | Indexes::Unavailable => 0,
+        }
+    }
+
+    /// The first offset whose timestamp may be `>= target`, from the time
+    /// index, for a ListOffsets-by-timestamp scan.
+    #[must_use]
+    pub fn time_lookup(&self, target: TimestampMs) -> Offset {
+        match &self.indexes {
+            Indexes::Loaded(_, times) => times.lookup(target),
+            Indexes::OnDisk | Indexes::Unavailable => self.base_offset,
+        }
+    }
+
+    /// Scans batches from `position` (whose batch starts at offset
+    /// `position_offset`, or at the segment start when `position` is 0) to the
+    /// end of the file, verifying each, rebuilding index entries, and cutting
+    /// the file at the first invalid or incomplete batch. `on_batch` sees every
+    /// valid batch. Afterwards the segment is ready to append.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if reading or truncating fails.
+    pub async fn recover_from(
+        &mut self,
+        position: u64,
+        position_offset: Offset,
+        index_interval_bytes: u32,
+        mut on_batch: impl FnMut(&BatchHeader),
+    ) -> Result<RecoveryScan> {
+        let handle = self.handle();
+        let file_size = handle.size().await?;
+        match &mut self.indexes {
+            Indexes::Loaded(offsets, times) if position > 0 => {
+                offsets.truncate_to(position_offset);
+                times.truncate_to(position_offset);
+                self.max_timestamp = times.max_timestamp().unwrap_or(TimestampMs::NONE);
+                self.next_offset = position_offset;
+            }
+            _ => {
+                assert_eq!(position, 0, "scanning mid-segment needs its index");
+                self.indexes = Indexes::Loaded(
+                    OffsetIndex::new(self.base_offset),
+                    TimeIndex::new(self.base_offset),
+                );
+                self.max_timestamp = TimestampMs::NONE;
+                self.next_offset = self.base_offset;
+            }
+        }
+        self.size = position;
+        self.bytes_since_index_entry = u64::from(index_interval_bytes);
+        let mut batches = Vec::new();
+        let end = handle
+            .scan(position, file_size, self.next_offset, |header, at| {
+                batches.push((*header, at));
+            })
+            .await?;
+        for (header, at) in &batches {
+            on_batch(header);
+            self.note_batch(header, *at, index_interval_bytes);
+        }
+        self.size = end.end_position;
+        let truncated_at = end.stopped_by.map(|reason| (end.end_position, reason));
+        if self.size != file_size {
+            handle.truncate(self.size).await?;
+            handle.fdatasync().await?;
+        }
+        self.tail = handle.read_tail(self.size).await?;
+        self.verified_size = self.size;
+        Ok(RecoveryScan {
+            batches: batches.len() as u64,
+            truncated_at,
+        })
+    }
+
+    /// Drops the segment's state for batches at or after `offset` after the
+    /// file was cut to `new_size` (Kafka's `LogSegment.truncateTo`).
+    pub fn truncated(&mut self, offset: Offset, new_size: u64, new_tail: Vec<u8>) {
+        if let Indexes::Loaded(offsets, times) = &mut self.indexes {
+            offsets.truncate_to(offset);
+            times.truncate_to(offset);
+            self.max_timestamp = times.max_timestamp().unwrap_or(TimestampMs::NONE);
+        }
+        self.next_offset = self.next_offset.min(offset);
+        self.size = new_size;
+        self.verified_size = self.verified_size.min(new_size);
+        self.tail = new_tail;
+        // Index spacing restarts conservatively: the next batch gets an entry.
+        self.bytes_since_index_entry = u64::MAX / 2;
+    }
+}
+
+/// The state change of an append, applied by [`Segment::commit_append`] once
+/// its [`PendingWrite`] completed.
+#[derive(Debug)]
+pub struct AppendCommit {
+    position: u64,
+    new_end: u64,
+    new_tail: Vec<u8>,
+}
+
+/// An aligned write built by [`Segment::prepare_append`].
+pub struct PendingWrite<S: Storage> {
+    buffer: <S::File as StorageFile>::Buffer,
+    position: u64,
+    file: Rc<S::File>,
+    path: PathBuf,
+}
+
+impl<S: Storage> PendingWrite<S> {
+    /// Issues the write, continuing after short writes.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the write fails or makes no progress. The file past
+    /// the segment's old size is then unknown: the caller must poison the log.
+    pub async fn write(self, storage: &S) -> Result<()> {
+        let buffer = Rc::new(self.buffer);
+        let length = buffer.as_slice().len();
+        let mut done = 0;
+        while done < length {
+            let piece = if done == 0 {
+                buffer.clone()
+            } else {
+                // A short write (rare: the device or file system ran out of
+                // room mid-write) continues from a copy of the rest.
+                let rest = &buffer.as_slice()[done..];
+                let mut copy = storage.alloc_buffer(rest.len());
+                copy.as_mut_slice().copy_from_slice(rest);
+                Rc::new(copy)
+            };
+            let written = self
+                .file
+                .write_at(piece, self.position + done as u64)
+                .await
+                .map_err(|error| Error::io("writing segment", &self.path, error))?;
+            if written == 0 || written % BLOCK_BYTES != 0 {
+                return Err(Error::io(
+                    "writing segment",
+                    &self.path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        format!("short write of {written} bytes"),
+                    ),
+                ));
+            }
+            done += written;
+        }
+        Ok(())
+    }
+}
+
+/// Segment I/O that holds no borrow of the segment, so no `RefCell` borrow
+/// spans an await.
+pub struct SegmentHandle<S: Storage> {
+    file: Rc<S::File>,
+    path: PathBuf,
+}
+
+impl<S: Storage> SegmentHandle<S> {
+    /// The `.log` file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io_error(&self, context: &'static str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |error| Error::io(context, &self.path, error)
+    }
+
+    /// The file's size on disk.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub async fn size(&self) -> Result<u64> {
+        self.file.size().await.map_err(self.io_error("sizing segment"))
+    }
+
+    /// Makes every written byte of this segment durable.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; on the append path the caller must poison the log.
+    pub async fn fdatasync(&self) -> Result<()> {
+        self.file.fdatasync().await.map_err(self.io_error("syncing segment"))
+    }
+
+    /// Sets the file's size.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub async fn truncate(&self, size: u64) -> Result<()> {
+        self.file.truncate(size).await.map_err(self.io_error("truncating segment"))
+    }
+
+    /// Reads the partial last block of a segment of logical size `size`.
+    ///
+    /// # Errors
+    /// [`Error::Io`], or [`Error::CorruptLog`] if the file is shorter.
+    pub async fn read_tail(&self, size: u64) -> Result<Vec<u8>> {
+        let tail_start = align_down(size);
+        let tail_length = (size - tail_start) as usize;
+        let mut tail = Vec::with_capacity(BLOCK_BYTES);
+        if tail_length > 0 {
+            let bytes = self
+                .file
+                .read_at(tail_start, tail_length)
+                .await
+                .map_err(self.io_error("reading segment tail"))?;
+            if bytes.len() != tail_length {
+                return Err(self.corrupt(size, "file shorter than its logical size"));
+            }
+            tail.extend_from_slice(&bytes);
+        }
+        Ok(tail)
+    }
+
+    fn corrupt(&self, position: u64, reason: &str) -> Error {
+        Error::CorruptLog {
+            path: self.path.clone(),
+            position,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Walks batches from `position` up to `end`, verifying each, calling
+    /// `on_batch` with each valid batch's header and position. Stops at the
+    /// first incomplete or invalid batch (or one whose base offset is below
+    /// `next_offset`, which a valid log never has) and says why.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a read fails.
+    pub async fn scan(
+        &self,
+        position: u64,
+        end: u64,
+        mut next_offset: Offset,
+        mut on_batch: impl FnMut(&BatchHeader, u64),
+    ) -> Result<ScanEnd> {
+        let mut cursor = position;
+        let mut chunk_start = position;
+        let mut chunk = Bytes::new();
+        loop {
+            let relative = (cursor - chunk_start) as usize;
+            let available = &chunk[relative.min(chunk.len())..];
+            match scan_batch(available) {
+                ScanOutcome::Valid(header) => {
+                    if header.base_offset < next_offset {
+                        return Ok(ScanEnd::stopped(cursor, "offsets go backwards"));
+                    }
+                    on_batch(&header, cursor);
+                    next_offset = header.last_offset().next();
+                    cursor += header.total_bytes() as u64;
+                }
+                ScanOutcome::Incomplete => {
+                    if cursor + available.len() as u64 >= end {
+                        let stopped_by = (cursor < end).then(|| "incomplete batch at the end".to_owned());
+                        return Ok(ScanEnd {
+                            end_position: cursor,
+                            stopped_by,
+                        });
+                    }
+                    let want = SCAN_CHUNK_BYTES.max(declared_length(available));
+                    let want = want.min((end - cursor) as usize);
+                    chunk_start = cursor;
+                    chunk = self.file.read_at(cursor, want).await.map_err(self.io_error("scanning segment"))?;
+                    if chunk.is_empty() {
+                        return Ok(ScanEnd::stopped(cursor, "file ends early"));
+                    }
+                }
+                ScanOutcome::Invalid(reason) => return Ok(ScanEnd::stopped(cursor, &reason)),
+            }
+        }
+    }
+
+    /// Reads whole, CRC-verified batches starting with the one holding
+    /// `target` (the first whose last offset is `>= target`), scanning from
+    /// `position` (an index entry at or before it), up to `max_bytes` (but
+    /// always the first batch, as KIP-74 requires), never past the logical
+    /// `end` position nor any batch ending after `end_offset` (exclusive).
+    ///
+    /// # Errors
+    /// [`Error::Io`], or [`Error::CorruptLog`]: a batch that fails its CRC is
+    /// never returned.
+    pub async fn read(
+        &self,
+        position: u64,
+        end: u64,
+        target: Offset,
+        max_bytes: usize,
+        end_offset: Offset,
+    ) -> Result<Vec<(LocatedBatch, Bytes)>> {
+        let mut found = Vec::new();
+        let mut cursor = position;
+        let mut total = 0usize;
+        let mut chunk_start = cursor;
+        let mut chunk = Bytes::new();
+        while cursor < end {
+            let relative = (cursor - chunk_start) as usize;
+            let available = &chunk[relative.min(chunk.len())..];
+            match scan_batch(available) {
+                ScanOutcome::Valid(header) => {
+                    let length = header.total_bytes();
+                    if header.last_offset() >= end_offset {
+                        break;
+                    }
+                    if header.last_offset() >= target {
+                        if !found.is_empty() && total + length > max_bytes {
+                            break;
+                        }
+                        let bytes = chunk.slice(relative..relative + length);
+                        found.push((LocatedBatch { header, position: cursor }, bytes));
+                        total += length;
+                        if total >= max_bytes {
+                            break;
+                        }
+                    }
+                    cursor += length as u64;
+                }
+                ScanOutcome::Incomplete => {
+                    let needed = declared_length(available);
+                    if cursor + needed as u64 > end {
+                        return Err(self.corrupt(cursor, "batch extends past the segment end"));
+                    }
+                    let want = needed.max(max_bytes.clamp(64 * 1024, SCAN_CHUNK_BYTES));
+                    let want = want.min((end - cursor) as usize);
+                    chunk_start = cursor;
+                    chunk = self.file.read_at(cursor, want).await.map_err(self.io_error("reading segment"))?;
+                    if chunk.len() < needed.min(want) {
+                        return Err(self.corrupt(cursor, "segment file shorter than its batches"));
+                    }
+                }
+                ScanOutcome::Invalid(reason) => return Err(self.corrupt(cursor, &reason)),
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Where a [`SegmentHandle::scan`] ended.
+#[derive(Debug)]
+pub struct ScanEnd {
+    /// Position after the last valid batch.
+    pub end_position: u64,
+    /// Why the scan stopped before the end, if it did.
+    pub stopped_by: Option<String>,
+}
+
+impl ScanEnd {
+    fn stopped(end_position: u64, reason: &str) -> Self {
+        Self {
+            end_position,
+            stopped_by: Some(reason.to_owned()),
+        }
+    }
+}
+
+/// What a recovery scan found.
+#[derive(Debug)]
+pub struct RecoveryScan {
+    /// Valid batches seen.
+    pub batches: u64,
+    /// Where and why the file was cut, if it was.
+    pub truncated_at: Option<(u64, String)>,
+}
+
+/// The total length a batch header declares, or the header size if too short
+/// to tell.
+fn declared_length(bytes: &[u8]) -> usize {
+    if bytes.len() < 12 {
+        return crate::batch::BATCH_HEADER_BYTES;
+    }
+    let length = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    usize::try_from(length).map_or(crate::batch::BATCH_HEADER_BYTES, |length| {
+        (length + 12).max(crate::batch::BATCH_HEADER_BYTES)
+    })
+}

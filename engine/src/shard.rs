@@ -1,0 +1,552 @@
+//! Shards: one pinned glommio executor per core, each the only owner of its
+//! partitions.
+//!
+//! A partition's shard is a pure function of its topic, partition index and
+//! the shard count ([`shard_for`]), so every shard can route any request
+//! without asking anyone. A [`Shard`] handle serves every partition
+//! operation: work for its own partitions runs in place, work for another
+//! shard's travels over glommio's channel mesh as a [`Request`] and comes
+//! back as a [`Response`]. No lock is shared between cores.
+//!
+//! Background work (retention, `flush.ms`) runs in a task queue with a tenth
+//! of the foreground's shares, so it yields to appends and reads.
+//!
+//! Shutdown: when the shard's main future ends, the shard closes its
+//! partitions cleanly (flush, seal, checkpoint) and then keeps answering its
+//! peers (with [`Error::ShuttingDown`]) until every peer has finished too.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use event_listener::Event;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::{executor, Latency, LocalExecutorBuilder, Placement, Shares};
+
+use crate::cache::BatchCache;
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+use crate::log::{AppendInfo, LogOffsets, PartitionLog, ReadResult};
+use crate::storage::dma::DmaStorage;
+use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+
+/// Messages in flight between two shards, per direction.
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+/// The shard that owns `partition` among `shard_count` shards: a stable hash
+/// of the topic name plus the partition index, so a topic's partitions
+/// spread round-robin over the shards.
+#[must_use]
+pub fn shard_for(partition: &TopicPartition, shard_count: usize) -> usize {
+    assert!(shard_count > 0, "an engine has at least one shard");
+    let topic_hash = u64::from(crc32c::crc32c(partition.topic.as_bytes()));
+    ((topic_hash + u64::from(partition.partition.unsigned_abs())) % shard_count as u64) as usize
+}
+
+/// How the engine runs.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Where partition directories live (Kafka's `log.dirs`, one directory).
+    pub data_dir: PathBuf,
+    /// Number of shards; shard `i` is pinned to the `i`-th online CPU.
+    pub shards: usize,
+    /// Bytes of recent batches each shard caches for tail reads.
+    pub cache_bytes_per_shard: usize,
+    /// Memory each shard's io_uring registers for DMA buffers.
+    pub io_memory_bytes: usize,
+    /// How often retention runs (`log.retention.check.interval.ms`).
+    pub retention_check_interval: Duration,
+    /// How often `flush.ms` is checked (`log.flush.scheduler.interval.ms`).
+    pub flush_check_interval: Duration,
+    /// The configuration each existing partition opens with at start.
+    pub log_config_for: Arc<dyn Fn(&TopicPartition) -> LogConfig + Send + Sync>,
+}
+
+impl EngineConfig {
+    /// Defaults for `data_dir` with one shard per online CPU.
+    #[must_use]
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            shards: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            cache_bytes_per_shard: 64 << 20,
+            io_memory_bytes: 8 << 20,
+            retention_check_interval: Duration::from_secs(300),
+            flush_check_interval: Duration::from_secs(1),
+            log_config_for: Arc::new(|_| LogConfig::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("data_dir", &self.data_dir)
+            .field("shards", &self.shards)
+            .field("cache_bytes_per_shard", &self.cache_bytes_per_shard)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which offset ListOffsets asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetQuery {
+    /// The log start offset (`-2`).
+    Earliest,
+    /// The log end offset, or high watermark for consumers (`-1`).
+    Latest,
+    /// The record with the greatest timestamp (`-3`, KIP-734).
+    MaxTimestamp,
+    /// The first record with timestamp `>=` this.
+    Timestamp(TimestampMs),
+}
+
+/// A partition operation, runnable on the owning shard.
+#[derive(Debug)]
+pub enum Request {
+    /// Create (or open) a partition with a config.
+    Create(TopicPartition, LogConfig),
+    /// Delete a partition and its data.
+    Delete(TopicPartition),
+    /// Append one batch as leader.
+    Append(TopicPartition, Bytes, LeaderEpoch),
+    /// Read batches from an offset up to a byte limit and an upper bound.
+    Read {
+        /// The partition.
+        partition: TopicPartition,
+        /// First offset wanted.
+        offset: Offset,
+        /// Byte limit (at least one batch is returned).
+        max_bytes: usize,
+        /// No batch ending past this offset is returned.
+        upper_bound: Offset,
+    },
+    /// Flush everything appended so far.
+    Flush(TopicPartition),
+    /// The partition's offsets.
+    Offsets(TopicPartition),
+    /// ListOffsets.
+    ListOffset(TopicPartition, OffsetQuery),
+    /// Move the high watermark up.
+    AdvanceHighWatermark(TopicPartition, Offset),
+    /// DeleteRecords.
+    DeleteRecords(TopicPartition, Offset),
+    /// Truncate the log to an offset (followers).
+    TruncateTo(TopicPartition, Offset),
+    /// Replace the partition's config.
+    SetConfig(TopicPartition, LogConfig),
+    /// OffsetForLeaderEpoch.
+    EndOffsetForEpoch(TopicPartition, LeaderEpoch),
+    /// Run retention now on every partition of the shard.
+    EnforceRetention,
+    /// The partitions the shard owns.
+    ListPartitions,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug)]
+pub enum Response {
+    /// Nothing to return.
+    Done,
+    /// From [`Request::Append`].
+    Appended(AppendInfo),
+    /// From [`Request::Read`].
+    Read(ReadResult),
+    /// An offset (flush, truncate, delete records).
+    Offset(Offset),
+    /// From [`Request::Offsets`].
+    Offsets(LogOffsets),
+    /// From [`Request::ListOffset`] and [`Request::EndOffsetForEpoch`].
+    Found(Option<(Offset, i64)>),
+    /// From [`Request::ListPartitions`].
+    Partitions(Vec<TopicPartition>),
+    /// From [`Request::EnforceRetention`]: segments deleted.
+    Count(usize),
+    /// The operation failed.
+    Failed(Error),
+}
+
+enum Envelope {
+    Request { id: u64, from: usize, request: Request },
+    Response { id: u64, response: Response },
+}
+
+#[derive(Default)]
+struct ReplySlot {
+    response: RefCell<Option<Response>>,
+    ready: Event,
+}
+
+/// One shard's view of the engine: its own partitions and a route to every
+/// other shard's.
+pub struct Shard {
+    id: usize,
+    shard_count: usize,
+    config: EngineConfig,
+    storage: DmaStorage,
+    cache: Rc<RefCell<BatchCache>>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<PartitionLog<DmaStorage>>>>,
+    next_cache_key: Cell<u64>,
+    senders: Senders<Envelope>,
+    next_request_id: Cell<u64>,
+    replies: RefCell<HashMap<u64, Rc<ReplySlot>>>,
+    stopping: Cell<bool>,
+}
+
+/// Runs the engine: starts one pinned executor per shard, opens each shard's
+/// partitions, runs `main` on every shard with its [`Shard`] handle, then
+/// shuts down cleanly. Returns each shard's `main` output, by shard id.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] if the shard count exceeds the online CPUs or an
+/// executor cannot start; [`Error::Io`] if the data directory cannot be
+/// read.
+pub fn run<F, Fut, T>(config: EngineConfig, main: F) -> Result<Vec<T>>
+where
+    F: Fn(Rc<Shard>) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let cpus = glommio::CpuSet::online()
+        .map_err(|error| Error::io("listing CPUs", "/sys/devices/system/cpu", error.into()))?;
+    let cpu_ids: Vec<usize> = cpus.iter().map(|location| location.cpu).collect();
+    if config.shards == 0 || config.shards > cpu_ids.len() {
+        return Err(Error::InvalidConfig {
+            key: "cores".to_owned(),
+            value: config.shards.to_string(),
+            reason: format!("must be between 1 and the {} online CPUs", cpu_ids.len()),
+        });
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|error| Error::io("creating data directory", &config.data_dir, error))?;
+    let mesh = MeshBuilder::<Envelope, Full>::full(config.shards, MESH_CHANNEL_CAPACITY);
+    let mut handles = Vec::with_capacity(config.shards);
+    for &cpu in cpu_ids.iter().take(config.shards) {
+        let mesh = mesh.clone();
+        let shard_config = config.clone();
+        let main = main.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("fjord-shard-{cpu}"))
+            .io_memory(config.io_memory_bytes)
+            .spawn(move || async move {
+                let (senders, receivers) = mesh.join().await.map_err(|_| Error::ShuttingDown)?;
+                let shard = Shard::start(shard_config, senders).await?;
+                let peers = shard.clone().serve_peers(receivers);
+                shard.clone().start_background_work();
+                let output = main(shard.clone()).await;
+                shard.shutdown().await;
+                peers.await;
+                Ok::<(usize, T), Error>((shard.id, output))
+            })
+            .map_err(|error| Error::InvalidConfig {
+                key: "cores".to_owned(),
+                value: config.shards.to_string(),
+                reason: format!("cannot start a shard executor: {error}"),
+            })?;
+        handles.push(handle);
+    }
+    let mut outputs: Vec<(usize, T)> = Vec::with_capacity(handles.len());
+    let mut first_error = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(output)) => outputs.push(output),
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            Err(error) => {
+                first_error.get_or_insert(Error::InvalidConfig {
+                    key: "cores".to_owned(),
+                    value: config.shards.to_string(),
+                    reason: format!("a shard executor failed: {error}"),
+                });
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    outputs.sort_by_key(|(id, _)| *id);
+    Ok(outputs.into_iter().map(|(_, output)| output).collect())
+}
+
+impl Shard {
+    async fn start(config: EngineConfig, senders: Senders<Envelope>) -> Result<Rc<Self>> {
+        let shard = Rc::new(Self {
+            id: senders.peer_id(),
+            shard_count: senders.nr_consumers(),
+            cache: Rc::new(RefCell::new(BatchCache::new(config.cache_bytes_per_shard))),
+            config,
+            storage: DmaStorage,
+            partitions: RefCell::new(HashMap::new()),
+            next_cache_key: Cell::new(0),
+            senders,
+            next_request_id: Cell::new(0),
+            replies: RefCell::new(HashMap::new()),
+            stopping: Cell::new(false),
+        });
+        let names = std::fs::read_dir(&shard.config.data_dir)
+            .map_err(|error| Error::io("listing data directory", &shard.config.data_dir, error))?;
+        for entry in names {
+            let entry = entry.map_err(|error| Error::io("listing data directory", &shard.config.data_dir, error))?;
+            let Some(partition) = entry.file_name().to_str().and_then(TopicPartition::from_dir_name) else {
+                continue;
+            };
+            if shard_for(&partition, shard.shard_count) == shard.id && entry.path().is_dir() {
+                let config = (shard.config.log_config_for)(&partition);
+                shard.open_local(partition, config).await?;
+            }
+        }
+        tracing::info!(shard = shard.id, partitions = shard.partitions.borrow().len(), "shard started");
+        Ok(shard)
+    }
+
+    /// This shard's id, `0..shard_count`.
+    #[must_use]
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// How many shards the engine runs.
+    #[must_use]
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    /// The shard owning `partition`.
+    #[must_use]
+    pub fn owner_of(&self, partition: &TopicPartition) -> usize {
+        shard_for(partition, self.shard_count)
+    }
+
+    async fn open_local(&self, partition: TopicPartition, config: LogConfig) -> Result<Rc<PartitionLog<DmaStorage>>> {
+        if let Some(log) = self.partitions.borrow().get(&partition) {
+            return Ok(log.clone());
+        }
+        let key = self.next_cache_key.get();
+        self.next_cache_key.set(key + 1);
+        let log = PartitionLog::open(
+            self.storage,
+            &self.config.data_dir,
+            partition.clone(),
+            config,
+            self.cache.clone(),
+            key,
+        )
+        .await?;
+        let log = Rc::new(log);
+        // Another task may have opened it while this one awaited.
+        Ok(self.partitions.borrow_mut().entry(partition).or_insert(log).clone())
+    }
+
+    fn local(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog<DmaStorage>>> {
+        self.partitions
+            .borrow()
+            .get(partition)
+            .cloned()
+            .ok_or_else(|| Error::UnknownPartition(partition.clone()))
+    }
+
+    /// Runs `request` on the shard that owns its partition (or on shard
+    /// `target` for shard-wide requests) and returns its response.
+    pub async fn call(&self, target: usize, request: Request) -> Response {
+        if target == self.id {
+            return self.execute(request).await;
+        }
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        let slot = Rc::new(ReplySlot::default());
+        self.replies.borrow_mut().insert(id, slot.clone());
+        let envelope = Envelope::Request {
+            id,
+            from: self.id,
+            request,
+        };
+        if self.senders.send_to(target, envelope).await.is_err() {
+            self.replies.borrow_mut().remove(&id);
+            return Response::Failed(Error::ShuttingDown);
+        }
+        loop {
+            let listener = slot.ready.listen();
+            if let Some(response) = slot.response.borrow_mut().take() {
+                return response;
+            }
+            listener.await;
+        }
+    }
+
+    async fn execute(&self, request: Request) -> Response {
+        match self.execute_inner(request).await {
+            Ok(response) => response,
+            Err(error) => Response::Failed(error),
+        }
+    }
+
+    async fn execute_inner(&self, request: Request) -> Result<Response> {
+        if self.stopping.get() {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(match request {
+            Request::Create(partition, config) => {
+                if self.partitions.borrow().contains_key(&partition) {
+                    return Err(Error::PartitionExists(partition));
+                }
+                self.open_local(partition, config).await?;
+                Response::Done
+            }
+            Request::Delete(partition) => {
+                let log = self.local(&partition)?;
+                self.partitions.borrow_mut().remove(&partition);
+                log.delete().await?;
+                Response::Done
+            }
+            Request::Append(partition, bytes, epoch) => Response::Appended(self.local(&partition)?.append(&bytes, epoch).await?),
+            Request::Read {
+                partition,
+                offset,
+                max_bytes,
+                upper_bound,
+            } => Response::Read(self.local(&partition)?.read(offset, max_bytes, upper_bound).await?),
+            Request::Flush(partition) => Response::Offset(self.local(&partition)?.flush().await?),
+            Request::Offsets(partition) => Response::Offsets(self.local(&partition)?.offsets()),
+            Request::ListOffset(partition, query) => {
+                let log = self.local(&partition)?;
+                let found = match query {
+                    OffsetQuery::Earliest => Some((log.offsets().log_start, -1)),
+                    OffsetQuery::Latest => Some((log.offsets().log_end, -1)),
+                    OffsetQuery::MaxTimestamp => log.max_timestamp_offset().await?.map(|(o, t)| (o, t.0)),
+                    OffsetQuery::Timestamp(target) => log.offset_for_timestamp(target).await?.map(|(o, t)| (o, t.0)),
+                };
+                Response::Found(found)
+            }
+            Request::AdvanceHighWatermark(partition, offset) => {
+                self.local(&partition)?.advance_high_watermark(offset);
+                Response::Done
+            }
+            Request::DeleteRecords(partition, offset) => Response::Offset(self.local(&partition)?.delete_records(offset).await?),
+            Request::TruncateTo(partition, offset) => Response::Offset(self.local(&partition)?.truncate_to(offset).await?),
+            Request::SetConfig(partition, config) => {
+                self.local(&partition)?.set_config(config);
+                Response::Done
+            }
+            Request::EndOffsetForEpoch(partition, epoch) => Response::Found(
+                self.local(&partition)?
+                    .end_offset_for_epoch(epoch)
+                    .map(|(epoch, offset)| (offset, i64::from(epoch.0))),
+            ),
+            Request::EnforceRetention => Response::Count(self.enforce_retention()),
+            Request::ListPartitions => {
+                let mut partitions: Vec<TopicPartition> = self.partitions.borrow().keys().cloned().collect();
+                partitions.sort();
+                Response::Partitions(partitions)
+            }
+        })
+    }
+
+    fn enforce_retention(&self) -> usize {
+        let logs: Vec<_> = self.partitions.borrow().values().cloned().collect();
+        let now = TimestampMs::now();
+        let mut deleted = 0;
+        for log in logs {
+            match log.enforce_retention(now) {
+                Ok(count) => deleted += count,
+                Err(error) => tracing::warn!(partition = %log.partition(), %error, "retention failed"),
+            }
+        }
+        deleted
+    }
+
+    fn serve_peers(self: Rc<Self>, mut receivers: Receivers<Envelope>) -> impl Future<Output = ()> {
+        let streams = receivers.streams();
+        let tasks: Vec<_> = streams
+            .into_iter()
+            .map(|(peer, stream)| {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    while let Some(envelope) = stream.recv().await {
+                        match envelope {
+                            Envelope::Request { id, from, request } => {
+                                let shard = shard.clone();
+                                glommio::spawn_local(async move {
+                                    let response = shard.execute(request).await;
+                                    // The peer may have stopped; nothing waits then.
+                                    let _ = shard.senders.send_to(from, Envelope::Response { id, response }).await;
+                                })
+                                .detach();
+                            }
+                            Envelope::Response { id, response } => {
+                                if let Some(slot) = shard.replies.borrow_mut().remove(&id) {
+                                    *slot.response.borrow_mut() = Some(response);
+                                    slot.ready.notify(usize::MAX);
+                                }
+                            }
+                        }
+                    }
+                    tracing::debug!(shard = shard.id, peer, "peer stopped");
+                })
+            })
+            .collect();
+        async move {
+            for task in tasks {
+                task.await;
+            }
+        }
+    }
+
+    fn start_background_work(self: Rc<Self>) {
+        let queue = executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "fjord-background");
+        let retention = {
+            let shard = self.clone();
+            async move {
+                loop {
+                    glommio::timer::sleep(shard.config.retention_check_interval).await;
+                    if shard.stopping.get() {
+                        return;
+                    }
+                    shard.enforce_retention();
+                }
+            }
+        };
+        let flusher = {
+            let shard = self;
+            async move {
+                loop {
+                    glommio::timer::sleep(shard.config.flush_check_interval).await;
+                    if shard.stopping.get() {
+                        return;
+                    }
+                    let logs: Vec<_> = shard.partitions.borrow().values().cloned().collect();
+                    for log in logs {
+                        if let Err(error) = log.flush_if_due().await {
+                            tracing::warn!(partition = %log.partition(), %error, "scheduled flush failed");
+                        }
+                    }
+                }
+            }
+        };
+        for task in [glommio::spawn_local_into(retention, queue), glommio::spawn_local_into(flusher, queue)] {
+            match task {
+                Ok(task) => {
+                    task.detach();
+                }
+                Err(error) => tracing::error!(%error, "cannot start background work"),
+            }
+        }
+    }
+
+    async fn shutdown(&self) {
+        let logs: Vec<_> = self.partitions.borrow().values().cloned().collect();
+        for log in &logs {
+            if let Err(error) = log.close().await {
+                tracing::error!(partition = %log.partition(), %error, "closing partition failed");
+            }
+        }
+        self.stopping.set(true);
+        self.senders.close();
+        tracing::info!(shard = self.id, partitions = logs.len(), "shard stopped");
+    }
+}
