@@ -288,7 +288,8 @@ fn increment_sequence(sequence: i32, increment: i32) -> i32 {
 /// (`attributes` to the end of the batch).
 ///
 /// # Panics
-/// If `batch` is shorter than its declared length or than 21 bytes; use
+/// If `batch` is shorter than 21 bytes, declares a `batchLength` under 9
+/// (ending before `attributes`), or is shorter than its declared length: use
 /// [`crc_matches`] on untrusted bytes.
 #[must_use]
 pub fn compute_crc(batch: &[u8]) -> u32 {
