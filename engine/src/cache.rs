@@ -51,13 +51,22 @@ impl BatchCache {
 
     /// Adds a batch just appended to `partition`. A batch that does not
     /// continue the cached run restarts the partition's run.
-    pub fn insert(&mut self, partition: PartitionKey, base_offset: Offset, end_offset: Offset, bytes: Bytes) {
+    pub fn insert(
+        &mut self,
+        partition: PartitionKey,
+        base_offset: Offset,
+        end_offset: Offset,
+        bytes: Bytes,
+    ) {
         if bytes.len() > self.capacity_bytes {
             self.remove_partition(partition);
             return;
         }
         let run = self.partitions.entry(partition).or_default();
-        if run.back().is_some_and(|last| last.end_offset != base_offset) {
+        if run
+            .back()
+            .is_some_and(|last| last.end_offset != base_offset)
+        {
             let dropped: usize = run.drain(..).map(|batch| batch.bytes.len()).sum();
             self.used_bytes -= dropped;
         }
@@ -182,9 +191,18 @@ mod tests {
         cache.insert(1, Offset(0), Offset(10), batch(100));
         cache.insert(1, Offset(10), Offset(20), batch(100));
         cache.insert(1, Offset(20), Offset(30), batch(100));
-        assert_eq!(cache.read(1, Offset(15), 1000, Offset(30)).map(|b| b.len()), Some(2));
-        assert_eq!(cache.read(1, Offset(15), 50, Offset(30)).map(|b| b.len()), Some(1));
-        assert_eq!(cache.read(1, Offset(0), 1000, Offset(20)).map(|b| b.len()), Some(2));
+        assert_eq!(
+            cache.read(1, Offset(15), 1000, Offset(30)).map(|b| b.len()),
+            Some(2)
+        );
+        assert_eq!(
+            cache.read(1, Offset(15), 50, Offset(30)).map(|b| b.len()),
+            Some(1)
+        );
+        assert_eq!(
+            cache.read(1, Offset(0), 1000, Offset(20)).map(|b| b.len()),
+            Some(2)
+        );
         assert_eq!(cache.read(1, Offset(30), 1000, Offset(30)), None);
         assert_eq!(cache.read(2, Offset(0), 1000, Offset(30)), None);
     }
@@ -193,7 +211,12 @@ mod tests {
     fn eviction_keeps_the_byte_bound_and_drops_oldest_first() {
         let mut cache = BatchCache::new(250);
         for n in 0..10 {
-            cache.insert(n % 2, Offset(n as i64 * 10), Offset(n as i64 * 10 + 10), batch(100));
+            cache.insert(
+                n % 2,
+                Offset(n as i64 * 10),
+                Offset(n as i64 * 10 + 10),
+                batch(100),
+            );
             assert!(cache.used_bytes() <= 250);
         }
         assert_eq!(cache.read(0, Offset(0), 1000, Offset(1000)), None);

@@ -98,7 +98,9 @@ impl OffsetIndex {
             return (self.base_offset, 0);
         }
         let relative = u32::try_from(target.0 - self.base_offset.0).unwrap_or(u32::MAX);
-        let after = self.entries.partition_point(|&(entry, _)| entry <= relative);
+        let after = self
+            .entries
+            .partition_point(|&(entry, _)| entry <= relative);
         match after.checked_sub(1) {
             Some(slot) => {
                 let (entry, position) = self.entries[slot];
@@ -194,7 +196,11 @@ impl TimeIndex {
     /// Records that the segment's maximum timestamp reached `timestamp` at
     /// `offset`. Ignored unless `timestamp` exceeds the last entry's.
     pub fn maybe_append(&mut self, timestamp: TimestampMs, offset: Offset) {
-        if self.entries.last().is_some_and(|&(last, _)| timestamp <= last) {
+        if self
+            .entries
+            .last()
+            .is_some_and(|&(last, _)| timestamp <= last)
+        {
             return;
         }
         let relative = u32::try_from(offset.0 - self.base_offset.0)
@@ -210,7 +216,9 @@ impl TimeIndex {
     /// `target`, or the segment start.
     #[must_use]
     pub fn lookup(&self, target: TimestampMs) -> Offset {
-        let below = self.entries.partition_point(|&(timestamp, _)| timestamp < target);
+        let below = self
+            .entries
+            .partition_point(|&(timestamp, _)| timestamp < target);
         match below.checked_sub(1) {
             Some(slot) => self.base_offset.plus(i64::from(self.entries[slot].1)),
             None => self.base_offset,

@@ -48,7 +48,9 @@ use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{
     parse_snapshot_file_name, snapshot_file_name, ProducerBatch, ProducerStateTable, SequenceCheck,
 };
-use crate::segment::{parse_segment_file_name, segment_file_name, Segment};
+use crate::segment::{
+    parse_segment_file_name, segment_file_name, AppendCommit, PendingWrite, Segment,
+};
 use crate::storage::Storage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 
@@ -103,6 +105,12 @@ pub struct LogOffsets {
     pub flushed: Offset,
 }
 
+enum NextWrite<S: Storage> {
+    Idle,
+    Roll,
+    Append(Vec<(BatchHeader, Bytes)>, PendingWrite<S>, AppendCommit),
+}
+
 struct PendingBatch {
     header: BatchHeader,
     bytes: Bytes,
@@ -135,14 +143,29 @@ struct LogState<S: Storage> {
 
 impl<S: Storage> LogState<S> {
     fn check_invariants(&self) {
-        assert!(self.log_start_offset <= self.high_watermark, "log start above high watermark");
-        assert!(self.high_watermark <= self.written_offset, "high watermark above log end");
-        assert!(self.flushed_offset <= self.written_offset, "flushed above written");
-        assert!(self.written_offset <= self.assigned_offset, "written above assigned");
+        assert!(
+            self.log_start_offset <= self.high_watermark,
+            "log start above high watermark"
+        );
+        assert!(
+            self.high_watermark <= self.written_offset,
+            "high watermark above log end"
+        );
+        assert!(
+            self.flushed_offset <= self.written_offset,
+            "flushed above written"
+        );
+        assert!(
+            self.written_offset <= self.assigned_offset,
+            "written above assigned"
+        );
     }
 
     fn active(&self) -> &Segment<S> {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment<S> {
@@ -270,9 +293,9 @@ impl<S: Storage + Clone> PartitionLog<S> {
         let recovery_point = checkpoint
             .as_ref()
             .map_or(Offset::ZERO, |checkpoint| Offset(checkpoint.recovery_point));
-        let checkpoint_start = checkpoint
-            .as_ref()
-            .map_or(Offset::ZERO, |checkpoint| Offset(checkpoint.log_start_offset));
+        let checkpoint_start = checkpoint.as_ref().map_or(Offset::ZERO, |checkpoint| {
+            Offset(checkpoint.log_start_offset)
+        });
 
         let mut segments = BTreeMap::new();
         if bases.is_empty() {
@@ -292,7 +315,11 @@ impl<S: Storage + Clone> PartitionLog<S> {
         // later ones describe data that may not have survived.
         let mut producers = ProducerStateTable::default();
         let mut replay_from = scan_from_base;
-        if let Some(&snapshot_offset) = snapshots.iter().rev().find(|&&offset| offset <= recovery_point) {
+        if let Some(&snapshot_offset) = snapshots
+            .iter()
+            .rev()
+            .find(|&&offset| offset <= recovery_point)
+        {
             let path = dir.join(snapshot_file_name(snapshot_offset));
             if let Some(bytes) = storage
                 .read_file(&path)
@@ -336,7 +363,11 @@ impl<S: Storage + Clone> PartitionLog<S> {
             let scan = segment
                 .recover_from(position, position_offset, config_interval, |header| {
                     if header.is_idempotent() && header.base_offset >= replay_from {
-                        producers.record(&producer_batch(header), header.base_offset, header.last_offset());
+                        producers.record(
+                            &producer_batch(header),
+                            header.base_offset,
+                            header.last_offset(),
+                        );
                     }
                 })
                 .await?;
@@ -367,7 +398,10 @@ impl<S: Storage + Clone> PartitionLog<S> {
         let first_base = *segments.keys().next().expect("at least one segment");
         let log_start = checkpoint_start.max(first_base).min(log_end);
         let mut epochs = match &checkpoint {
-            Some(checkpoint) => LeaderEpochCache::from_checkpoint_entries(&checkpoint_path, &checkpoint.leader_epochs)?,
+            Some(checkpoint) => LeaderEpochCache::from_checkpoint_entries(
+                &checkpoint_path,
+                &checkpoint.leader_epochs,
+            )?,
             None => LeaderEpochCache::default(),
         };
         epochs.truncate_from_end(log_end);
@@ -466,7 +500,12 @@ impl<S: Storage> PartitionLog<S> {
     /// Total bytes of the log's segments.
     #[must_use]
     pub fn size_bytes(&self) -> u64 {
-        self.state.borrow().segments.values().map(Segment::size).sum()
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .map(Segment::size)
+            .sum()
     }
 
     /// Number of segments.
@@ -507,21 +546,38 @@ impl<S: Storage> PartitionLog<S> {
         let max_message_bytes = self.state.borrow().config.max_message_bytes;
         let header = batch::validate_incoming(bytes, max_message_bytes)?;
         self.wait_for_queue_room(bytes.len()).await?;
-        let info = {
+        let info = self.admit(bytes, &header, leader_epoch)?;
+        self.wait_written(info.last_offset.next()).await?;
+        if !info.duplicate {
+            self.apply_flush_policy(i64::from(header.record_count))
+                .await?;
+        }
+        Ok(info)
+    }
+
+    /// Checks an incoming batch against the producer state and queues it
+    /// with its offsets assigned, or finds the original of a duplicate.
+    /// Never awaits, so batches are admitted in call order.
+    fn admit(
+        &self,
+        bytes: &[u8],
+        header: &BatchHeader,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo> {
+        {
             let mut state = self.state.borrow_mut();
             self.usable(&state)?;
             if header.is_idempotent() {
-                if let SequenceCheck::Duplicate(original) = state.producers.check(&producer_batch(&header))? {
-                    let info = AppendInfo {
+                if let SequenceCheck::Duplicate(original) =
+                    state.producers.check(&producer_batch(header))?
+                {
+                    return Ok(AppendInfo {
                         base_offset: original.first_offset,
                         last_offset: original.last_offset,
                         log_append_time: TimestampMs::NONE,
                         log_start_offset: state.log_start_offset,
                         duplicate: true,
-                    };
-                    drop(state);
-                    self.wait_written(info.last_offset.next()).await?;
-                    return Ok(info);
+                    });
                 }
             }
             let base_offset = state.assigned_offset;
@@ -538,72 +594,76 @@ impl<S: Storage> PartitionLog<S> {
             };
             let header = BatchHeader::parse(&owned)?;
             if let Some(latest) = state.epochs.latest_epoch() {
-                assert!(leader_epoch >= latest || leader_epoch == LeaderEpoch::UNKNOWN, "leader epoch went backwards");
+                assert!(
+                    leader_epoch >= latest || leader_epoch == LeaderEpoch::UNKNOWN,
+                    "leader epoch went backwards"
+                );
             }
             if leader_epoch != LeaderEpoch::UNKNOWN {
                 state.epochs.assign(leader_epoch, base_offset);
             }
             state.assigned_offset = header.last_offset().next();
             if header.is_idempotent() {
-                state.producers.record(&producer_batch(&header), header.base_offset, header.last_offset());
+                state.producers.record(
+                    &producer_batch(&header),
+                    header.base_offset,
+                    header.last_offset(),
+                );
             }
             state.pending_bytes += owned.len();
             state.pending.push_back(PendingBatch {
                 header,
                 bytes: owned.freeze(),
             });
-            AppendInfo {
+            Ok(AppendInfo {
                 base_offset,
                 last_offset: header.last_offset(),
                 log_append_time,
                 log_start_offset: state.log_start_offset,
                 duplicate: false,
-            }
-        };
-        self.wait_written(info.last_offset.next()).await?;
-        self.apply_flush_policy(i64::from(header.record_count)).await?;
-        Ok(info)
-    }
-
-    async fn wait_for_queue_room(&self, bytes: usize) -> Result<()> {
-        loop {
-            let listener = self.written_event.listen();
-            {
-                let state = self.state.borrow();
-                self.usable(&state)?;
-                if state.pending.is_empty() || state.pending_bytes + bytes <= PENDING_BYTES_MAX {
-                    return Ok(());
-                }
-                if state.writer_active {
-                    drop(state);
-                    listener.await;
-                    continue;
-                }
-            }
-            self.drive_writer().await?;
+            })
         }
     }
 
-    /// Waits until every offset below `target` is written, becoming the
-    /// writer if no task is.
+    async fn wait_for_queue_room(&self, bytes: usize) -> Result<()> {
+        self.wait_for_writer(|state| {
+            self.usable(state)?;
+            Ok(state.pending.is_empty() || state.pending_bytes + bytes <= PENDING_BYTES_MAX)
+        })
+        .await
+    }
+
+    /// Waits until every offset below `target` is written.
     async fn wait_written(&self, target: Offset) -> Result<()> {
+        self.wait_for_writer(|state| {
+            if let Some(cause) = &state.poisoned {
+                return Err(self.poisoned_error(cause));
+            }
+            Ok(state.written_offset >= target)
+        })
+        .await
+    }
+
+    /// Waits until `satisfied` holds, becoming the writer whenever no task is
+    /// writing and the condition still does not hold.
+    async fn wait_for_writer(
+        &self,
+        satisfied: impl Fn(&LogState<S>) -> Result<bool>,
+    ) -> Result<()> {
         loop {
             let listener = self.written_event.listen();
-            {
+            let writer_active = {
                 let state = self.state.borrow();
-                if let Some(cause) = &state.poisoned {
-                    return Err(self.poisoned_error(cause));
-                }
-                if state.written_offset >= target {
+                if satisfied(&state)? {
                     return Ok(());
                 }
-                if state.writer_active {
-                    drop(state);
-                    listener.await;
-                    continue;
-                }
+                state.writer_active
+            };
+            if writer_active {
+                listener.await;
+            } else {
+                self.drive_writer().await?;
             }
-            self.drive_writer().await?;
         }
     }
 
@@ -632,54 +692,82 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
+    /// Decides the writer's next step: roll the active segment, or take the
+    /// longest run of queued batches that fits it and one write.
+    fn next_write(&self) -> NextWrite<S> {
+        let mut state = self.state.borrow_mut();
+        let Some(first) = state.pending.front() else {
+            return NextWrite::Idle;
+        };
+        let active = state.active();
+        let segment_bytes = state.config.segment_bytes;
+        let too_old = active
+            .first_append_ms
+            .is_some_and(|first_ms| now_ms().saturating_sub(first_ms) >= state.config.segment_ms);
+        let overflows = |header: &BatchHeader| {
+            header.last_offset().0 - active.base_offset.0 > i64::from(i32::MAX)
+        };
+        if active.size() > 0
+            && (active.size() + first.bytes.len() as u64 > segment_bytes
+                || too_old
+                || overflows(&first.header))
+        {
+            return NextWrite::Roll;
+        }
+        let room = segment_bytes.saturating_sub(active.size());
+        let mut take = 0;
+        let mut run_bytes = 0u64;
+        for next in &state.pending {
+            let length = next.bytes.len() as u64;
+            if take > 0
+                && (run_bytes + length > room
+                    || run_bytes + length > WRITE_BYTES_MAX as u64
+                    || overflows(&next.header))
+            {
+                break;
+            }
+            take += 1;
+            run_bytes += length;
+        }
+        let run: Vec<(BatchHeader, Bytes)> = state
+            .pending
+            .drain(..take)
+            .map(|pending| (pending.header, pending.bytes))
+            .collect();
+        state.pending_bytes -= run_bytes as usize;
+        let (write, commit) = state.active().prepare_append(&self.storage, &run);
+        NextWrite::Append(run, write, commit)
+    }
+
     async fn write_queued(&self) -> Result<()> {
         loop {
-            let (run, write, commit) = {
-                let mut state = self.state.borrow_mut();
-                let Some(first) = state.pending.front() else {
-                    return Ok(());
-                };
-                let active = state.active();
-                let first_length = first.bytes.len() as u64;
-                let segment_bytes = state.config.segment_bytes;
-                let too_old = active
-                    .first_append_ms
-                    .is_some_and(|first_ms| now_ms().saturating_sub(first_ms) >= state.config.segment_ms);
-                let offsets_overflow = first.header.last_offset().0 - active.base_offset.0 > i64::from(i32::MAX);
-                if active.size() > 0 && (active.size() + first_length > segment_bytes || too_old || offsets_overflow) {
-                    drop(state);
+            let (run, write, commit) = match self.next_write() {
+                NextWrite::Idle => return Ok(()),
+                NextWrite::Roll => {
                     self.roll().await?;
                     continue;
                 }
-                let room = segment_bytes.saturating_sub(active.size());
-                let mut run: Vec<(BatchHeader, Bytes)> = Vec::new();
-                let mut run_bytes = 0u64;
-                while let Some(next) = state.pending.front() {
-                    let length = next.bytes.len() as u64;
-                    let overflows = next.header.last_offset().0 - state.active().base_offset.0 > i64::from(i32::MAX);
-                    if !run.is_empty()
-                        && (run_bytes + length > room || run_bytes + length > WRITE_BYTES_MAX as u64 || overflows)
-                    {
-                        break;
-                    }
-                    let next = state.pending.pop_front().expect("front exists");
-                    state.pending_bytes -= next.bytes.len();
-                    run_bytes += length;
-                    run.push((next.header, next.bytes));
-                }
-                let (write, commit) = state.active().prepare_append(&self.storage, &run);
-                (run, write, commit)
+                NextWrite::Append(run, write, commit) => (run, write, commit),
             };
             write.write(&self.storage).await?;
             let mut state = self.state.borrow_mut();
             let interval = state.config.index_interval_bytes;
-            state.active_mut().commit_append(&run, commit, interval, now_ms());
-            let end = run.last().map_or(state.written_offset, |(header, _)| header.last_offset().next());
+            state
+                .active_mut()
+                .commit_append(&run, commit, interval, now_ms());
+            let end = run.last().map_or(state.written_offset, |(header, _)| {
+                header.last_offset().next()
+            });
             assert!(end > state.written_offset, "written offset must advance");
             state.written_offset = end;
             let mut cache = self.cache.borrow_mut();
             for (header, bytes) in run {
-                cache.insert(self.cache_key, header.base_offset, header.last_offset().next(), bytes);
+                cache.insert(
+                    self.cache_key,
+                    header.base_offset,
+                    header.last_offset().next(),
+                    bytes,
+                );
             }
             drop(cache);
             state.check_invariants();
@@ -706,7 +794,10 @@ impl<S: Storage> PartitionLog<S> {
         let segment = Segment::create(&self.storage, &self.dir, next_offset).await?;
         {
             let mut state = self.state.borrow_mut();
-            assert_eq!(next_offset, state.written_offset, "roll with unwritten data");
+            assert_eq!(
+                next_offset, state.written_offset,
+                "roll with unwritten data"
+            );
             state.segments.insert(next_offset, segment);
             state.flushed_offset = state.flushed_offset.max(next_offset);
         }
@@ -736,7 +827,10 @@ impl<S: Storage> PartitionLog<S> {
             .storage
             .list_dir(&self.dir)
             .map_err(|error| Error::io("listing partition directory", &self.dir, error))?;
-        for offset in names.iter().filter_map(|name| parse_snapshot_file_name(name)) {
+        for offset in names
+            .iter()
+            .filter_map(|name| parse_snapshot_file_name(name))
+        {
             if offset < recovery_point {
                 let old = self.dir.join(snapshot_file_name(offset));
                 self.storage
@@ -796,7 +890,7 @@ impl<S: Storage> PartitionLog<S> {
         self.wait_written(target).await?;
         loop {
             let listener = self.flushed_event.listen();
-            let handle = {
+            let sync = {
                 let mut state = self.state.borrow_mut();
                 if let Some(cause) = &state.poisoned {
                     return Err(self.poisoned_error(cause));
@@ -805,14 +899,16 @@ impl<S: Storage> PartitionLog<S> {
                     return Ok(state.flushed_offset);
                 }
                 if state.syncer_active {
-                    drop(state);
-                    listener.await;
-                    continue;
+                    None
+                } else {
+                    state.syncer_active = true;
+                    Some((state.active().handle(), state.written_offset))
                 }
-                state.syncer_active = true;
-                (state.active().handle(), state.written_offset)
             };
-            let (handle, covered) = handle;
+            let Some((handle, covered)) = sync else {
+                listener.await;
+                continue;
+            };
             let mut guard = RoleGuard {
                 log: self,
                 role: Role::Syncer,
@@ -853,7 +949,12 @@ impl<S: Storage> PartitionLog<S> {
     /// [`Error::OffsetOutOfRange`] if `offset` is below the log start or above
     /// the log end; [`Error::CorruptLog`] rather than ever returning a corrupt
     /// batch; [`Error::Io`].
-    pub async fn read(&self, offset: Offset, max_bytes: usize, upper_bound: Offset) -> Result<ReadResult> {
+    pub async fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        upper_bound: Offset,
+    ) -> Result<ReadResult> {
         let (handle, position, end, offsets) = {
             let mut state = self.state.borrow_mut();
             let offsets = state.offsets();
@@ -874,15 +975,29 @@ impl<S: Storage> PartitionLog<S> {
             if offset >= bound {
                 return Ok(empty);
             }
-            if let Some(batches) = self.cache.borrow().read(self.cache_key, offset, max_bytes, bound) {
+            if let Some(batches) =
+                self.cache
+                    .borrow()
+                    .read(self.cache_key, offset, max_bytes, bound)
+            {
                 return Ok(ReadResult { batches, ..empty });
             }
             let storage = &self.storage;
-            let Some(segment) = state.segments.range_mut(..=offset).next_back().map(|(_, segment)| segment) else {
+            let Some(segment) = state
+                .segments
+                .range_mut(..=offset)
+                .next_back()
+                .map(|(_, segment)| segment)
+            else {
                 return Ok(empty);
             };
             segment.load_indexes(storage);
-            (segment.handle(), segment.start_position_for(offset), segment.size(), offsets)
+            (
+                segment.handle(),
+                segment.start_position_for(offset),
+                segment.size(),
+                offsets,
+            )
         };
         let bound = upper_bound.min(offsets.log_end);
         let mut found = handle.read(position, end, offset, max_bytes, bound).await?;
@@ -898,7 +1013,9 @@ impl<S: Storage> PartitionLog<S> {
                     .map(|(_, segment)| (segment.handle(), segment.size(), segment.base_offset))
             };
             if let Some((handle, end, base)) = next {
-                found = handle.read(0, end, base.max(offset), max_bytes, bound).await?;
+                found = handle
+                    .read(0, end, base.max(offset), max_bytes, bound)
+                    .await?;
             }
         }
         Ok(ReadResult {
@@ -935,7 +1052,10 @@ impl<S: Storage> PartitionLog<S> {
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::CorruptLog`].
-    pub async fn offset_for_timestamp(&self, target: TimestampMs) -> Result<Option<(Offset, TimestampMs)>> {
+    pub async fn offset_for_timestamp(
+        &self,
+        target: TimestampMs,
+    ) -> Result<Option<(Offset, TimestampMs)>> {
         let candidates: Vec<(Offset, crate::segment::SegmentHandle<S>, u64, u64)> = {
             let mut state = self.state.borrow_mut();
             let storage = &self.storage;
@@ -947,7 +1067,12 @@ impl<S: Storage> PartitionLog<S> {
                     continue;
                 }
                 let from = segment.time_lookup(target).max(log_start);
-                candidates.push((from, segment.handle(), segment.start_position_for(from), segment.size()));
+                candidates.push((
+                    from,
+                    segment.handle(),
+                    segment.start_position_for(from),
+                    segment.size(),
+                ));
             }
             candidates
         };
@@ -957,12 +1082,21 @@ impl<S: Storage> PartitionLog<S> {
             let mut start = position;
             loop {
                 let batches = handle.read(start, size, cursor, 1 << 20, end).await?;
-                let Some((last, _)) = batches.last() else { break };
+                let Some((last, _)) = batches.last() else {
+                    break;
+                };
                 let next_start = last.position + last.header.total_bytes() as u64;
                 let next_cursor = last.header.last_offset().next();
                 for (located, bytes) in &batches {
-                    if located.header.max_timestamp >= target && located.header.last_offset() >= from {
-                        return Ok(Some(first_record_at_or_after(&located.header, bytes, target, from)));
+                    if located.header.max_timestamp >= target
+                        && located.header.last_offset() >= from
+                    {
+                        return Ok(Some(first_record_at_or_after(
+                            &located.header,
+                            bytes,
+                            target,
+                            from,
+                        )));
                     }
                 }
                 start = next_start;
@@ -1025,27 +1159,18 @@ impl<S: Storage> PartitionLog<S> {
     /// Waits until no append is queued or being written and takes the writer
     /// role, so truncation and deletion see a still log.
     async fn exclusive(&self) -> Result<RoleGuard<'_, S>> {
-        loop {
-            let listener = self.written_event.listen();
-            {
-                let mut state = self.state.borrow_mut();
-                self.usable(&state)?;
-                if !state.writer_active && state.pending.is_empty() {
-                    state.writer_active = true;
-                    return Ok(RoleGuard {
-                        log: self,
-                        role: Role::Writer,
-                        finished: false,
-                    });
-                }
-                if !state.writer_active {
-                    drop(state);
-                    self.drive_writer().await?;
-                    continue;
-                }
-            }
-            listener.await;
-        }
+        self.wait_for_writer(|state| {
+            self.usable(state)?;
+            Ok(state.pending.is_empty() && !state.writer_active)
+        })
+        .await?;
+        // No await since the check: the role is still free.
+        self.state.borrow_mut().writer_active = true;
+        Ok(RoleGuard {
+            log: self,
+            role: Role::Writer,
+            finished: false,
+        })
     }
 
     /// Removes every batch holding an offset at or after `offset` (a follower
@@ -1074,19 +1199,39 @@ impl<S: Storage> PartitionLog<S> {
             }
             let offset = offset.max(state.log_start_offset);
             let first_base = *state.segments.keys().next().expect("a log has segments");
-            let keep_from = if offset <= first_base { first_base } else { offset };
-            let later: Vec<Offset> = state.segments.range(keep_from.next()..).map(|(base, _)| *base).collect();
-            let removed: Vec<Segment<S>> = later.into_iter().filter_map(|base| state.segments.remove(&base)).collect();
+            let keep_from = if offset <= first_base {
+                first_base
+            } else {
+                offset
+            };
+            let later: Vec<Offset> = state
+                .segments
+                .range(keep_from.next()..)
+                .map(|(base, _)| *base)
+                .collect();
+            let removed: Vec<Segment<S>> = later
+                .into_iter()
+                .filter_map(|base| state.segments.remove(&base))
+                .collect();
             let storage = &self.storage;
             let segment = state.active_mut();
             segment.load_indexes(storage);
-            (removed, (segment.handle(), segment.start_position_for(offset), segment.size()))
+            (
+                removed,
+                (
+                    segment.handle(),
+                    segment.start_position_for(offset),
+                    segment.size(),
+                ),
+            )
         };
         for segment in &removed {
             remove_segment_files(&self.storage, &self.dir, segment.base_offset)?;
         }
         let (handle, position, size) = segment;
-        let located = handle.read(position, size, offset, 1, Offset(i64::MAX)).await?;
+        let located = handle
+            .read(position, size, offset, 1, Offset(i64::MAX))
+            .await?;
         let (cut, cut_offset) = match located.first() {
             Some((batch, _)) => (batch.position, batch.header.base_offset),
             None => (size, self.state.borrow().active().next_offset),
@@ -1158,7 +1303,10 @@ impl<S: Storage> PartitionLog<S> {
                 .filter(|segment| segment.base_offset < active_base && segment.next_offset <= start)
                 .map(|segment| segment.base_offset)
                 .collect();
-            bases.into_iter().filter_map(|base| state.segments.remove(&base)).collect()
+            bases
+                .into_iter()
+                .filter_map(|base| state.segments.remove(&base))
+                .collect()
         };
         for segment in &doomed {
             remove_segment_files(&self.storage, &self.dir, segment.base_offset)?;
@@ -1197,7 +1345,8 @@ impl<S: Storage> PartitionLog<S> {
                 let expired = retention_ms >= 0
                     && segment.max_timestamp != TimestampMs::NONE
                     && now.0.saturating_sub(segment.max_timestamp.0) > retention_ms;
-                let oversized = retention_bytes >= 0 && total.saturating_sub(segment.size()) >= retention_bytes as u64;
+                let oversized = retention_bytes >= 0
+                    && total.saturating_sub(segment.size()) >= retention_bytes as u64;
                 if !(expired || oversized) {
                     break;
                 }
@@ -1267,7 +1416,12 @@ impl<S: Storage> PartitionLog<S> {
 /// Within a batch whose max timestamp is `>= target`, the first record at or
 /// after `from` with timestamp `>= target`; the batch's base offset when its
 /// records cannot be read without decompression.
-fn first_record_at_or_after(header: &BatchHeader, bytes: &[u8], target: TimestampMs, from: Offset) -> (Offset, TimestampMs) {
+fn first_record_at_or_after(
+    header: &BatchHeader,
+    bytes: &[u8],
+    target: TimestampMs,
+    from: Offset,
+) -> (Offset, TimestampMs) {
     if header.timestamp_type() == TimestampType::CreateTime {
         if let Ok(records) = batch::records(bytes) {
             for record in records.map_while(std::result::Result::ok) {

@@ -181,8 +181,10 @@ impl<S: Storage> Segment<S> {
         let read = |extension: &str| -> Option<Vec<u8>> {
             storage.read_file(&self.sibling(extension)).ok().flatten()
         };
-        let offsets = read("index").and_then(|bytes| OffsetIndex::decode(self.base_offset, &bytes).ok());
-        let times = read("timeindex").and_then(|bytes| TimeIndex::decode(self.base_offset, &bytes).ok());
+        let offsets =
+            read("index").and_then(|bytes| OffsetIndex::decode(self.base_offset, &bytes).ok());
+        let times =
+            read("timeindex").and_then(|bytes| TimeIndex::decode(self.base_offset, &bytes).ok());
         if let (Some(offsets), Some(times)) = (offsets, times) {
             if let Some(max) = times.max_timestamp() {
                 self.max_timestamp = self.max_timestamp.max(max);
@@ -200,7 +202,8 @@ impl<S: Storage> Segment<S> {
     /// [`Error::Io`] if a file cannot be written.
     pub fn write_indexes(&self, storage: &S) -> Result<()> {
         if let Indexes::Loaded(offsets, times) = &self.indexes {
-            for (extension, content) in [("index", offsets.encode()), ("timeindex", times.encode())] {
+            for (extension, content) in [("index", offsets.encode()), ("timeindex", times.encode())]
+            {
                 let path = self.sibling(extension);
                 storage
                     .write_file_atomic(&path, &content)
@@ -235,7 +238,11 @@ impl<S: Storage> Segment<S> {
     ) -> (PendingWrite<S>, AppendCommit) {
         let new_bytes: usize = batches.iter().map(|(_, bytes)| bytes.len()).sum();
         let position = align_down(self.size);
-        assert_eq!(self.tail.len() as u64, self.size - position, "tail block out of step");
+        assert_eq!(
+            self.tail.len() as u64,
+            self.size - position,
+            "tail block out of step"
+        );
         let total = self.tail.len() + new_bytes;
         let mut buffer = storage.alloc_buffer(total.next_multiple_of(BLOCK_BYTES));
         let target = buffer.as_mut_slice();
@@ -275,7 +282,11 @@ impl<S: Storage> Segment<S> {
         index_interval_bytes: u32,
         now_ms: i64,
     ) {
-        assert_eq!(written.position, align_down(self.size), "append raced another write");
+        assert_eq!(
+            written.position,
+            align_down(self.size),
+            "append raced another write"
+        );
         let mut position = self.size;
         for (header, bytes) in batches {
             assert!(
@@ -499,7 +510,10 @@ impl<S: Storage> SegmentHandle<S> {
     /// # Errors
     /// [`Error::Io`].
     pub async fn size(&self) -> Result<u64> {
-        self.file.size().await.map_err(self.io_error("sizing segment"))
+        self.file
+            .size()
+            .await
+            .map_err(self.io_error("sizing segment"))
     }
 
     /// Makes every written byte of this segment durable.
@@ -507,7 +521,10 @@ impl<S: Storage> SegmentHandle<S> {
     /// # Errors
     /// [`Error::Io`]; on the append path the caller must poison the log.
     pub async fn fdatasync(&self) -> Result<()> {
-        self.file.fdatasync().await.map_err(self.io_error("syncing segment"))
+        self.file
+            .fdatasync()
+            .await
+            .map_err(self.io_error("syncing segment"))
     }
 
     /// Sets the file's size.
@@ -515,7 +532,10 @@ impl<S: Storage> SegmentHandle<S> {
     /// # Errors
     /// [`Error::Io`].
     pub async fn truncate(&self, size: u64) -> Result<()> {
-        self.file.truncate(size).await.map_err(self.io_error("truncating segment"))
+        self.file
+            .truncate(size)
+            .await
+            .map_err(self.io_error("truncating segment"))
     }
 
     /// Reads the partial last block of a segment of logical size `size`.
@@ -579,7 +599,8 @@ impl<S: Storage> SegmentHandle<S> {
                 }
                 ScanOutcome::Incomplete => {
                     if cursor + available.len() as u64 >= end {
-                        let stopped_by = (cursor < end).then(|| "incomplete batch at the end".to_owned());
+                        let stopped_by =
+                            (cursor < end).then(|| "incomplete batch at the end".to_owned());
                         return Ok(ScanEnd {
                             end_position: cursor,
                             stopped_by,
@@ -588,7 +609,11 @@ impl<S: Storage> SegmentHandle<S> {
                     let want = SCAN_CHUNK_BYTES.max(declared_length(available));
                     let want = want.min((end - cursor) as usize);
                     chunk_start = cursor;
-                    chunk = self.file.read_at(cursor, want).await.map_err(self.io_error("scanning segment"))?;
+                    chunk = self
+                        .file
+                        .read_at(cursor, want)
+                        .await
+                        .map_err(self.io_error("scanning segment"))?;
                     if chunk.is_empty() {
                         return Ok(ScanEnd::stopped(cursor, "file ends early"));
                     }
@@ -634,7 +659,13 @@ impl<S: Storage> SegmentHandle<S> {
                             break;
                         }
                         let bytes = chunk.slice(relative..relative + length);
-                        found.push((LocatedBatch { header, position: cursor }, bytes));
+                        found.push((
+                            LocatedBatch {
+                                header,
+                                position: cursor,
+                            },
+                            bytes,
+                        ));
                         total += length;
                         if total >= max_bytes {
                             break;
@@ -650,7 +681,11 @@ impl<S: Storage> SegmentHandle<S> {
                     let want = needed.max(max_bytes.clamp(64 * 1024, SCAN_CHUNK_BYTES));
                     let want = want.min((end - cursor) as usize);
                     chunk_start = cursor;
-                    chunk = self.file.read_at(cursor, want).await.map_err(self.io_error("reading segment"))?;
+                    chunk = self
+                        .file
+                        .read_at(cursor, want)
+                        .await
+                        .map_err(self.io_error("reading segment"))?;
                     if chunk.len() < needed.min(want) {
                         return Err(self.corrupt(cursor, "segment file shorter than its batches"));
                     }

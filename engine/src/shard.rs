@@ -172,8 +172,17 @@ pub enum Response {
 }
 
 enum Envelope {
-    Request { id: u64, from: usize, request: Request },
-    Response { id: u64, response: Response },
+    Request {
+        id: u64,
+        from: usize,
+        request: Request,
+    },
+    Response {
+        id: u64,
+        response: Response,
+    },
+    /// The sender's main future ended: it sends no more requests.
+    Finished,
 }
 
 #[derive(Default)]
@@ -196,6 +205,8 @@ pub struct Shard {
     next_request_id: Cell<u64>,
     replies: RefCell<HashMap<u64, Rc<ReplySlot>>>,
     stopping: Cell<bool>,
+    finished_peers: Cell<usize>,
+    peer_finished: Event,
 }
 
 /// Runs the engine: starts one pinned executor per shard, opens each shard's
@@ -239,6 +250,7 @@ where
                 let peers = shard.clone().serve_peers(receivers);
                 shard.clone().start_background_work();
                 let output = main(shard.clone()).await;
+                shard.wait_for_peers_to_finish().await;
                 shard.shutdown().await;
                 peers.await;
                 Ok::<(usize, T), Error>((shard.id, output))
@@ -288,12 +300,20 @@ impl Shard {
             next_request_id: Cell::new(0),
             replies: RefCell::new(HashMap::new()),
             stopping: Cell::new(false),
+            finished_peers: Cell::new(0),
+            peer_finished: Event::new(),
         });
         let names = std::fs::read_dir(&shard.config.data_dir)
             .map_err(|error| Error::io("listing data directory", &shard.config.data_dir, error))?;
         for entry in names {
-            let entry = entry.map_err(|error| Error::io("listing data directory", &shard.config.data_dir, error))?;
-            let Some(partition) = entry.file_name().to_str().and_then(TopicPartition::from_dir_name) else {
+            let entry = entry.map_err(|error| {
+                Error::io("listing data directory", &shard.config.data_dir, error)
+            })?;
+            let Some(partition) = entry
+                .file_name()
+                .to_str()
+                .and_then(TopicPartition::from_dir_name)
+            else {
                 continue;
             };
             if shard_for(&partition, shard.shard_count) == shard.id && entry.path().is_dir() {
@@ -301,7 +321,11 @@ impl Shard {
                 shard.open_local(partition, config).await?;
             }
         }
-        tracing::info!(shard = shard.id, partitions = shard.partitions.borrow().len(), "shard started");
+        tracing::info!(
+            shard = shard.id,
+            partitions = shard.partitions.borrow().len(),
+            "shard started"
+        );
         Ok(shard)
     }
 
@@ -323,7 +347,11 @@ impl Shard {
         shard_for(partition, self.shard_count)
     }
 
-    async fn open_local(&self, partition: TopicPartition, config: LogConfig) -> Result<Rc<PartitionLog<DmaStorage>>> {
+    async fn open_local(
+        &self,
+        partition: TopicPartition,
+        config: LogConfig,
+    ) -> Result<Rc<PartitionLog<DmaStorage>>> {
         if let Some(log) = self.partitions.borrow().get(&partition) {
             return Ok(log.clone());
         }
@@ -340,7 +368,12 @@ impl Shard {
         .await?;
         let log = Rc::new(log);
         // Another task may have opened it while this one awaited.
-        Ok(self.partitions.borrow_mut().entry(partition).or_insert(log).clone())
+        Ok(self
+            .partitions
+            .borrow_mut()
+            .entry(partition)
+            .or_insert(log)
+            .clone())
     }
 
     fn local(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog<DmaStorage>>> {
@@ -404,13 +437,19 @@ impl Shard {
                 log.delete().await?;
                 Response::Done
             }
-            Request::Append(partition, bytes, epoch) => Response::Appended(self.local(&partition)?.append(&bytes, epoch).await?),
+            Request::Append(partition, bytes, epoch) => {
+                Response::Appended(self.local(&partition)?.append(&bytes, epoch).await?)
+            }
             Request::Read {
                 partition,
                 offset,
                 max_bytes,
                 upper_bound,
-            } => Response::Read(self.local(&partition)?.read(offset, max_bytes, upper_bound).await?),
+            } => Response::Read(
+                self.local(&partition)?
+                    .read(offset, max_bytes, upper_bound)
+                    .await?,
+            ),
             Request::Flush(partition) => Response::Offset(self.local(&partition)?.flush().await?),
             Request::Offsets(partition) => Response::Offsets(self.local(&partition)?.offsets()),
             Request::ListOffset(partition, query) => {
@@ -418,8 +457,13 @@ impl Shard {
                 let found = match query {
                     OffsetQuery::Earliest => Some((log.offsets().log_start, -1)),
                     OffsetQuery::Latest => Some((log.offsets().log_end, -1)),
-                    OffsetQuery::MaxTimestamp => log.max_timestamp_offset().await?.map(|(o, t)| (o, t.0)),
-                    OffsetQuery::Timestamp(target) => log.offset_for_timestamp(target).await?.map(|(o, t)| (o, t.0)),
+                    OffsetQuery::MaxTimestamp => {
+                        log.max_timestamp_offset().await?.map(|(o, t)| (o, t.0))
+                    }
+                    OffsetQuery::Timestamp(target) => log
+                        .offset_for_timestamp(target)
+                        .await?
+                        .map(|(o, t)| (o, t.0)),
                 };
                 Response::Found(found)
             }
@@ -427,8 +471,12 @@ impl Shard {
                 self.local(&partition)?.advance_high_watermark(offset);
                 Response::Done
             }
-            Request::DeleteRecords(partition, offset) => Response::Offset(self.local(&partition)?.delete_records(offset).await?),
-            Request::TruncateTo(partition, offset) => Response::Offset(self.local(&partition)?.truncate_to(offset).await?),
+            Request::DeleteRecords(partition, offset) => {
+                Response::Offset(self.local(&partition)?.delete_records(offset).await?)
+            }
+            Request::TruncateTo(partition, offset) => {
+                Response::Offset(self.local(&partition)?.truncate_to(offset).await?)
+            }
             Request::SetConfig(partition, config) => {
                 self.local(&partition)?.set_config(config);
                 Response::Done
@@ -440,7 +488,8 @@ impl Shard {
             ),
             Request::EnforceRetention => Response::Count(self.enforce_retention()),
             Request::ListPartitions => {
-                let mut partitions: Vec<TopicPartition> = self.partitions.borrow().keys().cloned().collect();
+                let mut partitions: Vec<TopicPartition> =
+                    self.partitions.borrow().keys().cloned().collect();
                 partitions.sort();
                 Response::Partitions(partitions)
             }
@@ -454,7 +503,9 @@ impl Shard {
         for log in logs {
             match log.enforce_retention(now) {
                 Ok(count) => deleted += count,
-                Err(error) => tracing::warn!(partition = %log.partition(), %error, "retention failed"),
+                Err(error) => {
+                    tracing::warn!(partition = %log.partition(), %error, "retention failed")
+                }
             }
         }
         deleted
@@ -474,7 +525,10 @@ impl Shard {
                                 glommio::spawn_local(async move {
                                     let response = shard.execute(request).await;
                                     // The peer may have stopped; nothing waits then.
-                                    let _ = shard.senders.send_to(from, Envelope::Response { id, response }).await;
+                                    let _ = shard
+                                        .senders
+                                        .send_to(from, Envelope::Response { id, response })
+                                        .await;
                                 })
                                 .detach();
                             }
@@ -483,6 +537,10 @@ impl Shard {
                                     *slot.response.borrow_mut() = Some(response);
                                     slot.ready.notify(usize::MAX);
                                 }
+                            }
+                            Envelope::Finished => {
+                                shard.finished_peers.set(shard.finished_peers.get() + 1);
+                                shard.peer_finished.notify(usize::MAX);
                             }
                         }
                     }
@@ -498,7 +556,11 @@ impl Shard {
     }
 
     fn start_background_work(self: Rc<Self>) {
-        let queue = executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "fjord-background");
+        let queue = executor().create_task_queue(
+            Shares::Static(100),
+            Latency::NotImportant,
+            "fjord-background",
+        );
         let retention = {
             let shard = self.clone();
             async move {
@@ -528,13 +590,33 @@ impl Shard {
                 }
             }
         };
-        for task in [glommio::spawn_local_into(retention, queue), glommio::spawn_local_into(flusher, queue)] {
+        for task in [
+            glommio::spawn_local_into(retention, queue),
+            glommio::spawn_local_into(flusher, queue),
+        ] {
             match task {
                 Ok(task) => {
                     task.detach();
                 }
                 Err(error) => tracing::error!(%error, "cannot start background work"),
             }
+        }
+    }
+
+    /// Tells every peer this shard sends no more requests, then serves their
+    /// requests until they all say the same: a shard's partitions stay
+    /// available while any shard may still call them.
+    async fn wait_for_peers_to_finish(&self) {
+        for peer in (0..self.shard_count).filter(|&peer| peer != self.id) {
+            // A peer that already stopped needs no notice.
+            let _ = self.senders.send_to(peer, Envelope::Finished).await;
+        }
+        loop {
+            let listener = self.peer_finished.listen();
+            if self.finished_peers.get() + 1 >= self.shard_count {
+                return;
+            }
+            listener.await;
         }
     }
 

@@ -154,7 +154,15 @@ mod tests {
 
     #[test]
     fn non_partition_directories_are_not_parsed() {
-        for name in ["lost+found", "topic", "-3", "topic-x", "bad topic-0", "t-1x", "t-+1"] {
+        for name in [
+            "lost+found",
+            "topic",
+            "-3",
+            "topic-x",
+            "bad topic-0",
+            "t-1x",
+            "t-+1",
+        ] {
             assert_eq!(TopicPartition::from_dir_name(name), None, "{name}");
         }
     }

@@ -34,7 +34,11 @@ fn appended_batches_read_back_after_clean_restart() {
     block_on(async {
         for n in 0..50u32 {
             let value = format!("value-{n}-{}", "x".repeat(300));
-            let batch = build_batch(&[(None, Some(value.as_bytes()))], TimestampMs(1000 + i64::from(n)), None);
+            let batch = build_batch(
+                &[(None, Some(value.as_bytes()))],
+                TimestampMs(1000 + i64::from(n)),
+                None,
+            );
             let info = log.append(&batch, LeaderEpoch(0)).await.unwrap();
             assert_eq!(info.base_offset, Offset(i64::from(n)));
         }

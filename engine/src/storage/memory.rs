@@ -217,7 +217,9 @@ impl StorageFile for MemoryFile {
         let mut state = self.state.borrow_mut();
         let data = buffer.0[..length].to_vec();
         write_into(&mut state.written, position, &data);
-        state.unflushed.push(UnflushedChange::Write { position, data });
+        state
+            .unflushed
+            .push(UnflushedChange::Write { position, data });
         Ok(length)
     }
 
@@ -347,7 +349,10 @@ impl Storage for MemoryStorage {
 
     fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         let inner = self.inner.borrow();
-        Ok(inner.files.get(path).map(|state| state.borrow().written.clone()))
+        Ok(inner
+            .files
+            .get(path)
+            .map(|state| state.borrow().written.clone()))
     }
 }
 
@@ -370,11 +375,16 @@ mod tests {
                 file.write_at(block(1), 0).await.unwrap();
                 file.fdatasync().await.unwrap();
                 file.write_at(block(2), BLOCK_BYTES as u64).await.unwrap();
-                file.write_at(block(3), 2 * BLOCK_BYTES as u64).await.unwrap();
+                file.write_at(block(3), 2 * BLOCK_BYTES as u64)
+                    .await
+                    .unwrap();
             });
             storage.crash();
             let content = storage.read_file(path).unwrap().unwrap();
-            assert!(content[..BLOCK_BYTES].iter().all(|&b| b == 1), "seed {seed}");
+            assert!(
+                content[..BLOCK_BYTES].iter().all(|&b| b == 1),
+                "seed {seed}"
+            );
             // Whatever survived of the unflushed writes is a prefix in issue order.
             let second = &content[BLOCK_BYTES.min(content.len())..];
             if content.len() > 2 * BLOCK_BYTES {
