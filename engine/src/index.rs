@@ -195,6 +195,10 @@ impl TimeIndex {
 
     /// Records that the segment's maximum timestamp reached `timestamp` at
     /// `offset`. Ignored unless `timestamp` exceeds the last entry's.
+    ///
+    /// # Panics
+    /// If `offset` is more than `u32::MAX` past the base offset or below the
+    /// last entry's: segments roll before either can happen.
     pub fn maybe_append(&mut self, timestamp: TimestampMs, offset: Offset) {
         if self
             .entries

@@ -251,6 +251,9 @@ impl<S: Storage + Clone> PartitionLog<S> {
     /// # Errors
     /// [`Error::Io`] if the directory or a file cannot be read or written,
     /// [`Error::CorruptCheckpoint`] if the checkpoint does not decode.
+    ///
+    /// # Panics
+    /// If the recovered state breaks the log's invariants.
     pub async fn open(
         storage: S,
         data_dir: &Path,
@@ -263,33 +266,9 @@ impl<S: Storage + Clone> PartitionLog<S> {
         storage
             .create_dir_all(&dir)
             .map_err(|error| Error::io("creating partition directory", &dir, error))?;
-        let names = storage
-            .list_dir(&dir)
-            .map_err(|error| Error::io("listing partition directory", &dir, error))?;
         let checkpoint_path = dir.join(PARTITION_CHECKPOINT_FILE);
-        let checkpoint = match storage
-            .read_file(&checkpoint_path)
-            .map_err(|error| Error::io("reading checkpoint", &checkpoint_path, error))?
-        {
-            Some(bytes) => Some(PartitionCheckpoint::decode(&checkpoint_path, &bytes)?),
-            None => None,
-        };
-        let mut bases = Vec::new();
-        let mut snapshots = Vec::new();
-        for name in &names {
-            if let Some(base) = parse_segment_file_name(name, "log") {
-                bases.push(base);
-            } else if let Some(offset) = parse_snapshot_file_name(name) {
-                snapshots.push(offset);
-            } else if name.ends_with(".tmp") {
-                let path = dir.join(name);
-                storage
-                    .remove_file(&path)
-                    .map_err(|error| Error::io("removing leftover", &path, error))?;
-            }
-        }
-        bases.sort();
-        snapshots.sort();
+        let checkpoint = read_checkpoint(&storage, &checkpoint_path)?;
+        let (bases, snapshots) = list_partition_files(&storage, &dir)?;
         let recovery_point = checkpoint
             .as_ref()
             .map_or(Offset::ZERO, |checkpoint| Offset(checkpoint.recovery_point));
@@ -311,80 +290,21 @@ impl<S: Storage + Clone> PartitionLog<S> {
             .copied()
             .unwrap_or(checkpoint_start);
 
-        // Producer state: the newest snapshot at or below the recovery point;
-        // later ones describe data that may not have survived.
-        let mut producers = ProducerStateTable::default();
-        let mut replay_from = scan_from_base;
-        if let Some(&snapshot_offset) = snapshots
-            .iter()
-            .rev()
-            .find(|&&offset| offset <= recovery_point)
-        {
-            let path = dir.join(snapshot_file_name(snapshot_offset));
-            if let Some(bytes) = storage
-                .read_file(&path)
-                .map_err(|error| Error::io("reading producer snapshot", &path, error))?
-            {
-                match ProducerStateTable::decode_snapshot(&path, &bytes) {
-                    Ok((offset, table)) => {
-                        producers = table;
-                        replay_from = offset;
-                    }
-                    Err(error) => tracing::warn!(%error, "ignoring producer snapshot"),
-                }
-            }
-        }
-        let config_interval = config.index_interval_bytes;
-        let mut truncate_rest = false;
-        for (number, &base) in bases.iter().enumerate() {
-            if truncate_rest {
-                remove_segment_files(&storage, &dir, base)?;
-                continue;
-            }
-            let mut segment = Segment::open(&storage, &dir, base).await?;
-            if let Some(&next_base) = bases.get(number + 1) {
-                segment.next_offset = next_base;
-            }
-            if base < scan_from_base {
-                segments.insert(base, segment);
-                continue;
-            }
-            let (position, position_offset) = if base == scan_from_base && recovery_point > base {
-                segment.load_indexes(&storage);
-                let position = segment.start_position_for(recovery_point);
-                let offset = match &segment.indexes {
-                    crate::segment::Indexes::Loaded(offsets, _) => offsets.lookup(recovery_point).0,
-                    _ => base,
-                };
-                (position, offset)
-            } else {
-                (0, base)
-            };
-            let scan = segment
-                .recover_from(position, position_offset, config_interval, |header| {
-                    if header.is_idempotent() && header.base_offset >= replay_from {
-                        producers.record(
-                            &producer_batch(header),
-                            header.base_offset,
-                            header.last_offset(),
-                        );
-                    }
-                })
-                .await?;
-            if let Some((at, reason)) = scan.truncated_at {
-                tracing::warn!(partition = %partition, segment = base.0, position = at, %reason,
-                    "truncated log at the first invalid batch");
-                truncate_rest = true;
-            }
-            segment.handle().fdatasync().await?;
-            segment.remove_index_files(&storage)?;
-            let empty_tail_segment = segment.size() == 0 && base > scan_from_base && truncate_rest;
-            if empty_tail_segment {
-                remove_segment_files(&storage, &dir, base)?;
-            } else {
-                segments.insert(base, segment);
-            }
-        }
+        let (mut producers, replay_from) =
+            load_producer_snapshot(&storage, &dir, &snapshots, recovery_point)
+                .unwrap_or((ProducerStateTable::default(), scan_from_base));
+        let recovery = LogRecovery {
+            storage: &storage,
+            dir: &dir,
+            partition: &partition,
+            scan_from_base,
+            recovery_point,
+            replay_from,
+            index_interval_bytes: config.index_interval_bytes,
+        };
+        recovery
+            .recover_segments(&bases, &mut segments, &mut producers)
+            .await?;
         for &offset in snapshots.iter().filter(|&&offset| offset > recovery_point) {
             let path = dir.join(snapshot_file_name(offset));
             storage
@@ -443,6 +363,165 @@ impl<S: Storage + Clone> PartitionLog<S> {
             written_event: Event::new(),
             flushed_event: Event::new(),
         })
+    }
+}
+
+/// What recovering a partition's segments needs to know.
+struct LogRecovery<'a, S: Storage> {
+    storage: &'a S,
+    dir: &'a Path,
+    partition: &'a TopicPartition,
+    /// Segments below this base are trusted; from it on they are scanned.
+    scan_from_base: Offset,
+    recovery_point: Offset,
+    /// Idempotent batches from this offset on rebuild the producer state.
+    replay_from: Offset,
+    index_interval_bytes: u32,
+}
+
+impl<S: Storage> LogRecovery<'_, S> {
+    /// Opens every segment, scanning those at or past the recovery point:
+    /// their CRCs are verified, a torn or corrupt tail is cut, and every
+    /// later segment is deleted (a valid log has nothing after a torn batch).
+    async fn recover_segments(
+        &self,
+        bases: &[Offset],
+        segments: &mut BTreeMap<Offset, Segment<S>>,
+        producers: &mut ProducerStateTable,
+    ) -> Result<()> {
+        let mut cut = false;
+        for (number, &base) in bases.iter().enumerate() {
+            if cut {
+                tracing::error!(partition = %self.partition, segment = base.0,
+                    "deleting segment after a torn or corrupt batch");
+                remove_segment_files(self.storage, self.dir, base)?;
+                continue;
+            }
+            let mut segment = Segment::open(self.storage, self.dir, base).await?;
+            let is_last = number + 1 == bases.len();
+            if let Some(&next_base) = bases.get(number + 1) {
+                segment.next_offset = next_base;
+            }
+            if base < self.scan_from_base {
+                segments.insert(base, segment);
+                continue;
+            }
+            // Mid-segment, start at the recovery point's index entry.
+            let (position, position_offset) =
+                if base == self.scan_from_base && self.recovery_point > base {
+                    segment.load_indexes(self.storage);
+                    (
+                        segment.start_position_for(self.recovery_point),
+                        segment.index_entry_for(self.recovery_point),
+                    )
+                } else {
+                    (0, base)
+                };
+            let replay_from = self.replay_from;
+            let scan = segment
+                .recover_from(
+                    position,
+                    position_offset,
+                    self.index_interval_bytes,
+                    |header| {
+                        if header.is_idempotent() && header.base_offset >= replay_from {
+                            producers.record(
+                                &producer_batch(header),
+                                header.base_offset,
+                                header.last_offset(),
+                            );
+                        }
+                    },
+                )
+                .await?;
+            if let Some((at, reason)) = scan.truncated_at {
+                tracing::warn!(partition = %self.partition, segment = base.0, position = at, %reason,
+                    "truncated the log at the first invalid batch");
+                cut = !is_last;
+            }
+            segment.handle().fdatasync().await?;
+            if !is_last && !cut {
+                // A closed segment: its indexes are complete now.
+                segment.write_indexes(self.storage)?;
+            }
+            if segment.size() == 0 && base > self.scan_from_base && cut {
+                remove_segment_files(self.storage, self.dir, base)?;
+            } else {
+                segments.insert(base, segment);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads and decodes the partition checkpoint, if there is one.
+fn read_checkpoint<S: Storage>(storage: &S, path: &Path) -> Result<Option<PartitionCheckpoint>> {
+    match storage
+        .read_file(path)
+        .map_err(|error| Error::io("reading checkpoint", path, error))?
+    {
+        Some(bytes) => Ok(Some(PartitionCheckpoint::decode(path, &bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// The sorted base offsets of the segments and offsets of the producer
+/// snapshots in a partition directory; leftovers of interrupted atomic
+/// writes are removed.
+fn list_partition_files<S: Storage>(storage: &S, dir: &Path) -> Result<(Vec<Offset>, Vec<Offset>)> {
+    let names = storage
+        .list_dir(dir)
+        .map_err(|error| Error::io("listing partition directory", dir, error))?;
+    let mut bases = Vec::new();
+    let mut snapshots = Vec::new();
+    for name in &names {
+        if let Some(base) = parse_segment_file_name(name, "log") {
+            bases.push(base);
+        } else if let Some(offset) = parse_snapshot_file_name(name) {
+            snapshots.push(offset);
+        } else if Path::new(name)
+            .extension()
+            .is_some_and(|extension| extension == "tmp")
+        {
+            let path = dir.join(name);
+            storage
+                .remove_file(&path)
+                .map_err(|error| Error::io("removing leftover", &path, error))?;
+        }
+    }
+    bases.sort();
+    snapshots.sort();
+    Ok((bases, snapshots))
+}
+
+/// The newest producer snapshot at or below the recovery point (later ones
+/// describe data that may not have survived) and the offset it was taken at.
+/// `None` if there is none or it does not decode: recovery then replays
+/// what it scans, and producers older than that are treated as new.
+fn load_producer_snapshot<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    snapshots: &[Offset],
+    recovery_point: Offset,
+) -> Option<(ProducerStateTable, Offset)> {
+    let &offset = snapshots
+        .iter()
+        .rev()
+        .find(|&&offset| offset <= recovery_point)?;
+    let path = dir.join(snapshot_file_name(offset));
+    let bytes = match storage.read_file(&path) {
+        Ok(bytes) => bytes?,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read producer snapshot");
+            return None;
+        }
+    };
+    match ProducerStateTable::decode_snapshot(&path, &bytes) {
+        Ok((snapshot_offset, table)) => Some((table, snapshot_offset)),
+        Err(error) => {
+            tracing::warn!(%error, "ignoring producer snapshot");
+            None
+        }
     }
 }
 
@@ -1267,7 +1346,7 @@ impl<S: Storage> PartitionLog<S> {
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is above the high watermark;
     /// [`Error::Io`].
-    pub async fn delete_records(&self, offset: Offset) -> Result<Offset> {
+    pub fn delete_records(&self, offset: Offset) -> Result<Offset> {
         {
             let mut state = self.state.borrow_mut();
             self.usable(&state)?;

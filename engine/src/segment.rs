@@ -230,6 +230,9 @@ impl<S: Storage> Segment<S> {
     /// Builds the aligned write that appends `batches` (already
     /// offset-assigned, contiguous, all for this segment): the kept tail block
     /// followed by the new bytes, zero-padded to a block boundary.
+    ///
+    /// # Panics
+    /// If the kept tail does not match the segment's size.
     #[must_use]
     pub fn prepare_append(
         &self,
@@ -341,6 +344,16 @@ impl<S: Storage> Segment<S> {
         }
     }
 
+    /// The offset of the greatest index entry at or before `target` (the
+    /// batch at [`Segment::start_position_for`]), or the segment's base.
+    #[must_use]
+    pub fn index_entry_for(&self, target: Offset) -> Offset {
+        match &self.indexes {
+            Indexes::Loaded(offsets, _) => offsets.lookup(target).0,
+            Indexes::OnDisk | Indexes::Unavailable => self.base_offset,
+        }
+    }
+
     /// The first offset whose timestamp may be `>= target`, from the time
     /// index, for a ListOffsets-by-timestamp scan.
     #[must_use]
@@ -359,6 +372,9 @@ impl<S: Storage> Segment<S> {
     ///
     /// # Errors
     /// [`Error::Io`] if reading or truncating fails.
+    ///
+    /// # Panics
+    /// If `position` is not 0 and the segment's index is not loaded.
     pub async fn recover_from(
         &mut self,
         position: u64,

@@ -41,6 +41,9 @@ pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// The shard that owns `partition` among `shard_count` shards: a stable hash
 /// of the topic name plus the partition index, so a topic's partitions
 /// spread round-robin over the shards.
+///
+/// # Panics
+/// If `shard_count` is 0.
 #[must_use]
 pub fn shard_for(partition: &TopicPartition, shard_count: usize) -> usize {
     assert!(shard_count > 0, "an engine has at least one shard");
@@ -195,7 +198,7 @@ struct ReplySlot {
 /// other shard's.
 pub struct Shard {
     id: usize,
-    shard_count: usize,
+    engine_shards: usize,
     config: EngineConfig,
     storage: DmaStorage,
     cache: Rc<RefCell<BatchCache>>,
@@ -217,7 +220,7 @@ pub struct Shard {
 /// [`Error::InvalidConfig`] if the shard count exceeds the online CPUs or an
 /// executor cannot start; [`Error::Io`] if the data directory cannot be
 /// read.
-pub fn run<F, Fut, T>(config: EngineConfig, main: F) -> Result<Vec<T>>
+pub fn run<F, Fut, T>(config: &EngineConfig, main: F) -> Result<Vec<T>>
 where
     F: Fn(Rc<Shard>) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = T> + 'static,
@@ -290,7 +293,7 @@ impl Shard {
     async fn start(config: EngineConfig, senders: Senders<Envelope>) -> Result<Rc<Self>> {
         let shard = Rc::new(Self {
             id: senders.peer_id(),
-            shard_count: senders.nr_consumers(),
+            engine_shards: senders.nr_consumers(),
             cache: Rc::new(RefCell::new(BatchCache::new(config.cache_bytes_per_shard))),
             config,
             storage: DmaStorage,
@@ -316,7 +319,7 @@ impl Shard {
             else {
                 continue;
             };
-            if shard_for(&partition, shard.shard_count) == shard.id && entry.path().is_dir() {
+            if shard_for(&partition, shard.engine_shards) == shard.id && entry.path().is_dir() {
                 let config = (shard.config.log_config_for)(&partition);
                 shard.open_local(partition, config).await?;
             }
@@ -338,13 +341,13 @@ impl Shard {
     /// How many shards the engine runs.
     #[must_use]
     pub fn shard_count(&self) -> usize {
-        self.shard_count
+        self.engine_shards
     }
 
     /// The shard owning `partition`.
     #[must_use]
     pub fn owner_of(&self, partition: &TopicPartition) -> usize {
-        shard_for(partition, self.shard_count)
+        shard_for(partition, self.engine_shards)
     }
 
     async fn open_local(
@@ -472,7 +475,7 @@ impl Shard {
                 Response::Done
             }
             Request::DeleteRecords(partition, offset) => {
-                Response::Offset(self.local(&partition)?.delete_records(offset).await?)
+                Response::Offset(self.local(&partition)?.delete_records(offset)?)
             }
             Request::TruncateTo(partition, offset) => {
                 Response::Offset(self.local(&partition)?.truncate_to(offset).await?)
@@ -504,7 +507,7 @@ impl Shard {
             match log.enforce_retention(now) {
                 Ok(count) => deleted += count,
                 Err(error) => {
-                    tracing::warn!(partition = %log.partition(), %error, "retention failed")
+                    tracing::warn!(partition = %log.partition(), %error, "retention failed");
                 }
             }
         }
@@ -607,13 +610,13 @@ impl Shard {
     /// requests until they all say the same: a shard's partitions stay
     /// available while any shard may still call them.
     async fn wait_for_peers_to_finish(&self) {
-        for peer in (0..self.shard_count).filter(|&peer| peer != self.id) {
+        for peer in (0..self.engine_shards).filter(|&peer| peer != self.id) {
             // A peer that already stopped needs no notice.
             let _ = self.senders.send_to(peer, Envelope::Finished).await;
         }
         loop {
             let listener = self.peer_finished.listen();
-            if self.finished_peers.get() + 1 >= self.shard_count {
+            if self.finished_peers.get() + 1 >= self.engine_shards {
                 return;
             }
             listener.await;

@@ -49,12 +49,12 @@ fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
     let config = engine_config(dir.path());
     let shards = config.shards;
     // Phase 1: shard 0 creates the partitions.
-    shard::run(config.clone(), |shard: Rc<Shard>| async move {
+    shard::run(&config, |shard: Rc<Shard>| async move {
         create_all(&shard).await
     })
     .unwrap();
     // Phase 2: every shard appends to every partition and reads back.
-    let acked = shard::run(config.clone(), |shard: Rc<Shard>| async move {
+    let acked = shard::run(&config, |shard: Rc<Shard>| async move {
         let mut acked = Vec::new();
         for round in 0..BATCHES_PER_SHARD_AND_PARTITION {
             for partition in partitions() {
@@ -88,7 +88,7 @@ fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
         shards * BATCHES_PER_SHARD_AND_PARTITION * PARTITIONS as usize
     );
     // Phase 3: after a restart, every acked offset is there, dense, from any shard.
-    let counts = shard::run(config, |shard: Rc<Shard>| async move {
+    let counts = shard::run(&config, |shard: Rc<Shard>| async move {
         let mut counts = Vec::new();
         for partition in partitions() {
             let owner = shard.owner_of(&partition);

@@ -28,8 +28,10 @@ fn open(storage: &MemoryStorage, config: LogConfig) -> PartitionLog<MemoryStorag
 #[test]
 fn appended_batches_read_back_after_clean_restart() {
     let storage = MemoryStorage::new(1);
-    let mut config = LogConfig::default();
-    config.segment_bytes = 8192;
+    let config = LogConfig {
+        segment_bytes: 8192,
+        ..LogConfig::default()
+    };
     let log = open(&storage, config.clone());
     block_on(async {
         for n in 0..50u32 {

@@ -235,7 +235,10 @@ impl StorageFile for MemoryFile {
             return Err(eio("fdatasync"));
         }
         let mut state = self.state.borrow_mut();
-        state.flushed = state.written.clone();
+        let MemoryFileState {
+            written, flushed, ..
+        } = &mut *state;
+        flushed.clone_from(written);
         state.unflushed.clear();
         Ok(())
     }
