@@ -1,5 +1,5 @@
 //! Partitions spread over every shard take appends and reads issued from
-//! every shard, through the real O_DIRECT storage; a clean shutdown with
+//! every shard, through the real `O_DIRECT` storage; a clean shutdown with
 //! appends in flight loses nothing that was acknowledged.
 
 use std::rc::Rc;
@@ -21,7 +21,7 @@ fn partitions() -> Vec<TopicPartition> {
 fn engine_config(dir: &std::path::Path) -> EngineConfig {
     let mut config = EngineConfig::new(dir);
     config.shards = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+        .map_or(1, std::num::NonZero::get)
         .min(4);
     config
 }
@@ -41,16 +41,12 @@ async fn create_all(shard: &Shard) {
 
 #[test]
 fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("debug")
-        .with_test_writer()
-        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let config = engine_config(dir.path());
     let shards = config.shards;
     // Phase 1: shard 0 creates the partitions.
     shard::run(&config, |shard: Rc<Shard>| async move {
-        create_all(&shard).await
+        create_all(&shard).await;
     })
     .unwrap();
     // Phase 2: every shard appends to every partition and reads back.
