@@ -1105,6 +1105,21 @@ impl<S: Storage> PartitionLog<S> {
         })
     }
 
+    /// Waits until the log end passes `offset`: a long-polling fetch at the
+    /// log end wakes when an append lands. Returns at once if it already has.
+    pub async fn wait_for_data_beyond(&self, offset: Offset) {
+        loop {
+            let listener = self.written_event.listen();
+            {
+                let state = self.state.borrow();
+                if state.written_offset > offset || state.poisoned.is_some() || state.closed {
+                    return;
+                }
+            }
+            listener.await;
+        }
+    }
+
     /// The high watermark: consumers read below it.
     #[must_use]
     pub fn high_watermark(&self) -> Offset {

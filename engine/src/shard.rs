@@ -109,6 +109,22 @@ pub enum OffsetQuery {
     Timestamp(TimestampMs),
 }
 
+/// An append and what must happen before it is acknowledged.
+#[derive(Debug)]
+pub struct AppendRequest {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// One record batch as the producer sent it.
+    pub batch: Bytes,
+    /// The leader epoch to stamp into the batch.
+    pub leader_epoch: LeaderEpoch,
+    /// Acknowledge only once flushed (`acks=all` on a single replica).
+    pub flush: bool,
+    /// Move the high watermark to the batch's end once acknowledged (the
+    /// partition has no other replica to wait for).
+    pub advance_high_watermark: bool,
+}
+
 /// A partition operation, runnable on the owning shard.
 #[derive(Debug)]
 pub enum Request {
@@ -117,7 +133,16 @@ pub enum Request {
     /// Delete a partition and its data.
     Delete(TopicPartition),
     /// Append one batch as leader.
-    Append(TopicPartition, Bytes, LeaderEpoch),
+    Append(AppendRequest),
+    /// Wait (up to a timeout) until the log end passes an offset.
+    WaitForData {
+        /// The partition.
+        partition: TopicPartition,
+        /// Wake once the log end is beyond this offset.
+        offset: Offset,
+        /// Give up after this long.
+        timeout: Duration,
+    },
     /// Read batches from an offset up to a byte limit and an upper bound.
     Read {
         /// The partition.
@@ -440,8 +465,28 @@ impl Shard {
                 log.delete().await?;
                 Response::Done
             }
-            Request::Append(partition, bytes, epoch) => {
-                Response::Appended(self.local(&partition)?.append(&bytes, epoch).await?)
+            Request::Append(append) => {
+                let log = self.local(&append.partition)?;
+                let info = log.append(&append.batch, append.leader_epoch).await?;
+                if append.flush {
+                    log.flush_to(info.last_offset.next()).await?;
+                }
+                if append.advance_high_watermark {
+                    log.advance_high_watermark(info.last_offset.next());
+                }
+                Response::Appended(info)
+            }
+            Request::WaitForData {
+                partition,
+                offset,
+                timeout,
+            } => {
+                let log = self.local(&partition)?;
+                futures_lite::future::or(log.wait_for_data_beyond(offset), async {
+                    glommio::timer::sleep(timeout).await;
+                })
+                .await;
+                Response::Done
             }
             Request::Read {
                 partition,
