@@ -1105,14 +1105,16 @@ impl<S: Storage> PartitionLog<S> {
         })
     }
 
-    /// Waits until the log end passes `offset`: a long-polling fetch at the
-    /// log end wakes when an append lands. Returns at once if it already has.
-    pub async fn wait_for_data_beyond(&self, offset: Offset) {
+    /// Waits until the log end (or, with `committed`, the high watermark)
+    /// passes `offset`: a long-polling fetch at the end wakes when an append
+    /// lands. Returns at once if it already has.
+    pub async fn wait_for_data_beyond(&self, offset: Offset, committed: bool) {
         loop {
             let listener = self.written_event.listen();
             {
                 let state = self.state.borrow();
-                if state.written_offset > offset || state.poisoned.is_some() || state.closed {
+                let end = if committed { state.high_watermark } else { state.written_offset };
+                if end > offset || state.poisoned.is_some() || state.closed {
                     return;
                 }
             }
@@ -1134,6 +1136,8 @@ impl<S: Storage> PartitionLog<S> {
         let capped = offset.min(state.written_offset);
         if capped > state.high_watermark {
             state.high_watermark = capped;
+            // Wakes fetches waiting for committed data.
+            self.written_event.notify(usize::MAX);
         }
         state.check_invariants();
     }

@@ -142,6 +142,8 @@ pub enum Request {
         offset: Offset,
         /// Give up after this long.
         timeout: Duration,
+        /// Wait for the high watermark (consumers) rather than the log end.
+        committed: bool,
     },
     /// Read batches from an offset up to a byte limit and an upper bound.
     Read {
@@ -153,6 +155,9 @@ pub enum Request {
         max_bytes: usize,
         /// No batch ending past this offset is returned.
         upper_bound: Offset,
+        /// Also stop at the high watermark (consumers read only committed
+        /// data).
+        committed: bool,
     },
     /// Flush everything appended so far.
     Flush(TopicPartition),
@@ -480,9 +485,10 @@ impl Shard {
                 partition,
                 offset,
                 timeout,
+                committed,
             } => {
                 let log = self.local(&partition)?;
-                futures_lite::future::or(log.wait_for_data_beyond(offset), async {
+                futures_lite::future::or(log.wait_for_data_beyond(offset, committed), async {
                     glommio::timer::sleep(timeout).await;
                 })
                 .await;
@@ -493,11 +499,12 @@ impl Shard {
                 offset,
                 max_bytes,
                 upper_bound,
-            } => Response::Read(
-                self.local(&partition)?
-                    .read(offset, max_bytes, upper_bound)
-                    .await?,
-            ),
+                committed,
+            } => {
+                let log = self.local(&partition)?;
+                let bound = if committed { upper_bound.min(log.high_watermark()) } else { upper_bound };
+                Response::Read(log.read(offset, max_bytes, bound).await?)
+            }
             Request::Flush(partition) => Response::Offset(self.local(&partition)?.flush().await?),
             Request::Offsets(partition) => Response::Offsets(self.local(&partition)?.offsets()),
             Request::ListOffset(partition, query) => {

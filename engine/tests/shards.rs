@@ -99,6 +99,7 @@ fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
                             offset: next,
                             max_bytes: 4096,
                             upper_bound: Offset(i64::MAX),
+                            committed: true,
                         },
                     )
                     .await;

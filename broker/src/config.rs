@@ -1,0 +1,234 @@
+//! Broker configuration under Kafka's `server.properties` names.
+//!
+//! A Kafka operator's `server.properties` carries over: [`BrokerConfig::load`]
+//! reads the file, applies `--set key=value` overrides, and rejects unknown or
+//! malformed keys with a clear error instead of ignoring them. Every key has
+//! Kafka's default, so `fjord` with no arguments runs a single node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use fjord_engine::config::LogConfig;
+
+use crate::error::BrokerError;
+
+/// A validated broker configuration.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// `node.id`.
+    pub node_id: i32,
+    /// `listeners`: the address every shard accepts on.
+    pub listener: SocketAddr,
+    /// `advertised.listeners`: what Metadata tells clients.
+    pub advertised_host: String,
+    /// Port in `advertised.listeners`.
+    pub advertised_port: u16,
+    /// `log.dirs` (one directory).
+    pub data_dir: PathBuf,
+    /// `num.partitions`: partitions of auto-created topics.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `socket.request.max.bytes`: the largest request frame accepted.
+    pub socket_request_max_bytes: usize,
+    /// `compression.type` broker default for topics.
+    pub compression_type: String,
+    /// `cores`: shards (fjord's own key).
+    pub cores: usize,
+    /// `cluster.id`.
+    pub cluster_id: String,
+    /// Topic defaults from `log.*`, `message.max.bytes`, ...
+    pub log_defaults: LogConfig,
+}
+
+/// The broker keys and their defaults, in the order `--help` lists them.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("node.id", "1"),
+    ("listeners", "PLAINTEXT://0.0.0.0:9092"),
+    ("advertised.listeners", "PLAINTEXT://localhost:9092"),
+    ("log.dirs", "./data"),
+    ("num.partitions", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("default.replication.factor", "1"),
+    ("message.max.bytes", "1048588"),
+    ("socket.request.max.bytes", "104857600"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.ms", "604800000"),
+    ("log.retention.ms", ""),
+    ("log.retention.minutes", ""),
+    ("log.retention.hours", "168"),
+    ("log.retention.bytes", "-1"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.flush.interval.messages", "9223372036854775807"),
+    ("log.flush.interval.ms", ""),
+    ("log.message.timestamp.type", "CreateTime"),
+    ("compression.type", "producer"),
+    ("cluster.id", "fjord-cluster"),
+    ("cores", ""),
+];
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> BrokerError {
+    BrokerError::Config {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, BrokerError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, "not a valid value"))
+}
+
+/// Splits `PLAINTEXT://host:port` into host and port.
+fn parse_listener(key: &str, value: &str) -> Result<(String, u16), BrokerError> {
+    let first = value.split(',').next().unwrap_or_default().trim();
+    let address = first
+        .strip_prefix("PLAINTEXT://")
+        .ok_or_else(|| invalid(key, value, "only PLAINTEXT://host:port listeners are supported"))?;
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, value, "expected host:port"))?;
+    let port = port.parse().map_err(|_| invalid(key, value, "bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((if host.is_empty() { "0.0.0.0" } else { host }.to_owned(), port))
+}
+
+/// Reads `key=value` lines (`#` and `!` start comments), as Java properties.
+///
+/// # Errors
+/// [`BrokerError::Config`] for a line without `=` or `:`.
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, BrokerError> {
+    let mut pairs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once(['=', ':'])
+            .ok_or_else(|| invalid(line, "", "expected key=value"))?;
+        pairs.push((key.trim().to_owned(), value.trim().to_owned()));
+    }
+    Ok(pairs)
+}
+
+impl BrokerConfig {
+    /// Builds a configuration from Kafka's defaults, then `file_pairs` (from
+    /// `server.properties`), then `overrides` (`--set`), later ones winning.
+    ///
+    /// # Errors
+    /// [`BrokerError::Config`] for an unknown key or a malformed value.
+    pub fn load(
+        file_pairs: &[(String, String)],
+        overrides: &[(String, String)],
+    ) -> Result<Self, BrokerError> {
+        let mut values: BTreeMap<&str, String> = DEFAULTS
+            .iter()
+            .map(|(key, value)| (*key, (*value).to_owned()))
+            .collect();
+        for (key, value) in file_pairs.iter().chain(overrides) {
+            let Some((known, _)) = DEFAULTS.iter().find(|(name, _)| name == key) else {
+                return Err(invalid(key, value, "unknown configuration key"));
+            };
+            values.insert(known, value.clone());
+        }
+        let get = |key: &str| values.get(key).cloned().unwrap_or_default();
+        let (listen_host, listen_port) = parse_listener("listeners", &get("listeners"))?;
+        let listener: SocketAddr = format!("{listen_host}:{listen_port}")
+            .parse()
+            .map_err(|_| invalid("listeners", &get("listeners"), "host must be an IP address"))?;
+        let (advertised_host, advertised_port) =
+            parse_listener("advertised.listeners", &get("advertised.listeners"))?;
+        let mut log_defaults = LogConfig::default();
+        let retention_ms = if !get("log.retention.ms").is_empty() {
+            parse::<i64>("log.retention.ms", &get("log.retention.ms"))?
+        } else if !get("log.retention.minutes").is_empty() {
+            parse::<i64>("log.retention.minutes", &get("log.retention.minutes"))?.saturating_mul(60_000)
+        } else {
+            parse::<i64>("log.retention.hours", &get("log.retention.hours"))?.saturating_mul(3_600_000)
+        };
+        let flush_ms = get("log.flush.interval.ms");
+        for (broker_key, topic_key, value) in [
+            ("message.max.bytes", "max.message.bytes", get("message.max.bytes")),
+            ("log.segment.bytes", "segment.bytes", get("log.segment.bytes")),
+            ("log.roll.ms", "segment.ms", get("log.roll.ms")),
+            ("log.retention.ms", "retention.ms", retention_ms.to_string()),
+            ("log.retention.bytes", "retention.bytes", get("log.retention.bytes")),
+            ("log.index.interval.bytes", "index.interval.bytes", get("log.index.interval.bytes")),
+            ("log.flush.interval.messages", "flush.messages", get("log.flush.interval.messages")),
+            ("log.message.timestamp.type", "message.timestamp.type", get("log.message.timestamp.type")),
+        ] {
+            log_defaults
+                .set(topic_key, &value)
+                .map_err(|error| invalid(broker_key, &value, error.to_string()))?;
+        }
+        if !flush_ms.is_empty() {
+            log_defaults
+                .set("flush.ms", &flush_ms)
+                .map_err(|error| invalid("log.flush.interval.ms", &flush_ms, error.to_string()))?;
+        }
+        let cores = match get("cores").as_str() {
+            "" => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            value => parse("cores", value)?,
+        };
+        let compression_type = get("compression.type");
+        if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&compression_type.as_str()) {
+            return Err(invalid("compression.type", &compression_type, "unknown codec"));
+        }
+        let num_partitions: i32 = parse("num.partitions", &get("num.partitions"))?;
+        if num_partitions < 1 {
+            return Err(invalid("num.partitions", &get("num.partitions"), "must be at least 1"));
+        }
+        Ok(Self {
+            node_id: parse("node.id", &get("node.id"))?,
+            listener,
+            advertised_host,
+            advertised_port,
+            data_dir: PathBuf::from(get("log.dirs").split(',').next().unwrap_or("./data").trim()),
+            num_partitions,
+            auto_create_topics: parse("auto.create.topics.enable", &get("auto.create.topics.enable"))?,
+            default_replication_factor: parse("default.replication.factor", &get("default.replication.factor"))?,
+            socket_request_max_bytes: parse("socket.request.max.bytes", &get("socket.request.max.bytes"))?,
+            compression_type,
+            cores,
+            cluster_id: get("cluster.id"),
+            log_defaults,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_give_a_single_node_on_9092() {
+        let config = BrokerConfig::load(&[], &[]).unwrap();
+        assert_eq!(config.node_id, 1);
+        assert_eq!(config.listener.port(), 9092);
+        assert_eq!(config.advertised_host, "localhost");
+        assert_eq!(config.log_defaults.retention_ms, 168 * 3_600_000);
+    }
+
+    #[test]
+    fn overrides_win_and_unknown_or_malformed_keys_fail() {
+        let file = parse_properties("# comment\nnode.id=3\nlog.retention.ms = 1000\n").unwrap();
+        let config = BrokerConfig::load(&file, &pairs(&[("node.id", "4")])).unwrap();
+        assert_eq!(config.node_id, 4);
+        assert_eq!(config.log_defaults.retention_ms, 1000);
+        assert!(BrokerConfig::load(&pairs(&[("no.such.key", "1")]), &[]).is_err());
+        assert!(BrokerConfig::load(&pairs(&[("num.partitions", "many")]), &[]).is_err());
+        assert!(BrokerConfig::load(&pairs(&[("listeners", "SSL://x:1")]), &[]).is_err());
+        assert!(BrokerConfig::load(&pairs(&[("log.segment.bytes", "10")]), &[]).is_err());
+    }
+}

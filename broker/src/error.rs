@@ -1,0 +1,59 @@
+//! The broker's error type and the mapping of every failure to the Kafka
+//! error code a client expects.
+
+use fjord_engine::Error as EngineError;
+use kafka_protocol::ResponseError;
+
+/// Everything that can fail in the broker shell.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A configuration key is unknown or its value malformed.
+    #[error("invalid configuration {key}={value:?}: {reason}")]
+    Config {
+        /// The Kafka config name.
+        key: String,
+        /// The rejected value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// The storage engine refused.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Socket or file I/O outside the engine.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A request frame that cannot be decoded; the connection is closed.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+}
+
+/// The Kafka error code for an engine failure.
+#[must_use]
+pub fn engine_error_code(error: &EngineError) -> i16 {
+    let kind = match error {
+        EngineError::InvalidBatch(_) => ResponseError::CorruptMessage,
+        EngineError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        EngineError::CorruptLog { .. } | EngineError::Io { .. } | EngineError::Poisoned { .. } => {
+            ResponseError::KafkaStorageError
+        }
+        EngineError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        EngineError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        EngineError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        EngineError::UnknownPartition(_) => ResponseError::UnknownTopicOrPartition,
+        EngineError::PartitionExists(_) => ResponseError::TopicAlreadyExists,
+        EngineError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        EngineError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        EngineError::CorruptCheckpoint { .. } => ResponseError::KafkaStorageError,
+    };
+    kind.code()
+}
+
+/// The code for "no error".
+pub const NONE: i16 = 0;

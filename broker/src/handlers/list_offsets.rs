@@ -1,0 +1,82 @@
+//! ListOffsets: earliest (-2), latest (-1: the high watermark, as consumers
+//! see it), max timestamp (-3, KIP-734), or the first offset whose timestamp
+//! is at or after a given time.
+
+use std::rc::Rc;
+
+use fjord_engine::shard::{OffsetQuery, Request, Response};
+use fjord_engine::{TimestampMs, TopicPartition};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use super::ApiSupport;
+use crate::error::engine_error_code;
+use crate::server::Broker;
+
+/// Versions served.
+pub const SUPPORT: ApiSupport = ApiSupport {
+    key: ApiKey::ListOffsets,
+    min: 1,
+    max: 7,
+};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+async fn list_one(broker: &Rc<Broker>, partition: TopicPartition, timestamp: i64) -> ListOffsetsPartitionResponse {
+    let response = ListOffsetsPartitionResponse::default()
+        .with_partition_index(partition.partition)
+        .with_timestamp(-1)
+        .with_offset(-1)
+        .with_leader_epoch(-1);
+    let known = broker
+        .controller
+        .image()
+        .topics
+        .get(&partition.topic)
+        .is_some_and(|topic| (0..topic.partitions).contains(&partition.partition));
+    if !known {
+        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    }
+    let owner = broker.shard.owner_of(&partition);
+    if timestamp == LATEST {
+        return match broker.shard.call(owner, Request::Offsets(partition)).await {
+            Response::Offsets(offsets) => response.with_offset(offsets.high_watermark.0).with_leader_epoch(0),
+            Response::Failed(error) => response.with_error_code(engine_error_code(&error)),
+            other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
+        };
+    }
+    let query = match timestamp {
+        EARLIEST => OffsetQuery::Earliest,
+        MAX_TIMESTAMP => OffsetQuery::MaxTimestamp,
+        at if at >= 0 => OffsetQuery::Timestamp(TimestampMs(at)),
+        _ => return response.with_error_code(ResponseError::InvalidRequest.code()),
+    };
+    match broker.shard.call(owner, Request::ListOffset(partition, query)).await {
+        Response::Found(Some((offset, found_timestamp))) => response
+            .with_offset(offset.0)
+            .with_timestamp(found_timestamp)
+            .with_leader_epoch(0),
+        // No record at or after the timestamp: Kafka answers offset -1.
+        Response::Found(None) => response,
+        Response::Failed(error) => response.with_error_code(engine_error_code(&error)),
+        other => unreachable!("ListOffset answers Found or Failed, not {other:?}"),
+    }
+}
+
+/// Answers ListOffsets.
+pub async fn handle(broker: &Rc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in topic.partitions {
+            let partition_id = TopicPartition::new(name.clone(), partition.partition_index);
+            partitions.push(list_one(broker, partition_id, partition.timestamp).await);
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,103 @@
+//! Metadata: brokers, topics and partitions from the metadata image, with
+//! auto-creation of unknown topics when `auto.create.topics.enable` is on and
+//! the client allows it.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::ApiSupport;
+use crate::metadata::TopicMetadata;
+use crate::server::Broker;
+use crate::topics;
+
+/// Versions served.
+pub const SUPPORT: ApiSupport = ApiSupport {
+    key: ApiKey::Metadata,
+    min: 0,
+    max: 12,
+};
+
+fn describe(broker: &Broker, topic: &TopicMetadata) -> MetadataResponseTopic {
+    let node = BrokerId(broker.config.node_id);
+    let partitions = (0..topic.partitions)
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.uuid())
+        .with_is_internal(topic.name.starts_with("__"))
+        .with_partitions(partitions)
+}
+
+fn unknown(name: String, error: i16) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(name))))
+        .with_error_code(error)
+}
+
+/// Answers Metadata.
+pub async fn handle(broker: &Rc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let image = broker.controller.image();
+    let topics = match request.topics {
+        // Null (or, before v1, empty) means every topic.
+        None => image.topics.values().map(|topic| describe(broker, topic)).collect(),
+        Some(requested) if requested.is_empty() && version == 0 => {
+            image.topics.values().map(|topic| describe(broker, topic)).collect()
+        }
+        Some(requested) => {
+            let mut topics = Vec::with_capacity(requested.len());
+            for wanted in requested {
+                let Some(name) = wanted.name.map(|name| name.0.to_string()) else {
+                    topics.push(
+                        MetadataResponseTopic::default()
+                            .with_topic_id(wanted.topic_id)
+                            .with_error_code(ResponseError::UnknownTopicId.code()),
+                    );
+                    continue;
+                };
+                if let Some(topic) = broker.controller.image().topics.get(&name) {
+                    topics.push(describe(broker, topic));
+                    continue;
+                }
+                let may_create = broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+                if !may_create {
+                    topics.push(unknown(name, ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                }
+                match topics::create_topic(broker, &name, broker.config.num_partitions, 1, Vec::new()).await {
+                    Ok(topic) => topics.push(describe(broker, &topic)),
+                    Err(error) if error.code == ResponseError::TopicAlreadyExists.code() => {
+                        match broker.controller.image().topics.get(&name) {
+                            Some(topic) => topics.push(describe(broker, topic)),
+                            None => topics.push(unknown(name, ResponseError::LeaderNotAvailable.code())),
+                        }
+                    }
+                    Err(error) => topics.push(unknown(name, error.code)),
+                }
+            }
+            topics
+        }
+    };
+    let node = BrokerId(broker.config.node_id);
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(node)
+            .with_host(StrBytes::from_string(broker.config.advertised_host.clone()))
+            .with_port(i32::from(broker.config.advertised_port))])
+        .with_cluster_id(Some(StrBytes::from_string(broker.config.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+}

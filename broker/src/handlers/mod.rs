@@ -1,0 +1,82 @@
+//! One file per Kafka API, each declaring the versions it serves; this
+//! registry lists them all and routes decoded requests to them.
+//!
+//! ApiVersions advertises exactly [`SUPPORTED`], so a client never sends a
+//! version a handler does not implement.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+
+use crate::error::BrokerError;
+use crate::server::Broker;
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// The versions of one API that fjord serves.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiSupport {
+    /// The API.
+    pub key: ApiKey,
+    /// Oldest version served.
+    pub min: i16,
+    /// Newest version served.
+    pub max: i16,
+}
+
+/// Every API fjord serves.
+pub const SUPPORTED: &[ApiSupport] = &[
+    produce::SUPPORT,
+    fetch::SUPPORT,
+    list_offsets::SUPPORT,
+    metadata::SUPPORT,
+    api_versions::SUPPORT,
+    create_topics::SUPPORT,
+    delete_topics::SUPPORT,
+    init_producer_id::SUPPORT,
+];
+
+/// The served versions of `key`, if it is served.
+#[must_use]
+pub fn support_for(key: ApiKey) -> Option<ApiSupport> {
+    SUPPORTED.iter().copied().find(|support| support.key == key)
+}
+
+/// Runs the handler for `request`. `Ok(None)` means no response is sent
+/// (Produce with `acks=0`).
+///
+/// # Errors
+/// A [`BrokerError`] that makes the connection close.
+pub async fn dispatch(
+    broker: &Rc<Broker>,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Result<Option<ResponseKind>, BrokerError> {
+    let version = header.request_api_version;
+    Ok(Some(match request {
+        RequestKind::ApiVersions(request) => ResponseKind::ApiVersions(api_versions::handle(&request)),
+        RequestKind::Metadata(request) => ResponseKind::Metadata(metadata::handle(broker, request, version).await),
+        RequestKind::Produce(request) => match produce::handle(broker, request).await {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Ok(None),
+        },
+        RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(broker, request, version).await),
+        RequestKind::ListOffsets(request) => ResponseKind::ListOffsets(list_offsets::handle(broker, request).await),
+        RequestKind::CreateTopics(request) => ResponseKind::CreateTopics(create_topics::handle(broker, request).await),
+        RequestKind::DeleteTopics(request) => ResponseKind::DeleteTopics(delete_topics::handle(broker, request).await),
+        RequestKind::InitProducerId(request) => ResponseKind::InitProducerId(init_producer_id::handle(broker, &request)),
+        other => {
+            return Err(BrokerError::Malformed(format!(
+                "no handler for {:?}",
+                std::mem::discriminant(&other)
+            )))
+        }
+    }))
+}

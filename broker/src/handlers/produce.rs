@@ -1,0 +1,137 @@
+//! Produce: appends each partition's record batches on its owning shard.
+//!
+//! `acks=0` sends no response, `acks=1` answers once the batch is written,
+//! `acks=-1` once it is flushed (on a single replica that is the whole ISR).
+//! Partitions of one request are appended concurrently. Old versions (v0-v2,
+//! message formats 0 and 1) are advertised because some librdkafka versions
+//! only enable compression when they see Produce v0, but such requests are
+//! not decoded: the connection closes.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use fjord_engine::batch::split_batches;
+use fjord_engine::shard::{AppendRequest, Request, Response};
+use fjord_engine::{LeaderEpoch, TopicPartition};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::ApiSupport;
+use crate::error::engine_error_code;
+use crate::server::Broker;
+
+/// Versions served (v0-v2 advertised, refused by closing).
+pub const SUPPORT: ApiSupport = ApiSupport {
+    key: ApiKey::Produce,
+    min: 0,
+    max: 11,
+};
+
+fn failed(index: i32, error: ResponseError, message: &str) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(Some(StrBytes::from_string(message.to_owned())))
+}
+
+async fn append_partition(
+    broker: Rc<Broker>,
+    partition: TopicPartition,
+    records: Option<Bytes>,
+    acks: i16,
+) -> PartitionProduceResponse {
+    let index = partition.partition;
+    let exists = broker
+        .controller
+        .image()
+        .topics
+        .get(&partition.topic)
+        .is_some_and(|topic| (0..topic.partitions).contains(&index));
+    if !exists {
+        return failed(index, ResponseError::UnknownTopicOrPartition, "unknown topic or partition");
+    }
+    let Some(records) = records.filter(|records| !records.is_empty()) else {
+        return failed(index, ResponseError::CorruptMessage, "no record batch");
+    };
+    let owner = broker.shard.owner_of(&partition);
+    let mut first = None;
+    for batch in split_batches(&records) {
+        let batch = match batch {
+            Ok(batch) => records.slice_ref(batch),
+            Err(error) => return failed(index, ResponseError::CorruptMessage, &error.to_string()),
+        };
+        let append = AppendRequest {
+            partition: partition.clone(),
+            batch,
+            leader_epoch: LeaderEpoch(0),
+            flush: acks == -1,
+            advance_high_watermark: true,
+        };
+        match broker.shard.call(owner, Request::Append(append)).await {
+            Response::Appended(info) => {
+                first.get_or_insert(info);
+            }
+            Response::Failed(error) => {
+                let code = engine_error_code(&error);
+                return PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_error_code(code)
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1)
+                    .with_error_message(Some(StrBytes::from_string(error.to_string())));
+            }
+            other => unreachable!("Append answers Appended or Failed, not {other:?}"),
+        }
+    }
+    let info = first.expect("split_batches yields at least one batch for non-empty records");
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(info.base_offset.0)
+        .with_log_append_time_ms(info.log_append_time.0)
+        .with_log_start_offset(info.log_start_offset.0)
+}
+
+/// Answers Produce; `None` for `acks=0`.
+pub async fn handle(broker: &Rc<Broker>, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let tasks: Vec<_> = topic
+            .partition_data
+            .into_iter()
+            .map(|data| {
+                let partition = TopicPartition::new(name.clone(), data.index);
+                if ![0, 1, -1].contains(&acks) {
+                    let response = failed(data.index, ResponseError::InvalidRequiredAcks, "acks must be 0, 1 or -1");
+                    return glommio::spawn_local(async move { response });
+                }
+                if request.transactional_id.is_some() {
+                    let response = failed(
+                        data.index,
+                        ResponseError::TransactionalIdAuthorizationFailed,
+                        "transactions are not supported yet",
+                    );
+                    return glommio::spawn_local(async move { response });
+                }
+                glommio::spawn_local(append_partition(broker.clone(), partition, data.records, acks))
+            })
+            .collect();
+        let mut partitions = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            partitions.push(task.await);
+        }
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    (acks != 0).then(|| ProduceResponse::default().with_responses(topics))
+}
