@@ -812,7 +812,12 @@ impl<S: Storage> PartitionLog<S> {
     fn write_checkpoint(&self, recovery_point: Offset) -> Result<()> {
         let mut state = self.state.borrow_mut();
         state.recovery_point = recovery_point;
-        let snapshot = state.producers.encode_snapshot(recovery_point);
+        // The snapshot describes the log below the recovery point only: the
+        // table already holds batches admitted (even unwritten) past it, and
+        // recovery replays those from the log.
+        let mut covered = state.producers.clone();
+        covered.truncate_to(recovery_point);
+        let snapshot = covered.encode_snapshot(recovery_point);
         let snapshot_path = self.dir.join(snapshot_file_name(recovery_point));
         self.storage
             .write_file_atomic(&snapshot_path, &snapshot)
