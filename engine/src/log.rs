@@ -432,8 +432,24 @@ impl<S: Storage + Clone> PartitionLog<S> {
             oldest_unflushed_ms: None,
         };
         state.check_invariants();
+        // Recovery may have cut the log below the checkpointed offsets and
+        // clamped them; a later recovery must not resurrect the stale ones
+        // over records appended since (a log start hiding flushed records, a
+        // high watermark over records never committed).
+        let stale_checkpoint = checkpoint.as_ref().is_some_and(|checkpoint| {
+            (
+                checkpoint.recovery_point,
+                checkpoint.log_start_offset,
+                checkpoint.high_watermark,
+            ) != (
+                state.recovery_point.0,
+                state.log_start_offset.0,
+                state.high_watermark.0,
+            )
+        });
+        let recovery_point = state.recovery_point;
         tracing::debug!(partition = %partition, log_start = log_start.0, log_end = log_end.0, "opened log");
-        Ok(Self {
+        let log = Self {
             partition,
             dir,
             storage,
@@ -442,7 +458,11 @@ impl<S: Storage + Clone> PartitionLog<S> {
             state: RefCell::new(state),
             written_event: Event::new(),
             flushed_event: Event::new(),
-        })
+        };
+        if stale_checkpoint {
+            log.write_checkpoint(recovery_point)?;
+        }
+        Ok(log)
     }
 }
 

@@ -885,3 +885,52 @@ fn idempotent_batch_that_rolls_a_segment_is_deduplicated_after_a_crash() {
         assert_eq!(retry.base_offset, Offset(offset as i64));
     }
 }
+
+/// A crash that cuts the log below its checkpointed log start and high
+/// watermark, then new appends over those offsets, flushed, then a second
+/// crash. Found by seed 217: recovery clamped the log start and high
+/// watermark to the shorter log in memory but never wrote them back, so the
+/// second recovery took the stale checkpoint again: the high watermark jumped
+/// over records no one had committed, and the log start over flushed records.
+#[test]
+fn offsets_clamped_by_recovery_stay_clamped_after_a_second_crash() {
+    let storage = MemoryStorage::new(3);
+    let cache = Rc::new(RefCell::new(BatchCache::new(0)));
+    let config = small_segments(1 << 20);
+    let append = |log: &PartitionLog<MemoryStorage>, count: usize| {
+        block_on(async {
+            for _ in 0..count {
+                let batch = build_batch(&[(None, Some(b"v"))], TimestampMs(1), None);
+                log.append(&batch, LeaderEpoch(0)).await.expect("append");
+            }
+        });
+    };
+    let log = try_open(&storage, &config, &cache, 0).expect("open");
+    append(&log, 2);
+    block_on(log.flush()).expect("flush");
+    append(&log, 8);
+    log.advance_high_watermark(Offset(8));
+    assert_eq!(
+        block_on(log.delete_records(Offset(6))).expect("delete"),
+        Offset(6)
+    );
+    // Nothing past offset 2 was flushed: the crash may keep any prefix of it.
+    storage.crash();
+    let log = try_open(&storage, &config, &cache, 1).expect("reopen");
+    let cut = log.offsets();
+    assert!(cut.log_end >= Offset(2));
+    append(&log, 10);
+    let end = block_on(log.flush()).expect("flush");
+    storage.crash();
+    let log = try_open(&storage, &config, &cache, 2).expect("reopen");
+    let offsets = log.offsets();
+    assert_eq!(offsets.log_end, end, "flushed records survive");
+    assert_eq!(
+        offsets.log_start, cut.log_start,
+        "log start stays where recovery put it"
+    );
+    assert!(
+        offsets.high_watermark <= cut.high_watermark,
+        "high watermark {offsets:?} above the committed {cut:?}"
+    );
+}
