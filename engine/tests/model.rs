@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use common::{decode, segment_bases, small_segments, try_open, Rng};
-use fjord_engine::batch::build_batch;
+use fjord_engine::batch::{build_batch, KeyValue};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
@@ -326,7 +326,7 @@ impl Harness {
     }
 
     fn build(values: &[Vec<u8>], timestamp_ms: i64, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
-        let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = values
+        let records: Vec<KeyValue<'_>> = values
             .iter()
             .map(|value| (None, Some(&value[..])))
             .collect();

@@ -32,7 +32,7 @@ pub fn partition_dir() -> PathBuf {
     Path::new(DATA_DIR).join(partition().dir_name())
 }
 
-/// SplitMix64: tiny, deterministic per seed, good enough for workloads.
+/// `SplitMix64`: tiny, deterministic per seed, good enough for workloads.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
