@@ -1247,13 +1247,15 @@ impl<S: Storage> PartitionLog<S> {
                     segment.handle(),
                     segment.start_position_for(offset),
                     segment.size(),
+                    segment.base_offset,
+                    !matches!(segment.indexes, crate::segment::Indexes::Loaded(..)),
                 ),
             )
         };
         for segment in &removed {
             remove_segment_files(&self.storage, &self.dir, segment.base_offset)?;
         }
-        let (handle, position, size) = segment;
+        let (handle, position, size, base, index_unavailable) = segment;
         let located = handle
             .read(position, size, offset, 1, Offset(i64::MAX))
             .await?;
@@ -1261,11 +1263,30 @@ impl<S: Storage> PartitionLog<S> {
             Some((batch, _)) => (batch.position, batch.header.base_offset),
             None => (size, self.state.borrow().active().next_offset),
         };
+        // The segment becomes the active one and appends need its indexes:
+        // rebuild them from the kept batches if its index files were lost.
+        let mut kept = Vec::new();
+        if index_unavailable {
+            let scan = handle
+                .scan(0, cut, base, |header, at| kept.push((*header, at)))
+                .await?;
+            if let Some(reason) = scan.stopped_by {
+                return Err(Error::CorruptLog {
+                    path: handle.path().to_path_buf(),
+                    position: scan.end_position,
+                    reason,
+                });
+            }
+        }
         handle.truncate(cut).await?;
         handle.fdatasync().await?;
         let tail = handle.read_tail(cut).await?;
         let mut state = self.state.borrow_mut();
+        let interval = state.config.index_interval_bytes;
         let segment = state.active_mut();
+        if index_unavailable {
+            segment.rebuild_indexes(&kept, interval);
+        }
         segment.truncated(cut_offset, cut, tail);
         segment.remove_index_files(&self.storage)?;
         let new_end = segment.next_offset;
