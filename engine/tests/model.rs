@@ -10,7 +10,7 @@
 //! across restarts and crashes), and broken offset invariants.
 //!
 //! `FJORD_MODEL_SEED=<n>` replays one seed; `FJORD_MODEL_CASES=<n>` sets how
-//! many seeds run (default 40); `FJORD_MODEL_STEPS=<n>` the steps per seed.
+//! many seeds run (default 150); `FJORD_MODEL_STEPS=<n>` the steps per seed.
 
 mod common;
 
@@ -28,7 +28,7 @@ use fjord_engine::storage::memory::MemoryStorage;
 use fjord_engine::{Error, LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs};
 use futures_lite::future::block_on;
 
-const DEFAULT_CASES: u64 = 40;
+const DEFAULT_CASES: u64 = 150;
 const DEFAULT_STEPS: u64 = 400;
 const PRODUCER_IDS: i64 = 3;
 
