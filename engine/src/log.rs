@@ -352,8 +352,24 @@ impl<S: Storage + Clone> PartitionLog<S> {
             oldest_unflushed_ms: None,
         };
         state.check_invariants();
+        // Recovery may have cut the log below the checkpointed offsets and
+        // clamped them; a later recovery must not resurrect the stale ones
+        // over records appended since (a log start hiding flushed records, a
+        // high watermark over records never committed).
+        let stale_checkpoint = checkpoint.as_ref().is_some_and(|checkpoint| {
+            (
+                checkpoint.recovery_point,
+                checkpoint.log_start_offset,
+                checkpoint.high_watermark,
+            ) != (
+                state.recovery_point.0,
+                state.log_start_offset.0,
+                state.high_watermark.0,
+            )
+        });
+        let recovery_point = state.recovery_point;
         tracing::debug!(partition = %partition, log_start = log_start.0, log_end = log_end.0, "opened log");
-        Ok(Self {
+        let log = Self {
             partition,
             dir,
             storage,
@@ -362,7 +378,11 @@ impl<S: Storage + Clone> PartitionLog<S> {
             state: RefCell::new(state),
             written_event: Event::new(),
             flushed_event: Event::new(),
-        })
+        };
+        if stale_checkpoint {
+            log.write_checkpoint(recovery_point)?;
+        }
+        Ok(log)
     }
 }
 
@@ -891,7 +911,12 @@ impl<S: Storage> PartitionLog<S> {
     fn write_checkpoint(&self, recovery_point: Offset) -> Result<()> {
         let mut state = self.state.borrow_mut();
         state.recovery_point = recovery_point;
-        let snapshot = state.producers.encode_snapshot(recovery_point);
+        // The snapshot describes the log below the recovery point only: the
+        // table already holds batches admitted (even unwritten) past it, and
+        // recovery replays those from the log.
+        let mut covered = state.producers.clone();
+        covered.truncate_to(recovery_point);
+        let snapshot = covered.encode_snapshot(recovery_point);
         let snapshot_path = self.dir.join(snapshot_file_name(recovery_point));
         self.storage
             .write_file_atomic(&snapshot_path, &snapshot)
@@ -1320,13 +1345,15 @@ impl<S: Storage> PartitionLog<S> {
                     segment.handle(),
                     segment.start_position_for(offset),
                     segment.size(),
+                    segment.base_offset,
+                    !matches!(segment.indexes, crate::segment::Indexes::Loaded(..)),
                 ),
             )
         };
         for segment in &removed {
             remove_segment_files(&self.storage, &self.dir, segment.base_offset)?;
         }
-        let (handle, position, size) = segment;
+        let (handle, position, size, base, index_unavailable) = segment;
         let located = handle
             .read(position, size, offset, 1, Offset(i64::MAX))
             .await?;
@@ -1334,11 +1361,30 @@ impl<S: Storage> PartitionLog<S> {
             Some((batch, _)) => (batch.position, batch.header.base_offset),
             None => (size, self.state.borrow().active().next_offset),
         };
+        // The segment becomes the active one and appends need its indexes:
+        // rebuild them from the kept batches if its index files were lost.
+        let mut kept = Vec::new();
+        if index_unavailable {
+            let scan = handle
+                .scan(0, cut, base, |header, at| kept.push((*header, at)))
+                .await?;
+            if let Some(reason) = scan.stopped_by {
+                return Err(Error::CorruptLog {
+                    path: handle.path().to_path_buf(),
+                    position: scan.end_position,
+                    reason,
+                });
+            }
+        }
         handle.truncate(cut).await?;
         handle.fdatasync().await?;
         let tail = handle.read_tail(cut).await?;
         let mut state = self.state.borrow_mut();
+        let interval = state.config.index_interval_bytes;
         let segment = state.active_mut();
+        if index_unavailable {
+            segment.rebuild_indexes(&kept, interval);
+        }
         segment.truncated(cut_offset, cut, tail);
         segment.remove_index_files(&self.storage)?;
         let new_end = segment.next_offset;

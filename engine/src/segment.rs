@@ -427,6 +427,21 @@ impl<S: Storage> Segment<S> {
         })
     }
 
+    /// Replaces missing indexes with ones built from `batches`, the verified
+    /// headers and positions of every batch in the segment, in order.
+    pub fn rebuild_indexes(&mut self, batches: &[(BatchHeader, u64)], index_interval_bytes: u32) {
+        self.indexes = Indexes::Loaded(
+            OffsetIndex::new(self.base_offset),
+            TimeIndex::new(self.base_offset),
+        );
+        self.max_timestamp = TimestampMs::NONE;
+        self.next_offset = self.base_offset;
+        self.bytes_since_index_entry = u64::from(index_interval_bytes);
+        for (header, position) in batches {
+            self.note_batch(header, *position, index_interval_bytes);
+        }
+    }
+
     /// Drops the segment's state for batches at or after `offset` after the
     /// file was cut to `new_size` (Kafka's `LogSegment.truncateTo`).
     pub fn truncated(&mut self, offset: Offset, new_size: u64, new_tail: Vec<u8>) {

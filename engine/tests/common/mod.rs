@@ -1,0 +1,158 @@
+//! Helpers shared by the model and fault tests: a seeded random source,
+//! opening a partition log on in-memory storage, and decoding batches read
+//! back.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use fjord_engine::batch::{crc_matches, records, BatchHeader};
+use fjord_engine::cache::BatchCache;
+use fjord_engine::config::LogConfig;
+use fjord_engine::log::PartitionLog;
+use fjord_engine::storage::memory::MemoryStorage;
+use fjord_engine::{Offset, TopicPartition};
+use futures_lite::future::block_on;
+
+/// The data directory every test log lives under.
+pub const DATA_DIR: &str = "/data";
+
+/// The partition every test log stores.
+#[must_use]
+pub fn partition() -> TopicPartition {
+    TopicPartition::new("t", 0)
+}
+
+/// The directory of [`partition`] under [`DATA_DIR`].
+#[must_use]
+pub fn partition_dir() -> PathBuf {
+    Path::new(DATA_DIR).join(partition().dir_name())
+}
+
+/// `SplitMix64`: tiny, deterministic per seed, good enough for workloads.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator whose whole sequence is fixed by `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `range` (inclusive bounds).
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        assert!(low <= high, "empty range {low}..={high}");
+        low + self.next_u64() % (high - low + 1)
+    }
+
+    /// An offset in `low..=high`.
+    pub fn offset_between(&mut self, low: Offset, high: Offset) -> Offset {
+        Offset(low.0 + self.between(0, (high.0 - low.0) as u64) as i64)
+    }
+
+    /// True with probability `numerator / denominator`.
+    pub fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
+        self.next_u64() % denominator < numerator
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Opens the test partition's log on `storage`, as a shard would: each open
+/// gets a fresh cache key in the shared `cache`.
+///
+/// # Errors
+/// Whatever [`PartitionLog::open`] returns.
+pub fn try_open(
+    storage: &MemoryStorage,
+    config: &LogConfig,
+    cache: &Rc<RefCell<BatchCache>>,
+    cache_key: u64,
+) -> fjord_engine::Result<PartitionLog<MemoryStorage>> {
+    block_on(PartitionLog::open(
+        storage.clone(),
+        Path::new(DATA_DIR),
+        partition(),
+        config.clone(),
+        cache.clone(),
+        cache_key,
+    ))
+}
+
+/// A config with small segments, so tests roll often.
+#[must_use]
+pub fn small_segments(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        retention_ms: -1,
+        ..LogConfig::default()
+    }
+}
+
+/// One record as read back: its value and absolute timestamp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// The record's value (`None` for a null value).
+    pub value: Option<Vec<u8>>,
+    /// The record's timestamp in ms.
+    pub timestamp_ms: i64,
+}
+
+/// Checks a batch read from the log (its CRC verifies, its records decode)
+/// and returns its header and records.
+///
+/// # Panics
+/// If the batch is corrupt in any way: the engine must never return such.
+#[must_use]
+pub fn decode(batch: &Bytes) -> (BatchHeader, Vec<ReadRecord>) {
+    let header = BatchHeader::parse(batch).expect("read batch has a valid header");
+    assert_eq!(header.total_bytes(), batch.len(), "read batch is whole");
+    assert!(crc_matches(batch), "read batch fails its CRC");
+    let decoded: Vec<ReadRecord> = records(batch)
+        .expect("read batch decodes")
+        .map(|record| {
+            let record = record.expect("read record decodes");
+            ReadRecord {
+                value: record.value.map(<[u8]>::to_vec),
+                timestamp_ms: header.base_timestamp.0 + record.timestamp_delta,
+            }
+        })
+        .collect();
+    assert_eq!(
+        decoded.len(),
+        header.record_count as usize,
+        "record count matches"
+    );
+    (header, decoded)
+}
+
+/// The base offsets of the partition's `.log` files, ascending.
+#[must_use]
+pub fn segment_bases(storage: &MemoryStorage) -> Vec<Offset> {
+    let dir = partition_dir();
+    storage
+        .file_paths()
+        .into_iter()
+        .filter(|path| path.parent() == Some(dir.as_path()))
+        .filter_map(|path| {
+            let name = path.file_name()?.to_str()?.to_owned();
+            fjord_engine::segment::parse_segment_file_name(&name, "log")
+        })
+        .collect()
+}
