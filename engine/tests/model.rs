@@ -634,7 +634,7 @@ impl Harness {
         let target = self
             .rng
             .offset_between(self.model.log_start, self.model.high_watermark);
-        let start = block_on(self.log.delete_records(target))
+        let start = self.log.delete_records(target)
             .unwrap_or_else(|error| panic!("{}: delete records: {error}", self.context()));
         let expected = self.model.log_start.max(target);
         assert_eq!(start, expected, "{}: delete records", self.context());
@@ -840,7 +840,7 @@ fn delete_records_after_an_idempotent_append_past_the_recovery_point() {
         log.append(&batch, LeaderEpoch(0)).await.expect("append");
         log.flush().await.expect("flush");
         log.advance_high_watermark(Offset(2));
-        log.delete_records(Offset(1)).await.expect("delete records");
+        log.delete_records(Offset(1)).expect("delete records");
     });
     storage.crash();
     let log = try_open(&storage, &config, &cache, 1).expect("reopen after crash");
@@ -911,7 +911,7 @@ fn offsets_clamped_by_recovery_stay_clamped_after_a_second_crash() {
     append(&log, 8);
     log.advance_high_watermark(Offset(8));
     assert_eq!(
-        block_on(log.delete_records(Offset(6))).expect("delete"),
+        log.delete_records(Offset(6)).expect("delete"),
         Offset(6)
     );
     // Nothing past offset 2 was flushed: the crash may keep any prefix of it.
