@@ -88,15 +88,22 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, BrokerError>
 /// Splits `PLAINTEXT://host:port` into host and port.
 fn parse_listener(key: &str, value: &str) -> Result<(String, u16), BrokerError> {
     let first = value.split(',').next().unwrap_or_default().trim();
-    let address = first
-        .strip_prefix("PLAINTEXT://")
-        .ok_or_else(|| invalid(key, value, "only PLAINTEXT://host:port listeners are supported"))?;
+    let address = first.strip_prefix("PLAINTEXT://").ok_or_else(|| {
+        invalid(
+            key,
+            value,
+            "only PLAINTEXT://host:port listeners are supported",
+        )
+    })?;
     let (host, port) = address
         .rsplit_once(':')
         .ok_or_else(|| invalid(key, value, "expected host:port"))?;
     let port = port.parse().map_err(|_| invalid(key, value, "bad port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((if host.is_empty() { "0.0.0.0" } else { host }.to_owned(), port))
+    Ok((
+        if host.is_empty() { "0.0.0.0" } else { host }.to_owned(),
+        port,
+    ))
 }
 
 /// Reads `key=value` lines (`#` and `!` start comments), as Java properties.
@@ -149,20 +156,46 @@ impl BrokerConfig {
         let retention_ms = if !get("log.retention.ms").is_empty() {
             parse::<i64>("log.retention.ms", &get("log.retention.ms"))?
         } else if !get("log.retention.minutes").is_empty() {
-            parse::<i64>("log.retention.minutes", &get("log.retention.minutes"))?.saturating_mul(60_000)
+            parse::<i64>("log.retention.minutes", &get("log.retention.minutes"))?
+                .saturating_mul(60_000)
         } else {
-            parse::<i64>("log.retention.hours", &get("log.retention.hours"))?.saturating_mul(3_600_000)
+            parse::<i64>("log.retention.hours", &get("log.retention.hours"))?
+                .saturating_mul(3_600_000)
         };
         let flush_ms = get("log.flush.interval.ms");
         for (broker_key, topic_key, value) in [
-            ("message.max.bytes", "max.message.bytes", get("message.max.bytes")),
-            ("log.segment.bytes", "segment.bytes", get("log.segment.bytes")),
+            (
+                "message.max.bytes",
+                "max.message.bytes",
+                get("message.max.bytes"),
+            ),
+            (
+                "log.segment.bytes",
+                "segment.bytes",
+                get("log.segment.bytes"),
+            ),
             ("log.roll.ms", "segment.ms", get("log.roll.ms")),
             ("log.retention.ms", "retention.ms", retention_ms.to_string()),
-            ("log.retention.bytes", "retention.bytes", get("log.retention.bytes")),
-            ("log.index.interval.bytes", "index.interval.bytes", get("log.index.interval.bytes")),
-            ("log.flush.interval.messages", "flush.messages", get("log.flush.interval.messages")),
-            ("log.message.timestamp.type", "message.timestamp.type", get("log.message.timestamp.type")),
+            (
+                "log.retention.bytes",
+                "retention.bytes",
+                get("log.retention.bytes"),
+            ),
+            (
+                "log.index.interval.bytes",
+                "index.interval.bytes",
+                get("log.index.interval.bytes"),
+            ),
+            (
+                "log.flush.interval.messages",
+                "flush.messages",
+                get("log.flush.interval.messages"),
+            ),
+            (
+                "log.message.timestamp.type",
+                "message.timestamp.type",
+                get("log.message.timestamp.type"),
+            ),
         ] {
             log_defaults
                 .set(topic_key, &value)
@@ -178,12 +211,22 @@ impl BrokerConfig {
             value => parse("cores", value)?,
         };
         let compression_type = get("compression.type");
-        if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&compression_type.as_str()) {
-            return Err(invalid("compression.type", &compression_type, "unknown codec"));
+        if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]
+            .contains(&compression_type.as_str())
+        {
+            return Err(invalid(
+                "compression.type",
+                &compression_type,
+                "unknown codec",
+            ));
         }
         let num_partitions: i32 = parse("num.partitions", &get("num.partitions"))?;
         if num_partitions < 1 {
-            return Err(invalid("num.partitions", &get("num.partitions"), "must be at least 1"));
+            return Err(invalid(
+                "num.partitions",
+                &get("num.partitions"),
+                "must be at least 1",
+            ));
         }
         Ok(Self {
             node_id: parse("node.id", &get("node.id"))?,
@@ -192,9 +235,18 @@ impl BrokerConfig {
             advertised_port,
             data_dir: PathBuf::from(get("log.dirs").split(',').next().unwrap_or("./data").trim()),
             num_partitions,
-            auto_create_topics: parse("auto.create.topics.enable", &get("auto.create.topics.enable"))?,
-            default_replication_factor: parse("default.replication.factor", &get("default.replication.factor"))?,
-            socket_request_max_bytes: parse("socket.request.max.bytes", &get("socket.request.max.bytes"))?,
+            auto_create_topics: parse(
+                "auto.create.topics.enable",
+                &get("auto.create.topics.enable"),
+            )?,
+            default_replication_factor: parse(
+                "default.replication.factor",
+                &get("default.replication.factor"),
+            )?,
+            socket_request_max_bytes: parse(
+                "socket.request.max.bytes",
+                &get("socket.request.max.bytes"),
+            )?,
             compression_type,
             cores,
             cluster_id: get("cluster.id"),
@@ -208,7 +260,9 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]

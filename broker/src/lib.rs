@@ -38,10 +38,12 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
         source,
     })?;
     let controller = Arc::new(
-        Controller::open(&config.data_dir, config.log_defaults.clone()).map_err(|reason| BrokerError::Config {
-            key: "log.dirs".to_owned(),
-            value: config.data_dir.display().to_string(),
-            reason,
+        Controller::open(&config.data_dir, config.log_defaults.clone()).map_err(|reason| {
+            BrokerError::Config {
+                key: "log.dirs".to_owned(),
+                value: config.data_dir.display().to_string(),
+                reason,
+            }
         })?,
     );
     let mut engine = EngineConfig::new(&config.data_dir);

@@ -25,7 +25,8 @@ struct Arguments {
 fn load(arguments: &Arguments) -> Result<BrokerConfig, String> {
     let file_pairs = match &arguments.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| format!("{}: {error}", path.display()))?;
             parse_properties(&text).map_err(|error| format!("{}: {error}", path.display()))?
         }
         None => Vec::new(),

@@ -118,7 +118,9 @@ impl Controller {
                 rkyv::from_bytes::<PersistedMetadata, rkyv::rancor::Error>(&aligned)
                     .map_err(|error| format!("{}: {error}", path.display()))?
             }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => PersistedMetadata::default(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                PersistedMetadata::default()
+            }
             Err(error) => return Err(format!("{}: {error}", path.display())),
         };
         let controller = Self {
@@ -137,7 +139,9 @@ impl Controller {
     fn lock(&self) -> MutexGuard<'_, ControllerState> {
         // A panic while holding the lock cannot leave the state half-changed:
         // every change is built on a copy and swapped in after persisting.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current image.
@@ -157,8 +161,10 @@ impl Controller {
     }
 
     fn persist(&self, persisted: &PersistedMetadata) -> Result<(), MetadataError> {
-        let storage_error = |error: String| MetadataError::new(ResponseError::KafkaStorageError, error);
-        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(persisted).map_err(|error| storage_error(error.to_string()))?;
+        let storage_error =
+            |error: String| MetadataError::new(ResponseError::KafkaStorageError, error);
+        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(persisted)
+            .map_err(|error| storage_error(error.to_string()))?;
         let bytes = encode_frame(METADATA_MAGIC, METADATA_VERSION, &payload);
         let temporary = self.path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
@@ -231,18 +237,21 @@ impl Controller {
         if replication_factor != 1 {
             return Err(MetadataError::new(
                 ResponseError::InvalidReplicationFactor,
-                format!("replication factor {replication_factor} is larger than the 1 available broker"),
+                format!(
+                    "replication factor {replication_factor} is larger than the 1 available broker"
+                ),
             ));
         }
         let mut config = self.log_defaults.clone();
         for (key, value) in configs {
-            if key == "cleanup.policy" || key == "compression.type" || key == "min.insync.replicas" {
+            if key == "cleanup.policy" || key == "compression.type" || key == "min.insync.replicas"
+            {
                 validate_broker_side_topic_config(key, value)?;
                 continue;
             }
-            config
-                .set(key, value)
-                .map_err(|error| MetadataError::new(ResponseError::InvalidConfig, error.to_string()))?;
+            config.set(key, value).map_err(|error| {
+                MetadataError::new(ResponseError::InvalidConfig, error.to_string())
+            })?;
         }
         if self.image().topics.contains_key(name) {
             return Err(MetadataError::new(
@@ -295,7 +304,12 @@ impl Controller {
                 .topics
                 .iter()
                 .position(|topic| topic.name == name)
-                .ok_or_else(|| MetadataError::new(ResponseError::UnknownTopicOrPartition, format!("unknown topic {name:?}")))?;
+                .ok_or_else(|| {
+                    MetadataError::new(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("unknown topic {name:?}"),
+                    )
+                })?;
             Ok(metadata.topics.remove(index))
         })
     }
@@ -322,14 +336,21 @@ impl Controller {
 /// Topic configs the broker (not the engine) interprets, validated here.
 fn validate_broker_side_topic_config(key: &str, value: &str) -> Result<(), MetadataError> {
     let valid = match key {
-        "cleanup.policy" => value.split(',').all(|policy| ["delete", "compact"].contains(&policy.trim())),
-        "compression.type" => ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&value),
+        "cleanup.policy" => value
+            .split(',')
+            .all(|policy| ["delete", "compact"].contains(&policy.trim())),
+        "compression.type" => {
+            ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&value)
+        }
         "min.insync.replicas" => value.parse::<i32>().is_ok_and(|replicas| replicas >= 1),
         _ => false,
     };
     if valid {
         Ok(())
     } else {
-        Err(MetadataError::new(ResponseError::InvalidConfig, format!("invalid value {value:?} for {key}")))
+        Err(MetadataError::new(
+            ResponseError::InvalidConfig,
+            format!("invalid value {value:?} for {key}"),
+        ))
     }
 }

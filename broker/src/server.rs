@@ -158,7 +158,9 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
     let (responses, pending) = local_channel::new_bounded::<ResponseTask>(IN_FLIGHT_REQUESTS_MAX);
     let writer_task = glommio::spawn_local(async move {
         while let Some(task) = pending.recv().await {
-            let Some(Some(frame)) = task.await else { continue };
+            let Some(Some(frame)) = task.await else {
+                continue;
+            };
             if writer.write_all(&frame).await.is_err() {
                 break;
             }
@@ -167,10 +169,13 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
     });
     let max_bytes = broker.config.socket_request_max_bytes;
     loop {
-        let frame = futures_lite::future::or(async { Some(read_frame(&mut reader, max_bytes).await) }, async {
-            broker.until_stopping().await;
-            None
-        })
+        let frame = futures_lite::future::or(
+            async { Some(read_frame(&mut reader, max_bytes).await) },
+            async {
+                broker.until_stopping().await;
+                None
+            },
+        )
         .await;
         let frame = match frame {
             None | Some(Ok(None)) => break,
@@ -209,23 +214,34 @@ async fn read_frame(
     match reader.read_exact(&mut size).await {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(BrokerError::Io { context: "reading request".to_owned(), source: error }),
+        Err(error) => {
+            return Err(BrokerError::Io {
+                context: "reading request".to_owned(),
+                source: error,
+            })
+        }
     }
     let size = i32::from_be_bytes(size);
-    let size = usize::try_from(size).map_err(|_| BrokerError::Malformed(format!("negative frame size {size}")))?;
+    let size = usize::try_from(size)
+        .map_err(|_| BrokerError::Malformed(format!("negative frame size {size}")))?;
     if size > max_bytes {
         return Err(BrokerError::Malformed(format!(
             "frame of {size} bytes exceeds socket.request.max.bytes {max_bytes}"
         )));
     }
     if size < 8 {
-        return Err(BrokerError::Malformed(format!("frame of {size} bytes is too short")));
+        return Err(BrokerError::Malformed(format!(
+            "frame of {size} bytes is too short"
+        )));
     }
     let mut frame = BytesMut::zeroed(size);
     reader
         .read_exact(&mut frame)
         .await
-        .map_err(|error| BrokerError::Io { context: "reading request".to_owned(), source: error })?;
+        .map_err(|error| BrokerError::Io {
+            context: "reading request".to_owned(),
+            source: error,
+        })?;
     Ok(Some(frame.freeze()))
 }
 
@@ -245,16 +261,21 @@ pub enum Decoded {
 /// serve, or bytes that do not decode.
 pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Decoded), BrokerError> {
     if frame.len() < 4 {
-        return Err(BrokerError::Malformed("frame shorter than its header".to_owned()));
+        return Err(BrokerError::Malformed(
+            "frame shorter than its header".to_owned(),
+        ));
     }
     let key = (&frame[..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
-    let api_key = ApiKey::try_from(key).map_err(|()| BrokerError::Malformed(format!("unknown API key {key}")))?;
+    let api_key = ApiKey::try_from(key)
+        .map_err(|()| BrokerError::Malformed(format!("unknown API key {key}")))?;
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|error| BrokerError::Malformed(format!("request header: {error}")))?;
     let Some(support) = handlers::support_for(api_key) else {
-        return Err(BrokerError::Malformed(format!("API {api_key:?} is not served")));
+        return Err(BrokerError::Malformed(format!(
+            "API {api_key:?} is not served"
+        )));
     };
     if version < support.min || version > support.max {
         if api_key == ApiKey::ApiVersions {
@@ -308,10 +329,11 @@ pub fn encode_response(
     header
         .encode(&mut frame, api_key.response_header_version(version))
         .map_err(|error| BrokerError::Malformed(format!("response header: {error}")))?;
-    response
-        .encode(&mut frame, version)
-        .map_err(|error| BrokerError::Malformed(format!("{api_key:?} v{version} response: {error}")))?;
-    let size = i32::try_from(frame.len() - 4).map_err(|_| BrokerError::Malformed("response too large".to_owned()))?;
+    response.encode(&mut frame, version).map_err(|error| {
+        BrokerError::Malformed(format!("{api_key:?} v{version} response: {error}"))
+    })?;
+    let size = i32::try_from(frame.len() - 4)
+        .map_err(|_| BrokerError::Malformed("response too large".to_owned()))?;
     frame[..4].copy_from_slice(&size.to_be_bytes());
     Ok(frame.freeze())
 }

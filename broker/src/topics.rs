@@ -31,7 +31,11 @@ pub async fn create_topic(
     for partition in 0..partitions {
         let partition = TopicPartition::new(name, partition);
         let owner = broker.shard.owner_of(&partition);
-        match broker.shard.call(owner, Request::Create(partition, config.clone())).await {
+        match broker
+            .shard
+            .call(owner, Request::Create(partition, config.clone()))
+            .await
+        {
             Response::Done | Response::Failed(fjord_engine::Error::PartitionExists(_)) => {}
             Response::Failed(error) => {
                 return Err(MetadataError {
@@ -55,7 +59,11 @@ pub async fn delete_topic(broker: &Rc<Broker>, name: &str) -> Result<TopicMetada
     for partition in 0..topic.partitions {
         let partition = TopicPartition::new(name, partition);
         let owner = broker.shard.owner_of(&partition);
-        if let Response::Failed(error) = broker.shard.call(owner, Request::Delete(partition.clone())).await {
+        if let Response::Failed(error) = broker
+            .shard
+            .call(owner, Request::Delete(partition.clone()))
+            .await
+        {
             tracing::warn!(%partition, %error, "deleting partition data failed");
         }
     }
@@ -71,7 +79,11 @@ pub async fn reconcile_partitions(broker: &Rc<Broker>) {
         for partition in 0..topic.partitions {
             let partition = TopicPartition::new(topic.name.clone(), partition);
             let owner = broker.shard.owner_of(&partition);
-            match broker.shard.call(owner, Request::Create(partition.clone(), config.clone())).await {
+            match broker
+                .shard
+                .call(owner, Request::Create(partition.clone(), config.clone()))
+                .await
+            {
                 Response::Done | Response::Failed(fjord_engine::Error::PartitionExists(_)) => {}
                 other => tracing::error!(%partition, ?other, "cannot open partition"),
             }

@@ -1138,7 +1138,11 @@ impl<S: Storage> PartitionLog<S> {
             let listener = self.written_event.listen();
             {
                 let state = self.state.borrow();
-                let end = if committed { state.high_watermark } else { state.written_offset };
+                let end = if committed {
+                    state.high_watermark
+                } else {
+                    state.written_offset
+                };
                 if end > offset || state.poisoned.is_some() || state.closed {
                     return;
                 }

@@ -502,7 +502,11 @@ impl Shard {
                 committed,
             } => {
                 let log = self.local(&partition)?;
-                let bound = if committed { upper_bound.min(log.high_watermark()) } else { upper_bound };
+                let bound = if committed {
+                    upper_bound.min(log.high_watermark())
+                } else {
+                    upper_bound
+                };
                 Response::Read(log.read(offset, max_bytes, bound).await?)
             }
             Request::Flush(partition) => Response::Offset(self.local(&partition)?.flush().await?),

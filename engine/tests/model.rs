@@ -634,7 +634,9 @@ impl Harness {
         let target = self
             .rng
             .offset_between(self.model.log_start, self.model.high_watermark);
-        let start = self.log.delete_records(target)
+        let start = self
+            .log
+            .delete_records(target)
             .unwrap_or_else(|error| panic!("{}: delete records: {error}", self.context()));
         let expected = self.model.log_start.max(target);
         assert_eq!(start, expected, "{}: delete records", self.context());
@@ -910,10 +912,7 @@ fn offsets_clamped_by_recovery_stay_clamped_after_a_second_crash() {
     block_on(log.flush()).expect("flush");
     append(&log, 8);
     log.advance_high_watermark(Offset(8));
-    assert_eq!(
-        log.delete_records(Offset(6)).expect("delete"),
-        Offset(6)
-    );
+    assert_eq!(log.delete_records(Offset(6)).expect("delete"), Offset(6));
     // Nothing past offset 2 was flushed: the crash may keep any prefix of it.
     storage.crash();
     let log = try_open(&storage, &config, &cache, 1).expect("reopen");

@@ -24,7 +24,11 @@ pub async fn handle(broker: &Rc<Broker>, request: CreateTopicsRequest) -> Create
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
-        let partitions = if topic.num_partitions == -1 { broker.config.num_partitions } else { topic.num_partitions };
+        let partitions = if topic.num_partitions == -1 {
+            broker.config.num_partitions
+        } else {
+            topic.num_partitions
+        };
         let replication_factor = if topic.replication_factor == -1 {
             broker.config.default_replication_factor
         } else {
@@ -33,7 +37,9 @@ pub async fn handle(broker: &Rc<Broker>, request: CreateTopicsRequest) -> Create
         let configs: Vec<(String, String)> = topic
             .configs
             .iter()
-            .filter_map(|config| Some((config.name.to_string(), config.value.as_ref()?.to_string())))
+            .filter_map(|config| {
+                Some((config.name.to_string(), config.value.as_ref()?.to_string()))
+            })
             .collect();
         let outcome = if request.validate_only {
             broker

@@ -26,15 +26,21 @@ pub async fn handle(broker: &Rc<Broker>, request: DeleteTopicsRequest) -> Delete
         .iter()
         .map(|name| (Some(name.0.to_string()), uuid::Uuid::nil()))
         .collect();
-    wanted.extend(
-        request
-            .topics
-            .iter()
-            .map(|state| (state.name.as_ref().map(|name| name.0.to_string()), state.topic_id)),
-    );
+    wanted.extend(request.topics.iter().map(|state| {
+        (
+            state.name.as_ref().map(|name| name.0.to_string()),
+            state.topic_id,
+        )
+    }));
     let mut results = Vec::with_capacity(wanted.len());
     for (name, id) in wanted {
-        let name = name.or_else(|| broker.controller.image().topic_by_id(id).map(|topic| topic.name.clone()));
+        let name = name.or_else(|| {
+            broker
+                .controller
+                .image()
+                .topic_by_id(id)
+                .map(|topic| topic.name.clone())
+        });
         let result = DeletableTopicResult::default().with_topic_id(id);
         let Some(name) = name else {
             results.push(result.with_error_code(ResponseError::UnknownTopicId.code()));

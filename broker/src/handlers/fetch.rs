@@ -40,7 +40,11 @@ struct Wanted {
     max_bytes: usize,
 }
 
-async fn read_all(broker: &Rc<Broker>, wanted: &[Vec<Wanted>], max_bytes: usize) -> (Vec<Vec<PartitionData>>, usize) {
+async fn read_all(
+    broker: &Rc<Broker>,
+    wanted: &[Vec<Wanted>],
+    max_bytes: usize,
+) -> (Vec<Vec<PartitionData>>, usize) {
     let mut budget = max_bytes;
     let mut total = 0;
     let mut topics = Vec::with_capacity(wanted.len());
@@ -73,7 +77,10 @@ async fn read_all(broker: &Rc<Broker>, wanted: &[Vec<Wanted>], max_bytes: usize)
             };
             // With no budget left only the offsets are reported.
             let response = if limit == 0 {
-                broker.shard.call(owner, Request::Offsets(wanted.partition.clone())).await
+                broker
+                    .shard
+                    .call(owner, Request::Offsets(wanted.partition.clone()))
+                    .await
             } else {
                 broker.shard.call(owner, request).await
             };
@@ -150,11 +157,16 @@ async fn wait_for_any(broker: &Rc<Broker>, wanted: &[Vec<Wanted>], timeout: Dura
 /// Answers Fetch.
 pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, _version: i16) -> FetchResponse {
     let started = Instant::now();
-    let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_LIMIT);
+    let max_wait =
+        Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_LIMIT);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
     let read_committed = request.isolation_level == 1;
-    let names: Vec<_> = request.topics.iter().map(|topic| topic.topic.clone()).collect();
+    let names: Vec<_> = request
+        .topics
+        .iter()
+        .map(|topic| topic.topic.clone())
+        .collect();
     let wanted: Vec<Vec<Wanted>> = request
         .topics
         .iter()
@@ -186,10 +198,20 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, _version: i16) -
         .map(|(topic, partitions)| {
             let partitions = partitions
                 .into_iter()
-                .map(|data| if read_committed { data.with_aborted_transactions(Some(Vec::new())) } else { data })
+                .map(|data| {
+                    if read_committed {
+                        data.with_aborted_transactions(Some(Vec::new()))
+                    } else {
+                        data
+                    }
+                })
                 .collect();
-            FetchableTopicResponse::default().with_topic(topic).with_partitions(partitions)
+            FetchableTopicResponse::default()
+                .with_topic(topic)
+                .with_partitions(partitions)
         })
         .collect();
-    FetchResponse::default().with_session_id(0).with_responses(responses)
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
 }

@@ -28,7 +28,9 @@ pub fn handle(broker: &Rc<Broker>, request: &InitProducerIdRequest) -> InitProdu
         return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
     }
     match broker.controller.allocate_producer_id() {
-        Ok(id) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Ok(id) => response
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
         Err(error) => response.with_error_code(error.code),
     }
 }

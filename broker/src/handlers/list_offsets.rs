@@ -6,7 +6,9 @@ use std::rc::Rc;
 
 use fjord_engine::shard::{OffsetQuery, Request, Response};
 use fjord_engine::{TimestampMs, TopicPartition};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
@@ -25,7 +27,14 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-async fn list_one(broker: &Rc<Broker>, partition: TopicPartition, timestamp: i64) -> ListOffsetsPartitionResponse {
+async fn list_one(
+    broker: &Rc<Broker>,
+    partition: TopicPartition,
+    timestamp: i64,
+    version: i16,
+) -> ListOffsetsPartitionResponse {
+    // Leader epochs are part of the response from v4 on.
+    let epoch = if version >= 4 { 0 } else { -1 };
     let response = ListOffsetsPartitionResponse::default()
         .with_partition_index(partition.partition)
         .with_timestamp(-1)
@@ -43,7 +52,9 @@ async fn list_one(broker: &Rc<Broker>, partition: TopicPartition, timestamp: i64
     let owner = broker.shard.owner_of(&partition);
     if timestamp == LATEST {
         return match broker.shard.call(owner, Request::Offsets(partition)).await {
-            Response::Offsets(offsets) => response.with_offset(offsets.high_watermark.0).with_leader_epoch(0),
+            Response::Offsets(offsets) => response
+                .with_offset(offsets.high_watermark.0)
+                .with_leader_epoch(epoch),
             Response::Failed(error) => response.with_error_code(engine_error_code(&error)),
             other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
         };
@@ -54,11 +65,15 @@ async fn list_one(broker: &Rc<Broker>, partition: TopicPartition, timestamp: i64
         at if at >= 0 => OffsetQuery::Timestamp(TimestampMs(at)),
         _ => return response.with_error_code(ResponseError::InvalidRequest.code()),
     };
-    match broker.shard.call(owner, Request::ListOffset(partition, query)).await {
+    match broker
+        .shard
+        .call(owner, Request::ListOffset(partition, query))
+        .await
+    {
         Response::Found(Some((offset, found_timestamp))) => response
             .with_offset(offset.0)
             .with_timestamp(found_timestamp)
-            .with_leader_epoch(0),
+            .with_leader_epoch(epoch),
         // No record at or after the timestamp: Kafka answers offset -1.
         Response::Found(None) => response,
         Response::Failed(error) => response.with_error_code(engine_error_code(&error)),
@@ -67,16 +82,24 @@ async fn list_one(broker: &Rc<Broker>, partition: TopicPartition, timestamp: i64
 }
 
 /// Answers ListOffsets.
-pub async fn handle(broker: &Rc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    broker: &Rc<Broker>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let partition_id = TopicPartition::new(name.clone(), partition.partition_index);
-            partitions.push(list_one(broker, partition_id, partition.timestamp).await);
+            partitions.push(list_one(broker, partition_id, partition.timestamp, version).await);
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }

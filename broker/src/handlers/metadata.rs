@@ -49,14 +49,24 @@ fn unknown(name: String, error: i16) -> MetadataResponseTopic {
 }
 
 /// Answers Metadata.
-pub async fn handle(broker: &Rc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    broker: &Rc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let image = broker.controller.image();
     let topics = match request.topics {
         // Null (or, before v1, empty) means every topic.
-        None => image.topics.values().map(|topic| describe(broker, topic)).collect(),
-        Some(requested) if requested.is_empty() && version == 0 => {
-            image.topics.values().map(|topic| describe(broker, topic)).collect()
-        }
+        None => image
+            .topics
+            .values()
+            .map(|topic| describe(broker, topic))
+            .collect(),
+        Some(requested) if requested.is_empty() && version == 0 => image
+            .topics
+            .values()
+            .map(|topic| describe(broker, topic))
+            .collect(),
         Some(requested) => {
             let mut topics = Vec::with_capacity(requested.len());
             for wanted in requested {
@@ -72,17 +82,28 @@ pub async fn handle(broker: &Rc<Broker>, request: MetadataRequest, version: i16)
                     topics.push(describe(broker, topic));
                     continue;
                 }
-                let may_create = broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+                let may_create = broker.config.auto_create_topics
+                    && (version < 4 || request.allow_auto_topic_creation);
                 if !may_create {
                     topics.push(unknown(name, ResponseError::UnknownTopicOrPartition.code()));
                     continue;
                 }
-                match topics::create_topic(broker, &name, broker.config.num_partitions, 1, Vec::new()).await {
+                match topics::create_topic(
+                    broker,
+                    &name,
+                    broker.config.num_partitions,
+                    1,
+                    Vec::new(),
+                )
+                .await
+                {
                     Ok(topic) => topics.push(describe(broker, &topic)),
                     Err(error) if error.code == ResponseError::TopicAlreadyExists.code() => {
                         match broker.controller.image().topics.get(&name) {
                             Some(topic) => topics.push(describe(broker, topic)),
-                            None => topics.push(unknown(name, ResponseError::LeaderNotAvailable.code())),
+                            None => {
+                                topics.push(unknown(name, ResponseError::LeaderNotAvailable.code()))
+                            }
                         }
                     }
                     Err(error) => topics.push(unknown(name, error.code)),
@@ -97,7 +118,9 @@ pub async fn handle(broker: &Rc<Broker>, request: MetadataRequest, version: i16)
             .with_node_id(node)
             .with_host(StrBytes::from_string(broker.config.advertised_host.clone()))
             .with_port(i32::from(broker.config.advertised_port))])
-        .with_cluster_id(Some(StrBytes::from_string(broker.config.cluster_id.clone())))
+        .with_cluster_id(Some(StrBytes::from_string(
+            broker.config.cluster_id.clone(),
+        )))
         .with_controller_id(node)
         .with_topics(topics)
 }

@@ -61,17 +61,31 @@ pub async fn dispatch(
 ) -> Result<Option<ResponseKind>, BrokerError> {
     let version = header.request_api_version;
     Ok(Some(match request {
-        RequestKind::ApiVersions(request) => ResponseKind::ApiVersions(api_versions::handle(&request)),
-        RequestKind::Metadata(request) => ResponseKind::Metadata(metadata::handle(broker, request, version).await),
+        RequestKind::ApiVersions(request) => {
+            ResponseKind::ApiVersions(api_versions::handle(&request))
+        }
+        RequestKind::Metadata(request) => {
+            ResponseKind::Metadata(metadata::handle(broker, request, version).await)
+        }
         RequestKind::Produce(request) => match produce::handle(broker, request).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(None),
         },
-        RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(broker, request, version).await),
-        RequestKind::ListOffsets(request) => ResponseKind::ListOffsets(list_offsets::handle(broker, request).await),
-        RequestKind::CreateTopics(request) => ResponseKind::CreateTopics(create_topics::handle(broker, request).await),
-        RequestKind::DeleteTopics(request) => ResponseKind::DeleteTopics(delete_topics::handle(broker, request).await),
-        RequestKind::InitProducerId(request) => ResponseKind::InitProducerId(init_producer_id::handle(broker, &request)),
+        RequestKind::Fetch(request) => {
+            ResponseKind::Fetch(fetch::handle(broker, request, version).await)
+        }
+        RequestKind::ListOffsets(request) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, request, version).await)
+        }
+        RequestKind::CreateTopics(request) => {
+            ResponseKind::CreateTopics(create_topics::handle(broker, request).await)
+        }
+        RequestKind::DeleteTopics(request) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, request).await)
+        }
+        RequestKind::InitProducerId(request) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, &request))
+        }
         other => {
             return Err(BrokerError::Malformed(format!(
                 "no handler for {:?}",

@@ -53,7 +53,11 @@ async fn append_partition(
         .get(&partition.topic)
         .is_some_and(|topic| (0..topic.partitions).contains(&index));
     if !exists {
-        return failed(index, ResponseError::UnknownTopicOrPartition, "unknown topic or partition");
+        return failed(
+            index,
+            ResponseError::UnknownTopicOrPartition,
+            "unknown topic or partition",
+        );
     }
     let Some(records) = records.filter(|records| !records.is_empty()) else {
         return failed(index, ResponseError::CorruptMessage, "no record batch");
@@ -109,7 +113,11 @@ pub async fn handle(broker: &Rc<Broker>, request: ProduceRequest) -> Option<Prod
             .map(|data| {
                 let partition = TopicPartition::new(name.clone(), data.index);
                 if ![0, 1, -1].contains(&acks) {
-                    let response = failed(data.index, ResponseError::InvalidRequiredAcks, "acks must be 0, 1 or -1");
+                    let response = failed(
+                        data.index,
+                        ResponseError::InvalidRequiredAcks,
+                        "acks must be 0, 1 or -1",
+                    );
                     return glommio::spawn_local(async move { response });
                 }
                 if request.transactional_id.is_some() {
@@ -120,7 +128,12 @@ pub async fn handle(broker: &Rc<Broker>, request: ProduceRequest) -> Option<Prod
                     );
                     return glommio::spawn_local(async move { response });
                 }
-                glommio::spawn_local(append_partition(broker.clone(), partition, data.records, acks))
+                glommio::spawn_local(append_partition(
+                    broker.clone(),
+                    partition,
+                    data.records,
+                    acks,
+                ))
             })
             .collect();
         let mut partitions = Vec::with_capacity(tasks.len());
