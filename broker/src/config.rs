@@ -125,6 +125,65 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, BrokerError
     Ok(pairs)
 }
 
+/// The topic config defaults the broker's `log.*` keys set.
+fn topic_defaults(get: &impl Fn(&str) -> String) -> Result<LogConfig, BrokerError> {
+    let mut log_defaults = LogConfig::default();
+    let retention_ms = if !get("log.retention.ms").is_empty() {
+        parse::<i64>("log.retention.ms", &get("log.retention.ms"))?
+    } else if !get("log.retention.minutes").is_empty() {
+        parse::<i64>("log.retention.minutes", &get("log.retention.minutes"))?.saturating_mul(60_000)
+    } else {
+        parse::<i64>("log.retention.hours", &get("log.retention.hours"))?.saturating_mul(3_600_000)
+    };
+    let mut pairs = vec![
+        (
+            "message.max.bytes",
+            "max.message.bytes",
+            get("message.max.bytes"),
+        ),
+        (
+            "log.segment.bytes",
+            "segment.bytes",
+            get("log.segment.bytes"),
+        ),
+        ("log.roll.ms", "segment.ms", get("log.roll.ms")),
+        ("log.retention.ms", "retention.ms", retention_ms.to_string()),
+        (
+            "log.retention.bytes",
+            "retention.bytes",
+            get("log.retention.bytes"),
+        ),
+        (
+            "log.index.interval.bytes",
+            "index.interval.bytes",
+            get("log.index.interval.bytes"),
+        ),
+        (
+            "log.flush.interval.messages",
+            "flush.messages",
+            get("log.flush.interval.messages"),
+        ),
+        (
+            "log.message.timestamp.type",
+            "message.timestamp.type",
+            get("log.message.timestamp.type"),
+        ),
+    ];
+    if !get("log.flush.interval.ms").is_empty() {
+        pairs.push((
+            "log.flush.interval.ms",
+            "flush.ms",
+            get("log.flush.interval.ms"),
+        ));
+    }
+    for (broker_key, topic_key, value) in pairs {
+        log_defaults
+            .set(topic_key, &value)
+            .map_err(|error| invalid(broker_key, &value, error.to_string()))?;
+    }
+    Ok(log_defaults)
+}
+
 impl BrokerConfig {
     /// Builds a configuration from Kafka's defaults, then `file_pairs` (from
     /// `server.properties`), then `overrides` (`--set`), later ones winning.
@@ -152,60 +211,7 @@ impl BrokerConfig {
             .map_err(|_| invalid("listeners", &get("listeners"), "host must be an IP address"))?;
         let (advertised_host, advertised_port) =
             parse_listener("advertised.listeners", &get("advertised.listeners"))?;
-        let mut log_defaults = LogConfig::default();
-        let retention_ms = if !get("log.retention.ms").is_empty() {
-            parse::<i64>("log.retention.ms", &get("log.retention.ms"))?
-        } else if !get("log.retention.minutes").is_empty() {
-            parse::<i64>("log.retention.minutes", &get("log.retention.minutes"))?
-                .saturating_mul(60_000)
-        } else {
-            parse::<i64>("log.retention.hours", &get("log.retention.hours"))?
-                .saturating_mul(3_600_000)
-        };
-        let flush_ms = get("log.flush.interval.ms");
-        for (broker_key, topic_key, value) in [
-            (
-                "message.max.bytes",
-                "max.message.bytes",
-                get("message.max.bytes"),
-            ),
-            (
-                "log.segment.bytes",
-                "segment.bytes",
-                get("log.segment.bytes"),
-            ),
-            ("log.roll.ms", "segment.ms", get("log.roll.ms")),
-            ("log.retention.ms", "retention.ms", retention_ms.to_string()),
-            (
-                "log.retention.bytes",
-                "retention.bytes",
-                get("log.retention.bytes"),
-            ),
-            (
-                "log.index.interval.bytes",
-                "index.interval.bytes",
-                get("log.index.interval.bytes"),
-            ),
-            (
-                "log.flush.interval.messages",
-                "flush.messages",
-                get("log.flush.interval.messages"),
-            ),
-            (
-                "log.message.timestamp.type",
-                "message.timestamp.type",
-                get("log.message.timestamp.type"),
-            ),
-        ] {
-            log_defaults
-                .set(topic_key, &value)
-                .map_err(|error| invalid(broker_key, &value, error.to_string()))?;
-        }
-        if !flush_ms.is_empty() {
-            log_defaults
-                .set("flush.ms", &flush_ms)
-                .map_err(|error| invalid("log.flush.interval.ms", &flush_ms, error.to_string()))?;
-        }
+        let log_defaults = topic_defaults(&get)?;
         let cores = match get("cores").as_str() {
             "" => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             value => parse("cores", value)?,

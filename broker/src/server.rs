@@ -201,7 +201,7 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
         }
     }
     drop(responses);
-    let _ = writer_task.await;
+    writer_task.await;
     Ok(())
 }
 
@@ -249,7 +249,7 @@ async fn read_frame(
 /// asks ApiVersions in a version we do not know still gets our versions.
 pub enum Decoded {
     /// A request we serve.
-    Request(RequestKind),
+    Request(Box<RequestKind>),
     /// ApiVersions in a version newer than ours.
     UnsupportedApiVersions,
 }
@@ -288,14 +288,14 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Decoded), Brok
     }
     let request = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|error| BrokerError::Malformed(format!("{api_key:?} v{version}: {error}")))?;
-    Ok((header, Decoded::Request(request)))
+    Ok((header, Decoded::Request(Box::new(request))))
 }
 
 async fn respond(broker: &Rc<Broker>, header: RequestHeader, request: Decoded) -> Option<Bytes> {
     let api_key = ApiKey::try_from(header.request_api_key).ok()?;
     let (version, response) = match request {
         Decoded::UnsupportedApiVersions => (0, handlers::api_versions::unsupported_version()),
-        Decoded::Request(request) => match handlers::dispatch(broker, &header, request).await {
+        Decoded::Request(request) => match handlers::dispatch(broker, &header, *request).await {
             Ok(Some(response)) => (header.request_api_version, response),
             Ok(None) => return None,
             Err(error) => {

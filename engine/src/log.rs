@@ -142,6 +142,44 @@ struct LogState<S: Storage> {
 }
 
 impl<S: Storage> LogState<S> {
+    /// The state of a log just recovered: everything on disk is written and
+    /// flushed, nothing is queued.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is one recovered piece of the state"
+    )]
+    fn recovered(
+        config: LogConfig,
+        segments: BTreeMap<Offset, Segment<S>>,
+        log_end: Offset,
+        log_start: Offset,
+        high_watermark: Offset,
+        recovery_point: Offset,
+        producers: ProducerStateTable,
+        epochs: LeaderEpochCache,
+    ) -> Self {
+        Self {
+            config,
+            segments,
+            log_start_offset: log_start,
+            assigned_offset: log_end,
+            written_offset: log_end,
+            flushed_offset: log_end,
+            high_watermark,
+            recovery_point: recovery_point.min(log_end),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            writer_active: false,
+            syncer_active: false,
+            poisoned: None,
+            closed: false,
+            producers,
+            epochs,
+            unflushed_records: 0,
+            oldest_unflushed_ms: None,
+        }
+    }
+
     fn check_invariants(&self) {
         assert!(
             self.log_start_offset <= self.high_watermark,
@@ -305,66 +343,44 @@ impl<S: Storage + Clone> PartitionLog<S> {
         recovery
             .recover_segments(&bases, &mut segments, &mut producers)
             .await?;
-        for &offset in snapshots.iter().filter(|&&offset| offset > recovery_point) {
-            let path = dir.join(snapshot_file_name(offset));
-            storage
-                .remove_file(&path)
-                .map_err(|error| Error::io("removing stale snapshot", &path, error))?;
-        }
+        remove_snapshots_after(&storage, &dir, &snapshots, recovery_point)?;
         let log_end = segments
             .values()
             .next_back()
             .map_or(checkpoint_start, |segment| segment.next_offset);
         let first_base = *segments.keys().next().expect("at least one segment");
         let log_start = checkpoint_start.max(first_base).min(log_end);
-        let mut epochs = match &checkpoint {
-            Some(checkpoint) => LeaderEpochCache::from_checkpoint_entries(
-                &checkpoint_path,
-                &checkpoint.leader_epochs,
-            )?,
-            None => LeaderEpochCache::default(),
-        };
-        epochs.truncate_from_end(log_end);
-        epochs.truncate_from_start(log_start);
+        let epochs = recovered_epochs(checkpoint.as_ref(), &checkpoint_path, log_start, log_end)?;
         producers.truncate_start(log_start);
         let high_watermark = checkpoint
             .as_ref()
             .map_or(log_start, |checkpoint| Offset(checkpoint.high_watermark))
             .clamp(log_start, log_end);
-        let state = LogState {
+        let state = LogState::recovered(
             config,
             segments,
-            log_start_offset: log_start,
-            assigned_offset: log_end,
-            written_offset: log_end,
-            flushed_offset: log_end,
+            log_end,
+            log_start,
             high_watermark,
-            recovery_point: recovery_point.min(log_end),
-            pending: VecDeque::new(),
-            pending_bytes: 0,
-            writer_active: false,
-            syncer_active: false,
-            poisoned: None,
-            closed: false,
+            recovery_point,
             producers,
             epochs,
-            unflushed_records: 0,
-            oldest_unflushed_ms: None,
-        };
+        );
         state.check_invariants();
         // Recovery may have cut the log below the checkpointed offsets and
         // clamped them; a later recovery must not resurrect the stale ones
         // over records appended since (a log start hiding flushed records, a
         // high watermark over records never committed).
-        let stale_checkpoint = checkpoint.as_ref().is_some_and(|checkpoint| {
+        let stale_checkpoint = checkpoint.is_some_and(|checkpoint| {
+            let recovered = state.checkpoint();
             (
                 checkpoint.recovery_point,
                 checkpoint.log_start_offset,
                 checkpoint.high_watermark,
             ) != (
-                state.recovery_point.0,
-                state.log_start_offset.0,
-                state.high_watermark.0,
+                recovered.recovery_point,
+                recovered.log_start_offset,
+                recovered.high_watermark,
             )
         });
         let recovery_point = state.recovery_point;
@@ -472,6 +488,41 @@ impl<S: Storage> LogRecovery<'_, S> {
         }
         Ok(())
     }
+}
+
+/// Removes producer snapshots taken past the recovery point: they describe
+/// data that may not have survived.
+fn remove_snapshots_after<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    snapshots: &[Offset],
+    recovery_point: Offset,
+) -> Result<()> {
+    for &offset in snapshots.iter().filter(|&&offset| offset > recovery_point) {
+        let path = dir.join(snapshot_file_name(offset));
+        storage
+            .remove_file(&path)
+            .map_err(|error| Error::io("removing stale snapshot", &path, error))?;
+    }
+    Ok(())
+}
+
+/// The checkpointed leader epochs, cut to the recovered log.
+fn recovered_epochs(
+    checkpoint: Option<&PartitionCheckpoint>,
+    path: &Path,
+    log_start: Offset,
+    log_end: Offset,
+) -> Result<LeaderEpochCache> {
+    let mut epochs = match checkpoint {
+        Some(checkpoint) => {
+            LeaderEpochCache::from_checkpoint_entries(path, &checkpoint.leader_epochs)?
+        }
+        None => LeaderEpochCache::default(),
+    };
+    epochs.truncate_from_end(log_end);
+    epochs.truncate_from_start(log_start);
+    Ok(epochs)
 }
 
 /// Reads and decodes the partition checkpoint, if there is one.

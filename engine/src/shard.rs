@@ -470,17 +470,7 @@ impl Shard {
                 log.delete().await?;
                 Response::Done
             }
-            Request::Append(append) => {
-                let log = self.local(&append.partition)?;
-                let info = log.append(&append.batch, append.leader_epoch).await?;
-                if append.flush {
-                    log.flush_to(info.last_offset.next()).await?;
-                }
-                if append.advance_high_watermark {
-                    log.advance_high_watermark(info.last_offset.next());
-                }
-                Response::Appended(info)
-            }
+            Request::Append(append) => Response::Appended(self.append_local(append).await?),
             Request::WaitForData {
                 partition,
                 offset,
@@ -553,6 +543,18 @@ impl Shard {
                 Response::Partitions(partitions)
             }
         })
+    }
+
+    async fn append_local(&self, append: AppendRequest) -> Result<AppendInfo> {
+        let log = self.local(&append.partition)?;
+        let info = log.append(&append.batch, append.leader_epoch).await?;
+        if append.flush {
+            log.flush_to(info.last_offset.next()).await?;
+        }
+        if append.advance_high_watermark {
+            log.advance_high_watermark(info.last_offset.next());
+        }
+        Ok(info)
     }
 
     fn enforce_retention(&self) -> usize {

@@ -162,7 +162,7 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, _version: i16) -
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
     let read_committed = request.isolation_level == 1;
-    let names: Vec<_> = request
+    let topic_names: Vec<_> = request
         .topics
         .iter()
         .map(|topic| topic.topic.clone())
@@ -184,15 +184,15 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, _version: i16) -
         .collect();
     let (mut answers, mut total) = read_all(broker, &wanted, max_bytes).await;
     while total < min_bytes.max(1) && !broker.is_stopping() {
-        let waited = started.elapsed();
+        let elapsed = started.elapsed();
         let any_error = answers.iter().flatten().any(|data| data.error_code != 0);
-        if waited >= max_wait || any_error {
+        if elapsed >= max_wait || any_error {
             break;
         }
-        wait_for_any(broker, &wanted, max_wait - waited).await;
+        wait_for_any(broker, &wanted, max_wait.saturating_sub(elapsed)).await;
         (answers, total) = read_all(broker, &wanted, max_bytes).await;
     }
-    let responses = names
+    let responses = topic_names
         .into_iter()
         .zip(answers)
         .map(|(topic, partitions)| {

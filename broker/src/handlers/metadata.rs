@@ -102,7 +102,8 @@ pub async fn handle(
                         match broker.controller.image().topics.get(&name) {
                             Some(topic) => topics.push(describe(broker, topic)),
                             None => {
-                                topics.push(unknown(name, ResponseError::LeaderNotAvailable.code()))
+                                topics
+                                    .push(unknown(name, ResponseError::LeaderNotAvailable.code()));
                             }
                         }
                     }
