@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod metadata;
+pub mod recompress;
 pub mod server;
 pub mod topics;
 

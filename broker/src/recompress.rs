@@ -1,0 +1,125 @@
+//! Recompression for topics whose `compression.type` is not `producer`.
+//!
+//! Only the records section of a batch is compressed, so a batch is
+//! recompressed by decompressing that section, compressing it with the
+//! topic's codec, and rewriting the three header fields that depend on it
+//! (`batchLength`, the codec bits of `attributes`, and the CRC). Every other
+//! header field (producer id, epoch, base sequence, timestamps) is kept, so
+//! idempotence and ordering are unaffected, and the records themselves are
+//! byte-for-byte what the producer sent (duplicate header keys included).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fjord_engine::batch::{compute_crc, BatchHeader, Compression, BATCH_HEADER_BYTES};
+use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+
+/// The codec a topic's `compression.type` asks for; `None` for `producer`
+/// (keep what the producer sent) or an unknown name.
+#[must_use]
+pub fn target_codec(compression_type: &str) -> Option<Compression> {
+    match compression_type {
+        "uncompressed" => Some(Compression::None),
+        "gzip" => Some(Compression::Gzip),
+        "snappy" => Some(Compression::Snappy),
+        "lz4" => Some(Compression::Lz4),
+        "zstd" => Some(Compression::Zstd),
+        _ => None,
+    }
+}
+
+fn codec_bits(codec: Compression) -> i16 {
+    match codec {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    }
+}
+
+fn decompress(codec: Compression, mut input: Bytes) -> anyhow::Result<Bytes> {
+    fn drain(buffer: &mut impl bytes::Buf) -> anyhow::Result<Bytes> {
+        Ok(buffer.copy_to_bytes(buffer.remaining()))
+    }
+    match codec {
+        Compression::None => Ok(input),
+        Compression::Gzip => Gzip::decompress(&mut input, drain),
+        Compression::Snappy => Snappy::decompress(&mut input, drain),
+        Compression::Lz4 => Lz4::decompress(&mut input, drain),
+        Compression::Zstd => Zstd::decompress(&mut input, drain),
+    }
+}
+
+fn compress(codec: Compression, raw: &[u8], output: &mut BytesMut) -> anyhow::Result<()> {
+    let fill = |buffer: &mut BytesMut| -> anyhow::Result<()> {
+        buffer.put_slice(raw);
+        Ok(())
+    };
+    match codec {
+        Compression::None => {
+            output.put_slice(raw);
+            Ok(())
+        }
+        Compression::Gzip => Gzip::compress(output, fill),
+        Compression::Snappy => Snappy::compress(output, fill),
+        Compression::Lz4 => Lz4::compress(output, fill),
+        Compression::Zstd => Zstd::compress(output, fill),
+    }
+}
+
+/// `batch` with its records section compressed with `target` instead of its
+/// current codec; the batch itself when it already uses `target`.
+///
+/// # Errors
+/// A message if the records section does not decompress (the producer's
+/// batch is corrupt) or the result is too large for a batch.
+pub fn recompress(batch: Bytes, target: Compression) -> Result<Bytes, String> {
+    let header = BatchHeader::parse(&batch).map_err(|error| error.to_string())?;
+    let current = header.compression().map_err(|error| error.to_string())?;
+    if current == target {
+        return Ok(batch);
+    }
+    let raw = decompress(current, batch.slice(BATCH_HEADER_BYTES..))
+        .map_err(|error| format!("cannot decompress {current:?} records: {error}"))?;
+    let mut output = BytesMut::with_capacity(BATCH_HEADER_BYTES + raw.len());
+    output.put_slice(&batch[..BATCH_HEADER_BYTES]);
+    compress(target, &raw, &mut output).map_err(|error| format!("cannot compress with {target:?}: {error}"))?;
+    let batch_length = i32::try_from(output.len() - 12).map_err(|_| "recompressed batch too large".to_owned())?;
+    output[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (header.attributes & !0b111) | codec_bits(target);
+    output[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(&output);
+    output[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(output.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_engine::batch::{records, validate_incoming};
+    use fjord_engine::TimestampMs;
+
+    #[test]
+    fn every_codec_round_trips_the_same_records() {
+        let values: Vec<Vec<u8>> = (0..50).map(|n| format!("value {n} {}", "z".repeat(n)).into_bytes()).collect();
+        let pairs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+            values.iter().map(|value| (Some(&b"key"[..]), Some(value.as_slice()))).collect();
+        let original = Bytes::from(fjord_engine::batch::build_batch(&pairs, TimestampMs(7), None));
+        let expected: Vec<_> = records(&original).unwrap().map(Result::unwrap).map(|r| r.value.map(<[u8]>::to_vec)).collect();
+        for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let compressed = recompress(original.clone(), codec).unwrap();
+            let header = validate_incoming(&compressed, 1 << 20).unwrap();
+            assert_eq!(header.compression().unwrap(), codec);
+            assert_eq!(header.record_count, 50);
+            let back = recompress(compressed, Compression::None).unwrap();
+            let got: Vec<_> = records(&back).unwrap().map(Result::unwrap).map(|r| r.value.map(<[u8]>::to_vec)).collect();
+            assert_eq!(got, expected, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_already_in_the_target_codec_is_kept_as_is() {
+        let original = Bytes::from(fjord_engine::batch::build_batch(&[(None, Some(&b"v"[..]))], TimestampMs(1), None));
+        let kept = recompress(original.clone(), Compression::None).unwrap();
+        assert_eq!(kept.as_ptr(), original.as_ptr());
+    }
+}
