@@ -19,10 +19,13 @@
 //! owned by both, flushing after every few appends and from a concurrent
 //! flusher, and prints `fjord-crash-ack <partition> <flushed end>` after each
 //! confirmed flush. The parent SIGKILLs it a random 50..400 ms after its
-//! first ack, and starts the next child on the same directory. One cycle
-//! ends with a clean shutdown instead, so crash recovery also starts from a
-//! cleanly closed log. After the last cycle the parent runs the engine
-//! in-process and checks every partition once more.
+//! first ack, and starts the next child on the same directory, for
+//! [`CYCLES`] cycles. Every fourth cycle ends differently: a kill 25..200 ms
+//! after the start (often mid-recovery, before any ack), or a clean shutdown
+//! whose exact log ends the next child checks, so crash recovery also starts
+//! from a cleanly closed log. After the last cycle (a kill mid-append) the
+//! parent runs the engine in-process and checks every partition from every
+//! shard once more.
 //!
 //! Every record's value is a function of its partition and offset, so each
 //! batch read back is checked byte for byte. The seed is printed; set
