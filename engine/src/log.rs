@@ -1337,8 +1337,17 @@ impl<S: Storage> PartitionLog<S> {
     /// Waits until no append is queued or being written and takes the writer
     /// role, so truncation and deletion see a still log.
     async fn exclusive(&self) -> Result<RoleGuard<'_, S>> {
+        self.take_writer_role(|state| self.usable(state)).await
+    }
+
+    /// [`PartitionLog::exclusive`], failing with `check` instead of
+    /// [`PartitionLog::usable`].
+    async fn take_writer_role(
+        &self,
+        check: impl Fn(&LogState<S>) -> Result<()>,
+    ) -> Result<RoleGuard<'_, S>> {
         self.wait_for_writer(|state| {
-            self.usable(state)?;
+            check(state)?;
             Ok(state.pending.is_empty() && !state.writer_active)
         })
         .await?;
@@ -1575,9 +1584,18 @@ impl<S: Storage> PartitionLog<S> {
     /// [`Error::Poisoned`] if the log was poisoned (nothing is checkpointed
     /// then: recovery will scan), or [`Error::Io`].
     pub async fn close(&self) -> Result<()> {
-        let end = self.flush().await?;
-        let guard = self.exclusive().await?;
+        // Appends are refused from here on. Were they still admitted, a
+        // steady stream of them (every task of every shard appending while
+        // the engine stops) would keep the queue from ever draining, and the
+        // close would wait for it forever.
         self.state.borrow_mut().closed = true;
+        let end = self.flush().await?;
+        let guard = self
+            .take_writer_role(|state| match &state.poisoned {
+                Some(cause) => Err(self.poisoned_error(cause)),
+                None => Ok(()),
+            })
+            .await?;
         let (handle, size) = {
             let state = self.state.borrow();
             (state.active().handle(), state.active().size())
