@@ -82,8 +82,10 @@ pub fn recompress(batch: Bytes, target: Compression) -> Result<Bytes, String> {
         .map_err(|error| format!("cannot decompress {current:?} records: {error}"))?;
     let mut output = BytesMut::with_capacity(BATCH_HEADER_BYTES + raw.len());
     output.put_slice(&batch[..BATCH_HEADER_BYTES]);
-    compress(target, &raw, &mut output).map_err(|error| format!("cannot compress with {target:?}: {error}"))?;
-    let batch_length = i32::try_from(output.len() - 12).map_err(|_| "recompressed batch too large".to_owned())?;
+    compress(target, &raw, &mut output)
+        .map_err(|error| format!("cannot compress with {target:?}: {error}"))?;
+    let batch_length =
+        i32::try_from(output.len() - 12).map_err(|_| "recompressed batch too large".to_owned())?;
     output[8..12].copy_from_slice(&batch_length.to_be_bytes());
     let attributes = (header.attributes & !0b111) | codec_bits(target);
     output[21..23].copy_from_slice(&attributes.to_be_bytes());
@@ -100,25 +102,50 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips_the_same_records() {
-        let values: Vec<Vec<u8>> = (0..50).map(|n| format!("value {n} {}", "z".repeat(n)).into_bytes()).collect();
-        let pairs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-            values.iter().map(|value| (Some(&b"key"[..]), Some(value.as_slice()))).collect();
-        let original = Bytes::from(fjord_engine::batch::build_batch(&pairs, TimestampMs(7), None));
-        let expected: Vec<_> = records(&original).unwrap().map(Result::unwrap).map(|r| r.value.map(<[u8]>::to_vec)).collect();
-        for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        let values: Vec<Vec<u8>> = (0..50)
+            .map(|n| format!("value {n} {}", "z".repeat(n)).into_bytes())
+            .collect();
+        let pairs: Vec<(Option<&[u8]>, Option<&[u8]>)> = values
+            .iter()
+            .map(|value| (Some(&b"key"[..]), Some(value.as_slice())))
+            .collect();
+        let original = Bytes::from(fjord_engine::batch::build_batch(
+            &pairs,
+            TimestampMs(7),
+            None,
+        ));
+        let expected: Vec<_> = records(&original)
+            .unwrap()
+            .map(Result::unwrap)
+            .map(|r| r.value.map(<[u8]>::to_vec))
+            .collect();
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let compressed = recompress(original.clone(), codec).unwrap();
             let header = validate_incoming(&compressed, 1 << 20).unwrap();
             assert_eq!(header.compression().unwrap(), codec);
             assert_eq!(header.record_count, 50);
             let back = recompress(compressed, Compression::None).unwrap();
-            let got: Vec<_> = records(&back).unwrap().map(Result::unwrap).map(|r| r.value.map(<[u8]>::to_vec)).collect();
+            let got: Vec<_> = records(&back)
+                .unwrap()
+                .map(Result::unwrap)
+                .map(|r| r.value.map(<[u8]>::to_vec))
+                .collect();
             assert_eq!(got, expected, "{codec:?}");
         }
     }
 
     #[test]
     fn a_batch_already_in_the_target_codec_is_kept_as_is() {
-        let original = Bytes::from(fjord_engine::batch::build_batch(&[(None, Some(&b"v"[..]))], TimestampMs(1), None));
+        let original = Bytes::from(fjord_engine::batch::build_batch(
+            &[(None, Some(&b"v"[..]))],
+            TimestampMs(1),
+            None,
+        ));
         let kept = recompress(original.clone(), Compression::None).unwrap();
         assert_eq!(kept.as_ptr(), original.as_ptr());
     }

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use fjord_engine::batch::{self, build_batch, BatchHeader, KeyValue};
 use fjord_engine::config::LogConfig;
-use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
 use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use futures_lite::FutureExt as _;
 
@@ -248,6 +248,7 @@ async fn verify_partition(shard: &Shard, index: i32, expected: Expected) -> Offs
                     offset: next,
                     max_bytes: 256 << 10,
                     upper_bound: offsets.log_end,
+                    committed: false,
                 },
             )
             .await;
@@ -298,10 +299,13 @@ fn run_child(dir: &Path) {
         clean: clean_stop.is_some(),
     };
     let plan = std::sync::Arc::new(plan);
-    shard::run(engine_config(&dir.join("data")), move |shard: Rc<Shard>| {
-        let plan = plan.clone();
-        async move { child_main(shard, &plan).await }
-    })
+    shard::run(
+        &engine_config(&dir.join("data")),
+        move |shard: Rc<Shard>| {
+            let plan = plan.clone();
+            async move { child_main(shard, &plan).await }
+        },
+    )
     .unwrap();
 }
 
@@ -368,7 +372,13 @@ async fn write_partition(
         match shard
             .call(
                 owner,
-                Request::Append(tp.clone(), bytes.into(), LeaderEpoch(0)),
+                Request::Append(AppendRequest {
+                    partition: tp.clone(),
+                    batch: bytes.into(),
+                    leader_epoch: LeaderEpoch(0),
+                    flush: false,
+                    advance_high_watermark: false,
+                }),
             )
             .await
         {
@@ -619,7 +629,7 @@ fn acked_records_survive_kill_9() {
     // every shard.
     let checked = expected.clone();
     let ends = shard::run(
-        engine_config(&dir.path().join("data")),
+        &engine_config(&dir.path().join("data")),
         move |shard: Rc<Shard>| {
             let checked = checked.clone();
             // A panic must not leave the other shard waiting for this one

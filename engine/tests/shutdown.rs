@@ -20,7 +20,7 @@ use fjord_engine::batch::{self, build_batch, BatchHeader};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
-use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
 use fjord_engine::storage::dma::DmaStorage;
 use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -101,7 +101,13 @@ async fn append_until_refused(
         let response = shard
             .call(
                 shard.owner_of(&tp),
-                Request::Append(tp.clone(), bytes.into(), LeaderEpoch(0)),
+                Request::Append(AppendRequest {
+                    partition: tp.clone(),
+                    batch: bytes.into(),
+                    leader_epoch: LeaderEpoch(0),
+                    flush: false,
+                    advance_high_watermark: false,
+                }),
             )
             .await;
         let outcome = match response {
@@ -136,6 +142,7 @@ async fn read_all(shard: &Shard, index: i32) -> Vec<String> {
                     offset: next,
                     max_bytes: 64 << 10,
                     upper_bound: offsets.log_end,
+                    committed: false,
                 },
             )
             .await;
@@ -170,7 +177,7 @@ async fn read_all(shard: &Shard, index: i32) -> Vec<String> {
 fn clean_shutdown_with_appends_in_flight_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let config = engine_config(dir.path());
-    shard::run(config.clone(), |shard: Rc<Shard>| async move {
+    shard::run(&config, |shard: Rc<Shard>| async move {
         for index in
             (0..PARTITIONS).filter(|&index| shard.owner_of(&partition(index)) == shard.id())
         {
@@ -184,7 +191,7 @@ fn clean_shutdown_with_appends_in_flight_loses_nothing_acknowledged() {
 
     let appends: Appends = Arc::default();
     let shared = appends.clone();
-    shard::run(config.clone(), move |shard: Rc<Shard>| {
+    shard::run(&config, move |shard: Rc<Shard>| {
         let appends = shared.clone();
         async move {
             let acks = Rc::new(std::cell::Cell::new(0));
@@ -209,7 +216,7 @@ fn clean_shutdown_with_appends_in_flight_loses_nothing_acknowledged() {
     .unwrap();
     let appends = std::mem::take(&mut *appends.lock().unwrap());
 
-    let logs = shard::run(config, |shard: Rc<Shard>| async move {
+    let logs = shard::run(&config, |shard: Rc<Shard>| async move {
         let mut logs = Vec::new();
         if shard.id() == 0 {
             for index in 0..PARTITIONS {
