@@ -242,6 +242,21 @@ pub struct Shard {
     peer_finished: Event,
 }
 
+/// Aborts the process when a shard's thread unwinds from a panic. A shard
+/// that died would leave its partitions unanswered and its peers waiting
+/// for it forever; a crashed process instead restarts into recovery, which
+/// is exactly what the engine is built to survive.
+struct AbortOnPanic;
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("fjord: a shard panicked; aborting so that recovery starts from the disk");
+            std::process::abort();
+        }
+    }
+}
+
 /// Runs the engine: starts one pinned executor per shard, opens each shard's
 /// partitions, runs `main` on every shard with its [`Shard`] handle, then
 /// shuts down cleanly. Returns each shard's `main` output, by shard id.
@@ -278,6 +293,7 @@ where
             .name(&format!("fjord-shard-{cpu}"))
             .io_memory(config.io_memory_bytes)
             .spawn(move || async move {
+                let _abort_on_panic = AbortOnPanic;
                 let (senders, receivers) = mesh.join().await.map_err(|_| Error::ShuttingDown)?;
                 let shard = Shard::start(shard_config, senders).await?;
                 let peers = shard.clone().serve_peers(receivers);
