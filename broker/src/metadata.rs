@@ -209,6 +209,18 @@ impl Controller {
         config
     }
 
+    /// The override of config `key` for `topic`, if it has one.
+    #[must_use]
+    pub fn topic_config(&self, topic: &str, key: &str) -> Option<String> {
+        let image = self.image();
+        let metadata = image.topics.get(topic)?;
+        metadata
+            .configs
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.clone())
+    }
+
     /// Validates a topic creation without making it.
     ///
     /// # Errors

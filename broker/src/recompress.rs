@@ -37,6 +37,10 @@ fn codec_bits(codec: Compression) -> i16 {
 }
 
 fn decompress(codec: Compression, mut input: Bytes) -> anyhow::Result<Bytes> {
+    #[allow(
+        clippy::unnecessary_wraps,
+        reason = "the codecs' decompress takes a fallible closure"
+    )]
     fn drain(buffer: &mut impl bytes::Buf) -> anyhow::Result<Bytes> {
         Ok(buffer.copy_to_bytes(buffer.remaining()))
     }
@@ -105,7 +109,7 @@ mod tests {
         let values: Vec<Vec<u8>> = (0..50)
             .map(|n| format!("value {n} {}", "z".repeat(n)).into_bytes())
             .collect();
-        let pairs: Vec<(Option<&[u8]>, Option<&[u8]>)> = values
+        let pairs: Vec<fjord_engine::batch::KeyValue<'_>> = values
             .iter()
             .map(|value| (Some(&b"key"[..]), Some(value.as_slice())))
             .collect();

@@ -5,7 +5,8 @@
 //! Partitions of one request are appended concurrently. Old versions (v0-v2,
 //! message formats 0 and 1) are advertised because some librdkafka versions
 //! only enable compression when they see Produce v0, but such requests are
-//! not decoded: the connection closes.
+//! not decoded: the connection closes. A topic whose `compression.type` is
+//! a codec rather than `producer` gets its batches recompressed first.
 
 use std::rc::Rc;
 
@@ -20,6 +21,7 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::error::engine_error_code;
+use crate::recompress;
 use crate::server::Broker;
 
 /// Versions served (v0-v2 advertised, refused by closing).
@@ -63,11 +65,23 @@ async fn append_partition(
         return failed(index, ResponseError::CorruptMessage, "no record batch");
     };
     let owner = broker.shard.owner_of(&partition);
+    let compression_type = broker
+        .controller
+        .topic_config(&partition.topic, "compression.type")
+        .unwrap_or_else(|| broker.config.compression_type.clone());
+    let target_codec = recompress::target_codec(&compression_type);
     let mut first = None;
     for batch in split_batches(&records) {
         let batch = match batch {
             Ok(batch) => records.slice_ref(batch),
             Err(error) => return failed(index, ResponseError::CorruptMessage, &error.to_string()),
+        };
+        let batch = match target_codec {
+            Some(codec) => match recompress::recompress(batch, codec) {
+                Ok(batch) => batch,
+                Err(message) => return failed(index, ResponseError::CorruptMessage, &message),
+            },
+            None => batch,
         };
         let append = AppendRequest {
             partition: partition.clone(),
