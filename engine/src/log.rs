@@ -35,6 +35,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
@@ -90,6 +91,36 @@ pub struct ReadResult {
     pub log_start_offset: Offset,
     /// The log end offset when the read was served.
     pub log_end_offset: Offset,
+}
+
+/// A byte range of a segment file holding whole, CRC-verified batches, for
+/// the broker to send with `sendfile`/`splice` without copying.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    /// A plain descriptor of the segment file (not `O_DIRECT`).
+    pub file: Arc<std::fs::File>,
+    /// Where the first batch starts.
+    pub position: u64,
+    /// Bytes of whole batches from there.
+    pub len: u64,
+}
+
+/// What a zero-copy read found.
+#[derive(Clone, Debug)]
+pub enum ReadData {
+    /// Batches in memory (the shard's cache, or storage without files).
+    Batches(Vec<Bytes>),
+    /// A file range to send as is.
+    File(FileRange),
+}
+
+/// The answer to [`PartitionLog::read_zero_copy`].
+#[derive(Clone, Debug)]
+pub struct ZeroCopyRead {
+    /// The data.
+    pub data: ReadData,
+    /// The log's offsets when the read was served.
+    pub offsets: LogOffsets,
 }
 
 /// The offsets that describe a log at one moment.
@@ -1200,6 +1231,106 @@ impl<S: Storage> PartitionLog<S> {
             }
             listener.await;
         }
+    }
+
+    /// Like [`PartitionLog::read`], but returns a file range to send without
+    /// copying when the batches are not in the cache. The range covers whole
+    /// batches; every batch in it was CRC-verified once, either when this
+    /// process wrote or recovered it or by a verification pass before it is
+    /// first sent, so a corrupt batch is never sent.
+    ///
+    /// # Errors
+    /// As [`PartitionLog::read`].
+    pub async fn read_zero_copy(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        upper_bound: Offset,
+    ) -> Result<ZeroCopyRead> {
+        let (handle, base, position, end, verified, file, offsets) = {
+            let mut state = self.state.borrow_mut();
+            let offsets = state.offsets();
+            if offset < offsets.log_start || offset > offsets.log_end {
+                return Err(Error::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: offsets.log_start,
+                    log_end: offsets.log_end,
+                });
+            }
+            let bound = upper_bound.min(offsets.log_end);
+            let empty = ZeroCopyRead {
+                data: ReadData::Batches(Vec::new()),
+                offsets,
+            };
+            if offset >= bound {
+                return Ok(empty);
+            }
+            if let Some(batches) =
+                self.cache
+                    .borrow()
+                    .read(self.cache_key, offset, max_bytes, bound)
+            {
+                return Ok(ZeroCopyRead {
+                    data: ReadData::Batches(batches),
+                    offsets,
+                });
+            }
+            let storage = &self.storage;
+            let Some(segment) = state
+                .segments
+                .range_mut(..=offset)
+                .next_back()
+                .map(|(_, segment)| segment)
+            else {
+                return Ok(empty);
+            };
+            segment.load_indexes(storage);
+            let file = segment.send_file(storage)?;
+            (
+                segment.handle(),
+                segment.base_offset,
+                segment.start_position_for(offset),
+                segment.size(),
+                segment.verified_size,
+                file,
+                offsets,
+            )
+        };
+        let bound = upper_bound.min(offsets.log_end);
+        let located = match &file {
+            Some(_) => {
+                handle
+                    .locate(position, end, offset, max_bytes, bound)
+                    .await?
+            }
+            // Storage without real files: only the copying read can serve.
+            None => Vec::new(),
+        };
+        let (Some(file), Some(first), Some(last)) = (file, located.first(), located.last()) else {
+            // No files, or a gap at the segment's end: the copying read
+            // handles both.
+            let read = self.read(offset, max_bytes, upper_bound).await?;
+            return Ok(ZeroCopyRead {
+                data: ReadData::Batches(read.batches),
+                offsets,
+            });
+        };
+        let range_end = last.position + last.header.total_bytes() as u64;
+        if range_end > verified {
+            handle.verify(verified, range_end).await?;
+            let mut state = self.state.borrow_mut();
+            if let Some(segment) = state.segments.get_mut(&base) {
+                segment.verified_size = segment.verified_size.max(range_end);
+            }
+        }
+        Ok(ZeroCopyRead {
+            data: ReadData::File(FileRange {
+                file,
+                position: first.position,
+                len: range_end - first.position,
+            }),
+            offsets,
+        })
     }
 
     /// The high watermark: consumers read below it.

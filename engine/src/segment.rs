@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -89,6 +90,9 @@ pub struct Segment<S: Storage> {
     /// The partial last block, kept to rewrite with the next append.
     tail: Vec<u8>,
     path: PathBuf,
+    /// A plain (not `O_DIRECT`) descriptor for zero-copy sends, opened on
+    /// first use.
+    send_file: Option<Arc<std::fs::File>>,
 }
 
 impl<S: Storage> Segment<S> {
@@ -120,6 +124,7 @@ impl<S: Storage> Segment<S> {
             indexes: Indexes::Loaded(OffsetIndex::new(base_offset), TimeIndex::new(base_offset)),
             tail: Vec::with_capacity(BLOCK_BYTES),
             path,
+            send_file: None,
         })
     }
 
@@ -150,6 +155,7 @@ impl<S: Storage> Segment<S> {
             indexes: Indexes::OnDisk,
             tail: Vec::new(),
             path,
+            send_file: None,
         })
     }
 
@@ -323,6 +329,21 @@ impl<S: Storage> Segment<S> {
             times.maybe_append(header.max_timestamp, header.last_offset());
         }
         self.next_offset = header.last_offset().next();
+    }
+
+    /// A descriptor of this segment's file that `sendfile`/`splice` can read,
+    /// or `None` when the storage has no real files.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be opened.
+    pub fn send_file(&mut self, storage: &S) -> Result<Option<Arc<std::fs::File>>> {
+        if self.send_file.is_none() {
+            self.send_file = storage
+                .open_for_send(&self.path)
+                .map_err(|error| Error::io("opening segment for sending", &self.path, error))?
+                .map(Arc::new);
+        }
+        Ok(self.send_file.clone())
     }
 
     /// A handle for I/O on this segment that holds no borrow of it.
@@ -725,6 +746,74 @@ impl<S: Storage> SegmentHandle<S> {
             }
         }
         Ok(found)
+    }
+}
+
+impl<S: Storage> SegmentHandle<S> {
+    /// Finds the whole batches a read starting at `target` would return
+    /// (same rules as [`SegmentHandle::read`]) by reading only their headers,
+    /// for reads that send the data without copying it.
+    ///
+    /// # Errors
+    /// [`Error::Io`], or [`Error::CorruptLog`] for an impossible header.
+    pub async fn locate(
+        &self,
+        position: u64,
+        end: u64,
+        target: Offset,
+        max_bytes: usize,
+        end_offset: Offset,
+    ) -> Result<Vec<LocatedBatch>> {
+        let mut found = Vec::new();
+        let mut cursor = position;
+        let mut total = 0usize;
+        while cursor + crate::batch::BATCH_HEADER_BYTES as u64 <= end {
+            let bytes = self
+                .file
+                .read_at(cursor, crate::batch::BATCH_HEADER_BYTES)
+                .await
+                .map_err(self.io_error("reading batch header"))?;
+            let header = BatchHeader::parse(&bytes)
+                .map_err(|error| self.corrupt(cursor, &error.to_string()))?;
+            let length = header.total_bytes();
+            if cursor + length as u64 > end {
+                return Err(self.corrupt(cursor, "batch extends past the segment end"));
+            }
+            if header.last_offset() >= end_offset {
+                break;
+            }
+            if header.last_offset() >= target {
+                if !found.is_empty() && total + length > max_bytes {
+                    break;
+                }
+                found.push(LocatedBatch {
+                    header,
+                    position: cursor,
+                });
+                total += length;
+                if total >= max_bytes {
+                    break;
+                }
+            }
+            cursor += length as u64;
+        }
+        Ok(found)
+    }
+
+    /// Verifies the CRC of every batch in `[from, to)` (batch boundaries),
+    /// so that data about to be sent without being read is known good.
+    ///
+    /// # Errors
+    /// [`Error::CorruptLog`] at the first batch that fails, [`Error::Io`].
+    pub async fn verify(&self, from: u64, to: u64) -> Result<()> {
+        let end = self.scan(from, to, Offset(i64::MIN), |_, _| ()).await?;
+        match end.stopped_by {
+            Some(reason) => Err(self.corrupt(end.end_position, &reason)),
+            None if end.end_position < to => {
+                Err(self.corrupt(end.end_position, "range ends inside a batch"))
+            }
+            None => Ok(()),
+        }
     }
 }
 

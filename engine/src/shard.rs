@@ -425,6 +425,15 @@ impl Shard {
             .clone())
     }
 
+    /// The log of a partition this shard owns, for callers on this shard
+    /// that need more than the [`Request`]s offer (zero-copy sends).
+    ///
+    /// # Errors
+    /// [`Error::UnknownPartition`] if this shard does not own it.
+    pub fn local_log(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog<DmaStorage>>> {
+        self.local(partition)
+    }
+
     fn local(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog<DmaStorage>>> {
         self.partitions
             .borrow()

@@ -335,3 +335,96 @@ fn truncating_into_a_segment_without_index_files_then_appending() {
     let found = block_on(log.offset_for_timestamp(TimestampMs(3))).expect("by timestamp");
     assert_eq!(found, Some((Offset(3), TimestampMs(3))));
 }
+
+/// Zero-copy reads hand the broker a file range to send without reading it,
+/// so the engine must verify those bytes some other way: a batch corrupted
+/// on disk in a closed segment must make the zero-copy read fail rather
+/// than be sent, while intact ranges come back as whole batches.
+#[test]
+fn zero_copy_reads_verify_before_sending_and_refuse_corrupt_batches() {
+    use fjord_engine::log::ReadData;
+    use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
+    use std::rc::Rc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::new(dir.path());
+    config.shards = 1;
+    config.cache_bytes_per_shard = 0;
+    config.io_memory_bytes = 1 << 20;
+    let partition = fjord_engine::TopicPartition::new("zero-copy", 0);
+    let small_segments = fjord_engine::config::LogConfig {
+        segment_bytes: 16 * 1024,
+        ..fjord_engine::config::LogConfig::default()
+    };
+    let appended = {
+        let partition = partition.clone();
+        shard::run(&config, move |shard: Rc<Shard>| {
+            let partition = partition.clone();
+            let small_segments = small_segments.clone();
+            async move {
+                let created = shard
+                    .call(0, Request::Create(partition.clone(), small_segments))
+                    .await;
+                assert!(matches!(created, Response::Done), "{created:?}");
+                for n in 0..60u32 {
+                    let value = format!("{n:04}-{}", "v".repeat(1000));
+                    let batch = fjord_engine::batch::build_batch(
+                        &[(None, Some(value.as_bytes()))],
+                        fjord_engine::TimestampMs(1),
+                        None,
+                    );
+                    let append = AppendRequest {
+                        partition: partition.clone(),
+                        batch: batch.into(),
+                        leader_epoch: fjord_engine::LeaderEpoch(0),
+                        flush: true,
+                        advance_high_watermark: true,
+                    };
+                    assert!(matches!(
+                        shard.call(0, Request::Append(append)).await,
+                        Response::Appended(_)
+                    ));
+                }
+            }
+        })
+        .unwrap();
+        60
+    };
+    // Flip a byte inside the second batch of the first (closed) segment.
+    let segment = dir
+        .path()
+        .join("zero-copy-0")
+        .join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let second_batch = bytes.len() / 15 + 100;
+    bytes[second_batch] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
+        let partition = partition.clone();
+        async move {
+            let Response::Offsets(offsets) =
+                shard.call(0, Request::Offsets(partition.clone())).await
+            else {
+                panic!("offsets");
+            };
+            assert_eq!(offsets.log_end.0, appended);
+            let log = shard.local_log(&partition).expect("partition is local");
+            // A later, intact segment is served as a file range of whole batches.
+            let intact = log
+                .read_zero_copy(fjord_engine::Offset(50), 4096, offsets.log_end)
+                .await
+                .expect("intact range");
+            let ReadData::File(range) = intact.data else {
+                panic!("expected a file range");
+            };
+            assert!(range.len >= 1000);
+            // The corrupt segment is refused, never handed out.
+            let corrupt = log
+                .read_zero_copy(fjord_engine::Offset(0), 1 << 20, offsets.log_end)
+                .await;
+            matches!(corrupt, Err(fjord_engine::Error::CorruptLog { .. }))
+        }
+    })
+    .unwrap();
+    assert_eq!(outcomes, vec![true]);
+}
