@@ -5,7 +5,11 @@
 //!
 //! It is unnecessary to interact directly with these types for most use cases.
 use super::{Decodable, Decoder, Encodable, Encoder, NewType, StrBytes};
-use crate::protocol::buf::{ByteBuf, ByteBufMut};
+use crate::protocol::buf::{ByteBuf, ByteBufMut, NotEnoughBytesError};
+
+/// fjord: the most array elements reserved before any is decoded; a longer
+/// array grows as its elements actually arrive.
+const PREALLOCATE_MAX: usize = 1024;
 use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
@@ -359,6 +363,9 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                if n as usize > buf.remaining() {
+                    bail!(NotEnoughBytesError);
+                }
                 let mut strbuf = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -511,6 +518,9 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                if (n - 1) as usize > buf.remaining() {
+                    bail!(NotEnoughBytesError);
+                }
                 let mut strbuf = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -655,6 +665,9 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                if n as usize > buf.remaining() {
+                    bail!(NotEnoughBytesError);
+                }
                 let mut data = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -804,6 +817,9 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                if (n - 1) as usize > buf.remaining() {
+                    bail!(NotEnoughBytesError);
+                }
                 let mut data = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -985,7 +1001,12 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                // fjord: every element takes at least one byte, so refuse a
+                // length the buffer cannot hold instead of allocating for it.
+                if n as usize > buf.remaining() {
+                    bail!("Array length {n} exceeds the {} bytes left", buf.remaining());
+                }
+                let mut result = Vec::with_capacity((n as usize).min(PREALLOCATE_MAX));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1114,11 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                // fjord: as for Array.
+                if (n - 1) as usize > buf.remaining() {
+                    bail!("Array length {} exceeds the {} bytes left", n - 1, buf.remaining());
+                }
+                let mut result = Vec::with_capacity(((n - 1) as usize).min(PREALLOCATE_MAX));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
