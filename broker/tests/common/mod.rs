@@ -1,0 +1,454 @@
+//! Helpers for the bad-input tests: a seeded generator, valid encoded
+//! requests of every served API and version (to mutate), and a real `fjord`
+//! process on a free port with timed-out sockets, so a hang fails a test
+//! instead of blocking it.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fjord_broker::handlers::SUPPORTED;
+use fjord_engine::batch::build_batch;
+use fjord_engine::TimestampMs;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// How long any socket read or write may block before the test fails.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the broker may take to start listening.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `SplitMix64`: small, seedable, good enough to pick bytes.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded from `FJORD_BAD_INPUT_SEED` (decimal or 0x-hex)
+    /// or `default`. The seed goes straight to stderr, not the captured
+    /// output, so it survives even an abort.
+    pub fn from_env(test: &str, default: u64) -> Self {
+        let seed = std::env::var("FJORD_BAD_INPUT_SEED")
+            .ok()
+            .and_then(|text| match text.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => text.parse().ok(),
+            })
+            .unwrap_or(default);
+        let _ = writeln!(std::io::stderr(), "{test}: FJORD_BAD_INPUT_SEED={seed:#x}");
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..bound` (`bound > 0`).
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound as u64) as usize
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// `data` as hex, for failure messages.
+pub fn hex(data: &[u8]) -> String {
+    use std::fmt::Write as _;
+    data.iter().fold(String::new(), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
+}
+
+/// A request frame without its size prefix: header then body, in the header
+/// version `api_key` uses at `version`.
+pub fn request_body(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &RequestKind,
+) -> Bytes {
+    let mut frame = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("bad-input")))
+        .encode(&mut frame, api_key.request_header_version(version))
+        .expect("header encodes");
+    request
+        .encode(&mut frame, version)
+        .unwrap_or_else(|error| panic!("{api_key:?} v{version} encodes: {error}"));
+    frame.freeze()
+}
+
+/// `body` with its 4-byte size prefix.
+pub fn sized(body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.put_i32(i32::try_from(body.len()).expect("frame fits i32"));
+    frame.extend_from_slice(body);
+    frame
+}
+
+fn topic(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
+}
+
+/// A valid one-record batch for partition data.
+pub fn one_record_batch(value: &[u8]) -> Bytes {
+    Bytes::from(build_batch(
+        &[(Some(b"key".as_slice()), Some(value))],
+        TimestampMs(1_700_000_000_000),
+        None,
+    ))
+}
+
+/// A Produce of `records` to partition 0 of `name`.
+pub fn produce(name: &str, acks: i16, records: Bytes) -> RequestKind {
+    RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic(name))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records))])]),
+    )
+}
+
+/// A Fetch of partition 0 of `name` from `offset`, waiting at most
+/// `max_wait_ms`.
+pub fn fetch(name: &str, offset: i64, max_wait_ms: i32) -> RequestKind {
+    RequestKind::Fetch(
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic(name))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_current_leader_epoch(-1)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(1 << 20)])]),
+    )
+}
+
+/// A Metadata request for `names`.
+pub fn metadata(names: &[&str]) -> RequestKind {
+    RequestKind::Metadata(
+        MetadataRequest::default().with_topics(Some(
+            names
+                .iter()
+                .map(|name| MetadataRequestTopic::default().with_name(Some(topic(name))))
+                .collect(),
+        )),
+    )
+}
+
+/// A CreateTopics of one single-partition topic with `configs`.
+pub fn create_topic(name: &str, configs: &[(&str, &str)]) -> RequestKind {
+    RequestKind::CreateTopics(
+        CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic(name))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(key, value)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string((*key).to_owned()))
+                                .with_value(Some(StrBytes::from_string((*value).to_owned())))
+                        })
+                        .collect(),
+                )]),
+    )
+}
+
+pub fn api_versions() -> RequestKind {
+    RequestKind::ApiVersions(
+        ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("bad-input"))
+            .with_client_software_version(StrBytes::from_static_str("1.0")),
+    )
+}
+
+/// A populated request of `api_key` that encodes at `version`, or `None`
+/// where kafka-protocol cannot encode that version (Produce v0-v2).
+pub fn sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<RequestKind> {
+    Some(match api_key {
+        ApiKey::Produce if version < 3 => return None,
+        ApiKey::Produce => produce(name, 1, one_record_batch(b"value")),
+        ApiKey::Fetch => fetch(name, 0, 10),
+        ApiKey::ListOffsets => RequestKind::ListOffsets(
+            ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(topic(name))
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_current_leader_epoch(-1)
+                        .with_timestamp(-2)])]),
+        ),
+        ApiKey::Metadata => metadata(&[name]),
+        ApiKey::ApiVersions if version < 3 => {
+            RequestKind::ApiVersions(ApiVersionsRequest::default())
+        }
+        ApiKey::ApiVersions => api_versions(),
+        ApiKey::CreateTopics => create_topic(name, &[("retention.ms", "60000")]),
+        ApiKey::DeleteTopics if version < 6 => RequestKind::DeleteTopics(
+            DeleteTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topic_names(vec![topic(name)]),
+        ),
+        ApiKey::DeleteTopics => RequestKind::DeleteTopics(
+            DeleteTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![
+                    DeleteTopicState::default().with_name(Some(topic(name)))
+                ]),
+        ),
+        ApiKey::InitProducerId => RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transaction_timeout_ms(1_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+        other => panic!("{other:?} is not served"),
+    })
+}
+
+/// Every served (API, version) that kafka-protocol can encode, with a valid
+/// encoded frame (no size prefix).
+pub fn sample_frames(name: &str) -> Vec<(ApiKey, i16, Bytes)> {
+    let mut frames = Vec::new();
+    for support in SUPPORTED {
+        for version in support.min..=support.max {
+            if let Some(request) = sample_request(support.key, version, name) {
+                frames.push((
+                    support.key,
+                    version,
+                    request_body(support.key, version, 7, &request),
+                ));
+            }
+        }
+    }
+    frames
+}
+
+/// A `fjord` process on a free port with its own data directory; killed and
+/// reaped on drop.
+pub struct Broker {
+    process: Child,
+    pub port: u16,
+    _data: tempfile::TempDir,
+}
+
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
+}
+
+impl Broker {
+    /// Starts `fjord` with `extra` `--set` overrides and waits until it
+    /// accepts connections.
+    pub fn start(extra: &[&str]) -> Self {
+        raise_memlock_limit();
+        let data = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|probe| probe.local_addr())
+            .expect("free port")
+            .port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
+        for setting in [
+            format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
+            format!("advertised.listeners=PLAINTEXT://localhost:{port}"),
+            format!("log.dirs={}", data.path().join("data").display()),
+            "cores=1".to_owned(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|setting| (*setting).to_owned()))
+        {
+            command.arg("--set").arg(setting);
+        }
+        let process = command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fjord");
+        let mut broker = Self {
+            process,
+            port,
+            _data: data,
+        };
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Ok(Some(status)) = broker.process.try_wait() {
+                panic!("fjord exited with {status} before listening");
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return broker;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fjord did not listen on {port} within {START_DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn connect(&self) -> Connection {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to fjord");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Connection {
+            stream,
+            correlation_id: 0,
+        }
+    }
+
+    /// Panics if the process has exited (crashed).
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.process.try_wait() {
+            panic!("fjord died: {status}");
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// One client connection.
+pub struct Connection {
+    pub stream: TcpStream,
+    correlation_id: i32,
+}
+
+/// How a connection ended after bad input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The broker closed it (EOF or reset) after sending these many bytes.
+    Closed(usize),
+    /// Nothing happened for [`IO_TIMEOUT`].
+    Hung,
+}
+
+impl Connection {
+    /// Writes raw bytes; a reset while writing is fine (the broker may have
+    /// closed already).
+    pub fn send_raw(&mut self, data: &[u8]) {
+        if let Err(error) = self.stream.write_all(data) {
+            assert!(
+                matches!(
+                    error.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+                ),
+                "write failed: {error}"
+            );
+        }
+    }
+
+    /// Reads until the broker closes, counting what it sent.
+    pub fn wait_for_close(&mut self) -> Ending {
+        let mut received = 0;
+        let mut buffer = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buffer) {
+                Ok(0) => return Ending::Closed(received),
+                Ok(read) => received += read,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return Ending::Closed(received)
+                }
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    return Ending::Hung
+                }
+                Err(error) => panic!("read failed: {error}"),
+            }
+        }
+    }
+
+    /// Stops sending; the broker sees end of stream.
+    pub fn finish_sending(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Sends `request` and reads its response, checking the correlation id.
+    pub fn call(&mut self, api_key: ApiKey, version: i16, request: &RequestKind) -> ResponseKind {
+        self.correlation_id += 1;
+        let body = request_body(api_key, version, self.correlation_id, request);
+        self.stream.write_all(&sized(&body)).expect("send request");
+        let (header, mut body) = self.read_response(api_key, version);
+        assert_eq!(header.correlation_id, self.correlation_id);
+        ResponseKind::decode(api_key, &mut body, version)
+            .unwrap_or_else(|error| panic!("{api_key:?} v{version} response decodes: {error}"))
+    }
+
+    /// Reads one response frame and its header.
+    pub fn read_response(&mut self, api_key: ApiKey, version: i16) -> (ResponseHeader, Bytes) {
+        let mut size = [0u8; 4];
+        self.stream
+            .read_exact(&mut size)
+            .unwrap_or_else(|error| panic!("{api_key:?} v{version}: no response: {error}"));
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream
+            .read_exact(&mut body)
+            .unwrap_or_else(|error| panic!("{api_key:?} v{version}: short response: {error}"));
+        let mut body = Bytes::from(body);
+        let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
+            .expect("response header decodes");
+        (header, body)
+    }
+}
+
+/// The error code of the single partition of a Produce response.
+pub fn produce_error(response: &ResponseKind) -> (i16, i64) {
+    let ResponseKind::Produce(response) = response else {
+        panic!("not a Produce response: {response:?}");
+    };
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
