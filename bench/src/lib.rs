@@ -1,1 +1,16 @@
-//! placeholder
+//! fjord-bench: load generation and benchmarks for fjord.
+//!
+//! `fjord-bench engine ...` drives the storage engine in process, with no
+//! network or Kafka protocol in the way: every append is issued on the shard
+//! that owns its partition, so the figures describe the engine, not the
+//! cross-shard mesh. Results print as text and optionally as JSON.
+
+#![allow(
+    clippy::cast_precision_loss,
+    reason = "byte counts and durations become f64 only for reporting"
+)]
+
+pub mod engine;
+pub mod latency;
+pub mod system;
+pub mod workload;

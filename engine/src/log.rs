@@ -18,8 +18,10 @@
 //! # Concurrency
 //! A log lives on one shard and is used by many tasks of that shard. Appends
 //! are assigned offsets in call order without awaiting, queued, and written
-//! by whichever appending task finds no writer active: it drains the queue in
-//! large aligned writes, so concurrent appends are batched into one I/O.
+//! by whichever appending task finds no writer active: it writes the longest
+//! queued run (up to [`WRITE_BYTES_MAX`]) in one aligned write, so concurrent
+//! appends are batched into one I/O, then hands the role on, so no task's
+//! append waits on writes of batches queued after its own.
 //! Flushes elect a syncer the same way. No `RefCell` borrow is held across an
 //! await.
 //!
@@ -848,7 +850,8 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// Writes every queued batch, as the log's single writer.
+    /// Writes the next run of queued batches (rolling first if needed), as
+    /// the log's single writer.
     async fn drive_writer(&self) -> Result<()> {
         self.state.borrow_mut().writer_active = true;
         let mut guard = RoleGuard {
@@ -954,6 +957,9 @@ impl<S: Storage> PartitionLog<S> {
             state.check_invariants();
             drop(state);
             self.written_event.notify(usize::MAX);
+            // One write per turn: the caller re-checks its own condition and
+            // hands the role on, so no appender drains everyone else's queue.
+            return Ok(());
         }
     }
 

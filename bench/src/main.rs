@@ -1,0 +1,65 @@
+//! `fjord-bench`: fjord's load generator and benchmarks.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fjord_bench::engine::append::{self, AppendArgs};
+use fjord_bench::engine::idle_memory::{self, IdleMemoryArgs};
+use fjord_bench::engine::restart::{self, RestartArgs, RestartChildArgs};
+use fjord_bench::engine::BenchResult;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fjord-bench",
+    version,
+    about = "fjord's load generator and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Benchmarks of the storage engine, run in process (no network).
+    Engine {
+        #[command(subcommand)]
+        command: EngineCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EngineCommand {
+    /// Appends a fixed volume and reports MB/s and per-append latency.
+    Append(AppendArgs),
+    /// Fills partitions, then times engine start after a clean and an
+    /// unclean (kill -9) stop.
+    Restart(RestartArgs),
+    /// Opens many empty partitions and reports resident memory per partition.
+    IdleMemory(IdleMemoryArgs),
+    /// Used by `restart`: appends without flushing, then waits to be killed.
+    #[command(hide = true)]
+    RestartChild(RestartChildArgs),
+}
+
+fn run(cli: &Cli) -> BenchResult<()> {
+    match &cli.command {
+        Command::Engine { command } => match command {
+            EngineCommand::Append(args) => append::run(args).map(drop),
+            EngineCommand::Restart(args) => restart::run(args).map(drop),
+            EngineCommand::IdleMemory(args) => idle_memory::run(args).map(drop),
+            EngineCommand::RestartChild(args) => restart::run_child(args),
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fjord-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
