@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_engine::config::LogConfig;
-use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
 use fjord_engine::{Error, LeaderEpoch, TopicPartition};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -152,7 +152,7 @@ pub fn run(args: &AppendArgs) -> BenchResult<AppendReport> {
         plan.flush_every_batch,
         data_dir.path().display()
     );
-    let outcome = append_volume(config, &plan)?;
+    let outcome = append_volume(&config, &plan)?;
     let elapsed_seconds = outcome.elapsed.as_secs_f64();
     let report = AppendReport {
         benchmark: "engine append",
@@ -190,7 +190,7 @@ pub fn run(args: &AppendArgs) -> BenchResult<AppendReport> {
 ///
 /// # Errors
 /// If the engine cannot start or an append or flush fails.
-pub fn append_volume(config: EngineConfig, plan: &AppendPlan) -> BenchResult<AppendOutcome> {
+pub fn append_volume(config: &EngineConfig, plan: &AppendPlan) -> BenchResult<AppendOutcome> {
     let plan = plan.clone();
     let outcomes = shard::run(config, move |shard: Rc<Shard>| {
         let plan = plan.clone();
@@ -291,7 +291,13 @@ async fn append_loop(
     while remaining.get() > 0 {
         remaining.set(remaining.get() - 1);
         let begin = Instant::now();
-        let request = Request::Append(partition.clone(), plan.batch.clone(), LeaderEpoch(0));
+        let request = Request::Append(AppendRequest {
+            partition: partition.clone(),
+            batch: plan.batch.clone(),
+            leader_epoch: LeaderEpoch(0),
+            flush: false,
+            advance_high_watermark: false,
+        });
         match shard.call(shard.id(), request).await {
             Response::Appended(_) => {}
             other => return Err(format!("appending to {partition}: {other:?}")),

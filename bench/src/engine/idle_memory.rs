@@ -79,7 +79,7 @@ pub fn run(args: &IdleMemoryArgs) -> BenchResult<IdleMemoryReport> {
         args.partitions,
         data_dir.path().display()
     );
-    let outputs = shard::run(config, move |shard: Rc<Shard>| {
+    let outputs = shard::run(&config, move |shard: Rc<Shard>| {
         let barrier = barrier.clone();
         let partitions = partitions.clone();
         async move {

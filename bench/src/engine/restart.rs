@@ -126,18 +126,18 @@ pub fn run(args: &RestartArgs) -> BenchResult<RestartReport> {
         args.total_bytes,
         data_dir.path().display()
     );
-    let fill = append_volume(config.clone(), &plan)?;
+    let fill = append_volume(&config, &plan)?;
     let fill_megabytes_per_second =
         megabytes_per_second(fill.appended_bytes, fill.elapsed.as_secs_f64());
     let segments = count_segments(data_dir.path())?;
     let empty_dir = DataDir::new(None)?;
     let mut empty_config = config.clone();
     empty_dir.path().clone_into(&mut empty_config.data_dir);
-    let empty = time_open(empty_config)?;
+    let empty = time_open(&empty_config)?;
     eprintln!("empty engine: open {:.1} ms", empty.open_ms);
     let mut clean = Vec::with_capacity(args.repeats);
     for _ in 0..args.repeats.max(1) {
-        let timing = time_open(config.clone())?;
+        let timing = time_open(&config)?;
         eprintln!(
             "clean restart: open {:.1} ms (run {:.1} ms)",
             timing.open_ms, timing.run_ms
@@ -150,7 +150,7 @@ pub fn run(args: &RestartArgs) -> BenchResult<RestartReport> {
         None
     } else {
         kill_child_mid_write(args, data_dir.path())?;
-        let timing = time_open(config.clone())?;
+        let timing = time_open(&config)?;
         eprintln!(
             "unclean restart: open {:.1} ms (run {:.1} ms)",
             timing.open_ms, timing.run_ms
@@ -213,7 +213,7 @@ pub fn run_child(args: &RestartChildArgs) -> BenchResult<()> {
         8192,
     );
     let plan = fill_plan(args.partitions, args.total_bytes, args.batch_bytes)?;
-    shard::run(config, move |shard: Rc<Shard>| {
+    shard::run(&config, move |shard: Rc<Shard>| {
         let plan = plan.clone();
         async move {
             if let Err(error) = drive_shard(&shard, &plan).await {
@@ -253,7 +253,7 @@ fn fill_plan(partitions: usize, total_bytes: u64, batch_bytes: u64) -> BenchResu
 ///
 /// # Errors
 /// If the engine cannot start.
-pub fn time_open(config: EngineConfig) -> BenchResult<OpenTiming> {
+pub fn time_open(config: &EngineConfig) -> BenchResult<OpenTiming> {
     let called = Instant::now();
     let mains_started = shard::run(config, |shard: Rc<Shard>| async move {
         // Proves the partitions are open, and costs nothing measurable.
