@@ -1033,6 +1033,39 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
+    /// Moves the recovery point up to the flushed offset, so a restart after
+    /// a crash scans only what was written since. Writes the active
+    /// segment's indexes first (recovery starts at the recovery point's
+    /// index entry; entries past it are dropped by the scan), then the
+    /// producer snapshot and checkpoint. Returns whether it moved.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a file cannot be written; the old recovery point then
+    /// stays in force.
+    ///
+    /// # Panics
+    /// If the flushed offset is below the active segment, which a roll (it
+    /// flushes the segment it closes) rules out.
+    pub fn checkpoint_recovery_point(&self) -> Result<bool> {
+        let flushed = {
+            let state = self.state.borrow();
+            if state.poisoned.is_some()
+                || state.closed
+                || state.flushed_offset <= state.recovery_point
+            {
+                return Ok(false);
+            }
+            assert!(
+                state.flushed_offset >= state.active().base_offset,
+                "a roll flushes the segment it closes"
+            );
+            state.active().write_indexes(&self.storage)?;
+            state.flushed_offset
+        };
+        self.write_checkpoint(flushed)?;
+        Ok(true)
+    }
+
     async fn apply_flush_policy(&self, records: i64) -> Result<()> {
         let due = {
             let mut state = self.state.borrow_mut();

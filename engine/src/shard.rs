@@ -66,6 +66,10 @@ pub struct EngineConfig {
     pub retention_check_interval: Duration,
     /// How often `flush.ms` is checked (`log.flush.scheduler.interval.ms`).
     pub flush_check_interval: Duration,
+    /// How often each partition's recovery point moves up to its flushed
+    /// offset (`log.flush.offset.checkpoint.interval.ms`), bounding what a
+    /// restart after a crash must scan.
+    pub recovery_checkpoint_interval: Duration,
     /// The configuration each existing partition opens with at start.
     pub log_config_for: Arc<dyn Fn(&TopicPartition) -> LogConfig + Send + Sync>,
 }
@@ -81,6 +85,7 @@ impl EngineConfig {
             io_memory_bytes: 8 << 20,
             retention_check_interval: Duration::from_secs(300),
             flush_check_interval: Duration::from_secs(1),
+            recovery_checkpoint_interval: Duration::from_secs(60),
             log_config_for: Arc::new(|_| LogConfig::default()),
         }
     }
@@ -660,7 +665,7 @@ impl Shard {
             }
         };
         let flusher = {
-            let shard = self;
+            let shard = self.clone();
             async move {
                 loop {
                     glommio::timer::sleep(shard.config.flush_check_interval).await;
@@ -676,9 +681,27 @@ impl Shard {
                 }
             }
         };
+        let checkpointer = {
+            let shard = self.clone();
+            async move {
+                loop {
+                    glommio::timer::sleep(shard.config.recovery_checkpoint_interval).await;
+                    if shard.stopping.get() {
+                        return;
+                    }
+                    let logs: Vec<_> = shard.partitions.borrow().values().cloned().collect();
+                    for log in logs {
+                        if let Err(error) = log.checkpoint_recovery_point() {
+                            tracing::warn!(partition = %log.partition(), %error, "recovery checkpoint failed");
+                        }
+                    }
+                }
+            }
+        };
         for task in [
             glommio::spawn_local_into(retention, queue),
             glommio::spawn_local_into(flusher, queue),
+            glommio::spawn_local_into(checkpointer, queue),
         ] {
             match task {
                 Ok(task) => {

@@ -628,6 +628,13 @@ impl Harness {
             .unwrap_or_else(|error| panic!("{}: flush: {error}", self.context()));
         assert_eq!(flushed, self.model.log_end, "{}: flush", self.context());
         self.model.flushed = flushed;
+        // Half the time, also move the recovery point up (what the shard's
+        // periodic checkpointer does), so crashes recover from mid-segment.
+        if self.rng.chance(1, 2) {
+            self.log
+                .checkpoint_recovery_point()
+                .unwrap_or_else(|error| panic!("{}: checkpoint: {error}", self.context()));
+        }
     }
 
     fn delete_records(&mut self) {
