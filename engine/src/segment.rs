@@ -261,6 +261,9 @@ impl<S: Storage> Segment<S> {
             target[cursor..cursor + bytes.len()].copy_from_slice(bytes);
             cursor += bytes.len();
         }
+        // The padding up to the block boundary lands on disk past the
+        // logical end: keep it zero so a scan sees no stale batch there.
+        target[cursor..].fill(0);
         let new_end = self.size + new_bytes as u64;
         let new_tail_start = (align_down(new_end) - position) as usize;
         let new_tail = buffer.as_slice()[new_tail_start..total].to_vec();

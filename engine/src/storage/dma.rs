@@ -72,9 +72,7 @@ impl Storage for DmaStorage {
 
     fn alloc_buffer(&self, len: usize) -> DmaBuffer {
         debug_assert_eq!(len % BLOCK_BYTES, 0);
-        let mut buffer = glommio::allocate_dma_buffer(len);
-        buffer.as_bytes_mut().fill(0);
-        buffer
+        glommio::allocate_dma_buffer(len)
     }
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<DirectFile> {

@@ -94,8 +94,9 @@ pub trait Storage: 'static {
     /// The file type this storage opens.
     type File: StorageFile;
 
-    /// Allocates a zeroed aligned buffer of `len` bytes (a multiple of
-    /// [`BLOCK_BYTES`]).
+    /// Allocates an aligned buffer of `len` bytes (a multiple of
+    /// [`BLOCK_BYTES`]). Its content is unspecified: the caller writes every
+    /// byte, so the hot path pays for no zeroing it then overwrites.
     fn alloc_buffer(&self, len: usize) -> <Self::File as StorageFile>::Buffer;
 
     /// Opens `path` for direct reads and writes, creating it if `create`.
