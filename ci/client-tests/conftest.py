@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FJORD = Path(os.environ.get("FJORD_BIN", REPO / "target" / "debug" / "fjord"))
 START_DEADLINE_SECONDS = 30
+LOG_TAIL_LINES = 60
 
 
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_until(condition, deadline_seconds, what):
+    """Polls `condition` until it returns a truthy value, which it returns;
+    raises TimeoutError naming `what` once `deadline_seconds` pass."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not within {deadline_seconds}s")
+        time.sleep(0.05)
 
 
 def wait_for_port(port, process, deadline_seconds=START_DEADLINE_SECONDS):
@@ -60,7 +75,12 @@ class Broker:
         for setting in settings:
             arguments += ["--set", setting]
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            arguments,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
         wait_for_port(self.port, self.process)
 
     def kill9(self):
@@ -91,3 +111,20 @@ def broker(tmp_path_factory):
     instance.start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture
+def topic_name(request):
+    """A topic name no other test uses, readable in the broker log."""
+    return f"{request.node.name.removeprefix('test_')[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, attach the tail of the test's broker log to the report."""
+    report = yield
+    broker = getattr(item, "funcargs", {}).get("broker")
+    if report.failed and isinstance(broker, Broker):
+        tail = broker.log_text().splitlines()[-LOG_TAIL_LINES:]
+        report.sections.append((f"fjord log tail ({broker.log_path})", "\n".join(tail)))
+    return report

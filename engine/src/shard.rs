@@ -357,6 +357,9 @@ impl Shard {
             finished_peers: Cell::new(0),
             peer_finished: Event::new(),
         });
+        crate::storage::dma::settle_poll_ring_probe(&shard.config.data_dir, shard.id)
+            .await
+            .map_err(|error| Error::io("probing the poll ring", &shard.config.data_dir, error))?;
         let names = std::fs::read_dir(&shard.config.data_dir)
             .map_err(|error| Error::io("listing data directory", &shard.config.data_dir, error))?;
         for entry in names {

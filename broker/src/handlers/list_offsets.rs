@@ -67,7 +67,7 @@ async fn list_one(
     };
     match broker
         .shard
-        .call(owner, Request::ListOffset(partition, query))
+        .call(owner, Request::ListOffset(partition.clone(), query))
         .await
     {
         Response::Found(Some((offset, found_timestamp))) => response
@@ -76,7 +76,10 @@ async fn list_one(
             .with_leader_epoch(epoch),
         // No record at or after the timestamp: Kafka answers offset -1.
         Response::Found(None) => response,
-        Response::Failed(error) => response.with_error_code(engine_error_code(&error)),
+        Response::Failed(error) => {
+            tracing::warn!(%partition, timestamp, %error, "ListOffsets failed");
+            response.with_error_code(engine_error_code(&error))
+        }
         other => unreachable!("ListOffset answers Found or Failed, not {other:?}"),
     }
 }

@@ -63,6 +63,28 @@ impl StorageFile for DirectFile {
     }
 }
 
+/// Settles glommio's poll-ring probe for the device holding `dir`, on the
+/// calling executor thread, before any segment is opened there.
+///
+/// glommio decides once per thread and device whether `O_DIRECT` reads may
+/// go to its `IOPOLL` ring by reading the first block of the first file
+/// dma-opened on the device. When that file is empty (a partition created
+/// on a fresh data directory) the read ends at EOF without reaching the
+/// device, the probe wrongly answers yes, and from then on every segment
+/// read on a device without poll queues (virtio and most cloud disks)
+/// fails with EOPNOTSUPP (os error 95). Opening a file that holds a whole
+/// block first makes the probe read the device. The probe file is removed.
+///
+/// # Errors
+/// Creating, opening or removing the probe file failed.
+pub async fn settle_poll_ring_probe(dir: &Path, shard: usize) -> io::Result<()> {
+    let path = dir.join(format!(".poll-ring-probe-{shard}"));
+    fs::write(&path, vec![0u8; 4 * BLOCK_BYTES])?;
+    let file = OpenOptions::new().read(true).dma_open(&path).await?;
+    file.close().await?;
+    fs::remove_file(&path)
+}
+
 /// The local file system, segment data through `O_DIRECT`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DmaStorage;
