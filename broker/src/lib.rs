@@ -57,6 +57,7 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
     let outcomes = shard::run(&engine, move |shard| {
         let broker = Broker::new(shard, config.clone(), controller.clone(), stop.clone());
         async move {
+            topics::commit_recovered_partitions(&broker).await;
             if broker.shard.id() == 0 {
                 topics::reconcile_partitions(&broker).await;
             }

@@ -71,12 +71,28 @@ pub async fn delete_topic(broker: &Rc<Broker>, name: &str) -> Result<TopicMetada
     Ok(topic)
 }
 
+/// Raises the high watermark of every partition this shard recovered to its
+/// log end, before the shard serves anyone: this single broker is the whole
+/// ISR, so every record recovery kept is replicated to all of it. Without
+/// this, records acknowledged before a restart would stay invisible to
+/// consumers until the next produce.
+pub async fn commit_recovered_partitions(broker: &Rc<Broker>) {
+    let Response::Partitions(partitions) = broker
+        .shard
+        .call(broker.shard.id(), Request::ListPartitions)
+        .await
+    else {
+        return;
+    };
+    for partition in partitions {
+        if let Ok(log) = broker.shard.local_log(&partition) {
+            log.advance_high_watermark(log.offsets().log_end);
+        }
+    }
+}
+
 /// Makes sure every partition in the metadata exists on its shard (after a
-/// crash between the metadata change and the partition creation), and
-/// raises each recovered partition's high watermark to its log end: this
-/// single broker is the whole ISR, so every record recovery kept is
-/// replicated to all of it. Without this, records acknowledged before a
-/// restart stay invisible to consumers until the next produce.
+/// crash between the metadata change and the partition creation).
 pub async fn reconcile_partitions(broker: &Rc<Broker>) {
     for topic in broker.controller.image().topics.values() {
         let config = broker.controller.log_config_for(&topic.name);
@@ -89,31 +105,7 @@ pub async fn reconcile_partitions(broker: &Rc<Broker>) {
                 .await
             {
                 Response::Done | Response::Failed(fjord_engine::Error::PartitionExists(_)) => {}
-                other => {
-                    tracing::error!(%partition, ?other, "cannot open partition");
-                    continue;
-                }
-            }
-            let log_end = match broker
-                .shard
-                .call(owner, Request::Offsets(partition.clone()))
-                .await
-            {
-                Response::Offsets(offsets) => offsets.log_end,
-                other => {
-                    tracing::error!(%partition, ?other, "cannot read recovered offsets");
-                    continue;
-                }
-            };
-            if let other @ Response::Failed(_) = broker
-                .shard
-                .call(
-                    owner,
-                    Request::AdvanceHighWatermark(partition.clone(), log_end),
-                )
-                .await
-            {
-                tracing::error!(%partition, ?other, "cannot raise the high watermark");
+                other => tracing::error!(%partition, ?other, "cannot open partition"),
             }
         }
     }
