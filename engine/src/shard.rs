@@ -177,7 +177,7 @@ pub enum Request {
     EndOffsetForEpoch(TopicPartition, LeaderEpoch),
     /// Run retention now on every partition of the shard.
     EnforceRetention,
-    /// The partition's size on disk (DescribeLogDirs).
+    /// The partition's size on disk (for `DescribeLogDirs`).
     Size(TopicPartition),
     /// The partitions the shard owns.
     ListPartitions,
