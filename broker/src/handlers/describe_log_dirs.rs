@@ -77,15 +77,23 @@ pub async fn handle(
         for index in indexes {
             let partition = TopicPartition::new(name.clone(), index);
             let owner = broker.shard.owner_of(&partition);
-            // A partition that is not on disk is not in the directory.
-            if let Response::Size(bytes) = broker.shard.call(owner, Request::Size(partition)).await
+            match broker
+                .shard
+                .call(owner, Request::Size(partition.clone()))
+                .await
             {
-                partitions.push(
+                Response::Size(bytes) => partitions.push(
                     DescribeLogDirsPartition::default()
                         .with_partition_index(index)
                         .with_partition_size(i64::try_from(bytes).unwrap_or(i64::MAX))
                         .with_offset_lag(0),
-                );
+                ),
+                // A partition that is not on disk is not in the directory.
+                Response::Failed(fjord_engine::Error::UnknownPartition(_)) => {}
+                Response::Failed(error) => {
+                    tracing::warn!(%partition, %error, "cannot size partition");
+                }
+                other => unreachable!("Size answers Size or Failed, not {other:?}"),
             }
         }
         if !partitions.is_empty() {
