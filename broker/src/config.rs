@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     pub cluster_id: String,
     /// Topic defaults from `log.*`, `message.max.bytes`, ...
     pub log_defaults: LogConfig,
+    /// The keys set by the properties file or `--set`, with their values
+    /// (DescribeConfigs reports these as `STATIC_BROKER_CONFIG`).
+    pub explicit_settings: BTreeMap<String, String>,
 }
 
 /// The broker keys and their defaults, in the order `--help` lists them.
@@ -198,11 +201,13 @@ impl BrokerConfig {
             .iter()
             .map(|(key, value)| (*key, (*value).to_owned()))
             .collect();
+        let mut explicit_settings = BTreeMap::new();
         for (key, value) in file_pairs.iter().chain(overrides) {
             let Some((known, _)) = DEFAULTS.iter().find(|(name, _)| name == key) else {
                 return Err(invalid(key, value, "unknown configuration key"));
             };
             values.insert(known, value.clone());
+            explicit_settings.insert((*known).to_owned(), value.clone());
         }
         let get = |key: &str| values.get(key).cloned().unwrap_or_default();
         let (listen_host, listen_port) = parse_listener("listeners", &get("listeners"))?;
@@ -257,6 +262,7 @@ impl BrokerConfig {
             cores,
             cluster_id: get("cluster.id"),
             log_defaults,
+            explicit_settings,
         })
     }
 }
@@ -286,6 +292,8 @@ mod tests {
         let config = BrokerConfig::load(&file, &pairs(&[("node.id", "4")])).unwrap();
         assert_eq!(config.node_id, 4);
         assert_eq!(config.log_defaults.retention_ms, 1000);
+        assert_eq!(config.explicit_settings["node.id"], "4");
+        assert!(!config.explicit_settings.contains_key("num.partitions"));
         assert!(BrokerConfig::load(&pairs(&[("no.such.key", "1")]), &[]).is_err());
         assert!(BrokerConfig::load(&pairs(&[("num.partitions", "many")]), &[]).is_err());
         assert!(BrokerConfig::load(&pairs(&[("listeners", "SSL://x:1")]), &[]).is_err());

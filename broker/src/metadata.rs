@@ -254,17 +254,7 @@ impl Controller {
                 ),
             ));
         }
-        let mut config = self.log_defaults.clone();
-        for (key, value) in configs {
-            if key == "cleanup.policy" || key == "compression.type" || key == "min.insync.replicas"
-            {
-                validate_broker_side_topic_config(key, value)?;
-                continue;
-            }
-            config.set(key, value).map_err(|error| {
-                MetadataError::new(ResponseError::InvalidConfig, error.to_string())
-            })?;
-        }
+        let config = self.validate_topic_configs(configs)?;
         if self.image().topics.contains_key(name) {
             return Err(MetadataError::new(
                 ResponseError::TopicAlreadyExists,
@@ -272,6 +262,103 @@ impl Controller {
             ));
         }
         Ok(config)
+    }
+
+    /// Validates a topic's config overrides (Kafka names, values Kafka would
+    /// accept) and returns the log configuration they give: the broker
+    /// defaults with the overrides applied.
+    ///
+    /// # Errors
+    /// `INVALID_CONFIG` for an unknown name or a bad value, with a message.
+    pub fn validate_topic_configs(
+        &self,
+        configs: &[(String, String)],
+    ) -> Result<LogConfig, MetadataError> {
+        let mut config = self.log_defaults.clone();
+        for (key, value) in configs {
+            if BROKER_SIDE_TOPIC_CONFIGS.contains(&key.as_str()) {
+                validate_broker_side_topic_config(key, value)?;
+                continue;
+            }
+            config.set(key, value).map_err(|error| {
+                MetadataError::new(ResponseError::InvalidConfig, error.to_string())
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// Replaces the config overrides of `name` with what `new_overrides`
+    /// computes from the current ones (AlterConfigs replaces them all,
+    /// IncrementalAlterConfigs edits them), validated like CreateTopics, and
+    /// persists the change before publishing it, so it survives a restart.
+    /// With `validate_only` nothing changes. Returns the topic's new log
+    /// configuration, for its live partitions.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC_OR_PARTITION`, `new_overrides`' error,
+    /// `INVALID_REQUEST` for a key given twice, `INVALID_CONFIG`, or `KAFKA_STORAGE_ERROR` if it cannot be persisted.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        validate_only: bool,
+        new_overrides: impl FnOnce(&[(String, String)]) -> Result<Vec<(String, String)>, MetadataError>,
+    ) -> Result<LogConfig, MetadataError> {
+        let compute = |topics: &mut Vec<TopicMetadata>| {
+            let topic = topics
+                .iter_mut()
+                .find(|topic| topic.name == name)
+                .ok_or_else(|| unknown_topic(name))?;
+            let mut overrides = new_overrides(&topic.configs)?;
+            overrides.sort();
+            if let Some(pair) = overrides.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+                return Err(MetadataError::new(
+                    ResponseError::InvalidRequest,
+                    format!("duplicate config key {}", pair[0].0),
+                ));
+            }
+            let config = self.validate_topic_configs(&overrides)?;
+            topic.configs = overrides;
+            Ok(config)
+        };
+        if validate_only {
+            let mut topics = self.lock().persisted.topics.clone();
+            return compute(&mut topics);
+        }
+        let config = self.change(|metadata| compute(&mut metadata.topics))?;
+        tracing::info!(topic = name, "altered topic configs");
+        Ok(config)
+    }
+
+    /// Grows `name` to `count` partitions (CreatePartitions), persisted before
+    /// it is published. With `validate_only` nothing changes. Returns the
+    /// previous partition count; the new partitions are the caller's to
+    /// create on their shards.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC_OR_PARTITION`, `INVALID_PARTITIONS` unless
+    /// `count` is larger than the current count and at most
+    /// [`PARTITIONS_MAX`], or `KAFKA_STORAGE_ERROR`.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<i32, MetadataError> {
+        let grow = |topics: &mut Vec<TopicMetadata>| {
+            let topic = topics
+                .iter_mut()
+                .find(|topic| topic.name == name)
+                .ok_or_else(|| unknown_topic(name))?;
+            check_partition_increase(topic.partitions, count)?;
+            let previous = topic.partitions;
+            topic.partitions = count;
+            Ok(previous)
+        };
+        if validate_only {
+            let mut topics = self.lock().persisted.topics.clone();
+            return grow(&mut topics);
+        }
+        self.change(|metadata| grow(&mut metadata.topics))
     }
 
     /// Creates a topic after [`Controller::validate_topic`].
@@ -316,12 +403,7 @@ impl Controller {
                 .topics
                 .iter()
                 .position(|topic| topic.name == name)
-                .ok_or_else(|| {
-                    MetadataError::new(
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("unknown topic {name:?}"),
-                    )
-                })?;
+                .ok_or_else(|| unknown_topic(name))?;
             Ok(metadata.topics.remove(index))
         })
     }
@@ -345,7 +427,36 @@ impl Controller {
     }
 }
 
-/// Topic configs the broker (not the engine) interprets, validated here.
+fn unknown_topic(name: &str) -> MetadataError {
+    MetadataError::new(
+        ResponseError::UnknownTopicOrPartition,
+        format!("unknown topic {name:?}"),
+    )
+}
+
+/// Kafka's CreatePartitions rule: the count only grows, up to
+/// [`PARTITIONS_MAX`].
+fn check_partition_increase(current: i32, requested: i32) -> Result<(), MetadataError> {
+    let reason = if requested == current {
+        format!("topic already has {current} partitions")
+    } else if requested < current {
+        format!(
+            "topic currently has {current} partitions, which is higher than the requested {requested}"
+        )
+    } else if requested > PARTITIONS_MAX {
+        format!("number of partitions must be at most {PARTITIONS_MAX}")
+    } else {
+        return Ok(());
+    };
+    Err(MetadataError::new(ResponseError::InvalidPartitions, reason))
+}
+
+/// Topic configs the broker (not the engine) interprets; every other topic
+/// config is one of [`LogConfig::KEYS`].
+pub const BROKER_SIDE_TOPIC_CONFIGS: [&str; 3] =
+    ["cleanup.policy", "compression.type", "min.insync.replicas"];
+
+/// Validates one of [`BROKER_SIDE_TOPIC_CONFIGS`].
 fn validate_broker_side_topic_config(key: &str, value: &str) -> Result<(), MetadataError> {
     let valid = match key {
         "cleanup.policy" => value
@@ -364,5 +475,114 @@ fn validate_broker_side_topic_config(key: &str, value: &str) -> Result<(), Metad
             ResponseError::InvalidConfig,
             format!("invalid value {value:?} for {key}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A controller on a fresh directory, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("fjord-metadata-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn controller(&self) -> Controller {
+            Controller::open(&self.0, LogConfig::default()).unwrap()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn altered_topic_configs_survive_reopening_the_controller() {
+        let scratch = Scratch::new("alter");
+        let controller = scratch.controller();
+        controller
+            .create_topic("t", 1, 1, pairs(&[("segment.ms", "1000")]))
+            .unwrap();
+        let config = controller
+            .alter_topic_configs("t", false, |_| {
+                Ok(pairs(&[
+                    ("retention.ms", "5000"),
+                    ("cleanup.policy", "compact"),
+                ]))
+            })
+            .unwrap();
+        assert_eq!(config.retention_ms, 5000);
+        assert_eq!(config.segment_ms, LogConfig::default().segment_ms);
+        drop(controller);
+        let reopened = scratch.controller();
+        assert_eq!(
+            reopened.image().topics["t"].configs,
+            pairs(&[("cleanup.policy", "compact"), ("retention.ms", "5000")])
+        );
+        assert_eq!(reopened.log_config_for("t").retention_ms, 5000);
+    }
+
+    #[test]
+    fn rejected_or_validate_only_alterations_change_nothing() {
+        let scratch = Scratch::new("reject");
+        let controller = scratch.controller();
+        controller.create_topic("t", 1, 1, Vec::new()).unwrap();
+        let code = |result: Result<LogConfig, MetadataError>| result.unwrap_err().code;
+        let bad = code(
+            controller.alter_topic_configs("t", false, |_| Ok(pairs(&[("retention.ms", "soon")]))),
+        );
+        assert_eq!(bad, ResponseError::InvalidConfig.code());
+        let unknown_key = code(
+            controller.alter_topic_configs("t", false, |_| Ok(pairs(&[("no.such.config", "1")]))),
+        );
+        assert_eq!(unknown_key, ResponseError::InvalidConfig.code());
+        let twice = code(controller.alter_topic_configs("t", false, |_| {
+            Ok(pairs(&[("retention.ms", "1"), ("retention.ms", "2")]))
+        }));
+        assert_eq!(twice, ResponseError::InvalidRequest.code());
+        let missing = code(controller.alter_topic_configs("nope", false, |_| Ok(Vec::new())));
+        assert_eq!(missing, ResponseError::UnknownTopicOrPartition.code());
+        let checked = controller
+            .alter_topic_configs("t", true, |_| Ok(pairs(&[("retention.ms", "7")])))
+            .unwrap();
+        assert_eq!(checked.retention_ms, 7);
+        assert!(scratch.controller().image().topics["t"].configs.is_empty());
+        assert!(controller.image().topics["t"].configs.is_empty());
+    }
+
+    #[test]
+    fn partitions_only_grow_and_the_new_count_is_persisted() {
+        let scratch = Scratch::new("partitions");
+        let controller = scratch.controller();
+        controller.create_topic("t", 2, 1, Vec::new()).unwrap();
+        for count in [1, 2, PARTITIONS_MAX + 1] {
+            let error = controller.add_partitions("t", count, false).unwrap_err();
+            assert_eq!(
+                error.code,
+                ResponseError::InvalidPartitions.code(),
+                "{count}"
+            );
+        }
+        assert_eq!(controller.add_partitions("t", 5, true).unwrap(), 2);
+        assert_eq!(controller.image().topics["t"].partitions, 2);
+        assert_eq!(controller.add_partitions("t", 5, false).unwrap(), 2);
+        assert_eq!(scratch.controller().image().topics["t"].partitions, 5);
+        let missing = controller.add_partitions("nope", 3, false).unwrap_err();
+        assert_eq!(missing.code, ResponseError::UnknownTopicOrPartition.code());
     }
 }

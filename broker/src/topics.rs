@@ -1,10 +1,13 @@
-//! Creating and deleting topics: the metadata change plus the partitions on
-//! their owning shards, shared by CreateTopics, DeleteTopics and Metadata's
-//! auto-creation.
+//! Creating, growing, reconfiguring and deleting topics: the metadata change
+//! plus the partitions on their owning shards, shared by CreateTopics,
+//! CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DeleteTopics and
+//! Metadata's auto-creation.
 
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use fjord_engine::config::LogConfig;
 use fjord_engine::shard::{Request, Response};
 use fjord_engine::TopicPartition;
 use kafka_protocol::ResponseError;
@@ -28,7 +31,20 @@ pub async fn create_topic(
         .controller
         .create_topic(name, partitions, replication_factor, configs)?;
     let config = broker.controller.log_config_for(name);
-    for partition in 0..partitions {
+    create_partitions(broker, name, 0..partitions, &config).await?;
+    tracing::info!(topic = name, partitions, "created topic");
+    Ok(topic)
+}
+
+/// Creates partitions `indexes` of `name` on their shards; one that already
+/// exists is left as it is.
+async fn create_partitions(
+    broker: &Rc<Broker>,
+    name: &str,
+    indexes: Range<i32>,
+    config: &LogConfig,
+) -> Result<(), MetadataError> {
+    for partition in indexes {
         let partition = TopicPartition::new(name, partition);
         let owner = broker.shard.owner_of(&partition);
         match broker
@@ -46,8 +62,80 @@ pub async fn create_topic(
             other => unreachable!("Create answers Done or Failed, not {other:?}"),
         }
     }
-    tracing::info!(topic = name, partitions, "created topic");
-    Ok(topic)
+    Ok(())
+}
+
+/// Grows `name` to `count` partitions (CreatePartitions): the metadata
+/// change, then the new partitions on their shards. A crash in between is
+/// repaired at start by [`reconcile_partitions`].
+///
+/// # Errors
+/// [`crate::metadata::Controller::add_partitions`]'s errors, or
+/// `KAFKA_STORAGE_ERROR` if a partition cannot be created.
+pub async fn add_partitions(
+    broker: &Rc<Broker>,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), MetadataError> {
+    let previous = broker
+        .controller
+        .add_partitions(name, count, validate_only)?;
+    if validate_only {
+        return Ok(());
+    }
+    let config = broker.controller.log_config_for(name);
+    create_partitions(broker, name, previous..count, &config).await?;
+    tracing::info!(topic = name, previous, count, "added partitions");
+    Ok(())
+}
+
+/// Replaces the config overrides of `name` with what `new_overrides`
+/// computes from the current ones (see
+/// [`crate::metadata::Controller::alter_topic_configs`]), then gives every
+/// live partition of the topic its new configuration. The persisted
+/// metadata is what partitions open with after a restart.
+///
+/// # Errors
+/// The controller's errors, or `KAFKA_STORAGE_ERROR` if a partition refuses
+/// its new configuration.
+pub async fn alter_topic_configs(
+    broker: &Rc<Broker>,
+    name: &str,
+    validate_only: bool,
+    new_overrides: impl FnOnce(&[(String, String)]) -> Result<Vec<(String, String)>, MetadataError>,
+) -> Result<(), MetadataError> {
+    let config = broker
+        .controller
+        .alter_topic_configs(name, validate_only, new_overrides)?;
+    if validate_only {
+        return Ok(());
+    }
+    let partitions = broker
+        .controller
+        .image()
+        .topics
+        .get(name)
+        .map_or(0, |topic| topic.partitions);
+    for partition in 0..partitions {
+        let partition = TopicPartition::new(name, partition);
+        let owner = broker.shard.owner_of(&partition);
+        match broker
+            .shard
+            .call(owner, Request::SetConfig(partition.clone(), config.clone()))
+            .await
+        {
+            Response::Done => {}
+            Response::Failed(error) => {
+                return Err(MetadataError {
+                    code: ResponseError::KafkaStorageError.code(),
+                    message: format!("{partition}: {error}"),
+                })
+            }
+            other => unreachable!("SetConfig answers Done or Failed, not {other:?}"),
+        }
+    }
+    Ok(())
 }
 
 /// Removes `name` from the metadata and deletes its partitions' data.

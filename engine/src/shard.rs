@@ -182,6 +182,8 @@ pub enum Request {
     EndOffsetForEpoch(TopicPartition, LeaderEpoch),
     /// Run retention now on every partition of the shard.
     EnforceRetention,
+    /// The partition's size on disk (for `DescribeLogDirs`).
+    Size(TopicPartition),
     /// The partitions the shard owns.
     ListPartitions,
 }
@@ -205,6 +207,8 @@ pub enum Response {
     Partitions(Vec<TopicPartition>),
     /// From [`Request::EnforceRetention`]: segments deleted.
     Count(usize),
+    /// From [`Request::Size`]: total bytes of the partition's segments.
+    Size(u64),
     /// The operation failed.
     Failed(Error),
 }
@@ -569,6 +573,7 @@ impl Shard {
                     .map(|(epoch, offset)| (offset, i64::from(epoch.0))),
             ),
             Request::EnforceRetention => Response::Count(self.enforce_retention()),
+            Request::Size(partition) => Response::Size(self.local(&partition)?.size_bytes()),
             Request::ListPartitions => {
                 let mut partitions: Vec<TopicPartition> =
                     self.partitions.borrow().keys().cloned().collect();

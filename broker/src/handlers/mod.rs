@@ -11,13 +11,21 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use crate::error::BrokerError;
 use crate::server::Broker;
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod fetch;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 /// The versions of one API that fjord serves.
@@ -41,6 +49,14 @@ pub const SUPPORTED: &[ApiSupport] = &[
     create_topics::SUPPORT,
     delete_topics::SUPPORT,
     init_producer_id::SUPPORT,
+    offset_for_leader_epoch::SUPPORT,
+    delete_records::SUPPORT,
+    describe_configs::SUPPORT,
+    alter_configs::SUPPORT,
+    describe_log_dirs::SUPPORT,
+    create_partitions::SUPPORT,
+    incremental_alter_configs::SUPPORT,
+    describe_cluster::SUPPORT,
 ];
 
 /// The served versions of `key`, if it is served.
@@ -85,6 +101,30 @@ pub async fn dispatch(
         }
         RequestKind::InitProducerId(request) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, &request))
+        }
+        RequestKind::OffsetForLeaderEpoch(request) => ResponseKind::OffsetForLeaderEpoch(
+            offset_for_leader_epoch::handle(broker, request).await,
+        ),
+        RequestKind::DeleteRecords(request) => {
+            ResponseKind::DeleteRecords(delete_records::handle(broker, request).await)
+        }
+        RequestKind::DescribeConfigs(request) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, &request, version))
+        }
+        RequestKind::AlterConfigs(request) => {
+            ResponseKind::AlterConfigs(alter_configs::handle(broker, request).await)
+        }
+        RequestKind::DescribeLogDirs(request) => {
+            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, request, version).await)
+        }
+        RequestKind::CreatePartitions(request) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(broker, request).await)
+        }
+        RequestKind::IncrementalAlterConfigs(request) => ResponseKind::IncrementalAlterConfigs(
+            incremental_alter_configs::handle(broker, request).await,
+        ),
+        RequestKind::DescribeCluster(request) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, &request))
         }
         other => {
             return Err(BrokerError::Malformed(format!(

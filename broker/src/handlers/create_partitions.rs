@@ -1,0 +1,121 @@
+//! CreatePartitions: grows a topic's partition count (never shrinks it),
+//! honours `validate_only`, and creates the new partitions on their shards.
+//! Manual assignments are accepted when they place each new partition on
+//! this node alone, the only assignment a single node can make.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::ApiSupport;
+use crate::metadata::MetadataError;
+use crate::server::Broker;
+use crate::topics;
+
+/// Versions served.
+pub const SUPPORT: ApiSupport = ApiSupport {
+    key: ApiKey::CreatePartitions,
+    min: 0,
+    max: 3,
+};
+
+fn error(code: ResponseError, message: String) -> MetadataError {
+    MetadataError {
+        code: code.code(),
+        message,
+    }
+}
+
+/// Checks a request's manual assignment, if any: one entry per new
+/// partition, each naming this node only.
+fn check_assignments(
+    broker: &Broker,
+    topic: &CreatePartitionsTopic,
+    current: i32,
+) -> Result<(), MetadataError> {
+    let Some(assignments) = &topic.assignments else {
+        return Ok(());
+    };
+    let added = i64::from(topic.count) - i64::from(current);
+    if added > 0 && assignments.len() as i64 != added {
+        return Err(error(
+            ResponseError::InvalidReplicaAssignment,
+            format!(
+                "increasing the number of partitions by {added} but {} assignments provided",
+                assignments.len()
+            ),
+        ));
+    }
+    let node = broker.config.node_id;
+    if let Some(bad) = assignments
+        .iter()
+        .find(|assignment| assignment.broker_ids.iter().map(|id| id.0).ne([node]))
+    {
+        return Err(error(
+            ResponseError::InvalidReplicaAssignment,
+            format!(
+                "assignment {:?} must name exactly broker {node}, the only one",
+                bad.broker_ids.iter().map(|id| id.0).collect::<Vec<_>>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn create_one(
+    broker: &Rc<Broker>,
+    topic: &CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), MetadataError> {
+    let name = topic.name.0.to_string();
+    let Some(current) = broker
+        .controller
+        .image()
+        .topics
+        .get(&name)
+        .map(|metadata| metadata.partitions)
+    else {
+        return Err(error(
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic {name:?}"),
+        ));
+    };
+    check_assignments(broker, topic, current)?;
+    topics::add_partitions(broker, &name, topic.count, validate_only).await
+}
+
+/// Answers CreatePartitions.
+pub async fn handle(
+    broker: &Rc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let duplicate = request
+            .topics
+            .iter()
+            .filter(|other| other.name == topic.name)
+            .count()
+            > 1;
+        let outcome = if duplicate {
+            Err(error(
+                ResponseError::InvalidRequest,
+                "duplicate topic in request".to_owned(),
+            ))
+        } else {
+            create_one(broker, topic, request.validate_only).await
+        };
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(error) => result
+                .with_error_code(error.code)
+                .with_error_message(Some(StrBytes::from_string(error.message))),
+        });
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}

@@ -1,0 +1,59 @@
+//! DescribeCluster: the cluster id and its brokers. A single node is the
+//! only broker and the controller. Only the broker endpoint type is served
+//! (as Kafka's brokers do); asking it for controller endpoints is
+//! `UNSUPPORTED_ENDPOINT_TYPE`.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::ApiSupport;
+use crate::server::Broker;
+
+/// Versions served.
+pub const SUPPORT: ApiSupport = ApiSupport {
+    key: ApiKey::DescribeCluster,
+    min: 0,
+    max: 1,
+};
+
+/// `endpoint_type` for broker listeners.
+const BROKER_ENDPOINTS: i8 = 1;
+
+/// The cluster operations a client may perform: fjord has no authorizer,
+/// so every operation Kafka defines on the cluster resource (`CREATE` 5,
+/// `ALTER` 7, `DESCRIBE` 8, `CLUSTER_ACTION` 9, `DESCRIBE_CONFIGS` 10,
+/// `ALTER_CONFIGS` 11, `IDEMPOTENT_WRITE` 12), as a bit set of
+/// `AclOperation` codes.
+const CLUSTER_OPERATIONS: i32 = 1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
+/// Kafka's "not requested" value for authorized operations.
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+/// Answers DescribeCluster.
+#[must_use]
+pub fn handle(broker: &Broker, request: &DescribeClusterRequest) -> DescribeClusterResponse {
+    let node = BrokerId(broker.config.node_id);
+    let response = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(broker.config.cluster_id.clone()))
+        .with_controller_id(node)
+        // A v0 request decodes as asking for brokers, the only type v0 has.
+        .with_endpoint_type(request.endpoint_type)
+        .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        });
+    if request.endpoint_type != BROKER_ENDPOINTS {
+        return response
+            .with_controller_id(BrokerId(-1))
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(StrBytes::from_static_str(
+                "fjord serves only the broker endpoint type",
+            )));
+    }
+    response.with_brokers(vec![DescribeClusterBroker::default()
+        .with_broker_id(node)
+        .with_host(StrBytes::from_string(broker.config.advertised_host.clone()))
+        .with_port(i32::from(broker.config.advertised_port))])
+}

@@ -1,0 +1,105 @@
+//! OffsetForLeaderEpoch: for a leader epoch, the largest epoch the log knows
+//! at or below it and the offset where the next epoch starts (the log end
+//! for the current epoch), so a consumer or follower can tell where its log
+//! diverges (KIP-101, KIP-320).
+//!
+//! A single node leads every partition in epoch 0. An epoch the log does not
+//! know (newer than the current one, or negative) answers epoch -1 and
+//! offset -1 with no error, as Kafka does. The current epoch answers the log
+//! end even before the first append stamps it into the log, as Kafka's
+//! leader, which records its epoch when it becomes leader, does. A
+//! `current_leader_epoch` other than 0 is fenced (older) or unknown (newer).
+//! Consumers (`replica_id` -1) and followers get the same answer: every
+//! partition's leader is here.
+
+use std::rc::Rc;
+
+use fjord_engine::shard::{Request, Response};
+use fjord_engine::{LeaderEpoch, TopicPartition};
+use kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use kafka_protocol::ResponseError;
+
+use super::ApiSupport;
+use crate::error::engine_error_code;
+use crate::server::Broker;
+
+/// Versions served.
+pub const SUPPORT: ApiSupport = ApiSupport {
+    key: ApiKey::OffsetForLeaderEpoch,
+    min: 2,
+    max: 4,
+};
+
+/// The leader epoch of every partition on a single node.
+const LEADER_EPOCH: i32 = 0;
+/// "No epoch given" in `current_leader_epoch`.
+const NO_EPOCH: i32 = -1;
+
+/// The (epoch, end offset) answer for one partition, or the error code.
+async fn end_offset(
+    broker: &Broker,
+    partition: TopicPartition,
+    wanted: &OffsetForLeaderPartition,
+) -> Result<(i32, i64), i16> {
+    let known = broker
+        .controller
+        .image()
+        .topics
+        .get(&partition.topic)
+        .is_some_and(|topic| (0..topic.partitions).contains(&partition.partition));
+    if !known {
+        return Err(ResponseError::UnknownTopicOrPartition.code());
+    }
+    match wanted.current_leader_epoch {
+        NO_EPOCH | LEADER_EPOCH => {}
+        older if older < LEADER_EPOCH => return Err(ResponseError::FencedLeaderEpoch.code()),
+        _ => return Err(ResponseError::UnknownLeaderEpoch.code()),
+    }
+    let owner = broker.shard.owner_of(&partition);
+    let request = Request::EndOffsetForEpoch(partition.clone(), LeaderEpoch(wanted.leader_epoch));
+    match broker.shard.call(owner, request).await {
+        Response::Found(Some((offset, epoch))) => Ok((epoch as i32, offset.0)),
+        Response::Found(None) if wanted.leader_epoch == LEADER_EPOCH => {
+            match broker.shard.call(owner, Request::Offsets(partition)).await {
+                Response::Offsets(offsets) => Ok((LEADER_EPOCH, offsets.log_end.0)),
+                Response::Failed(error) => Err(engine_error_code(&error)),
+                other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
+            }
+        }
+        Response::Found(None) => Ok((-1, -1)),
+        Response::Failed(error) => Err(engine_error_code(&error)),
+        other => unreachable!("EndOffsetForEpoch answers Found or Failed, not {other:?}"),
+    }
+}
+
+/// Answers OffsetForLeaderEpoch.
+pub async fn handle(
+    broker: &Rc<Broker>,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for wanted in &topic.partitions {
+            let partition = TopicPartition::new(topic.topic.0.to_string(), wanted.partition);
+            let result = EpochEndOffset::default().with_partition(wanted.partition);
+            partitions.push(match end_offset(broker, partition, wanted).await {
+                Ok((epoch, offset)) => result.with_leader_epoch(epoch).with_end_offset(offset),
+                Err(code) => result
+                    .with_error_code(code)
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1),
+            });
+        }
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic)
+                .with_partitions(partitions),
+        );
+    }
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}

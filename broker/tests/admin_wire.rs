@@ -1,0 +1,337 @@
+//! Admin APIs on the wire, against the real `fjord` binary, for what no
+//! real client exercises: OffsetForLeaderEpoch (a consumer validates its
+//! position only after a leader change, which a single node never has) and
+//! the newest versions of DescribeLogDirs, DescribeConfigs and
+//! DescribeCluster, whose responses carry fields older versions lack (the
+//! codec refuses to encode a field a version does not have, which would
+//! drop the response).
+//!
+//! Requests are encoded and responses decoded with the `kafka-protocol`
+//! crate, the codecs the broker itself uses.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeLogDirsRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
+    RequestKind, ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kafka_protocol::ResponseError;
+
+/// A `fjord` process on a free port with its own data directory; killed and
+/// its directory removed when dropped.
+struct Fjord {
+    child: Child,
+    data_dir: PathBuf,
+    port: u16,
+}
+
+impl Fjord {
+    fn start(name: &str) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data_dir =
+            std::env::temp_dir().join(format!("fjord-{name}-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["--set", &format!("listeners=PLAINTEXT://127.0.0.1:{port}")])
+            .args([
+                "--set",
+                &format!("advertised.listeners=PLAINTEXT://localhost:{port}"),
+            ])
+            .args(["--set", &format!("log.dirs={}", data_dir.display())])
+            .args(["--set", "cores=1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            data_dir,
+            port,
+        }
+    }
+
+    fn connect(&self) -> Connection {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match TcpStream::connect(("127.0.0.1", self.port)) {
+                Ok(stream) => {
+                    return Connection {
+                        stream,
+                        correlation_id: 0,
+                    }
+                }
+                Err(error) if Instant::now() > deadline => panic!("fjord never listened: {error}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+impl Drop for Fjord {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Connection {
+    fn call(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        request: impl Into<RequestKind>,
+    ) -> ResponseKind {
+        self.correlation_id += 1;
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("admin-wire-test")))
+            .encode(&mut frame, api_key.request_header_version(version))
+            .unwrap();
+        request.into().encode(&mut frame, version).unwrap();
+        let size = i32::try_from(frame.len() - 4).unwrap();
+        frame[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&frame).unwrap();
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).unwrap();
+        let mut body = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
+        self.stream.read_exact(&mut body).unwrap();
+        let mut body = Bytes::from(body);
+        let header =
+            ResponseHeader::decode(&mut body, api_key.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation_id);
+        let response = ResponseKind::decode(api_key, &mut body, version).unwrap();
+        assert!(
+            !body.has_remaining(),
+            "{api_key:?} v{version}: trailing bytes"
+        );
+        response
+    }
+
+    fn create_topic(&mut self, name: &str) {
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic_name(name))
+                .with_num_partitions(1)
+                .with_replication_factor(1)])
+            .with_timeout_ms(10_000);
+        let ResponseKind::CreateTopics(response) = self.call(ApiKey::CreateTopics, 7, request)
+        else {
+            panic!("not a CreateTopics response");
+        };
+        assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
+    }
+
+    fn produce(&mut self, name: &str, count: usize) {
+        let records: Vec<Record> = (0..count)
+            .map(|index| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: index as i64,
+                // The encoder batches records whose offset - sequence agree;
+                // the batch's base sequence is the first's: -1, no producer id.
+                sequence: index as i32 - 1,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from(format!("record {index}"))),
+                headers: std::iter::empty().collect(),
+            })
+            .collect();
+        let mut batch = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(name))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch.freeze()))])]);
+        let ResponseKind::Produce(response) = self.call(ApiKey::Produce, 9, request) else {
+            panic!("not a Produce response");
+        };
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!(partition.error_code, 0, "{partition:?}");
+    }
+
+    /// (error code, leader epoch, end offset) of partition 0 of `topic`.
+    fn end_offset_for_epoch(
+        &mut self,
+        version: i16,
+        topic: &str,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> (i16, i32, i64) {
+        let request = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current_leader_epoch)
+                    .with_leader_epoch(leader_epoch)])]);
+        let ResponseKind::OffsetForLeaderEpoch(response) =
+            self.call(ApiKey::OffsetForLeaderEpoch, version, request)
+        else {
+            panic!("not an OffsetForLeaderEpoch response");
+        };
+        let answer = &response.topics[0].partitions[0];
+        (answer.error_code, answer.leader_epoch, answer.end_offset)
+    }
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
+}
+
+/// A consumer or follower asking where epoch 0 ends learns the log end; an
+/// epoch the log never had answers -1/-1 (Kafka's UNDEFINED), and a stale or
+/// future `current_leader_epoch` is fenced or unknown, in every version.
+#[test]
+fn offset_for_leader_epoch_answers_the_end_of_the_current_epoch() {
+    let fjord = Fjord::start("epoch");
+    let mut connection = fjord.connect();
+    connection.create_topic("epochs");
+    for version in 2..=4 {
+        assert_eq!(
+            connection.end_offset_for_epoch(version, "epochs", -1, 0),
+            (0, 0, 0)
+        );
+    }
+    connection.produce("epochs", 3);
+    connection.produce("epochs", 2);
+    for version in 2..=4 {
+        assert_eq!(
+            connection.end_offset_for_epoch(version, "epochs", -1, 0),
+            (0, 0, 5)
+        );
+        assert_eq!(
+            connection.end_offset_for_epoch(version, "epochs", 0, 0),
+            (0, 0, 5)
+        );
+        assert_eq!(
+            connection.end_offset_for_epoch(version, "epochs", -1, 3),
+            (0, -1, -1)
+        );
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(
+            connection.end_offset_for_epoch(version, "missing", -1, 0),
+            (unknown, -1, -1)
+        );
+    }
+    let future = ResponseError::UnknownLeaderEpoch.code();
+    assert_eq!(
+        connection.end_offset_for_epoch(4, "epochs", 1, 0),
+        (future, -1, -1)
+    );
+}
+
+/// The newest versions encode: DescribeLogDirs v4 with volume sizes,
+/// DescribeConfigs v4 with types and documentation, DescribeCluster v1.
+#[test]
+fn newest_admin_versions_encode_their_extra_fields() {
+    let fjord = Fjord::start("versions");
+    let mut connection = fjord.connect();
+    connection.create_topic("sized");
+    connection.produce("sized", 4);
+    for version in 1..=4 {
+        let ResponseKind::DescribeLogDirs(response) = connection.call(
+            ApiKey::DescribeLogDirs,
+            version,
+            // Null topics: every partition.
+            DescribeLogDirsRequest::default().with_topics(None),
+        ) else {
+            panic!("not a DescribeLogDirs response");
+        };
+        let result = &response.results[0];
+        assert_eq!(result.error_code, 0, "{response:?}");
+        let topic = result
+            .topics
+            .iter()
+            .find(|topic| &*topic.name.0 == "sized")
+            .unwrap();
+        assert!(topic.partitions[0].partition_size > 0, "{topic:?}");
+        if version >= 4 {
+            assert!(
+                result.total_bytes > 0 && result.usable_bytes >= 0,
+                "{result:?}"
+            );
+        }
+    }
+    for version in 1..=4 {
+        let request = DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_include_documentation(version >= 3)
+            .with_resources(vec![DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("sized"))]);
+        let ResponseKind::DescribeConfigs(response) =
+            connection.call(ApiKey::DescribeConfigs, version, request)
+        else {
+            panic!("not a DescribeConfigs response");
+        };
+        let configs = &response.results[0].configs;
+        let retention = configs
+            .iter()
+            .find(|config| &*config.name == "retention.ms")
+            .unwrap();
+        assert_eq!(retention.value.as_deref(), Some("604800000"));
+        assert_eq!(retention.config_source, 5, "DEFAULT_CONFIG");
+        assert!(!retention.synonyms.is_empty());
+        if version >= 3 {
+            assert_eq!(retention.config_type, 5, "LONG");
+            assert!(retention.documentation.is_some());
+        }
+    }
+    for version in 0..=1 {
+        let ResponseKind::DescribeCluster(response) = connection.call(
+            ApiKey::DescribeCluster,
+            version,
+            DescribeClusterRequest::default(),
+        ) else {
+            panic!("not a DescribeCluster response");
+        };
+        assert_eq!(response.error_code, 0);
+        assert_eq!(&*response.cluster_id, "fjord-cluster");
+        assert_eq!(response.brokers.len(), 1);
+        assert_eq!(response.controller_id, response.brokers[0].broker_id);
+    }
+}
