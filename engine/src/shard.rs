@@ -273,7 +273,8 @@ impl Drop for AbortOnPanic {
 /// # Errors
 /// [`Error::InvalidConfig`] if the shard count exceeds the online CPUs or an
 /// executor cannot start; [`Error::Io`] if the data directory cannot be
-/// read.
+/// created. A shard that cannot open its partitions ends the process with
+/// exit code 1 after printing why, since the engine cannot run without it.
 pub fn run<F, Fut, T>(config: &EngineConfig, main: F) -> Result<Vec<T>>
 where
     F: Fn(Rc<Shard>) -> Fut + Send + Clone + 'static,
@@ -304,7 +305,17 @@ where
             .spawn(move || async move {
                 let _abort_on_panic = AbortOnPanic;
                 let (senders, receivers) = mesh.join().await.map_err(|_| Error::ShuttingDown)?;
-                let shard = Shard::start(shard_config, senders).await?;
+                let shard = match Shard::start(shard_config, senders).await {
+                    Ok(shard) => shard,
+                    Err(error) => {
+                        // The other shards would wait for this one forever, and
+                        // its partitions would go unanswered: the engine runs
+                        // whole or not at all.
+                        tracing::error!(%error, "a shard cannot start");
+                        eprintln!("fjord: a shard cannot start: {error}");
+                        std::process::exit(1);
+                    }
+                };
                 let peers = shard.clone().serve_peers(receivers);
                 shard.clone().start_background_work();
                 let output = main(shard.clone()).await;
