@@ -74,8 +74,7 @@ fn memory_append(c: &mut Criterion) {
                 timed += started.elapsed();
                 if iteration % RETENTION_EVERY_APPENDS == 0 {
                     log.advance_high_watermark(log.offsets().log_end);
-                    log.enforce_retention(TimestampMs::now())
-                        .expect("retention");
+                    block_on(log.enforce_retention(TimestampMs::now())).expect("retention");
                 }
             }
             timed

@@ -33,7 +33,7 @@
 //! batch. Startup cost therefore depends on the data written since the last
 //! checkpoint, not on the log's size.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -52,7 +52,8 @@ use crate::producer_state::{
     parse_snapshot_file_name, snapshot_file_name, ProducerBatch, ProducerStateTable, SequenceCheck,
 };
 use crate::segment::{
-    parse_segment_file_name, segment_file_name, AppendCommit, PendingWrite, Segment,
+    parse_segment_file_name, remove_files, segment_file_name, write_files, AppendCommit,
+    PendingWrite, Segment,
 };
 use crate::storage::Storage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
@@ -278,6 +279,10 @@ pub struct PartitionLog<S: Storage> {
     written_event: Event,
     /// Notified when the flushed offset advances or a syncer finishes.
     flushed_event: Event,
+    /// A checkpoint is being written.
+    checkpointing: Cell<bool>,
+    /// Notified when a checkpoint write finishes.
+    checkpoint_done: Event,
 }
 
 /// Releases the writer role when dropped; if the write did not finish (the
@@ -339,7 +344,7 @@ impl<S: Storage + Clone> PartitionLog<S> {
             .map_err(|error| Error::io("creating partition directory", &dir, error))?;
         let checkpoint_path = dir.join(PARTITION_CHECKPOINT_FILE);
         let checkpoint = read_checkpoint(&storage, &checkpoint_path)?;
-        let (bases, snapshots) = list_partition_files(&storage, &dir)?;
+        let (bases, snapshots) = list_partition_files(&storage, &dir).await?;
         let recovery_point = checkpoint
             .as_ref()
             .map_or(Offset::ZERO, |checkpoint| Offset(checkpoint.recovery_point));
@@ -376,7 +381,7 @@ impl<S: Storage + Clone> PartitionLog<S> {
         recovery
             .recover_segments(&bases, &mut segments, &mut producers)
             .await?;
-        remove_snapshots_after(&storage, &dir, &snapshots, recovery_point)?;
+        remove_snapshots_after(&storage, &dir, &snapshots, recovery_point).await?;
         let log_end = segments
             .values()
             .next_back()
@@ -427,9 +432,11 @@ impl<S: Storage + Clone> PartitionLog<S> {
             state: RefCell::new(state),
             written_event: Event::new(),
             flushed_event: Event::new(),
+            checkpointing: Cell::new(false),
+            checkpoint_done: Event::new(),
         };
         if stale_checkpoint {
-            log.write_checkpoint(recovery_point)?;
+            log.write_checkpoint(recovery_point).await?;
         }
         Ok(log)
     }
@@ -463,7 +470,7 @@ impl<S: Storage> LogRecovery<'_, S> {
             if cut {
                 tracing::error!(partition = %self.partition, segment = base.0,
                     "deleting segment after a torn or corrupt batch");
-                remove_segment_files(self.storage, self.dir, base)?;
+                remove_segment_files(self.storage, self.dir, base).await?;
                 continue;
             }
             let mut segment = Segment::open(self.storage, self.dir, base).await?;
@@ -511,10 +518,10 @@ impl<S: Storage> LogRecovery<'_, S> {
             segment.handle().fdatasync().await?;
             if !is_last && !cut {
                 // A closed segment: its indexes are complete now.
-                segment.write_indexes(self.storage)?;
+                write_files(self.storage, segment.index_files()).await?;
             }
             if segment.size() == 0 && base > self.scan_from_base && cut {
-                remove_segment_files(self.storage, self.dir, base)?;
+                remove_segment_files(self.storage, self.dir, base).await?;
             } else {
                 segments.insert(base, segment);
             }
@@ -525,7 +532,7 @@ impl<S: Storage> LogRecovery<'_, S> {
 
 /// Removes producer snapshots taken past the recovery point: they describe
 /// data that may not have survived.
-fn remove_snapshots_after<S: Storage>(
+async fn remove_snapshots_after<S: Storage>(
     storage: &S,
     dir: &Path,
     snapshots: &[Offset],
@@ -535,6 +542,7 @@ fn remove_snapshots_after<S: Storage>(
         let path = dir.join(snapshot_file_name(offset));
         storage
             .remove_file(&path)
+            .await
             .map_err(|error| Error::io("removing stale snapshot", &path, error))?;
     }
     Ok(())
@@ -572,7 +580,10 @@ fn read_checkpoint<S: Storage>(storage: &S, path: &Path) -> Result<Option<Partit
 /// The sorted base offsets of the segments and offsets of the producer
 /// snapshots in a partition directory; leftovers of interrupted atomic
 /// writes are removed.
-fn list_partition_files<S: Storage>(storage: &S, dir: &Path) -> Result<(Vec<Offset>, Vec<Offset>)> {
+async fn list_partition_files<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> Result<(Vec<Offset>, Vec<Offset>)> {
     let names = storage
         .list_dir(dir)
         .map_err(|error| Error::io("listing partition directory", dir, error))?;
@@ -590,6 +601,7 @@ fn list_partition_files<S: Storage>(storage: &S, dir: &Path) -> Result<(Vec<Offs
             let path = dir.join(name);
             storage
                 .remove_file(&path)
+                .await
                 .map_err(|error| Error::io("removing leftover", &path, error))?;
         }
     }
@@ -639,14 +651,12 @@ fn producer_batch(header: &BatchHeader) -> ProducerBatch {
     }
 }
 
-fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) -> Result<()> {
-    for extension in ["log", "index", "timeindex"] {
-        let path = dir.join(segment_file_name(base, extension));
-        storage
-            .remove_file(&path)
-            .map_err(|error| Error::io("removing segment", &path, error))?;
-    }
-    Ok(())
+async fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) -> Result<()> {
+    let paths = ["log", "index", "timeindex"]
+        .into_iter()
+        .map(|extension| dir.join(segment_file_name(base, extension)))
+        .collect();
+    remove_files(storage, paths).await
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -974,10 +984,8 @@ impl<S: Storage> PartitionLog<S> {
         };
         handle.truncate(size).await?;
         handle.fdatasync().await?;
-        {
-            let state = self.state.borrow();
-            state.active().write_indexes(&self.storage)?;
-        }
+        let index_files = self.state.borrow().active().index_files();
+        write_files(&self.storage, index_files).await?;
         let segment = Segment::create(&self.storage, &self.dir, next_offset).await?;
         {
             let mut state = self.state.borrow_mut();
@@ -988,7 +996,7 @@ impl<S: Storage> PartitionLog<S> {
             state.segments.insert(next_offset, segment);
             state.flushed_offset = state.flushed_offset.max(next_offset);
         }
-        self.write_checkpoint(next_offset)?;
+        self.write_checkpoint(next_offset).await?;
         self.flushed_event.notify(usize::MAX);
         tracing::debug!(partition = %self.partition, base = next_offset.0, "rolled segment");
         Ok(())
@@ -996,41 +1004,53 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Writes a producer snapshot and the partition checkpoint with
     /// `recovery_point`, which must be flushed with indexes on disk below it.
-    fn write_checkpoint(&self, recovery_point: Offset) -> Result<()> {
-        let mut state = self.state.borrow_mut();
-        state.recovery_point = recovery_point;
-        // The snapshot describes the log below the recovery point only: the
-        // table already holds batches admitted (even unwritten) past it, and
-        // recovery replays those from the log.
-        let mut covered = state.producers.clone();
-        covered.truncate_to(recovery_point);
-        let snapshot = covered.encode_snapshot(recovery_point);
-        let snapshot_path = self.dir.join(snapshot_file_name(recovery_point));
-        self.storage
-            .write_file_atomic(&snapshot_path, &snapshot)
-            .map_err(|error| Error::io("writing producer snapshot", &snapshot_path, error))?;
-        let path = self.dir.join(PARTITION_CHECKPOINT_FILE);
-        self.storage
-            .write_file_atomic(&path, &state.checkpoint().encode())
-            .map_err(|error| Error::io("writing checkpoint", &path, error))?;
-        drop(state);
+    /// Checkpoints of one log are written one at a time, in call order, so
+    /// an older one never lands over a newer one nor removes its snapshot.
+    async fn write_checkpoint(&self, recovery_point: Offset) -> Result<()> {
+        loop {
+            let listener = self.checkpoint_done.listen();
+            if !self.checkpointing.replace(true) {
+                break;
+            }
+            listener.await;
+        }
+        let result = self.write_checkpoint_exclusively(recovery_point).await;
+        self.checkpointing.set(false);
+        self.checkpoint_done.notify(1);
+        result
+    }
+
+    async fn write_checkpoint_exclusively(&self, recovery_point: Offset) -> Result<()> {
+        let (snapshot, checkpoint) = {
+            let mut state = self.state.borrow_mut();
+            state.recovery_point = recovery_point;
+            // The snapshot describes the log below the recovery point only:
+            // the table already holds batches admitted (even unwritten) past
+            // it, and recovery replays those from the log.
+            let mut covered = state.producers.clone();
+            covered.truncate_to(recovery_point);
+            (
+                covered.encode_snapshot(recovery_point),
+                state.checkpoint().encode(),
+            )
+        };
+        let files = vec![
+            (self.dir.join(snapshot_file_name(recovery_point)), snapshot),
+            (self.dir.join(PARTITION_CHECKPOINT_FILE), checkpoint),
+        ];
+        write_files(&self.storage, files).await?;
         // Older snapshots are superseded.
         let names = self
             .storage
             .list_dir(&self.dir)
             .map_err(|error| Error::io("listing partition directory", &self.dir, error))?;
-        for offset in names
+        let superseded = names
             .iter()
             .filter_map(|name| parse_snapshot_file_name(name))
-        {
-            if offset < recovery_point {
-                let old = self.dir.join(snapshot_file_name(offset));
-                self.storage
-                    .remove_file(&old)
-                    .map_err(|error| Error::io("removing old snapshot", &old, error))?;
-            }
-        }
-        Ok(())
+            .filter(|&offset| offset < recovery_point)
+            .map(|offset| self.dir.join(snapshot_file_name(offset)))
+            .collect();
+        remove_files(&self.storage, superseded).await
     }
 
     /// Moves the recovery point up to the flushed offset, so a restart after
@@ -1046,8 +1066,8 @@ impl<S: Storage> PartitionLog<S> {
     /// # Panics
     /// If the flushed offset is below the active segment, which a roll (it
     /// flushes the segment it closes) rules out.
-    pub fn checkpoint_recovery_point(&self) -> Result<bool> {
-        let flushed = {
+    pub async fn checkpoint_recovery_point(&self) -> Result<bool> {
+        let (flushed, index_files) = {
             let state = self.state.borrow();
             if state.poisoned.is_some()
                 || state.closed
@@ -1059,10 +1079,10 @@ impl<S: Storage> PartitionLog<S> {
                 state.flushed_offset >= state.active().base_offset,
                 "a roll flushes the segment it closes"
             );
-            state.active().write_indexes(&self.storage)?;
-            state.flushed_offset
+            (state.flushed_offset, state.active().index_files())
         };
-        self.write_checkpoint(flushed)?;
+        write_files(&self.storage, index_files).await?;
+        self.write_checkpoint(flushed).await?;
         Ok(true)
     }
 
@@ -1585,7 +1605,7 @@ impl<S: Storage> PartitionLog<S> {
             )
         };
         for segment in &removed {
-            remove_segment_files(&self.storage, &self.dir, segment.base_offset)?;
+            remove_segment_files(&self.storage, &self.dir, segment.base_offset).await?;
         }
         let (handle, position, size, base, index_unavailable) = segment;
         let located = handle
@@ -1610,31 +1630,36 @@ impl<S: Storage> PartitionLog<S> {
                 });
             }
         }
+        // The index files go first: after the cut they would point past the
+        // log, and a crash in between must not leave them behind.
+        let index_paths = self.state.borrow().active().index_paths();
+        remove_files(&self.storage, index_paths).await?;
         handle.truncate(cut).await?;
         handle.fdatasync().await?;
         let tail = handle.read_tail(cut).await?;
-        let mut state = self.state.borrow_mut();
-        let interval = state.config.index_interval_bytes;
-        let segment = state.active_mut();
-        if index_unavailable {
-            segment.rebuild_indexes(&kept, interval);
-        }
-        segment.truncated(cut_offset, cut, tail);
-        segment.remove_index_files(&self.storage)?;
-        let new_end = segment.next_offset;
-        state.assigned_offset = new_end;
-        state.written_offset = new_end;
-        state.flushed_offset = state.flushed_offset.min(new_end);
-        state.high_watermark = state.high_watermark.min(new_end);
-        state.recovery_point = state.recovery_point.min(new_end);
-        state.log_start_offset = state.log_start_offset.min(new_end);
-        state.producers.truncate_to(new_end);
-        state.epochs.truncate_from_end(new_end);
-        state.check_invariants();
-        self.cache.borrow_mut().truncate(self.cache_key, new_end);
-        let recovery_point = state.recovery_point;
-        drop(state);
-        self.write_checkpoint(recovery_point)?;
+        let (new_end, recovery_point) = {
+            let mut state = self.state.borrow_mut();
+            let interval = state.config.index_interval_bytes;
+            let segment = state.active_mut();
+            if index_unavailable {
+                segment.rebuild_indexes(&kept, interval);
+            }
+            segment.truncated(cut_offset, cut, tail);
+            let new_end = segment.next_offset;
+            state.assigned_offset = new_end;
+            state.written_offset = new_end;
+            state.flushed_offset = state.flushed_offset.min(new_end);
+            state.high_watermark = state.high_watermark.min(new_end);
+            state.recovery_point = state.recovery_point.min(new_end);
+            state.log_start_offset = state.log_start_offset.min(new_end);
+            state.producers.truncate_to(new_end);
+            state.epochs.truncate_from_end(new_end);
+            state.check_invariants();
+            self.cache.borrow_mut().truncate(self.cache_key, new_end);
+            let recovery_point = state.recovery_point;
+            (new_end, recovery_point)
+        };
+        self.write_checkpoint(recovery_point).await?;
         Ok(new_end)
     }
 
@@ -1645,7 +1670,7 @@ impl<S: Storage> PartitionLog<S> {
     /// # Errors
     /// [`Error::OffsetOutOfRange`] if `offset` is above the high watermark;
     /// [`Error::Io`].
-    pub fn delete_records(&self, offset: Offset) -> Result<Offset> {
+    pub async fn delete_records(&self, offset: Offset) -> Result<Offset> {
         {
             let mut state = self.state.borrow_mut();
             self.usable(&state)?;
@@ -1663,14 +1688,14 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         let recovery_point = self.state.borrow().recovery_point;
-        self.write_checkpoint(recovery_point)?;
-        self.delete_segments_below_start()?;
+        self.write_checkpoint(recovery_point).await?;
+        self.delete_segments_below_start().await?;
         Ok(self.state.borrow().log_start_offset)
     }
 
     /// Deletes whole non-active segments whose records are all below the log
     /// start offset.
-    fn delete_segments_below_start(&self) -> Result<usize> {
+    async fn delete_segments_below_start(&self) -> Result<usize> {
         let doomed: Vec<Segment<S>> = {
             let mut state = self.state.borrow_mut();
             let start = state.log_start_offset;
@@ -1687,7 +1712,7 @@ impl<S: Storage> PartitionLog<S> {
                 .collect()
         };
         for segment in &doomed {
-            remove_segment_files(&self.storage, &self.dir, segment.base_offset)?;
+            remove_segment_files(&self.storage, &self.dir, segment.base_offset).await?;
         }
         Ok(doomed.len())
     }
@@ -1701,7 +1726,7 @@ impl<S: Storage> PartitionLog<S> {
     /// # Errors
     /// [`Error::Io`] (the log is not poisoned: retention never touches data
     /// that is still served).
-    pub fn enforce_retention(&self, now: TimestampMs) -> Result<usize> {
+    pub async fn enforce_retention(&self, now: TimestampMs) -> Result<usize> {
         {
             let mut state = self.state.borrow_mut();
             if state.poisoned.is_some() || state.closed {
@@ -1741,8 +1766,8 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         let recovery_point = self.state.borrow().recovery_point;
-        self.write_checkpoint(recovery_point)?;
-        self.delete_segments_below_start()
+        self.write_checkpoint(recovery_point).await?;
+        self.delete_segments_below_start().await
     }
 
     /// Stops taking appends, writes what is queued, flushes, seals the active
@@ -1773,8 +1798,9 @@ impl<S: Storage> PartitionLog<S> {
         let result = async {
             handle.truncate(size).await?;
             handle.fdatasync().await?;
-            self.state.borrow().active().write_indexes(&self.storage)?;
-            self.write_checkpoint(end)
+            let index_files = self.state.borrow().active().index_files();
+            write_files(&self.storage, index_files).await?;
+            self.write_checkpoint(end).await
         }
         .await;
         let mut guard = guard;

@@ -111,6 +111,7 @@ impl<S: Storage> Segment<S> {
             .map_err(|error| Error::io("creating segment", &path, error))?;
         storage
             .sync_dir(dir)
+            .await
             .map_err(|error| Error::io("syncing directory", dir, error))?;
         Ok(Self {
             base_offset,
@@ -202,35 +203,25 @@ impl<S: Storage> Segment<S> {
         }
     }
 
-    /// Writes both indexes whole to disk (the segment is being closed).
-    ///
-    /// # Errors
-    /// [`Error::Io`] if a file cannot be written.
-    pub fn write_indexes(&self, storage: &S) -> Result<()> {
-        if let Indexes::Loaded(offsets, times) = &self.indexes {
-            for (extension, content) in [("index", offsets.encode()), ("timeindex", times.encode())]
-            {
-                let path = self.sibling(extension);
-                storage
-                    .write_file_atomic(&path, &content)
-                    .map_err(|error| Error::io("writing index", &path, error))?;
-            }
+    /// Both indexes encoded as their files, to write with [`write_files`]
+    /// (the segment is being closed or checkpointed); empty when the
+    /// indexes are not in memory.
+    #[must_use]
+    pub fn index_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        match &self.indexes {
+            Indexes::Loaded(offsets, times) => vec![
+                (self.sibling("index"), offsets.encode()),
+                (self.sibling("timeindex"), times.encode()),
+            ],
+            Indexes::OnDisk | Indexes::Unavailable => Vec::new(),
         }
-        Ok(())
     }
 
-    /// Removes the on-disk index files, which no longer match the log.
-    ///
-    /// # Errors
-    /// [`Error::Io`] if a file cannot be removed.
-    pub fn remove_index_files(&self, storage: &S) -> Result<()> {
-        for extension in ["index", "timeindex"] {
-            let path = self.sibling(extension);
-            storage
-                .remove_file(&path)
-                .map_err(|error| Error::io("removing index", &path, error))?;
-        }
-        Ok(())
+    /// The paths of the index files, to remove with [`remove_files`] when
+    /// they no longer match the log.
+    #[must_use]
+    pub fn index_paths(&self) -> Vec<PathBuf> {
+        vec![self.sibling("index"), self.sibling("timeindex")]
     }
 
     /// Builds the aligned write that appends `batches` (already
@@ -408,6 +399,15 @@ impl<S: Storage> Segment<S> {
     ) -> Result<RecoveryScan> {
         let handle = self.handle();
         let file_size = handle.size().await?;
+        let (position, position_offset) = if position > file_size {
+            // An index entry past the file's end: the index outlived a cut
+            // of the log. Trust neither; scan the whole segment.
+            tracing::warn!(segment = %self.path.display(), position, file_size, "index points past the segment end");
+            self.indexes = Indexes::Unavailable;
+            (0, self.base_offset)
+        } else {
+            (position, position_offset)
+        };
         match &mut self.indexes {
             Indexes::Loaded(offsets, times) if position > 0 => {
                 offsets.truncate_to(position_offset);
@@ -857,4 +857,32 @@ fn declared_length(bytes: &[u8]) -> usize {
     usize::try_from(length).map_or(crate::batch::BATCH_HEADER_BYTES, |length| {
         (length + 12).max(crate::batch::BATCH_HEADER_BYTES)
     })
+}
+
+/// Writes each `(path, content)` whole, durably and atomically.
+///
+/// # Errors
+/// [`Error::Io`] at the first file that cannot be written.
+pub async fn write_files<S: Storage>(storage: &S, files: Vec<(PathBuf, Vec<u8>)>) -> Result<()> {
+    for (path, content) in files {
+        storage
+            .write_file_atomic(&path, content)
+            .await
+            .map_err(|error| Error::io("writing", &path, error))?;
+    }
+    Ok(())
+}
+
+/// Removes each file; missing ones are fine.
+///
+/// # Errors
+/// [`Error::Io`] at the first file that cannot be removed.
+pub async fn remove_files<S: Storage>(storage: &S, paths: Vec<PathBuf>) -> Result<()> {
+    for path in paths {
+        storage
+            .remove_file(&path)
+            .await
+            .map_err(|error| Error::io("removing", &path, error))?;
+    }
+    Ok(())
 }

@@ -569,7 +569,7 @@ impl Shard {
                 Response::Done
             }
             Request::DeleteRecords(partition, offset) => {
-                Response::Offset(self.local(&partition)?.delete_records(offset)?)
+                Response::Offset(self.local(&partition)?.delete_records(offset).await?)
             }
             Request::TruncateTo(partition, offset) => {
                 Response::Offset(self.local(&partition)?.truncate_to(offset).await?)
@@ -583,7 +583,7 @@ impl Shard {
                     .end_offset_for_epoch(epoch)
                     .map(|(epoch, offset)| (offset, i64::from(epoch.0))),
             ),
-            Request::EnforceRetention => Response::Count(self.enforce_retention()),
+            Request::EnforceRetention => Response::Count(self.enforce_retention().await),
             Request::Size(partition) => Response::Size(self.local(&partition)?.size_bytes()),
             Request::ListPartitions => {
                 let mut partitions: Vec<TopicPartition> =
@@ -606,12 +606,12 @@ impl Shard {
         Ok(info)
     }
 
-    fn enforce_retention(&self) -> usize {
+    async fn enforce_retention(&self) -> usize {
         let logs: Vec<_> = self.partitions.borrow().values().cloned().collect();
         let now = TimestampMs::now();
         let mut deleted = 0;
         for log in logs {
-            match log.enforce_retention(now) {
+            match log.enforce_retention(now).await {
                 Ok(count) => deleted += count,
                 Err(error) => {
                     tracing::warn!(partition = %log.partition(), %error, "retention failed");
@@ -679,7 +679,7 @@ impl Shard {
                     if shard.stopping.get() {
                         return;
                     }
-                    shard.enforce_retention();
+                    shard.enforce_retention().await;
                 }
             }
         };
@@ -710,7 +710,7 @@ impl Shard {
                     }
                     let logs: Vec<_> = shard.partitions.borrow().values().cloned().collect();
                     for log in logs {
-                        if let Err(error) = log.checkpoint_recovery_point() {
+                        if let Err(error) = log.checkpoint_recovery_point().await {
                             tracing::warn!(partition = %log.partition(), %error, "recovery checkpoint failed");
                         }
                     }

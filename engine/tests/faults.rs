@@ -295,7 +295,7 @@ fn deleted_index_file_of_a_closed_segment_is_tolerated() {
         "index",
     ));
     assert!(storage.read_file(&index).unwrap().is_some(), "index exists");
-    storage.remove_file(&index).expect("remove index");
+    block_on(storage.remove_file(&index)).expect("remove index");
 
     let log = open(&storage, &config, 1);
     assert_eq!(log.offsets().log_end, end);
@@ -318,7 +318,7 @@ fn truncating_into_a_segment_without_index_files_then_appending() {
             Offset::ZERO,
             extension,
         ));
-        storage.remove_file(&path).expect("remove index");
+        block_on(storage.remove_file(&path)).expect("remove index");
     }
     let log = open(&storage, &config, 1);
     assert!(end > Offset(10));

@@ -631,8 +631,7 @@ impl Harness {
         // Half the time, also move the recovery point up (what the shard's
         // periodic checkpointer does), so crashes recover from mid-segment.
         if self.rng.chance(1, 2) {
-            self.log
-                .checkpoint_recovery_point()
+            block_on(self.log.checkpoint_recovery_point())
                 .unwrap_or_else(|error| panic!("{}: checkpoint: {error}", self.context()));
         }
     }
@@ -641,9 +640,7 @@ impl Harness {
         let target = self
             .rng
             .offset_between(self.model.log_start, self.model.high_watermark);
-        let start = self
-            .log
-            .delete_records(target)
+        let start = block_on(self.log.delete_records(target))
             .unwrap_or_else(|error| panic!("{}: delete records: {error}", self.context()));
         let expected = self.model.log_start.max(target);
         assert_eq!(start, expected, "{}: delete records", self.context());
@@ -669,9 +666,7 @@ impl Harness {
         let size = self.log.size_bytes();
         self.config.retention_bytes = self.rng.between(0, size) as i64;
         self.log.set_config(self.config.clone());
-        let deleted = self
-            .log
-            .enforce_retention(TimestampMs(self.model.clock_ms))
+        let deleted = block_on(self.log.enforce_retention(TimestampMs(self.model.clock_ms)))
             .unwrap_or_else(|error| panic!("{}: retention: {error}", self.context()));
         let context = self.context();
         let start = self.log.offsets().log_start;
@@ -849,7 +844,7 @@ fn delete_records_after_an_idempotent_append_past_the_recovery_point() {
         log.append(&batch, LeaderEpoch(0)).await.expect("append");
         log.flush().await.expect("flush");
         log.advance_high_watermark(Offset(2));
-        log.delete_records(Offset(1)).expect("delete records");
+        log.delete_records(Offset(1)).await.expect("delete records");
     });
     storage.crash();
     let log = try_open(&storage, &config, &cache, 1).expect("reopen after crash");
@@ -919,7 +914,10 @@ fn offsets_clamped_by_recovery_stay_clamped_after_a_second_crash() {
     block_on(log.flush()).expect("flush");
     append(&log, 8);
     log.advance_high_watermark(Offset(8));
-    assert_eq!(log.delete_records(Offset(6)).expect("delete"), Offset(6));
+    assert_eq!(
+        block_on(log.delete_records(Offset(6))).expect("delete"),
+        Offset(6)
+    );
     // Nothing past offset 2 was flushed: the crash may keep any prefix of it.
     storage.crash();
     let log = try_open(&storage, &config, &cache, 1).expect("reopen");

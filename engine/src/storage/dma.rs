@@ -85,6 +85,19 @@ pub async fn settle_poll_ring_probe(dir: &Path, shard: usize) -> io::Result<()> 
     fs::remove_file(&path)
 }
 
+/// Runs a blocking file-system call (fsync, rename, unlink) on glommio's
+/// blocking thread pool, so the shard's core keeps serving its other
+/// partitions meanwhile.
+async fn off_core<T: Send + 'static>(
+    call: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    glommio::executor().spawn_blocking(call).await
+}
+
+fn sync_dir_blocking(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
+}
+
 /// The local file system, segment data through `O_DIRECT`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DmaStorage;
@@ -126,11 +139,13 @@ impl Storage for DmaStorage {
         Ok(names)
     }
 
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        match fs::remove_file(path) {
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let path = path.to_path_buf();
+        off_core(move || match fs::remove_file(&path) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
-        }
+        })
+        .await
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -141,22 +156,27 @@ impl Storage for DmaStorage {
         fs::rename(from, to)
     }
 
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        fs::File::open(path)?.sync_all()
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let path = path.to_path_buf();
+        off_core(move || sync_dir_blocking(&path)).await
     }
 
-    fn write_file_atomic(&self, path: &Path, content: &[u8]) -> io::Result<()> {
-        let temporary = temporary_path(path);
-        {
-            let mut file = fs::File::create(&temporary)?;
-            file.write_all(content)?;
-            file.sync_data()?;
-        }
-        fs::rename(&temporary, path)?;
-        if let Some(parent) = path.parent() {
-            self.sync_dir(parent)?;
-        }
-        Ok(())
+    async fn write_file_atomic(&self, path: &Path, content: Vec<u8>) -> io::Result<()> {
+        let path = path.to_path_buf();
+        off_core(move || {
+            let temporary = temporary_path(&path);
+            {
+                let mut file = fs::File::create(&temporary)?;
+                file.write_all(&content)?;
+                file.sync_data()?;
+            }
+            fs::rename(&temporary, &path)?;
+            match path.parent() {
+                Some(parent) => sync_dir_blocking(parent),
+                None => Ok(()),
+            }
+        })
+        .await
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {

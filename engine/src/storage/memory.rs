@@ -313,7 +313,7 @@ impl Storage for MemoryStorage {
         Ok(names)
     }
 
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.inner.borrow_mut().files.remove(path);
         Ok(())
     }
@@ -332,17 +332,17 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+    async fn sync_dir(&self, _path: &Path) -> io::Result<()> {
         Ok(())
     }
 
-    fn write_file_atomic(&self, path: &Path, content: &[u8]) -> io::Result<()> {
+    async fn write_file_atomic(&self, path: &Path, content: Vec<u8>) -> io::Result<()> {
         if take_fault(&mut self.inner.borrow_mut().faults.sync_error_in) {
             return Err(eio("fsync of checkpoint"));
         }
         let state = MemoryFileState {
-            written: content.to_vec(),
-            flushed: content.to_vec(),
+            written: content.clone(),
+            flushed: content,
             unflushed: Vec::new(),
         };
         self.inner

@@ -113,7 +113,7 @@ pub trait Storage: 'static {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
 
     /// Removes file `path`; a missing file is not an error.
-    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    async fn remove_file(&self, path: &Path) -> io::Result<()>;
 
     /// Removes directory `path` and everything in it.
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
@@ -122,10 +122,11 @@ pub trait Storage: 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
 
     /// Makes creations, renames and removals in directory `path` durable.
-    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    async fn sync_dir(&self, path: &Path) -> io::Result<()>;
 
     /// Replaces the content of the small file `path` durably and atomically.
-    fn write_file_atomic(&self, path: &Path, content: &[u8]) -> io::Result<()>;
+    /// The fsyncs and renames this takes never block the shard's core.
+    async fn write_file_atomic(&self, path: &Path, content: Vec<u8>) -> io::Result<()>;
 
     /// The whole content of the small file `path`, or `None` if it does not
     /// exist.
