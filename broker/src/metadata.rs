@@ -63,6 +63,14 @@ pub struct MetadataImage {
 }
 
 impl MetadataImage {
+    /// Whether `partition` exists: its topic does and has that index.
+    #[must_use]
+    pub fn contains(&self, partition: &fjord_engine::TopicPartition) -> bool {
+        self.topics
+            .get(&partition.topic)
+            .is_some_and(|topic| (0..topic.partitions).contains(&partition.partition))
+    }
+
     /// The topic with this id.
     #[must_use]
     pub fn topic_by_id(&self, id: Uuid) -> Option<&Arc<TopicMetadata>> {

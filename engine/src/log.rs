@@ -139,6 +139,24 @@ pub struct LogOffsets {
     pub flushed: Offset,
 }
 
+impl LogOffsets {
+    /// Whether a read may start at `offset`: from the log start up to the
+    /// log end (an empty read there).
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] outside that range.
+    pub fn check_readable(&self, offset: Offset) -> Result<()> {
+        if offset < self.log_start || offset > self.log_end {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                log_start: self.log_start,
+                log_end: self.log_end,
+            });
+        }
+        Ok(())
+    }
+}
+
 enum NextWrite<S: Storage> {
     Idle,
     Roll,
@@ -1203,13 +1221,7 @@ impl<S: Storage> PartitionLog<S> {
         let (handle, position, end, offsets) = {
             let mut state = self.state.borrow_mut();
             let offsets = state.offsets();
-            if offset < offsets.log_start || offset > offsets.log_end {
-                return Err(Error::OffsetOutOfRange {
-                    requested: offset,
-                    log_start: offsets.log_start,
-                    log_end: offsets.log_end,
-                });
-            }
+            offsets.check_readable(offset)?;
             let bound = upper_bound.min(offsets.log_end);
             let empty = ReadResult {
                 batches: Vec::new(),
@@ -1309,13 +1321,7 @@ impl<S: Storage> PartitionLog<S> {
         let (handle, base, position, end, verified, file, offsets) = {
             let mut state = self.state.borrow_mut();
             let offsets = state.offsets();
-            if offset < offsets.log_start || offset > offsets.log_end {
-                return Err(Error::OffsetOutOfRange {
-                    requested: offset,
-                    log_start: offsets.log_start,
-                    log_end: offsets.log_end,
-                });
-            }
+            offsets.check_readable(offset)?;
             let bound = upper_bound.min(offsets.log_end);
             let empty = ZeroCopyRead {
                 data: ReadData::Batches(Vec::new()),

@@ -31,12 +31,7 @@ const HIGH_WATERMARK: i64 = -1;
 /// Deletes the records of `partition` below `offset`; the new low watermark
 /// or the Kafka error code.
 async fn delete_one(broker: &Broker, partition: TopicPartition, offset: i64) -> Result<i64, i16> {
-    let known = broker
-        .controller
-        .image()
-        .topics
-        .get(&partition.topic)
-        .is_some_and(|topic| (0..topic.partitions).contains(&partition.partition));
+    let known = broker.controller.image().contains(&partition);
     if !known {
         return Err(ResponseError::UnknownTopicOrPartition.code());
     }

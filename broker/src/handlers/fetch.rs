@@ -56,12 +56,7 @@ async fn read_all(
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1);
-            let known = broker
-                .controller
-                .image()
-                .topics
-                .get(&wanted.partition.topic)
-                .is_some_and(|topic| (0..topic.partitions).contains(&wanted.partition.partition));
+            let known = broker.controller.image().contains(&wanted.partition);
             if !known {
                 answers.push(data.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;

@@ -40,12 +40,7 @@ async fn list_one(
         .with_timestamp(-1)
         .with_offset(-1)
         .with_leader_epoch(-1);
-    let known = broker
-        .controller
-        .image()
-        .topics
-        .get(&partition.topic)
-        .is_some_and(|topic| (0..topic.partitions).contains(&partition.partition));
+    let known = broker.controller.image().contains(&partition);
     if !known {
         return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     }

@@ -45,12 +45,7 @@ async fn end_offset(
     partition: TopicPartition,
     wanted: &OffsetForLeaderPartition,
 ) -> Result<(i32, i64), i16> {
-    let known = broker
-        .controller
-        .image()
-        .topics
-        .get(&partition.topic)
-        .is_some_and(|topic| (0..topic.partitions).contains(&partition.partition));
+    let known = broker.controller.image().contains(&partition);
     if !known {
         return Err(ResponseError::UnknownTopicOrPartition.code());
     }

@@ -48,13 +48,7 @@ async fn append_partition(
     acks: i16,
 ) -> PartitionProduceResponse {
     let index = partition.partition;
-    let exists = broker
-        .controller
-        .image()
-        .topics
-        .get(&partition.topic)
-        .is_some_and(|topic| (0..topic.partitions).contains(&index));
-    if !exists {
+    if !broker.controller.image().contains(&partition) {
         return failed(
             index,
             ResponseError::UnknownTopicOrPartition,
