@@ -12,13 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::rc::Rc;
 
+use bytes::{Bytes, BytesMut};
 use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::dma::DmaStorage;
-use fjord_engine::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs, TopicPartition};
+use fjord_engine::{LeaderEpoch, ProducerEpoch, ProducerId, TimestampMs, TopicPartition};
 use glommio::{LocalExecutorBuilder, Placement};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use tempfile::TempDir;
 
 /// Batches appended; each holds [`RECORDS_PER_BATCH`] records.
@@ -34,10 +38,37 @@ fn value(batch: usize, record: usize) -> String {
     format!("value-{batch}-{record}")
 }
 
-/// A data directory holding [`BATCHES`] batches of one idempotent producer in
-/// `events-0`, written by the engine on real files with small segments (so
-/// there are several) and an index entry per batch, then closed cleanly.
+/// The batches of [`written_data_dir`]: [`BATCHES`] batches of one
+/// idempotent producer, [`RECORDS_PER_BATCH`] records each.
+fn producer_batches() -> Vec<Vec<u8>> {
+    (0..BATCHES)
+        .map(|batch| {
+            let keys: Vec<String> = (0..RECORDS_PER_BATCH).map(|r| format!("key-{r}")).collect();
+            let values: Vec<String> = (0..RECORDS_PER_BATCH).map(|r| value(batch, r)).collect();
+            let records: Vec<_> = keys
+                .iter()
+                .zip(&values)
+                .map(|(key, value)| (Some(key.as_bytes()), Some(value.as_bytes())))
+                .collect();
+            let sequence = (batch * RECORDS_PER_BATCH) as i32;
+            build_batch(
+                &records,
+                TimestampMs(FIRST_TIMESTAMP_MS + batch as i64),
+                Some((ProducerId(7), ProducerEpoch(0), sequence)),
+            )
+        })
+        .collect()
+}
+
+/// A data directory holding [`producer_batches`] in `events-0`.
 fn written_data_dir() -> TempDir {
+    engine_wrote(producer_batches())
+}
+
+/// A data directory where the engine appended `batches` to `events-0`, on
+/// real files with small segments (so there are several) and an index entry
+/// per batch, then closed the log cleanly.
+fn engine_wrote(batches: Vec<Vec<u8>>) -> TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().to_owned();
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -52,23 +83,8 @@ fn written_data_dir() -> TempDir {
             let log = PartitionLog::open(DmaStorage, &data_dir, partition(), config, cache, 0)
                 .await
                 .expect("open");
-            for batch in 0..BATCHES {
-                let keys: Vec<String> =
-                    (0..RECORDS_PER_BATCH).map(|r| format!("key-{r}")).collect();
-                let values: Vec<String> = (0..RECORDS_PER_BATCH).map(|r| value(batch, r)).collect();
-                let records: Vec<_> = keys
-                    .iter()
-                    .zip(&values)
-                    .map(|(key, value)| (Some(key.as_bytes()), Some(value.as_bytes())))
-                    .collect();
-                let sequence = (batch * RECORDS_PER_BATCH) as i32;
-                let bytes = build_batch(
-                    &records,
-                    TimestampMs(FIRST_TIMESTAMP_MS + batch as i64),
-                    Some((ProducerId(7), ProducerEpoch(0), sequence)),
-                );
-                let info = log.append(&bytes, LeaderEpoch(0)).await.expect("append");
-                assert_eq!(info.base_offset, Offset((batch * RECORDS_PER_BATCH) as i64));
+            for bytes in &batches {
+                log.append(bytes, LeaderEpoch(0)).await.expect("append");
             }
             log.close().await.expect("close");
         })
@@ -255,7 +271,7 @@ fn verify_log_passes_a_cleanly_closed_data_dir() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let end = BATCHES * RECORDS_PER_BATCH - 1;
     assert!(
-        stdout.contains(&format!("events-0: OK: "))
+        stdout.contains("events-0: OK: ")
             && stdout.contains(&format!("offsets 0..={end}, 0 errors")),
         "{stdout}"
     );
@@ -281,6 +297,15 @@ fn a_flipped_byte_fails_verify_log_and_dump_log_names_the_bad_crc() {
     assert!(error.contains(text(&segment)), "{error}");
     assert!(error.contains("position 0: invalid batch"), "{error}");
     assert!(stdout.contains("events-0: CORRUPT"), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.trim_start().starts_with("error:")).count(),
+        1,
+        "the index entries naming the damaged batch and the offsets it hides are not errors of their own: {stdout}"
+    );
+    assert!(
+        !stdout.contains("are missing"),
+        "no gap is invented after a bad batch: {stdout}"
+    );
 
     let (code, stdout, _) = run(&["dump-log", text(&segment)]);
     assert_eq!(code, Some(1), "{stdout}");
@@ -352,4 +377,61 @@ fn usage_errors_exit_2_with_one_line() {
     let (code, _, stderr) = run(&["dump-log", text(&notes)]);
     assert_eq!(code, Some(2));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn print_data_decompresses_a_gzip_batch() {
+    let mut record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: FIRST_TIMESTAMP_MS,
+        key: Some(Bytes::from_static(b"zipped-key")),
+        value: Some(Bytes::from_static(b"zipped-value")),
+        headers: IndexMap::default(),
+    };
+    record.headers.insert(
+        StrBytes::from_static_str("trace"),
+        Some(Bytes::from_static(b"abc")),
+    );
+    let mut second = record.clone();
+    second.offset = 1;
+    // kafka-protocol starts a new batch unless offset - sequence is constant.
+    second.sequence = 0;
+    second.value = None;
+    let mut batch = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::Gzip,
+    };
+    RecordBatchEncoder::encode(&mut batch, &[record, second], &options).expect("encode");
+    let data_dir = engine_wrote(vec![batch.to_vec()]);
+    let segment = &files_with(data_dir.path(), "log")[0];
+
+    let (code, stdout, stderr) = run(&["dump-log", text(segment), "--print-data"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("baseOffset:"))
+        .unwrap();
+    assert_eq!(field(line, "compresscodec"), "gzip", "{line}");
+    assert_eq!(field(line, "count"), "2", "{line}");
+    assert!(
+        stdout.contains(&format!(
+            "| offset: 0 CreateTime: {FIRST_TIMESTAMP_MS} headers: [trace=abc] key: zipped-key payload: zipped-value"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| offset: 1 ") && stdout.contains("payload: null"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["verify-log", text(data_dir.path())]);
+    assert_eq!(code, Some(0), "{stdout}");
 }

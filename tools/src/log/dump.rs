@@ -361,22 +361,7 @@ impl FileDump {
                 error,
             } => {
                 let _ = writeln!(out, "Dumping {}", path.display());
-                if let Some(offset) = snapshot_offset {
-                    let _ = writeln!(out, "Snapshot offset: {offset}");
-                }
-                for batch in batches {
-                    let _ = writeln!(
-                        out,
-                        "producerId: {} producerEpoch: {} firstSequence: {} lastSequence: {} firstOffset: {} lastOffset: {} maxTimestamp: {}",
-                        batch.producer_id,
-                        batch.producer_epoch,
-                        batch.first_sequence,
-                        batch.last_sequence,
-                        batch.first_offset,
-                        batch.last_offset,
-                        batch.max_timestamp
-                    );
-                }
+                write_snapshot(&mut out, *snapshot_offset, batches);
                 write_error(&mut out, error.as_deref());
             }
             FileDump::PartitionCheckpoint {
@@ -408,6 +393,25 @@ fn split<T>(result: Result<Vec<T>, String>) -> (Vec<T>, Option<String>) {
     match result {
         Ok(entries) => (entries, None),
         Err(error) => (Vec::new(), Some(error)),
+    }
+}
+
+fn write_snapshot(out: &mut String, snapshot_offset: Option<i64>, batches: &[ProducerBatchDump]) {
+    if let Some(offset) = snapshot_offset {
+        let _ = writeln!(out, "Snapshot offset: {offset}");
+    }
+    for batch in batches {
+        let _ = writeln!(
+            out,
+            "producerId: {} producerEpoch: {} firstSequence: {} lastSequence: {} firstOffset: {} lastOffset: {} maxTimestamp: {}",
+            batch.producer_id,
+            batch.producer_epoch,
+            batch.first_sequence,
+            batch.last_sequence,
+            batch.first_offset,
+            batch.last_offset,
+            batch.max_timestamp
+        );
     }
 }
 

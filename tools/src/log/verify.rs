@@ -98,7 +98,7 @@ impl fmt::Display for PartitionReport {
         );
         writeln!(
             f,
-            "{}: {verdict}: {} segments, {} batches, {offsets}, {errors} errors, {warnings} warnings",
+            "{}: {verdict}: {} segments, {} valid batches, {offsets}, {errors} errors, {warnings} warnings",
             self.partition, self.segments, self.batches
         )?;
         for finding in &self.findings {
@@ -174,10 +174,10 @@ struct PartitionFiles {
     checkpoint: Option<PathBuf>,
 }
 
-/// A segment's valid batches, for checking its indexes.
+/// A segment's batches, for checking its indexes.
 struct CheckedSegment {
     base_offset: Offset,
-    /// Valid batches only.
+    /// Valid and invalid, in file order.
     batches: Vec<ScannedBatch>,
 }
 
@@ -215,53 +215,22 @@ pub fn verify_partition(partition: TopicPartition, dir: &Path) -> PartitionRepor
             }
         }
         let scan = scan_segment(&bytes);
-        let mut valid = Vec::new();
-        for batch in scan.batches {
+        // The offsets of an invalid batch are unknown, so no gap is reported
+        // across one: the invalid batch itself is the error.
+        let mut after_invalid = false;
+        for batch in &scan.batches {
             let header = &batch.header;
             if let Some(reason) = &batch.invalid {
                 finding(
                     Severity::Error,
                     format!("position {}: invalid batch: {reason}", batch.position),
                 );
+                after_invalid = true;
                 continue;
             }
-            if header.base_offset < base {
-                finding(
-                    Severity::Error,
-                    format!(
-                        "position {}: batch base offset {} is below the segment's base offset {base}",
-                        batch.position, header.base_offset
-                    ),
-                );
-            }
-            match previous_last {
-                Some(last) if header.base_offset <= last => finding(
-                    Severity::Error,
-                    format!(
-                        "position {}: batch base offset {} is not above the previous batch's last offset {last}",
-                        batch.position, header.base_offset
-                    ),
-                ),
-                Some(last) if header.base_offset > last.next() => finding(
-                    Severity::Warning,
-                    format!(
-                        "position {}: offsets {}..={} are missing (compaction and DeleteRecords leave gaps)",
-                        batch.position,
-                        last.next(),
-                        header.base_offset.plus(-1)
-                    ),
-                ),
-                _ => {}
-            }
-            if header.last_offset() < header.base_offset {
-                finding(
-                    Severity::Error,
-                    format!(
-                        "position {}: lastOffsetDelta {} is negative",
-                        batch.position, header.last_offset_delta
-                    ),
-                );
-            }
+            let previous = previous_last.filter(|_| !after_invalid);
+            after_invalid = false;
+            check_batch_offsets(batch, base, previous, &mut finding);
             previous_last = Some(
                 previous_last.map_or(header.last_offset(), |last| last.max(header.last_offset())),
             );
@@ -270,12 +239,11 @@ pub fn verify_partition(partition: TopicPartition, dir: &Path) -> PartitionRepor
                 Some((first, _)) => (first, header.last_offset()),
             });
             batch_count += 1;
-            valid.push(batch);
         }
         check_tail(&scan.tail, Some(base) == last_base, &mut finding);
         checked.push(CheckedSegment {
             base_offset: base,
-            batches: valid,
+            batches: scan.batches,
         });
     }
     for segment in &checked {
@@ -311,6 +279,55 @@ pub fn verify_partition(partition: TopicPartition, dir: &Path) -> PartitionRepor
         batches: batch_count,
         offsets,
         findings,
+    }
+}
+
+/// Checks a valid batch's offsets against its segment's base offset and the
+/// last offset of the batch before it (in this or an earlier segment; `None`
+/// for the first batch or one after an invalid batch).
+fn check_batch_offsets(
+    batch: &ScannedBatch,
+    base: Offset,
+    previous_last: Option<Offset>,
+    finding: &mut impl FnMut(Severity, String),
+) {
+    let header = &batch.header;
+    if header.base_offset < base {
+        finding(
+            Severity::Error,
+            format!(
+                "position {}: batch base offset {} is below the segment's base offset {base}",
+                batch.position, header.base_offset
+            ),
+        );
+    }
+    match previous_last {
+        Some(last) if header.base_offset <= last => finding(
+            Severity::Error,
+            format!(
+                "position {}: batch base offset {} is not above the previous batch's last offset {last}",
+                batch.position, header.base_offset
+            ),
+        ),
+        Some(last) if header.base_offset > last.next() => finding(
+            Severity::Warning,
+            format!(
+                "position {}: offsets {}..={} are missing (compaction and DeleteRecords leave gaps)",
+                batch.position,
+                last.next(),
+                header.base_offset.plus(-1)
+            ),
+        ),
+        _ => {}
+    }
+    if header.last_offset() < header.base_offset {
+        finding(
+            Severity::Error,
+            format!(
+                "position {}: lastOffsetDelta {} is negative",
+                batch.position, header.last_offset_delta
+            ),
+        );
     }
 }
 
@@ -428,7 +445,8 @@ fn check_offset_index(path: &Path, segment: &CheckedSegment, findings: &mut Vec<
             .ok()
             .map(|slot| &segment.batches[slot]);
         match batch {
-            Some(batch) if batch.header.base_offset == offset => {}
+            // An invalid batch there was reported already.
+            Some(batch) if batch.header.base_offset == offset || !batch.is_valid() => {}
             Some(batch) => finding(
                 Severity::Error,
                 format!(
@@ -438,7 +456,7 @@ fn check_offset_index(path: &Path, segment: &CheckedSegment, findings: &mut Vec<
             ),
             None => finding(
                 Severity::Error,
-                format!("entry offset {offset} -> position {position}: no valid batch starts there"),
+                format!("entry offset {offset} -> position {position}: no batch starts there"),
             ),
         }
     }
@@ -465,15 +483,20 @@ fn check_time_index(path: &Path, segment: &CheckedSegment, findings: &mut Vec<Fi
             return;
         }
     };
+    let has_invalid = segment.batches.iter().any(|batch| !batch.is_valid());
     for (timestamp, offset) in entries {
         let matches = segment.batches.iter().any(|batch| {
-            batch.header.last_offset() == offset && batch.header.max_timestamp == timestamp
+            batch.is_valid()
+                && batch.header.last_offset() == offset
+                && batch.header.max_timestamp == timestamp
         });
-        if !matches {
+        // An invalid batch's offsets and timestamps cannot be trusted, so an
+        // entry may name it; the batch itself was reported.
+        if !matches && !has_invalid {
             finding(
                 Severity::Error,
                 format!(
-                    "entry timestamp {} -> offset {offset}: no valid batch ends at that offset with that max timestamp",
+                    "entry timestamp {} -> offset {offset}: no batch ends at that offset with that max timestamp",
                     timestamp.0
                 ),
             );
