@@ -22,8 +22,20 @@ enum Command {
     /// Check or apply host tuning (sysctls, NVMe queues, THP, CPU governor, limits).
     Tune(TuneArgs),
     /// Print a segment, index, producer snapshot or checkpoint file (offline).
+    ///
+    /// Like Kafka's kafka-dump-log: one line per batch of a `.log` file, one
+    /// per entry of an index, the producers of a `.snapshot`, the fields of
+    /// `partition.checkpoint`. Exits 0 when the file is whole and valid, 1
+    /// when it holds an invalid batch, a torn or corrupt tail, or does not
+    /// decode, 2 when it cannot be read or its name is no engine file's.
     DumpLog(DumpLogArgs),
     /// Check a stopped broker's data directory for corruption (offline).
+    ///
+    /// For every `<topic>-<partition>` directory: segment names, batch CRCs,
+    /// offsets increasing across segments (gaps are warnings: compaction
+    /// makes them), index entries at batch starts, checkpoint and producer
+    /// snapshots decoding. The broker must not be running. Exits 0 when clean
+    /// (warnings allowed), 1 on any corruption, 2 when DIR cannot be read.
     VerifyLog(VerifyLogArgs),
 }
 
