@@ -36,6 +36,24 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// `dump-log` was given a file whose name is none the engine writes.
+    #[error("{path}: not a segment, index, time index, producer snapshot or partition.checkpoint file (kind is taken from the name, e.g. 00000000000000000000.log)")]
+    UnknownLogFile { path: PathBuf },
+
+    /// A file given to `dump-log` could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadLogFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The data directory given to `verify-log` could not be listed.
+    #[error("cannot read data directory {path}: {source}")]
+    ReadDataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
     /// Writing the machine-readable report to stdout failed.
     #[error("cannot encode the JSON report: {0}")]
     Json(#[from] serde_json::Error),

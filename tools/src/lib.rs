@@ -4,6 +4,7 @@
 //! command line and maps results to exit codes.
 
 pub mod error;
+pub mod log;
 pub mod tune;
 
 pub use error::Error;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use fjord_tools::log::dump::{self, DumpLogArgs};
+use fjord_tools::log::verify::{self, VerifyLogArgs};
 use fjord_tools::tune::command::{self as tune, TuneArgs};
 
 /// Operate a fjord cluster and the hosts it runs on.
@@ -19,14 +21,33 @@ struct Cli {
 enum Command {
     /// Check or apply host tuning (sysctls, NVMe queues, THP, CPU governor, limits).
     Tune(TuneArgs),
+    /// Print a segment, index, producer snapshot or checkpoint file (offline).
+    ///
+    /// Like Kafka's kafka-dump-log: one line per batch of a `.log` file, one
+    /// per entry of an index, the producers of a `.snapshot`, the fields of
+    /// `partition.checkpoint`. Exits 0 when the file is whole and valid, 1
+    /// when it holds an invalid batch, a torn or corrupt tail, or does not
+    /// decode, 2 when it cannot be read or its name is no engine file's.
+    DumpLog(DumpLogArgs),
+    /// Check a stopped broker's data directory for corruption (offline).
+    ///
+    /// For every `<topic>-<partition>` directory: segment names, batch CRCs,
+    /// offsets increasing across segments (gaps are warnings: compaction
+    /// makes them), index entries at batch starts, checkpoint and producer
+    /// snapshots decoding. The broker must not be running. Exits 0 when clean
+    /// (warnings allowed), 1 on any corruption, 2 when DIR cannot be read.
+    VerifyLog(VerifyLogArgs),
 }
 
-/// Exit codes: 0 success (or every applicable setting matches), 1 a setting
-/// differs, 2 an error (one line on stderr) or a usage error (from clap).
+/// Exit codes: 0 success (every applicable setting matches, the file or data
+/// directory is valid), 1 a setting differs or corruption was found, 2 an
+/// error (one line on stderr) or a usage error (from clap).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Tune(args) => tune::run(args),
+        Command::DumpLog(args) => dump::run(args),
+        Command::VerifyLog(args) => verify::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
