@@ -117,6 +117,13 @@ impl OffsetIndex {
             .retain(|&(entry, _)| i64::from(entry) < relative);
     }
 
+    /// Every entry as (absolute offset, file position), ascending.
+    pub fn entries(&self) -> impl Iterator<Item = (Offset, u32)> + '_ {
+        self.entries
+            .iter()
+            .map(|&(relative, position)| (self.base_offset.plus(i64::from(relative)), position))
+    }
+
     /// Number of entries.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -234,6 +241,13 @@ impl TimeIndex {
         let relative = offset.0 - self.base_offset.0;
         self.entries
             .retain(|&(_, entry)| i64::from(entry) < relative);
+    }
+
+    /// Every entry as (timestamp, absolute offset), ascending.
+    pub fn entries(&self) -> impl Iterator<Item = (TimestampMs, Offset)> + '_ {
+        self.entries
+            .iter()
+            .map(|&(timestamp, relative)| (timestamp, self.base_offset.plus(i64::from(relative))))
     }
 
     /// The greatest timestamp indexed, if any.

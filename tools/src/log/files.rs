@@ -4,9 +4,7 @@
 use std::path::Path;
 
 use fjord_engine::checkpoint::PARTITION_CHECKPOINT_FILE;
-use fjord_engine::index::{
-    OffsetIndex, TimeIndex, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES,
-};
+use fjord_engine::index::{OffsetIndex, TimeIndex};
 use fjord_engine::producer_state::parse_snapshot_file_name;
 use fjord_engine::segment::parse_segment_file_name;
 use fjord_engine::{Offset, TimestampMs};
@@ -68,18 +66,7 @@ pub fn offset_index_entries(
     base_offset: Offset,
     bytes: &[u8],
 ) -> Result<Vec<(Offset, u32)>, String> {
-    // The engine's decoder validates and drops the zero tail; its canonical
-    // encoding is then a plain array of big-endian (relative offset,
-    // position) pairs.
-    let canonical = OffsetIndex::decode(base_offset, bytes)?.encode();
-    Ok(canonical
-        .chunks_exact(OFFSET_INDEX_ENTRY_BYTES)
-        .map(|entry| {
-            let relative = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
-            let position = u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]);
-            (base_offset.plus(i64::from(relative)), position)
-        })
-        .collect())
+    Ok(OffsetIndex::decode(base_offset, bytes)?.entries().collect())
 }
 
 /// The entries of a `.timeindex` file as (timestamp, absolute offset),
@@ -91,19 +78,7 @@ pub fn time_index_entries(
     base_offset: Offset,
     bytes: &[u8],
 ) -> Result<Vec<(TimestampMs, Offset)>, String> {
-    let canonical = TimeIndex::decode(base_offset, bytes)?.encode();
-    Ok(canonical
-        .chunks_exact(TIME_INDEX_ENTRY_BYTES)
-        .map(|entry| {
-            let mut timestamp = [0; 8];
-            timestamp.copy_from_slice(&entry[..8]);
-            let relative = u32::from_be_bytes([entry[8], entry[9], entry[10], entry[11]]);
-            (
-                TimestampMs(i64::from_be_bytes(timestamp)),
-                base_offset.plus(i64::from(relative)),
-            )
-        })
-        .collect())
+    Ok(TimeIndex::decode(base_offset, bytes)?.entries().collect())
 }
 
 #[cfg(test)]
