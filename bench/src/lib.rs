@@ -3,7 +3,9 @@
 //! `fjord-bench engine ...` drives the storage engine in process, with no
 //! network or Kafka protocol in the way: every append is issued on the shard
 //! that owns its partition, so the figures describe the engine, not the
-//! cross-shard mesh. Results print as text and optionally as JSON.
+//! cross-shard mesh. `fjord-bench produce|consume` speak the Kafka protocol
+//! to any Kafka-compatible broker. Results print as text and optionally as
+//! JSON.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -13,4 +15,5 @@
 pub mod engine;
 pub mod latency;
 pub mod system;
+pub mod wire;
 pub mod workload;

@@ -7,6 +7,8 @@ use fjord_bench::engine::append::{self, AppendArgs};
 use fjord_bench::engine::idle_memory::{self, IdleMemoryArgs};
 use fjord_bench::engine::restart::{self, RestartArgs, RestartChildArgs};
 use fjord_bench::engine::BenchResult;
+use fjord_bench::wire::consume::{self, ConsumeArgs};
+use fjord_bench::wire::produce::{self, ProduceArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,6 +28,12 @@ enum Command {
         #[command(subcommand)]
         command: EngineCommand,
     },
+    /// Produce requests over TCP to any Kafka-compatible broker: MB/s, msg/s
+    /// and publish latency percentiles.
+    Produce(ProduceArgs),
+    /// Fetch requests over TCP from any Kafka-compatible broker: catch-up
+    /// (from the beginning) or tail (from the end) MB/s.
+    Consume(ConsumeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +58,8 @@ fn run(cli: &Cli) -> BenchResult<()> {
             EngineCommand::IdleMemory(args) => idle_memory::run(args).map(drop),
             EngineCommand::RestartChild(args) => restart::run_child(args),
         },
+        Command::Produce(args) => produce::run(args).map(drop),
+        Command::Consume(args) => consume::run(args).map(drop),
     }
 }
 
