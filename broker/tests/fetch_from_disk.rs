@@ -177,6 +177,8 @@ fn records_fetched_from_segment_files_after_a_restart_are_whole_and_intact() {
             i64::try_from(index * RECORDS_PER_BATCH).expect("offset")
         );
     }
+    // Before the restart the recent batches come from the cache as `Bytes`.
+    fetch_all(&mut connection, 12, 1 << 20, &produced);
     drop(connection);
     broker.restart();
     let mut connection = broker.connect();
