@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fetch_codec;
 pub mod handlers;
 pub mod metadata;
 pub mod recompress;

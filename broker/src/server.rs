@@ -4,13 +4,21 @@
 //! kernel spreads connections over the cores. A connection's requests are
 //! decoded on the shard that read them and run as concurrent tasks, up to
 //! [`IN_FLIGHT_REQUESTS_MAX`] per connection; a writer task sends the
-//! responses strictly in request order, as Kafka clients require. A frame
+//! responses strictly in request order, as Kafka clients require. A
+//! response is a sequence of [`ResponseChunk`]s: encoded bytes go out with
+//! the stream's writes, segment file ranges (zero-copy Fetch) with
+//! `sendfile(2)` on a dup of the socket, run on the shard's blocking pool
+//! because glommio has no public sendfile nor writability wait; the socket
+//! stays blocking for glommio (which never blocks on it: `MSG_DONTWAIT`
+//! then io_uring readiness), so `sendfile` simply blocks on that thread,
+//! bounded by `SO_SNDTIMEO`. A frame
 //! larger than `socket.request.max.bytes` is refused before anything is
 //! allocated for it; a frame that does not decode, or an API or version we
 //! do not serve, closes the connection with a log line. Nothing a client
 //! sends can panic the broker.
 
 use std::cell::Cell;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +26,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use event_listener::Event;
+use fjord_engine::log::FileRange;
 use fjord_engine::shard::Shard;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
@@ -27,7 +36,8 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::handlers;
+use crate::fetch_codec::{encode_fetch_response, ResponseChunk};
+use crate::handlers::{self, Reply};
 use crate::metadata::Controller;
 
 /// Requests of one connection being processed at once; the reader waits
@@ -149,19 +159,22 @@ pub async fn serve(broker: Rc<Broker>) -> Result<(), BrokerError> {
     Ok(())
 }
 
-type ResponseTask = glommio::task::JoinHandle<Option<Bytes>>;
+type ResponseTask = glommio::task::JoinHandle<Option<Vec<ResponseChunk>>>;
 
 async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), BrokerError> {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let socket = stream.as_raw_fd();
+    set_send_timeout(socket);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (responses, pending) = local_channel::new_bounded::<ResponseTask>(IN_FLIGHT_REQUESTS_MAX);
     let writer_task = glommio::spawn_local(async move {
         while let Some(task) = pending.recv().await {
-            let Some(Some(frame)) = task.await else {
+            let Some(Some(chunks)) = task.await else {
                 continue;
             };
-            if writer.write_all(&frame).await.is_err() {
+            if let Err(error) = write_chunks(&mut writer, socket, chunks).await {
+                tracing::debug!(?peer, %error, "closing connection on a failed write");
                 break;
             }
         }
@@ -291,12 +304,19 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Decoded), Brok
     Ok((header, Decoded::Request(Box::new(request))))
 }
 
-async fn respond(broker: &Rc<Broker>, header: RequestHeader, request: Decoded) -> Option<Bytes> {
+async fn respond(
+    broker: &Rc<Broker>,
+    header: RequestHeader,
+    request: Decoded,
+) -> Option<Vec<ResponseChunk>> {
     let api_key = ApiKey::try_from(header.request_api_key).ok()?;
-    let (version, response) = match request {
-        Decoded::UnsupportedApiVersions => (0, handlers::api_versions::unsupported_version()),
+    let (version, reply) = match request {
+        Decoded::UnsupportedApiVersions => (
+            0,
+            Reply::Encoded(handlers::api_versions::unsupported_version()),
+        ),
         Decoded::Request(request) => match handlers::dispatch(broker, &header, *request).await {
-            Ok(Some(response)) => (header.request_api_version, response),
+            Ok(Some(reply)) => (header.request_api_version, reply),
             Ok(None) => return None,
             Err(error) => {
                 tracing::warn!(?api_key, %error, "request failed");
@@ -304,11 +324,165 @@ async fn respond(broker: &Rc<Broker>, header: RequestHeader, request: Decoded) -
             }
         },
     };
-    match encode_response(api_key, &header, version, &response) {
-        Ok(frame) => Some(frame),
+    let encoded = match reply {
+        Reply::Encoded(response) => encode_response(api_key, &header, version, &response)
+            .map(|frame| vec![ResponseChunk::Bytes(frame)]),
+        Reply::Fetch(fetch) => encode_fetch_response(header.correlation_id, version, &fetch),
+    };
+    match encoded {
+        Ok(chunks) => Some(chunks),
         Err(error) => {
             tracing::error!(?api_key, version, %error, "cannot encode response");
             None
+        }
+    }
+}
+
+/// In-memory chunks smaller than this are copied together into one write
+/// (glommio's stream has no vectored write): a response of many small cached
+/// batches then costs a few syscalls, not one per batch.
+const COALESCE_CHUNK_BYTES_MAX: usize = 16 * 1024;
+/// The most bytes gathered for one coalesced write.
+const COALESCE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Sends one response's chunks in order: bytes with the stream's own
+/// writes (small ones gathered into one), file ranges with `sendfile(2)` on
+/// the socket.
+async fn write_chunks(
+    writer: &mut (impl futures_lite::AsyncWrite + Unpin),
+    socket: RawFd,
+    chunks: Vec<ResponseChunk>,
+) -> std::io::Result<()> {
+    let mut gathered = BytesMut::new();
+    for chunk in chunks {
+        match chunk {
+            ResponseChunk::Bytes(bytes) if bytes.len() < COALESCE_CHUNK_BYTES_MAX => {
+                if gathered.len() + bytes.len() > COALESCE_BUFFER_BYTES {
+                    writer.write_all(&gathered.split()).await?;
+                }
+                gathered.extend_from_slice(&bytes);
+            }
+            ResponseChunk::Bytes(bytes) => {
+                writer.write_all(&gathered.split()).await?;
+                writer.write_all(&bytes).await?;
+            }
+            ResponseChunk::File(range) => {
+                writer.write_all(&gathered.split()).await?;
+                // A descriptor of our own: the blocking thread may outlive
+                // this task if the connection is torn down meanwhile.
+                let socket = duplicate(socket)?;
+                glommio::executor()
+                    .spawn_blocking(move || send_file_range(&socket, &range))
+                    .await?;
+            }
+        }
+    }
+    writer.write_all(&gathered).await
+}
+
+/// How long a `sendfile` may make no progress (the client reads nothing)
+/// before the connection is closed. It bounds how long a stuck client holds
+/// a thread of the shard's blocking pool.
+const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sets `SO_SNDTIMEO` on the connection's socket. glommio's own writes never
+/// block (`MSG_DONTWAIT`, then a readiness wait in io_uring), so it bounds
+/// only the blocking `sendfile` of [`send_file_range`].
+fn set_send_timeout(socket: RawFd) {
+    let timeout = libc::timeval {
+        tv_sec: libc::time_t::try_from(SEND_STALL_TIMEOUT.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: 0,
+    };
+    // SAFETY: `socket` is the open descriptor of the stream this connection
+    // owns, and `timeout` is a valid `timeval` of the given size.
+    let result = unsafe {
+        libc::setsockopt(
+            socket,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            std::ptr::from_ref(&timeout).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())
+                .unwrap_or(libc::socklen_t::MAX),
+        )
+    };
+    if result != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot set SO_SNDTIMEO");
+    }
+}
+
+fn duplicate(socket: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: `socket` is open for as long as the connection's writer, which
+    // is awaiting this call.
+    let duplicate = unsafe { libc::fcntl(socket, libc::F_DUPFD_CLOEXEC, 0) };
+    if duplicate < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `duplicate` is a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(duplicate) })
+}
+
+/// Sends `range` of its file to `socket` with `sendfile(2)`, on a blocking
+/// thread: the kernel moves the pages, user space never sees the bytes.
+///
+/// # Errors
+/// [`std::io::ErrorKind::TimedOut`] if the client reads nothing for
+/// [`SEND_STALL_TIMEOUT`]; [`std::io::ErrorKind::UnexpectedEof`] if the file
+/// is shorter than the range (truncated meanwhile: the frame cannot be
+/// completed, so the connection closes); any other socket or file error.
+fn send_file_range(socket: &OwnedFd, range: &FileRange) -> std::io::Result<()> {
+    let invalid = |_| std::io::Error::from(std::io::ErrorKind::InvalidInput);
+    let mut position = libc::off_t::try_from(range.position).map_err(invalid)?;
+    let end = libc::off_t::try_from(range.position + range.len).map_err(invalid)?;
+    while position < end {
+        let count = usize::try_from(end - position).map_err(invalid)?;
+        // SAFETY: both descriptors are open for the call; `position` is a
+        // valid `off_t` that sendfile advances (the file's own offset is
+        // untouched, so ranges of one file can be sent concurrently).
+        let sent = unsafe {
+            libc::sendfile(
+                socket.as_raw_fd(),
+                range.file.as_raw_fd(),
+                &raw mut position,
+                count,
+            )
+        };
+        if sent > 0 {
+            continue;
+        }
+        if sent == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let error = std::io::Error::last_os_error();
+        match error.kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock => wait_writable(socket)?,
+            _ => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Waits up to [`SEND_STALL_TIMEOUT`] for room in the socket's send buffer
+/// (reached when `SO_SNDTIMEO` expires, or if the socket is non-blocking).
+fn wait_writable(socket: &OwnedFd) -> std::io::Result<()> {
+    let mut poll = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let timeout_ms = i32::try_from(SEND_STALL_TIMEOUT.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid `pollfd` for an open descriptor.
+    let ready = unsafe { libc::poll(&raw mut poll, 1, timeout_ms) };
+    match ready {
+        0 => Err(std::io::ErrorKind::TimedOut.into()),
+        1.. => Ok(()),
+        _ => {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(error)
+            }
         }
     }
 }

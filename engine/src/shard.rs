@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use event_listener::Event;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
-use glommio::{executor, Latency, LocalExecutorBuilder, Placement, Shares};
+use glommio::{executor, Latency, LocalExecutorBuilder, Placement, PoolPlacement, Shares};
 
 use crate::cache::BatchCache;
 use crate::config::LogConfig;
@@ -37,6 +37,12 @@ use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 
 /// Messages in flight between two shards, per direction.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+/// Threads of each shard's blocking pool (`spawn_blocking`), pinned to the
+/// shard's CPU. The broker sends segment file ranges with a blocking
+/// `sendfile` there; several threads keep one slowly reading client from
+/// holding up every other connection's cold reads on the shard.
+pub const BLOCKING_THREADS_PER_SHARD: usize = 4;
 
 /// The shard that owns `partition` among `shard_count` shards: a stable hash
 /// of the topic name plus the partition index, so a topic's partitions
@@ -299,8 +305,13 @@ where
         let mesh = mesh.clone();
         let shard_config = config.clone();
         let main = main.clone();
+        let shard_cpu = cpus.clone().filter(|location| location.cpu == cpu);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("fjord-shard-{cpu}"))
+            .blocking_thread_pool_placement(PoolPlacement::Fenced(
+                BLOCKING_THREADS_PER_SHARD,
+                shard_cpu,
+            ))
             .io_memory(config.io_memory_bytes)
             .spawn(move || async move {
                 let _abort_on_panic = AbortOnPanic;

@@ -2,6 +2,12 @@
 //! high watermark, `max_bytes` and `partition_max_bytes`, long-polling up to
 //! `max_wait_ms` until `min_bytes` are available.
 //!
+//! Records are never copied into the response: a partition of the shard
+//! that read the request is answered with the cache's `Bytes` or a segment
+//! file range (`read_zero_copy`), which the connection writer sends with
+//! `sendfile`; another shard's partition comes back as `Bytes`. The
+//! response is encoded by [`crate::fetch_codec`].
+//!
 //! The first partition with data always returns at least one batch, even
 //! one larger than the limits (KIP-74), so a consumer never stalls on a big
 //! batch. Without transactions the last stable offset is the high watermark.
@@ -12,8 +18,9 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use event_listener::Event;
+use fjord_engine::log::ReadData;
 use fjord_engine::shard::{Request, Response};
 use fjord_engine::{Offset, TopicPartition};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -22,6 +29,7 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::error::engine_error_code;
+use crate::fetch_codec::{ResponseChunk, ZeroCopyFetch};
 use crate::server::Broker;
 
 /// Versions served (v13+ address topics by id).
@@ -40,82 +48,146 @@ struct Wanted {
     max_bytes: usize,
 }
 
+/// One partition's answer: its fields and its records.
+struct Answer {
+    data: PartitionData,
+    records: Vec<ResponseChunk>,
+}
+
+impl Answer {
+    fn records_bytes(&self) -> u64 {
+        self.records.iter().map(ResponseChunk::len).sum()
+    }
+}
+
+/// What a read found: the offsets the answer reports, and the records.
+struct Found {
+    high_watermark: Offset,
+    log_start: Offset,
+    records: Vec<ResponseChunk>,
+}
+
+fn batches_to_chunks(batches: Vec<Bytes>) -> Vec<ResponseChunk> {
+    batches.into_iter().map(ResponseChunk::Bytes).collect()
+}
+
+/// Reads one partition, up to `limit` bytes (at least one batch, KIP-74),
+/// below the high watermark. A partition this shard owns is read in place:
+/// a file range when the batches are not cached, sent later with
+/// `sendfile`. Another shard's partition is read there and comes back as
+/// cached or copied `Bytes`.
+async fn read_partition(broker: &Rc<Broker>, wanted: &Wanted, limit: usize) -> Answer {
+    let data = PartitionData::default()
+        .with_partition_index(wanted.partition.partition)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1);
+    let owner = broker.shard.owner_of(&wanted.partition);
+    let read = if limit == 0 {
+        // With no budget left only the offsets are reported.
+        match broker
+            .shard
+            .call(owner, Request::Offsets(wanted.partition.clone()))
+            .await
+        {
+            Response::Offsets(offsets) => Ok(Found {
+                high_watermark: offsets.high_watermark,
+                log_start: offsets.log_start,
+                records: Vec::new(),
+            }),
+            Response::Failed(error) => Err(error),
+            other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
+        }
+    } else if owner == broker.shard.id() {
+        read_local(broker, wanted, limit).await
+    } else {
+        let request = Request::Read {
+            partition: wanted.partition.clone(),
+            offset: wanted.offset,
+            max_bytes: limit,
+            upper_bound: Offset(i64::MAX),
+            committed: true,
+        };
+        match broker.shard.call(owner, request).await {
+            Response::Read(read) => Ok(Found {
+                high_watermark: read.high_watermark,
+                log_start: read.log_start_offset,
+                records: batches_to_chunks(read.batches),
+            }),
+            Response::Failed(error) => Err(error),
+            other => unreachable!("Read answers Read or Failed, not {other:?}"),
+        }
+    };
+    match read {
+        Ok(found) => Answer {
+            data: data
+                .with_high_watermark(found.high_watermark.0)
+                .with_last_stable_offset(found.high_watermark.0)
+                .with_log_start_offset(found.log_start.0),
+            records: found.records,
+        },
+        Err(error) => Answer {
+            data: data.with_error_code(engine_error_code(&error)),
+            records: Vec::new(),
+        },
+    }
+}
+
+/// Reads a partition of this shard without copying, bounded by its high
+/// watermark.
+async fn read_local(
+    broker: &Rc<Broker>,
+    wanted: &Wanted,
+    limit: usize,
+) -> Result<Found, fjord_engine::Error> {
+    let log = broker.shard.local_log(&wanted.partition)?;
+    let read = log
+        .read_zero_copy(wanted.offset, limit, log.high_watermark())
+        .await?;
+    let records = match read.data {
+        ReadData::Batches(batches) => batches_to_chunks(batches),
+        ReadData::File(range) => vec![ResponseChunk::File(range)],
+    };
+    Ok(Found {
+        high_watermark: read.offsets.high_watermark,
+        log_start: read.offsets.log_start,
+        records,
+    })
+}
+
 async fn read_all(
     broker: &Rc<Broker>,
     wanted: &[Vec<Wanted>],
     max_bytes: usize,
-) -> (Vec<Vec<PartitionData>>, usize) {
+) -> (Vec<Vec<Answer>>, usize) {
     let mut budget = max_bytes;
     let mut total = 0;
     let mut topics = Vec::with_capacity(wanted.len());
     for partitions in wanted {
         let mut answers = Vec::with_capacity(partitions.len());
         for wanted in partitions {
-            let mut data = PartitionData::default()
-                .with_partition_index(wanted.partition.partition)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1);
             let known = broker.controller.image().contains(&wanted.partition);
             if !known {
-                answers.push(data.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                answers.push(Answer {
+                    data: PartitionData::default()
+                        .with_partition_index(wanted.partition.partition)
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                    records: Vec::new(),
+                });
                 continue;
             }
-            let limit = wanted.max_bytes.min(budget);
-            let owner = broker.shard.owner_of(&wanted.partition);
-            let request = Request::Read {
-                partition: wanted.partition.clone(),
-                offset: wanted.offset,
-                max_bytes: limit.max(1),
-                upper_bound: Offset(i64::MAX),
-                committed: true,
-            };
-            // With no budget left only the offsets are reported.
-            let response = if limit == 0 {
-                broker
-                    .shard
-                    .call(owner, Request::Offsets(wanted.partition.clone()))
-                    .await
-            } else {
-                broker.shard.call(owner, request).await
-            };
-            data = match response {
-                Response::Read(read) => {
-                    let bytes: usize = read.batches.iter().map(Bytes::len).sum();
-                    budget = budget.saturating_sub(bytes);
-                    total += bytes;
-                    data.with_high_watermark(read.high_watermark.0)
-                        .with_last_stable_offset(read.high_watermark.0)
-                        .with_log_start_offset(read.log_start_offset.0)
-                        .with_records(Some(concat(read.batches)))
-                }
-                Response::Offsets(offsets) => data
-                    .with_high_watermark(offsets.high_watermark.0)
-                    .with_last_stable_offset(offsets.high_watermark.0)
-                    .with_log_start_offset(offsets.log_start.0)
-                    .with_records(Some(Bytes::new())),
-                Response::Failed(error) => data.with_error_code(engine_error_code(&error)),
-                other => unreachable!("Read answers Read or Failed, not {other:?}"),
-            };
-            answers.push(data);
+            let answer = read_partition(broker, wanted, wanted.max_bytes.min(budget)).await;
+            let bytes = usize::try_from(answer.records_bytes()).unwrap_or(usize::MAX);
+            budget = budget.saturating_sub(bytes);
+            total += bytes;
+            answers.push(answer);
         }
         topics.push(answers);
     }
     (topics, total)
-}
-
-fn concat(batches: Vec<Bytes>) -> Bytes {
-    match batches.len() {
-        0 => Bytes::new(),
-        1 => batches.into_iter().next().unwrap_or_default(),
-        _ => {
-            let mut joined = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-            for batch in batches {
-                joined.extend_from_slice(&batch);
-            }
-            joined.freeze()
-        }
-    }
 }
 
 /// Waits until one of the partitions gets committed data past its fetch
@@ -149,8 +221,9 @@ async fn wait_for_any(broker: &Rc<Broker>, wanted: &[Vec<Wanted>], timeout: Dura
     .await;
 }
 
-/// Answers Fetch.
-pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, _version: i16) -> FetchResponse {
+/// Answers Fetch; the records travel beside the response, to be sent
+/// without copying.
+pub async fn handle(broker: &Rc<Broker>, request: FetchRequest) -> ZeroCopyFetch {
     let started = Instant::now();
     let max_wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_LIMIT);
@@ -180,33 +253,42 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, _version: i16) -
     let (mut answers, mut total) = read_all(broker, &wanted, max_bytes).await;
     while total < min_bytes.max(1) && !broker.is_stopping() {
         let elapsed = started.elapsed();
-        let any_error = answers.iter().flatten().any(|data| data.error_code != 0);
+        let any_error = answers
+            .iter()
+            .flatten()
+            .any(|answer| answer.data.error_code != 0);
         if elapsed >= max_wait || any_error {
             break;
         }
         wait_for_any(broker, &wanted, max_wait.saturating_sub(elapsed)).await;
         (answers, total) = read_all(broker, &wanted, max_bytes).await;
     }
+    let mut records = Vec::with_capacity(answers.len());
     let responses = topic_names
         .into_iter()
         .zip(answers)
         .map(|(topic, partitions)| {
-            let partitions = partitions
+            let (partitions, topic_records): (Vec<_>, Vec<_>) = partitions
                 .into_iter()
-                .map(|data| {
-                    if read_committed {
-                        data.with_aborted_transactions(Some(Vec::new()))
+                .map(|answer| {
+                    let data = if read_committed {
+                        answer.data.with_aborted_transactions(Some(Vec::new()))
                     } else {
-                        data
-                    }
+                        answer.data
+                    };
+                    (data.with_records(None), Some(answer.records))
                 })
-                .collect();
+                .unzip();
+            records.push(topic_records);
             FetchableTopicResponse::default()
                 .with_topic(topic)
                 .with_partitions(partitions)
         })
         .collect();
-    FetchResponse::default()
-        .with_session_id(0)
-        .with_responses(responses)
+    ZeroCopyFetch {
+        response: FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(responses),
+        records,
+    }
 }

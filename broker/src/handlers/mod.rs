@@ -9,6 +9,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
 use crate::error::BrokerError;
+use crate::fetch_codec::ZeroCopyFetch;
 use crate::server::Broker;
 
 pub mod alter_configs;
@@ -65,6 +66,15 @@ pub fn support_for(key: ApiKey) -> Option<ApiSupport> {
     SUPPORTED.iter().copied().find(|support| support.key == key)
 }
 
+/// What a handler answers.
+pub enum Reply {
+    /// A response the crate's codec encodes.
+    Encoded(ResponseKind),
+    /// A Fetch response whose records are sent without copying
+    /// ([`crate::fetch_codec`]).
+    Fetch(ZeroCopyFetch),
+}
+
 /// Runs the handler for `request`. `Ok(None)` means no response is sent
 /// (Produce with `acks=0`).
 ///
@@ -74,9 +84,12 @@ pub async fn dispatch(
     broker: &Rc<Broker>,
     header: &RequestHeader,
     request: RequestKind,
-) -> Result<Option<ResponseKind>, BrokerError> {
+) -> Result<Option<Reply>, BrokerError> {
     let version = header.request_api_version;
-    Ok(Some(match request {
+    if let RequestKind::Fetch(request) = request {
+        return Ok(Some(Reply::Fetch(fetch::handle(broker, request).await)));
+    }
+    Ok(Some(Reply::Encoded(match request {
         RequestKind::ApiVersions(request) => {
             ResponseKind::ApiVersions(api_versions::handle(&request))
         }
@@ -87,9 +100,6 @@ pub async fn dispatch(
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(None),
         },
-        RequestKind::Fetch(request) => {
-            ResponseKind::Fetch(fetch::handle(broker, request, version).await)
-        }
         RequestKind::ListOffsets(request) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, request, version).await)
         }
@@ -132,5 +142,5 @@ pub async fn dispatch(
                 std::mem::discriminant(&other)
             )))
         }
-    }))
+    })))
 }

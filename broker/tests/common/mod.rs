@@ -344,6 +344,7 @@ pub fn sample_frames(name: &str) -> Vec<(ApiKey, i16, Bytes)> {
 pub struct Broker {
     process: Child,
     pub port: u16,
+    settings: Vec<String>,
     _data: tempfile::TempDir,
 }
 
@@ -356,6 +357,34 @@ fn raise_memlock_limit() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
 }
 
+/// Spawns `fjord` with `settings` and waits until it listens on `port`.
+fn launch(settings: &[String], port: u16) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
+    for setting in settings {
+        command.arg("--set").arg(setting);
+    }
+    let mut process = command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fjord");
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        if let Ok(Some(status)) = process.try_wait() {
+            panic!("fjord exited with {status} before listening");
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return process;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fjord did not listen on {port} within {START_DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Broker {
     /// Starts `fjord` with `extra` `--set` overrides and waits until it
     /// accepts connections.
@@ -366,8 +395,7 @@ impl Broker {
             .and_then(|probe| probe.local_addr())
             .expect("free port")
             .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
-        for setting in [
+        let settings: Vec<String> = [
             format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
             format!("advertised.listeners=PLAINTEXT://localhost:{port}"),
             format!("log.dirs={}", data.path().join("data").display()),
@@ -375,34 +403,31 @@ impl Broker {
         ]
         .into_iter()
         .chain(extra.iter().map(|setting| (*setting).to_owned()))
-        {
-            command.arg("--set").arg(setting);
-        }
-        let process = command
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn fjord");
-        let mut broker = Self {
-            process,
+        .collect();
+        Self {
+            process: launch(&settings, port),
             port,
+            settings,
             _data: data,
-        };
+        }
+    }
+
+    /// Stops the broker cleanly (SIGTERM, as an operator would) and starts
+    /// it again on the same port and data directory.
+    #[allow(dead_code, reason = "not every test binary restarts")]
+    pub fn restart(&mut self) {
+        let pid = i32::try_from(self.process.id()).expect("pid fits");
+        // SAFETY: signals our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Ok(Some(status)) = broker.process.try_wait() {
-                panic!("fjord exited with {status} before listening");
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return broker;
-            }
+        while self.process.try_wait().expect("wait for fjord").is_none() {
             assert!(
                 Instant::now() < deadline,
-                "fjord did not listen on {port} within {START_DEADLINE:?}"
+                "fjord did not stop within {START_DEADLINE:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.process = launch(&self.settings, self.port);
     }
 
     pub fn connect(&self) -> Connection {
