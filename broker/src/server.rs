@@ -159,7 +159,18 @@ pub async fn serve(broker: Rc<Broker>) -> Result<(), BrokerError> {
     Ok(())
 }
 
-type ResponseTask = glommio::task::JoinHandle<Option<Vec<ResponseChunk>>>;
+/// What the writer does with one request's outcome.
+enum Outcome {
+    /// Send these chunks.
+    Send(Vec<ResponseChunk>),
+    /// Send nothing (Produce with `acks=0`).
+    Silent,
+    /// Close the connection: the request failed in a way no response
+    /// expresses, and a client waiting for an answer must not hang.
+    Close,
+}
+
+type ResponseTask = glommio::task::JoinHandle<Outcome>;
 
 async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), BrokerError> {
     let peer = stream.peer_addr().ok();
@@ -170,8 +181,10 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
     let (responses, pending) = local_channel::new_bounded::<ResponseTask>(IN_FLIGHT_REQUESTS_MAX);
     let writer_task = glommio::spawn_local(async move {
         while let Some(task) = pending.recv().await {
-            let Some(Some(chunks)) = task.await else {
-                continue;
+            let chunks = match task.await {
+                Some(Outcome::Send(chunks)) => chunks,
+                Some(Outcome::Silent) => continue,
+                Some(Outcome::Close) | None => break,
             };
             if let Err(error) = write_chunks(&mut writer, socket, chunks).await {
                 tracing::debug!(?peer, %error, "closing connection on a failed write");
@@ -304,12 +317,10 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Decoded), Brok
     Ok((header, Decoded::Request(Box::new(request))))
 }
 
-async fn respond(
-    broker: &Rc<Broker>,
-    header: RequestHeader,
-    request: Decoded,
-) -> Option<Vec<ResponseChunk>> {
-    let api_key = ApiKey::try_from(header.request_api_key).ok()?;
+async fn respond(broker: &Rc<Broker>, header: RequestHeader, request: Decoded) -> Outcome {
+    let Ok(api_key) = ApiKey::try_from(header.request_api_key) else {
+        return Outcome::Close;
+    };
     let (version, reply) = match request {
         Decoded::UnsupportedApiVersions => (
             0,
@@ -317,10 +328,10 @@ async fn respond(
         ),
         Decoded::Request(request) => match handlers::dispatch(broker, &header, *request).await {
             Ok(Some(reply)) => (header.request_api_version, reply),
-            Ok(None) => return None,
+            Ok(None) => return Outcome::Silent,
             Err(error) => {
-                tracing::warn!(?api_key, %error, "request failed");
-                return None;
+                tracing::warn!(?api_key, %error, "request failed; closing the connection");
+                return Outcome::Close;
             }
         },
     };
@@ -330,10 +341,10 @@ async fn respond(
         Reply::Fetch(fetch) => encode_fetch_response(header.correlation_id, version, &fetch),
     };
     match encoded {
-        Ok(chunks) => Some(chunks),
+        Ok(chunks) => Outcome::Send(chunks),
         Err(error) => {
-            tracing::error!(?api_key, version, %error, "cannot encode response");
-            None
+            tracing::error!(?api_key, version, %error, "cannot encode response; closing the connection");
+            Outcome::Close
         }
     }
 }
