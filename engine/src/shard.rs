@@ -31,7 +31,7 @@ use glommio::{executor, Latency, LocalExecutorBuilder, Placement, PoolPlacement,
 use crate::cache::BatchCache;
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
-use crate::log::{AppendInfo, LogOffsets, PartitionLog, ReadResult};
+use crate::log::{AppendInfo, LogOffsets, PartitionLog, ReadResult, ZeroCopyRead};
 use crate::storage::dma::DmaStorage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 
@@ -170,6 +170,16 @@ pub enum Request {
         /// data).
         committed: bool,
     },
+    /// Read for a consumer without copying: batches up to the high
+    /// watermark as cached `Bytes` or a verified file range to send.
+    ReadZeroCopy {
+        /// The partition.
+        partition: TopicPartition,
+        /// First offset wanted.
+        offset: Offset,
+        /// Byte limit (at least one batch is returned).
+        max_bytes: usize,
+    },
     /// Flush everything appended so far.
     Flush(TopicPartition),
     /// The partition's offsets.
@@ -203,6 +213,8 @@ pub enum Response {
     Appended(AppendInfo),
     /// From [`Request::Read`].
     Read(ReadResult),
+    /// From [`Request::ReadZeroCopy`].
+    ZeroCopy(ZeroCopyRead),
     /// An offset (flush, truncate, delete records).
     Offset(Offset),
     /// From [`Request::Offsets`].
@@ -558,22 +570,19 @@ impl Shard {
                 };
                 Response::Read(log.read(offset, max_bytes, bound).await?)
             }
+            Request::ReadZeroCopy {
+                partition,
+                offset,
+                max_bytes,
+            } => {
+                let log = self.local(&partition)?;
+                let bound = log.high_watermark();
+                Response::ZeroCopy(log.read_zero_copy(offset, max_bytes, bound).await?)
+            }
             Request::Flush(partition) => Response::Offset(self.local(&partition)?.flush().await?),
             Request::Offsets(partition) => Response::Offsets(self.local(&partition)?.offsets()),
             Request::ListOffset(partition, query) => {
-                let log = self.local(&partition)?;
-                let found = match query {
-                    OffsetQuery::Earliest => Some((log.offsets().log_start, -1)),
-                    OffsetQuery::Latest => Some((log.offsets().log_end, -1)),
-                    OffsetQuery::MaxTimestamp => {
-                        log.max_timestamp_offset().await?.map(|(o, t)| (o, t.0))
-                    }
-                    OffsetQuery::Timestamp(target) => log
-                        .offset_for_timestamp(target)
-                        .await?
-                        .map(|(o, t)| (o, t.0)),
-                };
-                Response::Found(found)
+                Response::Found(self.list_offset_local(&partition, query).await?)
             }
             Request::AdvanceHighWatermark(partition, offset) => {
                 self.local(&partition)?.advance_high_watermark(offset);
@@ -602,6 +611,25 @@ impl Shard {
                 partitions.sort();
                 Response::Partitions(partitions)
             }
+        })
+    }
+
+    /// ListOffsets on a partition of this shard: the offset and, where the
+    /// query is by time, the timestamp found (`-1` otherwise).
+    async fn list_offset_local(
+        &self,
+        partition: &TopicPartition,
+        query: OffsetQuery,
+    ) -> Result<Option<(Offset, i64)>> {
+        let log = self.local(partition)?;
+        Ok(match query {
+            OffsetQuery::Earliest => Some((log.offsets().log_start, -1)),
+            OffsetQuery::Latest => Some((log.offsets().log_end, -1)),
+            OffsetQuery::MaxTimestamp => log.max_timestamp_offset().await?.map(|(o, t)| (o, t.0)),
+            OffsetQuery::Timestamp(target) => log
+                .offset_for_timestamp(target)
+                .await?
+                .map(|(o, t)| (o, t.0)),
         })
     }
 

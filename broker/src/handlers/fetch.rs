@@ -98,24 +98,25 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &Wanted, limit: usize) -> A
             Response::Failed(error) => Err(error),
             other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
         }
-    } else if owner == broker.shard.id() {
-        read_local(broker, wanted, limit).await
     } else {
-        let request = Request::Read {
+        // The owning shard answers with its cache's Bytes or a verified file
+        // range; either way nothing is copied, on this shard or across.
+        let request = Request::ReadZeroCopy {
             partition: wanted.partition.clone(),
             offset: wanted.offset,
             max_bytes: limit,
-            upper_bound: Offset(i64::MAX),
-            committed: true,
         };
         match broker.shard.call(owner, request).await {
-            Response::Read(read) => Ok(Found {
-                high_watermark: read.high_watermark,
-                log_start: read.log_start_offset,
-                records: batches_to_chunks(read.batches),
+            Response::ZeroCopy(read) => Ok(Found {
+                high_watermark: read.offsets.high_watermark,
+                log_start: read.offsets.log_start,
+                records: match read.data {
+                    ReadData::Batches(batches) => batches_to_chunks(batches),
+                    ReadData::File(range) => vec![ResponseChunk::File(range)],
+                },
             }),
             Response::Failed(error) => Err(error),
-            other => unreachable!("Read answers Read or Failed, not {other:?}"),
+            other => unreachable!("ReadZeroCopy answers ZeroCopy or Failed, not {other:?}"),
         }
     };
     match read {
@@ -131,28 +132,6 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &Wanted, limit: usize) -> A
             records: Vec::new(),
         },
     }
-}
-
-/// Reads a partition of this shard without copying, bounded by its high
-/// watermark.
-async fn read_local(
-    broker: &Rc<Broker>,
-    wanted: &Wanted,
-    limit: usize,
-) -> Result<Found, fjord_engine::Error> {
-    let log = broker.shard.local_log(&wanted.partition)?;
-    let read = log
-        .read_zero_copy(wanted.offset, limit, log.high_watermark())
-        .await?;
-    let records = match read.data {
-        ReadData::Batches(batches) => batches_to_chunks(batches),
-        ReadData::File(range) => vec![ResponseChunk::File(range)],
-    };
-    Ok(Found {
-        high_watermark: read.offsets.high_watermark,
-        log_start: read.offsets.log_start,
-        records,
-    })
 }
 
 async fn read_all(
