@@ -232,6 +232,14 @@ impl<S: Storage> LogState<S> {
         }
     }
 
+    /// The segment that may hold `offset` (the last one starting at or
+    /// before it), with its indexes loaded for the lookup.
+    fn segment_holding(&mut self, offset: Offset, storage: &S) -> Option<&mut Segment<S>> {
+        let segment = self.segments.range_mut(..=offset).next_back()?.1;
+        segment.load_indexes(storage);
+        Some(segment)
+    }
+
     fn check_invariants(&self) {
         assert!(
             self.log_start_offset <= self.high_watermark,
@@ -1240,15 +1248,9 @@ impl<S: Storage> PartitionLog<S> {
                 return Ok(ReadResult { batches, ..empty });
             }
             let storage = &self.storage;
-            let Some(segment) = state
-                .segments
-                .range_mut(..=offset)
-                .next_back()
-                .map(|(_, segment)| segment)
-            else {
+            let Some(segment) = state.segment_holding(offset, storage) else {
                 return Ok(empty);
             };
-            segment.load_indexes(storage);
             (
                 segment.handle(),
                 segment.start_position_for(offset),
@@ -1341,15 +1343,9 @@ impl<S: Storage> PartitionLog<S> {
                 });
             }
             let storage = &self.storage;
-            let Some(segment) = state
-                .segments
-                .range_mut(..=offset)
-                .next_back()
-                .map(|(_, segment)| segment)
-            else {
+            let Some(segment) = state.segment_holding(offset, storage) else {
                 return Ok(empty);
             };
-            segment.load_indexes(storage);
             let file = segment.send_file(storage)?;
             (
                 segment.handle(),
