@@ -36,6 +36,12 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// `compression.type` broker default for topics.
     pub compression_type: String,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227)
+    /// the broker keeps, shared out between shards.
+    pub fetch_session_cache_slots: usize,
+    /// `connections.max.idle.ms`: a connection with no request for this long
+    /// is closed.
+    pub connections_max_idle: std::time::Duration,
     /// `cores`: shards (fjord's own key).
     pub cores: usize,
     /// `cluster.id`.
@@ -69,6 +75,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.flush.interval.ms", ""),
     ("log.message.timestamp.type", "CreateTime"),
     ("compression.type", "producer"),
+    ("max.incremental.fetch.session.cache.slots", "1000"),
+    ("connections.max.idle.ms", "600000"),
     ("cluster.id", "fjord-cluster"),
     ("cores", ""),
 ];
@@ -259,6 +267,14 @@ impl BrokerConfig {
                 &get("socket.request.max.bytes"),
             )?,
             compression_type,
+            fetch_session_cache_slots: parse(
+                "max.incremental.fetch.session.cache.slots",
+                &get("max.incremental.fetch.session.cache.slots"),
+            )?,
+            connections_max_idle: std::time::Duration::from_millis(parse(
+                "connections.max.idle.ms",
+                &get("connections.max.idle.ms"),
+            )?),
             cores,
             cluster_id: get("cluster.id"),
             log_defaults,

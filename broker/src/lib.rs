@@ -10,6 +10,7 @@
 pub mod config;
 pub mod error;
 pub mod fetch_codec;
+pub mod fetch_session;
 pub mod handlers;
 pub mod metadata;
 pub mod recompress;

@@ -14,8 +14,10 @@
 //! bounded by `SO_SNDTIMEO`. A frame
 //! larger than `socket.request.max.bytes` is refused before anything is
 //! allocated for it; a frame that does not decode, or an API or version we
-//! do not serve, closes the connection with a log line. Nothing a client
-//! sends can panic the broker.
+//! do not serve, closes the connection with a log line. A connection that
+//! sends no request for `connections.max.idle.ms` is closed (its pending
+//! responses still go out first). Nothing a client sends can panic the
+//! broker.
 
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -37,6 +39,8 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fetch_codec::{encode_fetch_response, ResponseChunk};
+use crate::fetch_session::FetchSessions;
+use crate::handlers::produce::{LegacyProduce, OLDEST_APPENDED_VERSION};
 use crate::handlers::{self, Reply};
 use crate::metadata::Controller;
 
@@ -54,6 +58,8 @@ pub struct Broker {
     pub config: Arc<BrokerConfig>,
     /// The metadata controller (shared by every shard).
     pub controller: Arc<Controller>,
+    /// Incremental fetch sessions opened by this shard's connections.
+    pub fetch_sessions: FetchSessions,
     stop_flag: Arc<AtomicBool>,
     stopping: Event,
     stopped: Cell<bool>,
@@ -68,8 +74,17 @@ impl Broker {
         controller: Arc<Controller>,
         stop_flag: Arc<AtomicBool>,
     ) -> Rc<Self> {
+        // Shard counts are core counts: far below u32::MAX.
+        let fetch_sessions = FetchSessions::new(
+            shard.id() as u32,
+            shard.shard_count() as u32,
+            config
+                .fetch_session_cache_slots
+                .div_ceil(shard.shard_count()),
+        );
         Rc::new(Self {
             shard,
+            fetch_sessions,
             config,
             controller,
             stop_flag,
@@ -194,11 +209,19 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
         let _ = writer.close().await;
     });
     let max_bytes = broker.config.socket_request_max_bytes;
+    let max_idle = broker.config.connections_max_idle;
     loop {
         let frame = futures_lite::future::or(
             async { Some(read_frame(&mut reader, max_bytes).await) },
             async {
-                broker.until_stopping().await;
+                futures_lite::future::or(broker.until_stopping(), async {
+                    glommio::timer::sleep(max_idle).await;
+                    tracing::debug!(
+                        ?peer,
+                        "closing a connection idle for connections.max.idle.ms"
+                    );
+                })
+                .await;
                 None
             },
         )
@@ -278,6 +301,8 @@ pub enum Decoded {
     Request(Box<RequestKind>),
     /// ApiVersions in a version newer than ours.
     UnsupportedApiVersions,
+    /// Produce v0-v2: advertised, answered with `UNSUPPORTED_VERSION`.
+    LegacyProduce(LegacyProduce),
 }
 
 /// Decodes a frame's header and body.
@@ -298,6 +323,11 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Decoded), Brok
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|error| BrokerError::Malformed(format!("request header: {error}")))?;
+    if api_key == ApiKey::Produce && (0..OLDEST_APPENDED_VERSION).contains(&version) {
+        let request = LegacyProduce::decode(version, &frame)
+            .map_err(|error| BrokerError::Malformed(format!("Produce v{version}: {error}")))?;
+        return Ok((header, Decoded::LegacyProduce(request)));
+    }
     let Some(support) = handlers::support_for(api_key) else {
         return Err(BrokerError::Malformed(format!(
             "API {api_key:?} is not served"
@@ -322,6 +352,15 @@ async fn respond(broker: &Rc<Broker>, header: RequestHeader, request: Decoded) -
         return Outcome::Close;
     };
     let (version, reply) = match request {
+        Decoded::LegacyProduce(request) => {
+            if !request.wants_answer() {
+                return Outcome::Silent;
+            }
+            return Outcome::Send(vec![ResponseChunk::Bytes(frame_body(
+                header.correlation_id,
+                &request.refusal(),
+            ))]);
+        }
         Decoded::UnsupportedApiVersions => (
             0,
             Reply::Encoded(handlers::api_versions::unsupported_version()),
@@ -496,6 +535,16 @@ fn wait_writable(socket: &OwnedFd) -> std::io::Result<()> {
             }
         }
     }
+}
+
+/// A response frame with a v0 header (correlation id only) around an
+/// already encoded `body`.
+fn frame_body(correlation_id: i32, body: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(8 + body.len());
+    frame.put_i32(i32::try_from(4 + body.len()).unwrap_or(i32::MAX));
+    frame.put_i32(correlation_id);
+    frame.extend_from_slice(body);
+    frame.freeze()
 }
 
 /// Encodes a response frame: size, response header, body.

@@ -12,7 +12,7 @@ mod common;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 use common::{
     api_versions, create_topic, fetch, hex, metadata, one_record_batch, produce, produce_error,
     request_body, sample_frames, sized, Broker, Ending, Rng,
@@ -333,9 +333,10 @@ fn unknown_apis_and_unserved_versions_close_the_connection() {
             "OffsetCommit, not served",
             raw_request(ApiKey::OffsetCommit as i16, 2, &[0; 16]),
         ),
-        ("Produce v2, advertised but refused", {
-            raw_request(ApiKey::Produce as i16, 2, &[0; 16])
-        }),
+        (
+            "Produce v2 whose body does not decode",
+            raw_request(ApiKey::Produce as i16, 2, &[0, 1, 0, 0, 0, 0, 0x7f]),
+        ),
         (
             "Produce v-1",
             raw_request(ApiKey::Produce as i16, -1, &[0; 16]),
@@ -367,6 +368,67 @@ fn unknown_apis_and_unserved_versions_close_the_connection() {
         assert!(started.elapsed() < CLOSE_DEADLINE, "{what} closed slowly");
     }
     assert_still_serves(&mut broker, "after-unknown");
+}
+
+/// A Produce v0-v2 body (acks 1): one topic, partitions 0 and 3, each
+/// with an empty message set.
+fn legacy_produce_body(acks: i16) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.put_i16(acks);
+    body.put_i32(5_000);
+    body.put_i32(1);
+    body.put_i16(6);
+    body.extend_from_slice(b"legacy");
+    body.put_i32(2);
+    for partition in [0, 3] {
+        body.put_i32(partition);
+        body.put_i32(0);
+    }
+    body
+}
+
+/// Guards the compatibility promise for Produce v0-v2 (advertised because
+/// some librdkafka versions compress only when they see v0): each version
+/// is answered, in its own layout, with `UNSUPPORTED_VERSION` for every
+/// partition; with acks 0 nothing is answered and the connection stays.
+#[test]
+fn produce_v0_to_v2_is_refused_with_unsupported_version() {
+    let mut broker = Broker::start(&[]);
+    for version in 0..=2 {
+        let mut client = broker.connect();
+        let silent = raw_request(ApiKey::Produce as i16, version, &legacy_produce_body(0));
+        let mut answered = raw_request(ApiKey::Produce as i16, version, &legacy_produce_body(1));
+        // The correlation id follows the size, API key and version.
+        answered[8..12].copy_from_slice(&2_i32.to_be_bytes());
+        client.send_raw(&silent);
+        client.send_raw(&answered);
+        let (header, mut body) = client.read_response(ApiKey::Produce, version);
+        assert_eq!(
+            header.correlation_id, 2,
+            "v{version}: only the acks=1 request is answered"
+        );
+        assert_eq!(body.get_i32(), 1, "v{version}: one topic");
+        assert_eq!(body.get_i16(), 6);
+        assert_eq!(&body.split_to(6)[..], b"legacy");
+        assert_eq!(body.get_i32(), 2, "v{version}: two partitions");
+        for partition in [0, 3] {
+            assert_eq!(body.get_i32(), partition);
+            assert_eq!(body.get_i16(), ResponseError::UnsupportedVersion.code());
+            assert_eq!(body.get_i64(), -1, "v{version}: base offset");
+            if version >= 2 {
+                assert_eq!(body.get_i64(), -1, "v{version}: log append time");
+            }
+        }
+        if version >= 1 {
+            assert_eq!(body.get_i32(), 0, "v{version}: throttle time");
+        }
+        assert!(
+            body.is_empty(),
+            "v{version}: {} bytes left over",
+            body.len()
+        );
+    }
+    assert_still_serves(&mut broker, "after-legacy-produce");
 }
 
 /// Guards KIP-511: a client newer than fjord opens with an ApiVersions
@@ -524,4 +586,34 @@ fn requests_claiming_billions_of_entries_close_the_connection() {
         broker.assert_alive();
     }
     assert_still_serves(&mut broker, "after-billions");
+}
+
+/// Guards `connections.max.idle.ms`: a client that stops sending requests
+/// is disconnected once the limit passes (an abandoned connection must not
+/// hold a slot forever), while one that keeps sending within the limit
+/// stays connected past it.
+#[test]
+fn connections_idle_past_connections_max_idle_ms_are_closed() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let mut broker = Broker::start(&["connections.max.idle.ms=1000"]);
+    let mut client = broker.connect();
+    let connected = Instant::now();
+    let mut last_request = connected;
+    while connected.elapsed() < IDLE * 2 {
+        std::thread::sleep(IDLE / 4);
+        last_request = Instant::now();
+        let ResponseKind::ApiVersions(versions) =
+            client.call(ApiKey::ApiVersions, 3, &api_versions())
+        else {
+            panic!("not an ApiVersions response");
+        };
+        assert_eq!(versions.error_code, 0, "a busy connection stays open");
+    }
+    assert_eq!(client.wait_for_close(), Ending::Closed(0));
+    let closed_after = last_request.elapsed();
+    assert!(
+        closed_after >= IDLE && closed_after < IDLE * 4,
+        "closed {closed_after:?} after the last request, limit {IDLE:?}"
+    );
+    assert_still_serves(&mut broker, "after-idle");
 }

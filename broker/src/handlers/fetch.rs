@@ -11,8 +11,8 @@
 //! The first partition with data always returns at least one batch, even
 //! one larger than the limits (KIP-74), so a consumer never stalls on a big
 //! batch. Without transactions the last stable offset is the high watermark.
-//! Fetch sessions (KIP-227) are answered with session id 0, which tells
-//! clients to send full fetches.
+//! Fetch sessions (KIP-227, [`crate::fetch_session`]) decide which
+//! partitions are read and which answers are sent.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -22,14 +22,16 @@ use bytes::Bytes;
 use event_listener::Event;
 use fjord_engine::log::ReadData;
 use fjord_engine::shard::{Request, Response};
-use fjord_engine::{Offset, TopicPartition};
+use fjord_engine::Offset;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::error::engine_error_code;
 use crate::fetch_codec::{ResponseChunk, ZeroCopyFetch};
+use crate::fetch_session::FetchTarget;
 use crate::server::Broker;
 
 /// Versions served (v13+ address topics by id).
@@ -41,12 +43,6 @@ pub const SUPPORT: ApiSupport = ApiSupport {
 
 /// The longest a fetch may wait, whatever the client asks.
 const MAX_WAIT_LIMIT: Duration = Duration::from_secs(30);
-
-struct Wanted {
-    partition: TopicPartition,
-    offset: Offset,
-    max_bytes: usize,
-}
 
 /// One partition's answer: its fields and its records.
 struct Answer {
@@ -76,7 +72,7 @@ fn batches_to_chunks(batches: Vec<Bytes>) -> Vec<ResponseChunk> {
 /// a file range when the batches are not cached, sent later with
 /// `sendfile`. Another shard's partition is read there and comes back as
 /// cached or copied `Bytes`.
-async fn read_partition(broker: &Rc<Broker>, wanted: &Wanted, limit: usize) -> Answer {
+async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize) -> Answer {
     let data = PartitionData::default()
         .with_partition_index(wanted.partition.partition)
         .with_high_watermark(-1)
@@ -136,54 +132,50 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &Wanted, limit: usize) -> A
 
 async fn read_all(
     broker: &Rc<Broker>,
-    wanted: &[Vec<Wanted>],
+    targets: &[FetchTarget],
     max_bytes: usize,
-) -> (Vec<Vec<Answer>>, usize) {
+) -> (Vec<Answer>, usize) {
     let mut budget = max_bytes;
     let mut total = 0;
-    let mut topics = Vec::with_capacity(wanted.len());
-    for partitions in wanted {
-        let mut answers = Vec::with_capacity(partitions.len());
-        for wanted in partitions {
-            let known = broker.controller.image().contains(&wanted.partition);
-            if !known {
-                answers.push(Answer {
-                    data: PartitionData::default()
-                        .with_partition_index(wanted.partition.partition)
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1)
-                        .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                    records: Vec::new(),
-                });
-                continue;
-            }
-            let answer = read_partition(broker, wanted, wanted.max_bytes.min(budget)).await;
-            let bytes = usize::try_from(answer.records_bytes()).unwrap_or(usize::MAX);
-            budget = budget.saturating_sub(bytes);
-            total += bytes;
-            answers.push(answer);
+    let mut answers = Vec::with_capacity(targets.len());
+    for target in targets {
+        let known = broker.controller.image().contains(&target.partition);
+        if !known {
+            answers.push(Answer {
+                data: PartitionData::default()
+                    .with_partition_index(target.partition.partition)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                records: Vec::new(),
+            });
+            continue;
         }
-        topics.push(answers);
+        let answer = read_partition(broker, target, target.max_bytes.min(budget)).await;
+        let bytes = usize::try_from(answer.records_bytes()).unwrap_or(usize::MAX);
+        budget = budget.saturating_sub(bytes);
+        total += bytes;
+        answers.push(answer);
     }
-    (topics, total)
+    (answers, total)
 }
 
 /// Waits until one of the partitions gets committed data past its fetch
 /// offset, or `timeout` passes.
-async fn wait_for_any(broker: &Rc<Broker>, wanted: &[Vec<Wanted>], timeout: Duration) {
+async fn wait_for_any(broker: &Rc<Broker>, targets: &[FetchTarget], timeout: Duration) {
     let woke = Rc::new((Event::new(), Cell::new(false)));
     let listener = woke.0.listen();
-    for wanted in wanted.iter().flatten() {
+    for target in targets {
         let broker = broker.clone();
         let woke = woke.clone();
         let request = Request::WaitForData {
-            partition: wanted.partition.clone(),
-            offset: wanted.offset,
+            partition: target.partition.clone(),
+            offset: target.offset,
             timeout,
             committed: true,
         };
-        let owner = broker.shard.owner_of(&wanted.partition);
+        let owner = broker.shard.owner_of(&target.partition);
         glommio::spawn_local(async move {
             broker.shard.call(owner, request).await;
             woke.1.set(true);
@@ -204,69 +196,67 @@ async fn wait_for_any(broker: &Rc<Broker>, wanted: &[Vec<Wanted>], timeout: Dura
 /// without copying.
 pub async fn handle(broker: &Rc<Broker>, request: FetchRequest) -> ZeroCopyFetch {
     let started = Instant::now();
+    let (context, targets) = match broker.fetch_sessions.begin(&request, started) {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            return ZeroCopyFetch {
+                response: FetchResponse::default()
+                    .with_error_code(error.code())
+                    .with_session_id(0),
+                records: Vec::new(),
+            }
+        }
+    };
     let max_wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_LIMIT);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
     let read_committed = request.isolation_level == 1;
-    let topic_names: Vec<_> = request
-        .topics
-        .iter()
-        .map(|topic| topic.topic.clone())
-        .collect();
-    let wanted: Vec<Vec<Wanted>> = request
-        .topics
-        .iter()
-        .map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .map(|partition| Wanted {
-                    partition: TopicPartition::new(topic.topic.0.to_string(), partition.partition),
-                    offset: Offset(partition.fetch_offset),
-                    max_bytes: usize::try_from(partition.partition_max_bytes).unwrap_or(0),
-                })
-                .collect()
-        })
-        .collect();
-    let (mut answers, mut total) = read_all(broker, &wanted, max_bytes).await;
+    let (mut answers, mut total) = read_all(broker, &targets, max_bytes).await;
     while total < min_bytes.max(1) && !broker.is_stopping() {
         let elapsed = started.elapsed();
-        let any_error = answers
-            .iter()
-            .flatten()
-            .any(|answer| answer.data.error_code != 0);
+        let any_error = answers.iter().any(|answer| answer.data.error_code != 0);
         if elapsed >= max_wait || any_error {
             break;
         }
-        wait_for_any(broker, &wanted, max_wait.saturating_sub(elapsed)).await;
-        (answers, total) = read_all(broker, &wanted, max_bytes).await;
+        wait_for_any(broker, &targets, max_wait.saturating_sub(elapsed)).await;
+        (answers, total) = read_all(broker, &targets, max_bytes).await;
     }
-    let mut records = Vec::with_capacity(answers.len());
-    let responses = topic_names
-        .into_iter()
-        .zip(answers)
-        .map(|(topic, partitions)| {
-            let (partitions, topic_records): (Vec<_>, Vec<_>) = partitions
-                .into_iter()
-                .map(|answer| {
-                    let data = if read_committed {
-                        answer.data.with_aborted_transactions(Some(Vec::new()))
-                    } else {
-                        answer.data
-                    };
-                    (data.with_records(None), Some(answer.records))
-                })
-                .unzip();
-            records.push(topic_records);
-            FetchableTopicResponse::default()
-                .with_topic(topic)
-                .with_partitions(partitions)
-        })
-        .collect();
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut records: Vec<Vec<Option<Vec<ResponseChunk>>>> = Vec::new();
+    for (target, answer) in targets.iter().zip(answers) {
+        let has_records = !answer.records.is_empty();
+        let partition = &target.partition;
+        if !broker
+            .fetch_sessions
+            .must_answer(context, partition, &answer.data, has_records)
+        {
+            continue;
+        }
+        let data = if read_committed {
+            answer.data.with_aborted_transactions(Some(Vec::new()))
+        } else {
+            answer.data
+        };
+        let same_topic = responses
+            .last()
+            .is_some_and(|topic| topic.topic.0.as_str() == partition.topic);
+        if !same_topic {
+            responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(partition.topic.clone()))),
+            );
+            records.push(Vec::new());
+        }
+        let (Some(topic), Some(topic_records)) = (responses.last_mut(), records.last_mut()) else {
+            unreachable!("a topic entry was just ensured");
+        };
+        topic.partitions.push(data.with_records(None));
+        topic_records.push(Some(answer.records));
+    }
     ZeroCopyFetch {
         response: FetchResponse::default()
-            .with_session_id(0)
+            .with_session_id(context.session_id())
             .with_responses(responses),
         records,
     }

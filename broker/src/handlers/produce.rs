@@ -4,19 +4,20 @@
 //! `acks=-1` once it is flushed (on a single replica that is the whole ISR).
 //! Partitions of one request are appended concurrently. Old versions (v0-v2,
 //! message formats 0 and 1) are advertised because some librdkafka versions
-//! only enable compression when they see Produce v0, but such requests are
-//! not decoded: the connection closes. A topic whose `compression.type` is
+//! only enable compression when they see Produce v0, but every partition of
+//! such a request is refused with `UNSUPPORTED_VERSION`, as Kafka 4 does
+//! (KIP-896). A topic whose `compression.type` is
 //! a codec rather than `producer` gets its batches recompressed first.
 
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use fjord_engine::batch::split_batches;
 use fjord_engine::shard::{AppendRequest, Request, Response};
 use fjord_engine::{LeaderEpoch, TopicPartition};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
@@ -24,12 +25,78 @@ use crate::error::engine_error_code;
 use crate::recompress;
 use crate::server::Broker;
 
-/// Versions served (v0-v2 advertised, refused by closing).
+/// Versions advertised (v0-v2 are refused with `UNSUPPORTED_VERSION`).
 pub const SUPPORT: ApiSupport = ApiSupport {
     key: ApiKey::Produce,
     min: 0,
     max: 11,
 };
+
+/// The oldest version whose batches (message format 2) are appended; older
+/// ones are [`LegacyProduce`].
+pub const OLDEST_APPENDED_VERSION: i16 = 3;
+
+/// A Produce v0-v2 request, decoded only to refuse each of its partitions.
+pub struct LegacyProduce {
+    version: i16,
+    request: ProduceRequest,
+}
+
+impl LegacyProduce {
+    /// Decodes a v0-v2 body. These versions are v3 without the leading
+    /// nullable `transactional_id`, so the body is decoded as v3 behind a
+    /// null one; the codec has no older versions.
+    ///
+    /// # Errors
+    /// The codec's error if the body does not decode.
+    pub fn decode(version: i16, body: &[u8]) -> anyhow::Result<Self> {
+        debug_assert!((0..OLDEST_APPENDED_VERSION).contains(&version));
+        let mut framed = BytesMut::with_capacity(body.len() + 2);
+        framed.put_i16(-1);
+        framed.extend_from_slice(body);
+        let request = ProduceRequest::decode(&mut framed.freeze(), OLDEST_APPENDED_VERSION)?;
+        Ok(Self { version, request })
+    }
+
+    /// Whether the client waits for an answer (`acks` is not 0).
+    #[must_use]
+    pub fn wants_answer(&self) -> bool {
+        self.request.acks != 0
+    }
+
+    /// The response body refusing every partition with
+    /// `UNSUPPORTED_VERSION`, in the layout of the request's version: v0
+    /// has topic, partition, error and base offset; v1 adds the throttle
+    /// time, v2 each partition's log append time.
+    #[must_use]
+    pub fn refusal(&self) -> Bytes {
+        let mut body = BytesMut::new();
+        put_array_len(&mut body, self.request.topic_data.len());
+        for topic in &self.request.topic_data {
+            // The name was decoded from an INT16-sized string.
+            let name = topic.name.0.as_bytes();
+            body.put_i16(name.len() as i16);
+            body.extend_from_slice(name);
+            put_array_len(&mut body, topic.partition_data.len());
+            for partition in &topic.partition_data {
+                body.put_i32(partition.index);
+                body.put_i16(ResponseError::UnsupportedVersion.code());
+                body.put_i64(-1);
+                if self.version >= 2 {
+                    body.put_i64(-1);
+                }
+            }
+        }
+        if self.version >= 1 {
+            body.put_i32(0);
+        }
+        body.freeze()
+    }
+}
+
+fn put_array_len(body: &mut BytesMut, len: usize) {
+    body.put_i32(i32::try_from(len).unwrap_or(i32::MAX));
+}
 
 fn failed(index: i32, error: ResponseError, message: &str) -> PartitionProduceResponse {
     PartitionProduceResponse::default()

@@ -1,0 +1,179 @@
+//! Incremental fetch sessions (KIP-227) over the wire, step by step.
+//!
+//! A full fetch opens a session; incremental fetches then name only what
+//! changed and get only partitions with news; stale epochs, unknown ids and
+//! forgotten partitions behave as Kafka clients expect; a final fetch
+//! closes the session. Guards against a session that answers partitions
+//! with nothing new (clients re-process nothing but waste the round trip),
+//! loses a partition (a consumer silently stops reading it), or accepts a
+//! replayed epoch (a client would skip or repeat records).
+
+#[allow(dead_code, reason = "helpers shared with other test binaries")]
+mod common;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use common::{create_topic, one_record_batch, produce, produce_error, Broker, Connection};
+
+const FETCH_VERSION: i16 = 12;
+const TOPICS: [&str; 2] = ["session-a", "session-b"];
+
+fn topic(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
+}
+
+/// A Fetch in session `id` at `epoch` of `partitions` (topic, offset; all
+/// partition 0), forgetting `forgotten` topics' partition 0.
+fn fetch(
+    id: i32,
+    epoch: i32,
+    partitions: &[(&str, i64)],
+    forgotten: &[&str],
+    max_wait_ms: i32,
+) -> RequestKind {
+    RequestKind::Fetch(
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_id(id)
+            .with_session_epoch(epoch)
+            .with_topics(
+                partitions
+                    .iter()
+                    .map(|&(name, offset)| {
+                        FetchTopic::default()
+                            .with_topic(topic(name))
+                            .with_partitions(vec![FetchPartition::default()
+                                .with_partition(0)
+                                .with_fetch_offset(offset)
+                                .with_current_leader_epoch(-1)
+                                .with_log_start_offset(-1)
+                                .with_partition_max_bytes(1 << 20)])
+                    })
+                    .collect(),
+            )
+            .with_forgotten_topics_data(
+                forgotten
+                    .iter()
+                    .map(|name| {
+                        ForgottenTopic::default()
+                            .with_topic(topic(name))
+                            .with_partitions(vec![0])
+                    })
+                    .collect(),
+            ),
+    )
+}
+
+fn call(client: &mut Connection, request: &RequestKind) -> FetchResponse {
+    let ResponseKind::Fetch(response) = client.call(ApiKey::Fetch, FETCH_VERSION, request) else {
+        panic!("not a Fetch response");
+    };
+    response
+}
+
+/// The topics answered, with whether each brought records.
+fn answered(response: &FetchResponse) -> Vec<(String, bool)> {
+    response
+        .responses
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|partition| {
+                (
+                    topic.topic.0.to_string(),
+                    partition
+                        .records
+                        .as_ref()
+                        .is_some_and(|records| !records.is_empty()),
+                )
+            })
+        })
+        .collect()
+}
+
+fn produce_one(client: &mut Connection, name: &str) {
+    let response = client.call(
+        ApiKey::Produce,
+        9,
+        &produce(name, 1, one_record_batch(b"value")),
+    );
+    assert_eq!(produce_error(&response).0, 0, "produce to {name}");
+}
+
+#[test]
+fn incremental_fetches_carry_only_changes_and_news() {
+    let broker = Broker::start(&[]);
+    let mut client = broker.connect();
+    for name in TOPICS {
+        let ResponseKind::CreateTopics(created) =
+            client.call(ApiKey::CreateTopics, 5, &create_topic(name, &[]))
+        else {
+            panic!("not a CreateTopics response");
+        };
+        assert_eq!(created.topics[0].error_code, 0, "create {name}");
+    }
+    produce_one(&mut client, TOPICS[0]);
+
+    let full = call(
+        &mut client,
+        &fetch(0, 0, &[(TOPICS[0], 0), (TOPICS[1], 0)], &[], 0),
+    );
+    assert_eq!(full.error_code, 0);
+    let session = full.session_id;
+    assert_ne!(session, 0, "an initial fetch opens a session");
+    assert_eq!(
+        answered(&full),
+        [(TOPICS[0].to_owned(), true), (TOPICS[1].to_owned(), false)],
+        "a full fetch answers every partition"
+    );
+
+    // The client moved past the record; nothing else happened.
+    let quiet = call(&mut client, &fetch(session, 1, &[(TOPICS[0], 1)], &[], 100));
+    assert_eq!((quiet.error_code, quiet.session_id), (0, session));
+    assert_eq!(answered(&quiet), [], "no partition has news");
+
+    // New data in the partition the client did not mention this time.
+    produce_one(&mut client, TOPICS[1]);
+    let news = call(&mut client, &fetch(session, 2, &[], &[], 1_000));
+    assert_eq!(answered(&news), [(TOPICS[1].to_owned(), true)]);
+
+    let replayed = call(&mut client, &fetch(session, 2, &[], &[], 0));
+    assert_eq!(
+        replayed.error_code,
+        ResponseError::InvalidFetchSessionEpoch.code()
+    );
+    assert!(replayed.responses.is_empty());
+    let unknown = call(&mut client, &fetch(session ^ 0x4000, 1, &[], &[], 0));
+    assert_eq!(
+        unknown.error_code,
+        ResponseError::FetchSessionIdNotFound.code()
+    );
+
+    // A forgotten partition is neither read nor answered, even with data;
+    // the session still serves the other one at the offset it remembers.
+    produce_one(&mut client, TOPICS[1]);
+    produce_one(&mut client, TOPICS[0]);
+    let forgot = call(&mut client, &fetch(session, 3, &[], &[TOPICS[1]], 1_000));
+    assert_eq!(answered(&forgot), [(TOPICS[0].to_owned(), true)]);
+    let records = forgot.responses[0].partitions[0].records.as_ref().unwrap();
+    assert_eq!(
+        i64::from_be_bytes(records[..8].try_into().unwrap()),
+        1,
+        "read from the offset the session remembers"
+    );
+
+    let closed = call(&mut client, &fetch(session, -1, &[(TOPICS[0], 2)], &[], 0));
+    assert_eq!((closed.error_code, closed.session_id), (0, 0));
+    let gone = call(&mut client, &fetch(session, 4, &[], &[], 0));
+    assert_eq!(
+        gone.error_code,
+        ResponseError::FetchSessionIdNotFound.code()
+    );
+}
