@@ -177,3 +177,74 @@ fn incremental_fetches_carry_only_changes_and_news() {
         ResponseError::FetchSessionIdNotFound.code()
     );
 }
+
+/// Guards the response budget now that a Fetch reads its partitions
+/// concurrently: the records of all partitions stay within `max_bytes`
+/// (bar the first batch, KIP-74), partitions come back in request order,
+/// and with room for everything every partition is served whole.
+#[test]
+fn concurrent_partition_reads_keep_the_response_budget() {
+    const BATCH_VALUE_BYTES: usize = 1_000;
+    let broker = Broker::start(&[]);
+    let mut client = broker.connect();
+    let names: Vec<String> = (0..4).map(|index| format!("budget-{index}")).collect();
+    for name in &names {
+        let ResponseKind::CreateTopics(created) =
+            client.call(ApiKey::CreateTopics, 5, &create_topic(name, &[]))
+        else {
+            panic!("not a CreateTopics response");
+        };
+        assert_eq!(created.topics[0].error_code, 0, "create {name}");
+        for _ in 0..10 {
+            let response = client.call(
+                ApiKey::Produce,
+                9,
+                &produce(name, 1, one_record_batch(&[b'v'; BATCH_VALUE_BYTES])),
+            );
+            assert_eq!(produce_error(&response).0, 0, "produce to {name}");
+        }
+    }
+    let partitions: Vec<(&str, i64)> = names.iter().map(|name| (name.as_str(), 0)).collect();
+    let records_bytes = |response: &FetchResponse| -> Vec<usize> {
+        response
+            .responses
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+            .map(|partition| partition.records.as_ref().map_or(0, bytes::Bytes::len))
+            .collect()
+    };
+    for max_bytes in [1, 2_500, 9_000] {
+        let RequestKind::Fetch(request) = fetch(0, -1, &partitions, &[], 0) else {
+            unreachable!()
+        };
+        let limited = call(
+            &mut client,
+            &RequestKind::Fetch(request.with_max_bytes(max_bytes)),
+        );
+        let order: Vec<String> = limited
+            .responses
+            .iter()
+            .map(|topic| topic.topic.0.to_string())
+            .collect();
+        assert_eq!(order, names, "answers in request order");
+        let sizes = records_bytes(&limited);
+        let batch_bytes = sizes[0];
+        assert!(
+            batch_bytes > BATCH_VALUE_BYTES,
+            "the first partition gets a batch: {sizes:?}"
+        );
+        let allowed = usize::try_from(max_bytes).unwrap().max(batch_bytes);
+        assert!(
+            sizes.iter().sum::<usize>() <= allowed,
+            "max_bytes {max_bytes}: {sizes:?}"
+        );
+    }
+    let everything = call(&mut client, &fetch(0, -1, &partitions, &[], 0));
+    let sizes = records_bytes(&everything);
+    assert!(
+        sizes
+            .iter()
+            .all(|&size| size == sizes[0] && size > 10 * BATCH_VALUE_BYTES),
+        "every partition whole: {sizes:?}"
+    );
+}

@@ -110,6 +110,19 @@ impl OffsetIndex {
         }
     }
 
+    /// The last entry at or before file position `max_position` whose
+    /// offset is at most `max_offset`, if any. Entries ascend in both, so
+    /// the qualifying ones are a prefix.
+    #[must_use]
+    pub fn last_within(&self, max_position: u32, max_offset: Offset) -> Option<(Offset, u32)> {
+        let max_relative = max_offset.0 - self.base_offset.0;
+        let qualifying = self.entries.partition_point(|&(relative, position)| {
+            position <= max_position && i64::from(relative) <= max_relative
+        });
+        let (relative, position) = *self.entries.get(qualifying.checked_sub(1)?)?;
+        Some((self.base_offset.plus(i64::from(relative)), position))
+    }
+
     /// Drops every entry for offsets at or after `offset`.
     pub fn truncate_to(&mut self, offset: Offset) {
         let relative = offset.0 - self.base_offset.0;
@@ -271,6 +284,31 @@ mod tests {
         assert_eq!(index.lookup(Offset(110)), (Offset(110), 4096));
         assert_eq!(index.lookup(Offset(129)), (Offset(110), 4096));
         assert_eq!(index.lookup(Offset(1_000_000)), (Offset(130), 8192));
+    }
+
+    #[test]
+    fn last_within_respects_both_the_position_and_the_offset_bound() {
+        let mut index = OffsetIndex::new(Offset(100));
+        index.append(Offset(100), 0);
+        index.append(Offset(110), 4096);
+        index.append(Offset(130), 8192);
+        assert_eq!(
+            index.last_within(9000, Offset(200)),
+            Some((Offset(130), 8192))
+        );
+        assert_eq!(
+            index.last_within(8191, Offset(200)),
+            Some((Offset(110), 4096))
+        );
+        assert_eq!(
+            index.last_within(9000, Offset(129)),
+            Some((Offset(110), 4096))
+        );
+        assert_eq!(index.last_within(9000, Offset(99)), None);
+        assert_eq!(
+            OffsetIndex::new(Offset(0)).last_within(9000, Offset(9)),
+            None
+        );
     }
 
     #[test]

@@ -1308,9 +1308,14 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Like [`PartitionLog::read`], but returns a file range to send without
     /// copying when the batches are not in the cache. The range covers whole
-    /// batches; every batch in it was CRC-verified once, either when this
-    /// process wrote or recovered it or by a verification pass before it is
-    /// first sent, so a corrupt batch is never sent.
+    /// batches; every batch in it was CRC-verified once, when this process
+    /// wrote, recovered or first read it, so a corrupt batch is never sent.
+    ///
+    /// Three ways, cheapest first: verified batches whose end the offset
+    /// index gives are sent with no read at all; data not yet verified is
+    /// read once in large chunks, verified and returned as bytes (a
+    /// zero-copy send would read it twice); otherwise batch headers are
+    /// read to find the range.
     ///
     /// # Errors
     /// As [`PartitionLog::read`].
@@ -1320,7 +1325,7 @@ impl<S: Storage> PartitionLog<S> {
         max_bytes: usize,
         upper_bound: Offset,
     ) -> Result<ZeroCopyRead> {
-        let (handle, base, position, end, verified, file, offsets) = {
+        let (handle, base, position, end, verified, indexed_end, file, offsets) = {
             let mut state = self.state.borrow_mut();
             let offsets = state.offsets();
             offsets.check_readable(offset)?;
@@ -1347,17 +1352,51 @@ impl<S: Storage> PartitionLog<S> {
                 return Ok(empty);
             };
             let file = segment.send_file(storage)?;
+            let position = segment.start_position_for(offset);
             (
                 segment.handle(),
                 segment.base_offset,
-                segment.start_position_for(offset),
+                position,
                 segment.size(),
                 segment.verified_size,
+                segment.indexed_range_end(position, max_bytes, bound),
                 file,
                 offsets,
             )
         };
         let bound = upper_bound.min(offsets.log_end);
+        if let (Some(file), Some(range_end)) = (&file, indexed_end) {
+            if range_end <= verified {
+                // Known-good batches whose boundaries the index gives: no
+                // disk read at all before the send. The range may begin
+                // with batches below `offset` (from the index entry on);
+                // consumers skip those, as they do in compressed batches.
+                return Ok(ZeroCopyRead {
+                    data: ReadData::File(FileRange {
+                        file: file.clone(),
+                        position,
+                        len: range_end - position,
+                    }),
+                    offsets,
+                });
+            }
+        }
+        if file.is_some() && position.saturating_add(max_bytes as u64) > verified {
+            // Data never verified in this process: a zero-copy send would
+            // have to read it twice (to check CRCs, then to send), so it is
+            // read once here, verified, and sent from memory. A read that
+            // continues the verified prefix extends it.
+            let found = handle.read(position, end, offset, max_bytes, bound).await?;
+            if let Some((last, _)) = found.last() {
+                if position <= verified {
+                    self.extend_verified(base, last.position + last.header.total_bytes() as u64);
+                }
+                return Ok(ZeroCopyRead {
+                    data: ReadData::Batches(found.into_iter().map(|(_, bytes)| bytes).collect()),
+                    offsets,
+                });
+            }
+        }
         let located = match &file {
             Some(_) => {
                 handle
@@ -1379,10 +1418,7 @@ impl<S: Storage> PartitionLog<S> {
         let range_end = last.position + last.header.total_bytes() as u64;
         if range_end > verified {
             handle.verify(verified, range_end).await?;
-            let mut state = self.state.borrow_mut();
-            if let Some(segment) = state.segments.get_mut(&base) {
-                segment.verified_size = segment.verified_size.max(range_end);
-            }
+            self.extend_verified(base, range_end);
         }
         Ok(ZeroCopyRead {
             data: ReadData::File(FileRange {
@@ -1392,6 +1428,15 @@ impl<S: Storage> PartitionLog<S> {
             }),
             offsets,
         })
+    }
+
+    /// Records that the batches of segment `base` up to `position` passed
+    /// their CRC check (the segment may have been replaced meanwhile).
+    fn extend_verified(&self, base: Offset, position: u64) {
+        let mut state = self.state.borrow_mut();
+        if let Some(segment) = state.segments.get_mut(&base) {
+            segment.verified_size = segment.verified_size.max(position);
+        }
     }
 
     /// The high watermark: consumers read below it.

@@ -359,6 +359,27 @@ impl<S: Storage> Segment<S> {
         }
     }
 
+    /// Where a zero-copy range that starts at batch boundary `start` can
+    /// end without reading a batch header: the furthest batch boundary
+    /// within `max_bytes` of `start` before which every batch is below
+    /// `bound`. Boundaries come from the offset index (each entry is a
+    /// batch's start and base offset) and from the segment's end when all
+    /// of it is below `bound`. `None` when no such boundary lies past
+    /// `start`; the caller then reads headers.
+    #[must_use]
+    pub fn indexed_range_end(&self, start: u64, max_bytes: usize, bound: Offset) -> Option<u64> {
+        let limit = start.saturating_add(max_bytes as u64);
+        if self.next_offset <= bound && self.size <= limit && self.size > start {
+            return Some(self.size);
+        }
+        let Indexes::Loaded(offsets, _) = &self.indexes else {
+            return None;
+        };
+        let max_position = u32::try_from(limit.min(self.size)).unwrap_or(u32::MAX);
+        let (_, position) = offsets.last_within(max_position, bound)?;
+        (u64::from(position) > start).then_some(u64::from(position))
+    }
+
     /// The offset of the greatest index entry at or before `target` (the
     /// batch at [`Segment::start_position_for`]), or the segment's base.
     #[must_use]

@@ -130,34 +130,77 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize)
     }
 }
 
+fn unknown_partition(target: &FetchTarget) -> Answer {
+    Answer {
+        data: PartitionData::default()
+            .with_partition_index(target.partition.partition)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
+            .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+        records: Vec::new(),
+    }
+}
+
+/// Reads every target, concurrently, within the response's `max_bytes`.
+///
+/// Partitions are read in waves: each partition of a wave is given its own
+/// limit, capped by what the response budget has left after the limits of
+/// the partitions before it; a partition whose cap would be zero only
+/// because of those reservations waits for the next wave, which knows what
+/// was really used. A consumer's fetch (limits well under the total) thus
+/// reads all its partitions at once, on every shard and the disk in
+/// parallel, and the response never exceeds the budget. Only the first
+/// partition with data may go over, by one batch (KIP-74).
 async fn read_all(
     broker: &Rc<Broker>,
     targets: &[FetchTarget],
     max_bytes: usize,
 ) -> (Vec<Answer>, usize) {
+    let mut answers: Vec<Option<Answer>> = targets.iter().map(|_| None).collect();
     let mut budget = max_bytes;
     let mut total = 0;
-    let mut answers = Vec::with_capacity(targets.len());
-    for target in targets {
-        let known = broker.controller.image().contains(&target.partition);
-        if !known {
-            answers.push(Answer {
-                data: PartitionData::default()
-                    .with_partition_index(target.partition.partition)
-                    .with_high_watermark(-1)
-                    .with_last_stable_offset(-1)
-                    .with_log_start_offset(-1)
-                    .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                records: Vec::new(),
+    let mut next = 0;
+    while next < targets.len() {
+        let mut reserved = 0usize;
+        let mut wave = Vec::new();
+        while let Some(target) = targets.get(next) {
+            if !broker.controller.image().contains(&target.partition) {
+                answers[next] = Some(unknown_partition(target));
+                next += 1;
+                continue;
+            }
+            let limit = target.max_bytes.min(budget - reserved);
+            if limit == 0 && reserved > 0 {
+                break;
+            }
+            let read = glommio::spawn_local({
+                let broker = broker.clone();
+                let target = target.clone();
+                async move { read_partition(&broker, &target, limit).await }
             });
-            continue;
+            wave.push((next, limit, read));
+            reserved += limit;
+            next += 1;
         }
-        let answer = read_partition(broker, target, target.max_bytes.min(budget)).await;
-        let bytes = usize::try_from(answer.records_bytes()).unwrap_or(usize::MAX);
-        budget = budget.saturating_sub(bytes);
-        total += bytes;
-        answers.push(answer);
+        for (index, limit, read) in wave {
+            let mut answer = read.await;
+            let mut bytes = usize::try_from(answer.records_bytes()).unwrap_or(usize::MAX);
+            if bytes > limit && total > 0 {
+                // Only the first partition with data may exceed its limit
+                // with one batch (KIP-74); a later one returns no records.
+                answer.records.clear();
+                bytes = 0;
+            }
+            budget = budget.saturating_sub(bytes);
+            total += bytes;
+            answers[index] = Some(answer);
+        }
     }
+    let answers = answers
+        .into_iter()
+        .map(|answer| answer.expect("every target is answered"))
+        .collect();
     (answers, total)
 }
 
