@@ -291,6 +291,7 @@ impl<S: Storage> PartitionLog<S> {
         let mut cleaned = Vec::new();
         let mut tombstone_horizon = None;
         for group in groups {
+            let base = plan.sources[group.start].base;
             let written = self
                 .write_cleaned(
                     &plan,
@@ -305,12 +306,17 @@ impl<S: Storage> PartitionLog<S> {
             match written {
                 Ok(segment) => cleaned.push(segment),
                 Err(error) => {
-                    self.discard_cleaned(&cleaned).await;
+                    let mut bases: Vec<Offset> = cleaned
+                        .iter()
+                        .map(|group: &Cleaned<S>| group.segment.base_offset)
+                        .collect();
+                    bases.push(base);
+                    self.discard_cleaned(&bases).await;
                     return Err(error);
                 }
             }
         }
-        stats.first_dirty_offset = map_end;
+        stats.first_dirty_offset = map_end.max(plan.first_dirty);
         self.swap(&plan, cleaned, map_end, tombstone_horizon, &mut stats)
             .await?;
         Ok(stats)
@@ -542,14 +548,10 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Best-effort removal of `.cleaned` files after a pass failed before
     /// its commit; recovery removes whatever this leaves.
-    async fn discard_cleaned(&self, cleaned: &[Cleaned<S>]) {
-        for group in cleaned {
+    async fn discard_cleaned(&self, bases: &[Offset]) {
+        for &base in bases {
             for extension in SEGMENT_EXTENSIONS {
-                let path = cleaned_path(
-                    &self
-                        .dir
-                        .join(segment_file_name(group.segment.base_offset, extension)),
-                );
+                let path = cleaned_path(&self.dir.join(segment_file_name(base, extension)));
                 if let Err(error) = self.storage.remove_file(&path).await {
                     tracing::warn!(path = %path.display(), %error, "cannot remove cleaned file");
                 }
@@ -579,7 +581,11 @@ impl<S: Storage> PartitionLog<S> {
         };
         if !intact {
             tracing::info!(partition = %self.partition, "log changed during cleaning; pass abandoned");
-            self.discard_cleaned(&cleaned).await;
+            let bases: Vec<Offset> = cleaned
+                .iter()
+                .map(|group| group.segment.base_offset)
+                .collect();
+            self.discard_cleaned(&bases).await;
             return Ok(());
         }
         // From here until the in-memory swap, nothing else may remove segments.
@@ -619,7 +625,8 @@ impl<S: Storage> PartitionLog<S> {
         self.swap_done.notify(usize::MAX);
         let finished = async {
             remove_replaced(&self.storage, &self.dir, &manifest).await?;
-            self.write_cleaner_checkpoint(map_end).await?;
+            let first_dirty = self.state.borrow().first_dirty_offset;
+            self.write_cleaner_checkpoint(first_dirty).await?;
             let path = self.dir.join(SWAP_FILE);
             self.storage
                 .remove_file(&path)
@@ -663,7 +670,9 @@ impl<S: Storage> PartitionLog<S> {
                 .segments
                 .insert(group.segment.base_offset, group.segment);
         }
-        log_state.first_dirty_offset = map_end;
+        // A pass that only dropped expired tombstones maps nothing new: the
+        // checkpoint never moves back.
+        log_state.first_dirty_offset = log_state.first_dirty_offset.max(map_end);
         log_state.tombstone_horizon = tombstone_horizon;
         self.cache
             .borrow_mut()
