@@ -12,6 +12,9 @@
 //!    shard's cleaner (background task queue, as in production) picks it up
 //!    within `log.cleaner.backoff.ms` and cleans it. The probe runs until the
 //!    partition has nothing left to clean.
+//! 3. Baseline again for `--baseline-seconds`, the log now clean: the
+//!    baseline reported covers both, so a machine whose load drifts during
+//!    the run (other jobs on shared hosts) biases the ratio less.
 //!
 //! Cleaner throughput is the bytes of the partition before cleaning over the
 //! time from the policy change until it has nothing left to clean. The
@@ -81,7 +84,7 @@ pub struct CompactionReport {
     pub cleaning_seconds: f64,
     /// `bytes_before` over `cleaning_seconds`.
     pub cleaner_megabytes_per_second: f64,
-    /// Probe append + flush latency without cleaning.
+    /// Probe append + flush latency without cleaning, before and after.
     pub baseline: LatencySummary,
     /// Probe append + flush latency while the cleaner ran.
     pub during_cleaning: LatencySummary,
@@ -224,6 +227,13 @@ async fn drive(shard: &Shard, args: &CompactionArgs) -> Result<Outcome, String> 
     })
     .await;
     let cleaning = done.get().ok_or("cleaning never finished")?;
+    let mut baseline = baseline;
+    let after_until = Instant::now() + Duration::from_secs(args.baseline_seconds);
+    let after = probe_until(shard, &probe, &probe_batch, || {
+        Instant::now() >= after_until
+    })
+    .await?;
+    baseline.add(&after).map_err(|error| error.to_string())?;
     Ok(Outcome {
         bytes_before,
         bytes_after: log.size_bytes(),
