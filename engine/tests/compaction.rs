@@ -441,3 +441,86 @@ fn compaction_keeps_the_latest_value_per_key_through_crashes() {
         run_seed(seed, steps);
     }
 }
+
+/// Guards against: a cleaning pass dropping the last batch of an idempotent
+/// producer once its records are superseded, or changing the batch's producer
+/// fields, which would make a retry of that batch look new (appended twice)
+/// or out of sequence.
+#[test]
+fn an_idempotent_producers_emptied_last_batch_is_kept_and_retries_stay_duplicates() {
+    let storage = MemoryStorage::new(11);
+    let cache = Rc::new(RefCell::new(BatchCache::new(0)));
+    let config = LogConfig {
+        cleanup_policy: CleanupPolicy::COMPACT,
+        ..small_segments(4096)
+    };
+    let log = try_open(&storage, &config, &cache, 0).expect("open");
+    let producer = (
+        fjord_engine::ProducerId(7),
+        fjord_engine::ProducerEpoch(0),
+        0,
+    );
+    let value = vec![1u8; 100];
+    let idempotent = build_batch(
+        &[(Some(b"a"), Some(&value)), (Some(b"b"), Some(&value))],
+        TimestampMs(1),
+        Some(producer),
+    );
+    let filler = vec![2u8; 1000];
+    block_on(async {
+        let first = log
+            .append(&idempotent, LeaderEpoch(0))
+            .await
+            .expect("append");
+        // Another producer supersedes both keys, then enough records roll
+        // the segment so the first batch is cleanable.
+        let newer = build_batch(
+            &[(Some(b"a"), Some(b"new")), (Some(b"b"), None)],
+            TimestampMs(2),
+            None,
+        );
+        log.append(&newer, LeaderEpoch(0)).await.expect("append");
+        for n in 0..12u8 {
+            let key = [b'f', n];
+            let batch = build_batch(&[(Some(&key), Some(&filler))], TimestampMs(3), None);
+            log.append(&batch, LeaderEpoch(0)).await.expect("append");
+        }
+        log.flush().await.expect("flush");
+        log.advance_high_watermark(log.offsets().log_end);
+        let stats = log.clean(TimestampMs(10), 1 << 20).await.expect("clean");
+        assert!(stats.records_removed >= 2, "{stats:?}");
+        let read = log
+            .read(first.base_offset, 1, log.offsets().log_end)
+            .await
+            .expect("read");
+        let header = BatchHeader::parse(&read.batches[0]).expect("header");
+        assert_eq!(
+            header.base_offset, first.base_offset,
+            "the emptied batch is kept"
+        );
+        assert_eq!(header.record_count, 0);
+        assert_eq!(header.last_offset(), first.last_offset);
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            producer
+        );
+        let retry = log
+            .append(&idempotent, LeaderEpoch(0))
+            .await
+            .expect("retry");
+        assert!(retry.duplicate, "a retry after cleaning is a duplicate");
+        assert_eq!(retry.base_offset, first.base_offset);
+    });
+    block_on(log.close()).expect("close");
+    drop(log);
+    let log = try_open(&storage, &config, &cache, 1).expect("reopen");
+    let retry = block_on(log.append(&idempotent, LeaderEpoch(0))).expect("retry");
+    assert!(
+        retry.duplicate,
+        "a retry after cleaning and a restart is a duplicate"
+    );
+}
