@@ -966,9 +966,19 @@ impl<S: Storage> PartitionLog<S> {
         };
         let active = state.active();
         let segment_bytes = state.config.segment_bytes;
+        // The cleaner never touches the active segment, so a compacted log
+        // also rolls once `max.compaction.lag.ms` passed, as Kafka does.
+        let roll_after_ms = if state.config.cleanup_policy.compact {
+            state
+                .config
+                .segment_ms
+                .min(state.config.max_compaction_lag_ms)
+        } else {
+            state.config.segment_ms
+        };
         let too_old = active
             .first_append_ms
-            .is_some_and(|first_ms| now_ms().saturating_sub(first_ms) >= state.config.segment_ms);
+            .is_some_and(|first_ms| now_ms().saturating_sub(first_ms) >= roll_after_ms);
         let overflows = |header: &BatchHeader| {
             header.last_offset().0 - active.base_offset.0 > i64::from(i32::MAX)
         };

@@ -524,3 +524,27 @@ fn an_idempotent_producers_emptied_last_batch_is_kept_and_retries_stay_duplicate
         "a retry after cleaning and a restart is a duplicate"
     );
 }
+
+/// Guards against: records of a compacted log staying in the active
+/// segment, which the cleaner never touches, longer than
+/// `max.compaction.lag.ms` promises.
+#[test]
+fn a_compacted_log_rolls_once_max_compaction_lag_passed() {
+    let storage = MemoryStorage::new(12);
+    let cache = Rc::new(RefCell::new(BatchCache::new(0)));
+    let config = LogConfig {
+        cleanup_policy: CleanupPolicy::COMPACT,
+        max_compaction_lag_ms: 1,
+        ..small_segments(1 << 20)
+    };
+    let log = try_open(&storage, &config, &cache, 0).expect("open");
+    let batch = build_batch(&[(Some(b"k"), Some(b"v"))], TimestampMs(1), None);
+    block_on(log.append(&batch, LeaderEpoch(0))).expect("append");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    block_on(log.append(&batch, LeaderEpoch(0))).expect("append");
+    assert_eq!(
+        log.segment_count(),
+        2,
+        "the second append rolled the segment"
+    );
+}
