@@ -295,6 +295,11 @@ pub struct Shard {
     stopping: Cell<bool>,
     finished_peers: Cell<usize>,
     peer_finished: Event,
+    /// A cleaning pass is running; shutdown waits for it, so no file
+    /// operation of it is left in flight when the executor stops.
+    cleaning: Cell<bool>,
+    /// Notified when a cleaning pass ends.
+    cleaning_done: Event,
 }
 
 /// Aborts the process when a shard's thread unwinds from a panic. A shard
@@ -422,6 +427,8 @@ impl Shard {
             stopping: Cell::new(false),
             finished_peers: Cell::new(0),
             peer_finished: Event::new(),
+            cleaning: Cell::new(false),
+            cleaning_done: Event::new(),
         });
         crate::storage::dma::settle_poll_ring_probe(&shard.config.data_dir, shard.id)
             .await
@@ -709,11 +716,15 @@ impl Shard {
         let Some((_, log)) = chosen else {
             return false;
         };
-        match log
+        self.cleaning.set(true);
+        let result = log
             .clean(now, self.config.cleaner.dedupe_buffer_bytes_per_shard)
-            .await
-        {
+            .await;
+        self.cleaning.set(false);
+        self.cleaning_done.notify(usize::MAX);
+        match result {
             Ok(stats) => stats.segments_written > 0,
+            Err(Error::ShuttingDown) => false,
             Err(error) => {
                 tracing::warn!(partition = %log.partition(), %error, "cleaning failed");
                 false
@@ -870,6 +881,15 @@ impl Shard {
             if let Err(error) = log.close().await {
                 tracing::error!(partition = %log.partition(), %error, "closing partition failed");
             }
+        }
+        // Closed logs make a running pass stop at its next read and remove
+        // its files; no new pass starts on a closed log.
+        while self.cleaning.get() {
+            let listener = self.cleaning_done.listen();
+            if !self.cleaning.get() {
+                break;
+            }
+            listener.await;
         }
         self.stopping.set(true);
         self.senders.close();

@@ -235,9 +235,11 @@ impl<S: Storage> PartitionLog<S> {
         let end = cleanable_end(&mut state, &self.storage, now);
         let log_start = state.log_start_offset;
         let first_dirty = state.first_dirty_offset.max(log_start);
+        let max_lag = state.config.max_compaction_lag_ms;
         let (mut clean_bytes, mut dirty_bytes) = (0u64, 0u64);
         let mut oldest_dirty = None;
-        for segment in state.segments.values() {
+        let storage = &self.storage;
+        for segment in state.segments.values_mut() {
             if segment.base_offset >= end {
                 break;
             }
@@ -248,10 +250,14 @@ impl<S: Storage> PartitionLog<S> {
                 clean_bytes += segment.size();
             } else {
                 dirty_bytes += segment.size();
-                oldest_dirty.get_or_insert(segment.max_timestamp);
+                if oldest_dirty.is_none() && max_lag < i64::MAX {
+                    // A segment from an earlier run knows its timestamps
+                    // only from its time index.
+                    segment.load_indexes(storage);
+                    oldest_dirty = Some(segment.max_timestamp);
+                }
             }
         }
-        let max_lag = state.config.max_compaction_lag_ms;
         let lag_forced = oldest_dirty.is_some_and(|timestamp: TimestampMs| {
             timestamp != TimestampMs::NONE && now.0.saturating_sub(timestamp.0) > max_lag
         });
@@ -383,6 +389,7 @@ impl<S: Storage> PartitionLog<S> {
         {
             let mut position = 0;
             loop {
+                self.check_open()?;
                 let batches = source
                     .handle
                     .read(
@@ -467,6 +474,7 @@ impl<S: Storage> PartitionLog<S> {
             stats.bytes_read += source.size;
             let mut position = 0;
             loop {
+                self.check_open()?;
                 let batches = source
                     .handle
                     .read(
@@ -706,6 +714,12 @@ impl<S: Storage> PartitionLog<S> {
             vec![(self.dir.join(CLEANER_CHECKPOINT_FILE), frame)],
         )
         .await
+    }
+
+    /// Stops a pass once the log is closed (shutdown) or poisoned.
+    fn check_open(&self) -> Result<()> {
+        let state = self.state.borrow();
+        self.usable(&state)
     }
 
     /// Waits until no cleaner swap is between its commit and its in-memory
