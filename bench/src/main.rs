@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fjord_bench::engine::append::{self, AppendArgs};
+use fjord_bench::engine::compaction::{self, CompactionArgs};
 use fjord_bench::engine::idle_memory::{self, IdleMemoryArgs};
 use fjord_bench::engine::restart::{self, RestartArgs, RestartChildArgs};
 use fjord_bench::engine::BenchResult;
@@ -43,6 +44,9 @@ enum EngineCommand {
     /// Fills partitions, then times engine start after a clean and an
     /// unclean (kill -9) stop.
     Restart(RestartArgs),
+    /// Measures the log cleaner's MB/s and produce p99 on the same shard
+    /// with and without it running.
+    Compaction(CompactionArgs),
     /// Opens many empty partitions and reports resident memory per partition.
     IdleMemory(IdleMemoryArgs),
     /// Used by `restart`: appends without flushing, then waits to be killed.
@@ -55,6 +59,7 @@ fn run(cli: &Cli) -> BenchResult<()> {
         Command::Engine { command } => match command {
             EngineCommand::Append(args) => append::run(args).map(drop),
             EngineCommand::Restart(args) => restart::run(args).map(drop),
+            EngineCommand::Compaction(args) => compaction::run(args).map(drop),
             EngineCommand::IdleMemory(args) => idle_memory::run(args).map(drop),
             EngineCommand::RestartChild(args) => restart::run_child(args),
         },

@@ -48,6 +48,13 @@ pub struct BrokerConfig {
     pub cluster_id: String,
     /// Topic defaults from `log.*`, `message.max.bytes`, ...
     pub log_defaults: LogConfig,
+    /// `log.cleaner.enable`.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.dedupe.buffer.size`: offset-map memory of all shards'
+    /// cleaners together; each shard gets an equal share.
+    pub cleaner_dedupe_buffer_size: usize,
+    /// `log.cleaner.backoff.ms`.
+    pub cleaner_backoff_ms: u64,
     /// The keys set by the properties file or `--set`, with their values
     /// (DescribeConfigs reports these as `STATIC_BROKER_CONFIG`).
     pub explicit_settings: BTreeMap<String, String>,
@@ -74,6 +81,14 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", ""),
     ("log.message.timestamp.type", "CreateTime"),
+    ("log.cleanup.policy", "delete"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.dedupe.buffer.size", "134217728"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
     ("compression.type", "producer"),
     ("max.incremental.fetch.session.cache.slots", "1000"),
     ("connections.max.idle.ms", "600000"),
@@ -179,6 +194,31 @@ fn topic_defaults(get: &impl Fn(&str) -> String) -> Result<LogConfig, BrokerErro
             "message.timestamp.type",
             get("log.message.timestamp.type"),
         ),
+        (
+            "log.cleanup.policy",
+            "cleanup.policy",
+            get("log.cleanup.policy"),
+        ),
+        (
+            "log.cleaner.min.cleanable.ratio",
+            "min.cleanable.dirty.ratio",
+            get("log.cleaner.min.cleanable.ratio"),
+        ),
+        (
+            "log.cleaner.delete.retention.ms",
+            "delete.retention.ms",
+            get("log.cleaner.delete.retention.ms"),
+        ),
+        (
+            "log.cleaner.min.compaction.lag.ms",
+            "min.compaction.lag.ms",
+            get("log.cleaner.min.compaction.lag.ms"),
+        ),
+        (
+            "log.cleaner.max.compaction.lag.ms",
+            "max.compaction.lag.ms",
+            get("log.cleaner.max.compaction.lag.ms"),
+        ),
     ];
     if !get("log.flush.interval.ms").is_empty() {
         pairs.push((
@@ -278,6 +318,12 @@ impl BrokerConfig {
             cores,
             cluster_id: get("cluster.id"),
             log_defaults,
+            cleaner_enable: parse("log.cleaner.enable", &get("log.cleaner.enable"))?,
+            cleaner_dedupe_buffer_size: parse(
+                "log.cleaner.dedupe.buffer.size",
+                &get("log.cleaner.dedupe.buffer.size"),
+            )?,
+            cleaner_backoff_ms: parse("log.cleaner.backoff.ms", &get("log.cleaner.backoff.ms"))?,
             explicit_settings,
         })
     }
@@ -314,5 +360,28 @@ mod tests {
         assert!(BrokerConfig::load(&pairs(&[("num.partitions", "many")]), &[]).is_err());
         assert!(BrokerConfig::load(&pairs(&[("listeners", "SSL://x:1")]), &[]).is_err());
         assert!(BrokerConfig::load(&pairs(&[("log.segment.bytes", "10")]), &[]).is_err());
+    }
+
+    #[test]
+    fn cleaner_keys_carry_kafka_defaults_and_set_topic_defaults() {
+        let config = BrokerConfig::load(&[], &[]).unwrap();
+        assert!(config.cleaner_enable);
+        assert_eq!(config.cleaner_dedupe_buffer_size, 134_217_728);
+        assert_eq!(config.cleaner_backoff_ms, 15_000);
+        assert_eq!(config.log_defaults.get("cleanup.policy").unwrap(), "delete");
+        let config = BrokerConfig::load(
+            &[],
+            &pairs(&[
+                ("log.cleanup.policy", "compact"),
+                ("log.cleaner.min.cleanable.ratio", "0.1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.log_defaults.get("cleanup.policy").unwrap(),
+            "compact"
+        );
+        assert!((config.log_defaults.min_cleanable_dirty_ratio - 0.1).abs() < f64::EPSILON);
+        assert!(BrokerConfig::load(&[], &pairs(&[("log.cleanup.policy", "shred")])).is_err());
     }
 }

@@ -39,6 +39,7 @@ pub enum BrokerError {
 pub fn engine_error_code(error: &EngineError) -> i16 {
     let kind = match error {
         EngineError::InvalidBatch(_) => ResponseError::CorruptMessage,
+        EngineError::InvalidRecord(_) => ResponseError::InvalidRecord,
         EngineError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         EngineError::CorruptLog { .. } | EngineError::Io { .. } | EngineError::Poisoned { .. } => {
             ResponseError::KafkaStorageError

@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use fjord_engine::shard::{self, EngineConfig};
+use fjord_engine::shard::{self, CleanerConfig, EngineConfig};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -51,6 +51,11 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
     );
     let mut engine = EngineConfig::new(&config.data_dir);
     engine.shards = config.cores;
+    engine.cleaner = CleanerConfig {
+        enabled: config.cleaner_enable,
+        dedupe_buffer_bytes_per_shard: config.cleaner_dedupe_buffer_size / config.cores.max(1),
+        backoff: std::time::Duration::from_millis(config.cleaner_backoff_ms),
+    };
     engine.log_config_for = {
         let controller = controller.clone();
         Arc::new(move |partition| controller.log_config_for(&partition.topic))

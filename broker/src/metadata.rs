@@ -461,15 +461,11 @@ fn check_partition_increase(current: i32, requested: i32) -> Result<(), Metadata
 
 /// Topic configs the broker (not the engine) interprets; every other topic
 /// config is one of [`LogConfig::KEYS`].
-pub const BROKER_SIDE_TOPIC_CONFIGS: [&str; 3] =
-    ["cleanup.policy", "compression.type", "min.insync.replicas"];
+pub const BROKER_SIDE_TOPIC_CONFIGS: [&str; 2] = ["compression.type", "min.insync.replicas"];
 
 /// Validates one of [`BROKER_SIDE_TOPIC_CONFIGS`].
 fn validate_broker_side_topic_config(key: &str, value: &str) -> Result<(), MetadataError> {
     let valid = match key {
-        "cleanup.policy" => value
-            .split(',')
-            .all(|policy| ["delete", "compact"].contains(&policy.trim())),
         "compression.type" => {
             ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&value)
         }

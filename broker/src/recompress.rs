@@ -8,9 +8,8 @@
 //! idempotence and ordering are unaffected, and the records themselves are
 //! byte-for-byte what the producer sent (duplicate header keys included).
 
-use bytes::{BufMut, Bytes, BytesMut};
-use fjord_engine::batch::{compute_crc, BatchHeader, Compression, BATCH_HEADER_BYTES};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use bytes::Bytes;
+use fjord_engine::batch::Compression;
 
 /// The codec a topic's `compression.type` asks for; `None` for `producer`
 /// (keep what the producer sent) or an unknown name.
@@ -26,50 +25,6 @@ pub fn target_codec(compression_type: &str) -> Option<Compression> {
     }
 }
 
-fn codec_bits(codec: Compression) -> i16 {
-    match codec {
-        Compression::None => 0,
-        Compression::Gzip => 1,
-        Compression::Snappy => 2,
-        Compression::Lz4 => 3,
-        Compression::Zstd => 4,
-    }
-}
-
-fn decompress(codec: Compression, mut input: Bytes) -> anyhow::Result<Bytes> {
-    #[allow(
-        clippy::unnecessary_wraps,
-        reason = "the codecs' decompress takes a fallible closure"
-    )]
-    fn drain(buffer: &mut impl bytes::Buf) -> anyhow::Result<Bytes> {
-        Ok(buffer.copy_to_bytes(buffer.remaining()))
-    }
-    match codec {
-        Compression::None => Ok(input),
-        Compression::Gzip => Gzip::decompress(&mut input, drain),
-        Compression::Snappy => Snappy::decompress(&mut input, drain),
-        Compression::Lz4 => Lz4::decompress(&mut input, drain),
-        Compression::Zstd => Zstd::decompress(&mut input, drain),
-    }
-}
-
-fn compress(codec: Compression, raw: &[u8], output: &mut BytesMut) -> anyhow::Result<()> {
-    let fill = |buffer: &mut BytesMut| -> anyhow::Result<()> {
-        buffer.put_slice(raw);
-        Ok(())
-    };
-    match codec {
-        Compression::None => {
-            output.put_slice(raw);
-            Ok(())
-        }
-        Compression::Gzip => Gzip::compress(output, fill),
-        Compression::Snappy => Snappy::compress(output, fill),
-        Compression::Lz4 => Lz4::compress(output, fill),
-        Compression::Zstd => Zstd::compress(output, fill),
-    }
-}
-
 /// `batch` with its records section compressed with `target` instead of its
 /// current codec; the batch itself when it already uses `target`.
 ///
@@ -77,25 +32,7 @@ fn compress(codec: Compression, raw: &[u8], output: &mut BytesMut) -> anyhow::Re
 /// A message if the records section does not decompress (the producer's
 /// batch is corrupt) or the result is too large for a batch.
 pub fn recompress(batch: Bytes, target: Compression) -> Result<Bytes, String> {
-    let header = BatchHeader::parse(&batch).map_err(|error| error.to_string())?;
-    let current = header.compression().map_err(|error| error.to_string())?;
-    if current == target {
-        return Ok(batch);
-    }
-    let raw = decompress(current, batch.slice(BATCH_HEADER_BYTES..))
-        .map_err(|error| format!("cannot decompress {current:?} records: {error}"))?;
-    let mut output = BytesMut::with_capacity(BATCH_HEADER_BYTES + raw.len());
-    output.put_slice(&batch[..BATCH_HEADER_BYTES]);
-    compress(target, &raw, &mut output)
-        .map_err(|error| format!("cannot compress with {target:?}: {error}"))?;
-    let batch_length =
-        i32::try_from(output.len() - 12).map_err(|_| "recompressed batch too large".to_owned())?;
-    output[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let attributes = (header.attributes & !0b111) | codec_bits(target);
-    output[21..23].copy_from_slice(&attributes.to_be_bytes());
-    let crc = compute_crc(&output);
-    output[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(output.freeze())
+    fjord_engine::codec::recompress(batch, target).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -407,7 +407,11 @@ pub fn validate_incoming(batch: &[u8], max_message_bytes: usize) -> Result<Batch
         return Err(invalid("transactional batch without a producer id"));
     }
     if compression == Compression::None {
-        let mut cursor = RecordCursor::new(&batch[BATCH_HEADER_BYTES..], header.record_count);
+        let mut cursor = RecordCursor::new(
+            &batch[BATCH_HEADER_BYTES..],
+            header.record_count,
+            header.record_count - 1,
+        );
         while let Some(record) = cursor.next_record(&mut |_, _| {}) {
             record?;
         }
@@ -650,8 +654,23 @@ pub fn records(batch: &[u8]) -> Result<Records<'_>> {
         )));
     }
     Ok(Records {
-        cursor: RecordCursor::new(&batch[BATCH_HEADER_BYTES..total], header.record_count),
+        cursor: RecordCursor::new(
+            &batch[BATCH_HEADER_BYTES..total],
+            header.record_count,
+            header.last_offset_delta,
+        ),
     })
+}
+
+/// Iterates the records of `header`'s batch from its records section once
+/// not compressed (an uncompressed batch's bytes after its header, or a
+/// compressed batch's section once decompressed), with the checks of
+/// [`records`].
+#[must_use]
+pub fn records_in<'a>(header: &BatchHeader, section: &'a [u8]) -> Records<'a> {
+    Records {
+        cursor: RecordCursor::new(section, header.record_count, header.last_offset_delta),
+    }
 }
 
 /// Iterator returned by [`records`].
@@ -693,17 +712,33 @@ struct RecordCursor<'a> {
     reader: Reader<'a>,
     next_index: i32,
     record_count: i32,
+    /// The largest offset delta allowed. A batch with as many records as
+    /// offsets (every produced batch) must have `offsetDelta == index`; one
+    /// the log cleaner thinned keeps its offset range with fewer records, so
+    /// its deltas need only increase strictly up to this.
+    last_offset_delta: i32,
+    previous_delta: Option<i32>,
     done: bool,
 }
 
 impl<'a> RecordCursor<'a> {
-    fn new(records: &'a [u8], record_count: i32) -> Self {
+    fn new(records: &'a [u8], record_count: i32, last_offset_delta: i32) -> Self {
         RecordCursor {
             reader: Reader { bytes: records },
             next_index: 0,
             record_count,
+            last_offset_delta,
+            previous_delta: None,
             done: false,
         }
+    }
+
+    fn delta_fits(&self, delta: i32, index: i32) -> bool {
+        if self.record_count.checked_sub(1) == Some(self.last_offset_delta) {
+            return delta == index;
+        }
+        delta <= self.last_offset_delta
+            && self.previous_delta.is_none_or(|previous| delta > previous)
     }
 
     /// The next record, handing each of its headers to `on_header`; `None`
@@ -729,7 +764,8 @@ impl<'a> RecordCursor<'a> {
         let index = self.next_index;
         let result = read_record(&mut self.reader, on_header)
             .and_then(|fields| {
-                if fields.offset_delta == index {
+                if self.delta_fits(fields.offset_delta, index) {
+                    self.previous_delta = Some(fields.offset_delta);
                     Ok(fields)
                 } else {
                     Err(RecordError::Text(format!(
@@ -913,20 +949,14 @@ fn encode_batch(
     batch.resize(BATCH_HEADER_BYTES, 0);
     let mut body = Vec::new();
     for (index, (key, value)) in records.iter().enumerate() {
-        body.clear();
-        body.push(0); // record attributes: unused
-        put_varlong(&mut body, 0); // timestamp delta
-        put_varint(&mut body, index as i32); // offset delta
-        put_nullable_bytes(&mut body, *key);
-        put_nullable_bytes(&mut body, *value);
-        put_varint(&mut body, headers.len() as i32);
-        for (header_key, header_value) in headers {
-            put_varint(&mut body, header_key.len() as i32);
-            body.extend_from_slice(header_key);
-            put_nullable_bytes(&mut body, *header_value);
-        }
-        put_varint(&mut batch, body.len() as i32);
-        batch.extend_from_slice(&body);
+        let record = Record {
+            offset_delta: index as i32,
+            timestamp_delta: 0,
+            key: *key,
+            value: *value,
+            headers: headers.to_vec(),
+        };
+        put_record(&mut batch, &mut body, &record);
     }
     let batch_length = batch.len() - LOG_OVERHEAD_BYTES;
     assert!(
@@ -956,6 +986,82 @@ fn encode_batch(
     let crc = compute_crc(&batch);
     batch[CRC_AT..ATTRIBUTES_AT].copy_from_slice(&crc.to_be_bytes());
     batch
+}
+
+/// Appends `record` to `out` in Kafka's `DefaultRecord` layout (length
+/// prefix, attributes 0, deltas, key, value, headers); `body` is scratch space.
+fn put_record(out: &mut Vec<u8>, body: &mut Vec<u8>, record: &Record<'_>) {
+    body.clear();
+    body.push(0); // record attributes: unused
+    put_varlong(body, record.timestamp_delta);
+    put_varint(body, record.offset_delta);
+    put_nullable_bytes(body, record.key);
+    put_nullable_bytes(body, record.value);
+    put_varint(body, record.headers.len() as i32);
+    for (header_key, header_value) in &record.headers {
+        put_varint(body, header_key.len() as i32);
+        body.extend_from_slice(header_key);
+        put_nullable_bytes(body, *header_value);
+    }
+    put_varint(out, body.len() as i32);
+    out.extend_from_slice(body);
+}
+
+/// A batch rebuilt from `original` (a stored, valid batch) keeping only
+/// `kept` of its records, as the log cleaner writes it: every header field
+/// that idempotence and offsets depend on (base offset, last offset delta,
+/// producer id, epoch, base sequence, leader epoch, max timestamp) is kept,
+/// so a batch whose records are all removed still tells where its producer's
+/// sequence stands. The records keep their offset deltas (offsets never
+/// change); the section is compressed again with the batch's own codec.
+/// With `delete_horizon`, the batch's base timestamp becomes that horizon and
+/// the delete-horizon attribute is set (KIP-534), and each record's
+/// timestamp delta is rewritten so its timestamp is unchanged.
+///
+/// # Errors
+/// [`Error::InvalidBatch`] if the codec fails or the result exceeds a batch's
+/// size limit.
+///
+/// # Panics
+/// If `original` is shorter than a batch header.
+pub fn rebuild_batch(
+    original: &[u8],
+    kept: &[Record<'_>],
+    delete_horizon: Option<TimestampMs>,
+) -> Result<Vec<u8>> {
+    assert_header(original);
+    let header = BatchHeader::decode(original);
+    let codec = header.compression()?;
+    let base_timestamp = delete_horizon.unwrap_or(header.base_timestamp);
+    let shift = header.base_timestamp.0 - base_timestamp.0;
+    let mut section = Vec::new();
+    let mut body = Vec::new();
+    for record in kept {
+        let record = Record {
+            timestamp_delta: record.timestamp_delta + shift,
+            ..record.clone()
+        };
+        put_record(&mut section, &mut body, &record);
+    }
+    let mut batch = bytes::BytesMut::with_capacity(BATCH_HEADER_BYTES + section.len());
+    batch.extend_from_slice(&original[..BATCH_HEADER_BYTES]);
+    crate::codec::compress(codec, &section, &mut batch)?;
+    let batch_length = i32::try_from(batch.len() - LOG_OVERHEAD_BYTES)
+        .map_err(|_| invalid("rebuilt batch exceeds i32::MAX bytes"))?;
+    let record_count =
+        i32::try_from(kept.len()).map_err(|_| invalid("too many records for one batch"))?;
+    let mut attributes = header.attributes;
+    if delete_horizon.is_some() {
+        attributes |= DELETE_HORIZON_BIT;
+    }
+    batch[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]
+        .copy_from_slice(&base_timestamp.0.to_be_bytes());
+    batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&record_count.to_be_bytes());
+    let crc = compute_crc(&batch);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(batch.to_vec())
 }
 
 fn put_nullable_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {

@@ -163,6 +163,21 @@ impl BatchCache {
         }
     }
 
+    /// Drops cached batches of `partition` starting below `offset` (the log
+    /// cleaner rewrote that range).
+    pub fn evict_below(&mut self, partition: PartitionKey, offset: Offset) {
+        if let Some(run) = self.partitions.get_mut(&partition) {
+            while run.front().is_some_and(|batch| batch.base_offset < offset) {
+                if let Some(batch) = run.pop_front() {
+                    self.used_bytes -= batch.bytes.len();
+                }
+            }
+            if run.is_empty() {
+                self.partitions.remove(&partition);
+            }
+        }
+    }
+
     /// Drops every cached batch of `partition`.
     pub fn remove_partition(&mut self, partition: PartitionKey) {
         if let Some(run) = self.partitions.remove(&partition) {

@@ -14,8 +14,61 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest `segment.bytes`: positions in `.index` entries are `u32`.
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 
-/// How a partition's log is written, rolled, flushed and retained.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `cleanup.policy`: what happens to old segments. Kafka's list of `delete`
+/// and `compact`; at least one is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// `delete`: `retention.ms` / `retention.bytes` delete old segments.
+    pub delete: bool,
+    /// `compact`: the log cleaner keeps only the latest record of each key.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// Kafka's default, `delete`.
+    pub const DELETE: Self = Self {
+        delete: true,
+        compact: false,
+    };
+    /// `compact`.
+    pub const COMPACT: Self = Self {
+        delete: false,
+        compact: true,
+    };
+
+    /// Parses Kafka's comma-separated list (`delete`, `compact`,
+    /// `compact,delete` in any order, spaces allowed).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an empty list or any other word.
+    pub fn parse(key: &str, value: &str) -> Result<Self> {
+        let mut policy = Self {
+            delete: false,
+            compact: false,
+        };
+        for word in value.split(',').map(str::trim) {
+            match word {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                _ => return Err(invalid(key, value, "must be a list of delete and compact")),
+            }
+        }
+        Ok(policy)
+    }
+}
+
+impl std::fmt::Display for CleanupPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.compact, self.delete) {
+            (true, true) => f.write_str("compact,delete"),
+            (true, false) => f.write_str("compact"),
+            _ => f.write_str("delete"),
+        }
+    }
+}
+
+/// How a partition's log is written, rolled, flushed, retained and compacted.
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll to a new segment at this size.
     pub segment_bytes: u64,
@@ -37,6 +90,20 @@ pub struct LogConfig {
     pub retention_ms: i64,
     /// `retention.bytes`: delete oldest segments beyond this size (-1 = keep).
     pub retention_bytes: i64,
+    /// `cleanup.policy`: retention applies only with `delete`, the cleaner
+    /// only with `compact`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `min.cleanable.dirty.ratio`: the cleaner compacts a log once its dirty
+    /// bytes are at least this share of its cleanable bytes.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `delete.retention.ms`: how long a tombstone stays after the cleaner
+    /// first saw it, so consumers reading from behind see the delete.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest dirty records are older is
+    /// compacted whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -51,6 +118,11 @@ impl Default for LogConfig {
             flush_ms: i64::MAX,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
+            cleanup_policy: CleanupPolicy::DELETE,
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -76,7 +148,7 @@ fn parse_in(key: &str, value: &str, min: i64, max: i64) -> Result<i64> {
 
 impl LogConfig {
     /// The Kafka names this type understands.
-    pub const KEYS: [&'static str; 9] = [
+    pub const KEYS: [&'static str; 14] = [
         "segment.bytes",
         "segment.ms",
         "index.interval.bytes",
@@ -86,6 +158,11 @@ impl LogConfig {
         "flush.ms",
         "retention.ms",
         "retention.bytes",
+        "cleanup.policy",
+        "min.cleanable.dirty.ratio",
+        "delete.retention.ms",
+        "min.compaction.lag.ms",
+        "max.compaction.lag.ms",
     ];
 
     /// Sets one config by its Kafka name.
@@ -121,6 +198,24 @@ impl LogConfig {
             "flush.ms" => self.flush_ms = parse_in(key, value, 0, i64::MAX)?,
             "retention.ms" => self.retention_ms = parse_in(key, value, -1, i64::MAX)?,
             "retention.bytes" => self.retention_bytes = parse_in(key, value, -1, i64::MAX)?,
+            "cleanup.policy" => self.cleanup_policy = CleanupPolicy::parse(key, value)?,
+            "min.cleanable.dirty.ratio" => {
+                let ratio: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(key, value, "not a number"))?;
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(invalid(key, value, "must be in [0, 1]"));
+                }
+                self.min_cleanable_dirty_ratio = ratio;
+            }
+            "delete.retention.ms" => self.delete_retention_ms = parse_in(key, value, 0, i64::MAX)?,
+            "min.compaction.lag.ms" => {
+                self.min_compaction_lag_ms = parse_in(key, value, 0, i64::MAX)?;
+            }
+            "max.compaction.lag.ms" => {
+                self.max_compaction_lag_ms = parse_in(key, value, 1, i64::MAX)?;
+            }
             _ => return Err(invalid(key, value, "unknown log config")),
         }
         Ok(())
@@ -142,6 +237,11 @@ impl LogConfig {
             "flush.ms" => self.flush_ms.to_string(),
             "retention.ms" => self.retention_ms.to_string(),
             "retention.bytes" => self.retention_bytes.to_string(),
+            "cleanup.policy" => self.cleanup_policy.to_string(),
+            "min.cleanable.dirty.ratio" => format!("{:?}", self.min_cleanable_dirty_ratio),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
             _ => return None,
         })
     }
@@ -171,5 +271,20 @@ mod tests {
         assert_eq!(config, LogConfig::default());
         config.set("retention.ms", "-1").unwrap();
         assert_eq!(config.retention_ms, -1);
+    }
+
+    #[test]
+    fn cleanup_policies_parse_in_any_order_and_print_as_kafka_does() {
+        let mut config = LogConfig::default();
+        assert_eq!(config.get("cleanup.policy").unwrap(), "delete");
+        config.set("cleanup.policy", "delete, compact").unwrap();
+        assert_eq!(config.get("cleanup.policy").unwrap(), "compact,delete");
+        config.set("cleanup.policy", "compact").unwrap();
+        assert_eq!(config.cleanup_policy, CleanupPolicy::COMPACT);
+        assert!(config.set("cleanup.policy", "").is_err());
+        assert!(config.set("cleanup.policy", "compact,shred").is_err());
+        assert!(config.set("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert_eq!(config.get("min.cleanable.dirty.ratio").unwrap(), "0.5");
+        assert!(config.set("max.compaction.lag.ms", "0").is_err());
     }
 }

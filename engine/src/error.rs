@@ -33,6 +33,12 @@ pub enum Error {
     #[error("invalid record batch: {0}")]
     InvalidBatch(String),
 
+    /// A batch holds a record the partition refuses although the batch is
+    /// well formed, such as a record without a key for a compacted topic
+    /// (Kafka: `INVALID_RECORD`).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+
     /// A batch exceeds `max.message.bytes` (Kafka: `MESSAGE_TOO_LARGE`).
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge {

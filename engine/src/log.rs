@@ -33,6 +33,8 @@
 //! batch. Startup cost therefore depends on the data written since the last
 //! checkpoint, not on the log's size.
 
+pub mod cleaner;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -191,6 +193,11 @@ struct LogState<S: Storage> {
     epochs: LeaderEpochCache,
     unflushed_records: i64,
     oldest_unflushed_ms: Option<i64>,
+    /// The cleaner checkpoint: offsets below were mapped by a cleaning pass.
+    first_dirty_offset: Offset,
+    /// The earliest delete horizon of a tombstone the cleaner kept, in
+    /// memory only: once it passes, a pass is due to remove the tombstone.
+    tombstone_horizon: Option<TimestampMs>,
 }
 
 impl<S: Storage> LogState<S> {
@@ -209,6 +216,7 @@ impl<S: Storage> LogState<S> {
         recovery_point: Offset,
         producers: ProducerStateTable,
         epochs: LeaderEpochCache,
+        first_dirty: Option<Offset>,
     ) -> Self {
         Self {
             config,
@@ -229,6 +237,8 @@ impl<S: Storage> LogState<S> {
             epochs,
             unflushed_records: 0,
             oldest_unflushed_ms: None,
+            first_dirty_offset: first_dirty.unwrap_or(log_start).clamp(log_start, log_end),
+            tombstone_horizon: None,
         }
     }
 
@@ -309,6 +319,11 @@ pub struct PartitionLog<S: Storage> {
     checkpointing: Cell<bool>,
     /// Notified when a checkpoint write finishes.
     checkpoint_done: Event,
+    /// A cleaner swap is committed but not yet applied in memory: segments
+    /// must not be removed meanwhile.
+    swapping: Cell<bool>,
+    /// Notified when a cleaner swap is applied.
+    swap_done: Event,
 }
 
 /// Releases the writer role when dropped; if the write did not finish (the
@@ -429,6 +444,7 @@ impl<S: Storage + Clone> PartitionLog<S> {
             recovery_point,
             producers,
             epochs,
+            cleaner::read_cleaner_checkpoint(&storage, &dir),
         );
         state.check_invariants();
         // Recovery may have cut the log below the checkpointed offsets and
@@ -460,6 +476,8 @@ impl<S: Storage + Clone> PartitionLog<S> {
             flushed_event: Event::new(),
             checkpointing: Cell::new(false),
             checkpoint_done: Event::new(),
+            swapping: Cell::new(false),
+            swap_done: Event::new(),
         };
         if stale_checkpoint {
             log.write_checkpoint(recovery_point).await?;
@@ -604,12 +622,14 @@ fn read_checkpoint<S: Storage>(storage: &S, path: &Path) -> Result<Option<Partit
 }
 
 /// The sorted base offsets of the segments and offsets of the producer
-/// snapshots in a partition directory; leftovers of interrupted atomic
-/// writes are removed.
+/// snapshots in a partition directory; an interrupted cleaner swap is
+/// completed or discarded first, and leftovers of interrupted atomic writes
+/// are removed.
 async fn list_partition_files<S: Storage>(
     storage: &S,
     dir: &Path,
 ) -> Result<(Vec<Offset>, Vec<Offset>)> {
+    cleaner::finish_interrupted_swap(storage, dir).await?;
     let names = storage
         .list_dir(dir)
         .map_err(|error| Error::io("listing partition directory", dir, error))?;
@@ -665,6 +685,22 @@ fn load_producer_snapshot<S: Storage>(
             None
         }
     }
+}
+
+/// A compacted topic keeps each key's latest record, so every record needs a
+/// key (Kafka refuses keyless records there with `INVALID_RECORD`).
+/// Compressed batches are decompressed to check, as Kafka does.
+fn check_keyed(header: &BatchHeader, bytes: &[u8]) -> Result<()> {
+    let section = Bytes::copy_from_slice(&bytes[batch::BATCH_HEADER_BYTES..header.total_bytes()]);
+    let section = crate::codec::decompress(header.compression()?, section)?;
+    for record in batch::records_in(header, &section) {
+        if record?.key.is_none() {
+            return Err(Error::InvalidRecord(
+                "Compacted topic cannot accept message without key.".to_owned(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn producer_batch(header: &BatchHeader) -> ProducerBatch {
@@ -762,8 +798,17 @@ impl<S: Storage> PartitionLog<S> {
     /// [`Error::Poisoned`], [`Error::ShuttingDown`], or the [`Error::Io`] that
     /// poisoned the log.
     pub async fn append(&self, bytes: &[u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
-        let max_message_bytes = self.state.borrow().config.max_message_bytes;
+        let (max_message_bytes, compacted) = {
+            let state = self.state.borrow();
+            (
+                state.config.max_message_bytes,
+                state.config.cleanup_policy.compact,
+            )
+        };
         let header = batch::validate_incoming(bytes, max_message_bytes)?;
+        if compacted {
+            check_keyed(&header, bytes)?;
+        }
         self.wait_for_queue_room(bytes.len()).await?;
         let info = self.admit(bytes, &header, leader_epoch)?;
         self.wait_written(info.last_offset.next()).await?;
@@ -921,9 +966,19 @@ impl<S: Storage> PartitionLog<S> {
         };
         let active = state.active();
         let segment_bytes = state.config.segment_bytes;
+        // The cleaner never touches the active segment, so a compacted log
+        // also rolls once `max.compaction.lag.ms` passed, as Kafka does.
+        let roll_after_ms = if state.config.cleanup_policy.compact {
+            state
+                .config
+                .segment_ms
+                .min(state.config.max_compaction_lag_ms)
+        } else {
+            state.config.segment_ms
+        };
         let too_old = active
             .first_append_ms
-            .is_some_and(|first_ms| now_ms().saturating_sub(first_ms) >= state.config.segment_ms);
+            .is_some_and(|first_ms| now_ms().saturating_sub(first_ms) >= roll_after_ms);
         let overflows = |header: &BatchHeader| {
             header.last_offset().0 - active.base_offset.0 > i64::from(i32::MAX)
         };
@@ -1260,22 +1315,28 @@ impl<S: Storage> PartitionLog<S> {
         };
         let bound = upper_bound.min(offsets.log_end);
         let mut found = handle.read(position, end, offset, max_bytes, bound).await?;
-        if found.is_empty() {
-            // The offset may sit in a gap at a segment's end (compaction,
-            // or a batch skipped): continue in the next segment.
+        let mut after = offset;
+        while found.is_empty() {
+            // The offset may sit in a gap at a segment's end, or in a segment
+            // the cleaner emptied: continue in the next segment holding data.
             let next = {
                 let state = self.state.borrow();
                 state
                     .segments
-                    .range(offset.next()..)
+                    .range(after.next()..)
                     .next()
                     .map(|(_, segment)| (segment.handle(), segment.size(), segment.base_offset))
             };
-            if let Some((handle, end, base)) = next {
-                found = handle
-                    .read(0, end, base.max(offset), max_bytes, bound)
-                    .await?;
+            let Some((handle, end, base)) = next else {
+                break;
+            };
+            if base >= bound {
+                break;
             }
+            after = base;
+            found = handle
+                .read(0, end, base.max(offset), max_bytes, bound)
+                .await?;
         }
         Ok(ReadResult {
             batches: found.into_iter().map(|(_, bytes)| bytes).collect(),
@@ -1616,6 +1677,7 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     async fn truncate_locked(&self, offset: Offset) -> Result<Offset> {
+        self.wait_for_swap().await;
         let (removed, segment) = {
             let mut state = self.state.borrow_mut();
             if offset >= state.written_offset {
@@ -1743,6 +1805,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Deletes whole non-active segments whose records are all below the log
     /// start offset.
     async fn delete_segments_below_start(&self) -> Result<usize> {
+        self.wait_for_swap().await;
         let doomed: Vec<Segment<S>> = {
             let mut state = self.state.borrow_mut();
             let start = state.log_start_offset;
@@ -1764,7 +1827,9 @@ impl<S: Storage> PartitionLog<S> {
         Ok(doomed.len())
     }
 
-    /// Applies `retention.ms` and `retention.bytes`: deletes the oldest
+    /// Applies `retention.ms` and `retention.bytes` when `cleanup.policy`
+    /// includes `delete` (a compacted log keeps its old segments, the cleaner
+    /// thins them instead): deletes the oldest
     /// non-active segments whose newest record is older than `retention.ms`,
     /// then while the log exceeds `retention.bytes` by a whole segment. The
     /// log start offset moves to the first remaining segment. Returns the
@@ -1776,7 +1841,7 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn enforce_retention(&self, now: TimestampMs) -> Result<usize> {
         {
             let mut state = self.state.borrow_mut();
-            if state.poisoned.is_some() || state.closed {
+            if state.poisoned.is_some() || state.closed || !state.config.cleanup_policy.delete {
                 return Ok(0);
             }
             let storage = &self.storage;

@@ -102,6 +102,21 @@ impl<S: Storage> Segment<S> {
     /// [`Error::Io`] if the file cannot be created.
     pub async fn create(storage: &S, dir: &Path, base_offset: Offset) -> Result<Self> {
         let path = dir.join(segment_file_name(base_offset, "log"));
+        Self::create_at(storage, dir, base_offset, path).await
+    }
+
+    /// Creates a new, empty segment file at `path` in `dir` (the log cleaner
+    /// writes its output under a temporary name, then renames it and calls
+    /// [`Segment::relocated`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be created.
+    pub async fn create_at(
+        storage: &S,
+        dir: &Path,
+        base_offset: Offset,
+        path: PathBuf,
+    ) -> Result<Self> {
         let file = storage
             .open(&path, true)
             .await
@@ -158,6 +173,13 @@ impl<S: Storage> Segment<S> {
             path,
             send_file: None,
         })
+    }
+
+    /// Records that the segment's file was renamed to `path` (its index
+    /// files follow the same name).
+    pub fn relocated(&mut self, path: PathBuf) {
+        self.path = path;
+        self.send_file = None;
     }
 
     /// The `.log` file's path.

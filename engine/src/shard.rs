@@ -76,8 +76,35 @@ pub struct EngineConfig {
     /// offset (`log.flush.offset.checkpoint.interval.ms`), bounding what a
     /// restart after a crash must scan.
     pub recovery_checkpoint_interval: Duration,
+    /// The log cleaner (`log.cleaner.*`).
+    pub cleaner: CleanerConfig,
     /// The configuration each existing partition opens with at start.
     pub log_config_for: Arc<dyn Fn(&TopicPartition) -> LogConfig + Send + Sync>,
+}
+
+/// The log cleaner of each shard, under Kafka's broker key names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enabled: bool,
+    /// Each shard's offset-map budget: its share of
+    /// `log.cleaner.dedupe.buffer.size`.
+    pub dedupe_buffer_bytes_per_shard: usize,
+    /// `log.cleaner.backoff.ms`: how long a shard's cleaner sleeps when no
+    /// log needs cleaning.
+    pub backoff: Duration,
+}
+
+impl Default for CleanerConfig {
+    /// Kafka's defaults: enabled, 128 MiB of offset map (for one shard),
+    /// 15 s backoff.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dedupe_buffer_bytes_per_shard: 128 << 20,
+            backoff: Duration::from_secs(15),
+        }
+    }
 }
 
 impl EngineConfig {
@@ -92,6 +119,7 @@ impl EngineConfig {
             retention_check_interval: Duration::from_secs(300),
             flush_check_interval: Duration::from_secs(1),
             recovery_checkpoint_interval: Duration::from_secs(60),
+            cleaner: CleanerConfig::default(),
             log_config_for: Arc::new(|_| LogConfig::default()),
         }
     }
@@ -267,6 +295,11 @@ pub struct Shard {
     stopping: Cell<bool>,
     finished_peers: Cell<usize>,
     peer_finished: Event,
+    /// A cleaning pass is running; shutdown waits for it, so no file
+    /// operation of it is left in flight when the executor stops.
+    cleaning: Cell<bool>,
+    /// Notified when a cleaning pass ends.
+    cleaning_done: Event,
 }
 
 /// Aborts the process when a shard's thread unwinds from a panic. A shard
@@ -394,6 +427,8 @@ impl Shard {
             stopping: Cell::new(false),
             finished_peers: Cell::new(0),
             peer_finished: Event::new(),
+            cleaning: Cell::new(false),
+            cleaning_done: Event::new(),
         });
         crate::storage::dma::settle_poll_ring_probe(&shard.config.data_dir, shard.id)
             .await
@@ -660,6 +695,43 @@ impl Shard {
         deleted
     }
 
+    /// Cleans the shard's log that most needs it: the highest dirty ratio
+    /// among those due (`min.cleanable.dirty.ratio` reached, or forced by
+    /// `max.compaction.lag.ms` or a tombstone's delete horizon). Returns
+    /// whether a log was cleaned.
+    async fn clean_one(&self) -> bool {
+        let logs: Vec<_> = self.partitions.borrow().values().cloned().collect();
+        let now = TimestampMs::now();
+        let chosen = logs
+            .into_iter()
+            .filter_map(|log| {
+                let candidate = log.cleaning_candidate(now)?;
+                Some((candidate, log))
+            })
+            .max_by(|(a, _), (b, _)| {
+                (a.forced, a.dirty_ratio)
+                    .partial_cmp(&(b.forced, b.dirty_ratio))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+        let Some((_, log)) = chosen else {
+            return false;
+        };
+        self.cleaning.set(true);
+        let result = log
+            .clean(now, self.config.cleaner.dedupe_buffer_bytes_per_shard)
+            .await;
+        self.cleaning.set(false);
+        self.cleaning_done.notify(usize::MAX);
+        match result {
+            Ok(stats) => stats.segments_written > 0,
+            Err(Error::ShuttingDown) => false,
+            Err(error) => {
+                tracing::warn!(partition = %log.partition(), %error, "cleaning failed");
+                false
+            }
+        }
+    }
+
     fn serve_peers(self: Rc<Self>, mut receivers: Receivers<Envelope>) -> impl Future<Output = ()> {
         let streams = receivers.streams();
         let tasks: Vec<_> = streams
@@ -756,7 +828,23 @@ impl Shard {
                 }
             }
         };
+        let cleaner = {
+            let shard = self.clone();
+            async move {
+                loop {
+                    if shard.stopping.get() {
+                        return;
+                    }
+                    // Back off only when nothing was due: a busy shard
+                    // cleans its logs one after the other.
+                    if !shard.config.cleaner.enabled || !shard.clean_one().await {
+                        glommio::timer::sleep(shard.config.cleaner.backoff).await;
+                    }
+                }
+            }
+        };
         for task in [
+            glommio::spawn_local_into(cleaner, queue),
             glommio::spawn_local_into(retention, queue),
             glommio::spawn_local_into(flusher, queue),
             glommio::spawn_local_into(checkpointer, queue),
@@ -793,6 +881,15 @@ impl Shard {
             if let Err(error) = log.close().await {
                 tracing::error!(partition = %log.partition(), %error, "closing partition failed");
             }
+        }
+        // Closed logs make a running pass stop at its next read and remove
+        // its files; no new pass starts on a closed log.
+        while self.cleaning.get() {
+            let listener = self.cleaning_done.listen();
+            if !self.cleaning.get() {
+                break;
+            }
+            listener.await;
         }
         self.stopping.set(true);
         self.senders.close();

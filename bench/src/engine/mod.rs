@@ -6,6 +6,7 @@
 //! shards is never on the measured path.
 
 pub mod append;
+pub mod compaction;
 pub mod idle_memory;
 pub mod restart;
 

@@ -68,6 +68,8 @@ pub mod config_type {
     pub const INT: i8 = 3;
     /// A 64-bit integer.
     pub const LONG: i8 = 5;
+    /// A floating-point number.
+    pub const DOUBLE: i8 = 6;
     /// Comma-separated values.
     pub const LIST: i8 = 7;
 }
@@ -78,8 +80,8 @@ pub struct TopicConfigSpec {
     /// The Kafka topic config name.
     pub name: &'static str,
     /// The broker keys that set its default, most specific first (Kafka's
-    /// synonyms; `cleanup.policy` and `min.insync.replicas` name Kafka's
-    /// keys, which fjord's broker does not take).
+    /// synonyms; `min.insync.replicas` names Kafka's key, which fjord's
+    /// broker does not take).
     pub broker_keys: &'static [&'static str],
     /// Its [`config_type`].
     pub config_type: i8,
@@ -88,21 +90,29 @@ pub struct TopicConfigSpec {
 }
 
 /// Every topic config fjord implements, in the order they are described.
-pub const TOPIC_CONFIGS: [TopicConfigSpec; 12] = [
+pub const TOPIC_CONFIGS: [TopicConfigSpec; 16] = [
     spec("cleanup.policy", &["log.cleanup.policy"], config_type::LIST,
         "\"delete\" (retention by time and size) and/or \"compact\" (keep the latest value per key)."),
     spec("compression.type", &["compression.type"], config_type::STRING,
         "Final compression of the topic's batches; \"producer\" keeps the producer's."),
+    spec("delete.retention.ms", &["log.cleaner.delete.retention.ms"], config_type::LONG,
+        "How long a tombstone stays after the cleaner first kept it, for consumers reading from behind."),
     spec("flush.messages", &["log.flush.interval.messages"], config_type::LONG,
         "fdatasync after this many records."),
     spec("flush.ms", &["log.flush.interval.ms"], config_type::LONG,
         "fdatasync when the oldest unflushed record is this old."),
     spec("index.interval.bytes", &["log.index.interval.bytes"], config_type::INT,
         "Log bytes between offset index entries."),
+    spec("max.compaction.lag.ms", &["log.cleaner.max.compaction.lag.ms"], config_type::LONG,
+        "Compact records at the latest this long after they were written, whatever the dirty ratio."),
     spec("max.message.bytes", &["message.max.bytes"], config_type::INT,
         "The largest record batch accepted."),
     spec("message.timestamp.type", &["log.message.timestamp.type"], config_type::STRING,
         "CreateTime keeps the producer's timestamps; LogAppendTime stamps the append time."),
+    spec("min.cleanable.dirty.ratio", &["log.cleaner.min.cleanable.ratio"], config_type::DOUBLE,
+        "Compact a log once this share of its cleanable bytes is dirty."),
+    spec("min.compaction.lag.ms", &["log.cleaner.min.compaction.lag.ms"], config_type::LONG,
+        "Leave records younger than this uncompacted."),
     spec("min.insync.replicas", &["min.insync.replicas"], config_type::INT,
         "Replicas that must acknowledge an acks=all write."),
     spec("retention.bytes", &["log.retention.bytes"], config_type::LONG,
@@ -161,7 +171,6 @@ pub struct DescribedConfig {
 /// default as the broker configuration sets it.
 pub(crate) fn topic_default(name: &str, broker: &BrokerConfig) -> String {
     match name {
-        "cleanup.policy" => "delete".to_owned(),
         "compression.type" => broker.compression_type.clone(),
         "min.insync.replicas" => "1".to_owned(),
         key => broker.log_defaults.get(key).unwrap_or_default(),
@@ -171,7 +180,6 @@ pub(crate) fn topic_default(name: &str, broker: &BrokerConfig) -> String {
 /// Kafka's default of the topic config, set by no broker key.
 fn kafka_default(name: &str) -> String {
     match name {
-        "cleanup.policy" => "delete".to_owned(),
         "compression.type" => "producer".to_owned(),
         "min.insync.replicas" => "1".to_owned(),
         key => fjord_engine::config::LogConfig::default()
@@ -233,14 +241,22 @@ pub fn describe_topic(
 /// The Kafka type of a broker key fjord knows.
 fn broker_config_type(key: &str) -> i8 {
     match key {
-        "auto.create.topics.enable" => config_type::BOOLEAN,
-        "listeners" | "advertised.listeners" | "log.dirs" => config_type::LIST,
+        "auto.create.topics.enable" | "log.cleaner.enable" => config_type::BOOLEAN,
+        "listeners" | "advertised.listeners" | "log.dirs" | "log.cleanup.policy" => {
+            config_type::LIST
+        }
         "log.roll.ms"
         | "log.retention.ms"
         | "log.retention.bytes"
         | "log.flush.interval.messages"
-        | "log.flush.interval.ms" => config_type::LONG,
+        | "log.flush.interval.ms"
+        | "log.cleaner.dedupe.buffer.size"
+        | "log.cleaner.backoff.ms"
+        | "log.cleaner.delete.retention.ms"
+        | "log.cleaner.min.compaction.lag.ms"
+        | "log.cleaner.max.compaction.lag.ms" => config_type::LONG,
         "log.message.timestamp.type" | "compression.type" | "cluster.id" => config_type::STRING,
+        "log.cleaner.min.cleanable.ratio" => config_type::DOUBLE,
         _ => config_type::INT,
     }
 }

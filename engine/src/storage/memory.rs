@@ -52,6 +52,8 @@ pub struct Faults {
     pub sync_error_in: Option<u64>,
     /// Make the n-th `write_at` from now write only its first block.
     pub short_write_in: Option<u64>,
+    /// Fail the n-th `rename` or `remove_file` from now with `EIO`.
+    pub dir_error_in: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -314,7 +316,11 @@ impl Storage for MemoryStorage {
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.borrow_mut().files.remove(path);
+        let mut inner = self.inner.borrow_mut();
+        if take_fault(&mut inner.faults.dir_error_in) {
+            return Err(eio("remove"));
+        }
+        inner.files.remove(path);
         Ok(())
     }
 
@@ -327,6 +333,9 @@ impl Storage for MemoryStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut inner = self.inner.borrow_mut();
+        if take_fault(&mut inner.faults.dir_error_in) {
+            return Err(eio("rename"));
+        }
         let state = inner.files.remove(from).ok_or_else(|| not_found(from))?;
         inner.files.insert(to.to_path_buf(), state);
         Ok(())
@@ -405,6 +414,7 @@ mod tests {
             write_error_in: Some(1),
             sync_error_in: Some(0),
             short_write_in: None,
+            dir_error_in: None,
         });
         block_on(async {
             let file = storage.open(Path::new("/f"), true).await.unwrap();
