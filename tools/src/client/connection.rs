@@ -132,6 +132,26 @@ impl Connection {
         })
     }
 
+    /// A second handle on the same socket, for a reader thread that takes
+    /// responses while this one sends requests (pipelining). Correlation ids
+    /// stay with the sender; the reader checks them with
+    /// [`decode_response`].
+    ///
+    /// # Errors
+    /// [`Error::Network`] if the socket cannot be duplicated.
+    pub fn try_clone(&self) -> Result<Self, Error> {
+        Ok(Self {
+            address: self.address.clone(),
+            client_id: self.client_id.clone(),
+            stream: self
+                .stream
+                .try_clone()
+                .map_err(|source| self.network_error(source))?,
+            next_correlation_id: 0,
+            receive: BytesMut::new(),
+        })
+    }
+
     /// The `host:port` this connection was opened to.
     #[must_use]
     pub fn address(&self) -> &str {
