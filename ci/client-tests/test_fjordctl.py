@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from conftest import REPO, Broker
+from test_kcat import kcat
 
 FJORDCTL = Path(os.environ.get("FJORDCTL_BIN", REPO / "target" / "debug" / "fjordctl"))
 DEADLINE_SECONDS = 60
@@ -37,18 +38,6 @@ def fjordctl(*arguments, stdin=None, expect=0):
 
 def admin(broker, *arguments, **kwargs):
     return fjordctl(*arguments, "--bootstrap-server", broker.bootstrap, **kwargs)
-
-
-def kcat(broker, *arguments, stdin=None):
-    result = subprocess.run(
-        ["kcat", "-b", broker.bootstrap, *arguments],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_SECONDS,
-    )
-    assert result.returncode == 0, f"kcat {arguments} failed: {result.stderr}"
-    return result.stdout
 
 
 def consume_json(broker, topic, *arguments):

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fjord_engine::batch::build_batch;
 use fjord_engine::TimestampMs;
-use fjord_tools::client::connection::decode_response;
 use fjord_tools::client::records::{encode_batch, Codec, OutgoingRecord};
 use fjord_tools::client::{produce_request, produce_result, Connection, PRODUCE_VERSION};
 use kafka_protocol::messages::{ApiKey, ProduceResponse};
@@ -223,14 +222,12 @@ fn read_acknowledgements(
     message_size: u64,
 ) -> BenchResult<()> {
     while let Ok(request) = outstanding.recv() {
-        let mut frame = connection.receive_frame()?;
-        let now = clock.stamp(Instant::now());
-        let response: ProduceResponse = decode_response(
-            &mut frame,
+        let response: ProduceResponse = connection.receive_response(
             ApiKey::Produce,
             PRODUCE_VERSION,
             request.correlation_id,
         )?;
+        let now = clock.stamp(Instant::now());
         produce_result(&response)?;
         meter.record(&request.stamps, now, message_size);
     }

@@ -25,7 +25,7 @@ use hdrhistogram::Histogram;
 use kafka_protocol::messages::{ApiKey, ProduceResponse};
 use serde::Serialize;
 
-use fjord_tools::client::connection::{decode_response, encode_request, set_correlation_id};
+use fjord_tools::client::connection::{encode_request, set_correlation_id};
 use fjord_tools::client::{
     produce_request, produce_result, Connection, TopicSpec, PRODUCE_VERSION,
 };
@@ -368,14 +368,9 @@ fn receive(
     histogram: &mut Histogram<u64>,
 ) -> BenchResult<()> {
     let request = outstanding.pop_front().ok_or("no request outstanding")?;
-    let mut frame = connection.receive_frame()?;
+    let response: ProduceResponse =
+        connection.receive_response(ApiKey::Produce, PRODUCE_VERSION, request.correlation_id)?;
     latency::record(histogram, request.sent.elapsed());
-    let response: ProduceResponse = decode_response(
-        &mut frame,
-        ApiKey::Produce,
-        PRODUCE_VERSION,
-        request.correlation_id,
-    )?;
     produce_result(&response)?;
     Ok(())
 }

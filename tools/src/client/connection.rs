@@ -215,6 +215,21 @@ impl Connection {
         Ok(self.receive.split())
     }
 
+    /// Reads the next response frame and decodes it as the answer to
+    /// request `correlation_id` (the oldest one outstanding).
+    ///
+    /// # Errors
+    /// Socket or decoding failures, or a response out of order.
+    pub fn receive_response<R: Decodable>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<R, Error> {
+        let mut response = self.receive_frame()?;
+        decode_response(&mut response, api_key, version, correlation_id)
+    }
+
     /// Sends `body` and waits for its response.
     ///
     /// # Errors
@@ -227,8 +242,7 @@ impl Connection {
     ) -> Result<R, Error> {
         let (correlation_id, frame) = self.frame(api_key, version, body)?;
         self.send_frame(&frame)?;
-        let mut response = self.receive_frame()?;
-        decode_response(&mut response, api_key, version, correlation_id)
+        self.receive_response(api_key, version, correlation_id)
     }
 
     fn network_error(&self, source: std::io::Error) -> Error {

@@ -74,8 +74,8 @@ pub struct OutgoingRecord {
 /// One v2 batch of `records` as a non-idempotent producer sends it: offsets
 /// `0..n`, every record at `timestamp_ms` (`CreateTime`), compressed with
 /// `codec`. The encoder keeps a batch whole only while `offset - sequence`
-/// is constant, so sequences are the offsets (`baseSequence` 0, which a
-/// broker ignores without a producer id).
+/// is constant and takes the first record's sequence as `baseSequence`, so
+/// sequences run from -1 (no producer id, no sequence).
 ///
 /// # Errors
 /// [`Error::Protocol`] if `records` is empty or the encoder fails.
@@ -101,7 +101,7 @@ pub fn encode_batch(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
-            sequence: index as i32,
+            sequence: index as i32 - 1,
             timestamp: timestamp_ms,
             key: record.key.clone(),
             value: record.value.clone(),
