@@ -2,8 +2,11 @@
 # Runs the standard workloads (bench/workloads/*.yaml) against a fresh fjord on
 # this machine, with an iperf3 loopback baseline from the same session, and
 # compares them. Usage:
-#   bench/scripts/run-standard-workloads.sh OUT_DIR [WARMUP_SECS MEASURED_SECS]
-# Without the two numbers the workloads' own durations (60 s + 300 s) are used.
+#   bench/scripts/run-standard-workloads.sh OUT_DIR [WARMUP MEASURED [MAX_WARMUP MAX_MEASURED]]
+# Without numbers the workloads' own durations (60 s + 300 s) are used. The
+# max-rate workload writes as fast as the broker takes it and the broker keeps
+# it all (retention runs every 5 minutes), so its data must fit on the disk:
+# MAX_WARMUP/MAX_MEASURED shorten it alone (400 MB/s for 40 s is 16 GB).
 # Needs a release build (cargo build --release -p fjord-broker -p fjord-bench)
 # and iperf3; CARGO_TARGET_DIR says where the binaries are.
 set -euo pipefail
@@ -11,6 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT=$(realpath -m "${1:?usage: $0 OUT_DIR [WARMUP_SECS MEASURED_SECS]}")
 DURATIONS=()
 if [[ $# -ge 3 ]]; then DURATIONS=(--warmup-secs "$2" --duration-secs "$3"); fi
+MAX_DURATIONS=("${DURATIONS[@]}")
+if [[ $# -ge 5 ]]; then MAX_DURATIONS=(--warmup-secs "$4" --duration-secs "$5"); fi
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
 PORT=19092
 mkdir -p "$OUT"
@@ -24,6 +29,7 @@ ulimit -l unlimited 2>/dev/null || true
   echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "kernel: $(uname -r)"
   echo "disk: $(lsblk -dno NAME,SIZE,TYPE | tr '\n' ' ')"
+  echo "free disk: $(df -h --output=avail "$OUT" | tail -1)"
   echo "load before: $(cat /proc/loadavg)"
 } > "$OUT/machine.txt"
 
@@ -45,9 +51,11 @@ for workload in bench/workloads/1-topic-100-partitions-1kb-4p-4c-50k.yaml \
                 bench/workloads/1-topic-100-partitions-1kb-4p-4c-200k.yaml \
                 bench/workloads/1-topic-100-partitions-1kb-4p-4c-max.yaml; do
   name=$(basename "$workload" .yaml)
+  durations=("${DURATIONS[@]}")
+  if [[ $name == *-max ]]; then durations=("${MAX_DURATIONS[@]}"); fi
   echo "== $name"
   "$BIN/fjord-bench" run --bootstrap-server "localhost:$PORT" --workload "$workload" \
-      --output-dir "$OUT" "${DURATIONS[@]}" | tee "$OUT/$name.txt"
+      --output-dir "$OUT" "${durations[@]}" | tee "$OUT/$name.txt"
   RESULTS+=("$OUT/$name.json")
 done
 echo "load after: $(cat /proc/loadavg)" >> "$OUT/machine.txt"

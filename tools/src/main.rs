@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use fjord_tools::kafka::cluster::{self, ClusterCommand};
 use fjord_tools::kafka::consume::{self, ConsumeArgs};
+use fjord_tools::kafka::groups::{self, GroupsCommand};
 use fjord_tools::kafka::produce::{self, ProduceArgs};
 use fjord_tools::kafka::topics::{self, TopicsCommand};
 use fjord_tools::log::dump::{self, DumpLogArgs};
@@ -30,8 +31,14 @@ enum Command {
     },
     /// Write stdin lines as records (like kafka-console-producer).
     Produce(ProduceArgs),
-    /// Print records (like kafka-console-consumer, without a group).
+    /// Print records (like kafka-console-consumer; --group to consume as a group member).
     Consume(ConsumeArgs),
+    /// List, describe (lag per partition), reset offsets of and delete
+    /// consumer groups (like kafka-consumer-groups).
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
+    },
     /// Describe the cluster.
     Cluster {
         #[command(subcommand)]
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
         Command::Topics { command } => topics::run(command),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Groups { command } => groups::run(command),
         Command::Cluster { command } => cluster::run(command),
         Command::Tune(args) => tune::run(args),
         Command::DumpLog(args) => dump::run(args),

@@ -204,9 +204,15 @@ const ROWS: [Row; 16] = [
 /// ratio to the first.
 #[must_use]
 pub fn summary_table(reports: &[RunReport]) -> String {
+    let width = reports
+        .iter()
+        .map(|report| report.workload.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
     let mut out = format!("{:<20}", "");
     for (index, report) in reports.iter().enumerate() {
-        write!(out, " {:>22}", truncate(&report.workload.name, 22)).expect("String");
+        write!(out, " {:>width$}", report.workload.name).expect("String");
         if index > 0 {
             write!(out, " {:>8}", "ratio").expect("String");
         }
@@ -217,7 +223,7 @@ pub fn summary_table(reports: &[RunReport]) -> String {
         let first = reports.first().map_or(0.0, figure);
         for (index, report) in reports.iter().enumerate() {
             let value = figure(report);
-            write!(out, " {:>22}", format_figure(value)).expect("String");
+            write!(out, " {:>width$}", format_figure(value)).expect("String");
             if index > 0 {
                 let ratio = if first == 0.0 {
                     f64::NAN
@@ -238,10 +244,4 @@ fn format_figure(value: f64) -> String {
     } else {
         format!("{value:.3}")
     }
-}
-
-fn truncate(text: &str, width: usize) -> &str {
-    text.char_indices()
-        .nth(width)
-        .map_or(text, |(at, _)| &text[..at])
 }

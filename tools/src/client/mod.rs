@@ -14,6 +14,7 @@
 //! 2.8+, the only flexible one).
 
 pub mod connection;
+pub mod group;
 pub mod records;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,9 @@
-//! `fjordctl consume`: print records, like `kafka-console-consumer.sh`
-//! without a group: every partition of the topic (or `--partition`), from
+//! `fjordctl consume`: print records, like `kafka-console-consumer.sh`.
+//! Without a group: every partition of the topic (or `--partition`), from
 //! the end by default, `--from-beginning`, `--offset`, or the first record
-//! at or after `--timestamp`.
+//! at or after `--timestamp`. With `--group`: the partitions the group
+//! assigns, from its committed offsets, committing after every Fetch,
+//! heartbeating every 3 s and rejoining when the group rebalances.
 //!
 //! It stops after `--max-messages` records, or when `--timeout-ms` passes
 //! without a new record (then printing, as Kafka's tool does, how many it
@@ -16,6 +18,7 @@ use kafka_protocol::records::{Record, TimestampType};
 use serde_json::json;
 
 use super::ServerArgs;
+use crate::client::group::{GroupMember, Membership, TopicPartition, HEARTBEAT_INTERVAL};
 use crate::client::records::decode_fetched;
 use crate::client::{
     fetch, fetch_request, list_offsets, Client, FetchLimits, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
@@ -78,8 +81,14 @@ pub struct ConsumeArgs {
     #[arg(long)]
     pub topic: String,
     /// Read only this partition.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub partition: Option<i32>,
+    /// Consume as a member of this consumer group: partitions come from
+    /// the group's assignment, reading starts at its committed offsets (or
+    /// the end, or the beginning with --from-beginning, where it has none),
+    /// and offsets are committed after every Fetch and on exit.
+    #[arg(long, conflicts_with_all = ["offset", "timestamp"])]
+    pub group: Option<String>,
     /// Start at each partition's log start (same as `--offset earliest`).
     #[arg(long, conflicts_with_all = ["offset", "timestamp"])]
     pub from_beginning: bool,
@@ -107,29 +116,24 @@ pub struct ConsumeArgs {
 /// Connection failures, the broker's errors, a batch that does not decode.
 pub fn run(args: &ConsumeArgs) -> Result<bool, Error> {
     let mut client = args.server.connect()?;
-    let leaders: Vec<_> = client
-        .partition_leaders(&args.topic, None)?
-        .into_iter()
-        .filter(|leader| {
-            args.partition
-                .is_none_or(|wanted| leader.partition == wanted)
-        })
-        .collect();
-    if leaders.is_empty() {
-        return Err(Error::Usage(format!(
-            "topic {} has no partition {}",
-            args.topic,
-            args.partition.unwrap_or_default()
-        )));
-    }
-    let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for leader in &leaders {
-        by_leader
-            .entry(leader.address.clone())
-            .or_default()
-            .push(leader.partition);
-    }
-    let mut positions = start_positions(&mut client, args, &by_leader)?;
+    let mut member = match &args.group {
+        Some(group) => {
+            client.supports_groups()?;
+            Some(GroupMember::join(
+                &mut client,
+                group,
+                std::slice::from_ref(&args.topic),
+            )?)
+        }
+        None => None,
+    };
+    let mut positions = if let Some((member, assigned)) = &mut member {
+        group_positions(&mut client, args, member, assigned)?
+    } else {
+        let by_leader = partitions_by_leader(&mut client, args, None)?;
+        start_positions(&mut client, args, &by_leader)?
+    };
+    let mut last_heartbeat = Instant::now();
 
     let timeout = args.timeout_ms.map(Duration::from_millis);
     let max_messages = args.max_messages.unwrap_or(u64::MAX);
@@ -176,14 +180,115 @@ pub fn run(args: &ConsumeArgs) -> Result<bool, Error> {
                 break 'follow;
             }
         }
+        if let Some((member, _)) = &mut member {
+            let mut membership = member.commit(&committable(args, &positions))?;
+            if last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL {
+                last_heartbeat = Instant::now();
+                if member.heartbeat()? == Membership::Rejoin {
+                    membership = Membership::Rejoin;
+                }
+            }
+            if membership == Membership::Rejoin {
+                let assigned = member.rejoin(&mut client)?;
+                positions = group_positions(&mut client, args, member, &assigned)?;
+            }
+        }
         if timeout.is_some_and(|timeout| last_record.elapsed() >= timeout) {
             break;
         }
     }
     // A closed pipe (`| head`) is a normal end, not an error.
     out.flush().ok();
+    if let Some((mut member, _)) = member {
+        member.commit(&committable(args, &positions))?;
+        member.leave()?;
+    }
     eprintln!("Processed a total of {printed} messages");
     Ok(true)
+}
+
+/// The topic's partitions (all, or only `only`, or `--partition`) grouped
+/// by leader address.
+fn partitions_by_leader(
+    client: &mut Client,
+    args: &ConsumeArgs,
+    only: Option<&[i32]>,
+) -> Result<BTreeMap<String, Vec<i32>>, Error> {
+    let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for leader in client.partition_leaders(&args.topic, None)? {
+        let wanted = match (only, args.partition) {
+            (Some(only), _) => only.contains(&leader.partition),
+            (None, Some(partition)) => leader.partition == partition,
+            (None, None) => true,
+        };
+        if wanted {
+            by_leader
+                .entry(leader.address)
+                .or_default()
+                .push(leader.partition);
+        }
+    }
+    if by_leader.is_empty() && only.is_none() {
+        return Err(Error::Usage(format!(
+            "topic {} has no partition {}",
+            args.topic,
+            args.partition.unwrap_or_default()
+        )));
+    }
+    Ok(by_leader)
+}
+
+/// A group member's positions: the group's committed offsets of its
+/// assigned partitions, else the end (or the start with
+/// `--from-beginning`), Kafka's `auto.offset.reset`.
+fn group_positions(
+    client: &mut Client,
+    args: &ConsumeArgs,
+    member: &mut GroupMember,
+    assigned: &[TopicPartition],
+) -> Result<BTreeMap<String, Vec<(i32, i64)>>, Error> {
+    let partitions: Vec<i32> = assigned
+        .iter()
+        .filter(|(topic, _)| *topic == args.topic)
+        .map(|(_, partition)| *partition)
+        .collect();
+    let committed = member.committed(assigned)?;
+    let by_leader = partitions_by_leader(client, args, Some(&partitions))?;
+    let reset = if args.from_beginning {
+        EARLIEST_TIMESTAMP
+    } else {
+        LATEST_TIMESTAMP
+    };
+    let mut positions = BTreeMap::new();
+    for (address, partitions) in by_leader {
+        let resets = list_offsets(
+            client.connection_to(&address)?,
+            &args.topic,
+            &partitions,
+            reset,
+        )?;
+        let offsets = resets
+            .into_iter()
+            .map(|(partition, reset)| {
+                let key = (args.topic.clone(), partition);
+                (partition, committed.get(&key).copied().unwrap_or(reset))
+            })
+            .collect();
+        positions.insert(address, offsets);
+    }
+    Ok(positions)
+}
+
+/// Every partition's next offset, as a group commits it.
+fn committable(
+    args: &ConsumeArgs,
+    positions: &BTreeMap<String, Vec<(i32, i64)>>,
+) -> BTreeMap<TopicPartition, i64> {
+    positions
+        .values()
+        .flatten()
+        .map(|(partition, offset)| ((args.topic.clone(), *partition), *offset))
+        .collect()
 }
 
 /// Each leader's partitions with the offset to start at.

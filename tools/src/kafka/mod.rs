@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod consume;
+pub mod groups;
 pub mod produce;
 pub mod topics;
 
