@@ -7,7 +7,7 @@ use fjord_bench::engine::append::{self, AppendArgs};
 use fjord_bench::engine::idle_memory::{self, IdleMemoryArgs};
 use fjord_bench::engine::restart::{self, RestartArgs, RestartChildArgs};
 use fjord_bench::engine::BenchResult;
-use fjord_bench::load::compare::{self, CompareArgs};
+use fjord_bench::load::compare::{self, CompareArgs, PlotArgs};
 use fjord_bench::load::{run as load, RunArgs};
 use fjord_bench::wire::consume::{self, ConsumeArgs};
 use fjord_bench::wire::produce::{self, ProduceArgs};
@@ -37,6 +37,9 @@ enum Command {
     /// Compares `run` results: a side-by-side table with ratios to the
     /// first, and latency curves on one plot.
     Compare(CompareArgs),
+    /// Draws a `run` result's latency and throughput plots again from its
+    /// JSON.
+    Plot(PlotArgs),
     /// Produce requests over TCP to any Kafka-compatible broker: MB/s, msg/s
     /// and publish latency percentiles.
     Produce(ProduceArgs),
@@ -69,6 +72,7 @@ fn run(cli: &Cli) -> BenchResult<()> {
         },
         Command::Run(args) => load::run(args).map(drop),
         Command::Compare(args) => compare::run(args).map(drop),
+        Command::Plot(args) => compare::plot(args),
         Command::Produce(args) => produce::run(args).map(drop),
         Command::Consume(args) => consume::run(args).map(drop),
     }

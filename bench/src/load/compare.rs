@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::report::{latency_plot, summary_table, throughput_plot, RunReport};
+use super::report::{latency_plot, summary_table, throughput_plot, write_file, RunReport};
 use crate::engine::BenchResult;
 
 /// Options of `fjord-bench compare`.
@@ -64,11 +64,49 @@ pub fn run(args: &CompareArgs) -> BenchResult<String> {
                 throughput_plot("publish throughput", &reports),
             ),
         ] {
-            let path = dir.join(file);
-            std::fs::write(&path, svg)
-                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+            write_file(dir, file, &svg)?;
         }
         println!("plots in {}", dir.display());
     }
     Ok(table)
+}
+
+/// Reads `fjord-bench run` JSON results.
+///
+/// # Errors
+/// A file that cannot be read or is not a run result.
+pub fn read_results(paths: &[PathBuf]) -> BenchResult<Vec<RunReport>> {
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+            serde_json::from_str::<RunReport>(&text).map_err(|error| {
+                format!("{}: not a fjord-bench run result: {error}", path.display()).into()
+            })
+        })
+        .collect()
+}
+
+/// Options of `fjord-bench plot`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PlotArgs {
+    /// JSON results of `fjord-bench run`.
+    #[arg(required = true)]
+    pub results: Vec<PathBuf>,
+    /// Where the SVG files go.
+    #[arg(long, default_value = ".")]
+    pub output_dir: PathBuf,
+}
+
+/// Runs `fjord-bench plot`: draws each result's latency and throughput
+/// plots again from its JSON.
+///
+/// # Errors
+/// A result that cannot be read, or a plot that cannot be written.
+pub fn plot(args: &PlotArgs) -> BenchResult<()> {
+    for report in read_results(&args.results)? {
+        report.write_plots(&args.output_dir)?;
+    }
+    Ok(())
 }

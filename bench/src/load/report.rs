@@ -108,8 +108,8 @@ impl RunReport {
         print!("{}", summary_table(std::slice::from_ref(self)));
     }
 
-    /// Writes `NAME.json`, `NAME-publish.hgrm`, `NAME-end-to-end.hgrm`,
-    /// `NAME-latency.svg` and `NAME-throughput.svg` into `dir`.
+    /// Writes `NAME.json`, `NAME-publish.hgrm`, `NAME-end-to-end.hgrm`
+    /// and the plots ([`RunReport::write_plots`]) into `dir`.
     ///
     /// # Errors
     /// If `dir` cannot be created or a file written.
@@ -117,31 +117,48 @@ impl RunReport {
         std::fs::create_dir_all(dir)
             .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
         let name = &self.workload.name;
-        let write = |file: String, text: &str| -> BenchResult<()> {
-            let path = dir.join(file);
-            std::fs::write(&path, text)
-                .map_err(|error| format!("cannot write {}: {error}", path.display()).into())
-        };
+        let write = |file: String, text: &str| write_file(dir, &file, text);
         write(format!("{name}.json"), &serde_json::to_string_pretty(self)?)?;
         write(format!("{name}-publish.hgrm"), &self.publish.hgrm)?;
         write(format!("{name}-end-to-end.hgrm"), &self.end_to_end.hgrm)?;
+        self.write_plots(dir)?;
+        println!("results in {}", dir.display());
+        Ok(())
+    }
+
+    /// Writes `NAME-latency.svg` and `NAME-throughput.svg` into `dir`
+    /// (also from a result read back, by `fjord-bench plot`).
+    ///
+    /// # Errors
+    /// If a file cannot be written.
+    pub fn write_plots(&self, dir: &Path) -> BenchResult<()> {
+        let name = &self.workload.name;
+        let write = |file: String, text: &str| write_file(dir, &file, text);
         write(
             format!("{name}-latency.svg"),
             &latency_plot(
                 &format!("{name}: latency by percentile"),
                 &[
-                    (format!("{name} publish"), &self.publish),
-                    (format!("{name} end-to-end"), &self.end_to_end),
+                    ("publish".to_owned(), &self.publish),
+                    ("end-to-end".to_owned(), &self.end_to_end),
                 ],
             ),
         )?;
         write(
             format!("{name}-throughput.svg"),
             &throughput_plot(&format!("{name}: throughput"), std::slice::from_ref(self)),
-        )?;
-        println!("results in {}", dir.display());
-        Ok(())
+        )
     }
+}
+
+/// Writes `text` to `dir/file`.
+///
+/// # Errors
+/// The write error, naming the path.
+pub fn write_file(dir: &Path, file: &str, text: &str) -> BenchResult<()> {
+    let path = dir.join(file);
+    std::fs::write(&path, text)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()).into())
 }
 
 /// The latency curves of `figures` on the percentile axis.

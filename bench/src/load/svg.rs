@@ -24,10 +24,12 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-const WIDTH: f64 = 960.0;
+/// The plot area's width; the legend beside it grows with its labels.
+const PLOT_WIDTH: f64 = 630.0;
 const HEIGHT: f64 = 540.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 250.0;
+/// Legend width per label character at the 12px font, generously.
+const LEGEND_CHAR_WIDTH: f64 = 7.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 /// The most nines the percentile axis shows (99.9999%).
@@ -53,6 +55,7 @@ pub fn line_chart(title: &str, x_axis: Axis, y_label: &str, series: &[Series]) -
     let points = || series.iter().flat_map(|line| line.points.iter());
     let x_max = match x_axis {
         Axis::Percentile => points()
+            .filter(|(x, _)| *x < 100.0)
             .map(|(x, _)| nines(*x))
             .fold(2.0f64, f64::max)
             .ceil()
@@ -60,7 +63,12 @@ pub fn line_chart(title: &str, x_axis: Axis, y_label: &str, series: &[Series]) -
         Axis::Seconds => points().map(|(x, _)| *x).fold(1.0f64, f64::max),
     };
     let y_max = nice_ceiling(points().map(|(_, y)| *y).fold(0.0f64, f64::max));
-    let plot_width = WIDTH - LEFT - RIGHT;
+    let plot_width = PLOT_WIDTH;
+    let legend = series
+        .iter()
+        .map(|line| line.label.chars().count() as f64 * LEGEND_CHAR_WIDTH + 70.0)
+        .fold(250.0f64, f64::max);
+    let width = (LEFT + plot_width + legend).ceil();
     let plot_height = HEIGHT - TOP - BOTTOM;
     let px = |x: f64| LEFT + to_x(x).min(x_max) / x_max * plot_width;
     let py = |y: f64| TOP + plot_height - y / y_max * plot_height;
@@ -68,8 +76,8 @@ pub fn line_chart(title: &str, x_axis: Axis, y_label: &str, series: &[Series]) -
     let mut out = String::new();
     let mut put = |text: String| out.push_str(&text);
     put(format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {width} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"{}\" y=\"24\" font-size=\"16\" text-anchor=\"middle\">{}</text>\n",
         LEFT + plot_width / 2.0,
@@ -112,9 +120,6 @@ pub fn line_chart(title: &str, x_axis: Axis, y_label: &str, series: &[Series]) -
         let color = COLORS[index % COLORS.len()];
         let mut path = String::new();
         for (x, y) in &line.points {
-            if x_axis == Axis::Percentile && nines(*x) > x_max {
-                continue;
-            }
             write!(path, "{:.1},{:.1} ", px(*x), py(*y)).expect("String");
         }
         put(format!(
@@ -122,11 +127,11 @@ pub fn line_chart(title: &str, x_axis: Axis, y_label: &str, series: &[Series]) -
              <line x1=\"{lx}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/>\n\
              <text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
             path.trim_end(),
-            WIDTH - RIGHT + 44.0,
-            WIDTH - RIGHT + 50.0,
+            LEFT + plot_width + 44.0,
+            LEFT + plot_width + 50.0,
             TOP + 14.0 + 20.0 * index as f64 + 4.0,
             escape(&line.label),
-            lx = WIDTH - RIGHT + 20.0,
+            lx = LEFT + plot_width + 20.0,
             ly = TOP + 14.0 + 20.0 * index as f64,
         ));
     }
@@ -136,7 +141,7 @@ pub fn line_chart(title: &str, x_axis: Axis, y_label: &str, series: &[Series]) -
 
 /// Positions and labels of the x axis ticks.
 fn x_ticks(x_axis: Axis, x_max: f64, px: &impl Fn(f64) -> f64) -> Vec<(f64, String)> {
-    let plot_width = WIDTH - LEFT - RIGHT;
+    let plot_width = PLOT_WIDTH;
     match x_axis {
         Axis::Percentile => (0..=x_max as u32)
             .map(|nine| {
