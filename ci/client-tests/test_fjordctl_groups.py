@@ -10,6 +10,7 @@ import subprocess
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from test_fjord_bench import short_run
 from test_fjordctl import FJORDCTL, admin
 
 # FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
@@ -151,3 +152,13 @@ def test_two_members_split_the_partitions(broker, topic_name):
                for _ in range(2)]
     outputs = [member.communicate(timeout=60)[0].splitlines() for member in members]
     assert sorted(outputs[0] + outputs[1]) == sorted(f"v{index}" for index in range(40))
+
+
+def test_bench_consumers_in_a_group_consume_every_message(broker, tmp_path):
+    """fjord-bench's consumers, joined in one consumer group per topic, read
+    every message the producers published; guards against a group
+    assignment that leaves partitions unread."""
+    result = short_run(broker, tmp_path, "grouped", "--rate", "1000", "--consumer-group",
+                       "--keep-topics")
+    assert result["end_to_end"]["messages"] > 0
+    assert 0.8 < result["end_to_end"]["msgs_per_sec"] / result["publish"]["msgs_per_sec"] < 1.2

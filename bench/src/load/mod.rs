@@ -66,6 +66,11 @@ pub struct Workload {
     /// Consumer threads per topic, one connection each, splitting the
     /// partitions between them.
     pub consumer_per_subscription: u32,
+    /// Whether the consumers of a topic form a consumer group (named after
+    /// the topic) that assigns them partitions and stores their offsets,
+    /// instead of a fixed split. Needs a broker with group support.
+    #[serde(default)]
+    pub use_consumer_group: bool,
     /// Messages per second over all producers; 0 means as fast as the
     /// broker acknowledges.
     pub producer_rate: u64,
@@ -215,6 +220,10 @@ pub struct RunArgs {
     /// Consumers per topic.
     #[arg(long)]
     pub consumers: Option<u32>,
+    /// Consumers of a topic join one consumer group instead of splitting
+    /// the partitions themselves.
+    #[arg(long)]
+    pub consumer_group: bool,
     /// Target messages per second over all producers; 0 for max rate.
     #[arg(long)]
     pub rate: Option<u64>,
@@ -259,6 +268,7 @@ impl RunArgs {
                 payload_randomness: 1.0,
                 producers_per_topic: 4,
                 consumer_per_subscription: 4,
+                use_consumer_group: false,
                 producer_rate: 50_000,
                 acks: 1,
                 linger_ms: 1,
@@ -300,6 +310,7 @@ impl RunArgs {
         workload.producer_rate = self.rate.unwrap_or(workload.producer_rate);
         workload.acks = self.acks.unwrap_or(workload.acks);
         workload.compression = self.compression.unwrap_or(workload.compression);
+        workload.use_consumer_group |= self.consumer_group;
         workload.validate()?;
         Ok(workload)
     }
@@ -355,6 +366,7 @@ mod tests {
             payload_randomness: None,
             producers: None,
             consumers: None,
+            consumer_group: false,
             rate: Some(0),
             acks: Some(-1),
             linger_ms: None,

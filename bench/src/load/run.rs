@@ -161,6 +161,9 @@ pub fn run(args: &RunArgs) -> BenchResult<RunReport> {
         replication_factor: workload.replication_factor,
         configs: Vec::new(),
     };
+    if workload.use_consumer_group {
+        client.supports_groups()?;
+    }
     let mut leaders = Vec::new();
     for topic in &topics {
         client.create_topic(topic, &spec, false)?;
@@ -215,6 +218,9 @@ fn drive(
                 address: address.clone(),
                 topic: topic.clone(),
                 partitions: partitions_of_producer(index, count, &partitions),
+                group: workload
+                    .use_consumer_group
+                    .then(|| format!("{topic}-subscription")),
                 clock: clock.clone(),
                 meter: end_to_end.clone(),
             };
