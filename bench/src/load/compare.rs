@@ -26,17 +26,7 @@ pub struct CompareArgs {
 /// A result that cannot be read or parsed, or a plot that cannot be
 /// written.
 pub fn run(args: &CompareArgs) -> BenchResult<String> {
-    let reports = args
-        .results
-        .iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-            serde_json::from_str::<RunReport>(&text).map_err(|error| {
-                format!("{}: not a fjord-bench run result: {error}", path.display()).into()
-            })
-        })
-        .collect::<BenchResult<Vec<_>>>()?;
+    let reports = read_results(&args.results)?;
     let table = summary_table(&reports);
     print!("{table}");
     if let Some(dir) = &args.output_dir {
