@@ -17,7 +17,9 @@ if [[ $# -ge 3 ]]; then DURATIONS=(--warmup-secs "$2" --duration-secs "$3"); fi
 MAX_DURATIONS=("${DURATIONS[@]}")
 if [[ $# -ge 5 ]]; then MAX_DURATIONS=(--warmup-secs "$4" --duration-secs "$5"); fi
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
-PORT=19092
+# A free port: fjord listens with SO_REUSEPORT, so a second broker on a fixed
+# port would share it silently and take some of the connections.
+PORT=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 mkdir -p "$OUT"
 rm -rf "$OUT/data"
 

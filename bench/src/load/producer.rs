@@ -96,14 +96,7 @@ pub fn run(plan: &ProducerPlan) -> BenchResult<()> {
     let linger = Duration::from_millis(u64::from(workload.linger_ms));
     let (handoff, outstanding) = sync_channel::<Outstanding>(workload.max_in_flight as usize - 1);
     let reader = (workload.acks != 0)
-        .then(|| {
-            let connection = connection.try_clone()?;
-            let (clock, meter) = (plan.clock.clone(), plan.meter.clone());
-            let message_size = message_size as u64;
-            BenchResult::Ok(std::thread::spawn(move || {
-                read_acknowledgements(connection, &outstanding, &clock, &meter, message_size)
-            }))
-        })
+        .then(|| spawn_reader(plan, &connection, outstanding))
         .transpose()?;
     let capacity = (batch_size / message_size + 1).min(batch_size);
     let mut batch = OpenBatch {
@@ -143,52 +136,57 @@ pub fn run(plan: &ProducerPlan) -> BenchResult<()> {
         Ok(())
     };
     std::thread::sleep(plan.first_slot.saturating_duration_since(Instant::now()));
-    loop {
-        let now = Instant::now();
-        if now >= plan.clock.end {
-            break;
-        }
-        let intended = match plan.interval {
-            None => now,
-            Some(interval) if next_slot <= now => {
-                let slot = next_slot;
-                next_slot += interval;
-                slot
+    let produced = (|| -> BenchResult<()> {
+        loop {
+            let now = Instant::now();
+            if now >= plan.clock.end {
+                break;
             }
-            Some(_) => {
-                let linger_end = batch.opened.map(|opened| opened + linger);
-                if linger_end.is_some_and(|end| end <= now) {
-                    send(&mut batch, &mut partition_index, &mut connection)?;
+            let intended = match plan.interval {
+                None => now,
+                Some(interval) if next_slot <= now => {
+                    let slot = next_slot;
+                    next_slot += interval;
+                    slot
+                }
+                Some(_) => {
+                    let linger_end = batch.opened.map(|opened| opened + linger);
+                    if linger_end.is_some_and(|end| end <= now) {
+                        send(&mut batch, &mut partition_index, &mut connection)?;
+                        continue;
+                    }
+                    let wake = linger_end
+                        .unwrap_or(next_slot)
+                        .min(next_slot)
+                        .min(plan.clock.end);
+                    std::thread::sleep(wake.saturating_duration_since(now));
                     continue;
                 }
-                let wake = linger_end
-                    .unwrap_or(next_slot)
-                    .min(next_slot)
-                    .min(plan.clock.end);
-                std::thread::sleep(wake.saturating_duration_since(now));
-                continue;
+            };
+            if !batch.stamps.is_empty() && batch.values.len() + message_size > batch_size {
+                send(&mut batch, &mut partition_index, &mut connection)?;
             }
-        };
-        if !batch.stamps.is_empty() && batch.values.len() + message_size > batch_size {
+            let stamp = plan.clock.stamp(intended);
+            batch.values.extend_from_slice(&stamp.to_be_bytes());
+            batch.values.extend_from_slice(
+                &plan.payload[payload_at..payload_at + message_size - STAMP_BYTES],
+            );
+            payload_at = (payload_at + 7_919) % pool_len;
+            batch.stamps.push(stamp);
+            batch.opened.get_or_insert(now);
+        }
+        if !batch.stamps.is_empty() {
             send(&mut batch, &mut partition_index, &mut connection)?;
         }
-        let stamp = plan.clock.stamp(intended);
-        batch.values.extend_from_slice(&stamp.to_be_bytes());
-        batch
-            .values
-            .extend_from_slice(&plan.payload[payload_at..payload_at + message_size - STAMP_BYTES]);
-        payload_at = (payload_at + 7_919) % pool_len;
-        batch.stamps.push(stamp);
-        batch.opened.get_or_insert(now);
-    }
-    if !batch.stamps.is_empty() {
-        send(&mut batch, &mut partition_index, &mut connection)?;
-    }
+        Ok(())
+    })();
     drop(handoff);
-    match reader {
-        Some(reader) => reader.join().expect("the acknowledgement reader panicked"),
-        None => Ok(()),
-    }
+    // The reader's error is the cause when both fail (the sender only sees
+    // that the reader stopped), so it wins.
+    let read = reader.map_or(Ok(()), |reader| {
+        reader.join().expect("the acknowledgement reader panicked")
+    });
+    read.and(produced)
 }
 
 /// One batch of the `message_size`-byte values in `values`.
@@ -210,6 +208,21 @@ fn encode(values: &[u8], message_size: usize, codec: Codec) -> BenchResult<Bytes
         })
         .collect();
     Ok(encode_batch(&records, timestamp.0, codec)?)
+}
+
+/// Starts the thread that reads `plan`'s acknowledgements on a clone of
+/// `connection`.
+fn spawn_reader(
+    plan: &ProducerPlan,
+    connection: &Connection,
+    outstanding: Receiver<Outstanding>,
+) -> BenchResult<std::thread::JoinHandle<BenchResult<()>>> {
+    let connection = connection.try_clone()?;
+    let (clock, meter) = (plan.clock.clone(), plan.meter.clone());
+    let message_size = u64::from(plan.workload.message_size);
+    Ok(std::thread::spawn(move || {
+        read_acknowledgements(connection, &outstanding, &clock, &meter, message_size)
+    }))
 }
 
 /// Reads responses in order, recording each message's publish latency
