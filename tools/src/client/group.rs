@@ -89,9 +89,12 @@ const REBALANCE_TIMEOUT_MS: i32 = 30_000;
 /// How often a member should heartbeat (a third of the session, Kafka's
 /// default ratio).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
-/// Join attempts before giving up (each retry follows a broker request to
-/// rejoin, e.g. `MEMBER_ID_REQUIRED` or a rebalance during `SyncGroup`).
-const JOIN_ATTEMPTS_MAX: u32 = 10;
+/// Join attempts before giving up: each retry follows a broker request to
+/// rejoin (`MEMBER_ID_REQUIRED`, a rebalance during `SyncGroup`) or a
+/// coordinator still loading or moving, [`RETRY_BACKOFF`] apart (30 s).
+const JOIN_ATTEMPTS_MAX: u32 = 300;
+/// Wait before retrying a request the coordinator cannot serve yet.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
@@ -276,9 +279,20 @@ impl Client {
         let request = FindCoordinatorRequest::default()
             .with_key(text(group))
             .with_key_type(0);
-        let response: FindCoordinatorResponse =
-            self.bootstrap
-                .call(ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &request)?;
+        let mut response: FindCoordinatorResponse;
+        let mut attempts = 0;
+        loop {
+            response =
+                self.bootstrap
+                    .call(ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &request)?;
+            attempts += 1;
+            if response.error_code != ResponseError::CoordinatorNotAvailable.code()
+                || attempts >= JOIN_ATTEMPTS_MAX
+            {
+                break;
+            }
+            std::thread::sleep(RETRY_BACKOFF);
+        }
         check(
             &format!("finding the coordinator of group {group}"),
             response.error_code,
@@ -570,6 +584,16 @@ impl GroupMember {
                     continue;
                 }
                 Some(ResponseError::RebalanceInProgress) => continue,
+                Some(ResponseError::CoordinatorLoadInProgress) => {
+                    std::thread::sleep(RETRY_BACKOFF);
+                    continue;
+                }
+                Some(ResponseError::CoordinatorNotAvailable | ResponseError::NotCoordinator) => {
+                    std::thread::sleep(RETRY_BACKOFF);
+                    self.connection =
+                        Connection::open(&client.find_coordinator(&self.group)?, &client.id)?;
+                    continue;
+                }
                 Some(error) => check(&what, error.code(), None)?,
             }
             self.member_id = joined.member_id.to_string();
@@ -728,9 +752,10 @@ impl GroupMember {
     /// # Errors
     /// [`Error::Broker`] with the coordinator's error.
     pub fn leave(mut self) -> Result<(), Error> {
+        // v3 names leaving members in `members` only (the top-level
+        // `member_id` is v0-v2).
         let request = LeaveGroupRequest::default()
             .with_group_id(group_id(&self.group))
-            .with_member_id(text(&self.member_id))
             .with_members(vec![
                 MemberIdentity::default().with_member_id(text(&self.member_id))
             ]);
