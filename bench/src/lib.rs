@@ -4,8 +4,10 @@
 //! network or Kafka protocol in the way: every append is issued on the shard
 //! that owns its partition, so the figures describe the engine, not the
 //! cross-shard mesh. `fjord-bench produce|consume` speak the Kafka protocol
-//! to any Kafka-compatible broker. Results print as text and optionally as
-//! JSON.
+//! to any Kafka-compatible broker. `fjord-bench run` runs `OpenMessaging`-
+//! Benchmark-style workloads (producers and consumers, target rates,
+//! publish and end-to-end latency) and `compare` sets results side by side.
+//! Results print as text and optionally as JSON.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -14,6 +16,7 @@
 
 pub mod engine;
 pub mod latency;
+pub mod load;
 pub mod system;
 pub mod wire;
 pub mod workload;

@@ -8,6 +8,8 @@ use fjord_bench::engine::compaction::{self, CompactionArgs};
 use fjord_bench::engine::idle_memory::{self, IdleMemoryArgs};
 use fjord_bench::engine::restart::{self, RestartArgs, RestartChildArgs};
 use fjord_bench::engine::BenchResult;
+use fjord_bench::load::compare::{self, CompareArgs, PlotArgs};
+use fjord_bench::load::{run as load, RunArgs};
 use fjord_bench::wire::consume::{self, ConsumeArgs};
 use fjord_bench::wire::produce::{self, ProduceArgs};
 
@@ -29,6 +31,16 @@ enum Command {
         #[command(subcommand)]
         command: EngineCommand,
     },
+    /// Runs a workload (as `OpenMessaging` Benchmark does): producers and
+    /// consumers on fresh topics, publish and end-to-end latency without
+    /// coordinated omission; writes JSON, .hgrm files and SVG plots.
+    Run(RunArgs),
+    /// Compares `run` results: a side-by-side table with ratios to the
+    /// first, and latency curves on one plot.
+    Compare(CompareArgs),
+    /// Draws a `run` result's latency and throughput plots again from its
+    /// JSON.
+    Plot(PlotArgs),
     /// Produce requests over TCP to any Kafka-compatible broker: MB/s, msg/s
     /// and publish latency percentiles.
     Produce(ProduceArgs),
@@ -63,6 +75,9 @@ fn run(cli: &Cli) -> BenchResult<()> {
             EngineCommand::IdleMemory(args) => idle_memory::run(args).map(drop),
             EngineCommand::RestartChild(args) => restart::run_child(args),
         },
+        Command::Run(args) => load::run(args).map(drop),
+        Command::Compare(args) => compare::run(args).map(drop),
+        Command::Plot(args) => compare::plot(args),
         Command::Produce(args) => produce::run(args).map(drop),
         Command::Consume(args) => consume::run(args).map(drop),
     }

@@ -54,6 +54,40 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A broker did not accept a connection.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+
+    /// A connection failed while a request was in flight.
+    #[error("connection to {address} failed: {source}")]
+    Network {
+        address: String,
+        source: std::io::Error,
+    },
+
+    /// A request or response did not encode or decode, or a response did not
+    /// match its request.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    /// A broker answered with a Kafka error code.
+    #[error("{what}: {error}")]
+    Broker { what: String, error: String },
+
+    /// A command-line value clap could not check by itself.
+    #[error("{0}")]
+    Usage(String),
+
+    /// Reading the records to produce, or writing what was consumed, failed.
+    #[error("{what}: {source}")]
+    Stdio {
+        what: &'static str,
+        source: std::io::Error,
+    },
+
     /// Writing the machine-readable report to stdout failed.
     #[error("cannot encode the JSON report: {0}")]
     Json(#[from] serde_json::Error),

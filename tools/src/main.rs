@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use fjord_tools::kafka::cluster::{self, ClusterCommand};
+use fjord_tools::kafka::consume::{self, ConsumeArgs};
+use fjord_tools::kafka::groups::{self, GroupsCommand};
+use fjord_tools::kafka::produce::{self, ProduceArgs};
+use fjord_tools::kafka::topics::{self, TopicsCommand};
 use fjord_tools::log::dump::{self, DumpLogArgs};
 use fjord_tools::log::verify::{self, VerifyLogArgs};
 use fjord_tools::tune::command::{self as tune, TuneArgs};
@@ -19,6 +24,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create, list, describe, alter and delete topics (like kafka-topics).
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Write stdin lines as records (like kafka-console-producer).
+    Produce(ProduceArgs),
+    /// Print records (like kafka-console-consumer; --group to consume as a group member).
+    Consume(ConsumeArgs),
+    /// List, describe (lag per partition), reset offsets of and delete
+    /// consumer groups (like kafka-consumer-groups).
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
+    },
+    /// Describe the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Check or apply host tuning (sysctls, NVMe queues, THP, CPU governor, limits).
     Tune(TuneArgs),
     /// Print a segment, index, producer snapshot or checkpoint file (offline).
@@ -45,6 +70,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Topics { command } => topics::run(command),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Groups { command } => groups::run(command),
+        Command::Cluster { command } => cluster::run(command),
         Command::Tune(args) => tune::run(args),
         Command::DumpLog(args) => dump::run(args),
         Command::VerifyLog(args) => verify::run(args),

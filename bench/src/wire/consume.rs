@@ -9,28 +9,20 @@
 //! stops after `--total-bytes` or `--duration-secs`. Counted bytes are whole
 //! record batches at or past the fetch position.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+use fjord_tools::client::{
+    fetch, fetch_request, list_offsets, Connection, FetchLimits, EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
 };
 use serde::Serialize;
 
-use super::{
-    partition_leaders, single_leader, topic_name, ClientArgs, Connection, FETCH_VERSION,
-    LIST_OFFSETS_VERSION,
-};
+use super::{partition_leaders, single_leader, ClientArgs, CLIENT_ID};
 use crate::engine::{megabytes_per_second, parse_bytes, write_json, BenchResult};
 
 /// Bytes of a record batch header (magic 2).
 const BATCH_HEADER_BYTES: usize = 61;
-/// `ListOffsets` timestamps meaning "log start" and "log end".
-const EARLIEST_TIMESTAMP: i64 = -2;
-const LATEST_TIMESTAMP: i64 = -1;
 
 /// Where `consume` starts.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -158,7 +150,7 @@ pub fn run(args: &ConsumeArgs) -> BenchResult<ConsumeReport> {
     let leaders = partition_leaders(&args.client, None)?;
     let address = single_leader(&leaders)?;
     let partitions: Vec<i32> = leaders.iter().map(|leader| leader.partition).collect();
-    let mut connection = Connection::open(&address)?;
+    let mut connection = Connection::open(&address, CLIENT_ID)?;
     let starts = list_offsets(
         &mut connection,
         &args.client.topic,
@@ -178,6 +170,7 @@ pub fn run(args: &ConsumeArgs) -> BenchResult<ConsumeReport> {
         StartFrom::End => None,
     };
     let mut positions = starts;
+    let limits = fetch_limits(args)?;
     let deadline = args
         .duration_secs
         .map(Duration::try_from_secs_f64)
@@ -201,21 +194,11 @@ pub fn run(args: &ConsumeArgs) -> BenchResult<ConsumeReport> {
         {
             break;
         }
-        let request = fetch_request(args, &wanted)?;
-        let response: FetchResponse = connection.call(ApiKey::Fetch, FETCH_VERSION, &request)?;
+        let request = fetch_request(&args.client.topic, &wanted, limits);
+        let response = fetch(&mut connection, &request)?;
         fetches += 1;
-        if response.error_code != 0 {
-            return Err(format!("fetch failed: error code {}", response.error_code).into());
-        }
         for topic in &response.responses {
             for partition in &topic.partitions {
-                if partition.error_code != 0 {
-                    return Err(format!(
-                        "fetch of {}-{} failed: error code {}",
-                        topic.topic.0, partition.partition_index, partition.error_code
-                    )
-                    .into());
-                }
                 let Some(position) = positions.get_mut(&partition.partition_index) else {
                     continue;
                 };
@@ -248,76 +231,12 @@ pub fn run(args: &ConsumeArgs) -> BenchResult<ConsumeReport> {
     Ok(report)
 }
 
-fn fetch_request(args: &ConsumeArgs, wanted: &[(i32, i64)]) -> BenchResult<FetchRequest> {
-    let partition_max_bytes = i32::try_from(args.partition_max_bytes)?;
-    Ok(FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(args.max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(i32::try_from(args.max_bytes)?)
-        .with_isolation_level(0)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic_name(&args.client.topic))
-            .with_partitions(
-                wanted
-                    .iter()
-                    .map(|(partition, offset)| {
-                        FetchPartition::default()
-                            .with_partition(*partition)
-                            .with_current_leader_epoch(-1)
-                            .with_fetch_offset(*offset)
-                            .with_log_start_offset(-1)
-                            .with_partition_max_bytes(partition_max_bytes)
-                    })
-                    .collect(),
-            )]))
-}
-
-/// Each partition's offset at `timestamp` (`EARLIEST_TIMESTAMP` or
-/// `LATEST_TIMESTAMP`).
-fn list_offsets(
-    connection: &mut Connection,
-    topic: &str,
-    partitions: &[i32],
-    timestamp: i64,
-) -> BenchResult<BTreeMap<i32, i64>> {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_isolation_level(0)
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|partition| {
-                        ListOffsetsPartition::default()
-                            .with_partition_index(*partition)
-                            .with_current_leader_epoch(-1)
-                            .with_timestamp(timestamp)
-                    })
-                    .collect(),
-            )]);
-    let response: ListOffsetsResponse =
-        connection.call(ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &request)?;
-    let mut offsets = BTreeMap::new();
-    for topic in &response.topics {
-        for partition in &topic.partitions {
-            if partition.error_code != 0 {
-                return Err(format!(
-                    "list offsets of {}-{} failed: error code {}",
-                    topic.name.0, partition.partition_index, partition.error_code
-                )
-                .into());
-            }
-            offsets.insert(partition.partition_index, partition.offset);
-        }
-    }
-    if offsets.len() != partitions.len() {
-        return Err("list offsets did not answer for every partition".into());
-    }
-    Ok(offsets)
+fn fetch_limits(args: &ConsumeArgs) -> BenchResult<FetchLimits> {
+    Ok(FetchLimits {
+        max_wait_ms: args.max_wait_ms,
+        max_bytes: i32::try_from(args.max_bytes)?,
+        partition_max_bytes: i32::try_from(args.partition_max_bytes)?,
+    })
 }
 
 #[cfg(test)]

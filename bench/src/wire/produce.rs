@@ -22,14 +22,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceResponse};
 use serde::Serialize;
 
-use super::{
-    decode_response, encode_request, partition_leaders, set_correlation_id, single_leader,
-    topic_name, ClientArgs, Connection, TopicSpec, PRODUCE_VERSION,
+use fjord_tools::client::connection::{encode_request, set_correlation_id};
+use fjord_tools::client::{
+    produce_request, produce_result, Connection, TopicSpec, PRODUCE_VERSION,
 };
+
+use super::{partition_leaders, single_leader, ClientArgs, CLIENT_ID};
 use crate::engine::{megabytes_per_second, parse_bytes, write_json, BenchResult};
 use crate::latency::{self, LatencySummary};
 use crate::workload;
@@ -191,9 +192,10 @@ pub fn run(args: &ProduceArgs) -> BenchResult<ProduceReport> {
     }
     let leaders = partition_leaders(
         &args.client,
-        Some(TopicSpec {
+        Some(&TopicSpec {
             partitions: args.partitions,
             replication_factor: args.replication_factor,
+            configs: Vec::new(),
         }),
     )?;
     let address = single_leader(&leaders)?;
@@ -223,7 +225,7 @@ pub fn run(args: &ProduceArgs) -> BenchResult<ProduceReport> {
             let start_line = start_line.clone();
             let (acks, in_flight) = (args.acks, args.in_flight);
             std::thread::spawn(move || -> BenchResult<ProducerOutcome> {
-                let connection = Connection::open(&address);
+                let connection = Connection::open(&address, CLIENT_ID);
                 start_line.wait();
                 let plan = Plan {
                     frames: frames?,
@@ -284,15 +286,14 @@ pub fn run(args: &ProduceArgs) -> BenchResult<ProduceReport> {
 
 /// A sized Produce request of `batch` for one partition.
 fn produce_frame(topic: &str, partition: i32, acks: i16, batch: &Bytes) -> BenchResult<BytesMut> {
-    let request = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(batch.clone()))])]);
-    encode_request(ApiKey::Produce, PRODUCE_VERSION, 0, &request)
+    let request = produce_request(topic, partition, acks, batch.clone());
+    Ok(encode_request(
+        ApiKey::Produce,
+        PRODUCE_VERSION,
+        0,
+        CLIENT_ID,
+        &request,
+    )?)
 }
 
 /// One producer's work.
@@ -367,28 +368,10 @@ fn receive(
     histogram: &mut Histogram<u64>,
 ) -> BenchResult<()> {
     let request = outstanding.pop_front().ok_or("no request outstanding")?;
-    let mut frame = connection.receive_frame()?;
+    let response: ProduceResponse =
+        connection.receive_response(ApiKey::Produce, PRODUCE_VERSION, request.correlation_id)?;
     latency::record(histogram, request.sent.elapsed());
-    let response: ProduceResponse = decode_response(
-        &mut frame,
-        ApiKey::Produce,
-        PRODUCE_VERSION,
-        request.correlation_id,
-    )?;
-    for topic in &response.responses {
-        for partition in &topic.partition_responses {
-            if partition.error_code != 0 {
-                return Err(format!(
-                    "produce to {}-{} failed: error code {} ({})",
-                    topic.name.0,
-                    partition.index,
-                    partition.error_code,
-                    partition.error_message.as_deref().unwrap_or("no message")
-                )
-                .into());
-            }
-        }
-    }
+    produce_result(&response)?;
     Ok(())
 }
 

@@ -1,0 +1,234 @@
+//! `fjordctl topics create|list|describe|alter|delete`, after
+//! `kafka-topics.sh` (the output of `describe` has the same shape, so tools
+//! that grep it keep working).
+
+use std::fmt::Write as _;
+
+use clap::Subcommand;
+
+use super::ServerArgs;
+use crate::client::TopicSpec;
+use crate::Error;
+
+/// `fjordctl topics` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// Print every topic's name, one per line, sorted.
+    List(ListArgs),
+    /// Print partitions, leaders, replicas, ISR and overridden configs.
+    Describe(DescribeArgs),
+    /// Set or remove topic configs (`IncrementalAlterConfigs`: configs not
+    /// named keep their value).
+    Alter(AlterArgs),
+    /// Delete a topic and its data.
+    Delete(DeleteArgs),
+}
+
+/// Options of `topics create`.
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The topic to create.
+    #[arg(long)]
+    pub topic: String,
+    /// Partitions; the broker's `num.partitions` when not given.
+    #[arg(long)]
+    pub partitions: Option<i32>,
+    /// Replication factor; the broker's `default.replication.factor` when
+    /// not given.
+    #[arg(long)]
+    pub replication_factor: Option<i16>,
+    /// A topic config, `key=value` (Kafka's names, e.g. `retention.ms=3600000`); repeatable.
+    #[arg(long = "config", value_parser = parse_config)]
+    pub configs: Vec<(String, String)>,
+    /// Succeed when the topic already exists.
+    #[arg(long)]
+    pub if_not_exists: bool,
+}
+
+/// Options of `topics list`.
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Options of `topics describe`.
+#[derive(clap::Args, Debug)]
+pub struct DescribeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The topic to describe; every topic when not given.
+    #[arg(long)]
+    pub topic: Option<String>,
+}
+
+/// Options of `topics alter`.
+#[derive(clap::Args, Debug)]
+pub struct AlterArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The topic to alter.
+    #[arg(long)]
+    pub topic: String,
+    /// A config to set, `key=value`; repeatable.
+    #[arg(long = "config", value_parser = parse_config)]
+    pub configs: Vec<(String, String)>,
+    /// A config to remove (back to the broker default); repeatable.
+    #[arg(long = "delete-config")]
+    pub delete_configs: Vec<String>,
+}
+
+/// Options of `topics delete`.
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The topic to delete.
+    #[arg(long)]
+    pub topic: String,
+}
+
+/// `key=value` as a pair.
+///
+/// # Errors
+/// A message for clap when there is no `=` or the key is empty.
+pub fn parse_config(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected key=value, got `{text}`")),
+    }
+}
+
+/// Runs a `topics` subcommand, printing its result on stdout.
+///
+/// # Errors
+/// Connection failures and the broker's errors, as one line.
+pub fn run(command: &TopicsCommand) -> Result<bool, Error> {
+    match command {
+        TopicsCommand::Create(args) => {
+            let spec = TopicSpec {
+                partitions: args.partitions.unwrap_or(-1),
+                replication_factor: args.replication_factor.unwrap_or(-1),
+                configs: args.configs.clone(),
+            };
+            args.server
+                .connect()?
+                .create_topic(&args.topic, &spec, args.if_not_exists)?;
+            println!("Created topic {}.", args.topic);
+        }
+        TopicsCommand::List(args) => {
+            for name in topic_names(&args.server)? {
+                println!("{name}");
+            }
+        }
+        TopicsCommand::Describe(args) => print!("{}", describe(args)?),
+        TopicsCommand::Alter(args) => {
+            if args.configs.is_empty() && args.delete_configs.is_empty() {
+                return Err(Error::Usage(
+                    "topics alter needs --config or --delete-config".to_owned(),
+                ));
+            }
+            args.server.connect()?.alter_topic_configs(
+                &args.topic,
+                &args.configs,
+                &args.delete_configs,
+            )?;
+            println!("Altered topic {}.", args.topic);
+        }
+        TopicsCommand::Delete(args) => {
+            args.server
+                .connect()?
+                .delete_topics(std::slice::from_ref(&args.topic))?;
+            println!("Deleted topic {}.", args.topic);
+        }
+    }
+    Ok(true)
+}
+
+fn topic_names(server: &ServerArgs) -> Result<Vec<String>, Error> {
+    let metadata = server.connect()?.metadata(None)?;
+    let mut names: Vec<String> = metadata
+        .topics
+        .iter()
+        .filter_map(|topic| topic.name.as_ref().map(|name| name.0.to_string()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// `kafka-topics --describe` output for one topic or all.
+fn describe(args: &DescribeArgs) -> Result<String, Error> {
+    let mut client = args.server.connect()?;
+    let wanted = args.topic.clone().map(|topic| vec![topic]);
+    let metadata = client.metadata(wanted.as_deref())?;
+    let mut topics: Vec<_> = metadata.topics.iter().collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::new();
+    for topic in topics {
+        let name = topic
+            .name
+            .as_ref()
+            .map_or_else(String::new, |name| name.0.to_string());
+        crate::client::check(&format!("topic {name}"), topic.error_code, None)?;
+        let configs = client
+            .describe_topic_configs(&name)?
+            .into_iter()
+            .filter(|entry| entry.is_override)
+            .map(|entry| format!("{}={}", entry.name, entry.value.unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut partitions: Vec<_> = topic.partitions.iter().collect();
+        partitions.sort_by_key(|partition| partition.partition_index);
+        let replication_factor = partitions
+            .first()
+            .map_or(0, |partition| partition.replica_nodes.len());
+        let ids = |nodes: &[kafka_protocol::messages::BrokerId]| {
+            nodes
+                .iter()
+                .map(|node| node.0.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        writeln!(
+            out,
+            "Topic: {name}\tPartitionCount: {}\tReplicationFactor: {replication_factor}\tConfigs: {configs}",
+            partitions.len()
+        )
+        .expect("writing to a String");
+        for partition in partitions {
+            writeln!(
+                out,
+                "\tTopic: {name}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
+                partition.partition_index,
+                partition.leader_id.0,
+                ids(&partition.replica_nodes),
+                ids(&partition.isr_nodes)
+            )
+            .expect("writing to a String");
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_are_key_equals_value() {
+        assert_eq!(
+            parse_config("retention.ms=1000").unwrap(),
+            ("retention.ms".to_owned(), "1000".to_owned())
+        );
+        assert_eq!(
+            parse_config("a=b=c").unwrap(),
+            ("a".to_owned(), "b=c".to_owned())
+        );
+        assert!(parse_config("novalue").is_err());
+        assert!(parse_config("=x").is_err());
+    }
+}
