@@ -51,6 +51,7 @@ pub fn engine_error_code(error: &EngineError) -> i16 {
         EngineError::PartitionExists(_) => ResponseError::TopicAlreadyExists,
         EngineError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         EngineError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        EngineError::ShardFailed(_) => ResponseError::UnknownServerError,
         EngineError::CorruptCheckpoint { .. } => ResponseError::KafkaStorageError,
     };
     kind.code()

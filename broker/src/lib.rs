@@ -17,6 +17,10 @@ pub mod recompress;
 pub mod server;
 pub mod topics;
 
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -40,6 +44,8 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
         context: format!("creating {}", config.data_dir.display()),
         source,
     })?;
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    wait_for_listener_free(config.listener)?;
     let controller = Arc::new(
         Controller::open(&config.data_dir, config.log_defaults.clone()).map_err(|reason| {
             BrokerError::Config {
@@ -82,4 +88,154 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
         })?;
     }
     Ok(())
+}
+
+/// The file in the data directory that one broker process holds locked, as
+/// Kafka's `.lock` in every log directory.
+pub const DATA_DIR_LOCK_FILE: &str = ".lock";
+
+/// Locks `data_dir` for this process (`flock`, released when the returned
+/// file is dropped or the process dies, even by `kill -9`): two brokers on
+/// one directory would interleave writes to the same segments.
+fn lock_data_dir(data_dir: &Path) -> Result<File, BrokerError> {
+    let path = data_dir.join(DATA_DIR_LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| BrokerError::Io {
+            context: format!("opening {}", path.display()),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(BrokerError::Io {
+            context: format!(
+                "locking {}: another fjord process is using this data directory",
+                path.display()
+            ),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(file)
+}
+
+/// Fails if a socket already listens on `address`. Every shard binds it
+/// with `SO_REUSEPORT`, which the kernel grants to any socket of the same
+/// user that also sets it: without this check a second broker would start
+/// and silently take a share of the first one's connections. A test bind
+/// cannot tell a listener from the connections a killed broker left behind
+/// (those would refuse it too), so the kernel's table of listening sockets
+/// is read instead. A broker killed a moment ago leaves its listening
+/// sockets there until the kernel tears down its io_uring instances, so a
+/// taken address is polled for [`LISTENER_RELEASE_WAIT`] before giving up.
+fn wait_for_listener_free(address: SocketAddr) -> Result<(), BrokerError> {
+    let deadline = std::time::Instant::now() + LISTENER_RELEASE_WAIT;
+    loop {
+        match ensure_listener_free(address) {
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "waiting for the listener address to be released");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How long startup waits for a listener address that is still taken.
+const LISTENER_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fails if a socket listens on `address` now.
+fn ensure_listener_free(address: SocketAddr) -> Result<(), BrokerError> {
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok());
+    let taken = tables
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(listening_socket)
+                .collect::<Vec<_>>()
+        })
+        .any(|(ip, port)| {
+            port == address.port()
+                && (ip.is_unspecified() || address.ip().is_unspecified() || ip == address.ip())
+        });
+    if taken {
+        return Err(BrokerError::Io {
+            context: format!("listening on {address}"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "the address is in use by another process",
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The address of a socket in `LISTEN` state from one line of
+/// `/proc/net/tcp` or `/proc/net/tcp6` (`sl local_address rem_address st
+/// ...`, addresses as hex words in host byte order, then `:PORT` in hex).
+fn listening_socket(line: &str) -> Option<(std::net::IpAddr, u16)> {
+    const LISTEN: &str = "0A";
+    let mut fields = line.split_whitespace();
+    let local = fields.nth(1)?;
+    if fields.nth(1)? != LISTEN {
+        return None;
+    }
+    let (ip, port) = local.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..ip.len() / 8)
+        .map(|word| u32::from_str_radix(&ip[word * 8..word * 8 + 8], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            v6.to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some((ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_sockets_are_read_from_the_kernel_tables() {
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        assert_eq!(
+            listening_socket(v4),
+            Some(("127.0.0.1".parse().unwrap(), 8080))
+        );
+        let established = v4.replace(" 0A ", " 01 ");
+        assert_eq!(listening_socket(&established), None);
+        let v6_any = "   1: 00000000000000000000000000000000:2384 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        assert_eq!(
+            listening_socket(v6_any),
+            Some(("::".parse().unwrap(), 9092))
+        );
+        assert_eq!(
+            listening_socket("  sl  local_address rem_address   st"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_port_this_process_listens_on_is_refused_and_a_free_one_is_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = listener.local_addr().unwrap();
+        assert!(ensure_listener_free(taken).is_err());
+        let any = SocketAddr::new("0.0.0.0".parse().unwrap(), taken.port());
+        assert!(ensure_listener_free(any).is_err());
+        drop(listener);
+        assert!(ensure_listener_free(taken).is_ok());
+    }
 }

@@ -142,6 +142,11 @@ pub enum Error {
     /// The engine or partition is shutting down and takes no new work.
     #[error("shutting down")]
     ShuttingDown,
+
+    /// A shard's thread ended abnormally (a panic outside the shard's own
+    /// tasks, which abort the process instead).
+    #[error("shard thread failed: {0}")]
+    ShardFailed(String),
 }
 
 impl Error {

@@ -295,11 +295,26 @@ pub struct Shard {
     stopping: Cell<bool>,
     finished_peers: Cell<usize>,
     peer_finished: Event,
-    /// A cleaning pass is running; shutdown waits for it, so no file
-    /// operation of it is left in flight when the executor stops.
-    cleaning: Cell<bool>,
-    /// Notified when a cleaning pass ends.
-    cleaning_done: Event,
+    /// Background operations (retention, scheduled flushes, checkpoints,
+    /// cleaning passes) in flight. Shutdown waits for them, so no file
+    /// operation of theirs is left on the blocking pool when the executor
+    /// stops: glommio's blocking thread panics if its executor is gone.
+    background_busy: Cell<usize>,
+    /// Notified when a background operation ends.
+    background_done: Event,
+    /// Set when shutdown begins: no new background operation starts.
+    background_stopping: Cell<bool>,
+}
+
+/// One background operation in flight; see [`Shard::background_operation`].
+struct BackgroundOperation<'a>(&'a Shard);
+
+impl Drop for BackgroundOperation<'_> {
+    fn drop(&mut self) {
+        let shard = self.0;
+        shard.background_busy.set(shard.background_busy.get() - 1);
+        shard.background_done.notify(usize::MAX);
+    }
 }
 
 /// Aborts the process when a shard's thread unwinds from a panic. A shard
@@ -396,11 +411,7 @@ where
                 first_error.get_or_insert(error);
             }
             Err(error) => {
-                first_error.get_or_insert(Error::InvalidConfig {
-                    key: "cores".to_owned(),
-                    value: config.shards.to_string(),
-                    reason: format!("a shard executor failed: {error}"),
-                });
+                first_error.get_or_insert(Error::ShardFailed(error.to_string()));
             }
         }
     }
@@ -427,8 +438,9 @@ impl Shard {
             stopping: Cell::new(false),
             finished_peers: Cell::new(0),
             peer_finished: Event::new(),
-            cleaning: Cell::new(false),
-            cleaning_done: Event::new(),
+            background_busy: Cell::new(0),
+            background_done: Event::new(),
+            background_stopping: Cell::new(false),
         });
         crate::storage::dma::settle_poll_ring_probe(&shard.config.data_dir, shard.id)
             .await
@@ -716,12 +728,9 @@ impl Shard {
         let Some((_, log)) = chosen else {
             return false;
         };
-        self.cleaning.set(true);
         let result = log
             .clean(now, self.config.cleaner.dedupe_buffer_bytes_per_shard)
             .await;
-        self.cleaning.set(false);
-        self.cleaning_done.notify(usize::MAX);
         match result {
             Ok(stats) => stats.segments_written > 0,
             Err(Error::ShuttingDown) => false,
@@ -787,9 +796,9 @@ impl Shard {
             async move {
                 loop {
                     glommio::timer::sleep(shard.config.retention_check_interval).await;
-                    if shard.stopping.get() {
+                    let Some(_operation) = shard.background_operation() else {
                         return;
-                    }
+                    };
                     shard.enforce_retention().await;
                 }
             }
@@ -799,9 +808,9 @@ impl Shard {
             async move {
                 loop {
                     glommio::timer::sleep(shard.config.flush_check_interval).await;
-                    if shard.stopping.get() {
+                    let Some(_operation) = shard.background_operation() else {
                         return;
-                    }
+                    };
                     let logs: Vec<_> = shard.partitions.borrow().values().cloned().collect();
                     for log in logs {
                         if let Err(error) = log.flush_if_due().await {
@@ -816,9 +825,9 @@ impl Shard {
             async move {
                 loop {
                     glommio::timer::sleep(shard.config.recovery_checkpoint_interval).await;
-                    if shard.stopping.get() {
+                    let Some(_operation) = shard.background_operation() else {
                         return;
-                    }
+                    };
                     let logs: Vec<_> = shard.partitions.borrow().values().cloned().collect();
                     for log in logs {
                         if let Err(error) = log.checkpoint_recovery_point().await {
@@ -832,12 +841,15 @@ impl Shard {
             let shard = self.clone();
             async move {
                 loop {
-                    if shard.stopping.get() {
-                        return;
-                    }
                     // Back off only when nothing was due: a busy shard
                     // cleans its logs one after the other.
-                    if !shard.config.cleaner.enabled || !shard.clean_one().await {
+                    let cleaned = {
+                        let Some(_operation) = shard.background_operation() else {
+                            return;
+                        };
+                        shard.config.cleaner.enabled && shard.clean_one().await
+                    };
+                    if !cleaned {
                         glommio::timer::sleep(shard.config.cleaner.backoff).await;
                     }
                 }
@@ -858,6 +870,16 @@ impl Shard {
         }
     }
 
+    /// Marks a background operation in flight until the returned guard
+    /// drops; `None` once shutdown has begun, when none may start.
+    fn background_operation(&self) -> Option<BackgroundOperation<'_>> {
+        if self.background_stopping.get() {
+            return None;
+        }
+        self.background_busy.set(self.background_busy.get() + 1);
+        Some(BackgroundOperation(self))
+    }
+
     /// Tells every peer this shard sends no more requests, then serves their
     /// requests until they all say the same: a shard's partitions stay
     /// available while any shard may still call them.
@@ -876,17 +898,18 @@ impl Shard {
     }
 
     async fn shutdown(&self) {
+        self.background_stopping.set(true);
         let logs: Vec<_> = self.partitions.borrow().values().cloned().collect();
         for log in &logs {
             if let Err(error) = log.close().await {
                 tracing::error!(partition = %log.partition(), %error, "closing partition failed");
             }
         }
-        // Closed logs make a running pass stop at its next read and remove
-        // its files; no new pass starts on a closed log.
-        while self.cleaning.get() {
-            let listener = self.cleaning_done.listen();
-            if !self.cleaning.get() {
+        // Closed logs make a running cleaning pass stop at its next read
+        // and remove its files; other operations finish their step.
+        while self.background_busy.get() > 0 {
+            let listener = self.background_done.listen();
+            if self.background_busy.get() == 0 {
                 break;
             }
             listener.await;

@@ -345,7 +345,11 @@ pub struct Broker {
     process: Child,
     pub port: u16,
     settings: Vec<String>,
-    _data: tempfile::TempDir,
+    #[allow(
+        dead_code,
+        reason = "read only by tests that look at the data directory"
+    )]
+    data: tempfile::TempDir,
 }
 
 fn raise_memlock_limit() {
@@ -408,7 +412,7 @@ impl Broker {
             process: launch(&settings, port),
             port,
             settings,
-            _data: data,
+            data,
         }
     }
 
@@ -428,6 +432,15 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.process = launch(&self.settings, self.port);
+    }
+
+    /// The broker's `log.dirs`.
+    #[allow(
+        dead_code,
+        reason = "not every test binary looks at the data directory"
+    )]
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data.path().join("data")
     }
 
     pub fn connect(&self) -> Connection {

@@ -1,0 +1,92 @@
+//! A second broker never shares what the first one owns. Every shard
+//! listens with `SO_REUSEPORT`, so without a check a second `fjord` on the
+//! same port would start and silently take part of the first one's
+//! connections; two on one data directory would interleave writes to the
+//! same segments. Each must refuse to start with a clear error while the
+//! first keeps serving.
+
+#[allow(dead_code, reason = "helpers shared with other test binaries")]
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+
+use common::{api_versions, Broker};
+
+const EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs a second `fjord` with `settings` until it exits; its exit success
+/// and its output.
+fn second_broker(settings: &[String]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
+    for setting in settings {
+        command.arg("--set").arg(setting);
+    }
+    let mut child = command
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fjord");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > EXIT_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second broker with {settings:?} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("free port")
+        .port()
+}
+
+#[test]
+fn a_second_broker_on_the_same_port_or_data_directory_refuses_to_start() {
+    let mut first = Broker::start(&[]);
+    let other_dir = tempfile::tempdir().unwrap();
+
+    let (started, output) = second_broker(&[
+        format!("listeners=PLAINTEXT://127.0.0.1:{}", first.port),
+        format!("log.dirs={}", other_dir.path().join("data").display()),
+    ]);
+    assert!(!started, "same port: {output}");
+    assert!(output.contains("in use"), "same port: {output}");
+
+    let (started, output) = second_broker(&[
+        format!("listeners=PLAINTEXT://127.0.0.1:{}", free_port()),
+        format!("log.dirs={}", first.data_dir().display()),
+    ]);
+    assert!(!started, "same data directory: {output}");
+    assert!(
+        output.contains("another fjord process is using this data directory"),
+        "same data directory: {output}"
+    );
+
+    first.assert_alive();
+    for _ in 0..8 {
+        // Every connection still reaches the first broker.
+        let ResponseKind::ApiVersions(versions) =
+            first
+                .connect()
+                .call(ApiKey::ApiVersions, 3, &api_versions())
+        else {
+            panic!("not an ApiVersions response");
+        };
+        assert_eq!(versions.error_code, 0);
+    }
+    // The lock is the process's: after a restart the same broker takes it.
+    first.restart();
+    first.assert_alive();
+}
