@@ -18,6 +18,7 @@
 //! sends can panic the broker.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +38,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fetch_codec::{encode_fetch_response, ResponseChunk};
+use crate::groups::GroupCoordinator;
 use crate::handlers::{self, Reply};
 use crate::metadata::Controller;
 
@@ -54,6 +56,8 @@ pub struct Broker {
     pub config: Arc<BrokerConfig>,
     /// The metadata controller (shared by every shard).
     pub controller: Arc<Controller>,
+    /// The group coordinator (shared by every shard).
+    pub groups: Arc<GroupCoordinator>,
     stop_flag: Arc<AtomicBool>,
     stopping: Event,
     stopped: Cell<bool>,
@@ -66,12 +70,14 @@ impl Broker {
         shard: Rc<Shard>,
         config: Arc<BrokerConfig>,
         controller: Arc<Controller>,
+        groups: Arc<GroupCoordinator>,
         stop_flag: Arc<AtomicBool>,
     ) -> Rc<Self> {
         Rc::new(Self {
             shard,
             config,
             controller,
+            groups,
             stop_flag,
             stopping: Event::new(),
             stopped: Cell::new(false),
@@ -220,7 +226,7 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
         };
         let task = glommio::spawn_local({
             let broker = broker.clone();
-            async move { respond(&broker, header, request).await }
+            async move { respond(&broker, header, request, peer).await }
         });
         if responses.send(task.detach()).await.is_err() {
             break;
@@ -317,7 +323,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Decoded), Brok
     Ok((header, Decoded::Request(Box::new(request))))
 }
 
-async fn respond(broker: &Rc<Broker>, header: RequestHeader, request: Decoded) -> Outcome {
+async fn respond(
+    broker: &Rc<Broker>,
+    header: RequestHeader,
+    request: Decoded,
+    peer: Option<SocketAddr>,
+) -> Outcome {
     let Ok(api_key) = ApiKey::try_from(header.request_api_key) else {
         return Outcome::Close;
     };
@@ -326,14 +337,16 @@ async fn respond(broker: &Rc<Broker>, header: RequestHeader, request: Decoded) -
             0,
             Reply::Encoded(handlers::api_versions::unsupported_version()),
         ),
-        Decoded::Request(request) => match handlers::dispatch(broker, &header, *request).await {
-            Ok(Some(reply)) => (header.request_api_version, reply),
-            Ok(None) => return Outcome::Silent,
-            Err(error) => {
-                tracing::warn!(?api_key, %error, "request failed; closing the connection");
-                return Outcome::Close;
+        Decoded::Request(request) => {
+            match handlers::dispatch(broker, &header, *request, peer).await {
+                Ok(Some(reply)) => (header.request_api_version, reply),
+                Ok(None) => return Outcome::Silent,
+                Err(error) => {
+                    tracing::warn!(?api_key, %error, "request failed; closing the connection");
+                    return Outcome::Close;
+                }
             }
-        },
+        }
     };
     let encoded = match reply {
         Reply::Encoded(response) => encode_response(api_key, &header, version, &response)

@@ -12,8 +12,60 @@ use fjord_engine::shard::{Request, Response};
 use fjord_engine::TopicPartition;
 use kafka_protocol::ResponseError;
 
+use crate::config::BrokerConfig;
 use crate::metadata::{MetadataError, TopicMetadata};
 use crate::server::Broker;
+
+/// The internal topic holding consumer groups and their offsets.
+pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The internal topic of the transaction coordinator.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// Whether `name` is one of Kafka's internal topics: reported
+/// `is_internal` by Metadata, and closed to clients' produce and delete.
+#[must_use]
+pub fn is_internal(name: &str) -> bool {
+    name == CONSUMER_OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC
+}
+
+/// The topic configs `__consumer_offsets` is created with: the one place
+/// that sets them (Kafka's `offsets.topic.*` broker keys).
+#[must_use]
+pub fn consumer_offsets_configs(config: &BrokerConfig) -> Vec<(String, String)> {
+    vec![(
+        "segment.bytes".to_owned(),
+        config
+            .group_coordinator
+            .offsets_topic_segment_bytes
+            .to_string(),
+    )]
+}
+
+/// Creates `__consumer_offsets` if it does not exist yet (shard 0, at
+/// start), with `offsets.topic.num.partitions` partitions.
+///
+/// # Errors
+/// The controller's or the engine's error if it cannot be created.
+pub async fn ensure_consumer_offsets(broker: &Rc<Broker>) -> Result<(), MetadataError> {
+    if broker
+        .controller
+        .image()
+        .topics
+        .contains_key(CONSUMER_OFFSETS_TOPIC)
+    {
+        return Ok(());
+    }
+    // One node holds the only replica, whatever the configured factor.
+    create_topic(
+        broker,
+        CONSUMER_OFFSETS_TOPIC,
+        broker.config.group_coordinator.offsets_topic_num_partitions,
+        1,
+        consumer_offsets_configs(&broker.config),
+    )
+    .await
+    .map(|_| ())
+}
 
 /// Creates `name` in the metadata and its partitions on their shards.
 ///

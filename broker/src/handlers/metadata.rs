@@ -38,7 +38,7 @@ fn describe(broker: &Broker, topic: &TopicMetadata) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.uuid())
-        .with_is_internal(topic.name.starts_with("__"))
+        .with_is_internal(topics::is_internal(&topic.name))
         .with_partitions(partitions)
 }
 
@@ -80,6 +80,11 @@ pub async fn handle(
                 };
                 if let Some(topic) = broker.controller.image().topics.get(&name) {
                     topics.push(describe(broker, topic));
+                    continue;
+                }
+                if topics::is_internal(&name) {
+                    // Created by its coordinator at start, never by clients.
+                    topics.push(unknown(name, ResponseError::LeaderNotAvailable.code()));
                     continue;
                 }
                 let may_create = broker.config.auto_create_topics

@@ -23,6 +23,7 @@ use super::ApiSupport;
 use crate::error::engine_error_code;
 use crate::recompress;
 use crate::server::Broker;
+use crate::topics;
 
 /// Versions served (v0-v2 advertised, refused by closing).
 pub const SUPPORT: ApiSupport = ApiSupport {
@@ -125,6 +126,14 @@ pub async fn handle(broker: &Rc<Broker>, request: ProduceRequest) -> Option<Prod
                         data.index,
                         ResponseError::InvalidRequiredAcks,
                         "acks must be 0, 1 or -1",
+                    );
+                    return glommio::spawn_local(async move { response });
+                }
+                if topics::is_internal(&name) {
+                    let response = failed(
+                        data.index,
+                        ResponseError::InvalidTopicException,
+                        "clients may not write to an internal topic",
                     );
                     return glommio::spawn_local(async move { response });
                 }
