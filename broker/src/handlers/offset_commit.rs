@@ -60,6 +60,39 @@ fn validate(group: Option<&mut Group>, request: &OffsetCommitRequest) -> Result<
     Ok(())
 }
 
+/// The response: each partition's own error, else the write's outcome.
+fn respond(
+    request: &OffsetCommitRequest,
+    outcomes: Vec<Vec<Result<usize, ResponseError>>>,
+    written: Result<i64, ResponseError>,
+) -> OffsetCommitResponse {
+    let topics = request
+        .topics
+        .iter()
+        .zip(outcomes)
+        .map(|(topic, partitions)| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .zip(partitions)
+                .map(|(partition, outcome)| {
+                    let error = match (outcome, written) {
+                        (Err(error), _) | (Ok(_), Err(error)) => error.code(),
+                        (Ok(_), Ok(_)) => 0,
+                    };
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(partition.partition_index)
+                        .with_error_code(error)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
 /// Answers OffsetCommit.
 pub async fn handle(broker: &Rc<Broker>, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let coordinator = &broker.groups;
@@ -139,29 +172,5 @@ pub async fn handle(broker: &Rc<Broker>, request: OffsetCommitRequest) -> Offset
             tracing::error!(group = %group_id, ?error, "committed offsets not applied");
         }
     }
-    let topics = request
-        .topics
-        .iter()
-        .zip(outcomes)
-        .map(|(topic, partitions)| {
-            let partitions = topic
-                .partitions
-                .iter()
-                .zip(partitions)
-                .map(|(partition, outcome)| {
-                    let error = match (outcome, written) {
-                        (Err(error), _) | (Ok(_), Err(error)) => error.code(),
-                        (Ok(_), Ok(_)) => 0,
-                    };
-                    OffsetCommitResponsePartition::default()
-                        .with_partition_index(partition.partition_index)
-                        .with_error_code(error)
-                })
-                .collect();
-            OffsetCommitResponseTopic::default()
-                .with_name(topic.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    OffsetCommitResponse::default().with_topics(topics)
+    respond(&request, outcomes, written)
 }
