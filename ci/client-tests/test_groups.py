@@ -242,7 +242,7 @@ def test_kcat_balanced_consumer_reads_everything(group_broker, topic_name, group
     values = [f"k-{i}" for i in range(30)]
     produce(broker, topic_name, values, 3)
     process = subprocess.Popen(
-        ["kcat", "-b", broker.bootstrap, "-G", group_name, "-o", "beginning", "-f", "%s\\n", "-q", topic_name],
+        ["kcat", "-b", broker.bootstrap, "-G", group_name, "-o", "beginning", "-f", "%s\\n", "-q", "-u", topic_name],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
