@@ -772,3 +772,200 @@ fn millis(ms: i32) -> Duration {
 fn duration_ms(duration: Duration) -> i32 {
     i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMINGS: GroupTimings = GroupTimings {
+        initial_rebalance_delay: Duration::from_millis(3000),
+    };
+    const SESSION: Duration = Duration::from_secs(10);
+    const REBALANCE: Duration = Duration::from_secs(30);
+
+    fn request(member_id: &str, instance_id: Option<&str>, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_owned(),
+            instance_id: instance_id.map(str::to_owned),
+            protocol_type: "consumer".to_owned(),
+            protocols: protocols
+                .iter()
+                .map(|name| ((*name).to_owned(), Bytes::from(format!("{name}-metadata"))))
+                .collect(),
+            session_timeout: SESSION,
+            rebalance_timeout: REBALANCE,
+            client_id: "client".to_owned(),
+            client_host: "/127.0.0.1".to_owned(),
+            require_known_member_id: true,
+            supports_skip_assignment: false,
+        }
+    }
+
+    /// KIP-394: the first join only hands out an id; the second, with it,
+    /// waits.
+    fn join_dynamic(group: &mut Group, protocols: &[&str], now: Instant) -> String {
+        let JoinOutcome::MemberIdRequired(id) =
+            group.join(&request("", None, protocols), TIMINGS, now)
+        else {
+            panic!("a new dynamic member must first get MEMBER_ID_REQUIRED");
+        };
+        assert!(matches!(
+            group.join(&request(&id, None, protocols), TIMINGS, now),
+            JoinOutcome::Wait(ref waiting) if *waiting == id
+        ));
+        id
+    }
+
+    fn sync_all(group: &mut Group) {
+        let assignments = group
+            .members
+            .keys()
+            .map(|id| (id.clone(), Bytes::from(format!("assignment-of-{id}"))))
+            .collect();
+        group.complete_sync(&assignments);
+    }
+
+    /// A new group waits out the initial rebalance delay (more members may
+    /// come) before its first generation, then elects a leader and a
+    /// protocol every member supports, by vote.
+    #[test]
+    fn a_new_group_waits_the_initial_delay_then_picks_the_most_voted_common_protocol() {
+        let start = Instant::now();
+        let mut group = Group::new("g".to_owned());
+        let first = join_dynamic(&mut group, &["range", "roundrobin"], start);
+        let second = join_dynamic(&mut group, &["roundrobin", "range"], start);
+        let third = join_dynamic(&mut group, &["roundrobin", "sticky"], start);
+        assert!(!group.maybe_complete_join(start + Duration::from_millis(100)));
+        assert_eq!(group.state, GroupState::PreparingRebalance);
+        // Each new member pushed the deadline back by the delay (3 joins).
+        group.maybe_complete_join(start + Duration::from_millis(9_001));
+        assert_eq!(group.state, GroupState::CompletingRebalance);
+        assert_eq!(group.generation, 1);
+        assert_eq!(group.protocol_name.as_deref(), Some("roundrobin"));
+        let leader = group.leader.clone().unwrap();
+        for id in [&first, &second, &third] {
+            let result = group
+                .members
+                .get_mut(id)
+                .unwrap()
+                .join_result
+                .take()
+                .unwrap();
+            assert_eq!(result.generation, 1);
+            assert_eq!(result.leader, leader);
+            assert_eq!(result.members.len(), if *id == leader { 3 } else { 0 });
+        }
+    }
+
+    /// A member whose session lapses is removed and the others rebalance;
+    /// one that does not rejoin by the deadline is dropped.
+    #[test]
+    fn expired_sessions_and_members_that_do_not_rejoin_are_removed() {
+        let start = Instant::now();
+        let mut group = Group::new("g".to_owned());
+        let a = join_dynamic(&mut group, &["range"], start);
+        let b = join_dynamic(&mut group, &["range"], start);
+        group.maybe_complete_join(start + REBALANCE);
+        sync_all(&mut group);
+        assert_eq!(group.state, GroupState::Stable);
+        let later = start + REBALANCE + SESSION / 2;
+        group.members.get_mut(&a).unwrap().last_heartbeat = later;
+        let (changed, emptied) = group.expire_members(TIMINGS, start + REBALANCE + SESSION);
+        assert!(changed && !emptied);
+        assert!(!group.members.contains_key(&b));
+        assert_eq!(group.state, GroupState::PreparingRebalance);
+        // `a` does not rejoin either: at the deadline it goes too.
+        let (_, emptied) = group.expire_members(TIMINGS, later + SESSION + REBALANCE);
+        assert!(emptied);
+        assert_eq!(group.state, GroupState::Empty);
+        assert_eq!(group.generation, 2);
+    }
+
+    /// KIP-345: a static member restarting (empty member id, same
+    /// instance id) into a stable group gets a new id, the old one is
+    /// fenced, and the group stays in its generation with the member's
+    /// assignment.
+    #[test]
+    fn a_restarted_static_member_replaces_its_old_id_without_a_rebalance() {
+        let start = Instant::now();
+        let mut group = Group::new("g".to_owned());
+        let outcome = group.join(&request("", Some("i"), &["range"]), TIMINGS, start);
+        let JoinOutcome::Wait(old_id) = outcome else {
+            panic!("static members join without MEMBER_ID_REQUIRED: {outcome:?}");
+        };
+        let other = join_dynamic(&mut group, &["range"], start);
+        group.maybe_complete_join(start + REBALANCE);
+        sync_all(&mut group);
+        let generation = group.generation;
+        let assignment = group.members[&old_id].assignment.clone();
+        let JoinOutcome::Done(Ok(result)) =
+            group.join(&request("", Some("i"), &["range"]), TIMINGS, start)
+        else {
+            panic!("the restarted static member gets an answer at once");
+        };
+        assert_ne!(result.member_id, old_id);
+        assert_eq!(result.generation, generation);
+        assert_eq!(group.state, GroupState::Stable);
+        assert_eq!(group.members[&result.member_id].assignment, assignment);
+        assert!(group.members.contains_key(&other));
+        assert_eq!(
+            group.check_fenced(&old_id, Some("i")),
+            Err(ResponseError::FencedInstanceId)
+        );
+        assert!(matches!(
+            group.join(&request(&old_id, Some("i"), &["range"]), TIMINGS, start),
+            JoinOutcome::Done(Err((ResponseError::FencedInstanceId, _)))
+        ));
+    }
+
+    /// A member whose protocols share nothing with the group's is refused,
+    /// and so is a first member with no protocol.
+    #[test]
+    fn incompatible_protocols_are_refused() {
+        let start = Instant::now();
+        let mut group = Group::new("g".to_owned());
+        assert!(matches!(
+            group.join(&request("", None, &[]), TIMINGS, start),
+            JoinOutcome::Done(Err((ResponseError::InconsistentGroupProtocol, _)))
+        ));
+        join_dynamic(&mut group, &["range"], start);
+        assert!(matches!(
+            group.join(&request("", None, &["sticky"]), TIMINGS, start),
+            JoinOutcome::Done(Err((ResponseError::InconsistentGroupProtocol, _)))
+        ));
+    }
+
+    /// Of two commits racing to the log, the one written later wins in
+    /// memory too, as it would on a reload.
+    #[test]
+    fn the_later_record_of_an_offset_wins() {
+        let mut group = Group::new("g".to_owned());
+        let committed = |offset, record_offset| CommittedOffset {
+            value: OffsetValue {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 0,
+            },
+            record_offset,
+        };
+        group.apply_offset("t".to_owned(), 0, committed(20, 7));
+        group.apply_offset("t".to_owned(), 0, committed(10, 5));
+        assert_eq!(group.offsets[&("t".to_owned(), 0)].value.offset, 20);
+    }
+
+    /// What is stored comes back Stable with the same generation, members
+    /// and assignments.
+    #[test]
+    fn a_stored_group_comes_back_stable_in_its_generation() {
+        let start = Instant::now();
+        let mut group = Group::new("g".to_owned());
+        join_dynamic(&mut group, &["range"], start);
+        group.maybe_complete_join(start + REBALANCE);
+        sync_all(&mut group);
+        let stored = group.to_stored();
+        let loaded = Group::from_stored("g".to_owned(), stored.clone(), start);
+        assert_eq!(loaded.state, GroupState::Stable);
+        assert_eq!(loaded.to_stored(), stored);
+    }
+}
