@@ -778,7 +778,7 @@ mod tests {
     use super::*;
 
     const TIMINGS: GroupTimings = GroupTimings {
-        initial_rebalance_delay: Duration::from_millis(3000),
+        initial_rebalance_delay: Duration::from_secs(3),
     };
     const SESSION: Duration = Duration::from_secs(10);
     const REBALANCE: Duration = Duration::from_secs(30);
