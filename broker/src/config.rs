@@ -71,6 +71,13 @@ pub struct GroupCoordinatorConfig {
     pub group_min_session_timeout: Duration,
     /// `group.max.session.timeout.ms`.
     pub group_max_session_timeout: Duration,
+    /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members
+    /// heartbeat.
+    pub consumer_heartbeat_interval: Duration,
+    /// `group.consumer.session.timeout.ms`.
+    pub consumer_session_timeout: Duration,
+    /// `group.consumer.assignors` as short names (`uniform`, `range`).
+    pub consumer_assignors: Vec<String>,
 }
 
 impl GroupCoordinatorConfig {
@@ -114,6 +121,20 @@ impl GroupCoordinatorConfig {
                 "must be at least 1",
             ));
         }
+        let consumer_assignors = get("group.consumer.assignors")
+            .split(',')
+            .map(|name| {
+                crate::groups::consumer::assignor_name(name.trim())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        invalid(
+                            "group.consumer.assignors",
+                            &get("group.consumer.assignors"),
+                            "known assignors: uniform, range",
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let group_min_session_timeout = milliseconds("group.min.session.timeout.ms")?;
         let group_max_session_timeout = milliseconds("group.max.session.timeout.ms")?;
         if group_max_session_timeout < group_min_session_timeout {
@@ -139,6 +160,9 @@ impl GroupCoordinatorConfig {
             group_initial_rebalance_delay: milliseconds("group.initial.rebalance.delay.ms")?,
             group_min_session_timeout,
             group_max_session_timeout,
+            consumer_heartbeat_interval: milliseconds("group.consumer.heartbeat.interval.ms")?,
+            consumer_session_timeout: milliseconds("group.consumer.session.timeout.ms")?,
+            consumer_assignors,
         })
     }
 }
@@ -174,6 +198,9 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
+    ("group.consumer.heartbeat.interval.ms", "5000"),
+    ("group.consumer.session.timeout.ms", "45000"),
+    ("group.consumer.assignors", "uniform,range"),
     ("cores", ""),
 ];
 

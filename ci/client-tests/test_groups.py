@@ -33,6 +33,16 @@ def group_broker(tmp_path_factory):
     instance.stop()
 
 
+@pytest.fixture(scope="module")
+def kip848_broker(tmp_path_factory):
+    """KIP-848 members heartbeat at the coordinator's pace: keep it short."""
+    settings = [*GROUP_SETTINGS, "group.consumer.heartbeat.interval.ms=500", "group.consumer.session.timeout.ms=6000"]
+    instance = Broker(tmp_path_factory.mktemp("fjord-kip848") / "data", settings)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
 @pytest.fixture
 def group_name(request):
     return f"group-{request.node.name.removeprefix('test_')[:30]}-{uuid.uuid4().hex[:8]}"
@@ -385,3 +395,40 @@ def test_committed_offsets_and_group_metadata_survive_a_broker_restart(tmp_path,
     finally:
         stop_all(members)
         broker.stop()
+
+
+CONSUMER_PROTOCOL = {
+    "group.protocol": "consumer",
+    "session.timeout.ms": None,
+    "heartbeat.interval.ms": None,
+}
+
+
+def test_consumer_protocol_members_join_split_and_leave(kip848_broker, topic_name, group_name):
+    """KIP-848 (`group.protocol=consumer`): three members get disjoint
+    shares of six partitions from the coordinator's assignor, every record
+    is read, and when one leaves the others take its partitions without
+    any partition having two owners; guards against a server-side
+    assignment that overlaps, starves a member or never converges."""
+    broker = kip848_broker
+    create_topic(broker, topic_name)
+    values = [f"n-{i}" for i in range(300)]
+    produce(broker, topic_name, values)
+    members = [Member(broker, topic_name, group_name, f"m{i}", **CONSUMER_PROTOCOL) for i in range(3)]
+    try:
+        wait_until(lambda: split_is_exact(members), DEADLINE_SECONDS, "three members splitting the topic")
+        assert sorted(len(m.owned()) for m in members) == [2, 2, 2]
+        wait_until(lambda: set().union(*(m.values() for m in members)) >= set(values), DEADLINE_SECONDS, "every record read")
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        listed = {g.group_id: g for g in admin.list_consumer_groups().result(timeout=30).valid}
+        assert str(listed[group_name].type) == "ConsumerGroupType.CONSUMER"
+        members[2].stop()
+        wait_until(lambda: split_is_exact(members[:2]), DEADLINE_SECONDS, "two members taking over")
+        more = [f"o-{i}" for i in range(60)]
+        produce(broker, topic_name, more)
+        wait_until(lambda: set().union(*(m.values() for m in members[:2])) >= set(more), DEADLINE_SECONDS, "records after the leave")
+        for member in members[:2]:
+            member.stop()
+        assert committed_offsets(broker, group_name, topic_name) == {p: 60 for p in range(PARTITIONS)}
+    finally:
+        stop_all(members)

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use event_listener::Event;
 use kafka_protocol::ResponseError;
 
+use super::consumer::ConsumerGroup;
 use super::records::{GroupValue, OffsetValue, StoredMember};
 
 /// Most members (joined or awaiting their id) one group may hold; a join
@@ -180,6 +181,8 @@ pub struct Group {
     pub state_timestamp_ms: i64,
     /// Notified on every change a JoinGroup or SyncGroup may wait for.
     pub changed: Arc<Event>,
+    /// The KIP-848 state when the group uses the consumer protocol.
+    pub consumer: Option<ConsumerGroup>,
 }
 
 fn now_ms() -> i64 {
@@ -205,6 +208,7 @@ impl Group {
             offsets: BTreeMap::new(),
             state_timestamp_ms: now_ms(),
             changed: Arc::new(Event::new()),
+            consumer: None,
         }
     }
 
@@ -284,10 +288,17 @@ impl Group {
         self.changed.notify(usize::MAX);
     }
 
-    /// Whether no member uses it.
+    /// Whether no member uses it, under either protocol.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.state == GroupState::Empty
+            && self.consumer.as_ref().is_none_or(ConsumerGroup::is_empty)
+    }
+
+    /// Whether it uses the consumer protocol (KIP-848).
+    #[must_use]
+    pub fn is_consumer_protocol(&self) -> bool {
+        self.consumer.is_some()
     }
 
     /// The member id of a static instance, if registered.

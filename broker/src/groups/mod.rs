@@ -19,6 +19,7 @@
 //! expire sessions, and every `offsets.retention.check.interval.ms` to
 //! expire offsets of empty groups.
 
+pub mod consumer;
 pub mod group;
 pub mod records;
 
@@ -37,7 +38,7 @@ use crate::config::BrokerConfig;
 use crate::error::engine_error_code;
 use crate::server::Broker;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
-use group::{CommittedOffset, Group, GroupState, GroupTimings};
+use group::{CommittedOffset, Group, GroupTimings};
 use records::{OffsetValue, RecordKey};
 
 /// How often shard 0 ends join phases at their deadline and expires
@@ -60,7 +61,7 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
 }
 
 /// The coordinator settings from the broker configuration.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CoordinatorSettings {
     /// `offsets.topic.num.partitions`.
     pub partitions: i32,
@@ -74,6 +75,12 @@ pub struct CoordinatorSettings {
     pub offsets_retention: Duration,
     /// `offsets.retention.check.interval.ms`.
     pub retention_check_interval: Duration,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848).
+    pub consumer_heartbeat_interval: Duration,
+    /// `group.consumer.session.timeout.ms` (KIP-848).
+    pub consumer_session_timeout: Duration,
+    /// `group.consumer.assignors`, short names, the first the default.
+    pub consumer_assignors: Vec<String>,
 }
 
 impl CoordinatorSettings {
@@ -90,6 +97,9 @@ impl CoordinatorSettings {
             max_session_timeout: config.group_max_session_timeout,
             offsets_retention: config.offsets_retention,
             retention_check_interval: config.offsets_retention_check_interval,
+            consumer_heartbeat_interval: config.consumer_heartbeat_interval,
+            consumer_session_timeout: config.consumer_session_timeout,
+            consumer_assignors: config.consumer_assignors.clone(),
         }
     }
 }
@@ -479,7 +489,7 @@ fn expire_partition(
     now: Instant,
     check_retention: bool,
 ) -> (Vec<String>, Vec<KeyValueRecord>) {
-    let settings = coordinator.settings;
+    let settings = &coordinator.settings;
     let mut state = coordinator.lock_partition(partition);
     let mut emptied = Vec::new();
     let mut tombstones = Vec::new();
@@ -494,7 +504,10 @@ fn expire_partition(
         if became_empty {
             emptied.push(id.clone());
         }
-        if !check_retention || group.state != GroupState::Empty {
+        if let Some(consumer) = &mut group.consumer {
+            consumer.expire_members(settings.consumer_session_timeout, now);
+        }
+        if !check_retention || !group.is_empty() {
             continue;
         }
         // Kafka: a group with a protocol expires all its offsets once it

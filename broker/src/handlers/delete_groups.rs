@@ -11,7 +11,6 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::groups::append;
-use crate::groups::group::GroupState;
 use crate::groups::records::RecordKey;
 use crate::server::Broker;
 
@@ -28,7 +27,7 @@ async fn delete(broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
         let Some(group) = partition.groups.get(group_id) else {
             return Err(ResponseError::GroupIdNotFound);
         };
-        if group.state != GroupState::Empty {
+        if !group.is_empty() {
             return Err(ResponseError::NonEmptyGroup);
         }
         let mut tombstones: Vec<_> = group

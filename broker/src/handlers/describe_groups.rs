@@ -22,6 +22,12 @@ pub const SUPPORT: ApiSupport = ApiSupport {
 };
 
 fn describe(group: &Group) -> DescribedGroup {
+    if let Some(consumer) = &group.consumer {
+        // Consumer-protocol groups are described by ConsumerGroupDescribe.
+        return DescribedGroup::default()
+            .with_group_state(StrBytes::from_static_str(consumer.state_name()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"));
+    }
     let stable = group.state == GroupState::Stable;
     let protocol = group.protocol_name.clone().unwrap_or_default();
     let members = group

@@ -120,11 +120,21 @@ pub async fn handle(
                 "unknown group".to_owned(),
             )));
         }
-        partition
+        let group = partition
             .groups
             .entry(group_id.clone())
-            .or_insert_with(|| Group::new(group_id.clone()))
-            .join(&join, timings, Instant::now())
+            .or_insert_with(|| Group::new(group_id.clone()));
+        if let Some(consumer) = &group.consumer {
+            if !consumer.is_empty() {
+                return JoinOutcome::Done(Err((
+                    ResponseError::InconsistentGroupProtocol,
+                    "the group uses the consumer protocol".to_owned(),
+                )));
+            }
+            // An empty consumer-protocol group turns classic (KIP-848).
+            group.consumer = None;
+        }
+        group.join(&join, timings, Instant::now())
     });
     let waiting_id = match outcome {
         Err(error) | Ok(JoinOutcome::Done(Err((error, _)))) => {

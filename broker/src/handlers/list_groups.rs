@@ -1,5 +1,6 @@
 //! ListGroups: every group this coordinator holds, with its protocol type,
-//! state (v4+, filterable) and type (v5+, KIP-848: all are `classic`).
+//! state (v4+, filterable) and type (v5+, KIP-848: `classic` or
+//! `consumer`).
 
 use std::rc::Rc;
 
@@ -18,7 +19,8 @@ pub const SUPPORT: ApiSupport = ApiSupport {
     max: 5,
 };
 
-const GROUP_TYPE: &str = "classic";
+const CLASSIC_TYPE: &str = "classic";
+const CONSUMER_TYPE: &str = "consumer";
 
 /// Answers ListGroups.
 #[must_use]
@@ -39,18 +41,25 @@ pub fn handle(
         .collect();
     let mut groups = Vec::new();
     let visited = broker.groups.visit_groups(|group| {
-        let state = group.state.name();
+        let (state, group_type, protocol_type) = match &group.consumer {
+            Some(consumer) => (consumer.state_name(), CONSUMER_TYPE, Some("consumer")),
+            None => (
+                group.state.name(),
+                CLASSIC_TYPE,
+                group.protocol_type.as_deref(),
+            ),
+        };
         if !states.is_empty() && !states.contains(&state.to_lowercase()) {
             return;
         }
-        if !types.is_empty() && !types.iter().any(|kind| kind == GROUP_TYPE) {
+        if !types.is_empty() && !types.iter().any(|kind| kind == group_type) {
             return;
         }
         groups.push(
             ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(group.id.clone())))
                 .with_protocol_type(StrBytes::from_string(
-                    group.protocol_type.clone().unwrap_or_default(),
+                    protocol_type.unwrap_or_default().to_owned(),
                 ))
                 .with_group_state(if version >= 4 {
                     StrBytes::from_static_str(state)
@@ -58,7 +67,7 @@ pub fn handle(
                     StrBytes::default()
                 })
                 .with_group_type(if version >= 5 {
-                    StrBytes::from_static_str(GROUP_TYPE)
+                    StrBytes::from_static_str(group_type)
                 } else {
                     StrBytes::default()
                 }),

@@ -15,6 +15,8 @@ use crate::server::Broker;
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -81,6 +83,8 @@ pub const SUPPORTED: &[ApiSupport] = &[
     describe_groups::SUPPORT,
     delete_groups::SUPPORT,
     offset_delete::SUPPORT,
+    consumer_group_heartbeat::SUPPORT,
+    consumer_group_describe::SUPPORT,
 ];
 
 /// The served versions of `key`, if it is served.
@@ -194,6 +198,12 @@ pub async fn dispatch(
         RequestKind::OffsetDelete(request) => {
             ResponseKind::OffsetDelete(offset_delete::handle(broker, request).await)
         }
+        RequestKind::ConsumerGroupHeartbeat(request) => ResponseKind::ConsumerGroupHeartbeat(
+            consumer_group_heartbeat::handle(broker, &request, client_id, peer),
+        ),
+        RequestKind::ConsumerGroupDescribe(request) => ResponseKind::ConsumerGroupDescribe(
+            consumer_group_describe::handle(broker, request, version),
+        ),
         other => {
             return Err(BrokerError::Malformed(format!(
                 "no handler for {:?}",

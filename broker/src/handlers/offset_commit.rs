@@ -40,11 +40,15 @@ fn validate(group: Option<&mut Group>, request: &OffsetCommitRequest) -> Result<
         };
     };
     if simple {
-        return if group.state == GroupState::Empty {
+        return if group.is_empty() {
             Ok(())
         } else {
             Err(ResponseError::UnknownMemberId)
         };
+    }
+    if let Some(consumer) = &group.consumer {
+        // KIP-848: the member's epoch stands in for the generation.
+        return consumer.check_commit(member_id, generation);
     }
     group.check_fenced(member_id, request.group_instance_id.as_deref())?;
     let Some(member) = group.members.get_mut(member_id) else {

@@ -12,7 +12,6 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::groups::append;
-use crate::groups::group::GroupState;
 use crate::groups::records::RecordKey;
 use crate::server::Broker;
 
@@ -31,7 +30,7 @@ pub async fn handle(broker: &Rc<Broker>, request: OffsetDeleteRequest) -> Offset
         let Some(group) = partition.groups.get_mut(&group_id) else {
             return Err(ResponseError::GroupIdNotFound);
         };
-        let subscribed = if group.state == GroupState::Empty {
+        let subscribed = if group.is_empty() {
             Vec::new()
         } else {
             group.subscribed_topics().unwrap_or_default()

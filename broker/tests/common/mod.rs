@@ -48,9 +48,10 @@ use kafka_protocol::messages::{
     RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest,
+    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -241,7 +242,26 @@ const TOPIC_RESOURCE: i8 = 2;
 /// where kafka-protocol cannot encode that version (Produce v0-v2).
 pub fn sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<RequestKind> {
     group_sample_request(api_key, version, name)
+        .or_else(|| consumer_group_sample_request(api_key, version, name))
         .or_else(|| other_sample_request(api_key, version, name))
+}
+
+/// A populated request of a KIP-848 API, `None` for other APIs.
+fn consumer_group_sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<RequestKind> {
+    Some(match api_key {
+        ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(group(name, version))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(1_000)
+                .with_subscribed_topic_names(Some(vec![topic(name)]))
+                .with_topic_partitions(Some(Vec::new())),
+        ),
+        ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![group(name, version)]),
+        ),
+        _ => return None,
+    })
 }
 
 /// [`sample_request`] for the APIs other than the group coordinator's.
