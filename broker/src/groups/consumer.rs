@@ -61,6 +61,9 @@ pub struct ConsumerMember {
     pub assigned: Assignment,
     /// What it was told to drop and has not yet reported dropped.
     pub revoking: Assignment,
+    /// When it was told to drop them: a member that holds on to them past
+    /// its rebalance timeout is removed, so the others are not starved.
+    revoking_since: Option<Instant>,
     /// The assignment last sent, to send only changes.
     last_sent: Option<Assignment>,
 }
@@ -252,6 +255,9 @@ impl ConsumerGroup {
         }
         if let Some(owned) = &request.owned {
             member.revoking = intersect(&member.revoking, owned);
+            if member.revoking.is_empty() {
+                member.revoking_since = None;
+            }
         }
         if changed {
             self.epoch += 1;
@@ -260,7 +266,7 @@ impl ConsumerGroup {
         if self.assignment_epoch < self.epoch {
             self.compute_target(assignors);
         }
-        self.reconcile(&member_id);
+        self.reconcile(&member_id, now);
         let member = self
             .members
             .get_mut(&member_id)
@@ -342,6 +348,7 @@ impl ConsumerGroup {
                 last_heartbeat: now,
                 assigned: inherited,
                 revoking: Assignment::new(),
+                revoking_since: None,
                 last_sent: None,
             },
         );
@@ -512,7 +519,7 @@ impl ConsumerGroup {
 
     /// Moves `member_id` one step towards its target: first drop what
     /// goes elsewhere, then, once dropped, take what is free.
-    fn reconcile(&mut self, member_id: &str) {
+    fn reconcile(&mut self, member_id: &str, now: Instant) {
         let desired = self.target.get(member_id).cloned().unwrap_or_default();
         let mut held_by_others = Assignment::new();
         for (id, other) in &self.members {
@@ -532,6 +539,7 @@ impl ConsumerGroup {
         if !to_revoke.is_empty() {
             member.assigned = intersect(&member.assigned, &desired);
             member.revoking = to_revoke;
+            member.revoking_since = Some(now);
             return;
         }
         member.assigned = subtract(&desired, &held_by_others);
@@ -541,12 +549,18 @@ impl ConsumerGroup {
         }
     }
 
-    /// Removes members whose session lapsed; returns whether any was.
+    /// Removes members whose session lapsed or that kept partitions to
+    /// revoke past their rebalance timeout; returns whether any was.
     pub fn expire_members(&mut self, session_timeout: Duration, now: Instant) -> bool {
         let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, member)| member.last_heartbeat + session_timeout <= now)
+            .filter(|(_, member)| {
+                member.last_heartbeat + session_timeout <= now
+                    || member
+                        .revoking_since
+                        .is_some_and(|since| since + member.rebalance_timeout <= now)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
@@ -698,6 +712,30 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(error.0, ResponseError::FencedMemberEpoch);
+    }
+
+    /// A member told to drop partitions that never confirms is removed
+    /// after its rebalance timeout, and its partitions go to the others.
+    #[test]
+    fn a_member_that_never_revokes_is_removed_after_its_rebalance_timeout() {
+        let now = Instant::now();
+        let mut group = ConsumerGroup::default();
+        let first = join(&mut group, "a", now);
+        join(&mut group, "b", now);
+        let told = beat(
+            &mut group,
+            "a",
+            first.epoch,
+            &first.assignment.unwrap(),
+            now,
+        );
+        assert_eq!(told.assignment.as_ref().map(count), Some(3));
+        assert!(!group.expire_members(Duration::from_secs(45), now + Duration::from_secs(29)));
+        assert!(group.expire_members(Duration::from_secs(45), now + Duration::from_secs(30)));
+        assert_eq!(group.members.keys().collect::<Vec<_>>(), ["b"]);
+        let b_epoch = group.members["b"].epoch;
+        let b = beat(&mut group, "b", b_epoch, &Assignment::new(), now);
+        assert_eq!(b.assignment.as_ref().map(count), Some(6));
     }
 
     #[test]
