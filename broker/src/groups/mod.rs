@@ -554,6 +554,72 @@ fn expire_partition(
 mod tests {
     use super::*;
 
+    /// Offsets of an empty group with a protocol expire all together once
+    /// the group has been empty for the retention time, then the group
+    /// goes; each expiry is a tombstone to write.
+    #[test]
+    fn offsets_of_long_empty_groups_expire_with_tombstones() {
+        let settings = CoordinatorSettings {
+            partitions: 1,
+            timings: GroupTimings {
+                initial_rebalance_delay: Duration::ZERO,
+            },
+            min_session_timeout: Duration::from_secs(1),
+            max_session_timeout: Duration::from_secs(60),
+            offsets_retention: Duration::from_secs(60),
+            retention_check_interval: Duration::from_secs(1),
+            consumer_heartbeat_interval: Duration::from_secs(1),
+            consumer_session_timeout: Duration::from_secs(10),
+            consumer_assignors: vec!["uniform".to_owned()],
+        };
+        let coordinator = GroupCoordinator::new(settings);
+        let committed = |commit_timestamp_ms| CommittedOffset {
+            value: OffsetValue {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms,
+            },
+            record_offset: 0,
+        };
+        let now_ms = TimestampMs::now().0;
+        {
+            let mut partition = coordinator.lock_partition(0);
+            partition.loaded = true;
+            let mut old = Group::new("old".to_owned());
+            old.protocol_type = Some("consumer".to_owned());
+            old.state_timestamp_ms = now_ms - 61_000;
+            old.apply_offset("t".to_owned(), 0, committed(now_ms));
+            let mut recent = Group::new("recent".to_owned());
+            recent.protocol_type = Some("consumer".to_owned());
+            recent.apply_offset("t".to_owned(), 0, committed(now_ms - 3_600_000));
+            partition.groups.insert("old".to_owned(), old);
+            partition.groups.insert("recent".to_owned(), recent);
+        }
+        let (_, tombstones) = expire_partition(&coordinator, 0, Instant::now(), true);
+        let keys: Vec<RecordKey> = tombstones
+            .iter()
+            .map(|(key, value)| {
+                assert!(value.is_none());
+                RecordKey::decode(key).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                RecordKey::Offset {
+                    group: "old".to_owned(),
+                    topic: "t".to_owned(),
+                    partition: 0
+                },
+                RecordKey::Group("old".to_owned())
+            ]
+        );
+        let partition = coordinator.lock_partition(0);
+        assert!(!partition.groups.contains_key("old"));
+        assert_eq!(partition.groups["recent"].offsets.len(), 1);
+    }
+
     /// Values from Java: `"my-group".hashCode()` is -1906497762 (partition
     /// 36 of 50), `"".hashCode()` is 0, and `"polygenelubricants".hashCode()`
     /// is `Integer.MIN_VALUE`, which `Utils.abs` maps to 0.

@@ -17,7 +17,7 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::groups::group::{Group, JoinOutcome, JoinRequest, JoinResult, PROTOCOLS_MAX};
-use crate::groups::wait_for;
+use crate::groups::{store_group, wait_for};
 use crate::server::Broker;
 
 /// Versions served.
@@ -140,7 +140,16 @@ pub async fn handle(
         Err(error) | Ok(JoinOutcome::Done(Err((error, _)))) => {
             return failed(error, member_id, version)
         }
-        Ok(JoinOutcome::Done(Ok(result))) => return answer(result, version),
+        Ok(JoinOutcome::Done(Ok(result))) => {
+            if request.group_instance_id.is_some() {
+                // A static member may have replaced its old id (KIP-345):
+                // stored, so the new id survives a coordinator restart.
+                if let Err(error) = store_group(broker, &group_id).await {
+                    return failed(error, member_id, version);
+                }
+            }
+            return answer(result, version);
+        }
         Ok(JoinOutcome::MemberIdRequired(new_id)) => {
             return failed(
                 ResponseError::MemberIdRequired,
