@@ -122,6 +122,19 @@ def commit_throughput(bootstrap, topic, partitions, seconds):
     }
 
 
+def wait_for_coordinator(admin):
+    """Until ListGroups succeeds: the coordinator has loaded its groups."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            admin.list_consumer_groups().result(timeout=10)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("bootstrap")
@@ -132,6 +145,7 @@ def main():
     arguments = parser.parse_args()
     topic = f"bench-groups-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": arguments.bootstrap})
+    wait_for_coordinator(admin)
     admin.create_topics([NewTopic(topic, arguments.partitions, 1)])[topic].result(timeout=60)
     report = {
         "protocol": arguments.protocol,

@@ -324,17 +324,27 @@ pub async fn store_group(broker: &Broker, group_id: &str) -> GroupResult<()> {
 /// `COORDINATOR_LOAD_IN_PROGRESS` rather than forgetting commits.
 pub async fn load(broker: &Rc<Broker>) {
     let started = Instant::now();
-    for partition in 0..broker.groups.settings.partitions {
-        match read_partition(broker, partition).await {
-            Ok(groups) => {
-                let mut state = broker.groups.lock_partition(partition);
-                state.groups = groups;
-                state.loaded = true;
-            }
-            Err(error) => {
-                tracing::error!(partition, %error, "cannot load group state");
-            }
-        }
+    // Every partition at once: each is read on its own shard, and one
+    // slow partition does not hold up the groups of the others.
+    let tasks: Vec<_> = (0..broker.groups.settings.partitions)
+        .map(|partition| {
+            let broker = Rc::clone(broker);
+            glommio::spawn_local(async move {
+                match read_partition(&broker, partition).await {
+                    Ok(groups) => {
+                        let mut state = broker.groups.lock_partition(partition);
+                        state.groups = groups;
+                        state.loaded = true;
+                    }
+                    Err(error) => {
+                        tracing::error!(partition, %error, "cannot load group state");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await;
     }
     tracing::info!(elapsed = ?started.elapsed(), "group coordinator loaded");
 }
