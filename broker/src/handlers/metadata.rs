@@ -71,6 +71,12 @@ pub async fn handle(
             let mut topics = Vec::with_capacity(requested.len());
             for wanted in requested {
                 let Some(name) = wanted.name.map(|name| name.0.to_string()) else {
+                    // By topic id (v10+): KIP-848 consumers resolve the
+                    // ids of their assignment this way.
+                    if let Some(topic) = image.topic_by_id(wanted.topic_id) {
+                        topics.push(describe(broker, topic));
+                        continue;
+                    }
                     topics.push(
                         MetadataResponseTopic::default()
                             .with_topic_id(wanted.topic_id)
