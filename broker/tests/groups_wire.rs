@@ -9,21 +9,25 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use common::{Broker, Connection};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, DeleteGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind,
-    SyncGroupRequest, TopicName,
+    ApiKey, ConsumerProtocolSubscription, DeleteGroupsRequest, GroupId, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest,
+    TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 
 const GROUP: &str = "wire-group";
@@ -53,6 +57,40 @@ fn wait_loaded(client: &mut Connection) {
     }
 }
 
+/// A consumer-protocol subscription to [`TOPIC`]: version, then the body.
+fn subscription() -> Bytes {
+    let mut metadata = BytesMut::new();
+    metadata.put_i16(0);
+    ConsumerProtocolSubscription::default()
+        .with_topics(vec![StrBytes::from_static_str(TOPIC)])
+        .encode(&mut metadata, 0)
+        .expect("subscription encodes");
+    metadata.freeze()
+}
+
+/// OffsetDelete of partition 0 of [`TOPIC`]: the top-level and partition
+/// error codes.
+fn delete_offset(client: &mut Connection) -> (i16, Option<i16>) {
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(group())
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![
+                OffsetDeleteRequestPartition::default().with_partition_index(0)
+            ])]);
+    let ResponseKind::OffsetDelete(response) =
+        client.call(ApiKey::OffsetDelete, 0, &RequestKind::OffsetDelete(request))
+    else {
+        panic!("not an OffsetDelete response");
+    };
+    let partition = response
+        .topics
+        .first()
+        .and_then(|topic| topic.partitions.first())
+        .map(|partition| partition.error_code);
+    (response.error_code, partition)
+}
+
 fn join(client: &mut Connection, member_id: &str, session_timeout_ms: i32) -> (i16, String, i32) {
     let request = JoinGroupRequest::default()
         .with_group_id(group())
@@ -62,7 +100,7 @@ fn join(client: &mut Connection, member_id: &str, session_timeout_ms: i32) -> (i
         .with_protocol_type(StrBytes::from_static_str("consumer"))
         .with_protocols(vec![JoinGroupRequestProtocol::default()
             .with_name(StrBytes::from_static_str("range"))
-            .with_metadata(Bytes::from_static(b"subscription"))]);
+            .with_metadata(subscription())]);
     let ResponseKind::JoinGroup(response) =
         client.call(ApiKey::JoinGroup, 7, &RequestKind::JoinGroup(request))
     else {
@@ -225,6 +263,10 @@ fn group_errors_follow_kafka_and_commits_survive_a_restart() {
         delete_group(&mut client),
         ResponseError::NonEmptyGroup.code()
     );
+    assert_eq!(
+        delete_offset(&mut client),
+        (0, Some(ResponseError::GroupSubscribedToTopic.code()))
+    );
 
     transactions_and_internal_writes_are_refused(&mut client);
 
@@ -241,6 +283,13 @@ fn group_errors_follow_kafka_and_commits_survive_a_restart() {
         panic!("not a LeaveGroup response");
     };
     assert_eq!(left.error_code, 0, "the member came back with the group");
+    assert_eq!(delete_offset(&mut client), (0, Some(0)));
+    assert_eq!(fetch_offset(&mut client), (-1, String::new()));
+    assert_eq!(
+        commit(&mut client, "", -1, 43),
+        0,
+        "a simple commit to the empty group"
+    );
     assert_eq!(delete_group(&mut client), 0);
     assert_eq!(
         delete_group(&mut client),
