@@ -27,7 +27,8 @@ pub const SUPPORT: ApiSupport = ApiSupport {
     max: 9,
 };
 
-/// Kafka's `validateOffsetCommit` for the classic protocol.
+/// Kafka's `validateOffsetCommit`: generations for classic groups, member
+/// epochs for consumer-protocol (KIP-848) groups.
 fn validate(group: Option<&mut Group>, request: &OffsetCommitRequest) -> Result<(), ResponseError> {
     let generation = request.generation_id_or_member_epoch;
     let member_id = request.member_id.as_str();
