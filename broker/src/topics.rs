@@ -88,33 +88,55 @@ pub async fn create_topic(
     Ok(topic)
 }
 
-/// Creates partitions `indexes` of `name` on their shards; one that already
-/// exists is left as it is.
+/// Partitions created at once: their directory and file syncs overlap (a
+/// first start creates the 50 of `__consumer_offsets`), and a topic of many
+/// partitions still does not spawn a task per partition.
+const CONCURRENT_CREATES_MAX: usize = 32;
+
+/// Creates partitions `indexes` of `name` on their shards, up to
+/// [`CONCURRENT_CREATES_MAX`] at once; one that already exists is left as
+/// it is. Every creation started is awaited, even after one failed.
 async fn create_partitions(
     broker: &Rc<Broker>,
     name: &str,
     indexes: Range<i32>,
     config: &LogConfig,
 ) -> Result<(), MetadataError> {
-    for partition in indexes {
-        let partition = TopicPartition::new(name, partition);
-        let owner = broker.shard.owner_of(&partition);
-        match broker
-            .shard
-            .call(owner, Request::Create(partition, config.clone()))
-            .await
-        {
-            Response::Done | Response::Failed(fjord_engine::Error::PartitionExists(_)) => {}
-            Response::Failed(error) => {
-                return Err(MetadataError {
-                    code: ResponseError::KafkaStorageError.code(),
-                    message: error.to_string(),
+    let indexes: Vec<i32> = indexes.collect();
+    let mut first_error = None;
+    for chunk in indexes.chunks(CONCURRENT_CREATES_MAX) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|index| {
+                let broker = Rc::clone(broker);
+                let partition = TopicPartition::new(name, *index);
+                let config = config.clone();
+                glommio::spawn_local(async move {
+                    let owner = broker.shard.owner_of(&partition);
+                    broker
+                        .shard
+                        .call(owner, Request::Create(partition, config))
+                        .await
                 })
+            })
+            .collect();
+        for task in tasks {
+            match task.await {
+                Response::Done | Response::Failed(fjord_engine::Error::PartitionExists(_)) => {}
+                Response::Failed(error) => {
+                    first_error.get_or_insert(MetadataError {
+                        code: ResponseError::KafkaStorageError.code(),
+                        message: error.to_string(),
+                    });
+                }
+                other => unreachable!("Create answers Done or Failed, not {other:?}"),
             }
-            other => unreachable!("Create answers Done or Failed, not {other:?}"),
+        }
+        if first_error.is_some() {
+            break;
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Grows `name` to `count` partitions (CreatePartitions): the metadata
