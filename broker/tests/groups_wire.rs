@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{Broker, Connection};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -22,8 +23,8 @@ use kafka_protocol::messages::offset_delete_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, ConsumerProtocolSubscription, DeleteGroupsRequest, GroupId, HeartbeatRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    ApiKey, ConsumerProtocolSubscription, CreatePartitionsRequest, DeleteGroupsRequest, GroupId,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest,
     TopicName,
 };
@@ -168,7 +169,7 @@ fn delete_group(client: &mut Connection) -> i16 {
 }
 
 /// No transaction coordinator yet (a code clients retry on), and clients
-/// may not write to `__consumer_offsets`.
+/// may neither write to `__consumer_offsets` nor grow it.
 fn transactions_and_internal_writes_are_refused(client: &mut Connection) {
     let transaction = RequestKind::FindCoordinator(
         FindCoordinatorRequest::default()
@@ -190,6 +191,22 @@ fn transactions_and_internal_writes_are_refused(client: &mut Connection) {
         &common::produce("__consumer_offsets", -1, common::one_record_batch(b"x")),
     ));
     assert_eq!(error, ResponseError::InvalidTopicException.code());
+    let grow = RequestKind::CreatePartitions(
+        CreatePartitionsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("__consumer_offsets")))
+                .with_count(4)
+                .with_assignments(None)]),
+    );
+    let ResponseKind::CreatePartitions(grown) = client.call(ApiKey::CreatePartitions, 3, &grow)
+    else {
+        panic!("not a CreatePartitions response");
+    };
+    assert_eq!(
+        grown.results[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
 }
 
 /// Guards against a coordinator that accepts what Kafka refuses (or
