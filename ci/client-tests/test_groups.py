@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker, wait_until
@@ -29,6 +29,7 @@ GROUP_SETTINGS = ["group.initial.rebalance.delay.ms=200", "group.min.session.tim
 def group_broker(tmp_path_factory):
     instance = Broker(tmp_path_factory.mktemp("fjord-groups") / "data", GROUP_SETTINGS)
     instance.start()
+    wait_until(lambda: coordinator_loaded(instance), DEADLINE_SECONDS, "coordinator loaded")
     yield instance
     instance.stop()
 
@@ -39,6 +40,7 @@ def kip848_broker(tmp_path_factory):
     settings = [*GROUP_SETTINGS, "group.consumer.heartbeat.interval.ms=500", "group.consumer.session.timeout.ms=6000"]
     instance = Broker(tmp_path_factory.mktemp("fjord-kip848") / "data", settings)
     instance.start()
+    wait_until(lambda: coordinator_loaded(instance), DEADLINE_SECONDS, "coordinator loaded")
     yield instance
     instance.stop()
 
@@ -126,6 +128,18 @@ def committed_offsets(broker, group, topic, partitions=PARTITIONS):
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(partitions)])
     result = admin.list_consumer_group_offsets([request])[group].result(timeout=30)
     return {tp.partition: tp.offset for tp in result.topic_partitions}
+
+
+def coordinator_loaded(broker):
+    """Whether the coordinator has read its groups back: until then group
+    requests answer COORDINATOR_LOAD_IN_PROGRESS, which the AdminClient
+    returns rather than retries (as against Kafka)."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    try:
+        admin.list_consumer_groups().result(timeout=10)
+        return True
+    except KafkaException:
+        return False
 
 
 def stop_all(members):
@@ -360,6 +374,7 @@ def test_committed_offsets_and_group_metadata_survive_a_broker_restart(tmp_path,
     against forgetting groups on restart."""
     broker = Broker(tmp_path / "data", GROUP_SETTINGS)
     broker.start()
+    wait_until(lambda: coordinator_loaded(broker), DEADLINE_SECONDS, "coordinator loaded")
     members = []
     try:
         create_topic(broker, topic_name, 2)
@@ -376,6 +391,7 @@ def test_committed_offsets_and_group_metadata_survive_a_broker_restart(tmp_path,
             broker.start()
         else:
             broker.restart_after_kill9()
+        wait_until(lambda: coordinator_loaded(broker), DEADLINE_SECONDS, "coordinator loaded after the restart")
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         assert wait_until(
             lambda: committed_offsets(broker, group_name + "-simple", topic_name, 2) == {0: 3, 1: 4},

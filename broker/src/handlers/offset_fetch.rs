@@ -2,6 +2,7 @@
 //! (null topics, v2+) all of them. A partition without a commit gets offset
 //! -1 and no error, as in Kafka. v8+ asks for several groups at once.
 //! `require_stable` is accepted: without transactions no offset is pending.
+//! v9's member id and epoch are checked for consumer-protocol groups.
 
 use std::rc::Rc;
 
@@ -78,6 +79,25 @@ fn metadata_of(value: Option<&OffsetValue>) -> StrBytes {
     )
 }
 
+/// v9+: a KIP-848 member names itself and its epoch; like OffsetCommit,
+/// an unknown member or a stale epoch is refused for a consumer-protocol
+/// group. Other groups ignore them, as Kafka does.
+fn check_member(
+    broker: &Broker,
+    group_id: &str,
+    member: Option<(&str, i32)>,
+) -> Result<(), ResponseError> {
+    let Some((member_id, epoch)) = member else {
+        return Ok(());
+    };
+    broker.groups.with_group(group_id, |group| {
+        match group.and_then(|group| group.consumer.as_ref()) {
+            Some(consumer) => consumer.check_commit(member_id, epoch),
+            None => Ok(()),
+        }
+    })?
+}
+
 /// v8+: several groups in one request.
 fn handle_batched(broker: &Broker, request: OffsetFetchRequest) -> OffsetFetchResponse {
     let groups = request
@@ -91,7 +111,13 @@ fn handle_batched(broker: &Broker, request: OffsetFetchRequest) -> OffsetFetchRe
                     .collect()
             });
             let answer = OffsetFetchResponseGroup::default().with_group_id(group.group_id.clone());
-            match fetch_group(broker, group.group_id.as_str(), wanted) {
+            let member = group
+                .member_id
+                .as_ref()
+                .filter(|_| group.member_epoch >= 0)
+                .map(|member_id| (member_id.as_str(), group.member_epoch));
+            let checked = check_member(broker, group.group_id.as_str(), member);
+            match checked.and_then(|()| fetch_group(broker, group.group_id.as_str(), wanted)) {
                 Err(error) => answer.with_error_code(error.code()),
                 Ok(topics) => answer.with_topics(
                     topics
