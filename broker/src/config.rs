@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use fjord_engine::config::LogConfig;
 
@@ -55,9 +56,128 @@ pub struct BrokerConfig {
     pub cleaner_dedupe_buffer_size: usize,
     /// `log.cleaner.backoff.ms`.
     pub cleaner_backoff_ms: u64,
+    /// The group coordinator's keys.
+    pub group_coordinator: GroupCoordinatorConfig,
     /// The keys set by the properties file or `--set`, with their values
     /// (DescribeConfigs reports these as `STATIC_BROKER_CONFIG`).
     pub explicit_settings: BTreeMap<String, String>,
+}
+
+/// The group coordinator's broker keys (Kafka's names and defaults).
+#[derive(Clone, Debug)]
+pub struct GroupCoordinatorConfig {
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor`: accepted; one node holds the
+    /// only replica.
+    pub offsets_topic_replication_factor: i16,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets`.
+    pub offsets_topic_segment_bytes: u64,
+    /// `offsets.retention.minutes`: how long offsets of an empty group live.
+    pub offsets_retention: Duration,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval: Duration,
+    /// `group.initial.rebalance.delay.ms`: how long a new group waits for
+    /// more members before its first rebalance.
+    pub group_initial_rebalance_delay: Duration,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout: Duration,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout: Duration,
+    /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members
+    /// heartbeat.
+    pub consumer_heartbeat_interval: Duration,
+    /// `group.consumer.session.timeout.ms`.
+    pub consumer_session_timeout: Duration,
+    /// `group.consumer.assignors` as short names (`uniform`, `range`).
+    pub consumer_assignors: Vec<String>,
+}
+
+impl GroupCoordinatorConfig {
+    fn parse(get: &impl Fn(&str) -> String) -> Result<Self, BrokerError> {
+        let offsets_topic_num_partitions: i32 = parse(
+            "offsets.topic.num.partitions",
+            &get("offsets.topic.num.partitions"),
+        )?;
+        if !(1..=crate::metadata::PARTITIONS_MAX).contains(&offsets_topic_num_partitions) {
+            return Err(invalid(
+                "offsets.topic.num.partitions",
+                &get("offsets.topic.num.partitions"),
+                "must be between 1 and 100000",
+            ));
+        }
+        let offsets_topic_replication_factor: i16 = parse(
+            "offsets.topic.replication.factor",
+            &get("offsets.topic.replication.factor"),
+        )?;
+        if offsets_topic_replication_factor < 1 {
+            return Err(invalid(
+                "offsets.topic.replication.factor",
+                &get("offsets.topic.replication.factor"),
+                "must be at least 1",
+            ));
+        }
+        let milliseconds = |key: &str| -> Result<Duration, BrokerError> {
+            let value: i64 = parse(key, &get(key))?;
+            u64::try_from(value)
+                .map(Duration::from_millis)
+                .map_err(|_| invalid(key, &get(key), "must not be negative"))
+        };
+        let offsets_retention_minutes: i64 = parse(
+            "offsets.retention.minutes",
+            &get("offsets.retention.minutes"),
+        )?;
+        if offsets_retention_minutes < 1 {
+            return Err(invalid(
+                "offsets.retention.minutes",
+                &get("offsets.retention.minutes"),
+                "must be at least 1",
+            ));
+        }
+        let consumer_assignors = get("group.consumer.assignors")
+            .split(',')
+            .map(|name| {
+                crate::groups::consumer::assignor_name(name.trim())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        invalid(
+                            "group.consumer.assignors",
+                            &get("group.consumer.assignors"),
+                            "known assignors: uniform, range",
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let group_min_session_timeout = milliseconds("group.min.session.timeout.ms")?;
+        let group_max_session_timeout = milliseconds("group.max.session.timeout.ms")?;
+        if group_max_session_timeout < group_min_session_timeout {
+            return Err(invalid(
+                "group.max.session.timeout.ms",
+                &get("group.max.session.timeout.ms"),
+                "must not be below group.min.session.timeout.ms",
+            ));
+        }
+        Ok(Self {
+            offsets_topic_num_partitions,
+            offsets_topic_replication_factor,
+            offsets_topic_segment_bytes: parse(
+                "offsets.topic.segment.bytes",
+                &get("offsets.topic.segment.bytes"),
+            )?,
+            offsets_retention: Duration::from_secs(
+                u64::try_from(offsets_retention_minutes)
+                    .unwrap_or(1)
+                    .saturating_mul(60),
+            ),
+            offsets_retention_check_interval: milliseconds("offsets.retention.check.interval.ms")?,
+            group_initial_rebalance_delay: milliseconds("group.initial.rebalance.delay.ms")?,
+            group_min_session_timeout,
+            group_max_session_timeout,
+            consumer_heartbeat_interval: milliseconds("group.consumer.heartbeat.interval.ms")?,
+            consumer_session_timeout: milliseconds("group.consumer.session.timeout.ms")?,
+            consumer_assignors,
+        })
+    }
 }
 
 /// The broker keys and their defaults, in the order `--help` lists them.
@@ -93,6 +213,17 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("max.incremental.fetch.session.cache.slots", "1000"),
     ("connections.max.idle.ms", "600000"),
     ("cluster.id", "fjord-cluster"),
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.replication.factor", "3"),
+    ("offsets.topic.segment.bytes", "104857600"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.consumer.heartbeat.interval.ms", "5000"),
+    ("group.consumer.session.timeout.ms", "45000"),
+    ("group.consumer.assignors", "uniform,range"),
     ("cores", ""),
 ];
 
@@ -288,6 +419,7 @@ impl BrokerConfig {
             ));
         }
         Ok(Self {
+            group_coordinator: GroupCoordinatorConfig::parse(&get)?,
             node_id: parse("node.id", &get("node.id"))?,
             listener,
             advertised_host,

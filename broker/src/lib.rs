@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod fetch_codec;
 pub mod fetch_session;
+pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod recompress;
@@ -29,6 +30,7 @@ use fjord_engine::shard::{self, CleanerConfig, EngineConfig};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::groups::{CoordinatorSettings, GroupCoordinator};
 use crate::metadata::Controller;
 use crate::server::Broker;
 
@@ -66,13 +68,37 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
         let controller = controller.clone();
         Arc::new(move |partition| controller.log_config_for(&partition.topic))
     };
+    let mut group_settings = CoordinatorSettings::from_config(&config);
+    if let Some(existing) = controller
+        .image()
+        .topics
+        .get(topics::CONSUMER_OFFSETS_TOPIC)
+    {
+        // Groups were placed by the partition count the topic has.
+        if existing.partitions != group_settings.partitions {
+            tracing::warn!(
+                configured = group_settings.partitions,
+                existing = existing.partitions,
+                "offsets.topic.num.partitions differs from __consumer_offsets; using the topic's"
+            );
+        }
+        group_settings.partitions = existing.partitions;
+    }
+    let groups = Arc::new(GroupCoordinator::new(group_settings));
     let config = Arc::new(config);
     let outcomes = shard::run(&engine, move |shard| {
-        let broker = Broker::new(shard, config.clone(), controller.clone(), stop.clone());
+        let broker = Broker::new(
+            shard,
+            config.clone(),
+            controller.clone(),
+            groups.clone(),
+            stop.clone(),
+        );
         async move {
             topics::commit_recovered_partitions(&broker).await;
             if broker.shard.id() == 0 {
                 topics::reconcile_partitions(&broker).await;
+                start_group_coordinator(&broker);
             }
             let outcome = server::serve(Rc::clone(&broker)).await;
             if let Err(error) = &outcome {
@@ -202,6 +228,26 @@ fn listening_socket(line: &str) -> Option<(std::net::IpAddr, u16)> {
         _ => return None,
     };
     Some((ip, port))
+}
+
+/// Creates `__consumer_offsets` if needed, loads the groups from it, then
+/// runs their expiry, in the background of shard 0 so that the other
+/// requests are served meanwhile (group requests answer
+/// `COORDINATOR_LOAD_IN_PROGRESS` until the load ends).
+fn start_group_coordinator(broker: &Rc<Broker>) {
+    let broker = Rc::clone(broker);
+    glommio::spawn_local(async move {
+        if let Err(error) = topics::ensure_consumer_offsets(&broker).await {
+            tracing::error!(
+                error = %error.message,
+                "cannot create __consumer_offsets; groups stay unavailable"
+            );
+            return;
+        }
+        groups::load(&broker).await;
+        groups::run_expiry(broker).await;
+    })
+    .detach();
 }
 
 #[cfg(test)]

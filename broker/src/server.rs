@@ -20,6 +20,7 @@
 //! broker.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +41,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fetch_codec::{encode_fetch_response, ResponseChunk};
 use crate::fetch_session::FetchSessions;
+use crate::groups::GroupCoordinator;
 use crate::handlers::produce::{LegacyProduce, OLDEST_APPENDED_VERSION};
 use crate::handlers::{self, Reply};
 use crate::metadata::Controller;
@@ -60,6 +62,8 @@ pub struct Broker {
     pub controller: Arc<Controller>,
     /// Incremental fetch sessions opened by this shard's connections.
     pub fetch_sessions: FetchSessions,
+    /// The group coordinator (shared by every shard).
+    pub groups: Arc<GroupCoordinator>,
     stop_flag: Arc<AtomicBool>,
     stopping: Event,
     stopped: Cell<bool>,
@@ -72,6 +76,7 @@ impl Broker {
         shard: Rc<Shard>,
         config: Arc<BrokerConfig>,
         controller: Arc<Controller>,
+        groups: Arc<GroupCoordinator>,
         stop_flag: Arc<AtomicBool>,
     ) -> Rc<Self> {
         // Shard counts are core counts: far below u32::MAX.
@@ -87,6 +92,7 @@ impl Broker {
             fetch_sessions,
             config,
             controller,
+            groups,
             stop_flag,
             stopping: Event::new(),
             stopped: Cell::new(false),
@@ -243,7 +249,7 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
         };
         let task = glommio::spawn_local({
             let broker = broker.clone();
-            async move { respond(&broker, header, request).await }
+            async move { respond(&broker, header, request, peer).await }
         });
         if responses.send(task.detach()).await.is_err() {
             break;
@@ -347,7 +353,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Decoded), Brok
     Ok((header, Decoded::Request(Box::new(request))))
 }
 
-async fn respond(broker: &Rc<Broker>, header: RequestHeader, request: Decoded) -> Outcome {
+async fn respond(
+    broker: &Rc<Broker>,
+    header: RequestHeader,
+    request: Decoded,
+    peer: Option<SocketAddr>,
+) -> Outcome {
     let Ok(api_key) = ApiKey::try_from(header.request_api_key) else {
         return Outcome::Close;
     };
@@ -365,14 +376,16 @@ async fn respond(broker: &Rc<Broker>, header: RequestHeader, request: Decoded) -
             0,
             Reply::Encoded(handlers::api_versions::unsupported_version()),
         ),
-        Decoded::Request(request) => match handlers::dispatch(broker, &header, *request).await {
-            Ok(Some(reply)) => (header.request_api_version, reply),
-            Ok(None) => return Outcome::Silent,
-            Err(error) => {
-                tracing::warn!(?api_key, %error, "request failed; closing the connection");
-                return Outcome::Close;
+        Decoded::Request(request) => {
+            match handlers::dispatch(broker, &header, *request, peer).await {
+                Ok(Some(reply)) => (header.request_api_version, reply),
+                Ok(None) => return Outcome::Silent,
+                Err(error) => {
+                    tracing::warn!(?api_key, %error, "request failed; closing the connection");
+                    return Outcome::Close;
+                }
             }
-        },
+        }
     };
     let encoded = match reply {
         Reply::Encoded(response) => encode_response(api_key, &header, version, &response)

@@ -12,8 +12,66 @@ use fjord_engine::shard::{Request, Response};
 use fjord_engine::TopicPartition;
 use kafka_protocol::ResponseError;
 
+use crate::config::BrokerConfig;
 use crate::metadata::{MetadataError, TopicMetadata};
 use crate::server::Broker;
+
+/// The internal topic holding consumer groups and their offsets.
+pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The internal topic of the transaction coordinator.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// Whether `name` is one of Kafka's internal topics: reported
+/// `is_internal` by Metadata, and closed to clients' produce and delete.
+#[must_use]
+pub fn is_internal(name: &str) -> bool {
+    name == CONSUMER_OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC
+}
+
+/// The topic configs `__consumer_offsets` is created with: the one place
+/// that sets them (Kafka's `offsets.topic.*` broker keys).
+#[must_use]
+pub fn consumer_offsets_configs(config: &BrokerConfig) -> Vec<(String, String)> {
+    vec![
+        // Only the latest commit per group and partition matters, and
+        // tombstones remove deleted groups: the log cleaner keeps the
+        // topic (and the load at start) as small as the live state.
+        ("cleanup.policy".to_owned(), "compact".to_owned()),
+        (
+            "segment.bytes".to_owned(),
+            config
+                .group_coordinator
+                .offsets_topic_segment_bytes
+                .to_string(),
+        ),
+    ]
+}
+
+/// Creates `__consumer_offsets` if it does not exist yet (shard 0, at
+/// start), with `offsets.topic.num.partitions` partitions.
+///
+/// # Errors
+/// The controller's or the engine's error if it cannot be created.
+pub async fn ensure_consumer_offsets(broker: &Rc<Broker>) -> Result<(), MetadataError> {
+    if broker
+        .controller
+        .image()
+        .topics
+        .contains_key(CONSUMER_OFFSETS_TOPIC)
+    {
+        return Ok(());
+    }
+    // One node holds the only replica, whatever the configured factor.
+    create_topic(
+        broker,
+        CONSUMER_OFFSETS_TOPIC,
+        broker.config.group_coordinator.offsets_topic_num_partitions,
+        1,
+        consumer_offsets_configs(&broker.config),
+    )
+    .await
+    .map(|_| ())
+}
 
 /// Creates `name` in the metadata and its partitions on their shards.
 ///
@@ -36,33 +94,55 @@ pub async fn create_topic(
     Ok(topic)
 }
 
-/// Creates partitions `indexes` of `name` on their shards; one that already
-/// exists is left as it is.
+/// Partitions created at once: their directory and file syncs overlap (a
+/// first start creates the 50 of `__consumer_offsets`), and a topic of many
+/// partitions still does not spawn a task per partition.
+const CONCURRENT_CREATES_MAX: usize = 32;
+
+/// Creates partitions `indexes` of `name` on their shards, up to
+/// [`CONCURRENT_CREATES_MAX`] at once; one that already exists is left as
+/// it is. Every creation started is awaited, even after one failed.
 async fn create_partitions(
     broker: &Rc<Broker>,
     name: &str,
     indexes: Range<i32>,
     config: &LogConfig,
 ) -> Result<(), MetadataError> {
-    for partition in indexes {
-        let partition = TopicPartition::new(name, partition);
-        let owner = broker.shard.owner_of(&partition);
-        match broker
-            .shard
-            .call(owner, Request::Create(partition, config.clone()))
-            .await
-        {
-            Response::Done | Response::Failed(fjord_engine::Error::PartitionExists(_)) => {}
-            Response::Failed(error) => {
-                return Err(MetadataError {
-                    code: ResponseError::KafkaStorageError.code(),
-                    message: error.to_string(),
+    let indexes: Vec<i32> = indexes.collect();
+    let mut first_error = None;
+    for chunk in indexes.chunks(CONCURRENT_CREATES_MAX) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|index| {
+                let broker = Rc::clone(broker);
+                let partition = TopicPartition::new(name, *index);
+                let config = config.clone();
+                glommio::spawn_local(async move {
+                    let owner = broker.shard.owner_of(&partition);
+                    broker
+                        .shard
+                        .call(owner, Request::Create(partition, config))
+                        .await
                 })
+            })
+            .collect();
+        for task in tasks {
+            match task.await {
+                Response::Done | Response::Failed(fjord_engine::Error::PartitionExists(_)) => {}
+                Response::Failed(error) => {
+                    first_error.get_or_insert(MetadataError {
+                        code: ResponseError::KafkaStorageError.code(),
+                        message: error.to_string(),
+                    });
+                }
+                other => unreachable!("Create answers Done or Failed, not {other:?}"),
             }
-            other => unreachable!("Create answers Done or Failed, not {other:?}"),
+        }
+        if first_error.is_some() {
+            break;
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Grows `name` to `count` partitions (CreatePartitions): the metadata

@@ -1,7 +1,9 @@
 //! CreatePartitions: grows a topic's partition count (never shrinks it),
 //! honours `validate_only`, and creates the new partitions on their shards.
 //! Manual assignments are accepted when they place each new partition on
-//! this node alone, the only assignment a single node can make.
+//! this node alone, the only assignment a single node can make. Internal
+//! topics keep their partition count (`__consumer_offsets` places groups by
+//! it).
 
 use std::rc::Rc;
 
@@ -84,6 +86,14 @@ async fn create_one(
             format!("unknown topic {name:?}"),
         ));
     };
+    if topics::is_internal(&name) {
+        // Groups are placed by the partition count of __consumer_offsets:
+        // growing it would lose every group whose partition changes.
+        return Err(error(
+            ResponseError::InvalidTopicException,
+            format!("the partitions of internal topic {name} cannot change"),
+        ));
+    }
     check_assignments(broker, topic, current)?;
     topics::add_partitions(broker, &name, topic.count, validate_only).await
 }

@@ -2,7 +2,8 @@
 //! the given offset, `-1` meaning the high watermark, and deletes the
 //! segments wholly below it. An offset above the high watermark is
 //! `OFFSET_OUT_OF_RANGE`; one below the current start changes nothing. The
-//! answer carries the low watermark after the deletion.
+//! answer carries the low watermark after the deletion. Internal topics
+//! are refused (`INVALID_TOPIC_EXCEPTION`), as in Kafka.
 
 use std::rc::Rc;
 
@@ -17,6 +18,7 @@ use kafka_protocol::ResponseError;
 use super::ApiSupport;
 use crate::error::engine_error_code;
 use crate::server::Broker;
+use crate::topics;
 
 /// Versions served.
 pub const SUPPORT: ApiSupport = ApiSupport {
@@ -34,6 +36,11 @@ async fn delete_one(broker: &Broker, partition: TopicPartition, offset: i64) -> 
     let known = broker.controller.image().contains(&partition);
     if !known {
         return Err(ResponseError::UnknownTopicOrPartition.code());
+    }
+    if topics::is_internal(&partition.topic) {
+        // As Kafka: the group coordinator's records are not the client's to
+        // delete.
+        return Err(ResponseError::InvalidTopicException.code());
     }
     let owner = broker.shard.owner_of(&partition);
     let offset = match offset {

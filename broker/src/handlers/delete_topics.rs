@@ -1,4 +1,5 @@
-//! DeleteTopics: removes topics from the metadata and deletes their data.
+//! DeleteTopics: removes topics from the metadata and deletes their data;
+//! internal topics (`__consumer_offsets`) are refused.
 
 use std::rc::Rc;
 
@@ -47,6 +48,18 @@ pub async fn handle(broker: &Rc<Broker>, request: DeleteTopicsRequest) -> Delete
             continue;
         };
         let result = result.with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+        if topics::is_internal(&name) {
+            // Kafka refuses to delete its internal topics: groups and
+            // their offsets live there.
+            results.push(
+                result
+                    .with_error_code(ResponseError::InvalidTopicException.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "internal topics cannot be deleted",
+                    ))),
+            );
+            continue;
+        }
         results.push(match topics::delete_topic(broker, &name).await {
             Ok(topic) => result.with_topic_id(topic.uuid()),
             Err(error) => result

@@ -38,7 +38,7 @@ fn describe(broker: &Broker, topic: &TopicMetadata) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.uuid())
-        .with_is_internal(topic.name.starts_with("__"))
+        .with_is_internal(topics::is_internal(&topic.name))
         .with_partitions(partitions)
 }
 
@@ -71,6 +71,12 @@ pub async fn handle(
             let mut topics = Vec::with_capacity(requested.len());
             for wanted in requested {
                 let Some(name) = wanted.name.map(|name| name.0.to_string()) else {
+                    // By topic id (v10+): KIP-848 consumers resolve the
+                    // ids of their assignment this way.
+                    if let Some(topic) = image.topic_by_id(wanted.topic_id) {
+                        topics.push(describe(broker, topic));
+                        continue;
+                    }
                     topics.push(
                         MetadataResponseTopic::default()
                             .with_topic_id(wanted.topic_id)
@@ -80,6 +86,11 @@ pub async fn handle(
                 };
                 if let Some(topic) = broker.controller.image().topics.get(&name) {
                     topics.push(describe(broker, topic));
+                    continue;
+                }
+                if topics::is_internal(&name) {
+                    // Created by its coordinator at start, never by clients.
+                    topics.push(unknown(name, ResponseError::LeaderNotAvailable.code()));
                     continue;
                 }
                 let may_create = broker.config.auto_create_topics

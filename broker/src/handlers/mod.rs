@@ -4,6 +4,7 @@
 //! ApiVersions advertises exactly [`SUPPORTED`], so a client never sends a
 //! version a handler does not implement.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
@@ -14,20 +15,33 @@ use crate::server::Broker;
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 /// The versions of one API that fjord serves.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +72,19 @@ pub const SUPPORTED: &[ApiSupport] = &[
     create_partitions::SUPPORT,
     incremental_alter_configs::SUPPORT,
     describe_cluster::SUPPORT,
+    find_coordinator::SUPPORT,
+    join_group::SUPPORT,
+    sync_group::SUPPORT,
+    heartbeat::SUPPORT,
+    leave_group::SUPPORT,
+    offset_commit::SUPPORT,
+    offset_fetch::SUPPORT,
+    list_groups::SUPPORT,
+    describe_groups::SUPPORT,
+    delete_groups::SUPPORT,
+    offset_delete::SUPPORT,
+    consumer_group_heartbeat::SUPPORT,
+    consumer_group_describe::SUPPORT,
 ];
 
 /// The served versions of `key`, if it is served.
@@ -75,7 +102,7 @@ pub enum Reply {
     Fetch(ZeroCopyFetch),
 }
 
-/// Runs the handler for `request`. `Ok(None)` means no response is sent
+/// Runs the handler for `request`, from the client at `peer`. `Ok(None)` means no response is sent
 /// (Produce with `acks=0`).
 ///
 /// # Errors
@@ -84,8 +111,10 @@ pub async fn dispatch(
     broker: &Rc<Broker>,
     header: &RequestHeader,
     request: RequestKind,
+    peer: Option<SocketAddr>,
 ) -> Result<Option<Reply>, BrokerError> {
     let version = header.request_api_version;
+    let client_id = header.client_id.as_deref().unwrap_or_default();
     if let RequestKind::Fetch(request) = request {
         return Ok(Some(Reply::Fetch(fetch::handle(broker, request).await)));
     }
@@ -136,6 +165,45 @@ pub async fn dispatch(
         RequestKind::DescribeCluster(request) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, &request))
         }
+        RequestKind::FindCoordinator(request) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, request, version))
+        }
+        RequestKind::JoinGroup(request) => ResponseKind::JoinGroup(
+            join_group::handle(broker, request, version, client_id, peer).await,
+        ),
+        RequestKind::SyncGroup(request) => {
+            ResponseKind::SyncGroup(sync_group::handle(broker, request).await)
+        }
+        RequestKind::Heartbeat(request) => {
+            ResponseKind::Heartbeat(heartbeat::handle(broker, &request))
+        }
+        RequestKind::LeaveGroup(request) => {
+            ResponseKind::LeaveGroup(leave_group::handle(broker, request, version).await)
+        }
+        RequestKind::OffsetCommit(request) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(broker, request).await)
+        }
+        RequestKind::OffsetFetch(request) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(broker, request, version))
+        }
+        RequestKind::ListGroups(request) => {
+            ResponseKind::ListGroups(list_groups::handle(broker, &request, version))
+        }
+        RequestKind::DescribeGroups(request) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(broker, request, version))
+        }
+        RequestKind::DeleteGroups(request) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(broker, request).await)
+        }
+        RequestKind::OffsetDelete(request) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(broker, request).await)
+        }
+        RequestKind::ConsumerGroupHeartbeat(request) => ResponseKind::ConsumerGroupHeartbeat(
+            consumer_group_heartbeat::handle(broker, &request, client_id, peer),
+        ),
+        RequestKind::ConsumerGroupDescribe(request) => ResponseKind::ConsumerGroupDescribe(
+            consumer_group_describe::handle(broker, request, version),
+        ),
         other => {
             return Err(BrokerError::Malformed(format!(
                 "no handler for {:?}",

@@ -24,6 +24,7 @@ use super::ApiSupport;
 use crate::error::engine_error_code;
 use crate::recompress;
 use crate::server::Broker;
+use crate::topics;
 
 /// Versions advertised (v0-v2 are refused with `UNSUPPORTED_VERSION`).
 pub const SUPPORT: ApiSupport = ApiSupport {
@@ -192,6 +193,14 @@ pub async fn handle(broker: &Rc<Broker>, request: ProduceRequest) -> Option<Prod
                         data.index,
                         ResponseError::InvalidRequiredAcks,
                         "acks must be 0, 1 or -1",
+                    );
+                    return glommio::spawn_local(async move { response });
+                }
+                if topics::is_internal(&name) {
+                    let response = failed(
+                        data.index,
+                        ResponseError::InvalidTopicException,
+                        "clients may not write to an internal topic",
                     );
                     return glommio::spawn_local(async move { response });
                 }

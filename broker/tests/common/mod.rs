@@ -20,8 +20,19 @@ use kafka_protocol::messages::delete_records_request::{
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic,
+};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -35,6 +46,12 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
     InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId,
     RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest,
+    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -121,6 +138,11 @@ pub fn sized(body: &[u8]) -> Vec<u8> {
     frame.put_i32(i32::try_from(body.len()).expect("frame fits i32"));
     frame.extend_from_slice(body);
     frame
+}
+
+/// A group id for `name`'s requests of one version.
+fn group(name: &str, version: i16) -> GroupId {
+    GroupId(StrBytes::from_string(format!("{name}-group-v{version}")))
 }
 
 fn topic(name: &str) -> TopicName {
@@ -219,6 +241,31 @@ const TOPIC_RESOURCE: i8 = 2;
 /// A populated request of `api_key` that encodes at `version`, or `None`
 /// where kafka-protocol cannot encode that version (Produce v0-v2).
 pub fn sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<RequestKind> {
+    group_sample_request(api_key, version, name)
+        .or_else(|| consumer_group_sample_request(api_key, version, name))
+        .or_else(|| other_sample_request(api_key, version, name))
+}
+
+/// A populated request of a KIP-848 API, `None` for other APIs.
+fn consumer_group_sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<RequestKind> {
+    Some(match api_key {
+        ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(group(name, version))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(1_000)
+                .with_subscribed_topic_names(Some(vec![topic(name)]))
+                .with_topic_partitions(Some(Vec::new())),
+        ),
+        ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![group(name, version)]),
+        ),
+        _ => return None,
+    })
+}
+
+/// [`sample_request`] for the APIs other than the group coordinator's.
+fn other_sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<RequestKind> {
     Some(match api_key {
         ApiKey::Produce if version < 3 => return None,
         ApiKey::Produce => produce(name, 1, one_record_batch(b"value")),
@@ -318,6 +365,105 @@ pub fn sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<Reque
                         .with_leader_epoch(0)])]),
         ),
         other => panic!("{other:?} is not served"),
+    })
+}
+
+/// A populated request of a group coordinator API, `None` for other APIs.
+fn group_sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<RequestKind> {
+    Some(match api_key {
+        ApiKey::FindCoordinator => RequestKind::FindCoordinator(
+            FindCoordinatorRequest::default()
+                .with_key(if version < 4 {
+                    StrBytes::from_string(name.to_owned())
+                } else {
+                    StrBytes::default()
+                })
+                .with_coordinator_keys(if version >= 4 {
+                    vec![StrBytes::from_string(name.to_owned())]
+                } else {
+                    Vec::new()
+                }),
+        ),
+        // A group of its own per version with a short rebalance timeout,
+        // so each join completes at once instead of waiting for members
+        // of another version's join.
+        ApiKey::JoinGroup => RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(group(name, version))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(100)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(Bytes::from_static(b"\0\0\0\0\0\0\0\0"))]),
+        ),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(group(name, version))
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(group(name, version))
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        ),
+        ApiKey::LeaveGroup if version < 3 => RequestKind::LeaveGroup(
+            LeaveGroupRequest::default()
+                .with_group_id(group(name, version))
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        ),
+        ApiKey::LeaveGroup => RequestKind::LeaveGroup(
+            LeaveGroupRequest::default()
+                .with_group_id(group(name, version))
+                .with_members(vec![
+                    MemberIdentity::default().with_member_id(StrBytes::from_static_str("nobody"))
+                ]),
+        ),
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(group(name, version))
+                .with_generation_id_or_member_epoch(-1)
+                .with_retention_time_ms(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(topic(name))
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(0)
+                        .with_committed_leader_epoch(-1)
+                        .with_committed_metadata(Some(StrBytes::from_static_str("m")))])]),
+        ),
+        ApiKey::OffsetFetch if version >= 8 => RequestKind::OffsetFetch(
+            OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(group(name, version))
+                .with_member_epoch(-1)
+                .with_topics(None)]),
+        ),
+        ApiKey::OffsetFetch => RequestKind::OffsetFetch(
+            OffsetFetchRequest::default()
+                .with_group_id(group(name, version))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(topic(name))
+                    .with_partition_indexes(vec![0])])),
+        ),
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![group(name, version)]),
+        ),
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![group(name, version)]),
+        ),
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(
+            OffsetDeleteRequest::default()
+                .with_group_id(group(name, version))
+                .with_topics(vec![OffsetDeleteRequestTopic::default()
+                    .with_name(topic(name))
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(0)
+                    ])]),
+        ),
+        _ => return None,
     })
 }
 

@@ -1,0 +1,650 @@
+//! The group coordinator: consumer groups (Kafka's classic protocol) and
+//! their committed offsets, kept in the internal topic `__consumer_offsets`.
+//!
+//! A group belongs to the partition `abs(hashCode(group id)) %
+//! offsets.topic.num.partitions` (Kafka's rule, so tools that compute it
+//! agree), and every change to it is a record in that partition: offset
+//! commits, group metadata after each completed rebalance, tombstones for
+//! deletions and expiry, all in Kafka's schemas ([`records`]). A commit is
+//! acknowledged only once its record is flushed. On start shard 0 reads
+//! every partition back and rebuilds the groups; until a partition is
+//! loaded its groups answer `COORDINATOR_LOAD_IN_PROGRESS`.
+//!
+//! A connection's requests run on whichever shard accepted it, so the state
+//! is shared by all shards: one [`std::sync::Mutex`] per `__consumer_offsets`
+//! partition, never held across an `.await`. Requests that wait (JoinGroup
+//! until the join phase ends, SyncGroup until the leader assigns) listen on
+//! the group's [`event_listener::Event`] with a glommio timer as a bound;
+//! shard 0 ticks every [`TICK`] to end join phases at their deadline and
+//! expire sessions, and every `offsets.retention.check.interval.ms` to
+//! expire offsets of empty groups.
+
+pub mod consumer;
+pub mod group;
+pub mod records;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fjord_engine::batch::{build_batch, records as batch_records, BatchHeader};
+use fjord_engine::shard::{AppendRequest, Request, Response};
+use fjord_engine::{LeaderEpoch, TimestampMs, TopicPartition};
+use kafka_protocol::ResponseError;
+
+use crate::config::BrokerConfig;
+use crate::error::engine_error_code;
+use crate::server::Broker;
+use crate::topics::CONSUMER_OFFSETS_TOPIC;
+use group::{CommittedOffset, Group, GroupTimings};
+use records::{OffsetValue, RecordKey};
+
+/// How often shard 0 ends join phases at their deadline and expires
+/// sessions: the precision of those timeouts.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Bytes read per request while loading a partition.
+const LOAD_READ_BYTES: usize = 1 << 20;
+/// `offset.metadata.max.bytes`' default: longer commit metadata is refused.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+/// Kafka's group -> `__consumer_offsets` partition:
+/// `Utils.abs(groupId.hashCode()) % partitions`, with Java's `String.hashCode`
+/// over UTF-16 code units and `Utils.abs` = `& 0x7fffffff`.
+#[must_use]
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    let hash = group_id.encode_utf16().fold(0_i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    (hash & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// The coordinator settings from the broker configuration.
+#[derive(Clone, Debug)]
+pub struct CoordinatorSettings {
+    /// `offsets.topic.num.partitions`.
+    pub partitions: i32,
+    /// Join timing.
+    pub timings: GroupTimings,
+    /// `group.min.session.timeout.ms`.
+    pub min_session_timeout: Duration,
+    /// `group.max.session.timeout.ms`.
+    pub max_session_timeout: Duration,
+    /// `offsets.retention.minutes`.
+    pub offsets_retention: Duration,
+    /// `offsets.retention.check.interval.ms`.
+    pub retention_check_interval: Duration,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848).
+    pub consumer_heartbeat_interval: Duration,
+    /// `group.consumer.session.timeout.ms` (KIP-848).
+    pub consumer_session_timeout: Duration,
+    /// `group.consumer.assignors`, short names, the first the default.
+    pub consumer_assignors: Vec<String>,
+}
+
+impl CoordinatorSettings {
+    /// From the broker configuration.
+    #[must_use]
+    pub fn from_config(config: &BrokerConfig) -> Self {
+        let config = &config.group_coordinator;
+        Self {
+            partitions: config.offsets_topic_num_partitions,
+            timings: GroupTimings {
+                initial_rebalance_delay: config.group_initial_rebalance_delay,
+            },
+            min_session_timeout: config.group_min_session_timeout,
+            max_session_timeout: config.group_max_session_timeout,
+            offsets_retention: config.offsets_retention,
+            retention_check_interval: config.offsets_retention_check_interval,
+            consumer_heartbeat_interval: config.consumer_heartbeat_interval,
+            consumer_session_timeout: config.consumer_session_timeout,
+            consumer_assignors: config.consumer_assignors.clone(),
+        }
+    }
+}
+
+/// The groups of one `__consumer_offsets` partition.
+#[derive(Debug, Default)]
+pub struct PartitionGroups {
+    /// Whether the partition has been read back since start.
+    pub loaded: bool,
+    /// Groups by id.
+    pub groups: HashMap<String, Group>,
+}
+
+/// The coordinator shared by every shard; see the module documentation.
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    /// Its settings.
+    pub settings: CoordinatorSettings,
+    partitions: Vec<Mutex<PartitionGroups>>,
+}
+
+/// A failed group operation: the Kafka error.
+pub type GroupResult<T> = Result<T, ResponseError>;
+
+impl GroupCoordinator {
+    /// A coordinator with nothing loaded yet.
+    #[must_use]
+    pub fn new(settings: CoordinatorSettings) -> Self {
+        let count = usize::try_from(settings.partitions.max(1)).unwrap_or(1);
+        Self {
+            settings,
+            partitions: (0..count).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// The `__consumer_offsets` partition of `group_id`.
+    #[must_use]
+    pub fn partition_of(&self, group_id: &str) -> i32 {
+        partition_for(group_id, self.settings.partitions)
+    }
+
+    fn lock_partition(&self, partition: i32) -> MutexGuard<'_, PartitionGroups> {
+        let index = usize::try_from(partition).unwrap_or(0) % self.partitions.len();
+        // Every change under the lock is a few field updates that cannot
+        // panic half-way; a poisoned lock still holds consistent groups.
+        self.partitions[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `change` on the groups of `group_id`'s partition.
+    ///
+    /// # Errors
+    /// `COORDINATOR_LOAD_IN_PROGRESS` until the partition is loaded.
+    pub fn with_partition<T>(
+        &self,
+        group_id: &str,
+        change: impl FnOnce(&mut PartitionGroups) -> T,
+    ) -> GroupResult<T> {
+        let mut partition = self.lock_partition(self.partition_of(group_id));
+        if !partition.loaded {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Ok(change(&mut partition))
+    }
+
+    /// Runs `change` on `group_id` if it exists.
+    ///
+    /// # Errors
+    /// `COORDINATOR_LOAD_IN_PROGRESS` until the partition is loaded.
+    pub fn with_group<T>(
+        &self,
+        group_id: &str,
+        change: impl FnOnce(Option<&mut Group>) -> T,
+    ) -> GroupResult<T> {
+        self.with_partition(group_id, |partition| {
+            change(partition.groups.get_mut(group_id))
+        })
+    }
+
+    /// Whether every partition is loaded.
+    #[must_use]
+    pub fn is_loaded(&self) -> bool {
+        (0..self.settings.partitions).all(|partition| self.lock_partition(partition).loaded)
+    }
+
+    /// Runs `visit` on every group of every loaded partition; `None` if
+    /// some partition is still loading.
+    pub fn visit_groups(&self, mut visit: impl FnMut(&Group)) -> Option<()> {
+        for partition in 0..self.settings.partitions {
+            let partition = self.lock_partition(partition);
+            if !partition.loaded {
+                return None;
+            }
+            partition.groups.values().for_each(&mut visit);
+        }
+        Some(())
+    }
+
+    /// Checks a session timeout against the broker's bounds.
+    ///
+    /// # Errors
+    /// `INVALID_SESSION_TIMEOUT` outside them.
+    pub fn check_session_timeout(&self, timeout_ms: i32) -> GroupResult<Duration> {
+        let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+        if timeout < self.settings.min_session_timeout
+            || timeout > self.settings.max_session_timeout
+        {
+            return Err(ResponseError::InvalidSessionTimeout);
+        }
+        Ok(timeout)
+    }
+}
+
+/// Re-runs `check` on `group_id` each time the group changes until it
+/// answers, for at most `timeout`. `Ok(None)` if the time ran out or the
+/// broker is shutting down (a waiting request must not hold it up).
+///
+/// # Errors
+/// `COORDINATOR_LOAD_IN_PROGRESS` if the partition is not loaded.
+pub async fn wait_for<T>(
+    broker: &Broker,
+    group_id: &str,
+    timeout: Duration,
+    mut check: impl FnMut(Option<&mut Group>) -> Option<T>,
+) -> GroupResult<Option<T>> {
+    let coordinator = &broker.groups;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if broker.is_stopping() {
+            return Ok(None);
+        }
+        let (answer, listener) = coordinator.with_group(group_id, |group| match group {
+            Some(group) => {
+                let listener = group.changed.listen();
+                (check(Some(group)), Some(listener))
+            }
+            None => (check(None), None),
+        })?;
+        if let Some(answer) = answer {
+            return Ok(Some(answer));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Ok(None);
+        }
+        // Looks at the stop flag at least every tick.
+        let pause = glommio::timer::sleep(remaining.min(TICK));
+        match listener {
+            Some(listener) => futures_lite::future::or(listener, pause).await,
+            None => pause.await,
+        }
+    }
+}
+
+/// A record to write: key and value (`None`: a tombstone).
+pub type KeyValueRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// Appends `records` as one batch to `__consumer_offsets` partition
+/// `partition` on its owning shard and waits until it is flushed. Returns
+/// the offset of the first record.
+///
+/// # Errors
+/// The Kafka error of the failed append (`COORDINATOR_NOT_AVAILABLE` for
+/// storage failures, as Kafka answers group requests whose write failed).
+pub async fn append(
+    broker: &Broker,
+    partition: i32,
+    records: &[KeyValueRecord],
+) -> GroupResult<i64> {
+    if records.is_empty() {
+        return Ok(-1);
+    }
+    let pairs: Vec<_> = records
+        .iter()
+        .map(|(key, value)| (Some(key.as_slice()), value.as_deref()))
+        .collect();
+    let batch = build_batch(&pairs, TimestampMs::now(), None);
+    let partition = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, partition);
+    let owner = broker.shard.owner_of(&partition);
+    let append = AppendRequest {
+        partition: partition.clone(),
+        batch: Bytes::from(batch),
+        leader_epoch: LeaderEpoch(0),
+        flush: true,
+        advance_high_watermark: true,
+    };
+    match broker.shard.call(owner, Request::Append(append)).await {
+        Response::Appended(info) => Ok(info.base_offset.0),
+        Response::Failed(error) => {
+            tracing::warn!(%partition, %error, "cannot write to the group log");
+            Err(
+                if engine_error_code(&error) == ResponseError::MessageTooLarge.code() {
+                    ResponseError::RecordListTooLarge
+                } else {
+                    ResponseError::CoordinatorNotAvailable
+                },
+            )
+        }
+        other => unreachable!("Append answers Appended or Failed, not {other:?}"),
+    }
+}
+
+/// Writes the metadata of `group_id` as it is now (or a tombstone if it is
+/// gone).
+///
+/// # Errors
+/// As [`append`].
+pub async fn store_group(broker: &Broker, group_id: &str) -> GroupResult<()> {
+    let coordinator = &broker.groups;
+    let value = coordinator.with_group(group_id, |group| {
+        group.map(|group| group.to_stored().encode())
+    })?;
+    let key = RecordKey::Group(group_id.to_owned()).encode();
+    append(broker, coordinator.partition_of(group_id), &[(key, value)]).await?;
+    Ok(())
+}
+
+/// Reads every `__consumer_offsets` partition back into the coordinator
+/// (shard 0, at start). A partition that cannot be read is logged and
+/// stays unloaded: its groups keep answering
+/// `COORDINATOR_LOAD_IN_PROGRESS` rather than forgetting commits.
+pub async fn load(broker: &Rc<Broker>) {
+    let started = Instant::now();
+    // Every partition at once: each is read on its own shard, and one
+    // slow partition does not hold up the groups of the others.
+    let tasks: Vec<_> = (0..broker.groups.settings.partitions)
+        .map(|partition| {
+            let broker = Rc::clone(broker);
+            glommio::spawn_local(async move {
+                match read_partition(&broker, partition).await {
+                    Ok(groups) => {
+                        let mut state = broker.groups.lock_partition(partition);
+                        state.groups = groups;
+                        state.loaded = true;
+                    }
+                    Err(error) => {
+                        tracing::error!(partition, %error, "cannot load group state");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await;
+    }
+    tracing::info!(elapsed = ?started.elapsed(), "group coordinator loaded");
+}
+
+async fn read_partition(broker: &Broker, index: i32) -> Result<HashMap<String, Group>, String> {
+    let partition = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, index);
+    let owner = broker.shard.owner_of(&partition);
+    let offsets = match broker
+        .shard
+        .call(owner, Request::Offsets(partition.clone()))
+        .await
+    {
+        Response::Offsets(offsets) => offsets,
+        Response::Failed(error) => return Err(error.to_string()),
+        other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
+    };
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    let mut next = offsets.log_start;
+    let now = Instant::now();
+    while next < offsets.high_watermark {
+        let read = Request::Read {
+            partition: partition.clone(),
+            offset: next,
+            max_bytes: LOAD_READ_BYTES,
+            upper_bound: offsets.high_watermark,
+            committed: true,
+        };
+        let batches = match broker.shard.call(owner, read).await {
+            Response::Read(read) => read.batches,
+            Response::Failed(error) => return Err(error.to_string()),
+            other => unreachable!("Read answers Read or Failed, not {other:?}"),
+        };
+        if batches.is_empty() {
+            break;
+        }
+        for batch in batches {
+            let header = BatchHeader::parse(&batch).map_err(|error| error.to_string())?;
+            next = header.last_offset().next();
+            if header.is_control() {
+                continue;
+            }
+            let records = match batch_records(&batch) {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::warn!(%partition, offset = header.base_offset.0, %error, "skipping a batch of the group log");
+                    continue;
+                }
+            };
+            for record in records {
+                let record = record.map_err(|error| error.to_string())?;
+                let offset = header.base_offset.0 + i64::from(record.offset_delta);
+                if let Err(error) = apply_record(&mut groups, record.key, record.value, offset, now)
+                {
+                    tracing::warn!(%partition, offset, %error, "skipping a record of the group log");
+                }
+            }
+        }
+    }
+    Ok(groups)
+}
+
+fn apply_record(
+    groups: &mut HashMap<String, Group>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    record_offset: i64,
+    now: Instant,
+) -> Result<(), String> {
+    let key = RecordKey::decode(key.ok_or("record without a key")?)?;
+    match key {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => match value {
+            Some(value) => {
+                let value = OffsetValue::decode(value)?;
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group))
+                    .apply_offset(
+                        topic,
+                        partition,
+                        CommittedOffset {
+                            value,
+                            record_offset,
+                        },
+                    );
+            }
+            None => {
+                if let Some(group) = groups.get_mut(&group) {
+                    group.offsets.remove(&(topic, partition));
+                }
+            }
+        },
+        RecordKey::Group(id) => match value {
+            Some(value) => {
+                let stored = records::GroupValue::decode(value)?;
+                let offsets = groups
+                    .remove(&id)
+                    .map(|group| group.offsets)
+                    .unwrap_or_default();
+                let mut group = Group::from_stored(id.clone(), stored, now);
+                group.offsets = offsets;
+                groups.insert(id, group);
+            }
+            None => {
+                groups.remove(&id);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Shard 0's background work until shutdown: every [`TICK`] ends join
+/// phases at their deadline and expires sessions (storing groups that
+/// became empty); every retention check interval expires offsets of empty
+/// groups and removes empty groups with no offsets left, writing their
+/// tombstones.
+pub async fn run_expiry(broker: Rc<Broker>) {
+    let mut next_retention_check = Instant::now() + broker.groups.settings.retention_check_interval;
+    while !broker.is_stopping() {
+        glommio::timer::sleep(TICK).await;
+        let now = Instant::now();
+        let check_retention = now >= next_retention_check;
+        if check_retention {
+            next_retention_check = now + broker.groups.settings.retention_check_interval;
+        }
+        for partition in 0..broker.groups.settings.partitions {
+            let (emptied, tombstones) =
+                expire_partition(&broker.groups, partition, now, check_retention);
+            for group_id in emptied {
+                if let Err(error) = store_group(&broker, &group_id).await {
+                    tracing::warn!(group = %group_id, ?error, "cannot store the emptied group");
+                }
+            }
+            if let Err(error) = append(&broker, partition, &tombstones).await {
+                tracing::warn!(
+                    partition,
+                    ?error,
+                    "cannot write expired offsets' tombstones"
+                );
+            }
+        }
+    }
+}
+
+fn expire_partition(
+    coordinator: &GroupCoordinator,
+    partition: i32,
+    now: Instant,
+    check_retention: bool,
+) -> (Vec<String>, Vec<KeyValueRecord>) {
+    let settings = &coordinator.settings;
+    let mut state = coordinator.lock_partition(partition);
+    let mut emptied = Vec::new();
+    let mut tombstones = Vec::new();
+    if !state.loaded {
+        return (emptied, tombstones);
+    }
+    let now_ms = TimestampMs::now().0;
+    let retention_ms = i64::try_from(settings.offsets_retention.as_millis()).unwrap_or(i64::MAX);
+    let mut dead = Vec::new();
+    for (id, group) in &mut state.groups {
+        let (_, became_empty) = group.expire_members(settings.timings, now);
+        if became_empty {
+            emptied.push(id.clone());
+        }
+        if let Some(consumer) = &mut group.consumer {
+            consumer.expire_members(settings.consumer_session_timeout, now);
+        }
+        if !check_retention || !group.is_empty() {
+            continue;
+        }
+        // Kafka: a group with a protocol expires all its offsets once it
+        // has been empty for the retention period; offsets committed
+        // outside any group (simple consumers) expire one by one.
+        let expired: Vec<(String, i32)> = group
+            .offsets
+            .iter()
+            .filter(|(_, committed)| {
+                let since = if group.protocol_type.is_some() {
+                    group.state_timestamp_ms
+                } else {
+                    committed.value.commit_timestamp_ms
+                };
+                since.saturating_add(retention_ms) <= now_ms
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (topic, index) in expired {
+            group.offsets.remove(&(topic.clone(), index));
+            tombstones.push((
+                RecordKey::Offset {
+                    group: id.clone(),
+                    topic,
+                    partition: index,
+                }
+                .encode(),
+                None,
+            ));
+        }
+        if group.offsets.is_empty() {
+            dead.push(id.clone());
+        }
+    }
+    for id in dead {
+        state.groups.remove(&id);
+        emptied.retain(|emptied| *emptied != id);
+        tombstones.push((RecordKey::Group(id).encode(), None));
+    }
+    (emptied, tombstones)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Offsets of an empty group with a protocol expire all together once
+    /// the group has been empty for the retention time, then the group
+    /// goes; each expiry is a tombstone to write.
+    #[test]
+    fn offsets_of_long_empty_groups_expire_with_tombstones() {
+        let settings = CoordinatorSettings {
+            partitions: 1,
+            timings: GroupTimings {
+                initial_rebalance_delay: Duration::ZERO,
+            },
+            min_session_timeout: Duration::from_secs(1),
+            max_session_timeout: Duration::from_secs(60),
+            offsets_retention: Duration::from_secs(60),
+            retention_check_interval: Duration::from_secs(1),
+            consumer_heartbeat_interval: Duration::from_secs(1),
+            consumer_session_timeout: Duration::from_secs(10),
+            consumer_assignors: vec!["uniform".to_owned()],
+        };
+        let coordinator = GroupCoordinator::new(settings);
+        let committed = |commit_timestamp_ms| CommittedOffset {
+            value: OffsetValue {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms,
+            },
+            record_offset: 0,
+        };
+        let now_ms = TimestampMs::now().0;
+        {
+            let mut partition = coordinator.lock_partition(0);
+            partition.loaded = true;
+            let mut old = Group::new("old".to_owned());
+            old.protocol_type = Some("consumer".to_owned());
+            old.state_timestamp_ms = now_ms - 61_000;
+            old.apply_offset("t".to_owned(), 0, committed(now_ms));
+            let mut recent = Group::new("recent".to_owned());
+            recent.protocol_type = Some("consumer".to_owned());
+            recent.apply_offset("t".to_owned(), 0, committed(now_ms - 3_600_000));
+            partition.groups.insert("old".to_owned(), old);
+            partition.groups.insert("recent".to_owned(), recent);
+        }
+        let (_, tombstones) = expire_partition(&coordinator, 0, Instant::now(), true);
+        let keys: Vec<RecordKey> = tombstones
+            .iter()
+            .map(|(key, value)| {
+                assert!(value.is_none());
+                RecordKey::decode(key).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                RecordKey::Offset {
+                    group: "old".to_owned(),
+                    topic: "t".to_owned(),
+                    partition: 0
+                },
+                RecordKey::Group("old".to_owned())
+            ]
+        );
+        let partition = coordinator.lock_partition(0);
+        assert!(!partition.groups.contains_key("old"));
+        assert_eq!(partition.groups["recent"].offsets.len(), 1);
+    }
+
+    /// Values from Java: `"my-group".hashCode()` is -1906497762 (partition
+    /// 36 of 50), `"".hashCode()` is 0, and `"polygenelubricants".hashCode()`
+    /// is `Integer.MIN_VALUE`, which `Utils.abs` maps to 0.
+    #[test]
+    fn groups_map_to_partitions_as_in_kafka() {
+        assert_eq!(partition_for("my-group", 50), 36);
+        assert_eq!(partition_for("", 50), 0);
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        // Non-ASCII: hashCode works on UTF-16 units ("é" is 0xe9).
+        assert_eq!(partition_for("é", 50), 0xe9 % 50);
+        // Negative hash: "Aa" * many overflows.
+        let negative = "zzzzzzzzzz";
+        let java: i32 = negative.chars().fold(0_i32, |hash, c| {
+            hash.wrapping_mul(31).wrapping_add(c as i32)
+        });
+        assert!(java < 0);
+        assert_eq!(partition_for(negative, 50), (java & 0x7fff_ffff) % 50);
+    }
+}
