@@ -11,7 +11,7 @@ early, and a compacted topic accepting records it cannot compact."""
 import os
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker, wait_until
@@ -177,3 +177,23 @@ def test_a_record_without_key_is_refused_by_a_compacted_topic(broker, topic_name
     create_topic(broker, topic_name, COMPACTED)
     errors = produce(broker, topic_name, [(None, b"no key")], **{"enable.idempotence": False, "retries": 0})
     assert [error.code() for error in errors] == [KafkaError.INVALID_RECORD]
+
+
+def test_delete_records_needs_the_delete_policy(broker, topic_name):
+    """DeleteRecords is retention by hand: Kafka refuses it with
+    POLICY_VIOLATION on a topic whose cleanup.policy is only `compact`,
+    and allows it once the policy includes `delete`."""
+    create_topic(broker, topic_name, COMPACTED)
+    assert produce(broker, topic_name, [(b"k", b"v1"), (b"k", b"v2"), (b"j", b"v3")]) == []
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    partition = TopicPartition(topic_name, 0, 1)
+    with pytest.raises(KafkaException) as raised:
+        client.delete_records([partition])[partition].result(REQUEST_TIMEOUT_SECONDS)
+    assert raised.value.args[0].code() == KafkaError.POLICY_VIOLATION
+
+    both = f"{topic_name}-both"
+    create_topic(broker, both, {**COMPACTED, "cleanup.policy": "compact,delete"})
+    assert produce(broker, both, [(b"k", b"v1"), (b"k", b"v2"), (b"j", b"v3")]) == []
+    partition = TopicPartition(both, 0, 1)
+    deleted = client.delete_records([partition])[partition].result(REQUEST_TIMEOUT_SECONDS)
+    assert deleted.low_watermark == 1

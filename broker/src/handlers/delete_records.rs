@@ -42,6 +42,16 @@ async fn delete_one(broker: &Broker, partition: TopicPartition, offset: i64) -> 
         // delete.
         return Err(ResponseError::InvalidTopicException.code());
     }
+    if !broker
+        .controller
+        .log_config_for(&partition.topic)
+        .cleanup_policy
+        .delete
+    {
+        // As Kafka: deleting records is retention by hand, which a topic
+        // whose cleanup.policy lacks `delete` does not allow.
+        return Err(ResponseError::PolicyViolation.code());
+    }
     let owner = broker.shard.owner_of(&partition);
     let offset = match offset {
         HIGH_WATERMARK => match broker
