@@ -31,6 +31,12 @@ use crate::types::{Offset, TimestampMs};
 /// Bytes read per I/O when scanning a segment (recovery, lookups).
 pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
+/// The most bytes one read of a fetch asks in one I/O. One large `O_DIRECT`
+/// read reaches the device as several requests at once (the block layer
+/// splits it at `max_sectors_kb`), which a sequence of 1 MiB reads at depth
+/// 1 never does; measured in `bench/RESULTS.md`.
+pub const READ_CHUNK_BYTES_MAX: usize = 4 << 20;
+
 /// The file name of a segment file: 20-digit zero-padded base offset.
 #[must_use]
 pub fn segment_file_name(base_offset: Offset, extension: &str) -> String {
@@ -776,7 +782,7 @@ impl<S: Storage> SegmentHandle<S> {
                     if cursor + needed as u64 > end {
                         return Err(self.corrupt(cursor, "batch extends past the segment end"));
                     }
-                    let want = needed.max(max_bytes.clamp(64 * 1024, SCAN_CHUNK_BYTES));
+                    let want = needed.max(max_bytes.clamp(64 * 1024, READ_CHUNK_BYTES_MAX));
                     let want = want.min((end - cursor) as usize);
                     chunk_start = cursor;
                     chunk = self
