@@ -9,8 +9,11 @@
 //! Requests are encoded and responses decoded with the `kafka-protocol`
 //! crate, the codecs the broker itself uses.
 
+#[allow(dead_code, reason = "helpers shared with other test binaries")]
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,11 +46,7 @@ struct Fjord {
 
 impl Fjord {
     fn start(name: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::broker_port();
         let data_dir =
             std::env::temp_dir().join(format!("fjord-{name}-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 
-use common::{api_versions, Broker};
+use common::{api_versions, broker_port, Broker};
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -45,13 +45,6 @@ fn second_broker(settings: &[String]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|probe| probe.local_addr())
-        .expect("free port")
-        .port()
-}
-
 #[test]
 fn a_second_broker_on_the_same_port_or_data_directory_refuses_to_start() {
     let mut first = Broker::start(&[]);
@@ -65,7 +58,7 @@ fn a_second_broker_on_the_same_port_or_data_directory_refuses_to_start() {
     assert!(output.contains("in use"), "same port: {output}");
 
     let (started, output) = second_broker(&[
-        format!("listeners=PLAINTEXT://127.0.0.1:{}", free_port()),
+        format!("listeners=PLAINTEXT://127.0.0.1:{}", broker_port()),
         format!("log.dirs={}", first.data_dir().display()),
     ]);
     assert!(!started, "same data directory: {output}");

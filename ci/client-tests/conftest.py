@@ -3,6 +3,7 @@ broker process (the binary cargo built) on a free port with its own data
 directory, and helpers to kill -9 and restart it on the same data."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,9 +20,17 @@ LOG_TAIL_LINES = 60
 
 
 def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port nothing listens on, below Linux's ephemeral range (32768 and
+    up by default): a port from bind(0) can meanwhile become the source port
+    of some client connection, which a broker restarted on it would meet."""
+    while True:
+        port = random.randrange(20000, 30000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_until(condition, deadline_seconds, what):

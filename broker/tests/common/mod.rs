@@ -507,6 +507,32 @@ fn raise_memlock_limit() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
 }
 
+/// First port handed to test brokers: below Linux's ephemeral range
+/// (32768-60999 by default), so no client connection of a concurrent test
+/// can be using it.
+const BROKER_PORTS_START: u32 = 20_000;
+/// How many ports test brokers are spread over.
+const BROKER_PORTS: u32 = 10_000;
+/// Ports this test binary has handed out.
+static BROKER_PORTS_TAKEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A port for a test broker that no other broker of this test binary gets
+/// and nothing listens on now. Tests of one binary run in parallel: two of
+/// them picking ports with `bind(0)` and dropping the probe can draw the
+/// same one, and two brokers would then share it.
+pub fn broker_port() -> u16 {
+    let base = std::process::id() * 97;
+    loop {
+        let taken = BROKER_PORTS_TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(taken < BROKER_PORTS, "out of test broker ports");
+        let port = u16::try_from(BROKER_PORTS_START + (base + taken) % BROKER_PORTS)
+            .expect("ports stay below 30000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Spawns `fjord` with `settings` and waits until it listens on `port`.
 fn launch(settings: &[String], port: u16) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
@@ -541,10 +567,7 @@ impl Broker {
     pub fn start(extra: &[&str]) -> Self {
         raise_memlock_limit();
         let data = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|probe| probe.local_addr())
-            .expect("free port")
-            .port();
+        let port = broker_port();
         let settings: Vec<String> = [
             format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
             format!("advertised.listeners=PLAINTEXT://localhost:{port}"),
