@@ -56,6 +56,9 @@ pub struct BrokerConfig {
     pub cleaner_dedupe_buffer_size: usize,
     /// `log.cleaner.backoff.ms`.
     pub cleaner_backoff_ms: u64,
+    /// `log.retention.check.interval.ms`: how often each shard deletes
+    /// segments past `retention.ms` / `retention.bytes`.
+    pub retention_check_interval: Duration,
     /// The group coordinator's keys.
     pub group_coordinator: GroupCoordinatorConfig,
     /// The keys set by the properties file or `--set`, with their values
@@ -205,6 +208,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.cleaner.enable", "true"),
     ("log.cleaner.dedupe.buffer.size", "134217728"),
     ("log.cleaner.backoff.ms", "15000"),
+    ("log.retention.check.interval.ms", "300000"),
     ("log.cleaner.min.cleanable.ratio", "0.5"),
     ("log.cleaner.delete.retention.ms", "86400000"),
     ("log.cleaner.min.compaction.lag.ms", "0"),
@@ -233,6 +237,16 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> BrokerError {
         value: value.to_owned(),
         reason: reason.into(),
     }
+}
+
+/// A duration in milliseconds that must be at least 1 (a zero interval
+/// would make a periodic task spin).
+fn positive_milliseconds(key: &str, value: &str) -> Result<Duration, BrokerError> {
+    let milliseconds: u64 = parse(key, value)?;
+    if milliseconds == 0 {
+        return Err(invalid(key, value, "must be at least 1"));
+    }
+    Ok(Duration::from_millis(milliseconds))
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, BrokerError> {
@@ -456,6 +470,10 @@ impl BrokerConfig {
                 &get("log.cleaner.dedupe.buffer.size"),
             )?,
             cleaner_backoff_ms: parse("log.cleaner.backoff.ms", &get("log.cleaner.backoff.ms"))?,
+            retention_check_interval: positive_milliseconds(
+                "log.retention.check.interval.ms",
+                &get("log.retention.check.interval.ms"),
+            )?,
             explicit_settings,
         })
     }

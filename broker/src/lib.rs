@@ -59,6 +59,7 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
     );
     let mut engine = EngineConfig::new(&config.data_dir);
     engine.shards = config.cores;
+    engine.retention_check_interval = config.retention_check_interval;
     engine.cleaner = CleanerConfig {
         enabled: config.cleaner_enable,
         dedupe_buffer_bytes_per_shard: config.cleaner_dedupe_buffer_size / config.cores.max(1),
