@@ -13,19 +13,14 @@ mod common;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestKind, ResponseKind, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestKind, ResponseKind,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use common::{create_topic, one_record_batch, produce, produce_error, Broker, Connection};
+use common::{create_topic, one_record_batch, produce, produce_error, topic, Broker, Connection};
 
 const FETCH_VERSION: i16 = 12;
 const TOPICS: [&str; 2] = ["session-a", "session-b"];
-
-fn topic(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_owned()))
-}
 
 /// A Fetch in session `id` at `epoch` of `partitions` (topic, offset; all
 /// partition 0), forgetting `forgotten` topics' partition 0.

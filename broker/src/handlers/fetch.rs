@@ -67,17 +67,22 @@ fn batches_to_chunks(batches: Vec<Bytes>) -> Vec<ResponseChunk> {
     batches.into_iter().map(ResponseChunk::Bytes).collect()
 }
 
+/// A partition's answer before its offsets are known (-1 each).
+fn offsets_unknown(target: &FetchTarget) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(target.partition.partition)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+}
+
 /// Reads one partition, up to `limit` bytes (at least one batch, KIP-74),
 /// below the high watermark. A partition this shard owns is read in place:
 /// a file range when the batches are not cached, sent later with
 /// `sendfile`. Another shard's partition is read there and comes back as
 /// cached or copied `Bytes`.
 async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize) -> Answer {
-    let data = PartitionData::default()
-        .with_partition_index(wanted.partition.partition)
-        .with_high_watermark(-1)
-        .with_last_stable_offset(-1)
-        .with_log_start_offset(-1);
+    let data = offsets_unknown(wanted);
     let owner = broker.shard.owner_of(&wanted.partition);
     let read = if limit == 0 {
         // With no budget left only the offsets are reported.
@@ -132,11 +137,7 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize)
 
 fn unknown_partition(target: &FetchTarget) -> Answer {
     Answer {
-        data: PartitionData::default()
-            .with_partition_index(target.partition.partition)
-            .with_high_watermark(-1)
-            .with_last_stable_offset(-1)
-            .with_log_start_offset(-1)
+        data: offsets_unknown(target)
             .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
         records: Vec::new(),
     }

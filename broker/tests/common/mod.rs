@@ -145,7 +145,7 @@ fn group(name: &str, version: i16) -> GroupId {
     GroupId(StrBytes::from_string(format!("{name}-group-v{version}")))
 }
 
-fn topic(name: &str) -> TopicName {
+pub fn topic(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_owned()))
 }
 
