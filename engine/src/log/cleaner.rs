@@ -61,7 +61,7 @@ use super::{now_ms, remove_segment_files, PartitionLog};
 use crate::batch::{self, BatchHeader, Record, BATCH_HEADER_BYTES};
 use crate::checkpoint::{decode_frame, encode_frame, from_rkyv_bytes, to_rkyv_bytes};
 use crate::error::{Error, Result};
-use crate::segment::{segment_file_name, write_files, Segment, SegmentHandle};
+use crate::segment::{segment_file_name, write_files, LocatedBatch, Segment, SegmentHandle};
 use crate::storage::Storage;
 use crate::types::{Offset, ProducerId, TimestampMs};
 
@@ -373,6 +373,34 @@ impl<S: Storage> PartitionLog<S> {
         })
     }
 
+    /// The next [`CLEANER_READ_BYTES`] of `source`'s batches from
+    /// `position` on (those ending at or after `from`), with the position
+    /// after them; `None` at the segment's end. Checks first that the log
+    /// is open, so a pass stops at its next read once the log closes.
+    async fn next_chunk(
+        &self,
+        source: &Source<S>,
+        position: u64,
+        from: Offset,
+    ) -> Result<Option<(Vec<(LocatedBatch, Bytes)>, u64)>> {
+        self.check_open()?;
+        let batches = source
+            .handle
+            .read(
+                position,
+                source.size,
+                from,
+                CLEANER_READ_BYTES,
+                Offset(i64::MAX),
+            )
+            .await?;
+        let Some((last, _)) = batches.last() else {
+            return Ok(None);
+        };
+        let next = last.position + last.header.total_bytes() as u64;
+        Ok(Some((batches, next)))
+    }
+
     /// Maps the dirty part's keys to their latest offsets; returns the map
     /// and the offset up to which it covers the log.
     async fn build_offset_map(
@@ -388,22 +416,10 @@ impl<S: Storage> PartitionLog<S> {
             .filter(|source| source.next_offset > plan.first_dirty)
         {
             let mut position = 0;
-            loop {
-                self.check_open()?;
-                let batches = source
-                    .handle
-                    .read(
-                        position,
-                        source.size,
-                        plan.first_dirty,
-                        CLEANER_READ_BYTES,
-                        Offset(i64::MAX),
-                    )
-                    .await?;
-                let Some((last, _)) = batches.last() else {
-                    break;
-                };
-                position = last.position + last.header.total_bytes() as u64;
+            while let Some((batches, next)) =
+                self.next_chunk(source, position, plan.first_dirty).await?
+            {
+                position = next;
                 for (located, bytes) in &batches {
                     let header = &located.header;
                     if header.is_control() {
@@ -473,22 +489,9 @@ impl<S: Storage> PartitionLog<S> {
         for source in sources {
             stats.bytes_read += source.size;
             let mut position = 0;
-            loop {
-                self.check_open()?;
-                let batches = source
-                    .handle
-                    .read(
-                        position,
-                        source.size,
-                        source.base,
-                        CLEANER_READ_BYTES,
-                        Offset(i64::MAX),
-                    )
-                    .await?;
-                let Some((last, _)) = batches.last() else {
-                    break;
-                };
-                position = last.position + last.header.total_bytes() as u64;
+            while let Some((batches, next)) = self.next_chunk(source, position, source.base).await?
+            {
+                position = next;
                 for (located, bytes) in batches {
                     let (filtered, removed, horizon) = context.filter(&located.header, &bytes)?;
                     stats.records_removed += removed;
