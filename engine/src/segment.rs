@@ -493,7 +493,9 @@ impl<S: Storage> Segment<S> {
             handle.fdatasync().await?;
         }
         self.tail = handle.read_tail(self.size).await?;
-        self.verified_size = self.size;
+        // Only a prefix is tracked: bytes before a mid-segment start were
+        // not checked in this process and stay unverified.
+        self.verified_size = if position == 0 { self.size } else { 0 };
         Ok(RecoveryScan {
             batches: batches.len() as u64,
             truncated_at,

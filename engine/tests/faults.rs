@@ -409,15 +409,20 @@ fn zero_copy_reads_verify_before_sending_and_refuse_corrupt_batches() {
             };
             assert_eq!(offsets.log_end.0, appended);
             let log = shard.local_log(&partition).expect("partition is local");
-            // A later, intact segment is served as a file range of whole batches.
+            // A later, intact segment (the reopened active one, which
+            // recovery did not scan) is read and verified, then served as
+            // whole batches.
             let intact = log
                 .read_zero_copy(fjord_engine::Offset(50), 4096, offsets.log_end)
                 .await
                 .expect("intact range");
-            let ReadData::File(range) = intact.data else {
-                panic!("expected a file range");
+            let ReadData::Batches(batches) = intact.data else {
+                panic!("unverified data must be read, not sent as a file range");
             };
-            assert!(range.len >= 1000);
+            assert!(!batches.is_empty());
+            assert!(batches
+                .iter()
+                .all(|batch| fjord_engine::batch::crc_matches(batch)));
             // The corrupt segment is refused, never handed out.
             let corrupt = log
                 .read_zero_copy(fjord_engine::Offset(0), 1 << 20, offsets.log_end)

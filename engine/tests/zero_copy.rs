@@ -4,7 +4,9 @@
 //! the offset index without reading. Both must yield every batch, whole,
 //! in offset order, with the bytes that were written. Guards against a
 //! range that ends inside a batch or at a batch past the high watermark,
-//! skips a batch between index entries, or loses the verified prefix.
+//! skips a batch between index entries, or loses the verified prefix; and
+//! against trusting the part of a reopened active segment that recovery
+//! did not scan.
 
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
@@ -13,7 +15,7 @@ use fjord_engine::batch::{build_batch, crc_matches, split_batches};
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::ReadData;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
-use fjord_engine::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
 
 const BATCHES: i64 = 200;
 const FETCH_BYTES: usize = 7_000;
@@ -84,46 +86,54 @@ async fn read_all(shard: &Shard, partition: &TopicPartition, bound: Offset) -> u
     file_ranges
 }
 
-#[test]
-fn cold_reads_verify_once_then_serve_index_bounded_file_ranges() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig::new(dir.path());
+fn cold_config(dir: &std::path::Path) -> EngineConfig {
+    let mut config = EngineConfig::new(dir);
     config.shards = 1;
     config.cache_bytes_per_shard = 0;
     config.io_memory_bytes = 1 << 20;
+    config
+}
+
+/// Creates `partition` and appends `BATCHES` one-record batches, then shuts
+/// the engine down cleanly.
+fn fill(config: &EngineConfig, partition: &TopicPartition, log_config: LogConfig) {
+    let partition = partition.clone();
+    shard::run(config, move |shard: Rc<Shard>| {
+        let partition = partition.clone();
+        let log_config = log_config.clone();
+        async move {
+            let created = shard
+                .call(0, Request::Create(partition.clone(), log_config))
+                .await;
+            assert!(matches!(created, Response::Done), "{created:?}");
+            for offset in 0..BATCHES {
+                let batch = build_batch(&[(None, Some(&value_of(offset)))], TimestampMs(1), None);
+                let append = AppendRequest {
+                    partition: partition.clone(),
+                    batch: batch.into(),
+                    leader_epoch: LeaderEpoch(0),
+                    flush: false,
+                    advance_high_watermark: true,
+                };
+                let appended = shard.call(0, Request::Append(append)).await;
+                assert!(matches!(appended, Response::Appended(_)), "{appended:?}");
+            }
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn cold_reads_verify_once_then_serve_index_bounded_file_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cold_config(dir.path());
     let partition = TopicPartition::new("zero-copy-paths", 0);
     let log_config = LogConfig {
         segment_bytes: 64 * 1024,
         index_interval_bytes: 2048,
         ..LogConfig::default()
     };
-    {
-        let partition = partition.clone();
-        shard::run(&config, move |shard: Rc<Shard>| {
-            let partition = partition.clone();
-            let log_config = log_config.clone();
-            async move {
-                let created = shard
-                    .call(0, Request::Create(partition.clone(), log_config))
-                    .await;
-                assert!(matches!(created, Response::Done), "{created:?}");
-                for offset in 0..BATCHES {
-                    let batch =
-                        build_batch(&[(None, Some(&value_of(offset)))], TimestampMs(1), None);
-                    let append = AppendRequest {
-                        partition: partition.clone(),
-                        batch: batch.into(),
-                        leader_epoch: LeaderEpoch(0),
-                        flush: false,
-                        advance_high_watermark: true,
-                    };
-                    let appended = shard.call(0, Request::Append(append)).await;
-                    assert!(matches!(appended, Response::Appended(_)), "{appended:?}");
-                }
-            }
-        })
-        .unwrap();
-    }
+    fill(&config, &partition, log_config);
     let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
         let partition = partition.clone();
         async move {
@@ -147,4 +157,58 @@ fn cold_reads_verify_once_then_serve_index_bounded_file_ranges() {
         "verified data is sent as file ranges: {first} file reads cold, {second} warm"
     );
     assert!(bounded > 0);
+}
+
+/// After a clean shutdown the active segment reopens with its recovery
+/// point at its end, so recovery scans none of it: its batches were never
+/// checked by this process, and a byte flipped on disk meanwhile must be
+/// found by the read, never sent as a file range.
+#[test]
+fn a_reopened_active_segment_is_verified_before_it_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cold_config(dir.path());
+    let partition = TopicPartition::new("reopened-active", 0);
+    let log_config = LogConfig {
+        index_interval_bytes: 2048,
+        ..LogConfig::default()
+    };
+    fill(&config, &partition, log_config);
+    let segment = dir
+        .path()
+        .join("reopened-active-0")
+        .join("00000000000000000000.log");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .expect("the only segment");
+    // The last byte of the first batch: a record byte its CRC covers.
+    let mut header = [0u8; 12];
+    file.read_exact_at(&mut header, 0).unwrap();
+    let first_batch_end = 12 + u64::from(u32::from_be_bytes(header[8..12].try_into().unwrap()));
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, first_batch_end - 1).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], first_batch_end - 1)
+        .unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
+        let partition = partition.clone();
+        async move {
+            let log = shard.local_log(&partition).expect("partition is local");
+            let read = log
+                .read_zero_copy(Offset(0), FETCH_BYTES, Offset(BATCHES))
+                .await;
+            match read {
+                Err(Error::CorruptLog { .. }) => None,
+                Err(other) => Some(format!("unexpected error {other}")),
+                Ok(read) => Some(match read.data {
+                    ReadData::File(range) => format!("sent as a file range: {range:?}"),
+                    ReadData::Batches(batches) => format!("{} batches returned", batches.len()),
+                }),
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(outcomes[0], None, "a corrupt batch was served");
 }
