@@ -34,6 +34,7 @@
 //! checkpoint, not on the log's size.
 
 pub mod cleaner;
+pub mod read_ahead;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -55,10 +56,11 @@ use crate::producer_state::{
 };
 use crate::segment::{
     parse_segment_file_name, remove_files, segment_file_name, write_files, AppendCommit,
-    PendingWrite, Segment,
+    PendingWrite, Segment, SegmentHandle,
 };
 use crate::storage::Storage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use read_ahead::{ReadAhead, ReadAheadBudget, ReadPoint, READ_AHEAD_BYTES_MAX};
 
 /// Appended bytes waiting for the writer, per partition. Appends beyond it
 /// wait for the writer to catch up.
@@ -324,6 +326,8 @@ pub struct PartitionLog<S: Storage> {
     swapping: Cell<bool>,
     /// Notified when a cleaner swap is applied.
     swap_done: Event,
+    /// The next chunk of a reader catching up from disk.
+    read_ahead: ReadAhead<S>,
 }
 
 /// Releases the writer role when dropped; if the write did not finish (the
@@ -478,12 +482,26 @@ impl<S: Storage + Clone> PartitionLog<S> {
             checkpoint_done: Event::new(),
             swapping: Cell::new(false),
             swap_done: Event::new(),
+            read_ahead: ReadAhead::default(),
         };
         if stale_checkpoint {
             log.write_checkpoint(recovery_point).await?;
         }
         Ok(log)
     }
+}
+
+/// Where a read that missed the cache goes on disk.
+struct DiskRead<S: Storage> {
+    handle: SegmentHandle<S>,
+    /// Base offset of the segment.
+    base: Offset,
+    /// The index entry at or before the read's offset.
+    position: u64,
+    /// The segment's size.
+    end: u64,
+    /// The end of the segment's verified prefix.
+    verified: u64,
 }
 
 /// What recovering a partition's segments needs to know.
@@ -1403,6 +1421,7 @@ impl<S: Storage> PartitionLog<S> {
                     .borrow()
                     .read(self.cache_key, offset, max_bytes, bound)
             {
+                self.read_ahead.forget();
                 return Ok(ZeroCopyRead {
                     data: ReadData::Batches(batches),
                     offsets,
@@ -1432,6 +1451,7 @@ impl<S: Storage> PartitionLog<S> {
                 // disk read at all before the send. The range may begin
                 // with batches below `offset` (from the index entry on);
                 // consumers skip those, as they do in compressed batches.
+                self.read_ahead.forget();
                 return Ok(ZeroCopyRead {
                     data: ReadData::File(FileRange {
                         file: file.clone(),
@@ -1445,15 +1465,17 @@ impl<S: Storage> PartitionLog<S> {
         if file.is_some() && position.saturating_add(max_bytes as u64) > verified {
             // Data never verified in this process: a zero-copy send would
             // have to read it twice (to check CRCs, then to send), so it is
-            // read once here, verified, and sent from memory. A read that
-            // continues the verified prefix extends it.
-            let found = handle.read(position, end, offset, max_bytes, bound).await?;
-            if let Some((last, _)) = found.last() {
-                if position <= verified {
-                    self.extend_verified(base, last.position + last.header.total_bytes() as u64);
-                }
+            // read once here, verified, and sent from memory.
+            let at = DiskRead {
+                handle: handle.clone(),
+                base,
+                position,
+                end,
+                verified,
+            };
+            if let Some(batches) = self.read_unverified(at, offset, max_bytes, bound).await? {
                 return Ok(ZeroCopyRead {
-                    data: ReadData::Batches(found.into_iter().map(|(_, bytes)| bytes).collect()),
+                    data: ReadData::Batches(batches),
                     offsets,
                 });
             }
@@ -1481,6 +1503,7 @@ impl<S: Storage> PartitionLog<S> {
             handle.verify(verified, range_end).await?;
             self.extend_verified(base, range_end);
         }
+        self.read_ahead.forget();
         Ok(ZeroCopyRead {
             data: ReadData::File(FileRange {
                 file,
@@ -1489,6 +1512,98 @@ impl<S: Storage> PartitionLog<S> {
             }),
             offsets,
         })
+    }
+
+    /// Reads, verifies and returns the batches from `offset` in segment
+    /// `at`, as [`SegmentHandle::read`] does, starting from the chunk read
+    /// ahead when a sequential reader has one. A read that continues the
+    /// verified prefix extends it. `None` when the segment holds no batch
+    /// from `offset` on (a gap at its end).
+    async fn read_unverified(
+        &self,
+        at: DiskRead<S>,
+        offset: Offset,
+        max_bytes: usize,
+        bound: Offset,
+    ) -> Result<Option<Vec<Bytes>>> {
+        let (start, first) = self
+            .read_ahead
+            .claim(&at.handle, at.base, offset)
+            .await
+            .unwrap_or((at.position, Bytes::new()));
+        let found = at
+            .handle
+            .read_from(start, first, at.end, offset, max_bytes, bound)
+            .await?;
+        let Some((last, _)) = found.last() else {
+            return Ok(None);
+        };
+        let stop = last.position + last.header.total_bytes() as u64;
+        if start <= at.verified {
+            self.extend_verified(at.base, stop);
+        }
+        self.read_ahead.note_stop(ReadPoint {
+            handle: at.handle,
+            base: at.base,
+            offset: last.header.last_offset().next(),
+            position: stop,
+        });
+        Ok(Some(found.into_iter().map(|(_, bytes)| bytes).collect()))
+    }
+
+    /// Whether a reader catching up from disk stopped where no chunk was
+    /// read ahead yet: [`PartitionLog::read_ahead`] has work.
+    #[must_use]
+    pub fn read_ahead_due(&self) -> bool {
+        self.read_ahead.is_due()
+    }
+
+    /// Reads the chunk the next fetch of a reader catching up from disk
+    /// will want, up to `len` bytes (at most [`READ_AHEAD_BYTES_MAX`]),
+    /// while the last one is on its way to the client, if one is due and
+    /// `budget` allows. A reader at a segment's end continues in the next.
+    /// Returns the chunk's generation, for
+    /// [`PartitionLog::expire_read_ahead`].
+    pub async fn read_ahead(&self, len: usize, budget: &ReadAheadBudget) -> Option<u64> {
+        let point = self.read_ahead.take_due()?;
+        let (point, available) = {
+            let state = self.state.borrow();
+            if state.closed || state.poisoned.is_some() {
+                return None;
+            }
+            let segment = state.segments.get(&point.base)?;
+            if point.position < segment.size() {
+                let available = segment.size() - point.position;
+                (point, available)
+            } else {
+                let (&base, next) = state.segments.range(point.base.next()..).next()?;
+                if point.offset < base {
+                    // A gap before the next segment: the reader's next
+                    // read finds it on its own.
+                    return None;
+                }
+                let point = ReadPoint {
+                    handle: next.handle(),
+                    base,
+                    offset: point.offset,
+                    position: 0,
+                };
+                (point, next.size())
+            }
+        };
+        let len = len
+            .min(READ_AHEAD_BYTES_MAX)
+            .min(usize::try_from(available).unwrap_or(usize::MAX));
+        if len == 0 {
+            return None;
+        }
+        self.read_ahead.read(point, len, budget).await
+    }
+
+    /// Drops the chunk [`PartitionLog::read_ahead`] read as `generation` if
+    /// no read claimed it: its reader went away or fell behind.
+    pub fn expire_read_ahead(&self, generation: u64) {
+        self.read_ahead.expire(generation);
     }
 
     /// Records that the batches of segment `base` up to `position` passed
@@ -1678,6 +1793,7 @@ impl<S: Storage> PartitionLog<S> {
 
     async fn truncate_locked(&self, offset: Offset) -> Result<Offset> {
         self.wait_for_swap().await;
+        self.read_ahead.forget();
         let (removed, segment) = {
             let mut state = self.state.borrow_mut();
             if offset >= state.written_offset {
@@ -1896,6 +2012,7 @@ impl<S: Storage> PartitionLog<S> {
         // the engine stops) would keep the queue from ever draining, and the
         // close would wait for it forever.
         self.state.borrow_mut().closed = true;
+        self.read_ahead.forget();
         let end = self.flush().await?;
         let guard = self
             .take_writer_role(|state| match &state.poisoned {
@@ -1931,6 +2048,7 @@ impl<S: Storage> PartitionLog<S> {
         let guard = self.exclusive().await;
         self.state.borrow_mut().closed = true;
         drop(guard);
+        self.read_ahead.forget();
         self.cache.borrow_mut().remove_partition(self.cache_key);
         self.storage
             .remove_dir_all(&self.dir)

@@ -600,11 +600,40 @@ pub struct SegmentHandle<S: Storage> {
     path: PathBuf,
 }
 
+impl<S: Storage> Clone for SegmentHandle<S> {
+    fn clone(&self) -> Self {
+        Self {
+            file: self.file.clone(),
+            path: self.path.clone(),
+        }
+    }
+}
+
 impl<S: Storage> SegmentHandle<S> {
     /// The `.log` file's path.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether both handles are to the same open file (a segment the
+    /// cleaner replaced under the same base offset is another file).
+    #[must_use]
+    pub fn same_file(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.file, &other.file)
+    }
+
+    /// Reads `len` bytes at `position` (fewer at the end of the file), in
+    /// one I/O, unchecked: for reading ahead of [`SegmentHandle::read_from`],
+    /// which verifies what it returns.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub async fn read_raw(&self, position: u64, len: usize) -> Result<Bytes> {
+        self.file
+            .read_at(position, len)
+            .await
+            .map_err(self.io_error("reading ahead"))
     }
 
     fn io_error(&self, context: &'static str) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -746,11 +775,30 @@ impl<S: Storage> SegmentHandle<S> {
         max_bytes: usize,
         end_offset: Offset,
     ) -> Result<Vec<(LocatedBatch, Bytes)>> {
+        self.read_from(position, Bytes::new(), end, target, max_bytes, end_offset)
+            .await
+    }
+
+    /// [`SegmentHandle::read`] starting from `first`, the file's bytes from
+    /// `position` on already in memory (read ahead): the disk is read only
+    /// for what lies past them.
+    ///
+    /// # Errors
+    /// As [`SegmentHandle::read`].
+    pub async fn read_from(
+        &self,
+        position: u64,
+        first: Bytes,
+        end: u64,
+        target: Offset,
+        max_bytes: usize,
+        end_offset: Offset,
+    ) -> Result<Vec<(LocatedBatch, Bytes)>> {
         let mut found = Vec::new();
         let mut cursor = position;
         let mut total = 0usize;
         let mut chunk_start = cursor;
-        let mut chunk = Bytes::new();
+        let mut chunk = first;
         while cursor < end {
             let relative = (cursor - chunk_start) as usize;
             let available = &chunk[relative.min(chunk.len())..];
@@ -781,10 +829,17 @@ impl<S: Storage> SegmentHandle<S> {
                 }
                 ScanOutcome::Incomplete => {
                     let needed = declared_length(available);
+                    if !found.is_empty() && available.len() >= 12 && total + needed > max_bytes {
+                        // The next batch would not be returned: reading
+                        // the rest of it would be wasted I/O.
+                        break;
+                    }
                     if cursor + needed as u64 > end {
                         return Err(self.corrupt(cursor, "batch extends past the segment end"));
                     }
-                    let want = needed.max(max_bytes.clamp(64 * 1024, READ_CHUNK_BYTES_MAX));
+                    // Only what the remaining budget can use.
+                    let remaining = max_bytes.saturating_sub(total);
+                    let want = needed.max(remaining.clamp(64 * 1024, READ_CHUNK_BYTES_MAX));
                     let want = want.min((end - cursor) as usize);
                     chunk_start = cursor;
                     chunk = self

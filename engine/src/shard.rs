@@ -31,6 +31,7 @@ use glommio::{executor, Latency, LocalExecutorBuilder, Placement, PoolPlacement,
 use crate::cache::BatchCache;
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
+use crate::log::read_ahead::{ReadAheadBudget, READ_AHEAD_BYTES_MAX};
 use crate::log::{AppendInfo, LogOffsets, PartitionLog, ReadResult, ZeroCopyRead};
 use crate::storage::dma::DmaStorage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
@@ -43,6 +44,14 @@ pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// `sendfile` there; several threads keep one slowly reading client from
 /// holding up every other connection's cold reads on the shard.
 pub const BLOCKING_THREADS_PER_SHARD: usize = 4;
+
+/// Bytes each shard may hold read ahead for readers catching up from disk
+/// (`log::read_ahead`): eight partitions' worth of the largest chunk.
+pub const READ_AHEAD_BYTES_PER_SHARD: usize = 8 * READ_AHEAD_BYTES_MAX;
+
+/// How long a chunk read ahead waits for its reader's next fetch before it
+/// is dropped; consumers that keep fetching come back within milliseconds.
+pub const READ_AHEAD_UNCLAIMED: Duration = Duration::from_secs(2);
 
 /// The shard that owns `partition` among `shard_count` shards: a stable hash
 /// of the topic name plus the partition index, so a topic's partitions
@@ -304,6 +313,8 @@ pub struct Shard {
     background_done: Event,
     /// Set when shutdown begins: no new background operation starts.
     background_stopping: Cell<bool>,
+    /// Bytes read ahead for this shard's partitions.
+    read_ahead_budget: ReadAheadBudget,
 }
 
 /// One background operation in flight; see [`Shard::background_operation`].
@@ -441,6 +452,7 @@ impl Shard {
             background_busy: Cell::new(0),
             background_done: Event::new(),
             background_stopping: Cell::new(false),
+            read_ahead_budget: ReadAheadBudget::new(READ_AHEAD_BYTES_PER_SHARD),
         });
         crate::storage::dma::settle_poll_ring_probe(&shard.config.data_dir, shard.id)
             .await
@@ -624,7 +636,11 @@ impl Shard {
             } => {
                 let log = self.local(&partition)?;
                 let bound = log.high_watermark();
-                Response::ZeroCopy(log.read_zero_copy(offset, max_bytes, bound).await?)
+                let read = log.read_zero_copy(offset, max_bytes, bound).await?;
+                if log.read_ahead_due() {
+                    self.read_ahead(log, max_bytes);
+                }
+                Response::ZeroCopy(read)
             }
             Request::Flush(partition) => Response::Offset(self.local(&partition)?.flush().await?),
             Request::Offsets(partition) => Response::Offsets(self.local(&partition)?.offsets()),
@@ -659,6 +675,20 @@ impl Shard {
                 Response::Partitions(partitions)
             }
         })
+    }
+
+    /// Reads ahead, in its own task, the chunk of up to `len` bytes the
+    /// next fetch of `log`'s reader will want; drops it if unclaimed after
+    /// [`READ_AHEAD_UNCLAIMED`].
+    fn read_ahead(&self, log: Rc<PartitionLog<DmaStorage>>, len: usize) {
+        let budget = self.read_ahead_budget.clone();
+        glommio::spawn_local(async move {
+            if let Some(generation) = log.read_ahead(len, &budget).await {
+                glommio::timer::sleep(READ_AHEAD_UNCLAIMED).await;
+                log.expire_read_ahead(generation);
+            }
+        })
+        .detach();
     }
 
     /// ListOffsets on a partition of this shard: the offset and, where the

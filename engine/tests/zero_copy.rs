@@ -11,8 +11,10 @@
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
+use bytes::Bytes;
 use fjord_engine::batch::{build_batch, crc_matches, split_batches};
 use fjord_engine::config::LogConfig;
+use fjord_engine::log::read_ahead::ReadAheadBudget;
 use fjord_engine::log::ReadData;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
 use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
@@ -211,4 +213,126 @@ fn a_reopened_active_segment_is_verified_before_it_is_sent() {
     })
     .unwrap();
     assert_eq!(outcomes[0], None, "a corrupt batch was served");
+}
+
+/// A reader catching up from disk, with the shard's read-ahead between its
+/// reads as `Request::ReadZeroCopy` does it, gets every batch once and in
+/// order, across segment boundaries, from chunks read ahead: each chunk
+/// holds budget while it waits and gives it back when a read claims it.
+#[test]
+fn read_ahead_feeds_a_sequential_reader_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cold_config(dir.path());
+    let partition = TopicPartition::new("read-ahead", 0);
+    let log_config = LogConfig {
+        segment_bytes: 64 * 1024,
+        index_interval_bytes: 2048,
+        ..LogConfig::default()
+    };
+    fill(&config, &partition, log_config);
+    let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
+        let partition = partition.clone();
+        async move {
+            let log = shard.local_log(&partition).expect("partition is local");
+            let budget = ReadAheadBudget::new(1 << 20);
+            let (mut next, mut reads, mut claimed) = (Offset(0), 0, 0);
+            while next < Offset(BATCHES) {
+                let held = budget.used();
+                let read = log
+                    .read_zero_copy(next, FETCH_BYTES, Offset(BATCHES))
+                    .await
+                    .expect("read");
+                reads += 1;
+                if held > 0 && budget.used() == 0 {
+                    claimed += 1;
+                }
+                let ReadData::Batches(batches) = read.data else {
+                    panic!("a first pass reads unverified data");
+                };
+                for batch in batches.iter().flat_map(|bytes| split_batches(bytes)) {
+                    let batch = batch.expect("whole batches only");
+                    assert!(crc_matches(batch));
+                    let base = i64::from_be_bytes(batch[..8].try_into().unwrap());
+                    if base < next.0 {
+                        continue;
+                    }
+                    assert_eq!(base, next.0, "a batch is missing before {base}");
+                    assert!(batch
+                        .windows(value_of(base).len())
+                        .any(|window| window == value_of(base)));
+                    next = Offset(base + 1);
+                }
+                if log.read_ahead_due() {
+                    log.read_ahead(FETCH_BYTES, &budget).await;
+                }
+            }
+            let left_over = budget.used();
+            (reads, claimed, left_over)
+        }
+    })
+    .unwrap();
+    let (reads, claimed, left_over) = outcomes[0];
+    // Only the first read and the one after the last chunk lack a chunk.
+    assert!(
+        claimed + 1 >= reads - 1,
+        "{claimed} of {reads} reads found their chunk read ahead"
+    );
+    // Past the log end there is nothing to read ahead.
+    assert_eq!(left_over, 0);
+}
+
+/// Chunks read ahead are unchecked bytes: the read that claims one
+/// verifies it, so a batch corrupted on disk before it was read ahead is
+/// refused, never served.
+#[test]
+fn a_corrupt_batch_read_ahead_is_refused_when_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cold_config(dir.path());
+    let partition = TopicPartition::new("read-ahead-corrupt", 0);
+    fill(&config, &partition, LogConfig::default());
+    let segment = dir
+        .path()
+        .join("read-ahead-corrupt-0")
+        .join("00000000000000000000.log");
+    let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
+        let partition = partition.clone();
+        let segment = segment.clone();
+        async move {
+            let log = shard.local_log(&partition).expect("partition is local");
+            let budget = ReadAheadBudget::new(1 << 20);
+            let first = log
+                .read_zero_copy(Offset(0), FETCH_BYTES, Offset(BATCHES))
+                .await
+                .expect("intact");
+            let ReadData::Batches(batches) = first.data else {
+                panic!("unverified data is read");
+            };
+            let stop: usize = batches.iter().map(Bytes::len).sum();
+            let next = batches
+                .last()
+                .map(|batch| {
+                    let base = i64::from_be_bytes(batch[..8].try_into().unwrap());
+                    let last_delta = i32::from_be_bytes(batch[23..27].try_into().unwrap());
+                    Offset(base + i64::from(last_delta) + 1)
+                })
+                .unwrap();
+            // A record byte of the batch right after the first read.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&segment)
+                .unwrap();
+            let at = stop as u64 + 100;
+            let mut byte = [0u8; 1];
+            file.read_exact_at(&mut byte, at).unwrap();
+            file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+            file.sync_all().unwrap();
+            assert!(log.read_ahead_due());
+            assert!(log.read_ahead(FETCH_BYTES, &budget).await.is_some());
+            let claimed = log.read_zero_copy(next, FETCH_BYTES, Offset(BATCHES)).await;
+            matches!(claimed, Err(Error::CorruptLog { .. }))
+        }
+    })
+    .unwrap();
+    assert!(outcomes[0], "the corrupt batch read ahead was served");
 }
