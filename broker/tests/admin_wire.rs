@@ -14,9 +14,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -36,61 +33,11 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 
-/// A `fjord` process on a free port with its own data directory; killed and
-/// its directory removed when dropped.
-struct Fjord {
-    child: Child,
-    data_dir: PathBuf,
-    port: u16,
-}
-
-impl Fjord {
-    fn start(name: &str) -> Self {
-        let port = common::broker_port();
-        let data_dir =
-            std::env::temp_dir().join(format!("fjord-{name}-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .args(["--set", &format!("listeners=PLAINTEXT://127.0.0.1:{port}")])
-            .args([
-                "--set",
-                &format!("advertised.listeners=PLAINTEXT://localhost:{port}"),
-            ])
-            .args(["--set", &format!("log.dirs={}", data_dir.display())])
-            .args(["--set", "cores=1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            data_dir,
-            port,
-        }
-    }
-
-    fn connect(&self) -> Connection {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match TcpStream::connect(("127.0.0.1", self.port)) {
-                Ok(stream) => {
-                    return Connection {
-                        stream,
-                        correlation_id: 0,
-                    }
-                }
-                Err(error) if Instant::now() > deadline => panic!("fjord never listened: {error}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
-}
-
-impl Drop for Fjord {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+/// Opens a raw connection to `broker`.
+fn connect(broker: &common::Broker) -> Connection {
+    Connection {
+        stream: TcpStream::connect(("127.0.0.1", broker.port)).expect("broker listens"),
+        correlation_id: 0,
     }
 }
 
@@ -226,8 +173,8 @@ fn topic_name(name: &str) -> TopicName {
 /// future `current_leader_epoch` is fenced or unknown, in every version.
 #[test]
 fn offset_for_leader_epoch_answers_the_end_of_the_current_epoch() {
-    let fjord = Fjord::start("epoch");
-    let mut connection = fjord.connect();
+    let fjord = common::Broker::start(&[]);
+    let mut connection = connect(&fjord);
     connection.create_topic("epochs");
     for version in 2..=4 {
         assert_eq!(
@@ -267,8 +214,8 @@ fn offset_for_leader_epoch_answers_the_end_of_the_current_epoch() {
 /// DescribeConfigs v4 with types and documentation, DescribeCluster v1.
 #[test]
 fn newest_admin_versions_encode_their_extra_fields() {
-    let fjord = Fjord::start("versions");
-    let mut connection = fjord.connect();
+    let fjord = common::Broker::start(&[]);
+    let mut connection = connect(&fjord);
     connection.create_topic("sized");
     connection.produce("sized", 4);
     for version in 1..=4 {

@@ -5,6 +5,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -491,10 +492,7 @@ pub struct Broker {
     process: Child,
     pub port: u16,
     settings: Vec<String>,
-    #[allow(
-        dead_code,
-        reason = "read only by tests that look at the data directory"
-    )]
+    /// Holds the data directory and the broker's stderr.
     data: tempfile::TempDir,
 }
 
@@ -534,28 +532,40 @@ pub fn broker_port() -> u16 {
 }
 
 /// Spawns `fjord` with `settings` and waits until it listens on `port`.
-fn launch(settings: &[String], port: u16) -> Child {
+/// Its standard error goes to `stderr` (appended across restarts), which a
+/// failed start quotes.
+fn launch(settings: &[String], port: u16, stderr: &Path) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
     for setting in settings {
         command.arg("--set").arg(setting);
     }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr)
+        .expect("broker stderr file");
     let mut process = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn fjord");
+    let said = || std::fs::read_to_string(stderr).unwrap_or_default();
     let deadline = Instant::now() + START_DEADLINE;
     loop {
         if let Ok(Some(status)) = process.try_wait() {
-            panic!("fjord exited with {status} before listening");
+            panic!(
+                "fjord exited with {status} before listening; it said:\n{}",
+                said()
+            );
         }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return process;
         }
         assert!(
             Instant::now() < deadline,
-            "fjord did not listen on {port} within {START_DEADLINE:?}"
+            "fjord did not listen on {port} within {START_DEADLINE:?}; it said:\n{}",
+            said()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -578,7 +588,7 @@ impl Broker {
         .chain(extra.iter().map(|setting| (*setting).to_owned()))
         .collect();
         Self {
-            process: launch(&settings, port),
+            process: launch(&settings, port, &data.path().join("stderr.log")),
             port,
             settings,
             data,
@@ -600,7 +610,11 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.process = launch(&self.settings, self.port);
+        self.process = launch(
+            &self.settings,
+            self.port,
+            &self.data.path().join("stderr.log"),
+        );
     }
 
     /// The broker's `log.dirs`.
