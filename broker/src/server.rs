@@ -418,6 +418,11 @@ async fn write_chunks(
 ) -> std::io::Result<()> {
     let mut gathered = BytesMut::new();
     for chunk in chunks {
+        // glommio completes a send to a socket with room without yielding,
+        // so a large response would otherwise hold the core until its last
+        // byte; between chunks the shard's other tasks (appends, other
+        // shards' requests) get their turn once the preempt timer fired.
+        glommio::yield_if_needed().await;
         match chunk {
             ResponseChunk::Bytes(bytes) if bytes.len() < COALESCE_CHUNK_BYTES_MAX => {
                 if gathered.len() + bytes.len() > COALESCE_BUFFER_BYTES {

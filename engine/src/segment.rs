@@ -31,11 +31,15 @@ use crate::types::{Offset, TimestampMs};
 /// Bytes read per I/O when scanning a segment (recovery, lookups).
 pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
-/// The most bytes one read of a fetch asks in one I/O. One large `O_DIRECT`
-/// read reaches the device as several requests at once (the block layer
-/// splits it at `max_sectors_kb`), which a sequence of 1 MiB reads at depth
-/// 1 never does; measured in `bench/RESULTS.md`.
+/// The most bytes one read of a fetch asks the storage for at a time (the
+/// disk storage issues it as `READ_IO_BYTES` I/Os, one at a time per
+/// shard); reading ahead keeps the disk busy between fetches.
 pub const READ_CHUNK_BYTES_MAX: usize = 4 << 20;
+
+/// Bytes of batches whose CRCs a read or scan checks before it lets the
+/// shard's other tasks run: checking a multi-megabyte read in one go would
+/// hold appends on the same core for a millisecond or more.
+pub const CHECKED_BYTES_PER_TURN: usize = 256 * 1024;
 
 /// The file name of a segment file: 20-digit zero-padded base offset.
 #[must_use]
@@ -720,6 +724,7 @@ impl<S: Storage> SegmentHandle<S> {
         let mut cursor = position;
         let mut chunk_start = position;
         let mut chunk = Bytes::new();
+        let mut checked_this_turn = 0usize;
         loop {
             let relative = (cursor - chunk_start) as usize;
             let available = &chunk[relative.min(chunk.len())..];
@@ -731,6 +736,11 @@ impl<S: Storage> SegmentHandle<S> {
                     on_batch(&header, cursor);
                     next_offset = header.last_offset().next();
                     cursor += header.total_bytes() as u64;
+                    checked_this_turn += header.total_bytes();
+                    if checked_this_turn >= CHECKED_BYTES_PER_TURN {
+                        checked_this_turn = 0;
+                        futures_lite::future::yield_now().await;
+                    }
                 }
                 ScanOutcome::Incomplete => {
                     if cursor + available.len() as u64 >= end {
@@ -799,6 +809,7 @@ impl<S: Storage> SegmentHandle<S> {
         let mut total = 0usize;
         let mut chunk_start = cursor;
         let mut chunk = first;
+        let mut checked_this_turn = 0usize;
         while cursor < end {
             let relative = (cursor - chunk_start) as usize;
             let available = &chunk[relative.min(chunk.len())..];
@@ -826,6 +837,11 @@ impl<S: Storage> SegmentHandle<S> {
                         }
                     }
                     cursor += length as u64;
+                    checked_this_turn += length;
+                    if checked_this_turn >= CHECKED_BYTES_PER_TURN {
+                        checked_this_turn = 0;
+                        futures_lite::future::yield_now().await;
+                    }
                 }
                 ScanOutcome::Incomplete => {
                     let needed = declared_length(available);

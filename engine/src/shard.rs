@@ -45,6 +45,14 @@ pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// holding up every other connection's cold reads on the shard.
 pub const BLOCKING_THREADS_PER_SHARD: usize = 4;
 
+/// How long a shard runs tasks before it looks at its I/O completions and
+/// at messages from other shards again. glommio's default (100 ms) let one
+/// connection's multi-megabyte Fetch response, written with sends that
+/// never block on loopback, hold every append on the core for 5-10 ms;
+/// 250 us bounds that wait at a few percent of produce throughput
+/// (measured in `bench/RESULTS.md`).
+pub const PREEMPT_TIMER: Duration = Duration::from_micros(250);
+
 /// Bytes each shard may hold read ahead for readers catching up from disk
 /// (`log::read_ahead`): eight partitions' worth of the largest chunk.
 pub const READ_AHEAD_BYTES_PER_SHARD: usize = 8 * READ_AHEAD_BYTES_MAX;
@@ -384,6 +392,7 @@ where
                 shard_cpu,
             ))
             .io_memory(config.io_memory_bytes)
+            .preempt_timer(PREEMPT_TIMER)
             .spawn(move || async move {
                 let _abort_on_panic = AbortOnPanic;
                 let (senders, receivers) = mesh.join().await.map_err(|_| Error::ShuttingDown)?;
