@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Cold catch-up consume and produce latency under a cold catch-up consumer,
+# RUNS times, on a topic `cold` that wire-consume-rerun.sh filled.
+# Each run: restart + drop caches, consume `cold` alone; produce latency
+# idle (1 producer, 1 in flight, 3 s); restart + drop caches, consume `cold`
+# again while the producer measures (2.5 s). Run from a scratch directory.
+set -euo pipefail
+F=/work/main/target/release/fjord; B=/work/main/target/release/fjord-bench
+DATA="${DATA:?set DATA to the data directory wire-consume-rerun.sh filled}"
+RUNS="${RUNS:-3}"
+S="--bootstrap-server localhost:19092"
+start() { $F --set log.dirs="$DATA" --set listeners=PLAINTEXT://127.0.0.1:19092 --set advertised.listeners=PLAINTEXT://localhost:19092 > broker.log 2>&1 & echo $! > broker.pid; for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null && return; sleep 0.1; done; echo "no broker"; exit 1; }
+stop() { kill "$(cat broker.pid)"; while kill -0 "$(cat broker.pid)" 2>/dev/null; do sleep 0.1; done; }
+for run in $(seq "$RUNS"); do
+  echo "== run $run"
+  sync; echo 3 > /proc/sys/vm/drop_caches; start
+  echo -n "cold consume alone: "; $B consume $S --topic cold --from beginning --json "cold-$run.json" | tail -1
+  echo -n "produce idle: "; $B produce $S --topic live --partitions 4 --acks 1 --producers 1 --in-flight 1 --duration-secs 3 --json "idle-$run.json" | tail -1
+  stop; sync; echo 3 > /proc/sys/vm/drop_caches; start
+  $B consume $S --topic cold --from beginning --json "concurrent-consume-$run.json" > consume-concurrent.log &
+  consumer=$!
+  sleep 0.3
+  echo -n "produce with cold reader: "; $B produce $S --topic live --acks 1 --producers 1 --in-flight 1 --duration-secs 2.5 --json "with-reader-$run.json" | tail -1
+  wait "$consumer"; echo -n "cold consume under the producer: "; tail -1 consume-concurrent.log
+  stop
+done
