@@ -5,8 +5,9 @@
 //! types. Segment data never goes through the page cache: writes are
 //! block-aligned DMA from `DmaBuffer`s (which glommio carves from the
 //! executor's registered `io_memory` when it can), reads are DMA into fresh
-//! buffers, split into [`READ_IO_BYTES`] I/Os that each shard issues one at
-//! a time, so reads never queue far ahead of appends at the device. Small
+//! buffers, split into I/Os of at most [`READ_IO_BYTES`] (less while
+//! appends are being written) that each shard issues one at a time, so
+//! reads never queue far ahead of appends at the device. Small
 //! metadata files (checkpoints, indexes of closed segments)
 //! use ordinary buffered I/O with fsync and rename, since they are written
 //! rarely and read once at startup.
@@ -17,6 +18,9 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
@@ -39,14 +43,48 @@ pub struct DirectFile(DmaFile);
 /// The most bytes one read I/O asks for; larger reads are split.
 pub const READ_IO_BYTES: usize = 1 << 20;
 
+/// The most bytes one read I/O asks for while appends are being written
+/// (any shard wrote within [`WRITES_RECENT`]): an append queued behind a
+/// 256 KiB read waits a quarter of what it waits behind 1 MiB, for about
+/// two thirds of the read throughput (fio table in `bench/RESULTS.md`).
+pub const READ_IO_BYTES_WHILE_WRITING: usize = 256 << 10;
+
+/// How long after any shard's last write reads stay small.
+pub const WRITES_RECENT: Duration = Duration::from_millis(20);
+
+/// When any shard last issued a write, in nanoseconds since
+/// [`clock_origin`]; 0 before the first.
+static LAST_WRITE_NANOS: AtomicU64 = AtomicU64::new(0);
+
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn nanos_since_origin() -> u64 {
+    u64::try_from(clock_origin().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The size of the next read I/O: small while appends are being written.
+fn read_io_bytes() -> usize {
+    let last_write = LAST_WRITE_NANOS.load(Ordering::Relaxed);
+    let recent = u64::try_from(WRITES_RECENT.as_nanos()).unwrap_or(u64::MAX);
+    if last_write != 0 && nanos_since_origin().saturating_sub(last_write) < recent {
+        READ_IO_BYTES_WHILE_WRITING
+    } else {
+        READ_IO_BYTES
+    }
+}
+
 /// Read I/Os a shard keeps in flight, all its files together.
 ///
 /// An append waits at the device behind every read queued before it: on
 /// the disk measured in `bench/RESULTS.md`, a 64 KiB write took 0.06 ms
 /// alone, 0.5 ms behind one 1 MiB read and 4.6 ms behind two 8 MiB reads,
 /// while sequential 1 MiB reads at depth 1 already ran at 1.9 GB/s. So
-/// each shard reads 1 MiB at a time: catch-up readers keep the disk busy
-/// without burying the appends.
+/// each shard reads one I/O at a time, of [`READ_IO_BYTES`], or of
+/// [`READ_IO_BYTES_WHILE_WRITING`] while appends are being written:
+/// catch-up readers keep the disk busy without burying the appends.
 pub const READS_IN_FLIGHT_PER_SHARD: u64 = 1;
 
 thread_local! {
@@ -59,6 +97,7 @@ impl StorageFile for DirectFile {
 
     async fn write_at(&self, buffer: Rc<DmaBuffer>, position: u64) -> io::Result<usize> {
         debug_assert_eq!(position % BLOCK_BYTES as u64, 0);
+        LAST_WRITE_NANOS.store(nanos_since_origin().max(1), Ordering::Relaxed);
         Ok(self.0.write_rc_at(buffer, position).await?)
     }
 
@@ -67,7 +106,7 @@ impl StorageFile for DirectFile {
         let mut bytes = BytesMut::with_capacity(len);
         let mut at = position;
         while bytes.len() < len {
-            let piece = (len - bytes.len()).min(READ_IO_BYTES);
+            let piece = (len - bytes.len()).min(read_io_bytes());
             let read = {
                 let _turn = gate
                     .acquire_static_permit(1)
