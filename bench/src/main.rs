@@ -84,6 +84,7 @@ fn run(cli: &Cli) -> BenchResult<()> {
 }
 
 fn main() -> ExitCode {
+    fjord_tools::end_quietly_when_output_closes();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

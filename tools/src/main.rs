@@ -68,6 +68,7 @@ enum Command {
 /// directory is valid), 1 a setting differs or corruption was found, 2 an
 /// error (one line on stderr) or a usage error (from clap).
 fn main() -> ExitCode {
+    fjord_tools::end_quietly_when_output_closes();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Topics { command } => topics::run(command),

@@ -467,3 +467,33 @@ fn a_zero_filled_end_of_the_log_is_a_warning_not_corruption() {
         "{stdout}"
     );
 }
+
+/// `fjordctl dump-log ... | head` is how an operator looks at a large
+/// segment: when the reader goes away, fjordctl ends the way other tools
+/// do (killed by `SIGPIPE`), not with a panic on the broken pipe. The pipe's
+/// read end is closed before fjordctl starts, so its first line hits it.
+#[test]
+fn a_closed_output_ends_fjordctl_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let data_dir = written_data_dir();
+    let segment = files_with(data_dir.path(), "log")
+        .into_iter()
+        .next()
+        .expect("a segment");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_fjordctl"))
+        .args(["dump-log", text(&segment), "--print-data"])
+        .stdout(writer)
+        .output()
+        .expect("fjordctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "fjordctl panicked: {stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}, stderr: {stderr}",
+        output.status
+    );
+}
