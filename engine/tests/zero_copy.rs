@@ -125,17 +125,50 @@ fn fill(config: &EngineConfig, partition: &TopicPartition, log_config: LogConfig
     .unwrap();
 }
 
-#[test]
-fn cold_reads_verify_once_then_serve_index_bounded_file_ranges() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = cold_config(dir.path());
-    let partition = TopicPartition::new("zero-copy-paths", 0);
-    let log_config = LogConfig {
+/// Segments of 64 KiB with an index entry every 2 KiB: several segments,
+/// and reads that start between index entries.
+fn small_segments() -> LogConfig {
+    LogConfig {
         segment_bytes: 64 * 1024,
         index_interval_bytes: 2048,
         ..LogConfig::default()
-    };
+    }
+}
+
+/// A data directory whose partition `name`-0 holds `BATCHES` batches
+/// written with `log_config`, closed cleanly; with the engine config that
+/// reads it cold and the partition.
+fn filled(name: &str, log_config: LogConfig) -> (tempfile::TempDir, EngineConfig, TopicPartition) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cold_config(dir.path());
+    let partition = TopicPartition::new(name, 0);
     fill(&config, &partition, log_config);
+    (dir, config, partition)
+}
+
+/// The first segment file of `partition` under `dir`.
+fn first_segment(dir: &tempfile::TempDir, partition: &TopicPartition) -> std::path::PathBuf {
+    dir.path()
+        .join(partition.dir_name())
+        .join("00000000000000000000.log")
+}
+
+/// Flips every bit of the byte at `position` of `segment`, durably.
+fn flip_byte(segment: &std::path::Path, position: u64) {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(segment)
+        .expect("segment file");
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, position).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], position).unwrap();
+    file.sync_all().unwrap();
+}
+
+#[test]
+fn cold_reads_verify_once_then_serve_index_bounded_file_ranges() {
+    let (_dir, config, partition) = filled("zero-copy-paths", small_segments());
     let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
         let partition = partition.clone();
         async move {
@@ -167,33 +200,20 @@ fn cold_reads_verify_once_then_serve_index_bounded_file_ranges() {
 /// found by the read, never sent as a file range.
 #[test]
 fn a_reopened_active_segment_is_verified_before_it_is_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = cold_config(dir.path());
-    let partition = TopicPartition::new("reopened-active", 0);
     let log_config = LogConfig {
         index_interval_bytes: 2048,
         ..LogConfig::default()
     };
-    fill(&config, &partition, log_config);
-    let segment = dir
-        .path()
-        .join("reopened-active-0")
-        .join("00000000000000000000.log");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segment)
-        .expect("the only segment");
+    let (dir, config, partition) = filled("reopened-active", log_config);
+    let segment = first_segment(&dir, &partition);
     // The last byte of the first batch: a record byte its CRC covers.
     let mut header = [0u8; 12];
-    file.read_exact_at(&mut header, 0).unwrap();
-    let first_batch_end = 12 + u64::from(u32::from_be_bytes(header[8..12].try_into().unwrap()));
-    let mut byte = [0u8; 1];
-    file.read_exact_at(&mut byte, first_batch_end - 1).unwrap();
-    file.write_all_at(&[byte[0] ^ 0xff], first_batch_end - 1)
+    std::fs::File::open(&segment)
+        .unwrap()
+        .read_exact_at(&mut header, 0)
         .unwrap();
-    file.sync_all().unwrap();
-    drop(file);
+    let first_batch_end = 12 + u64::from(u32::from_be_bytes(header[8..12].try_into().unwrap()));
+    flip_byte(&segment, first_batch_end - 1);
     let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
         let partition = partition.clone();
         async move {
@@ -221,15 +241,7 @@ fn a_reopened_active_segment_is_verified_before_it_is_sent() {
 /// holds budget while it waits and gives it back when a read claims it.
 #[test]
 fn read_ahead_feeds_a_sequential_reader_across_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = cold_config(dir.path());
-    let partition = TopicPartition::new("read-ahead", 0);
-    let log_config = LogConfig {
-        segment_bytes: 64 * 1024,
-        index_interval_bytes: 2048,
-        ..LogConfig::default()
-    };
-    fill(&config, &partition, log_config);
+    let (_dir, config, partition) = filled("read-ahead", small_segments());
     let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
         let partition = partition.clone();
         async move {
@@ -286,14 +298,8 @@ fn read_ahead_feeds_a_sequential_reader_across_segments() {
 /// refused, never served.
 #[test]
 fn a_corrupt_batch_read_ahead_is_refused_when_claimed() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = cold_config(dir.path());
-    let partition = TopicPartition::new("read-ahead-corrupt", 0);
-    fill(&config, &partition, LogConfig::default());
-    let segment = dir
-        .path()
-        .join("read-ahead-corrupt-0")
-        .join("00000000000000000000.log");
+    let (dir, config, partition) = filled("read-ahead-corrupt", LogConfig::default());
+    let segment = first_segment(&dir, &partition);
     let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
         let partition = partition.clone();
         let segment = segment.clone();
@@ -317,16 +323,7 @@ fn a_corrupt_batch_read_ahead_is_refused_when_claimed() {
                 })
                 .unwrap();
             // A record byte of the batch right after the first read.
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&segment)
-                .unwrap();
-            let at = stop as u64 + 100;
-            let mut byte = [0u8; 1];
-            file.read_exact_at(&mut byte, at).unwrap();
-            file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
-            file.sync_all().unwrap();
+            flip_byte(&segment, stop as u64 + 100);
             assert!(log.read_ahead_due());
             assert!(log.read_ahead(FETCH_BYTES, &budget).await.is_some());
             let claimed = log.read_zero_copy(next, FETCH_BYTES, Offset(BATCHES)).await;
