@@ -24,6 +24,8 @@
 //! read back is checked byte for byte. `FJORD_CRASH_SEED` replays a run's
 //! workload and kill delays.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -33,6 +35,7 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use fjord_engine::batch::{self, build_batch, BatchHeader, KeyValue};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
 use fjord_engine::log::cleaner::{CLEANED_SUFFIX, OFFSET_MAP_ENTRY_BYTES, SWAP_FILE};
@@ -59,22 +62,6 @@ const SEGMENT_BYTES: u64 = 16 << 10;
 const KILL_DELAY_MS: Range<u64> = 50..400;
 const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const CHILD_LIFETIME: Duration = Duration::from_secs(30);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
 
 fn partition() -> TopicPartition {
     TopicPartition::new("compacted", 0)
@@ -247,7 +234,7 @@ fn run_child(dir: &Path) {
                 Response::Done | Response::Failed(Error::PartitionExists(_)) => {}
                 other => panic!("create failed: {other:?}"),
             }
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let stop_at = Instant::now() + CHILD_LIFETIME;
             while Instant::now() < stop_at {
                 let keys: Vec<u64> = (0..=rng.below(4)).map(|_| rng.below(KEYS)).collect();
@@ -378,7 +365,7 @@ fn compacted_logs_survive_kill_9_during_cleaning() {
     );
     println!("{TEST_NAME}: seed {seed} (replay with {SEED_ENV}={seed})");
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut expected: BTreeMap<u64, i64> = BTreeMap::new();
     for cycle in 0..=CYCLES {
         write_expected(dir.path(), &expected);
@@ -387,7 +374,7 @@ fn compacted_logs_survive_kill_9_during_cleaning() {
                 KILL_DELAY_MS.start + rng.below(KILL_DELAY_MS.end - KILL_DELAY_MS.start),
             )
         });
-        let lines = run_cycle(dir.path(), cycle, rng.next(), kill_delay);
+        let lines = run_cycle(dir.path(), cycle, rng.next_u64(), kill_delay);
         for line in &lines {
             // The test harness prints its own words before the first line.
             if let Some(rest) = after(line, ACK_PREFIX) {

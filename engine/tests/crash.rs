@@ -32,6 +32,8 @@
 //! `FJORD_CRASH_SEED` to replay a run's workload and kill delays (the exact
 //! moment of the kill still depends on timing).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -44,6 +46,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use fjord_engine::batch::{self, build_batch, BatchHeader, KeyValue};
 use fjord_engine::config::LogConfig;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
@@ -81,27 +84,6 @@ const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// A child stops on its own after this long, should the parent be gone.
 const CHILD_LIFETIME: Duration = Duration::from_secs(30);
 
-/// splitmix64: small, seedable, good enough for a workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn in_range(&mut self, range: Range<u64>) -> u64 {
-        range.start + self.below(range.end - range.start)
-    }
-}
-
 fn partition(index: i32) -> TopicPartition {
     TopicPartition::new(TOPIC, index)
 }
@@ -109,10 +91,10 @@ fn partition(index: i32) -> TopicPartition {
 /// The value of the record at `offset` of partition `index`: readable
 /// identity, then filler whose length and bytes also follow from both.
 fn record_value(index: i32, offset: i64) -> Vec<u8> {
-    let mut rng = Rng((u64::from(index.unsigned_abs()) << 48) ^ offset as u64);
+    let mut rng = Rng::new((u64::from(index.unsigned_abs()) << 48) ^ offset as u64);
     let mut value = format!("partition {index} offset {offset};").into_bytes();
     let filler = rng.below(VALUE_FILLER_BYTES_MAX) as usize;
-    let first = rng.next() as u8;
+    let first = rng.next_u64() as u8;
     value.extend((0..filler).map(|i| first.wrapping_add(i as u8)));
     value
 }
@@ -314,7 +296,7 @@ async fn child_main(shard: Rc<Shard>, plan: &ChildPlan) {
         .filter(|&index| writer_of(index, shard.shard_count()) == shard.id())
         .map(|index| {
             let expected = plan.expected.get(&index).copied().unwrap_or_default();
-            let rng = Rng(plan.seed ^ (u64::from(index.unsigned_abs()) << 32));
+            let rng = Rng::new(plan.seed ^ (u64::from(index.unsigned_abs()) << 32));
             glommio::spawn_local(write_partition(
                 shard.clone(),
                 index,
@@ -356,7 +338,7 @@ async fn write_partition(
     let flusher = glommio::spawn_local(flush_repeatedly(
         shard.clone(),
         index,
-        Rng(rng.next()),
+        Rng::new(rng.next_u64()),
         stopped.clone(),
     ));
     let stop_at = Instant::now() + append_for;
@@ -410,7 +392,7 @@ fn flush_interval(rng: &mut Rng) -> u64 {
     if rng.below(4) == 0 {
         1
     } else {
-        rng.in_range(1..9)
+        rng.between(1, 8)
     }
 }
 
@@ -473,7 +455,7 @@ impl Ending {
     /// Mostly kills mid-append; every fourth cycle one of the other two.
     /// The last cycle ([`CYCLES`] - 1) is a kill mid-append.
     fn pick(cycle: usize, rng: &mut Rng) -> Ending {
-        let delay = Duration::from_millis(rng.in_range(KILL_DELAY_MS));
+        let delay = Duration::from_millis(rng.between(KILL_DELAY_MS.start, KILL_DELAY_MS.end - 1));
         match cycle % 8 {
             2 => Ending::KillAfterStart(delay / 2),
             5 => Ending::Clean(delay),
@@ -594,12 +576,12 @@ fn acked_records_survive_kill_9() {
     println!("{TEST_NAME}: seed {seed} (replay with {SEED_ENV}={seed})");
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut expected: BTreeMap<i32, Expected> = BTreeMap::new();
     for cycle in 0..CYCLES {
         write_expected(dir.path(), &expected);
         let ending = Ending::pick(cycle, &mut rng);
-        let outcome = run_cycle(dir.path(), cycle, rng.next(), ending);
+        let outcome = run_cycle(dir.path(), cycle, rng.next_u64(), ending);
         if !matches!(ending, Ending::KillAfterStart(_)) {
             assert!(outcome.acks > 0, "cycle {cycle}: no progress");
         }

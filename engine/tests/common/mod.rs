@@ -52,6 +52,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// A value in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
     /// A value in `range` (inclusive bounds).
     pub fn between(&mut self, low: u64, high: u64) -> u64 {
         assert!(low <= high, "empty range {low}..={high}");
