@@ -3,9 +3,12 @@
 # RUNS times, on a topic `cold` that wire-consume-rerun.sh filled.
 # Each run: restart + drop caches, consume `cold` alone; produce latency
 # idle (1 producer, 1 in flight, 3 s); restart + drop caches, consume `cold`
-# again while the producer measures (2.5 s). Run from a scratch directory.
+# again while the producer measures (2.5 s); then delete `live`, which
+# otherwise grows by about 1 GB a run. Run from a scratch directory, after
+# `cargo build --release -p fjord-broker -p fjord-bench -p fjord-tools`.
 set -euo pipefail
 F=/work/main/target/release/fjord; B=/work/main/target/release/fjord-bench
+C=/work/main/target/release/fjordctl
 DATA="${DATA:?set DATA to the data directory wire-consume-rerun.sh filled}"
 RUNS="${RUNS:-3}"
 S="--bootstrap-server localhost:19092"
@@ -22,5 +25,6 @@ for run in $(seq "$RUNS"); do
   sleep 0.3
   echo -n "produce with cold reader: "; $B produce $S --topic live --acks 1 --producers 1 --in-flight 1 --duration-secs 2.5 --json "with-reader-$run.json" | tail -1
   wait "$consumer"; echo -n "cold consume under the producer: "; tail -1 consume-concurrent.log
+  $C topics delete --bootstrap-server localhost:19092 --topic live > /dev/null
   stop
 done
