@@ -12,17 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::dma::DmaStorage;
 use fjord_engine::{LeaderEpoch, ProducerEpoch, ProducerId, TimestampMs, TopicPartition};
+use fjord_tools::client::records::{encode_batch, Codec, OutgoingRecord};
 use glommio::{LocalExecutorBuilder, Placement};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use tempfile::TempDir;
 
 /// Batches appended; each holds [`RECORDS_PER_BATCH`] records.
@@ -381,36 +379,17 @@ fn usage_errors_exit_2_with_one_line() {
 
 #[test]
 fn print_data_decompresses_a_gzip_batch() {
-    let mut record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: kafka_protocol::records::TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: FIRST_TIMESTAMP_MS,
+    let zipped = OutgoingRecord {
         key: Some(Bytes::from_static(b"zipped-key")),
         value: Some(Bytes::from_static(b"zipped-value")),
-        headers: IndexMap::default(),
+        headers: vec![("trace".to_owned(), Some(Bytes::from_static(b"abc")))],
     };
-    record.headers.insert(
-        StrBytes::from_static_str("trace"),
-        Some(Bytes::from_static(b"abc")),
-    );
-    let mut second = record.clone();
-    second.offset = 1;
-    // kafka-protocol starts a new batch unless offset - sequence is constant.
-    second.sequence = 0;
-    second.value = None;
-    let mut batch = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::Gzip,
+    let tombstone = OutgoingRecord {
+        value: None,
+        ..zipped.clone()
     };
-    RecordBatchEncoder::encode(&mut batch, &[record, second], &options).expect("encode");
+    let batch =
+        encode_batch(&[zipped, tombstone], FIRST_TIMESTAMP_MS, Codec::Gzip).expect("encode");
     let data_dir = engine_wrote(vec![batch.to_vec()]);
     let segment = &files_with(data_dir.path(), "log")[0];
 
