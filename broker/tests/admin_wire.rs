@@ -16,6 +16,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fjord_tools::client::records::{encode_batch, Codec, OutgoingRecord};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -28,9 +29,6 @@ use kafka_protocol::messages::{
     RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use kafka_protocol::ResponseError;
 
 /// Opens a raw connection to `broker`.
@@ -98,31 +96,13 @@ impl Connection {
     }
 
     fn produce(&mut self, name: &str, count: usize) {
-        let records: Vec<Record> = (0..count)
-            .map(|index| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: index as i64,
-                // The encoder batches records whose offset - sequence agree;
-                // the batch's base sequence is the first's: -1, no producer id.
-                sequence: index as i32 - 1,
-                timestamp: 1_700_000_000_000,
-                key: None,
+        let records: Vec<OutgoingRecord> = (0..count)
+            .map(|index| OutgoingRecord {
                 value: Some(Bytes::from(format!("record {index}"))),
-                headers: std::iter::empty().collect(),
+                ..OutgoingRecord::default()
             })
             .collect();
-        let mut batch = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
+        let batch = encode_batch(&records, 1_700_000_000_000, Codec::None).unwrap();
         let request = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(10_000)
@@ -130,7 +110,7 @@ impl Connection {
                 .with_name(topic_name(name))
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(0)
-                    .with_records(Some(batch.freeze()))])]);
+                    .with_records(Some(batch))])]);
         let ResponseKind::Produce(response) = self.call(ApiKey::Produce, 9, request) else {
             panic!("not a Produce response");
         };
