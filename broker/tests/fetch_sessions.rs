@@ -11,61 +11,15 @@
 #[allow(dead_code, reason = "helpers shared with other test binaries")]
 mod common;
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestKind, ResponseKind,
-};
+use kafka_protocol::messages::{ApiKey, FetchResponse, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 
-use common::{create_topic, one_record_batch, produce, produce_error, topic, Broker, Connection};
+use common::{
+    create_topic, one_record_batch, produce, produce_error, session_fetch, Broker, Connection,
+};
 
 const FETCH_VERSION: i16 = 12;
 const TOPICS: [&str; 2] = ["session-a", "session-b"];
-
-/// A Fetch in session `id` at `epoch` of `partitions` (topic, offset; all
-/// partition 0), forgetting `forgotten` topics' partition 0.
-fn fetch(
-    id: i32,
-    epoch: i32,
-    partitions: &[(&str, i64)],
-    forgotten: &[&str],
-    max_wait_ms: i32,
-) -> RequestKind {
-    RequestKind::Fetch(
-        FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(max_wait_ms)
-            .with_min_bytes(1)
-            .with_max_bytes(1 << 20)
-            .with_session_id(id)
-            .with_session_epoch(epoch)
-            .with_topics(
-                partitions
-                    .iter()
-                    .map(|&(name, offset)| {
-                        FetchTopic::default()
-                            .with_topic(topic(name))
-                            .with_partitions(vec![FetchPartition::default()
-                                .with_partition(0)
-                                .with_fetch_offset(offset)
-                                .with_current_leader_epoch(-1)
-                                .with_log_start_offset(-1)
-                                .with_partition_max_bytes(1 << 20)])
-                    })
-                    .collect(),
-            )
-            .with_forgotten_topics_data(
-                forgotten
-                    .iter()
-                    .map(|name| {
-                        ForgottenTopic::default()
-                            .with_topic(topic(name))
-                            .with_partitions(vec![0])
-                    })
-                    .collect(),
-            ),
-    )
-}
 
 fn call(client: &mut Connection, request: &RequestKind) -> FetchResponse {
     let ResponseKind::Fetch(response) = client.call(ApiKey::Fetch, FETCH_VERSION, request) else {
@@ -118,7 +72,7 @@ fn incremental_fetches_carry_only_changes_and_news() {
 
     let full = call(
         &mut client,
-        &fetch(0, 0, &[(TOPICS[0], 0), (TOPICS[1], 0)], &[], 0),
+        &session_fetch(0, 0, &[(TOPICS[0], 0), (TOPICS[1], 0)], &[], 0),
     );
     assert_eq!(full.error_code, 0);
     let session = full.session_id;
@@ -130,22 +84,28 @@ fn incremental_fetches_carry_only_changes_and_news() {
     );
 
     // The client moved past the record; nothing else happened.
-    let quiet = call(&mut client, &fetch(session, 1, &[(TOPICS[0], 1)], &[], 100));
+    let quiet = call(
+        &mut client,
+        &session_fetch(session, 1, &[(TOPICS[0], 1)], &[], 100),
+    );
     assert_eq!((quiet.error_code, quiet.session_id), (0, session));
     assert_eq!(answered(&quiet), [], "no partition has news");
 
     // New data in the partition the client did not mention this time.
     produce_one(&mut client, TOPICS[1]);
-    let news = call(&mut client, &fetch(session, 2, &[], &[], 1_000));
+    let news = call(&mut client, &session_fetch(session, 2, &[], &[], 1_000));
     assert_eq!(answered(&news), [(TOPICS[1].to_owned(), true)]);
 
-    let replayed = call(&mut client, &fetch(session, 2, &[], &[], 0));
+    let replayed = call(&mut client, &session_fetch(session, 2, &[], &[], 0));
     assert_eq!(
         replayed.error_code,
         ResponseError::InvalidFetchSessionEpoch.code()
     );
     assert!(replayed.responses.is_empty());
-    let unknown = call(&mut client, &fetch(session ^ 0x4000, 1, &[], &[], 0));
+    let unknown = call(
+        &mut client,
+        &session_fetch(session ^ 0x4000, 1, &[], &[], 0),
+    );
     assert_eq!(
         unknown.error_code,
         ResponseError::FetchSessionIdNotFound.code()
@@ -155,7 +115,10 @@ fn incremental_fetches_carry_only_changes_and_news() {
     // the session still serves the other one at the offset it remembers.
     produce_one(&mut client, TOPICS[1]);
     produce_one(&mut client, TOPICS[0]);
-    let forgot = call(&mut client, &fetch(session, 3, &[], &[TOPICS[1]], 1_000));
+    let forgot = call(
+        &mut client,
+        &session_fetch(session, 3, &[], &[TOPICS[1]], 1_000),
+    );
     assert_eq!(answered(&forgot), [(TOPICS[0].to_owned(), true)]);
     let records = forgot.responses[0].partitions[0].records.as_ref().unwrap();
     assert_eq!(
@@ -164,9 +127,12 @@ fn incremental_fetches_carry_only_changes_and_news() {
         "read from the offset the session remembers"
     );
 
-    let closed = call(&mut client, &fetch(session, -1, &[(TOPICS[0], 2)], &[], 0));
+    let closed = call(
+        &mut client,
+        &session_fetch(session, -1, &[(TOPICS[0], 2)], &[], 0),
+    );
     assert_eq!((closed.error_code, closed.session_id), (0, 0));
-    let gone = call(&mut client, &fetch(session, 4, &[], &[], 0));
+    let gone = call(&mut client, &session_fetch(session, 4, &[], &[], 0));
     assert_eq!(
         gone.error_code,
         ResponseError::FetchSessionIdNotFound.code()
@@ -209,7 +175,7 @@ fn concurrent_partition_reads_keep_the_response_budget() {
             .collect()
     };
     for max_bytes in [1, 2_500, 9_000] {
-        let RequestKind::Fetch(request) = fetch(0, -1, &partitions, &[], 0) else {
+        let RequestKind::Fetch(request) = session_fetch(0, -1, &partitions, &[], 0) else {
             unreachable!()
         };
         let limited = call(
@@ -234,7 +200,7 @@ fn concurrent_partition_reads_keep_the_response_budget() {
             "max_bytes {max_bytes}: {sizes:?}"
         );
     }
-    let everything = call(&mut client, &fetch(0, -1, &partitions, &[], 0));
+    let everything = call(&mut client, &session_fetch(0, -1, &partitions, &[], 0));
     let sizes = records_bytes(&everything);
     assert!(
         sizes

@@ -20,7 +20,7 @@ use kafka_protocol::messages::delete_records_request::{
 };
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -174,23 +174,53 @@ pub fn produce(name: &str, acks: i16, records: Bytes) -> RequestKind {
 }
 
 /// A Fetch of partition 0 of `name` from `offset`, waiting at most
-/// `max_wait_ms`.
+/// `max_wait_ms`, outside any fetch session.
 pub fn fetch(name: &str, offset: i64, max_wait_ms: i32) -> RequestKind {
+    session_fetch(0, -1, &[(name, offset)], &[], max_wait_ms)
+}
+
+/// A Fetch in session `id` at `epoch` (KIP-227) of `partitions` (topic,
+/// offset; all partition 0), forgetting `forgotten` topics' partition 0.
+pub fn session_fetch(
+    id: i32,
+    epoch: i32,
+    partitions: &[(&str, i64)],
+    forgotten: &[&str],
+    max_wait_ms: i32,
+) -> RequestKind {
     RequestKind::Fetch(
         FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(max_wait_ms)
             .with_min_bytes(1)
             .with_max_bytes(1 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(topic(name))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(0)
-                    .with_fetch_offset(offset)
-                    .with_current_leader_epoch(-1)
-                    .with_log_start_offset(-1)
-                    .with_partition_max_bytes(1 << 20)])]),
+            .with_session_id(id)
+            .with_session_epoch(epoch)
+            .with_topics(
+                partitions
+                    .iter()
+                    .map(|&(name, offset)| {
+                        FetchTopic::default()
+                            .with_topic(topic(name))
+                            .with_partitions(vec![FetchPartition::default()
+                                .with_partition(0)
+                                .with_fetch_offset(offset)
+                                .with_current_leader_epoch(-1)
+                                .with_log_start_offset(-1)
+                                .with_partition_max_bytes(1 << 20)])
+                    })
+                    .collect(),
+            )
+            .with_forgotten_topics_data(
+                forgotten
+                    .iter()
+                    .map(|name| {
+                        ForgottenTopic::default()
+                            .with_topic(topic(name))
+                            .with_partitions(vec![0])
+                    })
+                    .collect(),
+            ),
     )
 }
 
