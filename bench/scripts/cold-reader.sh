@@ -7,13 +7,9 @@
 # otherwise grows by about 1 GB a run. Run from a scratch directory, after
 # `cargo build --release -p fjord-broker -p fjord-bench -p fjord-tools`.
 set -euo pipefail
-F=/work/main/target/release/fjord; B=/work/main/target/release/fjord-bench
-C=/work/main/target/release/fjordctl
+. "$(dirname "${BASH_SOURCE[0]}")/wire-broker.sh"
 DATA="${DATA:?set DATA to the data directory wire-consume-rerun.sh filled}"
 RUNS="${RUNS:-3}"
-S="--bootstrap-server localhost:19092"
-start() { $F --set log.dirs="$DATA" --set listeners=PLAINTEXT://127.0.0.1:19092 --set advertised.listeners=PLAINTEXT://localhost:19092 > broker.log 2>&1 & echo $! > broker.pid; for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null && return; sleep 0.1; done; echo "no broker"; exit 1; }
-stop() { kill "$(cat broker.pid)"; while kill -0 "$(cat broker.pid)" 2>/dev/null; do sleep 0.1; done; }
 for run in $(seq "$RUNS"); do
   echo "== run $run"
   sync; echo 3 > /proc/sys/vm/drop_caches; start
