@@ -41,6 +41,22 @@ pub const READ_CHUNK_BYTES_MAX: usize = 4 << 20;
 /// hold appends on the same core for a millisecond or more.
 pub const CHECKED_BYTES_PER_TURN: usize = 256 * 1024;
 
+/// Bytes CRC-checked since a read or scan last let other tasks run.
+#[derive(Default)]
+struct CheckTurn(usize);
+
+impl CheckTurn {
+    /// Counts `bytes` just checked; yields once [`CHECKED_BYTES_PER_TURN`]
+    /// were.
+    async fn checked(&mut self, bytes: usize) {
+        self.0 += bytes;
+        if self.0 >= CHECKED_BYTES_PER_TURN {
+            self.0 = 0;
+            futures_lite::future::yield_now().await;
+        }
+    }
+}
+
 /// The file name of a segment file: 20-digit zero-padded base offset.
 #[must_use]
 pub fn segment_file_name(base_offset: Offset, extension: &str) -> String {
@@ -724,7 +740,7 @@ impl<S: Storage> SegmentHandle<S> {
         let mut cursor = position;
         let mut chunk_start = position;
         let mut chunk = Bytes::new();
-        let mut checked_this_turn = 0usize;
+        let mut turn = CheckTurn::default();
         loop {
             let relative = (cursor - chunk_start) as usize;
             let available = &chunk[relative.min(chunk.len())..];
@@ -736,11 +752,7 @@ impl<S: Storage> SegmentHandle<S> {
                     on_batch(&header, cursor);
                     next_offset = header.last_offset().next();
                     cursor += header.total_bytes() as u64;
-                    checked_this_turn += header.total_bytes();
-                    if checked_this_turn >= CHECKED_BYTES_PER_TURN {
-                        checked_this_turn = 0;
-                        futures_lite::future::yield_now().await;
-                    }
+                    turn.checked(header.total_bytes()).await;
                 }
                 ScanOutcome::Incomplete => {
                     if cursor + available.len() as u64 >= end {
@@ -809,7 +821,7 @@ impl<S: Storage> SegmentHandle<S> {
         let mut total = 0usize;
         let mut chunk_start = cursor;
         let mut chunk = first;
-        let mut checked_this_turn = 0usize;
+        let mut turn = CheckTurn::default();
         while cursor < end {
             let relative = (cursor - chunk_start) as usize;
             let available = &chunk[relative.min(chunk.len())..];
@@ -837,11 +849,7 @@ impl<S: Storage> SegmentHandle<S> {
                         }
                     }
                     cursor += length as u64;
-                    checked_this_turn += length;
-                    if checked_this_turn >= CHECKED_BYTES_PER_TURN {
-                        checked_this_turn = 0;
-                        futures_lite::future::yield_now().await;
-                    }
+                    turn.checked(length).await;
                 }
                 ScanOutcome::Incomplete => {
                     let needed = declared_length(available);
