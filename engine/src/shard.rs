@@ -374,6 +374,36 @@ impl Drop for AbortOnPanic {
     }
 }
 
+/// The CPUs shards run on, in order: the online CPUs this process may run
+/// on (so `taskset -c 2-5 fjord --set cores=4` puts the shards on 2 to 5),
+/// lowest first. glommio lists the online CPUs in a hash set; unsorted,
+/// `cores=1` would land on a different CPU from one start to the next.
+fn shard_cpus(online: impl Iterator<Item = usize>, allowed: &[usize]) -> Vec<usize> {
+    let mut cpus: Vec<usize> = online
+        .filter(|cpu| allowed.is_empty() || allowed.contains(cpu))
+        .collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus
+}
+
+/// The CPUs in this process's affinity mask; empty if it cannot be read,
+/// which [`shard_cpus`] takes as no restriction.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain bits for which all zeroes is valid, and
+    // sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let read =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set) };
+    if read != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the set's capacity.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
 /// Runs the engine: starts one pinned executor per shard, opens each shard's
 /// partitions, runs `main` on every shard with its [`Shard`] handle, then
 /// shuts down cleanly. Returns each shard's `main` output, by shard id.
@@ -391,12 +421,15 @@ where
 {
     let cpus = glommio::CpuSet::online()
         .map_err(|error| Error::io("listing CPUs", "/sys/devices/system/cpu", error.into()))?;
-    let cpu_ids: Vec<usize> = cpus.iter().map(|location| location.cpu).collect();
+    let cpu_ids = shard_cpus(cpus.iter().map(|location| location.cpu), &allowed_cpus());
     if config.shards == 0 || config.shards > cpu_ids.len() {
         return Err(Error::InvalidConfig {
             key: "cores".to_owned(),
             value: config.shards.to_string(),
-            reason: format!("must be between 1 and the {} online CPUs", cpu_ids.len()),
+            reason: format!(
+                "must be between 1 and the {} online CPUs this process may run on",
+                cpu_ids.len()
+            ),
         });
     }
     std::fs::create_dir_all(&config.data_dir)
@@ -980,5 +1013,21 @@ impl Shard {
         self.stopping.set(true);
         self.senders.close();
         tracing::info!(shard = self.id, partitions = logs.len(), "shard stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_cpus;
+
+    #[test]
+    fn shards_take_the_lowest_allowed_online_cpus_in_order() {
+        assert_eq!(shard_cpus([3, 0, 2, 1].into_iter(), &[]), vec![0, 1, 2, 3]);
+        assert_eq!(shard_cpus([3, 0, 2, 1].into_iter(), &[2, 3, 7]), vec![2, 3]);
+    }
+
+    #[test]
+    fn the_process_may_run_on_some_cpu() {
+        assert!(!super::allowed_cpus().is_empty());
     }
 }
