@@ -408,9 +408,15 @@ const COALESCE_CHUNK_BYTES_MAX: usize = 16 * 1024;
 /// The most bytes gathered for one coalesced write.
 const COALESCE_BUFFER_BYTES: usize = 64 * 1024;
 
+/// The most bytes one send puts on the socket, or one `sendfile` moves,
+/// before the shard's other tasks get their turn. A send on loopback runs
+/// the receiver's TCP processing too, so one send of a whole 8 MiB batch
+/// range held the core for milliseconds; an append behind it waited as long.
+const SEND_PIECE_BYTES: usize = 256 * 1024;
+
 /// Sends one response's chunks in order: bytes with the stream's own
 /// writes (small ones gathered into one), file ranges with `sendfile(2)` on
-/// the socket.
+/// the socket, both in pieces of at most [`SEND_PIECE_BYTES`].
 async fn write_chunks(
     writer: &mut (impl futures_lite::AsyncWrite + Unpin),
     socket: RawFd,
@@ -418,11 +424,6 @@ async fn write_chunks(
 ) -> std::io::Result<()> {
     let mut gathered = BytesMut::new();
     for chunk in chunks {
-        // glommio completes a send to a socket with room without yielding,
-        // so a large response would otherwise hold the core until its last
-        // byte; between chunks the shard's other tasks (appends, other
-        // shards' requests) get their turn once the preempt timer fired.
-        glommio::yield_if_needed().await;
         match chunk {
             ResponseChunk::Bytes(bytes) if bytes.len() < COALESCE_CHUNK_BYTES_MAX => {
                 if gathered.len() + bytes.len() > COALESCE_BUFFER_BYTES {
@@ -432,16 +433,37 @@ async fn write_chunks(
             }
             ResponseChunk::Bytes(bytes) => {
                 writer.write_all(&gathered.split()).await?;
-                writer.write_all(&bytes).await?;
+                for piece in bytes.chunks(SEND_PIECE_BYTES) {
+                    // glommio completes a send to a socket with room
+                    // without yielding; the shard's other tasks (appends,
+                    // other shards' requests) get their turn here once the
+                    // preempt timer fired.
+                    glommio::yield_if_needed().await;
+                    writer.write_all(piece).await?;
+                }
             }
             ResponseChunk::File(range) => {
                 writer.write_all(&gathered.split()).await?;
                 // A descriptor of our own: the blocking thread may outlive
                 // this task if the connection is torn down meanwhile.
-                let socket = duplicate(socket)?;
-                glommio::executor()
-                    .spawn_blocking(move || send_file_range(&socket, &range))
-                    .await?;
+                let socket = Arc::new(duplicate(socket)?);
+                let end = range.position + range.len;
+                let mut position = range.position;
+                while position < end {
+                    // One blocking call per piece: the pool thread shares
+                    // the shard's CPU, and the kernel lets a running thread
+                    // finish its time slice before a woken shard runs.
+                    let piece = FileRange {
+                        file: Arc::clone(&range.file),
+                        position,
+                        len: (end - position).min(SEND_PIECE_BYTES as u64),
+                    };
+                    position += piece.len;
+                    let socket = Arc::clone(&socket);
+                    glommio::executor()
+                        .spawn_blocking(move || send_file_range(&socket, &piece))
+                        .await?;
+                }
             }
         }
     }
