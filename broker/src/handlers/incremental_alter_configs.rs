@@ -8,6 +8,7 @@
 //! Broker resources are refused with `INVALID_REQUEST`, as in AlterConfigs.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
@@ -165,10 +166,9 @@ pub async fn handle(
             .collect();
         let outcome = match alterable_resource(broker, resource.resource_type, &name) {
             Ok(()) => {
-                topics::alter_topic_configs(broker, &name, request.validate_only, |current| {
-                    apply_operations(current, &operations, |key| {
-                        topic_default(key, &broker.config)
-                    })
+                let config = Arc::clone(&broker.config);
+                topics::alter_topic_configs(broker, &name, request.validate_only, move |current| {
+                    apply_operations(current, &operations, |key| topic_default(key, &config))
                 })
                 .await
             }

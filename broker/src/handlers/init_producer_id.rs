@@ -8,7 +8,9 @@ use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResp
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::metadata::Controller;
 use crate::server::Broker;
+use crate::topics;
 
 /// Versions served.
 pub const SUPPORT: ApiSupport = ApiSupport {
@@ -18,8 +20,10 @@ pub const SUPPORT: ApiSupport = ApiSupport {
 };
 
 /// Answers InitProducerId.
-#[must_use]
-pub fn handle(broker: &Rc<Broker>, request: &InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(
+    broker: &Rc<Broker>,
+    request: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -27,7 +31,7 @@ pub fn handle(broker: &Rc<Broker>, request: &InitProducerIdRequest) -> InitProdu
         // Transactions come with the transaction coordinator.
         return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
     }
-    match broker.controller.allocate_producer_id() {
+    match topics::on_controller(broker, Controller::allocate_producer_id).await {
         Ok(id) => response
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

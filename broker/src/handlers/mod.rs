@@ -139,7 +139,7 @@ pub async fn dispatch(
             ResponseKind::DeleteTopics(delete_topics::handle(broker, request).await)
         }
         RequestKind::InitProducerId(request) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(broker, &request))
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, &request).await)
         }
         RequestKind::OffsetForLeaderEpoch(request) => ResponseKind::OffsetForLeaderEpoch(
             offset_for_leader_epoch::handle(broker, request).await,
