@@ -35,7 +35,7 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::Rng;
+use common::{read_batches, Rng};
 use fjord_engine::batch::{self, build_batch, BatchHeader, KeyValue};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
 use fjord_engine::log::cleaner::{CLEANED_SUFFIX, OFFSET_MAP_ENTRY_BYTES, SWAP_FILE};
@@ -143,57 +143,43 @@ async fn verify(shard: &Shard, data_dir: &Path, expected: &BTreeMap<u64, i64>) -
     let mut latest: BTreeMap<u64, i64> = BTreeMap::new();
     let mut present = 0;
     let mut previous: Option<Offset> = None;
-    let mut next = offsets.log_start;
-    while next < offsets.log_end {
-        let read = shard
-            .call(
-                0,
-                Request::Read {
-                    partition: tp.clone(),
-                    offset: next,
-                    max_bytes: 256 << 10,
-                    upper_bound: offsets.log_end,
-                    committed: false,
-                },
-            )
-            .await;
-        let Response::Read(read) = read else {
-            panic!("read at {next} failed: {read:?}")
-        };
-        if read.batches.is_empty() {
-            break;
-        }
-        for bytes in &read.batches {
-            let header = BatchHeader::parse(bytes).unwrap();
-            assert!(
-                batch::crc_matches(bytes),
-                "batch at {} fails its CRC",
-                header.base_offset
+    let batches = read_batches(
+        shard,
+        &tp,
+        offsets.log_start..offsets.log_end,
+        256 << 10,
+        false,
+    )
+    .await;
+    for bytes in &batches {
+        let header = BatchHeader::parse(bytes).unwrap();
+        assert!(
+            batch::crc_matches(bytes),
+            "batch at {} fails its CRC",
+            header.base_offset
+        );
+        assert!(
+            previous.is_none_or(|previous| header.base_offset > previous),
+            "batch at {} does not follow {previous:?}",
+            header.base_offset
+        );
+        previous = Some(header.last_offset());
+        for record in batch::records(bytes).unwrap() {
+            let record = record.unwrap();
+            let offset = header.base_offset.0 + i64::from(record.offset_delta);
+            let key: u64 = std::str::from_utf8(record.key.unwrap())
+                .unwrap()
+                .strip_prefix("key-")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                record.value,
+                Some(&record_value(key, offset)[..]),
+                "offset {offset} does not hold what was appended there"
             );
-            assert!(
-                previous.is_none_or(|previous| header.base_offset > previous),
-                "batch at {} does not follow {previous:?}",
-                header.base_offset
-            );
-            previous = Some(header.last_offset());
-            for record in batch::records(bytes).unwrap() {
-                let record = record.unwrap();
-                let offset = header.base_offset.0 + i64::from(record.offset_delta);
-                let key: u64 = std::str::from_utf8(record.key.unwrap())
-                    .unwrap()
-                    .strip_prefix("key-")
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                assert_eq!(
-                    record.value,
-                    Some(&record_value(key, offset)[..]),
-                    "offset {offset} does not hold what was appended there"
-                );
-                latest.insert(key, offset);
-                present += 1;
-            }
-            next = header.last_offset().next();
+            latest.insert(key, offset);
+            present += 1;
         }
     }
     for (key, &acked) in expected {

@@ -46,7 +46,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Rng;
+use common::{read_batches, Rng};
 use fjord_engine::batch::{self, build_batch, BatchHeader, KeyValue};
 use fjord_engine::config::LogConfig;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
@@ -220,33 +220,15 @@ async fn verify_partition(shard: &Shard, index: i32, expected: Expected) -> Offs
             "partition {index}: log end after a clean shutdown and a crash"
         );
     }
+    let batches = read_batches(shard, &tp, Offset(0)..offsets.log_end, 256 << 10, false).await;
     let mut next = Offset(0);
-    while next < offsets.log_end {
-        let response = shard
-            .call(
-                owner,
-                Request::Read {
-                    partition: tp.clone(),
-                    offset: next,
-                    max_bytes: 256 << 10,
-                    upper_bound: offsets.log_end,
-                    committed: false,
-                },
-            )
-            .await;
-        let Response::Read(read) = response else {
-            panic!("partition {index}: read at {next} failed: {response:?}")
-        };
-        assert!(
-            !read.batches.is_empty(),
-            "partition {index}: nothing readable at {next}, below the log end {}",
-            offsets.log_end
-        );
-        for bytes in &read.batches {
-            next = check_batch(index, bytes, next);
-        }
+    for bytes in &batches {
+        next = check_batch(index, bytes, next);
     }
-    assert_eq!(next, offsets.log_end, "partition {index}: last batch end");
+    assert_eq!(
+        next, offsets.log_end,
+        "partition {index}: nothing readable at {next}, below the log end"
+    );
     offsets.log_end
 }
 

@@ -2,8 +2,11 @@
 //! every shard, through the real `O_DIRECT` storage; a clean shutdown with
 //! appends in flight loses nothing that was acknowledged.
 
+mod common;
+
 use std::rc::Rc;
 
+use common::read_batches;
 use fjord_engine::batch::{build_batch, BatchHeader};
 use fjord_engine::config::LogConfig;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
@@ -88,32 +91,13 @@ fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
     let counts = shard::run(&config, |shard: Rc<Shard>| async move {
         let mut counts = Vec::new();
         for partition in partitions() {
-            let owner = shard.owner_of(&partition);
+            let batches =
+                read_batches(&shard, &partition, Offset(0)..Offset(i64::MAX), 4096, true).await;
             let mut next = Offset(0);
-            loop {
-                let response = shard
-                    .call(
-                        owner,
-                        Request::Read {
-                            partition: partition.clone(),
-                            offset: next,
-                            max_bytes: 4096,
-                            upper_bound: Offset(i64::MAX),
-                            committed: true,
-                        },
-                    )
-                    .await;
-                let Response::Read(read) = response else {
-                    panic!("read failed: {response:?}")
-                };
-                if read.batches.is_empty() {
-                    break;
-                }
-                for bytes in &read.batches {
-                    let header = BatchHeader::parse(bytes).unwrap();
-                    assert_eq!(header.base_offset, next, "offsets are dense");
-                    next = header.last_offset().next();
-                }
+            for bytes in &batches {
+                let header = BatchHeader::parse(bytes).unwrap();
+                assert_eq!(header.base_offset, next, "offsets are dense");
+                next = header.last_offset().next();
             }
             counts.push(next.0);
         }

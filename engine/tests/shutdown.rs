@@ -11,12 +11,15 @@
 //! shards at shutdown for an append that was written; and a shard stopping
 //! while a peer still routes appends to it.
 
+mod common;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fjord_engine::batch::{self, build_batch, BatchHeader};
+use common::{decode, read_batches};
+use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
@@ -131,45 +134,24 @@ async fn read_all(shard: &Shard, index: i32) -> Vec<String> {
     let Response::Offsets(offsets) = shard.call(owner, Request::Offsets(tp.clone())).await else {
         panic!("partition {index}: offsets failed")
     };
+    let batches = read_batches(shard, &tp, Offset(0)..offsets.log_end, 64 << 10, false).await;
     let mut values = Vec::new();
-    while (values.len() as i64) < offsets.log_end.0 {
-        let next = Offset(values.len() as i64);
-        let response = shard
-            .call(
-                owner,
-                Request::Read {
-                    partition: tp.clone(),
-                    offset: next,
-                    max_bytes: 64 << 10,
-                    upper_bound: offsets.log_end,
-                    committed: false,
-                },
-            )
-            .await;
-        let Response::Read(read) = response else {
-            panic!("partition {index}: read at {next} failed: {response:?}")
-        };
-        assert!(
-            !read.batches.is_empty(),
-            "partition {index}: stuck at {next}"
+    for bytes in &batches {
+        let (header, records) = decode(bytes);
+        assert_eq!(
+            header.base_offset,
+            Offset(values.len() as i64),
+            "partition {index}: offsets are dense"
         );
-        for bytes in &read.batches {
-            let header = BatchHeader::parse(bytes).unwrap();
-            assert!(
-                batch::crc_matches(bytes),
-                "partition {index}: CRC at {next}"
-            );
-            assert_eq!(
-                header.base_offset,
-                Offset(values.len() as i64),
-                "partition {index}: offsets are dense"
-            );
-            for record in batch::records(bytes).unwrap() {
-                let value = record.unwrap().value.unwrap();
-                values.push(String::from_utf8(value.to_vec()).unwrap());
-            }
+        for record in records {
+            values.push(String::from_utf8(record.value.unwrap()).unwrap());
         }
     }
+    assert_eq!(
+        values.len() as i64,
+        offsets.log_end.0,
+        "partition {index}: stuck below the log end"
+    );
     values
 }
 

@@ -1,10 +1,11 @@
-//! Helpers shared by the model and fault tests: a seeded random source,
-//! opening a partition log on in-memory storage, and decoding batches read
-//! back.
+//! Helpers shared by the engine's integration tests: a seeded random source,
+//! opening a partition log on in-memory storage, decoding batches read back,
+//! and reading a partition whole through the shards.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::cell::RefCell;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -13,6 +14,7 @@ use fjord_engine::batch::{crc_matches, records, BatchHeader};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
+use fjord_engine::shard::{Request, Response, Shard};
 use fjord_engine::storage::memory::MemoryStorage;
 use fjord_engine::{Offset, TopicPartition};
 use futures_lite::future::block_on;
@@ -160,4 +162,54 @@ pub fn segment_bases(storage: &MemoryStorage) -> Vec<Offset> {
             fjord_engine::segment::parse_segment_file_name(&name, "log")
         })
         .collect()
+}
+
+/// Every batch of `partition` in `offsets`, read through the shard that owns
+/// it with `Request::Read`s of `max_bytes`, bounded by `offsets.end` and, if
+/// `committed`, by the high watermark.
+///
+/// Stops at the first read that returns nothing, since only the caller knows
+/// whether that is a failure (a log read to its end must not stop early; a
+/// compacted log may have no batch left before its end): each caller asserts
+/// where the batches it got end.
+///
+/// # Panics
+/// If a read fails, a batch read has no valid header, or a read returns only
+/// batches before the offset asked for (the loop would never end).
+pub async fn read_batches(
+    shard: &Shard,
+    partition: &TopicPartition,
+    offsets: Range<Offset>,
+    max_bytes: usize,
+    committed: bool,
+) -> Vec<Bytes> {
+    let owner = shard.owner_of(partition);
+    let mut batches = Vec::new();
+    let mut next = offsets.start;
+    while next < offsets.end {
+        let request = Request::Read {
+            partition: partition.clone(),
+            offset: next,
+            max_bytes,
+            upper_bound: offsets.end,
+            committed,
+        };
+        let response = shard.call(owner, request).await;
+        let Response::Read(read) = response else {
+            panic!("{partition}: read at {next} failed: {response:?}")
+        };
+        let Some(last) = read.batches.last() else {
+            break;
+        };
+        let last_offset = BatchHeader::parse(last)
+            .unwrap_or_else(|error| panic!("{partition}: batch read at {next}: {error}"))
+            .last_offset();
+        assert!(
+            last_offset >= next,
+            "{partition}: read at {next} returned only batches before it"
+        );
+        next = last_offset.next();
+        batches.extend(read.batches);
+    }
+    batches
 }
