@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{small_segments, try_open, Rng};
+use common::{run_model_seeds, small_segments, try_open, Rng, SeedRuns};
 use fjord_engine::batch::{build_batch, records_in, BatchHeader, Compression, KeyValue};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::codec;
@@ -33,8 +33,10 @@ use fjord_engine::storage::memory::{Faults, MemoryStorage};
 use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs};
 use futures_lite::future::block_on;
 
-const DEFAULT_CASES: u64 = 60;
-const DEFAULT_STEPS: u64 = 300;
+const DEFAULTS: SeedRuns = SeedRuns {
+    cases: 60,
+    steps: 300,
+};
 const KEYS: u64 = 24;
 const DELETE_RETENTION_MS: i64 = 2_000;
 
@@ -425,21 +427,9 @@ fn run_seed(seed: u64, steps: u64) {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.parse().ok()
-}
-
 #[test]
 fn compaction_keeps_the_latest_value_per_key_through_crashes() {
-    let steps = env_u64("FJORD_MODEL_STEPS").unwrap_or(DEFAULT_STEPS);
-    if let Some(seed) = env_u64("FJORD_MODEL_SEED") {
-        run_seed(seed, steps);
-        return;
-    }
-    let cases = env_u64("FJORD_MODEL_CASES").unwrap_or(DEFAULT_CASES);
-    for seed in 0..cases {
-        run_seed(seed, steps);
-    }
+    run_model_seeds(DEFAULTS, run_seed);
 }
 
 /// Guards against: a cleaning pass dropping the last batch of an idempotent

@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use common::{decode, segment_bases, small_segments, try_open, Rng};
+use common::{decode, run_model_seeds, segment_bases, small_segments, try_open, Rng, SeedRuns};
 use fjord_engine::batch::{build_batch, KeyValue};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
@@ -28,8 +28,10 @@ use fjord_engine::storage::memory::MemoryStorage;
 use fjord_engine::{Error, LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs};
 use futures_lite::future::block_on;
 
-const DEFAULT_CASES: u64 = 150;
-const DEFAULT_STEPS: u64 = 400;
+const DEFAULTS: SeedRuns = SeedRuns {
+    cases: 150,
+    steps: 400,
+};
 const PRODUCER_IDS: i64 = 3;
 
 /// One batch as the model remembers it.
@@ -794,33 +796,9 @@ impl Harness {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name)
-        .ok()
-        .map(|value| value.parse().unwrap_or_else(|_| panic!("{name}={value}")))
-}
-
-fn run_seed(seed: u64, steps: u64) {
-    let outcome = std::panic::catch_unwind(|| Harness::new(seed).run(steps));
-    if let Err(panic) = outcome {
-        eprintln!(
-            "model test failed: replay with FJORD_MODEL_SEED={seed} FJORD_MODEL_STEPS={steps}"
-        );
-        std::panic::resume_unwind(panic);
-    }
-}
-
 #[test]
 fn random_workloads_match_the_model() {
-    let steps = env_u64("FJORD_MODEL_STEPS").unwrap_or(DEFAULT_STEPS);
-    if let Some(seed) = env_u64("FJORD_MODEL_SEED") {
-        run_seed(seed, steps);
-        return;
-    }
-    let cases = env_u64("FJORD_MODEL_CASES").unwrap_or(DEFAULT_CASES);
-    for seed in 0..cases {
-        run_seed(seed, steps);
-    }
+    run_model_seeds(DEFAULTS, |seed, steps| Harness::new(seed).run(steps));
 }
 
 /// An idempotent batch appended past the recovery point, then a checkpoint

@@ -81,6 +81,45 @@ impl Rng {
     }
 }
 
+/// How many seeds a model test runs by default, and how many steps each.
+#[derive(Clone, Copy, Debug)]
+pub struct SeedRuns {
+    /// Seeds `0..cases` run.
+    pub cases: u64,
+    /// Steps of each seed's workload.
+    pub steps: u64,
+}
+
+/// Runs `run_seed(seed, steps)` for the seeds the environment asks for, so
+/// every model test is replayed the same way: `FJORD_MODEL_SEED=<n>` runs
+/// that seed alone, otherwise `FJORD_MODEL_CASES=<n>` seeds run from 0;
+/// `FJORD_MODEL_STEPS=<n>` sets the steps. A failing seed prints how to
+/// replay it before the test fails with its panic.
+///
+/// # Panics
+/// If one of those variables is not a number, or a seed fails.
+pub fn run_model_seeds(defaults: SeedRuns, run_seed: fn(u64, u64)) {
+    let steps = env_u64("FJORD_MODEL_STEPS").unwrap_or(defaults.steps);
+    let seeds = match env_u64("FJORD_MODEL_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => 0..env_u64("FJORD_MODEL_CASES").unwrap_or(defaults.cases),
+    };
+    for seed in seeds {
+        if let Err(panic) = std::panic::catch_unwind(|| run_seed(seed, steps)) {
+            eprintln!(
+                "model test failed: replay with FJORD_MODEL_SEED={seed} FJORD_MODEL_STEPS={steps}"
+            );
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .map(|value| value.parse().unwrap_or_else(|_| panic!("{name}={value}")))
+}
+
 /// Opens the test partition's log on `storage`, as a shard would: each open
 /// gets a fresh cache key in the shared `cache`.
 ///
