@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{run_model_seeds, small_segments, try_open, Rng, SeedRuns};
+use common::{no_cache, run_model_seeds, small_segments, try_open, Rng, SeedRuns};
 use fjord_engine::batch::{build_batch, records_in, BatchHeader, Compression, KeyValue};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::codec;
@@ -439,7 +439,7 @@ fn compaction_keeps_the_latest_value_per_key_through_crashes() {
 #[test]
 fn an_idempotent_producers_emptied_last_batch_is_kept_and_retries_stay_duplicates() {
     let storage = MemoryStorage::new(11);
-    let cache = Rc::new(RefCell::new(BatchCache::new(0)));
+    let cache = no_cache();
     let config = LogConfig {
         cleanup_policy: CleanupPolicy::COMPACT,
         ..small_segments(4096)
@@ -521,7 +521,7 @@ fn an_idempotent_producers_emptied_last_batch_is_kept_and_retries_stay_duplicate
 #[test]
 fn a_compacted_log_rolls_once_max_compaction_lag_passed() {
     let storage = MemoryStorage::new(12);
-    let cache = Rc::new(RefCell::new(BatchCache::new(0)));
+    let cache = no_cache();
     let config = LogConfig {
         cleanup_policy: CleanupPolicy::COMPACT,
         max_compaction_lag_ms: 1,

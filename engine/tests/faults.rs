@@ -5,12 +5,8 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use common::{decode, partition_dir, small_segments, try_open};
+use common::{decode, no_cache, partition_dir, small_segments, try_open};
 use fjord_engine::batch::build_batch;
-use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::memory::{Faults, MemoryStorage};
@@ -19,11 +15,6 @@ use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs};
 use futures_lite::future::block_on;
 
 type Log = PartitionLog<MemoryStorage>;
-
-/// A cache that holds nothing, so every read goes to the segment files.
-fn no_cache() -> Rc<RefCell<BatchCache>> {
-    Rc::new(RefCell::new(BatchCache::new(0)))
-}
 
 fn value_of(offset: i64) -> Vec<u8> {
     format!("value-{offset}-{}", "x".repeat(300)).into_bytes()

@@ -18,7 +18,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use common::{decode, run_model_seeds, segment_bases, small_segments, try_open, Rng, SeedRuns};
+use common::{
+    decode, no_cache, run_model_seeds, segment_bases, small_segments, try_open, Rng, SeedRuns,
+};
 use fjord_engine::batch::{build_batch, KeyValue};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
@@ -808,7 +810,7 @@ fn random_workloads_match_the_model() {
 #[test]
 fn delete_records_after_an_idempotent_append_past_the_recovery_point() {
     let storage = MemoryStorage::new(1);
-    let cache = Rc::new(RefCell::new(BatchCache::new(0)));
+    let cache = no_cache();
     let config = small_segments(8192);
     let log = try_open(&storage, &config, &cache, 0).expect("open");
     let batch = build_batch(
@@ -838,7 +840,7 @@ fn delete_records_after_an_idempotent_append_past_the_recovery_point() {
 #[test]
 fn idempotent_batch_that_rolls_a_segment_is_deduplicated_after_a_crash() {
     let storage = MemoryStorage::new(2);
-    let cache = Rc::new(RefCell::new(BatchCache::new(0)));
+    let cache = no_cache();
     let config = small_segments(4096);
     let log = try_open(&storage, &config, &cache, 0).expect("open");
     let value = vec![7u8; 3000];
@@ -877,7 +879,7 @@ fn idempotent_batch_that_rolls_a_segment_is_deduplicated_after_a_crash() {
 #[test]
 fn offsets_clamped_by_recovery_stay_clamped_after_a_second_crash() {
     let storage = MemoryStorage::new(3);
-    let cache = Rc::new(RefCell::new(BatchCache::new(0)));
+    let cache = no_cache();
     let config = small_segments(1 << 20);
     let append = |log: &PartitionLog<MemoryStorage>, count: usize| {
         block_on(async {

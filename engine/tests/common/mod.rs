@@ -141,6 +141,12 @@ pub fn try_open(
     ))
 }
 
+/// A cache that holds nothing, so every read goes to the segment files.
+#[must_use]
+pub fn no_cache() -> Rc<RefCell<BatchCache>> {
+    Rc::new(RefCell::new(BatchCache::new(0)))
+}
+
 /// A config with small segments, so tests roll often.
 #[must_use]
 pub fn small_segments(segment_bytes: u64) -> LogConfig {
