@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{decode, no_cache, partition_dir, small_segments, try_open};
+use common::{decode, fill_partition, no_cache, partition_dir, small_segments, try_open};
 use fjord_engine::batch::build_batch;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
@@ -334,7 +334,7 @@ fn truncating_into_a_segment_without_index_files_then_appending() {
 #[test]
 fn zero_copy_reads_verify_before_sending_and_refuse_corrupt_batches() {
     use fjord_engine::log::ReadData;
-    use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
+    use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
     use std::rc::Rc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -343,44 +343,14 @@ fn zero_copy_reads_verify_before_sending_and_refuse_corrupt_batches() {
     config.cache_bytes_per_shard = 0;
     config.io_memory_bytes = 1 << 20;
     let partition = fjord_engine::TopicPartition::new("zero-copy", 0);
-    let small_segments = fjord_engine::config::LogConfig {
+    let log_config = LogConfig {
         segment_bytes: 16 * 1024,
-        ..fjord_engine::config::LogConfig::default()
+        ..LogConfig::default()
     };
-    let appended = {
-        let partition = partition.clone();
-        shard::run(&config, move |shard: Rc<Shard>| {
-            let partition = partition.clone();
-            let small_segments = small_segments.clone();
-            async move {
-                let created = shard
-                    .call(0, Request::Create(partition.clone(), small_segments))
-                    .await;
-                assert!(matches!(created, Response::Done), "{created:?}");
-                for n in 0..60u32 {
-                    let value = format!("{n:04}-{}", "v".repeat(1000));
-                    let batch = fjord_engine::batch::build_batch(
-                        &[(None, Some(value.as_bytes()))],
-                        fjord_engine::TimestampMs(1),
-                        None,
-                    );
-                    let append = AppendRequest {
-                        partition: partition.clone(),
-                        batch: batch.into(),
-                        leader_epoch: fjord_engine::LeaderEpoch(0),
-                        flush: true,
-                        advance_high_watermark: true,
-                    };
-                    assert!(matches!(
-                        shard.call(0, Request::Append(append)).await,
-                        Response::Appended(_)
-                    ));
-                }
-            }
-        })
-        .unwrap();
-        60
-    };
+    let appended = 60;
+    fill_partition(&config, &partition, log_config, appended, |n| {
+        format!("{n:04}-{}", "v".repeat(1000)).into_bytes()
+    });
     // Flip a byte inside the second batch of the first (closed) segment.
     let segment = dir
         .path()

@@ -6,11 +6,11 @@ mod common;
 
 use std::rc::Rc;
 
-use common::read_batches;
+use common::{leader_append, read_batches};
 use fjord_engine::batch::{build_batch, BatchHeader};
 use fjord_engine::config::LogConfig;
-use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
-use fjord_engine::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::{Offset, TimestampMs, TopicPartition};
 
 const PARTITIONS: i32 = 8;
 const BATCHES_PER_SHARD_AND_PARTITION: usize = 25;
@@ -61,14 +61,10 @@ fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
                 let batch =
                     build_batch(&[(None, Some(value.as_bytes()))], TimestampMs::now(), None);
                 let owner = shard.owner_of(&partition);
-                let append = AppendRequest {
-                    partition: partition.clone(),
-                    batch: batch.into(),
-                    leader_epoch: LeaderEpoch(0),
-                    flush: false,
-                    advance_high_watermark: true,
-                };
-                match shard.call(owner, Request::Append(append)).await {
+                match shard
+                    .call(owner, leader_append(&partition, batch, false))
+                    .await
+                {
                     Response::Appended(info) => acked.push((partition, info.base_offset)),
                     other => panic!("append failed: {other:?}"),
                 }

@@ -8,16 +8,19 @@
 //! against trusting the part of a reopened active segment that recovery
 //! did not scan.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use fjord_engine::batch::{build_batch, crc_matches, split_batches};
+use common::fill_partition;
+use fjord_engine::batch::{crc_matches, split_batches};
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::read_ahead::ReadAheadBudget;
 use fjord_engine::log::ReadData;
-use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
-use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::{Error, Offset, TopicPartition};
 
 const BATCHES: i64 = 200;
 const FETCH_BYTES: usize = 7_000;
@@ -96,35 +99,6 @@ fn cold_config(dir: &std::path::Path) -> EngineConfig {
     config
 }
 
-/// Creates `partition` and appends `BATCHES` one-record batches, then shuts
-/// the engine down cleanly.
-fn fill(config: &EngineConfig, partition: &TopicPartition, log_config: LogConfig) {
-    let partition = partition.clone();
-    shard::run(config, move |shard: Rc<Shard>| {
-        let partition = partition.clone();
-        let log_config = log_config.clone();
-        async move {
-            let created = shard
-                .call(0, Request::Create(partition.clone(), log_config))
-                .await;
-            assert!(matches!(created, Response::Done), "{created:?}");
-            for offset in 0..BATCHES {
-                let batch = build_batch(&[(None, Some(&value_of(offset)))], TimestampMs(1), None);
-                let append = AppendRequest {
-                    partition: partition.clone(),
-                    batch: batch.into(),
-                    leader_epoch: LeaderEpoch(0),
-                    flush: false,
-                    advance_high_watermark: true,
-                };
-                let appended = shard.call(0, Request::Append(append)).await;
-                assert!(matches!(appended, Response::Appended(_)), "{appended:?}");
-            }
-        }
-    })
-    .unwrap();
-}
-
 /// Segments of 64 KiB with an index entry every 2 KiB: several segments,
 /// and reads that start between index entries.
 fn small_segments() -> LogConfig {
@@ -142,7 +116,7 @@ fn filled(name: &str, log_config: LogConfig) -> (tempfile::TempDir, EngineConfig
     let dir = tempfile::tempdir().unwrap();
     let config = cold_config(dir.path());
     let partition = TopicPartition::new(name, 0);
-    fill(&config, &partition, log_config);
+    fill_partition(&config, &partition, log_config, BATCHES, value_of);
     (dir, config, partition)
 }
 

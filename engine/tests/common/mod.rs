@@ -1,6 +1,6 @@
 //! Helpers shared by the engine's integration tests: a seeded random source,
 //! opening a partition log on in-memory storage, decoding batches read back,
-//! and reading a partition whole through the shards.
+//! and filling a partition and reading it whole through the shards.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use fjord_engine::batch::{crc_matches, records, BatchHeader};
+use fjord_engine::batch::{build_batch, crc_matches, records, BatchHeader};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
-use fjord_engine::shard::{Request, Response, Shard};
+use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
 use fjord_engine::storage::memory::MemoryStorage;
-use fjord_engine::{Offset, TopicPartition};
+use fjord_engine::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use futures_lite::future::block_on;
 
 /// The data directory every test log lives under.
@@ -257,4 +257,57 @@ pub async fn read_batches(
         batches.extend(read.batches);
     }
     batches
+}
+
+/// An append of `batch` to `partition` as its only replica's leader does it
+/// (leader epoch 0, the high watermark moved to the batch's end once it is
+/// acknowledged), acknowledged once flushed if `flush` (`acks=all`), else
+/// once written.
+#[must_use]
+pub fn leader_append(partition: &TopicPartition, batch: Vec<u8>, flush: bool) -> Request {
+    Request::Append(AppendRequest {
+        partition: partition.clone(),
+        batch: batch.into(),
+        leader_epoch: LeaderEpoch(0),
+        flush,
+        advance_high_watermark: true,
+    })
+}
+
+/// Runs the engine on `config` once: the shard owning `partition` creates it
+/// with `log_config` and appends `batches` one-record batches, the one at
+/// offset `n` holding `value_of(n)`, the high watermark following; then the
+/// engine shuts down cleanly. Tests that read segment files cold start from
+/// the data directory this leaves.
+///
+/// # Panics
+/// If the engine does not start, or the create or an append fails.
+pub fn fill_partition(
+    config: &EngineConfig,
+    partition: &TopicPartition,
+    log_config: LogConfig,
+    batches: i64,
+    value_of: fn(i64) -> Vec<u8>,
+) {
+    let partition = partition.clone();
+    shard::run(config, move |shard: Rc<Shard>| {
+        let partition = partition.clone();
+        let log_config = log_config.clone();
+        async move {
+            if shard.id() != shard.owner_of(&partition) {
+                return;
+            }
+            let created = shard
+                .call(shard.id(), Request::Create(partition.clone(), log_config))
+                .await;
+            assert!(matches!(created, Response::Done), "{created:?}");
+            for offset in 0..batches {
+                let batch = build_batch(&[(None, Some(&value_of(offset)))], TimestampMs(1), None);
+                let append = leader_append(&partition, batch, false);
+                let appended = shard.call(shard.id(), append).await;
+                assert!(matches!(appended, Response::Appended(_)), "{appended:?}");
+            }
+        }
+    })
+    .expect("the engine runs");
 }
