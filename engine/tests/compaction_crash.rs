@@ -35,14 +35,12 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{read_batches, Rng};
+use common::{leader_append, read_batches, Rng};
 use fjord_engine::batch::{self, build_batch, BatchHeader, KeyValue};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
 use fjord_engine::log::cleaner::{CLEANED_SUFFIX, OFFSET_MAP_ENTRY_BYTES, SWAP_FILE};
-use fjord_engine::shard::{
-    self, AppendRequest, CleanerConfig, EngineConfig, Request, Response, Shard,
-};
-use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use fjord_engine::shard::{self, CleanerConfig, EngineConfig, Request, Response, Shard};
+use fjord_engine::{Error, Offset, TimestampMs, TopicPartition};
 
 const TEST_NAME: &str = "compacted_logs_survive_kill_9_during_cleaning";
 /// Set in the child: the data directory.
@@ -239,18 +237,7 @@ fn run_child(dir: &Path) {
                     .map(|(key, value)| (Some(&key[..]), Some(&value[..])))
                     .collect();
                 let bytes = build_batch(&records, TimestampMs::now(), None);
-                let appended = shard
-                    .call(
-                        0,
-                        Request::Append(AppendRequest {
-                            partition: tp.clone(),
-                            batch: bytes.into(),
-                            leader_epoch: LeaderEpoch(0),
-                            flush: true,
-                            advance_high_watermark: true,
-                        }),
-                    )
-                    .await;
+                let appended = shard.call(0, leader_append(&tp, bytes, true)).await;
                 let Response::Appended(info) = appended else {
                     panic!("append failed: {appended:?}")
                 };

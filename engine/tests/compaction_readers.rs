@@ -7,14 +7,17 @@
 //! place (a consumer mid-send would get garbage or a short read), and a
 //! cleaned segment served at the same base before its file is renamed in.
 
+mod common;
+
 use std::os::unix::fs::FileExt as _;
 use std::rc::Rc;
 
+use common::leader_append;
 use fjord_engine::batch::{self, build_batch, BatchHeader};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
 use fjord_engine::log::ReadData;
-use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
-use fjord_engine::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::{Offset, TimestampMs, TopicPartition};
 
 #[test]
 fn a_zero_copy_read_of_a_replaced_segment_still_sends_the_old_batches() {
@@ -40,18 +43,7 @@ fn a_zero_copy_read_of_a_replaced_segment_still_sends_the_old_batches() {
         for version in 0..60u8 {
             let key = [b'k', version % 4];
             let batch = build_batch(&[(Some(&key), Some(&value))], TimestampMs(1), None);
-            let appended = shard
-                .call(
-                    0,
-                    Request::Append(AppendRequest {
-                        partition: tp.clone(),
-                        batch: batch.into(),
-                        leader_epoch: LeaderEpoch(0),
-                        flush: true,
-                        advance_high_watermark: true,
-                    }),
-                )
-                .await;
+            let appended = shard.call(0, leader_append(&tp, batch, true)).await;
             assert!(matches!(appended, Response::Appended(_)), "{appended:?}");
         }
         let log = shard.local_log(&tp).unwrap();
