@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{no_cache, run_model_seeds, small_segments, try_open, Rng, SeedRuns};
-use fjord_engine::batch::{build_batch, records_in, BatchHeader, Compression, KeyValue};
+use common::{keyed_batch, no_cache, run_model_seeds, small_segments, try_open, Rng, SeedRuns};
+use fjord_engine::batch::{build_batch, records_in, BatchHeader, Compression};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::codec;
 use fjord_engine::config::{CleanupPolicy, LogConfig};
@@ -191,11 +191,7 @@ impl Run {
             };
             owned.push((key, value));
         }
-        let pairs: Vec<KeyValue<'_>> = owned
-            .iter()
-            .map(|(key, value)| (Some(key.as_slice()), value.as_deref()))
-            .collect();
-        let mut batch = Bytes::from(build_batch(&pairs, TimestampMs(self.now_ms), None));
+        let mut batch = Bytes::from(keyed_batch(&owned, TimestampMs(self.now_ms)));
         if self.rng.chance(1, 3) {
             let codec = [Compression::Gzip, Compression::Lz4, Compression::Zstd]
                 [self.rng.between(0, 2) as usize];

@@ -35,8 +35,8 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{leader_append, read_batches, Rng};
-use fjord_engine::batch::{self, build_batch, BatchHeader, KeyValue};
+use common::{keyed_batch, leader_append, read_batches, Rng};
+use fjord_engine::batch::{self, BatchHeader};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
 use fjord_engine::log::cleaner::{CLEANED_SUFFIX, OFFSET_MAP_ENTRY_BYTES, SWAP_FILE};
 use fjord_engine::shard::{self, CleanerConfig, EngineConfig, Request, Response, Shard};
@@ -227,16 +227,15 @@ fn run_child(dir: &Path) {
                     other => panic!("offsets failed: {other:?}"),
                 };
                 let base = offsets.log_end.0;
-                let owned: Vec<(Vec<u8>, Vec<u8>)> = keys
+                let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
                     .iter()
                     .enumerate()
-                    .map(|(delta, &key)| (key_bytes(key), record_value(key, base + delta as i64)))
+                    .map(|(delta, &key)| {
+                        let value = record_value(key, base + delta as i64);
+                        (key_bytes(key), Some(value))
+                    })
                     .collect();
-                let records: Vec<KeyValue<'_>> = owned
-                    .iter()
-                    .map(|(key, value)| (Some(&key[..]), Some(&value[..])))
-                    .collect();
-                let bytes = build_batch(&records, TimestampMs::now(), None);
+                let bytes = keyed_batch(&records, TimestampMs::now());
                 let appended = shard.call(0, leader_append(&tp, bytes, true)).await;
                 let Response::Appended(info) = appended else {
                     panic!("append failed: {appended:?}")

@@ -46,8 +46,8 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{read_batches, Rng};
-use fjord_engine::batch::{self, build_batch, BatchHeader, KeyValue};
+use common::{read_batches, values_batch, Rng};
+use fjord_engine::batch::{self, BatchHeader};
 use fjord_engine::config::LogConfig;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
 use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
@@ -331,8 +331,7 @@ async fn write_partition(
         let values: Vec<Vec<u8>> = (0..records)
             .map(|delta| record_value(index, next.0 + delta as i64))
             .collect();
-        let records: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(&v[..]))).collect();
-        let bytes = build_batch(&records, TimestampMs::now(), None);
+        let bytes = values_batch(&values, TimestampMs::now(), None);
         match shard
             .call(
                 owner,
@@ -352,7 +351,7 @@ async fn write_partition(
             ),
             other => panic!("partition {index}: append at {next} failed: {other:?}"),
         }
-        next = next.plus(records.len() as i64);
+        next = next.plus(values.len() as i64);
         appends_since_flush += 1;
         if appends_since_flush >= flush_every {
             let flushed_end = flush(&shard, index).await;

@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use common::{
-    decode, no_cache, run_model_seeds, segment_bases, small_segments, try_open, Rng, SeedRuns,
+    decode, no_cache, run_model_seeds, segment_bases, small_segments, try_open, values_batch, Rng,
+    SeedRuns,
 };
-use fjord_engine::batch::{build_batch, KeyValue};
+use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
@@ -330,12 +331,8 @@ impl Harness {
     }
 
     fn build(values: &[Vec<u8>], timestamp_ms: i64, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
-        let records: Vec<KeyValue<'_>> = values
-            .iter()
-            .map(|value| (None, Some(&value[..])))
-            .collect();
-        build_batch(
-            &records,
+        values_batch(
+            values,
             TimestampMs(timestamp_ms),
             producer.map(|(id, epoch, sequence)| (ProducerId(id), ProducerEpoch(epoch), sequence)),
         )

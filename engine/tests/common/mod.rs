@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use fjord_engine::batch::{build_batch, crc_matches, records, BatchHeader};
+use fjord_engine::batch::{build_batch, crc_matches, records, BatchHeader, KeyValue};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
 use fjord_engine::storage::memory::MemoryStorage;
-use fjord_engine::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use fjord_engine::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs, TopicPartition};
 use futures_lite::future::block_on;
 
 /// The data directory every test log lives under.
@@ -155,6 +155,32 @@ pub fn small_segments(segment_bytes: u64) -> LogConfig {
         retention_ms: -1,
         ..LogConfig::default()
     }
+}
+
+/// A batch of keyless records holding `values`, in order: workloads
+/// generate owned values, which [`build_batch`] takes borrowed.
+#[must_use]
+pub fn values_batch(
+    values: &[Vec<u8>],
+    timestamp: TimestampMs,
+    producer: Option<(ProducerId, ProducerEpoch, i32)>,
+) -> Vec<u8> {
+    let records: Vec<KeyValue<'_>> = values
+        .iter()
+        .map(|value| (None, Some(&value[..])))
+        .collect();
+    build_batch(&records, timestamp, producer)
+}
+
+/// A batch of the keyed `records`, in order, a `None` value being a
+/// tombstone: [`values_batch`] for compacted logs.
+#[must_use]
+pub fn keyed_batch(records: &[(Vec<u8>, Option<Vec<u8>>)], timestamp: TimestampMs) -> Vec<u8> {
+    let records: Vec<KeyValue<'_>> = records
+        .iter()
+        .map(|(key, value)| (Some(&key[..]), value.as_deref()))
+        .collect();
+    build_batch(&records, timestamp, None)
 }
 
 /// One record as read back: its value and absolute timestamp.
