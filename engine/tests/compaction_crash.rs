@@ -28,14 +28,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{keyed_batch, leader_append, read_batches, Rng};
+use common::{
+    exit_on_panic, keyed_batch, leader_append, read_batches, seed_from_env, Rng, TestChild,
+};
 use fjord_engine::batch::{self, BatchHeader};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
 use fjord_engine::log::cleaner::{CLEANED_SUFFIX, OFFSET_MAP_ENTRY_BYTES, SWAP_FILE};
@@ -191,11 +191,7 @@ async fn verify(shard: &Shard, data_dir: &Path, expected: &BTreeMap<u64, i64>) -
 }
 
 fn run_child(dir: &Path) {
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        report(info);
-        std::process::exit(101);
-    }));
+    exit_on_panic();
     let seed: u64 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
     let check_only = std::env::var_os(CHILD_CHECK_ONLY_ENV).is_some();
     let expected = read_expected(dir);
@@ -253,36 +249,23 @@ fn run_child(dir: &Path) {
 /// Runs one child; kills it `kill_delay` after its first ack unless it
 /// only checks. Returns its ack and report lines.
 fn run_cycle(dir: &Path, cycle: usize, seed: u64, kill_delay: Option<Duration>) -> Vec<String> {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    let mut command = TestChild::command(TEST_NAME);
     command
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir)
-        .env(CHILD_SEED_ENV, seed.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .env(CHILD_SEED_ENV, seed.to_string());
     if kill_delay.is_none() {
         command.env(CHILD_CHECK_ONLY_ENV, "1");
     }
     let started = Instant::now();
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut child = TestChild::spawn(&mut command);
     let mut lines = Vec::new();
     if let Some(delay) = kill_delay {
         while !lines.iter().any(|line: &String| line.contains(ACK_PREFIX)) {
-            if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(20)) {
+            if let Ok(line) = child.lines.recv_timeout(Duration::from_millis(20)) {
                 lines.push(line);
                 continue;
             }
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = child.process.try_wait().unwrap() {
                 panic!(
                     "cycle {cycle}: the child exited with {status} before acknowledging anything"
                 );
@@ -293,20 +276,19 @@ fn run_cycle(dir: &Path, cycle: usize, seed: u64, kill_delay: Option<Duration>) 
             );
         }
         std::thread::sleep(delay);
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.process.try_wait().unwrap() {
             panic!("cycle {cycle}: the child exited with {status} before it was killed");
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.process.kill().unwrap();
+        child.process.wait().unwrap();
     } else {
-        let status = child.wait().unwrap();
+        let status = child.process.wait().unwrap();
         assert!(
             status.success(),
             "cycle {cycle}: checking child exited with {status}"
         );
     }
-    reader.join().unwrap();
-    lines.extend(lines_rx.try_iter());
+    lines.extend(child.remaining_lines());
     println!(
         "cycle {cycle}: {} lines in {:?}",
         lines.len(),
@@ -326,15 +308,7 @@ fn compacted_logs_survive_kill_9_during_cleaning() {
         run_child(&PathBuf::from(dir));
         return;
     }
-    let seed = std::env::var(SEED_ENV).map_or_else(
-        |_| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        },
-        |seed| seed.parse().expect("FJORD_CRASH_SEED is a u64"),
-    );
+    let seed = seed_from_env(SEED_ENV);
     println!("{TEST_NAME}: seed {seed} (replay with {SEED_ENV}={seed})");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(seed);

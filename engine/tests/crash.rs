@@ -36,17 +36,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{read_batches, values_batch, Rng};
+use common::{exit_on_panic, read_batches, seed_from_env, values_batch, Rng, TestChild};
 use fjord_engine::batch::{self, BatchHeader};
 use fjord_engine::config::LogConfig;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
@@ -245,13 +242,7 @@ struct ChildPlan {
 }
 
 fn run_child(dir: &Path) {
-    // A panic on one shard would leave the other waiting for it forever
-    // (`shard::run` joins every shard): fail the whole child at once.
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        report(info);
-        std::process::exit(101);
-    }));
+    exit_on_panic();
     let seed: u64 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
     let clean_stop = std::env::var(CHILD_CLEAN_STOP_MS_ENV)
         .ok()
@@ -448,28 +439,15 @@ impl Ending {
 /// Runs one child until it ends as `ending` says; returns what it
 /// acknowledged.
 fn run_cycle(dir: &Path, cycle: usize, child_seed: u64, ending: Ending) -> CycleOutcome {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    let mut command = TestChild::command(TEST_NAME);
     command
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir)
-        .env(CHILD_SEED_ENV, child_seed.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .env(CHILD_SEED_ENV, child_seed.to_string());
     if let Ending::Clean(append_for) = ending {
         command.env(CHILD_CLEAN_STOP_MS_ENV, append_for.as_millis().to_string());
     }
     let started = Instant::now();
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut child = TestChild::spawn(&mut command);
     let mut outcome = CycleOutcome::default();
     let record = |outcome: &mut CycleOutcome, line: &str| {
         if let Some((index, end)) = parse_line(line, ACK_PREFIX) {
@@ -484,16 +462,16 @@ fn run_cycle(dir: &Path, cycle: usize, child_seed: u64, ending: Ending) -> Cycle
         Ending::KillAfterStart(delay) => Some(started + delay),
         Ending::KillAfterFirstAck(delay) => {
             while outcome.acks == 0 {
-                if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(20)) {
+                if let Ok(line) = child.lines.recv_timeout(Duration::from_millis(20)) {
                     record(&mut outcome, &line);
                     continue;
                 }
-                if let Some(status) = child.try_wait().unwrap() {
+                if let Some(status) = child.process.try_wait().unwrap() {
                     panic!("cycle {cycle}: the child exited with {status} before acknowledging anything (its stderr is above)");
                 }
                 if started.elapsed() > FIRST_ACK_TIMEOUT {
-                    child.kill().unwrap();
-                    child.wait().unwrap();
+                    child.process.kill().unwrap();
+                    child.process.wait().unwrap();
                     panic!(
                         "cycle {cycle}: the child acknowledged nothing in {FIRST_ACK_TIMEOUT:?}"
                     );
@@ -505,24 +483,23 @@ fn run_cycle(dir: &Path, cycle: usize, child_seed: u64, ending: Ending) -> Cycle
     };
     let status = if let Some(kill_at) = kill_at {
         std::thread::sleep(kill_at.saturating_duration_since(Instant::now()));
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.process.try_wait().unwrap() {
             panic!("cycle {cycle}: the child exited with {status} before it was killed (its stderr is above)");
         }
         // Child::kill sends SIGKILL.
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
+        child.process.kill().unwrap();
+        let status = child.process.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL), "cycle {cycle}");
         status
     } else {
-        let status = child.wait().unwrap();
+        let status = child.process.wait().unwrap();
         assert!(
             status.success(),
             "cycle {cycle}: clean child exited with {status} (its stderr is above)"
         );
         status
     };
-    reader.join().unwrap();
-    for line in lines_rx.try_iter() {
+    for line in child.remaining_lines() {
         record(&mut outcome, &line);
     }
     println!(
@@ -535,25 +512,13 @@ fn run_cycle(dir: &Path, cycle: usize, child_seed: u64, ending: Ending) -> Cycle
     outcome
 }
 
-fn seed() -> u64 {
-    std::env::var(SEED_ENV).map_or_else(
-        |_| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        },
-        |seed| seed.parse().expect("FJORD_CRASH_SEED is a u64"),
-    )
-}
-
 #[test]
 fn acked_records_survive_kill_9() {
     if let Some(dir) = std::env::var_os(CHILD_DIR_ENV) {
         run_child(&PathBuf::from(dir));
         return;
     }
-    let seed = seed();
+    let seed = seed_from_env(SEED_ENV);
     println!("{TEST_NAME}: seed {seed} (replay with {SEED_ENV}={seed})");
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();

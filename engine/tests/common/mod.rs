@@ -1,13 +1,19 @@
 //! Helpers shared by the engine's integration tests: a seeded random source,
 //! opening a partition log on in-memory storage, decoding batches read back,
-//! and filling a partition and reading it whole through the shards.
+//! filling a partition and reading it whole through the shards, and running
+//! a test's engine in a child process the crash tests can kill.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::cell::RefCell;
+use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fjord_engine::batch::{build_batch, crc_matches, records, BatchHeader, KeyValue};
@@ -336,4 +342,98 @@ pub fn fill_partition(
         }
     })
     .expect("the engine runs");
+}
+
+/// The seed of a crash test's workload and kill delays: the one `env` names,
+/// to replay a run, else one from the clock, so each run tries another.
+///
+/// # Panics
+/// If `env` is set but not a `u64`.
+#[must_use]
+pub fn seed_from_env(env: &str) -> u64 {
+    std::env::var(env).map_or_else(
+        |_| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("the clock is past 1970")
+                .as_nanos() as u64
+        },
+        |seed| seed.parse().unwrap_or_else(|_| panic!("{env} is a u64")),
+    )
+}
+
+/// Makes a panic on any thread end the whole process with exit code 101 (a
+/// failed test's), after the usual report. For a child running the engine:
+/// a panic on one shard would otherwise leave the others waiting for it
+/// forever, since `shard::run` joins every shard.
+pub fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
+}
+
+/// This test binary run again as a child process, running one test: how the
+/// crash tests run the engine in a process they can SIGKILL. The child tells
+/// the parent what it did in lines on its stdout.
+pub struct TestChild {
+    /// The process; killing and waiting for it are the caller's.
+    pub process: Child,
+    /// The child's stdout lines, sent as it prints them.
+    pub lines: Receiver<String>,
+    reader: JoinHandle<()>,
+}
+
+impl TestChild {
+    /// A command that runs only the test `test_name` of this binary, for the
+    /// caller to add the environment that makes it act as a child.
+    ///
+    /// # Panics
+    /// If the path of this binary is unknown.
+    #[must_use]
+    pub fn command(test_name: &str) -> Command {
+        let mut command = Command::new(std::env::current_exe().expect("this test binary"));
+        command.args(["--exact", test_name, "--nocapture", "--test-threads=1"]);
+        command
+    }
+
+    /// Starts `command`, its stderr shared with this process (so a child's
+    /// panic shows in the test's output) and its stdout read a line at a time
+    /// by a thread into [`TestChild::lines`] until the child closes it.
+    ///
+    /// # Panics
+    /// If the child does not start.
+    pub fn spawn(command: &mut Command) -> Self {
+        let mut process = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the child starts");
+        let stdout = process.stdout.take().expect("stdout is piped");
+        let (sender, lines) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            process,
+            lines,
+            reader,
+        }
+    }
+
+    /// The lines not received yet. Call it once the process ended: it waits
+    /// for the reader thread, which ends with the child's stdout.
+    ///
+    /// # Panics
+    /// If the reader thread panicked.
+    pub fn remaining_lines(self) -> Vec<String> {
+        self.reader.join().expect("the stdout reader ends");
+        self.lines.try_iter().collect()
+    }
 }
