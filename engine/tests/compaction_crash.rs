@@ -34,7 +34,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{
-    exit_on_panic, keyed_batch, leader_append, read_batches, seed_from_env, Rng, TestChild,
+    exit_on_panic, keyed_batch, leader_append, offsets, read_batches, seed_from_env, Rng, TestChild,
 };
 use fjord_engine::batch::{self, BatchHeader};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
@@ -218,11 +218,7 @@ fn run_child(dir: &Path) {
             let stop_at = Instant::now() + CHILD_LIFETIME;
             while Instant::now() < stop_at {
                 let keys: Vec<u64> = (0..=rng.below(4)).map(|_| rng.below(KEYS)).collect();
-                let offsets = match shard.call(0, Request::Offsets(tp.clone())).await {
-                    Response::Offsets(offsets) => offsets,
-                    other => panic!("offsets failed: {other:?}"),
-                };
-                let base = offsets.log_end.0;
+                let base = offsets(&shard, &tp).await.log_end.0;
                 let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
                     .iter()
                     .enumerate()

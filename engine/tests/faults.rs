@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{decode, fill_partition, no_cache, partition_dir, small_segments, try_open};
+use common::{decode, fill_partition, no_cache, offsets, partition_dir, small_segments, try_open};
 use fjord_engine::batch::build_batch;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
@@ -334,7 +334,7 @@ fn truncating_into_a_segment_without_index_files_then_appending() {
 #[test]
 fn zero_copy_reads_verify_before_sending_and_refuse_corrupt_batches() {
     use fjord_engine::log::ReadData;
-    use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+    use fjord_engine::shard::{self, EngineConfig, Shard};
     use std::rc::Rc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -363,11 +363,7 @@ fn zero_copy_reads_verify_before_sending_and_refuse_corrupt_batches() {
     let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
         let partition = partition.clone();
         async move {
-            let Response::Offsets(offsets) =
-                shard.call(0, Request::Offsets(partition.clone())).await
-            else {
-                panic!("offsets");
-            };
+            let offsets = offsets(&shard, &partition).await;
             assert_eq!(offsets.log_end.0, appended);
             let log = shard.local_log(&partition).expect("partition is local");
             // A later, intact segment (the reopened active one, which

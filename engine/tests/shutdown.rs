@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{decode, read_batches};
+use common::{decode, offsets, read_batches};
 use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
@@ -130,10 +130,7 @@ async fn append_until_refused(
 /// Reads partition `index` whole: the value at each offset, from offset 0.
 async fn read_all(shard: &Shard, index: i32) -> Vec<String> {
     let tp = partition(index);
-    let owner = shard.owner_of(&tp);
-    let Response::Offsets(offsets) = shard.call(owner, Request::Offsets(tp.clone())).await else {
-        panic!("partition {index}: offsets failed")
-    };
+    let offsets = offsets(shard, &tp).await;
     let batches = read_batches(shard, &tp, Offset(0)..offsets.log_end, 64 << 10, false).await;
     let mut values = Vec::new();
     for bytes in &batches {

@@ -14,12 +14,12 @@ use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::fill_partition;
+use common::{fill_partition, offsets};
 use fjord_engine::batch::{crc_matches, split_batches};
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::read_ahead::ReadAheadBudget;
 use fjord_engine::log::ReadData;
-use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, EngineConfig, Shard};
 use fjord_engine::{Error, Offset, TopicPartition};
 
 const BATCHES: i64 = 200;
@@ -146,11 +146,7 @@ fn cold_reads_verify_once_then_serve_index_bounded_file_ranges() {
     let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
         let partition = partition.clone();
         async move {
-            let Response::Offsets(offsets) =
-                shard.call(0, Request::Offsets(partition.clone())).await
-            else {
-                panic!("offsets");
-            };
+            let offsets = offsets(&shard, &partition).await;
             assert_eq!(offsets.log_end, Offset(BATCHES));
             let first = read_all(&shard, &partition, offsets.log_end).await;
             let second = read_all(&shard, &partition, offsets.log_end).await;

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use fjord_engine::batch::{build_batch, crc_matches, records, BatchHeader, KeyValue};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
-use fjord_engine::log::PartitionLog;
+use fjord_engine::log::{LogOffsets, PartitionLog};
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
 use fjord_engine::storage::memory::MemoryStorage;
 use fjord_engine::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs, TopicPartition};
@@ -239,6 +239,18 @@ pub fn segment_bases(storage: &MemoryStorage) -> Vec<Offset> {
             fjord_engine::segment::parse_segment_file_name(&name, "log")
         })
         .collect()
+}
+
+/// The offsets of `partition`, from the shard that owns it.
+///
+/// # Panics
+/// If the request fails.
+pub async fn offsets(shard: &Shard, partition: &TopicPartition) -> LogOffsets {
+    let request = Request::Offsets(partition.clone());
+    match shard.call(shard.owner_of(partition), request).await {
+        Response::Offsets(offsets) => offsets,
+        other => panic!("{partition}: offsets failed: {other:?}"),
+    }
 }
 
 /// Every batch of `partition` in `offsets`, read through the shard that owns
