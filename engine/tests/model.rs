@@ -111,6 +111,15 @@ impl Model {
         (index < self.batches.len()).then_some(index)
     }
 
+    /// Whether the log can start or end at `offset` without splitting a
+    /// batch: the log end, or the base of a batch.
+    fn is_batch_boundary(&self, offset: Offset) -> bool {
+        offset == self.log_end
+            || self
+                .batch_holding(offset)
+                .is_some_and(|index| self.batches[index].base == offset)
+    }
+
     /// The engine's sequence rules (`ProducerStateTable::check`).
     fn check(&self, producer_id: i64, epoch: i16, first: i32, last: i32) -> Expected {
         let Some(producer) = self.producers.get(&producer_id) else {
@@ -690,11 +699,7 @@ impl Harness {
             "{context}: log start is not the first segment's base"
         );
         assert!(
-            start == self.model.log_end
-                || self
-                    .model
-                    .batch_holding(start)
-                    .is_some_and(|index| self.model.batches[index].base == start),
+            self.model.is_batch_boundary(start),
             "{context}: retention start {start} is not a batch boundary"
         );
         self.model.move_start(start);
@@ -749,11 +754,7 @@ impl Harness {
         );
         let end = after.log_end;
         assert!(
-            end == self.model.log_end
-                || self
-                    .model
-                    .batch_holding(end)
-                    .is_some_and(|index| self.model.batches[index].base == end),
+            self.model.is_batch_boundary(end),
             "{context}: crash left a log end {end} inside a batch"
         );
         // The model keeps the recovered prefix; the high watermark comes from
