@@ -1,28 +1,22 @@
 //! First end-to-end scenarios of one partition log on in-memory storage.
 
+mod common;
+
 use std::cell::RefCell;
-use std::path::Path;
 use std::rc::Rc;
 
+use common::try_open;
 use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::memory::MemoryStorage;
-use fjord_engine::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use fjord_engine::{LeaderEpoch, Offset, TimestampMs};
 use futures_lite::future::block_on;
 
-fn open(storage: &MemoryStorage, config: LogConfig) -> PartitionLog<MemoryStorage> {
+fn open(storage: &MemoryStorage, config: &LogConfig) -> PartitionLog<MemoryStorage> {
     let cache = Rc::new(RefCell::new(BatchCache::new(1 << 20)));
-    block_on(PartitionLog::open(
-        storage.clone(),
-        Path::new("/data"),
-        TopicPartition::new("t", 0),
-        config,
-        cache,
-        0,
-    ))
-    .expect("open")
+    try_open(storage, config, &cache, 0).expect("open")
 }
 
 #[test]
@@ -32,7 +26,7 @@ fn appended_batches_read_back_after_clean_restart() {
         segment_bytes: 8192,
         ..LogConfig::default()
     };
-    let log = open(&storage, config.clone());
+    let log = open(&storage, &config);
     block_on(async {
         for n in 0..50u32 {
             let value = format!("value-{n}-{}", "x".repeat(300));
@@ -50,7 +44,7 @@ fn appended_batches_read_back_after_clean_restart() {
         log.close().await.unwrap();
     });
     assert!(log.segment_count() > 1, "small segments roll");
-    let log = open(&storage, config);
+    let log = open(&storage, &config);
     assert_eq!(log.offsets().log_end, Offset(50));
     block_on(async {
         let mut next = Offset(0);
