@@ -5,7 +5,8 @@
 # idle (1 producer, 1 in flight, 3 s); restart + drop caches, consume `cold`
 # again while the producer measures (2.5 s); then delete `live`, which
 # otherwise grows by about 1 GB a run. Run from a scratch directory, after
-# `cargo build --release -p fjord-broker -p fjord-bench -p fjord-tools`.
+# `cargo build --release -p fjord-broker -p fjord-bench -p fjord-tools`;
+# PIN=1 as in wire-broker.sh.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/wire-broker.sh"
 DATA="${DATA:?set DATA to the data directory wire-consume-rerun.sh filled}"
@@ -14,13 +15,9 @@ for run in $(seq "$RUNS"); do
   echo "== run $run"
   sync; echo 3 > /proc/sys/vm/drop_caches; start
   echo -n "cold consume alone: "; $B consume $S --topic cold --from beginning --json "cold-$run.json" | tail -1
-  echo -n "produce idle: "; $B produce $S --topic live --partitions 4 --acks 1 --producers 1 --in-flight 1 --duration-secs 3 --json "idle-$run.json" | tail -1
+  produce_idle cold "$run"
   stop; sync; echo 3 > /proc/sys/vm/drop_caches; start
-  $B consume $S --topic cold --from beginning --json "concurrent-consume-$run.json" > consume-concurrent.log &
-  consumer=$!
-  sleep 0.3
-  echo -n "produce with cold reader: "; $B produce $S --topic live --acks 1 --producers 1 --in-flight 1 --duration-secs 2.5 --json "with-reader-$run.json" | tail -1
-  wait "$consumer"; echo -n "cold consume under the producer: "; tail -1 consume-concurrent.log
+  produce_under_reader cold "$run"
   $C topics delete --bootstrap-server localhost:19092 --topic live > /dev/null
   stop
 done
