@@ -2,7 +2,7 @@
 # Starts and stops the broker N times on DATA while two `yes` processes load
 # both CPUs; reports the starts that never listened (a start may recover
 # partitions, so give DATA a few topics with data). Used to find the glommio
-# park hang that `PARK_WATCHDOG` in engine/src/shard.rs works around.
+# park hang that vendor/glommio/FJORD-PATCHES.md describes.
 set -uo pipefail
 F="${FJORD_BIN:-/work/main/target/release/fjord}"
 DATA="${DATA:?set DATA to a data directory}"

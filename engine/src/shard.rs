@@ -53,29 +53,6 @@ pub const BLOCKING_THREADS_PER_SHARD: usize = 4;
 /// (measured in `bench/RESULTS.md`).
 pub const PREEMPT_TIMER: Duration = Duration::from_micros(250);
 
-/// The longest a shard sleeps without looking at its task queues.
-///
-/// glommio 0.9 can park an executor whose task queue is still runnable:
-/// when the preempt timer fires between its I/O poll and its first task,
-/// the scheduler reads "preempted before running anything" as "nothing to
-/// run" and sleeps until the next I/O event or timer (fixed upstream after
-/// 0.9.0, which is the latest release). With a short [`PREEMPT_TIMER`], a
-/// shard thread the OS descheduled at that moment hit it: brokers hung at
-/// startup, 2 of 30 starts under CPU load. A timer that always fires within
-/// this interval ends such a sleep.
-pub const PARK_WATCHDOG: Duration = Duration::from_millis(5);
-
-/// Keeps a timer pending on this executor, so that it never sleeps longer
-/// than [`PARK_WATCHDOG`] (see there).
-fn start_park_watchdog() {
-    glommio::spawn_local(async {
-        loop {
-            glommio::timer::sleep(PARK_WATCHDOG).await;
-        }
-    })
-    .detach();
-}
-
 /// Bytes each shard may hold read ahead for readers catching up from disk
 /// (`log::read_ahead`): eight partitions' worth of the largest chunk.
 pub const READ_AHEAD_BYTES_PER_SHARD: usize = 8 * READ_AHEAD_BYTES_MAX;
@@ -451,7 +428,6 @@ where
             .preempt_timer(PREEMPT_TIMER)
             .spawn(move || async move {
                 let _abort_on_panic = AbortOnPanic;
-                start_park_watchdog();
                 let (senders, receivers) = mesh.join().await.map_err(|_| Error::ShuttingDown)?;
                 let shard = match Shard::start(shard_config, senders).await {
                     Ok(shard) => shard,
