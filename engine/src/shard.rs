@@ -21,7 +21,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use event_listener::Event;
@@ -52,6 +52,10 @@ pub const BLOCKING_THREADS_PER_SHARD: usize = 4;
 /// 250 us bounds that wait at a few percent of produce throughput
 /// (measured in `bench/RESULTS.md`).
 pub const PREEMPT_TIMER: Duration = Duration::from_micros(250);
+
+/// A partition that takes longer to open at start is named in a warning, so
+/// that a slow start (a long recovery scan, a slow disk) says where it went.
+const SLOW_PARTITION_OPEN: Duration = Duration::from_secs(1);
 
 /// Bytes each shard may hold read ahead for readers catching up from disk
 /// (`log::read_ahead`): eight partitions' worth of the largest chunk.
@@ -496,6 +500,7 @@ impl Shard {
             background_stopping: Cell::new(false),
             read_ahead_budget: ReadAheadBudget::new(READ_AHEAD_BYTES_PER_SHARD),
         });
+        let starting = Instant::now();
         crate::storage::dma::settle_poll_ring_probe(&shard.config.data_dir, shard.id)
             .await
             .map_err(|error| Error::io("probing the poll ring", &shard.config.data_dir, error))?;
@@ -514,12 +519,18 @@ impl Shard {
             };
             if shard_for(&partition, shard.engine_shards) == shard.id && entry.path().is_dir() {
                 let config = (shard.config.log_config_for)(&partition);
-                shard.open_local(partition, config).await?;
+                let opening = Instant::now();
+                shard.open_local(partition.clone(), config).await?;
+                let took = opening.elapsed();
+                if took > SLOW_PARTITION_OPEN {
+                    tracing::warn!(%partition, ?took, "opening a partition was slow");
+                }
             }
         }
         tracing::info!(
             shard = shard.id,
             partitions = shard.partitions.borrow().len(),
+            took = ?starting.elapsed(),
             "shard started"
         );
         Ok(shard)
