@@ -1,6 +1,6 @@
 //! Partitions spread over every shard take appends and reads issued from
-//! every shard, through the real `O_DIRECT` storage; a clean shutdown with
-//! appends in flight loses nothing that was acknowledged.
+//! every shard, through the real `O_DIRECT` storage. (That a clean shutdown
+//! with appends in flight loses nothing acknowledged is `shutdown.rs`.)
 
 mod common;
 
