@@ -41,8 +41,10 @@ pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 
 /// Threads of each shard's blocking pool (`spawn_blocking`), pinned to the
 /// shard's CPU. The broker sends segment file ranges with a blocking
-/// `sendfile` there; several threads keep one slowly reading client from
-/// holding up every other connection's cold reads on the shard.
+/// `sendfile` there, and persists controller changes (topic creation,
+/// producer id blocks) with fsync there; several threads keep one slowly
+/// reading client from holding up every other connection's cold reads, and
+/// the controller's writes, on the shard.
 pub const BLOCKING_THREADS_PER_SHARD: usize = 4;
 
 /// How long a shard runs tasks before it looks at its I/O completions and
