@@ -344,6 +344,8 @@ impl Reactor {
             Some(stats),
         );
         self.sys.write_dma(&source, pos);
+        // fjord: submitted at once (see `Reactor::submit_now`).
+        self.sys.submit_now(&source);
         source
     }
 

@@ -386,7 +386,14 @@ impl ExecutorQueues {
     fn maybe_activate(&mut self, queue: Rc<RefCell<TaskQueue>>) {
         let mut state = queue.borrow_mut();
         if !state.is_active() {
-            state.vruntime = self.default_vruntime + 1;
+            // fjord: a woken queue keeps the runtime it accounted, but
+            // does not wait behind the queues already active (0.9.0 placed
+            // it just after the least-run one, so a queue woken by I/O
+            // waited a whole turn of a busy queue however few its shares):
+            // shares still decide between queues that stay busy.
+            state.vruntime = state
+                .vruntime
+                .max(self.default_vruntime.saturating_sub(1));
             state.active = true;
             drop(state);
             self.active_executors.push(queue);

@@ -1744,6 +1744,17 @@ impl Reactor {
         Ok(())
     }
 
+    /// fjord: hands the requests queued on `source`'s ring to the kernel now
+    /// rather than at the executor's next I/O poll, which a busy task queue
+    /// delays until the preempt timer. Completions are left for that poll:
+    /// reaping the latency ring here would consume the preemption signal
+    /// of the running task queue.
+    pub(crate) fn submit_now(&self, source: &Source) {
+        // An error (no room in the ring) leaves the requests queued for the
+        // next poll, as they would have been without this call.
+        let _ = self.ring_for_source(source).consume_submission_queue();
+    }
+
     pub(crate) fn rush_dispatch(&self, src: &Source, woke: &mut usize) -> io::Result<()> {
         let ring = &mut *self.ring_for_source(src);
         if ring.may_rush() {
@@ -1936,6 +1947,11 @@ impl Reactor {
         // because the more request we issue there, the less effective it becomes.
 
         match &*source.source_type() {
+            // fjord: file writes on devices without poll queues go to the
+            // latency ring, whose completions end the running task queue's
+            // turn: an append's completion would otherwise wait for the
+            // preempt timer behind a busy task queue.
+            SourceType::Write(PollableStatus::NonPollable(_), _) => self.latency_ring.borrow_mut(),
             SourceType::Read(p, _) | SourceType::Write(p, _) => match p {
                 PollableStatus::Pollable => self.poll_ring.borrow_mut(),
                 PollableStatus::NonPollable(_) => self.main_ring.borrow_mut(),
