@@ -4,10 +4,13 @@
 //! kernel spreads connections over the cores. A connection's requests are
 //! decoded on the shard that read them and run as concurrent tasks, up to
 //! [`IN_FLIGHT_REQUESTS_MAX`] per connection; a writer task sends the
-//! responses strictly in request order, as Kafka clients require. A
-//! response is a sequence of [`ResponseChunk`]s: encoded bytes go out with
-//! the stream's writes, segment file ranges (zero-copy Fetch) with
-//! `sendfile(2)` on a dup of the socket, run on the shard's blocking pool
+//! responses strictly in request order, as Kafka clients require. Fetch
+//! requests run, and their responses are sent, in the shard's consumer-read
+//! task queue, so a catch-up reader's work waits behind the appends of the
+//! same core rather than in line with them. A response is a sequence of
+//! [`ResponseChunk`]s: encoded bytes go out with the stream's writes,
+//! segment file ranges (zero-copy Fetch) with `sendfile(2)` on a dup of the
+//! socket, run on the shard's blocking pool
 //! because glommio has no public sendfile nor writability wait; the socket
 //! stays blocking for glommio (which never blocks on it: `MSG_DONTWAIT`
 //! then io_uring readiness), so `sendfile` simply blocks on that thread,
@@ -191,7 +194,13 @@ enum Outcome {
     Close,
 }
 
-type ResponseTask = glommio::task::JoinHandle<Outcome>;
+/// A request being answered.
+struct PendingResponse {
+    task: glommio::task::JoinHandle<Outcome>,
+    /// A Fetch: answered, and its response sent, in the shard's
+    /// consumer-read task queue ([`Shard::spawn_consumer_read`]).
+    consumer_read: bool,
+}
 
 async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), BrokerError> {
     let peer = stream.peer_addr().ok();
@@ -199,15 +208,33 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
     let socket = stream.as_raw_fd();
     set_send_timeout(socket);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let (responses, pending) = local_channel::new_bounded::<ResponseTask>(IN_FLIGHT_REQUESTS_MAX);
+    let (responses, pending) =
+        local_channel::new_bounded::<PendingResponse>(IN_FLIGHT_REQUESTS_MAX);
+    let shard = broker.shard.clone();
     let writer_task = glommio::spawn_local(async move {
-        while let Some(task) = pending.recv().await {
+        while let Some(PendingResponse {
+            task,
+            consumer_read,
+        }) = pending.recv().await
+        {
             let chunks = match task.await {
                 Some(Outcome::Send(chunks)) => chunks,
                 Some(Outcome::Silent) => continue,
                 Some(Outcome::Close) | None => break,
             };
-            if let Err(error) = write_chunks(&mut writer, socket, chunks).await {
+            let written = if consumer_read {
+                let (returned, written) = shard
+                    .spawn_consumer_read(async move {
+                        let written = write_chunks(&mut writer, socket, chunks).await;
+                        (writer, written)
+                    })
+                    .await;
+                writer = returned;
+                written
+            } else {
+                write_chunks(&mut writer, socket, chunks).await
+            };
+            if let Err(error) = written {
                 tracing::debug!(?peer, %error, "closing connection on a failed write");
                 break;
             }
@@ -247,11 +274,21 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
                 break;
             }
         };
-        let task = glommio::spawn_local({
+        let consumer_read = header.request_api_key == ApiKey::Fetch as i16;
+        let answer = {
             let broker = broker.clone();
             async move { respond(&broker, header, request, peer).await }
-        });
-        if responses.send(task.detach()).await.is_err() {
+        };
+        let task = if consumer_read {
+            broker.shard.spawn_consumer_read(answer)
+        } else {
+            glommio::spawn_local(answer)
+        };
+        let pending = PendingResponse {
+            task: task.detach(),
+            consumer_read,
+        };
+        if responses.send(pending).await.is_err() {
             break;
         }
     }

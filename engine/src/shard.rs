@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use event_listener::Event;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
-use glommio::{executor, Latency, LocalExecutorBuilder, Placement, PoolPlacement, Shares};
+use glommio::{
+    executor, Latency, LocalExecutorBuilder, Placement, PoolPlacement, Shares, TaskQueueHandle,
+};
 
 use crate::cache::BatchCache;
 use crate::config::LogConfig;
@@ -54,6 +56,10 @@ pub const BLOCKING_THREADS_PER_SHARD: usize = 4;
 /// 250 us bounds that wait at a few percent of produce throughput
 /// (measured in `bench/RESULTS.md`).
 pub const PREEMPT_TIMER: Duration = Duration::from_micros(250);
+
+/// Shares of the consumer-read task queue; glommio's default queue, where
+/// appends and every other request run, has 1000.
+pub const CONSUMER_READ_SHARES: usize = 100;
 
 /// A partition that takes longer to open at start is named in a warning, so
 /// that a slow start (a long recovery scan, a slow disk) says where it went.
@@ -255,6 +261,22 @@ pub enum Request {
     ListPartitions,
 }
 
+impl Request {
+    /// Whether this request serves a consumer's Fetch (runs in the
+    /// consumer-read task queue; see [`Shard::spawn_consumer_read`]).
+    #[must_use]
+    pub fn is_consumer_read(&self) -> bool {
+        matches!(
+            self,
+            Request::ReadZeroCopy { .. }
+                | Request::WaitForData {
+                    committed: true,
+                    ..
+                }
+        )
+    }
+}
+
 /// The answer to a [`Request`].
 #[derive(Debug)]
 pub enum Response {
@@ -329,6 +351,9 @@ pub struct Shard {
     background_stopping: Cell<bool>,
     /// Bytes read ahead for this shard's partitions.
     read_ahead_budget: ReadAheadBudget,
+    /// The task queue consumer reads run in; see
+    /// [`Shard::spawn_consumer_read`].
+    consumer_reads: TaskQueueHandle,
 }
 
 /// One background operation in flight; see [`Shard::background_operation`].
@@ -501,6 +526,11 @@ impl Shard {
             background_done: Event::new(),
             background_stopping: Cell::new(false),
             read_ahead_budget: ReadAheadBudget::new(READ_AHEAD_BYTES_PER_SHARD),
+            consumer_reads: executor().create_task_queue(
+                Shares::Static(CONSUMER_READ_SHARES),
+                Latency::NotImportant,
+                "fjord-consumer-reads",
+            ),
         });
         let starting = Instant::now();
         crate::storage::dma::settle_poll_ring_probe(&shard.config.data_dir, shard.id)
@@ -536,6 +566,27 @@ impl Shard {
             "shard started"
         );
         Ok(shard)
+    }
+
+    /// Spawns `future` in the shard's consumer-read task queue, where the
+    /// broker runs each Fetch and sends its response, and where the
+    /// consumer reads other shards ask of this one run. Its tasks get a
+    /// tenth of the CPU while appends want it, and a woken append runs
+    /// before the queue's next turn: a catch-up reader keeps the core busy
+    /// for as long as it is behind, and an append passes through several
+    /// tasks (request, write, completion, response), each of which waited
+    /// for a whole turn of the reader when both shared one first-come queue
+    /// (produce p99 under a cold reader on the same core roughly halved,
+    /// `bench/RESULTS.md`, session 5).
+    ///
+    /// # Panics
+    /// Never: the queue lives as long as the shard.
+    pub fn spawn_consumer_read<T: 'static>(
+        &self,
+        future: impl Future<Output = T> + 'static,
+    ) -> glommio::Task<T> {
+        glommio::spawn_local_into(future, self.consumer_reads)
+            .expect("the consumer-read queue lives as long as its shard")
     }
 
     /// This shard's id, `0..shard_count`.
@@ -836,16 +887,21 @@ impl Shard {
                     while let Some(envelope) = stream.recv().await {
                         match envelope {
                             Envelope::Request { id, from, request } => {
-                                let shard = shard.clone();
-                                glommio::spawn_local(async move {
-                                    let response = shard.execute(request).await;
+                                let consumer_read = request.is_consumer_read();
+                                let owner = shard.clone();
+                                let serve = async move {
+                                    let response = owner.execute(request).await;
                                     // The peer may have stopped; nothing waits then.
-                                    let _ = shard
+                                    let _ = owner
                                         .senders
                                         .send_to(from, Envelope::Response { id, response })
                                         .await;
-                                })
-                                .detach();
+                                };
+                                if consumer_read {
+                                    shard.spawn_consumer_read(serve).detach();
+                                } else {
+                                    glommio::spawn_local(serve).detach();
+                                }
                             }
                             Envelope::Response { id, response } => {
                                 if let Some(slot) = shard.replies.borrow_mut().remove(&id) {
