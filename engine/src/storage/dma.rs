@@ -45,9 +45,11 @@ pub const READ_IO_BYTES: usize = 1 << 20;
 
 /// The most bytes one read I/O asks for while appends are being written
 /// (any shard wrote within [`WRITES_RECENT`]): an append queued behind a
-/// 256 KiB read waits a quarter of what it waits behind 1 MiB, for about
-/// two thirds of the read throughput (fio table in `bench/RESULTS.md`).
-pub const READ_IO_BYTES_WHILE_WRITING: usize = 256 << 10;
+/// 128 KiB read waits an eighth of what it waits behind 1 MiB. Against
+/// 256 KiB, a cold catch-up reader on the producer's core left the produce
+/// p99 at 1.0-1.6 ms instead of 1.8-2.2 ms, and the reader ran as fast
+/// within this virtual disk's noise (`bench/RESULTS.md`, session 5).
+pub const READ_IO_BYTES_WHILE_WRITING: usize = 128 << 10;
 
 /// How long after any shard's last write reads stay small.
 pub const WRITES_RECENT: Duration = Duration::from_millis(20);
@@ -98,7 +100,20 @@ impl StorageFile for DirectFile {
     async fn write_at(&self, buffer: Rc<DmaBuffer>, position: u64) -> io::Result<usize> {
         debug_assert_eq!(position % BLOCK_BYTES as u64, 0);
         LAST_WRITE_NANOS.store(nanos_since_origin().max(1), Ordering::Relaxed);
-        Ok(self.0.write_rc_at(buffer, position).await?)
+        let mut write = std::pin::pin!(self.0.write_rc_at(buffer, position));
+        // The first poll submits the write: fjord's glommio hands writes to
+        // the kernel when they are issued (vendor/glommio/FJORD-PATCHES.md).
+        if let Some(result) = futures_lite::future::poll_once(&mut write).await {
+            return Ok(result?);
+        }
+        // A write that grows the file (every append) is handed by the file
+        // system to an io_uring worker thread, which inherits this shard's
+        // CPU and, woken, waits for the shard to give it up: up to a whole
+        // scheduler slice behind a busy shard. Giving up the CPU here lets
+        // it issue the write to the device at once.
+        // SAFETY: `sched_yield` has no preconditions.
+        unsafe { libc::sched_yield() };
+        Ok(write.await?)
     }
 
     async fn read_at(&self, position: u64, len: usize) -> io::Result<Bytes> {
