@@ -57,9 +57,12 @@ pub const BLOCKING_THREADS_PER_SHARD: usize = 4;
 /// (measured in `bench/RESULTS.md`).
 pub const PREEMPT_TIMER: Duration = Duration::from_micros(250);
 
-/// Shares of the consumer-read task queue; glommio's default queue, where
-/// appends and every other request run, has 1000.
-pub const CONSUMER_READ_SHARES: usize = 100;
+/// Shares of the consumer-read task queue: the same as glommio's default
+/// queue, where appends and every other request run, so that a core both
+/// kinds keep busy splits evenly and a tailing consumer keeps up with its
+/// producers. What keeps appends quick is that a woken queue runs first
+/// (vendor/glommio/FJORD-PATCHES.md); 100 shares measured no better.
+pub const CONSUMER_READ_SHARES: usize = 1000;
 
 /// A partition that takes longer to open at start is named in a warning, so
 /// that a slow start (a long recovery scan, a slow disk) says where it went.
@@ -570,14 +573,13 @@ impl Shard {
 
     /// Spawns `future` in the shard's consumer-read task queue, where the
     /// broker runs each Fetch and sends its response, and where the
-    /// consumer reads other shards ask of this one run. Its tasks get a
-    /// tenth of the CPU while appends want it, and a woken append runs
-    /// before the queue's next turn: a catch-up reader keeps the core busy
-    /// for as long as it is behind, and an append passes through several
-    /// tasks (request, write, completion, response), each of which waited
-    /// for a whole turn of the reader when both shared one first-come queue
-    /// (produce p99 under a cold reader on the same core roughly halved,
-    /// `bench/RESULTS.md`, session 5).
+    /// consumer reads other shards ask of this one run. A woken append
+    /// runs before this queue's next turn: a catch-up reader keeps the core
+    /// busy for as long as it is behind, and an append passes through
+    /// several tasks (request, write, completion, response), each of which
+    /// waited for a whole turn of the reader when both shared one
+    /// first-come queue (produce p99 under a cold reader on the same core
+    /// roughly halved, `bench/RESULTS.md`, session 5).
     ///
     /// # Panics
     /// Never: the queue lives as long as the shard.
