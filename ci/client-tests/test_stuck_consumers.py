@@ -1,0 +1,116 @@
+"""Consumers that stop reading in the middle of a response must not stall
+the broker. Fetches of data past the batch cache are sent from the segment
+file with sendfile(2) on the shard's blocking pool, which also persists the
+controller's changes and runs the engine's file operations: a send that
+waited there for a client that reads nothing held a pool thread for as
+long as the send timeout, and a few such clients held them all.
+
+Here more connections than the pool has threads (the broker runs one shard)
+each ask for tens of megabytes of file data and never read; topic creation,
+produce and a healthy consumer must still answer as usual."""
+
+import fcntl
+import socket
+import struct
+import termios
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker, wait_until
+
+# More than BLOCKING_THREADS_PER_SHARD (4).
+STUCK_CONNECTIONS = 6
+# Beyond the engine's 64 MiB batch cache, so the first offsets are served
+# from the segment file.
+FILL_BYTES = 96 << 20
+RECORD_BYTES = 64 << 10
+STUCK_FETCH_BYTES = 32 << 20
+ANSWER_DEADLINE_SECONDS = 10
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    instance = Broker(tmp_path_factory.mktemp("fjord") / "data", ["cores=1"])
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def kafka_string(value):
+    encoded = value.encode()
+    return struct.pack(">h", len(encoded)) + encoded
+
+
+def fetch_request(topic, correlation_id):
+    """A Fetch v4 frame for partition 0 of `topic` from offset 0."""
+    header = struct.pack(">hhi", 1, 4, correlation_id) + kafka_string("stuck")
+    body = struct.pack(">iiiib", -1, 0, 1, STUCK_FETCH_BYTES, 0)
+    body += struct.pack(">i", 1) + kafka_string(topic)
+    body += struct.pack(">iiqi", 1, 0, 0, STUCK_FETCH_BYTES)
+    frame = header + body
+    return struct.pack(">i", len(frame)) + frame
+
+
+def queued_bytes(connection):
+    """Bytes the broker sent that this connection has not read."""
+    return struct.unpack("i", fcntl.ioctl(connection, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def fill(broker, topic):
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1", "linger.ms": 5})
+    record = bytes(RECORD_BYTES)
+    for _ in range(FILL_BYTES // RECORD_BYTES):
+        while True:
+            try:
+                producer.produce(topic, record, partition=0)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0, "the fill was not acknowledged"
+
+
+def test_clients_that_never_read_do_not_stall_the_broker(broker, topic_name):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic_name, 1, 1)])[topic_name].result(30)
+    fill(broker, topic_name)
+
+    stuck = []
+    try:
+        for correlation_id in range(STUCK_CONNECTIONS):
+            connection = socket.socket()
+            # A small receive window: the broker's sends fill it at once.
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            connection.connect(("127.0.0.1", broker.port))
+            connection.sendall(fetch_request(topic_name, correlation_id))
+            stuck.append(connection)
+        for connection in stuck:
+            wait_until(lambda: queued_bytes(connection) > 0, 30, "the stuck fetch's first bytes")
+
+        created = f"after-{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(created, 1, 1)])[created].result(ANSWER_DEADLINE_SECONDS)
+
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+        delivered = []
+        producer.produce(created, b"still served", on_delivery=lambda e, m: delivered.append(e))
+        assert producer.flush(ANSWER_DEADLINE_SECONDS) == 0
+        assert delivered == [None]
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": f"healthy-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.assign([TopicPartition(topic_name, 0, 0)])
+        message = wait_until(
+            lambda: consumer.poll(0.2), ANSWER_DEADLINE_SECONDS, "a healthy consumer's first record"
+        )
+        assert message.error() is None and message.offset() == 0
+        consumer.close()
+    finally:
+        for connection in stuck:
+            connection.close()
