@@ -2,6 +2,7 @@
 broker process (the binary cargo built) on a free port with its own data
 directory, and helpers to kill -9 and restart it on the same data."""
 
+import contextlib
 import os
 import random
 import signal
@@ -114,12 +115,21 @@ class Broker:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+@contextlib.contextmanager
+def running_broker(tmp_path_factory, extra_settings=()):
+    """A started broker on a fresh data directory, stopped on exit."""
+    instance = Broker(tmp_path_factory.mktemp("fjord") / "data", extra_settings)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    instance = Broker(tmp_path_factory.mktemp("fjord") / "data")
-    instance.start()
-    yield instance
-    instance.stop()
+    with running_broker(tmp_path_factory) as instance:
+        yield instance
 
 
 @pytest.fixture

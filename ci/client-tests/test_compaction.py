@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, wait_until
+from conftest import running_broker, wait_until
 
 REQUEST_TIMEOUT_SECONDS = 15
 CLEAN_DEADLINE_SECONDS = 60
@@ -31,13 +31,8 @@ COMPACTED = {
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
     """A broker whose cleaner looks for work every 100 ms."""
-    instance = Broker(
-        tmp_path_factory.mktemp("fjord") / "data",
-        extra_settings=["log.cleaner.backoff.ms=100"],
-    )
-    instance.start()
-    yield instance
-    instance.stop()
+    with running_broker(tmp_path_factory, ["log.cleaner.backoff.ms=100"]) as instance:
+        yield instance
 
 
 def create_topic(broker, name, configs):

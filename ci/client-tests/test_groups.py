@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, wait_until
+from conftest import Broker, running_broker, wait_until
 
 MEMBER = Path(__file__).with_name("group_member.py")
 PARTITIONS = 6
@@ -27,22 +27,18 @@ GROUP_SETTINGS = ["group.initial.rebalance.delay.ms=200", "group.min.session.tim
 
 @pytest.fixture(scope="module")
 def group_broker(tmp_path_factory):
-    instance = Broker(tmp_path_factory.mktemp("fjord-groups") / "data", GROUP_SETTINGS)
-    instance.start()
-    wait_until(lambda: coordinator_loaded(instance), DEADLINE_SECONDS, "coordinator loaded")
-    yield instance
-    instance.stop()
+    with running_broker(tmp_path_factory, GROUP_SETTINGS) as instance:
+        wait_until(lambda: coordinator_loaded(instance), DEADLINE_SECONDS, "coordinator loaded")
+        yield instance
 
 
 @pytest.fixture(scope="module")
 def kip848_broker(tmp_path_factory):
     """KIP-848 members heartbeat at the coordinator's pace: keep it short."""
     settings = [*GROUP_SETTINGS, "group.consumer.heartbeat.interval.ms=500", "group.consumer.session.timeout.ms=6000"]
-    instance = Broker(tmp_path_factory.mktemp("fjord-kip848") / "data", settings)
-    instance.start()
-    wait_until(lambda: coordinator_loaded(instance), DEADLINE_SECONDS, "coordinator loaded")
-    yield instance
-    instance.stop()
+    with running_broker(tmp_path_factory, settings) as instance:
+        wait_until(lambda: coordinator_loaded(instance), DEADLINE_SECONDS, "coordinator loaded")
+        yield instance
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, wait_until
+from conftest import running_broker, wait_until
 
 DEADLINE_SECONDS = 30
 RECORDS = 300
@@ -16,10 +16,8 @@ VALUE_BYTES = 200
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    instance = Broker(tmp_path_factory.mktemp("fjord-retention") / "data", ["log.retention.check.interval.ms=200"])
-    instance.start()
-    yield instance
-    instance.stop()
+    with running_broker(tmp_path_factory, ["log.retention.check.interval.ms=200"]) as instance:
+        yield instance
 
 
 def fill(broker, topic, configs):

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, wait_until
+from conftest import running_broker, wait_until
 
 # More than BLOCKING_THREADS_PER_SHARD (4).
 STUCK_CONNECTIONS = 6
@@ -33,10 +33,8 @@ ANSWER_DEADLINE_SECONDS = 10
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    instance = Broker(tmp_path_factory.mktemp("fjord") / "data", ["cores=1"])
-    instance.start()
-    yield instance
-    instance.stop()
+    with running_broker(tmp_path_factory, ["cores=1"]) as instance:
+        yield instance
 
 
 def kafka_string(value):
