@@ -40,8 +40,9 @@ pub struct BrokerConfig {
     /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227)
     /// the broker keeps, shared out between shards.
     pub fetch_session_cache_slots: usize,
-    /// `connections.max.idle.ms`: a connection with no request for this long
-    /// is closed.
+    /// `connections.max.idle.ms`: a connection with no request for this
+    /// long, or whose client takes nothing of a response for this long, is
+    /// closed.
     pub connections_max_idle: std::time::Duration,
     /// `cores`: shards (fjord's own key).
     pub cores: usize,

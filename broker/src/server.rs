@@ -14,7 +14,9 @@
 //! sendfile (reading the file may wait for the disk). The socket is
 //! non-blocking, so a `sendfile` returns when the send buffer is full and
 //! the shard waits for room: a client that stops reading holds no pool
-//! thread, and is disconnected after [`SEND_STALL_TIMEOUT`]. A frame
+//! thread. A response that makes no progress for `connections.max.idle.ms`
+//! closes the connection, as Kafka closes one without network activity. A
+//! frame
 //! larger than `socket.request.max.bytes` is refused before anything is
 //! allocated for it; a frame that does not decode, or an API or version we
 //! do not serve, closes the connection with a log line. A connection that
@@ -207,6 +209,9 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
     let _ = stream.set_nodelay(true);
     let socket = stream.as_raw_fd();
     set_nonblocking(socket);
+    // A response the client stops reading is a connection without network
+    // activity: Kafka closes those after `connections.max.idle.ms`.
+    let stall_timeout = broker.config.connections_max_idle;
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (responses, pending) =
         local_channel::new_bounded::<PendingResponse>(IN_FLIGHT_REQUESTS_MAX);
@@ -225,14 +230,15 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
             let written = if consumer_read {
                 let (returned, written) = shard
                     .spawn_consumer_read(async move {
-                        let written = write_chunks(&mut writer, socket, chunks).await;
+                        let written =
+                            write_chunks(&mut writer, socket, chunks, stall_timeout).await;
                         (writer, written)
                     })
                     .await;
                 writer = returned;
                 written
             } else {
-                write_chunks(&mut writer, socket, chunks).await
+                write_chunks(&mut writer, socket, chunks, stall_timeout).await
             };
             if let Err(error) = written {
                 tracing::debug!(?peer, %error, "closing connection on a failed write");
@@ -453,34 +459,37 @@ const SEND_PIECE_BYTES: usize = 256 * 1024;
 
 /// Sends one response's chunks in order: bytes with the stream's own
 /// writes (small ones gathered into one), file ranges with `sendfile(2)` on
-/// the socket, both in pieces of at most [`SEND_PIECE_BYTES`].
+/// the socket, both in pieces of at most [`SEND_PIECE_BYTES`]. A piece the
+/// client does not take within `stall_timeout` fails the response with
+/// [`std::io::ErrorKind::TimedOut`].
 async fn write_chunks(
     writer: &mut (impl futures_lite::AsyncWrite + Unpin),
     socket: RawFd,
     chunks: Vec<ResponseChunk>,
+    stall_timeout: Duration,
 ) -> std::io::Result<()> {
     let mut gathered = BytesMut::new();
     for chunk in chunks {
         match chunk {
             ResponseChunk::Bytes(bytes) if bytes.len() < COALESCE_CHUNK_BYTES_MAX => {
                 if gathered.len() + bytes.len() > COALESCE_BUFFER_BYTES {
-                    writer.write_all(&gathered.split()).await?;
+                    write_within(writer, &gathered.split(), stall_timeout).await?;
                 }
                 gathered.extend_from_slice(&bytes);
             }
             ResponseChunk::Bytes(bytes) => {
-                writer.write_all(&gathered.split()).await?;
+                write_within(writer, &gathered.split(), stall_timeout).await?;
                 for piece in bytes.chunks(SEND_PIECE_BYTES) {
                     // glommio completes a send to a socket with room
                     // without yielding; the shard's other tasks (appends,
                     // other shards' requests) get their turn here once the
                     // preempt timer fired.
                     glommio::yield_if_needed().await;
-                    writer.write_all(piece).await?;
+                    write_within(writer, piece, stall_timeout).await?;
                 }
             }
             ResponseChunk::File(range) => {
-                writer.write_all(&gathered.split()).await?;
+                write_within(writer, &gathered.split(), stall_timeout).await?;
                 // A descriptor of our own: the blocking thread may outlive
                 // this task if the connection is torn down meanwhile.
                 let socket = Arc::new(duplicate(socket)?);
@@ -488,7 +497,7 @@ async fn write_chunks(
                 let mut position = range.position;
                 let mut progressed = Instant::now();
                 while position < end {
-                    until_writable(socket.as_raw_fd(), progressed + SEND_STALL_TIMEOUT).await?;
+                    until_writable(socket.as_raw_fd(), progressed + stall_timeout).await?;
                     // One pool call per piece: the pool thread shares the
                     // shard's CPU, and the kernel lets a running thread
                     // finish its time slice before a woken shard runs.
@@ -512,20 +521,32 @@ async fn write_chunks(
             }
         }
     }
-    writer.write_all(&gathered).await
+    write_within(writer, &gathered, stall_timeout).await
 }
 
-/// How long a connection's send buffer may stay full (the client reads
-/// nothing) during a `sendfile` before the connection is closed.
-const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The first pause between two looks at a full send buffer; it doubles
 /// while the buffer stays full.
 const SEND_ROOM_POLL_FIRST: Duration = Duration::from_micros(100);
 /// The longest pause: room noticed this late leaves a fast client's
 /// buffer a millisecond less to drain (a 10 Gbit/s client empties a 4 MiB
 /// buffer in about 3 ms), and a client that reads nothing costs a look a
-/// millisecond until [`SEND_STALL_TIMEOUT`].
+/// millisecond until `connections.max.idle.ms` closes it.
 const SEND_ROOM_POLL_MAX: Duration = Duration::from_millis(1);
+
+/// Writes `bytes` with the stream's own writes, failing with
+/// [`std::io::ErrorKind::TimedOut`] if the client has not taken them all
+/// within `stall_timeout`.
+async fn write_within(
+    writer: &mut (impl futures_lite::AsyncWrite + Unpin),
+    bytes: &[u8],
+    stall_timeout: Duration,
+) -> std::io::Result<()> {
+    futures_lite::future::or(writer.write_all(bytes), async {
+        glommio::timer::sleep(stall_timeout).await;
+        Err(std::io::ErrorKind::TimedOut.into())
+    })
+    .await
+}
 
 /// Makes the connection's socket non-blocking. glommio's own sends and
 /// receives never block either way (`MSG_DONTWAIT`, then io_uring

@@ -13,6 +13,7 @@ import fcntl
 import socket
 import struct
 import termios
+import time
 import uuid
 
 import pytest
@@ -42,12 +43,12 @@ def kafka_string(value):
     return struct.pack(">h", len(encoded)) + encoded
 
 
-def fetch_request(topic, correlation_id):
-    """A Fetch v4 frame for partition 0 of `topic` from offset 0."""
+def fetch_request(topic, correlation_id, offset=0):
+    """A Fetch v4 frame for partition 0 of `topic` from `offset`."""
     header = struct.pack(">hhi", 1, 4, correlation_id) + kafka_string("stuck")
     body = struct.pack(">iiiib", -1, 0, 1, STUCK_FETCH_BYTES, 0)
     body += struct.pack(">i", 1) + kafka_string(topic)
-    body += struct.pack(">iiqi", 1, 0, 0, STUCK_FETCH_BYTES)
+    body += struct.pack(">iiqi", 1, 0, offset, STUCK_FETCH_BYTES)
     frame = header + body
     return struct.pack(">i", len(frame)) + frame
 
@@ -112,3 +113,55 @@ def test_clients_that_never_read_do_not_stall_the_broker(broker, topic_name):
     finally:
         for connection in stuck:
             connection.close()
+
+
+def received_until_closed(connection, deadline_seconds):
+    """Reads everything the broker sends until it closes the connection;
+    returns the byte count."""
+    connection.settimeout(deadline_seconds)
+    received = 0
+    while True:
+        try:
+            chunk = connection.recv(1 << 20)
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += len(chunk)
+
+
+def test_a_response_stalled_past_connections_max_idle_ms_closes_the_connection(tmp_path_factory, topic_name):
+    """Kafka closes a connection with no network activity for
+    connections.max.idle.ms; a response the client stops reading is such a
+    connection, whether the broker sends it from the segment file (offset 0,
+    beyond the batch cache) or from memory (the last records). Guards against
+    a stalled client holding its response's memory, and its connection,
+    forever."""
+    idle_ms = 2000
+    with running_broker(tmp_path_factory, ["cores=1", f"connections.max.idle.ms={idle_ms}"]) as broker:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic(topic_name, 1, 1)])[topic_name].result(30)
+        fill(broker, topic_name)
+        records = FILL_BYTES // RECORD_BYTES
+        stalled = {}
+        for name, offset in [("file", 0), ("memory", records - STUCK_FETCH_BYTES // (2 * RECORD_BYTES))]:
+            connection = socket.socket()
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            connection.connect(("127.0.0.1", broker.port))
+            connection.sendall(fetch_request(topic_name, 0, offset))
+            stalled[name] = connection
+        for connection in stalled.values():
+            wait_until(lambda: queued_bytes(connection) > 0, 30, "the stalled fetch's first bytes")
+        try:
+            # The stall is the input here, not a guess at when something is
+            # done: nothing is read for a second past the idle limit, then
+            # whatever the broker had sent is read, up to its closing.
+            time.sleep(idle_ms / 1000 + 1)
+            for name, connection in stalled.items():
+                received = received_until_closed(connection, 30)
+                assert received < STUCK_FETCH_BYTES // 4, (
+                    f"the {name} response went on after a stall of {idle_ms + 1000} ms: {received} bytes"
+                )
+        finally:
+            for connection in stalled.values():
+                connection.close()
