@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Wire consume/latency measurements: fill, cold and warm catch-up consume, produce
 # latency idle and under a cold catch-up consumer. Run from a scratch directory;
-# DATA names the broker data directory (default /work/wire2/data).
+# DATA names the broker data directory (required).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/wire-broker.sh"
-DATA="${DATA:-/work/wire2/data}"
+DATA="${DATA:?set DATA to the broker data directory to fill}"
 start
 $B produce $S --topic cold --partitions 4 --acks 1 --producers 2 --total-bytes 3GiB --json fill.json | tail -1
 stop; sync; echo 3 > /proc/sys/vm/drop_caches; start
