@@ -8,7 +8,7 @@
 set -euo pipefail
 out=${1:?usage: $0 OUT_DIR}
 mkdir -p "$out"
-bench=${FJORD_BENCH:-/work/target-bench/release/fjord-bench}
+bench=${FJORD_BENCH:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release/fjord-bench}
 append_bytes=${APPEND_BYTES:-4GiB}
 flush_bytes=${FLUSH_BYTES:-256MiB}
 restart_big_bytes=${RESTART_BIG_BYTES:-10GiB}

@@ -4,7 +4,7 @@
 # partitions, so give DATA a few topics with data). Used to find the glommio
 # park hang that vendor/glommio/FJORD-PATCHES.md describes.
 set -uo pipefail
-F="${FJORD_BIN:-/work/main/target/release/fjord}"
+F="${FJORD_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release/fjord}"
 DATA="${DATA:?set DATA to a data directory}"
 N="${N:-30}"
 yes > /dev/null & load1=$!

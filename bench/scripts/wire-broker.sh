@@ -5,9 +5,10 @@
 # PIN=1: the broker runs one shard on CPU 0 and the clients run on CPU 1, so
 # the clients never take the broker's core (as on a real deployment, where
 # they run on other machines) and every reader shares the producer's shard.
-F=${FJORD:-/work/main/target/release/fjord}; B=/work/main/target/release/fjord-bench
+RELEASE="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release"
+F=${FJORD:-$RELEASE/fjord}; B=$RELEASE/fjord-bench
 if [ "${PIN:-0}" = 1 ]; then F="taskset -c 0 $F --set cores=1"; B="taskset -c 1 $B"; fi
-C=/work/main/target/release/fjordctl
+C=$RELEASE/fjordctl
 S="--bootstrap-server localhost:19092"
 start() {
   if (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null; then echo "another broker listens on 19092"; exit 1; fi
