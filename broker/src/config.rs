@@ -40,6 +40,10 @@ pub struct BrokerConfig {
     /// `max.incremental.fetch.session.cache.slots`: fetch sessions (KIP-227)
     /// the broker keeps, shared out between shards.
     pub fetch_session_cache_slots: usize,
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries,
+    /// whatever the request asks (at least one batch still goes out, as in
+    /// Kafka). It bounds the memory a response read from disk takes.
+    pub fetch_max_bytes: usize,
     /// `connections.max.idle.ms`: a connection with no request for this
     /// long, or whose client takes nothing of a response for this long, is
     /// closed.
@@ -217,6 +221,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("compression.type", "producer"),
     ("max.incremental.fetch.session.cache.slots", "1000"),
     ("connections.max.idle.ms", "600000"),
+    ("fetch.max.bytes", "57671680"),
     ("cluster.id", "fjord-cluster"),
     ("offsets.topic.num.partitions", "50"),
     ("offsets.topic.replication.factor", "3"),
@@ -425,6 +430,14 @@ impl BrokerConfig {
                 "unknown codec",
             ));
         }
+        let fetch_max_bytes: usize = parse("fetch.max.bytes", &get("fetch.max.bytes"))?;
+        if fetch_max_bytes < 1024 {
+            return Err(invalid(
+                "fetch.max.bytes",
+                &get("fetch.max.bytes"),
+                "must be at least 1024",
+            ));
+        }
         let num_partitions: i32 = parse("num.partitions", &get("num.partitions"))?;
         if num_partitions < 1 {
             return Err(invalid(
@@ -458,6 +471,7 @@ impl BrokerConfig {
                 "max.incremental.fetch.session.cache.slots",
                 &get("max.incremental.fetch.session.cache.slots"),
             )?,
+            fetch_max_bytes,
             connections_max_idle: std::time::Duration::from_millis(parse(
                 "connections.max.idle.ms",
                 &get("connections.max.idle.ms"),
@@ -534,5 +548,17 @@ mod tests {
         );
         assert!((config.log_defaults.min_cleanable_dirty_ratio - 0.1).abs() < f64::EPSILON);
         assert!(BrokerConfig::load(&[], &pairs(&[("log.cleanup.policy", "shred")])).is_err());
+    }
+
+    #[test]
+    fn fetch_max_bytes_defaults_to_kafkas_and_must_be_at_least_1024() {
+        assert_eq!(
+            BrokerConfig::load(&[], &[]).unwrap().fetch_max_bytes,
+            57_671_680
+        );
+        let config = BrokerConfig::load(&[], &pairs(&[("fetch.max.bytes", "1024")])).unwrap();
+        assert_eq!(config.fetch_max_bytes, 1024);
+        assert!(BrokerConfig::load(&[], &pairs(&[("fetch.max.bytes", "1023")])).is_err());
+        assert!(BrokerConfig::load(&[], &pairs(&[("fetch.max.bytes", "-1")])).is_err());
     }
 }

@@ -47,6 +47,17 @@ def wait_until(condition, deadline_seconds, what):
         time.sleep(0.05)
 
 
+def produce_when_room(producer, topic, value, partition):
+    """Produces one record, serving delivery reports while librdkafka's
+    queue is full instead of failing with BufferError."""
+    while True:
+        try:
+            producer.produce(topic, value, partition=partition)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 def wait_for_port(port, process, deadline_seconds=START_DEADLINE_SECONDS):
     deadline = time.monotonic() + deadline_seconds
     while time.monotonic() < deadline:

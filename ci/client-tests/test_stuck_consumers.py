@@ -20,7 +20,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import running_broker, wait_until
+from conftest import produce_when_room, running_broker, wait_until
+from raw_fetch import fetch_request
 
 # More than BLOCKING_THREADS_PER_SHARD (4).
 STUCK_CONNECTIONS = 6
@@ -38,21 +39,6 @@ def broker(tmp_path_factory):
         yield instance
 
 
-def kafka_string(value):
-    encoded = value.encode()
-    return struct.pack(">h", len(encoded)) + encoded
-
-
-def fetch_request(topic, correlation_id, offset=0):
-    """A Fetch v4 frame for partition 0 of `topic` from `offset`."""
-    header = struct.pack(">hhi", 1, 4, correlation_id) + kafka_string("stuck")
-    body = struct.pack(">iiiib", -1, 0, 1, STUCK_FETCH_BYTES, 0)
-    body += struct.pack(">i", 1) + kafka_string(topic)
-    body += struct.pack(">iiqi", 1, 0, offset, STUCK_FETCH_BYTES)
-    frame = header + body
-    return struct.pack(">i", len(frame)) + frame
-
-
 def queued_bytes(connection):
     """Bytes the broker sent that this connection has not read."""
     return struct.unpack("i", fcntl.ioctl(connection, termios.FIONREAD, b"\0\0\0\0"))[0]
@@ -62,12 +48,7 @@ def fill(broker, topic):
     producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1", "linger.ms": 5})
     record = bytes(RECORD_BYTES)
     for _ in range(FILL_BYTES // RECORD_BYTES):
-        while True:
-            try:
-                producer.produce(topic, record, partition=0)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_when_room(producer, topic, record, 0)
     assert producer.flush(60) == 0, "the fill was not acknowledged"
 
 
@@ -83,7 +64,7 @@ def test_clients_that_never_read_do_not_stall_the_broker(broker, topic_name):
             # A small receive window: the broker's sends fill it at once.
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
             connection.connect(("127.0.0.1", broker.port))
-            connection.sendall(fetch_request(topic_name, correlation_id))
+            connection.sendall(fetch_request(topic_name, correlation_id, 0, STUCK_FETCH_BYTES))
             stuck.append(connection)
         for connection in stuck:
             wait_until(lambda: queued_bytes(connection) > 0, 30, "the stuck fetch's first bytes")
@@ -148,7 +129,7 @@ def test_a_response_stalled_past_connections_max_idle_ms_closes_the_connection(t
             connection = socket.socket()
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
             connection.connect(("127.0.0.1", broker.port))
-            connection.sendall(fetch_request(topic_name, 0, offset))
+            connection.sendall(fetch_request(topic_name, 0, offset, STUCK_FETCH_BYTES))
             stalled[name] = connection
         for connection in stalled.values():
             wait_until(lambda: queued_bytes(connection) > 0, 30, "the stalled fetch's first bytes")

@@ -1,6 +1,7 @@
 //! Fetch: whole batches from each partition's owning shard, bounded by the
-//! high watermark, `max_bytes` and `partition_max_bytes`, long-polling up to
-//! `max_wait_ms` until `min_bytes` are available.
+//! high watermark, `max_bytes` (at most the broker's `fetch.max.bytes`) and
+//! `partition_max_bytes`, long-polling up to `max_wait_ms` until `min_bytes`
+//! are available.
 //!
 //! Records are never copied into the response: a partition of the shard
 //! that read the request is answered with the cache's `Bytes` or a segment
@@ -254,7 +255,10 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest) -> ZeroCopyFetch
     let max_wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_LIMIT);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
+    // The broker's `fetch.max.bytes` caps what a request may ask, as in Kafka.
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .min(broker.config.fetch_max_bytes);
     let read_committed = request.isolation_level == 1;
     let (mut answers, mut total) = read_all(broker, &targets, max_bytes).await;
     while total < min_bytes.max(1) && !broker.is_stopping() {

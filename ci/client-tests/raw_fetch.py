@@ -1,0 +1,38 @@
+"""Fetch requests written by hand, for tests that need what no client
+library lets them do: ask for more than a client would, or never read the
+answer."""
+
+import struct
+
+
+def kafka_string(value):
+    encoded = value.encode()
+    return struct.pack(">h", len(encoded)) + encoded
+
+
+def fetch_request(topic, correlation_id, offset, max_bytes):
+    """A Fetch v4 frame for partition 0 of `topic` from `offset`, with
+    `max_bytes` as both the response's and the partition's limit."""
+    header = struct.pack(">hhi", 1, 4, correlation_id) + kafka_string("raw-fetch")
+    body = struct.pack(">iiiib", -1, 0, 1, max_bytes, 0)
+    body += struct.pack(">i", 1) + kafka_string(topic)
+    body += struct.pack(">iiqi", 1, 0, offset, max_bytes)
+    frame = header + body
+    return struct.pack(">i", len(frame)) + frame
+
+
+def receive_exactly(connection, count):
+    received = bytearray()
+    while len(received) < count:
+        chunk = connection.recv(count - len(received))
+        if not chunk:
+            raise ConnectionError("the broker closed the connection mid-response")
+        received += chunk
+    return bytes(received)
+
+
+def response_size(connection):
+    """Reads one whole response frame; returns its size in bytes."""
+    (size,) = struct.unpack(">i", receive_exactly(connection, 4))
+    receive_exactly(connection, size)
+    return size
