@@ -45,11 +45,12 @@ pub const READ_IO_BYTES: usize = 1 << 20;
 
 /// The most bytes one read I/O asks for while appends are being written
 /// (any shard wrote within [`WRITES_RECENT`]): an append queued behind a
-/// 128 KiB read waits an eighth of what it waits behind 1 MiB. Against
-/// 256 KiB, a cold catch-up reader on the producer's core left the produce
-/// p99 at 1.0-1.6 ms instead of 1.8-2.2 ms, and the reader ran as fast
-/// within this virtual disk's noise (`bench/RESULTS.md`, session 5).
-pub const READ_IO_BYTES_WHILE_WRITING: usize = 128 << 10;
+/// 64 KiB read waits a sixteenth of what it waits behind 1 MiB. With a cold
+/// catch-up reader on the producer's core, the produce p99 was 1.0-1.6 ms
+/// with 128 KiB reads against 1.8-2.2 ms with 256 KiB, and 0.80-1.35 ms
+/// with 64 KiB against 0.97-1.34 ms with 128 KiB, for a reader about 5%
+/// slower while producers write (`bench/RESULTS.md`, session 5).
+pub const READ_IO_BYTES_WHILE_WRITING: usize = 64 << 10;
 
 /// How long after any shard's last write reads stay small.
 pub const WRITES_RECENT: Duration = Duration::from_millis(20);
