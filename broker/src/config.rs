@@ -114,34 +114,22 @@ impl GroupCoordinatorConfig {
                 "must be between 1 and 100000",
             ));
         }
-        let offsets_topic_replication_factor: i16 = parse(
+        let offsets_topic_replication_factor: i16 = parse_at_least(
             "offsets.topic.replication.factor",
             &get("offsets.topic.replication.factor"),
+            1,
         )?;
-        if offsets_topic_replication_factor < 1 {
-            return Err(invalid(
-                "offsets.topic.replication.factor",
-                &get("offsets.topic.replication.factor"),
-                "must be at least 1",
-            ));
-        }
         let milliseconds = |key: &str| -> Result<Duration, BrokerError> {
             let value: i64 = parse(key, &get(key))?;
             u64::try_from(value)
                 .map(Duration::from_millis)
                 .map_err(|_| invalid(key, &get(key), "must not be negative"))
         };
-        let offsets_retention_minutes: i64 = parse(
+        let offsets_retention_minutes: i64 = parse_at_least(
             "offsets.retention.minutes",
             &get("offsets.retention.minutes"),
+            1,
         )?;
-        if offsets_retention_minutes < 1 {
-            return Err(invalid(
-                "offsets.retention.minutes",
-                &get("offsets.retention.minutes"),
-                "must be at least 1",
-            ));
-        }
         let consumer_assignors = get("group.consumer.assignors")
             .split(',')
             .map(|name| {
@@ -248,11 +236,19 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> BrokerError {
 /// A duration in milliseconds that must be at least 1 (a zero interval
 /// would make a periodic task spin).
 fn positive_milliseconds(key: &str, value: &str) -> Result<Duration, BrokerError> {
-    let milliseconds: u64 = parse(key, value)?;
-    if milliseconds == 0 {
-        return Err(invalid(key, value, "must be at least 1"));
+    Ok(Duration::from_millis(parse_at_least(key, value, 1)?))
+}
+
+/// A value of `key` that must be at least `min`.
+fn parse_at_least<T>(key: &str, value: &str, min: T) -> Result<T, BrokerError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let parsed: T = parse(key, value)?;
+    if parsed < min {
+        return Err(invalid(key, value, format!("must be at least {min}")));
     }
-    Ok(Duration::from_millis(milliseconds))
+    Ok(parsed)
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, BrokerError> {
@@ -430,22 +426,9 @@ impl BrokerConfig {
                 "unknown codec",
             ));
         }
-        let fetch_max_bytes: usize = parse("fetch.max.bytes", &get("fetch.max.bytes"))?;
-        if fetch_max_bytes < 1024 {
-            return Err(invalid(
-                "fetch.max.bytes",
-                &get("fetch.max.bytes"),
-                "must be at least 1024",
-            ));
-        }
-        let num_partitions: i32 = parse("num.partitions", &get("num.partitions"))?;
-        if num_partitions < 1 {
-            return Err(invalid(
-                "num.partitions",
-                &get("num.partitions"),
-                "must be at least 1",
-            ));
-        }
+        let fetch_max_bytes: usize =
+            parse_at_least("fetch.max.bytes", &get("fetch.max.bytes"), 1024)?;
+        let num_partitions: i32 = parse_at_least("num.partitions", &get("num.partitions"), 1)?;
         Ok(Self {
             group_coordinator: GroupCoordinatorConfig::parse(&get)?,
             node_id: parse("node.id", &get("node.id"))?,
