@@ -44,6 +44,17 @@ def queued_bytes(connection):
     return struct.unpack("i", fcntl.ioctl(connection, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
+def unread_fetch(broker, topic, correlation_id, offset):
+    """A connection that asks for STUCK_FETCH_BYTES of `topic` from `offset`
+    and reads nothing, with a small receive window the broker's sends fill
+    at once."""
+    connection = socket.socket()
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    connection.connect(("127.0.0.1", broker.port))
+    connection.sendall(fetch_request(topic, correlation_id, offset, STUCK_FETCH_BYTES))
+    return connection
+
+
 def fill(broker, topic):
     producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1", "linger.ms": 5})
     record = bytes(RECORD_BYTES)
@@ -60,12 +71,7 @@ def test_clients_that_never_read_do_not_stall_the_broker(broker, topic_name):
     stuck = []
     try:
         for correlation_id in range(STUCK_CONNECTIONS):
-            connection = socket.socket()
-            # A small receive window: the broker's sends fill it at once.
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-            connection.connect(("127.0.0.1", broker.port))
-            connection.sendall(fetch_request(topic_name, correlation_id, 0, STUCK_FETCH_BYTES))
-            stuck.append(connection)
+            stuck.append(unread_fetch(broker, topic_name, correlation_id, 0))
         for connection in stuck:
             wait_until(lambda: queued_bytes(connection) > 0, 30, "the stuck fetch's first bytes")
 
@@ -124,13 +130,10 @@ def test_a_response_stalled_past_connections_max_idle_ms_closes_the_connection(t
         admin.create_topics([NewTopic(topic_name, 1, 1)])[topic_name].result(30)
         fill(broker, topic_name)
         records = FILL_BYTES // RECORD_BYTES
-        stalled = {}
-        for name, offset in [("file", 0), ("memory", records - STUCK_FETCH_BYTES // (2 * RECORD_BYTES))]:
-            connection = socket.socket()
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-            connection.connect(("127.0.0.1", broker.port))
-            connection.sendall(fetch_request(topic_name, 0, offset, STUCK_FETCH_BYTES))
-            stalled[name] = connection
+        stalled = {
+            "file": unread_fetch(broker, topic_name, 0, 0),
+            "memory": unread_fetch(broker, topic_name, 1, records - STUCK_FETCH_BYTES // (2 * RECORD_BYTES)),
+        }
         for connection in stalled.values():
             wait_until(lambda: queued_bytes(connection) > 0, 30, "the stalled fetch's first bytes")
         try:
