@@ -306,6 +306,8 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // fjord: pairs with the sleeper's `membarrier::heavy` (see there).
+        membarrier::light();
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
