@@ -631,6 +631,19 @@ impl UringQueueState {
             user_data: 0,
         });
     }
+
+    /// fjord: cancels a submitted `IORING_OP_TIMEOUT` with
+    /// `IORING_OP_TIMEOUT_REMOVE`, which looks only at the ring's timeouts.
+    /// `ASYNC_CANCEL` first walks every io_uring worker of the ring, and the
+    /// executor cancels its preempt timer on every loop.
+    pub(crate) fn cancel_timeout(&mut self, id: SourceId) {
+        self.cancellations.push_back(UringDescriptor {
+            args: UringOpDescriptor::TimeoutRemove(to_user_data(id)),
+            fd: -1,
+            flags: SubmissionFlags::empty(),
+            user_data: 0,
+        });
+    }
 }
 
 pub(crate) trait UringCommon {
