@@ -3,7 +3,8 @@
 //! Each shard binds the same address (glommio sets `SO_REUSEPORT`), so the
 //! kernel spreads connections over the cores. A connection's requests are
 //! decoded on the shard that read them and run as concurrent tasks, up to
-//! [`IN_FLIGHT_REQUESTS_MAX`] per connection; a writer task sends the
+//! [`IN_FLIGHT_REQUESTS_MAX`] per connection but only one Fetch at a time
+//! (a Fetch response can hold `fetch.max.bytes`); a writer task sends the
 //! responses strictly in request order, as Kafka clients require. Fetch
 //! requests run, and their responses are sent, in the shard's consumer-read
 //! task queue, so a catch-up reader's work waits behind the appends of the
@@ -36,9 +37,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use event_listener::Event;
 use fjord_engine::log::FileRange;
 use fjord_engine::shard::Shard;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::{Semaphore, StaticPermit};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -200,8 +202,9 @@ enum Outcome {
 struct PendingResponse {
     task: glommio::task::JoinHandle<Outcome>,
     /// A Fetch: answered, and its response sent, in the shard's
-    /// consumer-read task queue ([`Shard::spawn_consumer_read`]).
-    consumer_read: bool,
+    /// consumer-read task queue ([`Shard::spawn_consumer_read`]), holding
+    /// the connection's one turn at Fetch until its response is sent.
+    fetch_turn: Option<StaticPermit>,
 }
 
 async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), BrokerError> {
@@ -212,40 +215,22 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
     // A response the client stops reading is a connection without network
     // activity: Kafka closes those after `connections.max.idle.ms`.
     let stall_timeout = broker.config.connections_max_idle;
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let (mut reader, writer) = futures_lite::io::split(stream);
     let (responses, pending) =
         local_channel::new_bounded::<PendingResponse>(IN_FLIGHT_REQUESTS_MAX);
+    // One Fetch at a time per connection, as Kafka answers one request at a
+    // time: a Fetch response holds up to `fetch.max.bytes` of batches until
+    // it is sent, and a client pipelining Fetches must not make the broker
+    // hold many. Real consumers keep one Fetch in flight per broker anyway.
+    let fetch_turns = Rc::new(Semaphore::new(1));
     let shard = broker.shard.clone();
-    let writer_task = glommio::spawn_local(async move {
-        while let Some(PendingResponse {
-            task,
-            consumer_read,
-        }) = pending.recv().await
-        {
-            let chunks = match task.await {
-                Some(Outcome::Send(chunks)) => chunks,
-                Some(Outcome::Silent) => continue,
-                Some(Outcome::Close) | None => break,
-            };
-            let written = if consumer_read {
-                let (returned, written) = shard
-                    .spawn_consumer_read(async move {
-                        let written =
-                            write_chunks(&mut writer, socket, chunks, stall_timeout).await;
-                        (writer, written)
-                    })
-                    .await;
-                writer = returned;
-                written
-            } else {
-                write_chunks(&mut writer, socket, chunks, stall_timeout).await
-            };
-            if let Err(error) = written {
-                tracing::debug!(?peer, %error, "closing connection on a failed write");
-                break;
-            }
+    let writer_task = glommio::spawn_local({
+        let fetch_turns = fetch_turns.clone();
+        async move {
+            write_responses(pending, writer, socket, shard, stall_timeout, peer).await;
+            // Wakes a reader waiting for a turn the writer will never give.
+            fetch_turns.close();
         }
-        let _ = writer.close().await;
     });
     let max_bytes = broker.config.socket_request_max_bytes;
     let max_idle = broker.config.connections_max_idle;
@@ -280,19 +265,26 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
                 break;
             }
         };
-        let consumer_read = header.request_api_key == ApiKey::Fetch as i16;
+        let fetch_turn = if header.request_api_key == ApiKey::Fetch as i16 {
+            match fetch_turns.acquire_static_permit(1).await {
+                Ok(turn) => Some(turn),
+                Err(_) => break,
+            }
+        } else {
+            None
+        };
         let answer = {
             let broker = broker.clone();
             async move { respond(&broker, header, request, peer).await }
         };
-        let task = if consumer_read {
+        let task = if fetch_turn.is_some() {
             broker.shard.spawn_consumer_read(answer)
         } else {
             glommio::spawn_local(answer)
         };
         let pending = PendingResponse {
             task: task.detach(),
-            consumer_read,
+            fetch_turn,
         };
         if responses.send(pending).await.is_err() {
             break;
@@ -301,6 +293,43 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
     drop(responses);
     writer_task.await;
     Ok(())
+}
+
+/// Sends a connection's responses in request order until the reader is
+/// done or a write fails, then closes the socket's write side.
+async fn write_responses(
+    pending: local_channel::LocalReceiver<PendingResponse>,
+    mut writer: WriteHalf<TcpStream>,
+    socket: RawFd,
+    shard: Rc<Shard>,
+    stall_timeout: Duration,
+    peer: Option<SocketAddr>,
+) {
+    while let Some(PendingResponse { task, fetch_turn }) = pending.recv().await {
+        let chunks = match task.await {
+            Some(Outcome::Send(chunks)) => chunks,
+            Some(Outcome::Silent) => continue,
+            Some(Outcome::Close) | None => break,
+        };
+        let written = if fetch_turn.is_some() {
+            let (returned, written) = shard
+                .spawn_consumer_read(async move {
+                    let written = write_chunks(&mut writer, socket, chunks, stall_timeout).await;
+                    (writer, written)
+                })
+                .await;
+            writer = returned;
+            written
+        } else {
+            write_chunks(&mut writer, socket, chunks, stall_timeout).await
+        };
+        drop(fetch_turn);
+        if let Err(error) = written {
+            tracing::debug!(?peer, %error, "closing connection on a failed write");
+            break;
+        }
+    }
+    let _ = writer.close().await;
 }
 
 /// Reads one size-prefixed frame; `None` at a clean end of stream.

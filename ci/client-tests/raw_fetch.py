@@ -10,11 +10,12 @@ def kafka_string(value):
     return struct.pack(">h", len(encoded)) + encoded
 
 
-def fetch_request(topic, correlation_id, offset, max_bytes):
+def fetch_request(topic, correlation_id, offset, max_bytes, max_wait_ms=0):
     """A Fetch v4 frame for partition 0 of `topic` from `offset`, with
-    `max_bytes` as both the response's and the partition's limit."""
+    `max_bytes` as both the response's and the partition's limit, waiting
+    up to `max_wait_ms` for at least one byte."""
     header = struct.pack(">hhi", 1, 4, correlation_id) + kafka_string("raw-fetch")
-    body = struct.pack(">iiiib", -1, 0, 1, max_bytes, 0)
+    body = struct.pack(">iiiib", -1, max_wait_ms, 1, max_bytes, 0)
     body += struct.pack(">i", 1) + kafka_string(topic)
     body += struct.pack(">iiqi", 1, 0, offset, max_bytes)
     frame = header + body

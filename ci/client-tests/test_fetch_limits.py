@@ -1,15 +1,19 @@
 """The broker's `fetch.max.bytes` caps a Fetch response whatever the client
 asks, as in Kafka, so a response read from disk into memory stays bounded;
-a real consumer that asks for more still reads everything, in more fetches."""
+a real consumer that asks for more still reads everything, in more fetches.
+A connection's Fetches are answered one at a time, so a client pipelining
+them makes the broker hold one response, not many."""
 
 import socket
+import struct
+import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import produce_when_room, running_broker, wait_until
-from raw_fetch import fetch_request, response_size
+from raw_fetch import fetch_request, receive_exactly, response_size
 
 FETCH_MAX_BYTES = 1 << 20
 RECORD_BYTES = 16 << 10
@@ -65,3 +69,29 @@ def test_fetch_max_bytes_caps_a_response_and_consumers_still_read_everything(bro
     wait_until(read_everything, 60, "every record")
     consumer.close()
     assert seen == list(range(RECORDS))
+
+
+LONG_POLL_MS = 1500
+
+
+def test_pipelined_fetches_are_answered_one_at_a_time(broker, topic_name):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic_name, 1, 1)])[topic_name].result(30)
+
+    # Two long polls of the empty partition, sent together: the second may
+    # only start once the first was answered, so it answers a whole long
+    # poll later (the broker never answers an unmet poll early).
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=30) as connection:
+        connection.sendall(
+            fetch_request(topic_name, 1, 0, FETCH_MAX_BYTES, LONG_POLL_MS)
+            + fetch_request(topic_name, 2, 0, FETCH_MAX_BYTES, LONG_POLL_MS)
+        )
+        answered_at = {}
+        for _ in range(2):
+            (size,) = struct.unpack(">i", receive_exactly(connection, 4))
+            (correlation_id,) = struct.unpack(">i", receive_exactly(connection, size)[:4])
+            answered_at[correlation_id] = time.monotonic()
+    gap = answered_at[2] - answered_at[1]
+    assert gap >= 0.8 * LONG_POLL_MS / 1000, (
+        f"the second fetch was answered {gap:.3f} s after the first: both were being answered at once"
+    )
