@@ -386,6 +386,44 @@ mod tests {
     }
 
     #[test]
+    fn reads_return_exactly_the_bytes_asked_for_or_up_to_the_end_of_the_file() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("segment");
+        // Not a multiple of the block: the last read ends short.
+        let content: Vec<u8> = (0..(5 * READ_IO_BYTES / 2 + 1000))
+            .map(|at| u8::try_from(at * 7 % 251).expect("below 251"))
+            .collect();
+        fs::write(&path, &content).expect("the file");
+        let dir_path = dir.path().to_owned();
+        on_executor(move || async move {
+            settle_poll_ring_probe(&dir_path, 0)
+                .await
+                .expect("the probe");
+            let file = DmaStorage.open(&path, false).await.expect("opened");
+            let size = content.len() as u64;
+            // Unaligned start and length, over several read I/Os.
+            for (position, len) in [(0, 10), (4096 * 3 + 17, 2 * READ_IO_BYTES + 5), (1, 4095)] {
+                let read = file.read_at(position, len).await.expect("read");
+                let at = usize::try_from(position).expect("small");
+                assert_eq!(
+                    &read[..],
+                    &content[at..at + len],
+                    "{len} bytes at {position}"
+                );
+            }
+            let near_end = file.read_at(size - 50, 1000).await.expect("read");
+            assert_eq!(&near_end[..], &content[content.len() - 50..]);
+            assert!(file
+                .read_at(size + 4096, 10)
+                .await
+                .expect("read")
+                .is_empty());
+            assert!(file.read_at(0, 0).await.expect("read").is_empty());
+            file.close().await.expect("closed");
+        });
+    }
+
+    #[test]
     fn a_read_waits_for_the_writes_issued_before_it() {
         on_executor(|| async {
             let write = WriteInFlight::issue();

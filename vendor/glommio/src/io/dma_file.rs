@@ -410,10 +410,14 @@ impl DmaFile {
         );
 
         let read_size = enhanced_try!(source.collect_rw().await, "Reading", self.file)?;
+        // fjord: `read_size` counts from `eff_pos`, `b` bytes before `pos`;
+        // 0.9.0 returned `min(read_size, size)` bytes from `pos`, so a read
+        // cut short by the end of the file got `b` bytes past it (stale
+        // buffer contents) instead of ending there.
         Ok(ReadResult::from_sliced_buffer(
             source,
             b,
-            std::cmp::min(read_size, size),
+            std::cmp::min(read_size.saturating_sub(b), size),
         ))
     }
 
