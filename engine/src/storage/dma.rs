@@ -42,7 +42,10 @@ impl AlignedBuffer for DmaBuffer {
 /// One `O_DIRECT` file.
 pub struct DirectFile(DmaFile);
 
-/// The most bytes one read I/O asks for; larger reads are split.
+/// The most bytes one read I/O asks for; larger reads are split. 4 MiB
+/// took about 17% less broker CPU for a cold catch-up read at the same
+/// (disk-bound) throughput, but the first append after a quiet spell would
+/// wait behind up to 4 MiB at the device (`bench/RESULTS.md`, session 6).
 pub const READ_IO_BYTES: usize = 1 << 20;
 
 /// The most bytes one read I/O asks for while appends are being written
