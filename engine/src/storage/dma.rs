@@ -8,10 +8,9 @@
 //! buffers, split into I/Os of at most [`READ_IO_BYTES`] (less while
 //! appends are being written) that each shard issues one at a time, each
 //! after the writes already issued have finished, so reads never queue
-//! ahead of appends at the device. Small
-//! metadata files (checkpoints, indexes of closed segments)
-//! use ordinary buffered I/O with fsync and rename, since they are written
-//! rarely and read once at startup.
+//! ahead of appends at the device. Small metadata files (checkpoints,
+//! indexes of closed segments) use ordinary buffered I/O with fsync and
+//! rename, since they are written rarely and read once at startup.
 //!
 //! Every method must run on a glommio executor thread.
 
