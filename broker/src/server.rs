@@ -113,7 +113,7 @@ impl Broker {
     }
 
     /// Resolves once shutdown begins.
-    async fn until_stopping(&self) {
+    pub(crate) async fn until_stopping(&self) {
         loop {
             let listener = self.stopping.listen();
             if self.stopped.get() {

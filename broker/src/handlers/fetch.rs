@@ -231,8 +231,11 @@ async fn wait_for_any(broker: &Rc<Broker>, targets: &[FetchTarget], timeout: Dur
     if woke.1.get() {
         return;
     }
+    // Shutdown answers a long poll at once, with what there is, so a
+    // consumer polling with a long `fetch.max.wait.ms` does not hold the
+    // broker's exit for that long.
     futures_lite::future::or(listener, async {
-        glommio::timer::sleep(timeout).await;
+        futures_lite::future::or(glommio::timer::sleep(timeout), broker.until_stopping()).await;
     })
     .await;
 }
