@@ -17,13 +17,12 @@
 //! the shard waits for room: a client that stops reading holds no pool
 //! thread. A response that makes no progress for `connections.max.idle.ms`
 //! closes the connection, as Kafka closes one without network activity. A
-//! frame
-//! larger than `socket.request.max.bytes` is refused before anything is
-//! allocated for it; a frame that does not decode, or an API or version we
-//! do not serve, closes the connection with a log line. A connection that
-//! sends no request for `connections.max.idle.ms` is closed (its pending
-//! responses still go out first). Nothing a client sends can panic the
-//! broker.
+//! frame larger than `socket.request.max.bytes` is refused before anything
+//! is allocated for it; a frame that does not decode, or an API or version
+//! we do not serve, closes the connection with a log line. A connection
+//! that sends no request for `connections.max.idle.ms` is closed (its
+//! pending responses still go out first). Nothing a client sends can panic
+//! the broker.
 
 use std::cell::Cell;
 use std::net::SocketAddr;

@@ -234,9 +234,10 @@ async fn wait_for_any(broker: &Rc<Broker>, targets: &[FetchTarget], timeout: Dur
     // Shutdown answers a long poll at once, with what there is, so a
     // consumer polling with a long `fetch.max.wait.ms` does not hold the
     // broker's exit for that long.
-    futures_lite::future::or(listener, async {
-        futures_lite::future::or(glommio::timer::sleep(timeout), broker.until_stopping()).await;
-    })
+    futures_lite::future::or(
+        listener,
+        futures_lite::future::or(glommio::timer::sleep(timeout), broker.until_stopping()),
+    )
     .await;
 }
 

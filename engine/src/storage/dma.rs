@@ -140,9 +140,9 @@ impl Drop for WriteInFlight {
 /// append's device time at p99 from about 0.45 ms to 0.6 ms, and the
 /// produce p99 to 1.6-2.7x its idle value; reads that first let the appends
 /// already issued finish brought it to 1.5-1.9x (six runs of each), for a
-/// reader about 6% slower (`bench/RESULTS.md`, session 6). Appends issued after the read started
-/// waiting do not hold it, so a reader under a stream of appends still gets
-/// every other turn at the device.
+/// reader about 6% slower (`bench/RESULTS.md`, session 6). Appends issued
+/// after the read started waiting do not hold it, so a reader under a
+/// stream of appends still gets every other turn at the device.
 async fn appends_issued_before_done(limit: Duration) {
     let issued = WRITES_ISSUED.load(Ordering::Relaxed);
     if WRITES_DONE.load(Ordering::Acquire) >= issued {
@@ -159,10 +159,10 @@ async fn appends_issued_before_done(limit: Duration) {
         if left.is_zero() {
             return;
         }
-        let recheck = glommio::timer::sleep(left.min(REMOTE_APPENDS_RECHECK));
-        futures_lite::future::or(done, async {
-            recheck.await;
-        })
+        futures_lite::future::or(
+            done,
+            glommio::timer::sleep(left.min(REMOTE_APPENDS_RECHECK)),
+        )
         .await;
     }
 }
