@@ -47,12 +47,12 @@ def wait_until(condition, deadline_seconds, what):
         time.sleep(0.05)
 
 
-def produce_when_room(producer, topic, value, partition):
+def produce_when_room(producer, topic, value, partition, on_delivery=None):
     """Produces one record, serving delivery reports while librdkafka's
     queue is full instead of failing with BufferError."""
     while True:
         try:
-            producer.produce(topic, value, partition=partition)
+            producer.produce(topic, value, partition=partition, on_delivery=on_delivery)
             return
         except BufferError:
             producer.poll(0.1)

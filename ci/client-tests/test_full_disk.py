@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, wait_until
+from conftest import Broker, produce_when_room, wait_until
 
 IMAGE_BYTES = 96 << 20
 HEADROOM_BYTES = 12 << 20
@@ -70,12 +70,7 @@ def fill_until_refused(bootstrap, topic):
     for number in range(3 * HEADROOM_BYTES // RECORD_BYTES):
         if errors:
             break
-        while True:
-            try:
-                producer.produce(topic, value=value_of(number), partition=0, on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_when_room(producer, topic, value_of(number), 0, on_delivery=delivered)
         producer.poll(0)
     producer.flush(DEADLINE_SECONDS)
     return acked, errors
