@@ -264,6 +264,14 @@ async fn serve_connection(broker: &Rc<Broker>, stream: TcpStream) -> Result<(), 
                 break;
             }
         };
+        // Begun here, before the next request is read: a Produce request's
+        // appends take their places in line on every partition now, so a
+        // connection's appends are admitted in the order it sent them.
+        let request = match request {
+            Decoded::Request(request) => Started::Begun(handlers::begin(broker, *request).await),
+            Decoded::LegacyProduce(request) => Started::LegacyProduce(request),
+            Decoded::UnsupportedApiVersions => Started::UnsupportedApiVersions,
+        };
         let fetch_turn = if header.request_api_key == ApiKey::Fetch as i16 {
             match fetch_turns.acquire_static_permit(1).await {
                 Ok(turn) => Some(turn),
@@ -424,17 +432,25 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Decoded), Brok
     Ok((header, Decoded::Request(Box::new(request))))
 }
 
+/// A request as the connection hands it to its task: begun by its handler
+/// ([`handlers::begin`]), or one answered without a handler.
+enum Started {
+    Begun(handlers::Begun),
+    LegacyProduce(LegacyProduce),
+    UnsupportedApiVersions,
+}
+
 async fn respond(
     broker: &Rc<Broker>,
     header: RequestHeader,
-    request: Decoded,
+    request: Started,
     peer: Option<SocketAddr>,
 ) -> Outcome {
     let Ok(api_key) = ApiKey::try_from(header.request_api_key) else {
         return Outcome::Close;
     };
     let (version, reply) = match request {
-        Decoded::LegacyProduce(request) => {
+        Started::LegacyProduce(request) => {
             if !request.wants_answer() {
                 return Outcome::Silent;
             }
@@ -443,20 +459,18 @@ async fn respond(
                 &request.refusal(),
             ))]);
         }
-        Decoded::UnsupportedApiVersions => (
+        Started::UnsupportedApiVersions => (
             0,
             Reply::Encoded(handlers::api_versions::unsupported_version()),
         ),
-        Decoded::Request(request) => {
-            match handlers::dispatch(broker, &header, *request, peer).await {
-                Ok(Some(reply)) => (header.request_api_version, reply),
-                Ok(None) => return Outcome::Silent,
-                Err(error) => {
-                    tracing::warn!(?api_key, %error, "request failed; closing the connection");
-                    return Outcome::Close;
-                }
+        Started::Begun(begun) => match handlers::dispatch(broker, &header, begun, peer).await {
+            Ok(Some(reply)) => (header.request_api_version, reply),
+            Ok(None) => return Outcome::Silent,
+            Err(error) => {
+                tracing::warn!(?api_key, %error, "request failed; closing the connection");
+                return Outcome::Close;
             }
-        }
+        },
     };
     let encoded = match reply {
         Reply::Encoded(response) => encode_response(api_key, &header, version, &response)

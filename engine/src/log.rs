@@ -17,7 +17,9 @@
 //!
 //! # Concurrency
 //! A log lives on one shard and is used by many tasks of that shard. Appends
-//! are assigned offsets in call order without awaiting, queued, and written
+//! are admitted (assigned offsets and queued, without awaiting) in the order
+//! their [`AdmissionTicket`]s were taken, never in the order their tasks
+//! happen to run (see [`admission`]), and written
 //! by whichever appending task finds no writer active: it writes the longest
 //! queued run (up to [`WRITE_BYTES_MAX`]) in one aligned write, so concurrent
 //! appends are batched into one I/O, then hands the role on, so no task's
@@ -33,6 +35,7 @@
 //! batch. Startup cost therefore depends on the data written since the last
 //! checkpoint, not on the log's size.
 
+pub mod admission;
 pub mod cleaner;
 pub mod read_ahead;
 
@@ -60,6 +63,7 @@ use crate::segment::{
 };
 use crate::storage::Storage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
+use admission::{AdmissionLine, AdmissionTicket};
 use read_ahead::{ReadAhead, ReadAheadBudget, ReadPoint, READ_AHEAD_BYTES_MAX};
 
 /// Appended bytes waiting for the writer, per partition. Appends beyond it
@@ -294,6 +298,20 @@ impl<S: Storage> LogState<S> {
         }
     }
 
+    /// Whether `checkpoint` holds other offsets than this state would write.
+    fn offsets_differ_from(&self, checkpoint: &PartitionCheckpoint) -> bool {
+        let current = self.checkpoint();
+        (
+            checkpoint.recovery_point,
+            checkpoint.log_start_offset,
+            checkpoint.high_watermark,
+        ) != (
+            current.recovery_point,
+            current.log_start_offset,
+            current.high_watermark,
+        )
+    }
+
     fn checkpoint(&self) -> PartitionCheckpoint {
         PartitionCheckpoint {
             recovery_point: self.recovery_point.0,
@@ -328,6 +346,8 @@ pub struct PartitionLog<S: Storage> {
     swap_done: Event,
     /// The next chunk of a reader catching up from disk.
     read_ahead: ReadAhead<S>,
+    /// The order appends are admitted in.
+    admission: Rc<AdmissionLine>,
 }
 
 /// Releases the writer role when dropped; if the write did not finish (the
@@ -455,18 +475,8 @@ impl<S: Storage + Clone> PartitionLog<S> {
         // clamped them; a later recovery must not resurrect the stale ones
         // over records appended since (a log start hiding flushed records, a
         // high watermark over records never committed).
-        let stale_checkpoint = checkpoint.is_some_and(|checkpoint| {
-            let recovered = state.checkpoint();
-            (
-                checkpoint.recovery_point,
-                checkpoint.log_start_offset,
-                checkpoint.high_watermark,
-            ) != (
-                recovered.recovery_point,
-                recovered.log_start_offset,
-                recovered.high_watermark,
-            )
-        });
+        let stale_checkpoint =
+            checkpoint.is_some_and(|checkpoint| state.offsets_differ_from(&checkpoint));
         let recovery_point = state.recovery_point;
         tracing::debug!(partition = %partition, log_start = log_start.0, log_end = log_end.0, "opened log");
         let log = Self {
@@ -483,6 +493,7 @@ impl<S: Storage + Clone> PartitionLog<S> {
             swapping: Cell::new(false),
             swap_done: Event::new(),
             read_ahead: ReadAhead::default(),
+            admission: Rc::default(),
         };
         if stale_checkpoint {
             log.write_checkpoint(recovery_point).await?;
@@ -804,18 +815,49 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
-    /// Appends one record batch as a producer sent it (Kafka record batch v2),
-    /// as leader: validates it, checks idempotent-producer sequences, assigns
-    /// offsets (rewriting `baseOffset`, the leader epoch, and with
-    /// `LogAppendTime` the timestamps and CRC), and returns once it is
-    /// *written*. Applies `flush.messages` before returning.
+    /// A place in this log's admission line: appends are admitted (given
+    /// their offsets) in the order their tickets were taken, whatever order
+    /// their tasks run in. See [`admission`].
+    pub fn admission_ticket(&self) -> AdmissionTicket {
+        self.admission.take_ticket()
+    }
+
+    /// Appends one record batch as a producer sent it, with a ticket taken
+    /// when this is first polled; see [`PartitionLog::append_batches`].
     ///
     /// # Errors
-    /// [`Error::InvalidBatch`], [`Error::MessageTooLarge`],
-    /// [`Error::OutOfOrderSequence`], [`Error::ProducerFenced`],
-    /// [`Error::Poisoned`], [`Error::ShuttingDown`], or the [`Error::Io`] that
-    /// poisoned the log.
+    /// As [`PartitionLog::append_batches`].
     pub async fn append(&self, bytes: &[u8], leader_epoch: LeaderEpoch) -> Result<AppendInfo> {
+        self.append_batches(self.admission_ticket(), &[bytes], leader_epoch)
+            .await
+    }
+
+    /// Appends the record batches (Kafka record batch v2) one request
+    /// carries for this partition, as leader, all or none: validates every
+    /// batch first, waits for `ticket`'s turn, checks idempotent-producer
+    /// sequences, assigns consecutive offsets to the batches (rewriting
+    /// each `baseOffset`, the leader epoch, and with `LogAppendTime` the
+    /// timestamps and CRC), and returns once they are *written*. Applies
+    /// `flush.messages` before returning. The answer spans every batch:
+    /// the first one's base offset to the last one's last offset.
+    ///
+    /// An idempotent producer's batches come one per partition and request
+    /// (Kafka accepts no more than one batch per partition at all), so
+    /// several batches with a producer id are refused as a whole.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBatch`], [`Error::InvalidRecord`],
+    /// [`Error::MessageTooLarge`], [`Error::OutOfOrderSequence`],
+    /// [`Error::ProducerFenced`], [`Error::Poisoned`],
+    /// [`Error::ShuttingDown`], or the [`Error::Io`] that poisoned the log;
+    /// nothing of the request is appended then, unless the error came from
+    /// writing.
+    pub async fn append_batches<B: AsRef<[u8]>>(
+        &self,
+        ticket: AdmissionTicket,
+        batches: &[B],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo> {
         let (max_message_bytes, compacted) = {
             let state = self.state.borrow();
             (
@@ -823,32 +865,54 @@ impl<S: Storage> PartitionLog<S> {
                 state.config.cleanup_policy.compact,
             )
         };
-        let header = batch::validate_incoming(bytes, max_message_bytes)?;
-        if compacted {
-            check_keyed(&header, bytes)?;
+        if batches.is_empty() {
+            return Err(Error::InvalidBatch("no record batch".to_owned()));
         }
-        self.wait_for_queue_room(bytes.len()).await?;
-        let info = self.admit(bytes, &header, leader_epoch)?;
+        let mut headers = Vec::with_capacity(batches.len());
+        for bytes in batches {
+            let bytes = bytes.as_ref();
+            let header = batch::validate_incoming(bytes, max_message_bytes)?;
+            if compacted {
+                check_keyed(&header, bytes)?;
+            }
+            headers.push(header);
+        }
+        if headers.len() > 1 && headers.iter().any(BatchHeader::is_idempotent) {
+            return Err(Error::InvalidRecord(
+                "an idempotent producer sends one record batch per partition and request"
+                    .to_owned(),
+            ));
+        }
+        let total_bytes = batches.iter().map(|bytes| bytes.as_ref().len()).sum();
+        ticket.wait_for_turn().await;
+        self.wait_for_queue_room(total_bytes).await?;
+        let info = self.admit(batches, &headers, leader_epoch)?;
+        // The next ticket's turn: this request's offsets are assigned.
+        drop(ticket);
         self.wait_written(info.last_offset.next()).await?;
         if !info.duplicate {
-            self.apply_flush_policy(i64::from(header.record_count))
-                .await?;
+            let records = headers
+                .iter()
+                .map(|header| i64::from(header.record_count))
+                .sum();
+            self.apply_flush_policy(records).await?;
         }
         Ok(info)
     }
 
-    /// Checks an incoming batch against the producer state and queues it
-    /// with its offsets assigned, or finds the original of a duplicate.
-    /// Never awaits, so batches are admitted in call order.
-    fn admit(
+    /// Checks incoming batches against the producer state and queues them
+    /// with their offsets assigned, or finds the original of a duplicate
+    /// (a single idempotent batch). Never awaits, so nothing is admitted
+    /// between two batches of one request.
+    fn admit<B: AsRef<[u8]>>(
         &self,
-        bytes: &[u8],
-        header: &BatchHeader,
+        batches: &[B],
+        headers: &[BatchHeader],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendInfo> {
-        {
-            let mut state = self.state.borrow_mut();
-            self.usable(&state)?;
+        let mut state = self.state.borrow_mut();
+        self.usable(&state)?;
+        if let [header] = headers {
             if header.is_idempotent() {
                 if let SequenceCheck::Duplicate(original) =
                     state.producers.check(&producer_batch(header))?
@@ -862,49 +926,62 @@ impl<S: Storage> PartitionLog<S> {
                     });
                 }
             }
-            let base_offset = state.assigned_offset;
-            let mut owned = BytesMut::from(bytes);
-            batch::set_base_offset(&mut owned, base_offset);
+        }
+        if let Some(latest) = state.epochs.latest_epoch() {
+            assert!(
+                leader_epoch >= latest || leader_epoch == LeaderEpoch::UNKNOWN,
+                "leader epoch went backwards"
+            );
+        }
+        let log_append_time = match state.config.message_timestamp_type {
+            TimestampType::LogAppendTime => TimestampMs::now(),
+            TimestampType::CreateTime => TimestampMs::NONE,
+        };
+        // Every batch rewritten before the state changes: all or none.
+        let base_offset = state.assigned_offset;
+        let mut next_offset = base_offset;
+        let mut admitted = Vec::with_capacity(batches.len());
+        for bytes in batches {
+            let mut owned = BytesMut::from(bytes.as_ref());
+            batch::set_base_offset(&mut owned, next_offset);
             batch::set_partition_leader_epoch(&mut owned, leader_epoch);
-            let log_append_time = match state.config.message_timestamp_type {
-                TimestampType::LogAppendTime => {
-                    let now = TimestampMs::now();
-                    batch::set_log_append_time(&mut owned, now);
-                    now
-                }
-                TimestampType::CreateTime => TimestampMs::NONE,
-            };
+            if log_append_time != TimestampMs::NONE {
+                batch::set_log_append_time(&mut owned, log_append_time);
+            }
             let header = BatchHeader::parse(&owned)?;
-            if let Some(latest) = state.epochs.latest_epoch() {
-                assert!(
-                    leader_epoch >= latest || leader_epoch == LeaderEpoch::UNKNOWN,
-                    "leader epoch went backwards"
-                );
-            }
-            if leader_epoch != LeaderEpoch::UNKNOWN {
-                state.epochs.assign(leader_epoch, base_offset);
-            }
-            state.assigned_offset = header.last_offset().next();
-            if header.is_idempotent() {
-                state.producers.record(
-                    &producer_batch(&header),
-                    header.base_offset,
-                    header.last_offset(),
-                );
-            }
-            state.pending_bytes += owned.len();
-            state.pending.push_back(PendingBatch {
+            next_offset = header.last_offset().next();
+            admitted.push(PendingBatch {
                 header,
                 bytes: owned.freeze(),
             });
-            Ok(AppendInfo {
-                base_offset,
-                last_offset: header.last_offset(),
-                log_append_time,
-                log_start_offset: state.log_start_offset,
-                duplicate: false,
-            })
         }
+        let last_offset = admitted
+            .last()
+            .expect("a request has at least one batch")
+            .header
+            .last_offset();
+        if leader_epoch != LeaderEpoch::UNKNOWN {
+            state.epochs.assign(leader_epoch, base_offset);
+        }
+        for pending in admitted {
+            if pending.header.is_idempotent() {
+                state.producers.record(
+                    &producer_batch(&pending.header),
+                    pending.header.base_offset,
+                    pending.header.last_offset(),
+                );
+            }
+            state.pending_bytes += pending.bytes.len();
+            state.pending.push_back(pending);
+        }
+        state.assigned_offset = next_offset;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time,
+            log_start_offset: state.log_start_offset,
+            duplicate: false,
+        })
     }
 
     async fn wait_for_queue_room(&self, bytes: usize) -> Result<()> {

@@ -19,6 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use glommio::{
 use crate::cache::BatchCache;
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
+use crate::log::admission::AdmissionTicket;
 use crate::log::read_ahead::{ReadAheadBudget, READ_AHEAD_BYTES_MAX};
 use crate::log::{AppendInfo, LogOffsets, PartitionLog, ReadResult, ZeroCopyRead};
 use crate::storage::dma::DmaStorage;
@@ -185,8 +187,9 @@ pub enum OffsetQuery {
 pub struct AppendRequest {
     /// The partition.
     pub partition: TopicPartition,
-    /// One record batch as the producer sent it.
-    pub batch: Bytes,
+    /// The record batches one request carries for the partition, as the
+    /// producer sent them: appended together or not at all.
+    pub batches: Vec<Bytes>,
     /// The leader epoch to stamp into the batch.
     pub leader_epoch: LeaderEpoch,
     /// Acknowledge only once flushed (`acks=all` on a single replica).
@@ -203,7 +206,7 @@ pub enum Request {
     Create(TopicPartition, LogConfig),
     /// Delete a partition and its data.
     Delete(TopicPartition),
-    /// Append one batch as leader.
+    /// Append a request's batches as leader.
     Append(AppendRequest),
     /// Wait (up to a timeout) until the log end passes an offset.
     WaitForData {
@@ -321,10 +324,26 @@ enum Envelope {
     Finished,
 }
 
+/// The response to a request begun on its shard; see [`Shard::submit`].
+pub type PendingResponse = Pin<Box<dyn Future<Output = Response>>>;
+
 #[derive(Default)]
 struct ReplySlot {
     response: RefCell<Option<Response>>,
     ready: Event,
+}
+
+impl ReplySlot {
+    /// Waits for the response.
+    async fn response(&self) -> Response {
+        loop {
+            let listener = self.ready.listen();
+            if let Some(response) = self.response.borrow_mut().take() {
+                return response;
+            }
+            listener.await;
+        }
+    }
 }
 
 /// One shard's view of the engine: its own partitions and a route to every
@@ -656,11 +675,42 @@ impl Shard {
     }
 
     /// Runs `request` on the shard that owns its partition (or on shard
-    /// `target` for shard-wide requests) and returns its response.
+    /// `target` for shard-wide requests) and returns its response. An
+    /// append takes its place in the partition's admission line when it
+    /// starts to run there; callers that need appends admitted in the order
+    /// they make them use [`Shard::submit`].
     pub async fn call(&self, target: usize, request: Request) -> Response {
         if target == self.id {
             return self.execute(request).await;
         }
+        match self.send_request(target, request).await {
+            Ok(slot) => slot.response().await,
+            Err(error) => Response::Failed(error),
+        }
+    }
+
+    /// Hands `request` to shard `target` and returns, once it is in order
+    /// there, the future of its response. Requests one task submits one
+    /// after the other are begun on their shard in that order (the channel
+    /// between two shards is first in, first out, and the receiving shard
+    /// begins each request as it takes it off the channel); an append
+    /// takes its place in its partition's admission line as it begins, so
+    /// a connection's appends to a partition are admitted in the order
+    /// they were submitted, however their tasks are scheduled afterwards.
+    /// The response future need not be polled for the order to hold.
+    pub async fn submit(self: &Rc<Self>, target: usize, request: Request) -> PendingResponse {
+        if target == self.id {
+            return self.begin(request);
+        }
+        match self.send_request(target, request).await {
+            Ok(slot) => Box::pin(async move { slot.response().await }),
+            Err(error) => Box::pin(async move { Response::Failed(error) }),
+        }
+    }
+
+    /// Puts `request` on the channel to shard `target`; its response will
+    /// come to the returned slot.
+    async fn send_request(&self, target: usize, request: Request) -> Result<Rc<ReplySlot>> {
         let id = self.next_request_id.get();
         self.next_request_id.set(id + 1);
         let slot = Rc::new(ReplySlot::default());
@@ -672,14 +722,30 @@ impl Shard {
         };
         if self.senders.send_to(target, envelope).await.is_err() {
             self.replies.borrow_mut().remove(&id);
-            return Response::Failed(Error::ShuttingDown);
+            return Err(Error::ShuttingDown);
         }
-        loop {
-            let listener = slot.ready.listen();
-            if let Some(response) = slot.response.borrow_mut().take() {
-                return response;
+        Ok(slot)
+    }
+
+    /// Begins `request` on this shard, which owns its partition, and
+    /// returns the future of its response: an append takes its admission
+    /// ticket here, before anything awaits.
+    fn begin(self: &Rc<Self>, request: Request) -> PendingResponse {
+        let shard = Rc::clone(self);
+        let Request::Append(append) = request else {
+            return Box::pin(async move { shard.execute(request).await });
+        };
+        match self.local(&append.partition) {
+            Ok(log) => {
+                let ticket = log.admission_ticket();
+                Box::pin(async move {
+                    shard
+                        .append_local(&log, ticket, append)
+                        .await
+                        .map_or_else(Response::Failed, Response::Appended)
+                })
             }
-            listener.await;
+            Err(error) => Box::pin(async move { Response::Failed(error) }),
         }
     }
 
@@ -708,7 +774,11 @@ impl Shard {
                 log.delete().await?;
                 Response::Done
             }
-            Request::Append(append) => Response::Appended(self.append_local(append).await?),
+            Request::Append(append) => {
+                let log = self.local(&append.partition)?;
+                let ticket = log.admission_ticket();
+                Response::Appended(self.append_local(&log, ticket, append).await?)
+            }
             Request::WaitForData {
                 partition,
                 offset,
@@ -818,9 +888,15 @@ impl Shard {
         })
     }
 
-    async fn append_local(&self, append: AppendRequest) -> Result<AppendInfo> {
-        let log = self.local(&append.partition)?;
-        let info = log.append(&append.batch, append.leader_epoch).await?;
+    async fn append_local(
+        &self,
+        log: &PartitionLog<DmaStorage>,
+        ticket: AdmissionTicket,
+        append: AppendRequest,
+    ) -> Result<AppendInfo> {
+        let info = log
+            .append_batches(ticket, &append.batches, append.leader_epoch)
+            .await?;
         if append.flush {
             log.flush_to(info.last_offset.next()).await?;
         }
@@ -891,8 +967,10 @@ impl Shard {
                             Envelope::Request { id, from, request } => {
                                 let consumer_read = request.is_consumer_read();
                                 let owner = shard.clone();
+                                // Begun in the order the peer sent them.
+                                let response = shard.begin(request);
                                 let serve = async move {
-                                    let response = owner.execute(request).await;
+                                    let response = response.await;
                                     // The peer may have stopped; nothing waits then.
                                     let _ = owner
                                         .senders

@@ -328,7 +328,7 @@ async fn write_partition(
                 owner,
                 Request::Append(AppendRequest {
                     partition: tp.clone(),
-                    batch: bytes.into(),
+                    batches: vec![bytes.into()],
                     leader_epoch: LeaderEpoch(0),
                     flush: false,
                     advance_high_watermark: false,

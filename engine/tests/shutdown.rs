@@ -106,7 +106,7 @@ async fn append_until_refused(
                 shard.owner_of(&tp),
                 Request::Append(AppendRequest {
                     partition: tp.clone(),
-                    batch: bytes.into(),
+                    batches: vec![bytes.into()],
                     leader_epoch: LeaderEpoch(0),
                     flush: false,
                     advance_high_watermark: false,

@@ -293,7 +293,7 @@ async fn append_loop(
         let begin = Instant::now();
         let request = Request::Append(AppendRequest {
             partition: partition.clone(),
-            batch: plan.batch.clone(),
+            batches: vec![plan.batch.clone()],
             leader_epoch: LeaderEpoch(0),
             flush: false,
             advance_high_watermark: false,

@@ -268,7 +268,7 @@ async fn fill(
             shard,
             Request::Append(AppendRequest {
                 partition: partition.clone(),
-                batch,
+                batches: vec![batch],
                 leader_epoch: LeaderEpoch(0),
                 flush: false,
                 advance_high_watermark: true,
@@ -294,7 +294,7 @@ async fn probe_until(
             shard,
             Request::Append(AppendRequest {
                 partition: partition.clone(),
-                batch: batch.clone(),
+                batches: vec![batch.clone()],
                 leader_epoch: LeaderEpoch(0),
                 flush: true,
                 advance_high_watermark: true,

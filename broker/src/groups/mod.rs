@@ -282,7 +282,7 @@ pub async fn append(
     let owner = broker.shard.owner_of(&partition);
     let append = AppendRequest {
         partition: partition.clone(),
-        batch: Bytes::from(batch),
+        batches: vec![Bytes::from(batch)],
         leader_epoch: LeaderEpoch(0),
         flush: true,
         advance_high_watermark: true,

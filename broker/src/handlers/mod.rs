@@ -102,12 +102,47 @@ pub enum Reply {
     Fetch(ZeroCopyFetch),
 }
 
-/// Runs the handler for `request`, from the client at `peer`. `Ok(None)` means no response is sent
-/// (Produce with `acks=0`).
+/// A request whose handler has begun: a Produce request has its appends in
+/// line ([`produce::line_up`]); any other request starts when dispatched.
+pub enum Begun {
+    /// A Produce request, in line on its partitions.
+    Produce(produce::ProduceInLine),
+    /// Any other request.
+    Request(Box<RequestKind>),
+}
+
+/// Begins `request`: the part of its handling that fixes its order among
+/// the connection's requests. The connection calls this for each request
+/// before it reads the next.
+pub async fn begin(broker: &Rc<Broker>, request: RequestKind) -> Begun {
+    match request {
+        RequestKind::Produce(request) => Begun::Produce(produce::line_up(broker, request).await),
+        other => Begun::Request(Box::new(other)),
+    }
+}
+
+/// Runs the handler for `request`, from the client at `peer`. `Ok(None)`
+/// means no response is sent (Produce with `acks=0`).
 ///
 /// # Errors
 /// A [`BrokerError`] that makes the connection close.
 pub async fn dispatch(
+    broker: &Rc<Broker>,
+    header: &RequestHeader,
+    request: Begun,
+    peer: Option<SocketAddr>,
+) -> Result<Option<Reply>, BrokerError> {
+    match request {
+        Begun::Produce(in_line) => Ok(in_line
+            .answer()
+            .await
+            .map(|response| Reply::Encoded(ResponseKind::Produce(response)))),
+        Begun::Request(request) => run(broker, header, *request, peer).await,
+    }
+}
+
+/// Runs the handler of a request that is not a Produce.
+async fn run(
     broker: &Rc<Broker>,
     header: &RequestHeader,
     request: RequestKind,
@@ -125,10 +160,6 @@ pub async fn dispatch(
         RequestKind::Metadata(request) => {
             ResponseKind::Metadata(metadata::handle(broker, request, version).await)
         }
-        RequestKind::Produce(request) => match produce::handle(broker, request).await {
-            Some(response) => ResponseKind::Produce(response),
-            None => return Ok(None),
-        },
         RequestKind::ListOffsets(request) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, request, version).await)
         }

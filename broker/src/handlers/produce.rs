@@ -2,7 +2,11 @@
 //!
 //! `acks=0` sends no response, `acks=1` answers once the batch is written,
 //! `acks=-1` once it is flushed (on a single replica that is the whole ISR).
-//! Partitions of one request are appended concurrently. Old versions (v0-v2,
+//! A connection's requests are put in line on their partitions one after
+//! the other ([`line_up`]), so each partition admits them in the order they
+//! arrived, as Kafka does; once in line, the partitions of one request, and
+//! the requests of one connection, are appended concurrently. A request's
+//! batches for one partition are appended together or not at all. Old versions (v0-v2,
 //! message formats 0 and 1) are advertised because some librdkafka versions
 //! only enable compression when they see Produce v0, but every partition of
 //! such a request is refused with `UNSUPPORTED_VERSION`, as Kafka 4 does
@@ -16,7 +20,7 @@ use fjord_engine::batch::split_batches;
 use fjord_engine::shard::{AppendRequest, Request, Response};
 use fjord_engine::{LeaderEpoch, TopicPartition};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 
@@ -109,126 +113,153 @@ fn failed(index: i32, error: ResponseError, message: &str) -> PartitionProduceRe
         .with_error_message(Some(StrBytes::from_string(message.to_owned())))
 }
 
-async fn append_partition(
-    broker: Rc<Broker>,
+/// A Produce request whose appends have their places in line on every
+/// partition it writes to; [`ProduceInLine::answer`] waits for them.
+pub struct ProduceInLine {
+    acks: i16,
+    topics: Vec<(TopicName, Vec<PartitionAppend>)>,
+}
+
+/// One partition of a request in line.
+enum PartitionAppend {
+    /// Refused before anything was appended.
+    Refused(PartitionProduceResponse),
+    /// Appending on the owning shard.
+    Appending(i32, glommio::Task<Response>),
+}
+
+/// Checks every partition of `request` and hands each one's batches to
+/// its owning shard, returning once every append has its place in its
+/// partition's admission line. The connection calls this for one request
+/// after the other, before it reads the next: a connection's appends to a
+/// partition are admitted in request order whatever the size of each, the
+/// shard it goes to, or the order the tasks that finish them run in.
+pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInLine {
+    let acks = request.acks;
+    let transactional = request.transactional_id.is_some();
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let refusal = if ![0, 1, -1].contains(&acks) {
+                Some((
+                    ResponseError::InvalidRequiredAcks,
+                    "acks must be 0, 1 or -1",
+                ))
+            } else if topics::is_internal(&name) {
+                Some((
+                    ResponseError::InvalidTopicException,
+                    "clients may not write to an internal topic",
+                ))
+            } else if transactional {
+                Some((
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    "transactions are not supported yet",
+                ))
+            } else {
+                None
+            };
+            let partition = TopicPartition::new(name.clone(), data.index);
+            let append = match refusal {
+                Some((error, message)) => Err((error, message.to_owned())),
+                None => prepare_append(broker, partition, data.records, acks),
+            };
+            partitions.push(match append {
+                Ok(append) => {
+                    let owner = broker.shard.owner_of(&append.partition);
+                    let appending = broker.shard.submit(owner, Request::Append(append)).await;
+                    PartitionAppend::Appending(data.index, glommio::spawn_local(appending))
+                }
+                Err((error, message)) => {
+                    PartitionAppend::Refused(failed(data.index, error, &message))
+                }
+            });
+        }
+        topics.push((topic.name, partitions));
+    }
+    ProduceInLine { acks, topics }
+}
+
+/// The append of one partition's records, checked and recompressed as the
+/// topic asks, or the error refusing them.
+fn prepare_append(
+    broker: &Broker,
     partition: TopicPartition,
     records: Option<Bytes>,
     acks: i16,
-) -> PartitionProduceResponse {
-    let index = partition.partition;
+) -> Result<AppendRequest, (ResponseError, String)> {
     if !broker.controller.image().contains(&partition) {
-        return failed(
-            index,
+        return Err((
             ResponseError::UnknownTopicOrPartition,
-            "unknown topic or partition",
-        );
+            "unknown topic or partition".to_owned(),
+        ));
     }
     let Some(records) = records.filter(|records| !records.is_empty()) else {
-        return failed(index, ResponseError::CorruptMessage, "no record batch");
+        return Err((ResponseError::CorruptMessage, "no record batch".to_owned()));
     };
-    let owner = broker.shard.owner_of(&partition);
     let compression_type = broker
         .controller
         .topic_config(&partition.topic, "compression.type")
         .unwrap_or_else(|| broker.config.compression_type.clone());
     let target_codec = recompress::target_codec(&compression_type);
-    let mut first = None;
+    let mut batches = Vec::new();
     for batch in split_batches(&records) {
-        let batch = match batch {
-            Ok(batch) => records.slice_ref(batch),
-            Err(error) => return failed(index, ResponseError::CorruptMessage, &error.to_string()),
-        };
-        let batch = match target_codec {
-            Some(codec) => match recompress::recompress(batch, codec) {
-                Ok(batch) => batch,
-                Err(message) => return failed(index, ResponseError::CorruptMessage, &message),
-            },
+        let batch = records
+            .slice_ref(batch.map_err(|error| (ResponseError::CorruptMessage, error.to_string()))?);
+        batches.push(match target_codec {
+            Some(codec) => recompress::recompress(batch, codec)
+                .map_err(|message| (ResponseError::CorruptMessage, message))?,
             None => batch,
-        };
-        let append = AppendRequest {
-            partition: partition.clone(),
-            batch,
-            leader_epoch: LeaderEpoch(0),
-            flush: acks == -1,
-            advance_high_watermark: true,
-        };
-        match broker.shard.call(owner, Request::Append(append)).await {
-            Response::Appended(info) => {
-                first.get_or_insert(info);
-            }
-            Response::Failed(error) => {
-                let code = engine_error_code(&error);
-                return PartitionProduceResponse::default()
-                    .with_index(index)
-                    .with_error_code(code)
-                    .with_base_offset(-1)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(-1)
-                    .with_error_message(Some(StrBytes::from_string(error.to_string())));
-            }
-            other => unreachable!("Append answers Appended or Failed, not {other:?}"),
-        }
+        });
     }
-    let info = first.expect("split_batches yields at least one batch for non-empty records");
-    PartitionProduceResponse::default()
-        .with_index(index)
-        .with_base_offset(info.base_offset.0)
-        .with_log_append_time_ms(info.log_append_time.0)
-        .with_log_start_offset(info.log_start_offset.0)
+    Ok(AppendRequest {
+        partition,
+        batches,
+        leader_epoch: LeaderEpoch(0),
+        flush: acks == -1,
+        advance_high_watermark: true,
+    })
 }
 
-/// Answers Produce; `None` for `acks=0`.
-pub async fn handle(broker: &Rc<Broker>, request: ProduceRequest) -> Option<ProduceResponse> {
-    let acks = request.acks;
-    let mut topics = Vec::with_capacity(request.topic_data.len());
-    for topic in request.topic_data {
-        let name = topic.name.0.to_string();
-        let tasks: Vec<_> = topic
-            .partition_data
-            .into_iter()
-            .map(|data| {
-                let partition = TopicPartition::new(name.clone(), data.index);
-                if ![0, 1, -1].contains(&acks) {
-                    let response = failed(
-                        data.index,
-                        ResponseError::InvalidRequiredAcks,
-                        "acks must be 0, 1 or -1",
-                    );
-                    return glommio::spawn_local(async move { response });
-                }
-                if topics::is_internal(&name) {
-                    let response = failed(
-                        data.index,
-                        ResponseError::InvalidTopicException,
-                        "clients may not write to an internal topic",
-                    );
-                    return glommio::spawn_local(async move { response });
-                }
-                if request.transactional_id.is_some() {
-                    let response = failed(
-                        data.index,
-                        ResponseError::TransactionalIdAuthorizationFailed,
-                        "transactions are not supported yet",
-                    );
-                    return glommio::spawn_local(async move { response });
-                }
-                glommio::spawn_local(append_partition(
-                    broker.clone(),
-                    partition,
-                    data.records,
-                    acks,
-                ))
-            })
-            .collect();
-        let mut partitions = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            partitions.push(task.await);
+impl ProduceInLine {
+    /// Waits for every partition's append and answers the request; `None`
+    /// for `acks=0`.
+    pub async fn answer(self) -> Option<ProduceResponse> {
+        let mut topics = Vec::with_capacity(self.topics.len());
+        for (name, appends) in self.topics {
+            let mut partitions = Vec::with_capacity(appends.len());
+            for append in appends {
+                partitions.push(match append {
+                    PartitionAppend::Refused(response) => response,
+                    PartitionAppend::Appending(index, task) => appended(index, task.await),
+                });
+            }
+            topics.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partitions),
+            );
         }
-        topics.push(
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(partitions),
-        );
+        (self.acks != 0).then(|| ProduceResponse::default().with_responses(topics))
     }
-    (acks != 0).then(|| ProduceResponse::default().with_responses(topics))
+}
+
+/// The answer for partition `index` from its shard's response.
+fn appended(index: i32, response: Response) -> PartitionProduceResponse {
+    match response {
+        Response::Appended(info) => PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(info.base_offset.0)
+            .with_log_append_time_ms(info.log_append_time.0)
+            .with_log_start_offset(info.log_start_offset.0),
+        Response::Failed(error) => PartitionProduceResponse::default()
+            .with_index(index)
+            .with_error_code(engine_error_code(&error))
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1)
+            .with_error_message(Some(StrBytes::from_string(error.to_string()))),
+        other => unreachable!("Append answers Appended or Failed, not {other:?}"),
+    }
 }

@@ -54,6 +54,11 @@ pub struct Faults {
     pub short_write_in: Option<u64>,
     /// Fail the n-th `rename` or `remove_file` from now with `EIO`.
     pub dir_error_in: Option<u64>,
+    /// Every write stays in flight for one turn of the executor before it
+    /// completes, as a real one does, so concurrent appends queue up behind
+    /// it (and wait for room in the write queue) instead of each finding
+    /// the writer idle.
+    pub writes_in_flight: bool,
 }
 
 #[derive(Debug)]
@@ -201,13 +206,17 @@ impl StorageFile for MemoryFile {
     async fn write_at(&self, buffer: Rc<MemoryBuffer>, position: u64) -> io::Result<usize> {
         assert_eq!(position % BLOCK_BYTES as u64, 0, "unaligned write position");
         assert_eq!(buffer.0.len() % BLOCK_BYTES, 0, "unaligned write length");
-        let (fail, short) = {
+        let (fail, short, in_flight) = {
             let mut inner = self.storage.inner.borrow_mut();
             (
                 take_fault(&mut inner.faults.write_error_in),
                 take_fault(&mut inner.faults.short_write_in),
+                inner.faults.writes_in_flight,
             )
         };
+        if in_flight {
+            futures_lite::future::yield_now().await;
+        }
         if fail {
             return Err(eio("write"));
         }
@@ -415,6 +424,7 @@ mod tests {
             sync_error_in: Some(0),
             short_write_in: None,
             dir_error_in: None,
+            writes_in_flight: false,
         });
         block_on(async {
             let file = storage.open(Path::new("/f"), true).await.unwrap();

@@ -311,7 +311,7 @@ pub async fn read_batches(
 pub fn leader_append(partition: &TopicPartition, batch: Vec<u8>, flush: bool) -> Request {
     Request::Append(AppendRequest {
         partition: partition.clone(),
-        batch: batch.into(),
+        batches: vec![batch.into()],
         leader_epoch: LeaderEpoch(0),
         flush,
         advance_high_watermark: true,
