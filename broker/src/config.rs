@@ -197,6 +197,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", ""),
     ("log.message.timestamp.type", "CreateTime"),
+    ("log.message.timestamp.before.max.ms", "9223372036854775807"),
+    ("log.message.timestamp.after.max.ms", "3600000"),
     ("log.cleanup.policy", "delete"),
     ("log.cleaner.enable", "true"),
     ("log.cleaner.dedupe.buffer.size", "134217728"),
@@ -340,6 +342,16 @@ fn topic_defaults(get: &impl Fn(&str) -> String) -> Result<LogConfig, BrokerErro
             "log.message.timestamp.type",
             "message.timestamp.type",
             get("log.message.timestamp.type"),
+        ),
+        (
+            "log.message.timestamp.before.max.ms",
+            "message.timestamp.before.max.ms",
+            get("log.message.timestamp.before.max.ms"),
+        ),
+        (
+            "log.message.timestamp.after.max.ms",
+            "message.timestamp.after.max.ms",
+            get("log.message.timestamp.after.max.ms"),
         ),
         (
             "log.cleanup.policy",

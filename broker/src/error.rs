@@ -1,6 +1,7 @@
 //! The broker's error type and the mapping of every failure to the Kafka
 //! error code a client expects.
 
+use fjord_engine::error::RecordFault;
 use fjord_engine::Error as EngineError;
 use kafka_protocol::ResponseError;
 
@@ -39,7 +40,15 @@ pub enum BrokerError {
 pub fn engine_error_code(error: &EngineError) -> i16 {
     let kind = match error {
         EngineError::InvalidBatch(_) => ResponseError::CorruptMessage,
-        EngineError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        EngineError::InvalidRecord(_)
+        | EngineError::InvalidRecords {
+            fault: RecordFault::KeylessInCompactedTopic,
+            ..
+        } => ResponseError::InvalidRecord,
+        EngineError::InvalidRecords {
+            fault: RecordFault::TimestampOutOfRange,
+            ..
+        } => ResponseError::InvalidTimestamp,
         EngineError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         EngineError::CorruptLog { .. } | EngineError::Io { .. } | EngineError::Poisoned { .. } => {
             ResponseError::KafkaStorageError

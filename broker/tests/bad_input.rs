@@ -19,6 +19,8 @@ use common::{
 };
 use fjord_broker::handlers::SUPPORTED;
 use fjord_broker::server::decode_request;
+use fjord_engine::batch::{build_batch, KeyValue};
+use fjord_engine::TimestampMs;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
@@ -563,6 +565,94 @@ fn bad_produce_batches_get_their_error_code_in_the_partition_response() {
     };
     assert_eq!(fetched.responses[0].partitions[0].high_watermark, 0);
     assert_still_serves(&mut broker, "after-bad-produce");
+}
+
+/// Guards KIP-467's record errors: a batch refused for some of its records
+/// names exactly those records (index in the batch, Kafka's message) in
+/// `record_errors` from Produce v8 on, with `INVALID_RECORD` for keyless
+/// records on a compacted topic and `INVALID_TIMESTAMP` for timestamps
+/// outside `message.timestamp.before.max.ms`; nothing of the batch is
+/// appended; before v8 the error code alone. Clients' handling of them is
+/// tested in `ci/client-tests/test_record_errors.py`.
+#[test]
+fn records_refused_for_their_keys_or_timestamps_are_named_in_record_errors() {
+    let mut broker = Broker::start(&[]);
+    let mut client = broker.connect();
+    for (name, configs) in [
+        ("compacted", [("cleanup.policy", "compact")]),
+        ("recent", [("message.timestamp.before.max.ms", "3600000")]),
+    ] {
+        let ResponseKind::CreateTopics(created) =
+            client.call(ApiKey::CreateTopics, 7, &create_topic(name, &configs))
+        else {
+            panic!("not a CreateTopics response");
+        };
+        assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    let keyless = [1, 4];
+    let mixed_keys: Vec<KeyValue<'_>> = (0..6)
+        .map(|index| {
+            let key: Option<&[u8]> = (!keyless.contains(&index)).then_some(b"key".as_slice());
+            (key, Some(b"value".as_slice()))
+        })
+        .collect();
+    let stale: Vec<KeyValue<'_>> = vec![(None, Some(b"old")); 3];
+    let cases = [
+        (
+            "compacted",
+            build_batch(&mixed_keys, TimestampMs(now_ms), None),
+            ResponseError::InvalidRecord,
+            keyless.to_vec(),
+        ),
+        (
+            "recent",
+            build_batch(&stale, TimestampMs(now_ms - 2 * 3_600_000), None),
+            ResponseError::InvalidTimestamp,
+            vec![0, 1, 2],
+        ),
+    ];
+    for version in [7, 8, 11] {
+        for (name, batch, expected, indexes) in &cases {
+            let ResponseKind::Produce(response) = client.call(
+                ApiKey::Produce,
+                version,
+                &produce(name, 1, Bytes::from(batch.clone())),
+            ) else {
+                panic!("not a Produce response");
+            };
+            let partition = &response.responses[0].partition_responses[0];
+            assert_eq!(partition.error_code, expected.code(), "{name} v{version}");
+            let named: Vec<i32> = partition
+                .record_errors
+                .iter()
+                .map(|error| error.batch_index)
+                .collect();
+            if version >= 8 {
+                assert_eq!(named, *indexes, "{name} v{version}: {partition:?}");
+                assert!(partition
+                    .record_errors
+                    .iter()
+                    .all(|error| error.batch_index_error_message.is_some()));
+            } else {
+                assert!(named.is_empty(), "record_errors exist from v8 on");
+            }
+        }
+    }
+    for (name, ..) in &cases {
+        let ResponseKind::Fetch(fetched) = client.call(ApiKey::Fetch, 12, &fetch(name, 0, 0))
+        else {
+            panic!("not a Fetch response");
+        };
+        assert_eq!(
+            fetched.responses[0].partitions[0].high_watermark, 0,
+            "{name}"
+        );
+    }
+    assert_still_serves(&mut broker, "after-record-errors");
 }
 
 /// Guards against the remote abort above, end to end: the broker process

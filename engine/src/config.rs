@@ -81,6 +81,12 @@ pub struct LogConfig {
     /// `message.timestamp.type`: keep the producer's timestamps or stamp
     /// batches with the append time.
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: with `CreateTime`, refuse a record
+    /// stamped more than this before the broker's clock.
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: with `CreateTime`, refuse a record
+    /// stamped more than this after the broker's clock.
+    pub message_timestamp_after_max_ms: i64,
     /// `flush.messages`: fdatasync after this many records (`i64::MAX` = only
     /// when asked).
     pub flush_messages: i64,
@@ -114,6 +120,9 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampType::CreateTime,
+            message_timestamp_before_max_ms: i64::MAX,
+            // Kafka's default since 4.0: an hour ahead of the broker's clock.
+            message_timestamp_after_max_ms: 3_600_000,
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
@@ -148,12 +157,14 @@ fn parse_in(key: &str, value: &str, min: i64, max: i64) -> Result<i64> {
 
 impl LogConfig {
     /// The Kafka names this type understands.
-    pub const KEYS: [&'static str; 14] = [
+    pub const KEYS: [&'static str; 16] = [
         "segment.bytes",
         "segment.ms",
         "index.interval.bytes",
         "max.message.bytes",
         "message.timestamp.type",
+        "message.timestamp.before.max.ms",
+        "message.timestamp.after.max.ms",
         "flush.messages",
         "flush.ms",
         "retention.ms",
@@ -194,6 +205,12 @@ impl LogConfig {
                     _ => return Err(invalid(key, value, "must be CreateTime or LogAppendTime")),
                 };
             }
+            "message.timestamp.before.max.ms" => {
+                self.message_timestamp_before_max_ms = parse_in(key, value, 0, i64::MAX)?;
+            }
+            "message.timestamp.after.max.ms" => {
+                self.message_timestamp_after_max_ms = parse_in(key, value, 0, i64::MAX)?;
+            }
             "flush.messages" => self.flush_messages = parse_in(key, value, 1, i64::MAX)?,
             "flush.ms" => self.flush_ms = parse_in(key, value, 0, i64::MAX)?,
             "retention.ms" => self.retention_ms = parse_in(key, value, -1, i64::MAX)?,
@@ -233,6 +250,8 @@ impl LogConfig {
                 TimestampType::CreateTime => "CreateTime".to_owned(),
                 TimestampType::LogAppendTime => "LogAppendTime".to_owned(),
             },
+            "message.timestamp.before.max.ms" => self.message_timestamp_before_max_ms.to_string(),
+            "message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms.to_string(),
             "flush.messages" => self.flush_messages.to_string(),
             "flush.ms" => self.flush_ms.to_string(),
             "retention.ms" => self.retention_ms.to_string(),

@@ -39,6 +39,18 @@ pub enum Error {
     #[error("invalid record: {0}")]
     InvalidRecord(String),
 
+    /// Records of a well-formed batch the partition refuses, each named by
+    /// its index in the batch (Kafka's record errors, KIP-467): the batch is
+    /// refused whole, and a client fails those records with the fault's
+    /// error and retries the others.
+    #[error("{}", describe_record_errors(.records))]
+    InvalidRecords {
+        /// What is wrong with them.
+        fault: RecordFault,
+        /// Every refused record, by its index in its batch.
+        records: Vec<RecordError>,
+    },
+
     /// A batch exceeds `max.message.bytes` (Kafka: `MESSAGE_TOO_LARGE`).
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge {
@@ -158,4 +170,42 @@ impl Error {
             source,
         }
     }
+}
+
+/// Why records of a well-formed batch are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordFault {
+    /// A record without a key for a compacted topic (Kafka:
+    /// `INVALID_RECORD`).
+    KeylessInCompactedTopic,
+    /// A `CreateTime` timestamp outside `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms` of the broker's clock (Kafka:
+    /// `INVALID_TIMESTAMP`).
+    TimestampOutOfRange,
+}
+
+/// One refused record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    /// The record's index in its batch, from 0.
+    pub batch_index: i32,
+    /// Why, in Kafka's words.
+    pub message: String,
+}
+
+/// How many record errors an error's text shows, as Kafka does.
+const RECORD_ERRORS_SHOWN: usize = 3;
+
+fn describe_record_errors(records: &[RecordError]) -> String {
+    let shown: Vec<String> = records
+        .iter()
+        .take(RECORD_ERRORS_SHOWN)
+        .map(|error| format!("record {}: {}", error.batch_index, error.message))
+        .collect();
+    format!(
+        "One or more records have been rejected due to {} record errors in total, \
+         and only showing the first three errors at most: [{}]",
+        records.len(),
+        shown.join("; ")
+    )
 }

@@ -38,6 +38,7 @@
 pub mod admission;
 pub mod cleaner;
 pub mod read_ahead;
+mod record_checks;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -65,6 +66,7 @@ use crate::storage::Storage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use admission::{AdmissionLine, AdmissionTicket};
 use read_ahead::{ReadAhead, ReadAheadBudget, ReadPoint, READ_AHEAD_BYTES_MAX};
+use record_checks::RecordChecks;
 
 /// Appended bytes waiting for the writer, per partition. Appends beyond it
 /// wait for the writer to catch up.
@@ -719,19 +721,6 @@ fn load_producer_snapshot<S: Storage>(
 /// A compacted topic keeps each key's latest record, so every record needs a
 /// key (Kafka refuses keyless records there with `INVALID_RECORD`).
 /// Compressed batches are decompressed to check, as Kafka does.
-fn check_keyed(header: &BatchHeader, bytes: &[u8]) -> Result<()> {
-    let section = Bytes::copy_from_slice(&bytes[batch::BATCH_HEADER_BYTES..header.total_bytes()]);
-    let section = crate::codec::decompress(header.compression()?, section)?;
-    for record in batch::records_in(header, &section) {
-        if record?.key.is_none() {
-            return Err(Error::InvalidRecord(
-                "Compacted topic cannot accept message without key.".to_owned(),
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn producer_batch(header: &BatchHeader) -> ProducerBatch {
     ProducerBatch {
         producer_id: header.producer_id,
@@ -846,7 +835,7 @@ impl<S: Storage> PartitionLog<S> {
     /// several batches with a producer id are refused as a whole.
     ///
     /// # Errors
-    /// [`Error::InvalidBatch`], [`Error::InvalidRecord`],
+    /// [`Error::InvalidBatch`], [`Error::InvalidRecord`], [`Error::InvalidRecords`],
     /// [`Error::MessageTooLarge`], [`Error::OutOfOrderSequence`],
     /// [`Error::ProducerFenced`], [`Error::Poisoned`],
     /// [`Error::ShuttingDown`], or the [`Error::Io`] that poisoned the log;
@@ -858,11 +847,11 @@ impl<S: Storage> PartitionLog<S> {
         batches: &[B],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendInfo> {
-        let (max_message_bytes, compacted) = {
+        let (max_message_bytes, record_checks) = {
             let state = self.state.borrow();
             (
                 state.config.max_message_bytes,
-                state.config.cleanup_policy.compact,
+                RecordChecks::new(&state.config, TimestampMs::now()),
             )
         };
         if batches.is_empty() {
@@ -872,9 +861,7 @@ impl<S: Storage> PartitionLog<S> {
         for bytes in batches {
             let bytes = bytes.as_ref();
             let header = batch::validate_incoming(bytes, max_message_bytes)?;
-            if compacted {
-                check_keyed(&header, bytes)?;
-            }
+            record_checks.check(&header, bytes)?;
             headers.push(header);
         }
         if headers.len() > 1 && headers.iter().any(BatchHeader::is_idempotent) {

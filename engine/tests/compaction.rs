@@ -27,6 +27,7 @@ use fjord_engine::batch::{build_batch, records_in, BatchHeader, Compression};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::codec;
 use fjord_engine::config::{CleanupPolicy, LogConfig};
+use fjord_engine::error::RecordFault;
 use fjord_engine::log::cleaner::OFFSET_MAP_ENTRY_BYTES;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::memory::{Faults, MemoryStorage};
@@ -213,7 +214,11 @@ impl Run {
         let batch = build_batch(&[(None, Some(b"v"))], TimestampMs(self.now_ms), None);
         let refused = block_on(self.log().append(&batch, LeaderEpoch(0)));
         assert!(
-            matches!(refused, Err(Error::InvalidRecord(_))),
+            matches!(
+                &refused,
+                Err(Error::InvalidRecords { fault: RecordFault::KeylessInCompactedTopic, records })
+                    if records.iter().map(|record| record.batch_index).eq([0])
+            ),
             "seed {}: {refused:?}",
             self.seed
         );

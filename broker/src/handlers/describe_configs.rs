@@ -90,7 +90,7 @@ pub struct TopicConfigSpec {
 }
 
 /// Every topic config fjord implements, in the order they are described.
-pub const TOPIC_CONFIGS: [TopicConfigSpec; 16] = [
+pub const TOPIC_CONFIGS: [TopicConfigSpec; 18] = [
     spec("cleanup.policy", &["log.cleanup.policy"], config_type::LIST,
         "\"delete\" (retention by time and size) and/or \"compact\" (keep the latest value per key)."),
     spec("compression.type", &["compression.type"], config_type::STRING,
@@ -107,6 +107,10 @@ pub const TOPIC_CONFIGS: [TopicConfigSpec; 16] = [
         "Compact records at the latest this long after they were written, whatever the dirty ratio."),
     spec("max.message.bytes", &["message.max.bytes"], config_type::INT,
         "The largest record batch accepted."),
+    spec("message.timestamp.after.max.ms", &["log.message.timestamp.after.max.ms"], config_type::LONG,
+        "With CreateTime, refuse records stamped more than this after the broker's clock."),
+    spec("message.timestamp.before.max.ms", &["log.message.timestamp.before.max.ms"], config_type::LONG,
+        "With CreateTime, refuse records stamped more than this before the broker's clock."),
     spec("message.timestamp.type", &["log.message.timestamp.type"], config_type::STRING,
         "CreateTime keeps the producer's timestamps; LogAppendTime stamps the append time."),
     spec("min.cleanable.dirty.ratio", &["log.cleaner.min.cleanable.ratio"], config_type::DOUBLE,
@@ -254,7 +258,9 @@ fn broker_config_type(key: &str) -> i8 {
         | "log.cleaner.backoff.ms"
         | "log.cleaner.delete.retention.ms"
         | "log.cleaner.min.compaction.lag.ms"
-        | "log.cleaner.max.compaction.lag.ms" => config_type::LONG,
+        | "log.cleaner.max.compaction.lag.ms"
+        | "log.message.timestamp.before.max.ms"
+        | "log.message.timestamp.after.max.ms" => config_type::LONG,
         "log.message.timestamp.type" | "compression.type" | "cluster.id" => config_type::STRING,
         "log.cleaner.min.cleanable.ratio" => config_type::DOUBLE,
         _ => config_type::INT,

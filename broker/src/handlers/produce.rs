@@ -2,6 +2,8 @@
 //!
 //! `acks=0` sends no response, `acks=1` answers once the batch is written,
 //! `acks=-1` once it is flushed (on a single replica that is the whole ISR).
+//! A batch refused for some of its records (a keyless record on a compacted
+//! topic, a timestamp out of range) names them in `record_errors` (KIP-467).
 //! A connection's requests are put in line on their partitions one after
 //! the other ([`line_up`]), so each partition admits them in the order they
 //! arrived, as Kafka does; once in line, the partitions of one request, and
@@ -18,8 +20,11 @@ use std::rc::Rc;
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_engine::batch::split_batches;
 use fjord_engine::shard::{AppendRequest, Request, Response};
+use fjord_engine::Error as EngineError;
 use fjord_engine::{LeaderEpoch, TopicPartition};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -253,13 +258,29 @@ fn appended(index: i32, response: Response) -> PartitionProduceResponse {
             .with_base_offset(info.base_offset.0)
             .with_log_append_time_ms(info.log_append_time.0)
             .with_log_start_offset(info.log_start_offset.0),
-        Response::Failed(error) => PartitionProduceResponse::default()
-            .with_index(index)
-            .with_error_code(engine_error_code(&error))
-            .with_base_offset(-1)
-            .with_log_append_time_ms(-1)
-            .with_log_start_offset(-1)
-            .with_error_message(Some(StrBytes::from_string(error.to_string()))),
+        Response::Failed(error) => {
+            let record_errors = match &error {
+                EngineError::InvalidRecords { records, .. } => records
+                    .iter()
+                    .map(|record| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(record.batch_index)
+                            .with_batch_index_error_message(Some(StrBytes::from_string(
+                                record.message.clone(),
+                            )))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            PartitionProduceResponse::default()
+                .with_index(index)
+                .with_error_code(engine_error_code(&error))
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1)
+                .with_record_errors(record_errors)
+                .with_error_message(Some(StrBytes::from_string(error.to_string())))
+        }
         other => unreachable!("Append answers Appended or Failed, not {other:?}"),
     }
 }
