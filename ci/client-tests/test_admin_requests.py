@@ -7,13 +7,17 @@ KafkaAdminClient):
   Kafka answers without an authorizer, and None when not asked. librdkafka
   asks through Metadata (v8-v10 for the cluster's), kafka-python through
   DescribeCluster and Metadata.
+- DescribeTopicPartitions (KIP-966), through kafka-python's
+  describe_topic_partitions: pages bounded by response_partition_limit,
+  continued with next_cursor until every partition was seen exactly once,
+  unknown topics, and cursors Kafka refuses.
 """
 
 import uuid
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AclOperation, AdminClient, NewTopic
 from kafka.admin import KafkaAdminClient
 
 TIMEOUT_SECONDS = 30
@@ -28,6 +32,10 @@ CLUSTER_OPERATIONS = {
     "CREATE", "ALTER", "DESCRIBE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS", "ALTER_CONFIGS",
     "IDEMPOTENT_WRITE",
 }
+INVALID_REQUEST = 42
+UNKNOWN_TOPIC_OR_PARTITION = 3
+# Pages a DescribeTopicPartitions walk may take before it counts as a loop.
+PAGES_MAX = 1000
 
 
 def unique(prefix):
@@ -89,3 +97,81 @@ def test_describe_topics_lists_every_topic_operation_when_asked(broker, kafka_py
     (described,) = kafka_python_admin.describe_topics([topic])
     assert described["error_code"] == 0
     assert set(described["authorized_operations"]) == TOPIC_OPERATIONS
+
+
+def pages(client, topics, limit):
+    """Every DescribeTopicPartitions answer for `topics`, following
+    next_cursor from the first page to the last."""
+    answers, cursor = [], None
+    while True:
+        answer = client.describe_topic_partitions(
+            topics, response_partition_limit=limit, cursor=cursor)
+        answers.append(answer)
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            return answers
+        assert len(answers) < PAGES_MAX, f"no last page: {answers[-3:]}"
+
+
+def test_describe_topic_partitions_pages_through_every_partition_once(broker, kafka_python_admin):
+    base = unique("paged")
+    wide, narrow, missing = f"{base}-a", f"{base}-b", f"{base}-c-missing"
+    client = admin(broker)
+    for topic, count in ((wide, 5), (narrow, 2)):
+        client.create_topics([NewTopic(topic, num_partitions=count, replication_factor=1)])[
+            topic].result(TIMEOUT_SECONDS)
+
+    answers = pages(kafka_python_admin, [missing, narrow, wide], limit=3)
+    # Name order, three partitions a page, the cursor at the first one left out.
+    assert [answer["next_cursor"] for answer in answers] == [
+        {"topic_name": wide, "partition_index": 3},
+        {"topic_name": narrow, "partition_index": 1},
+        None,
+    ]
+    seen = [(topic["name"], partition["partition_index"])
+            for answer in answers for topic in answer["topics"] for partition in topic["partitions"]]
+    assert seen == [(wide, index) for index in range(5)] + [(narrow, index) for index in range(2)]
+    topics = [topic for answer in answers for topic in answer["topics"]]
+    for topic in topics:
+        assert topic["topic_authorized_operations"] == sum(
+            1 << AclOperation[name].value for name in TOPIC_OPERATIONS)
+        for partition in topic["partitions"]:
+            assert partition["error_code"] == 0
+            assert (partition["leader_id"], partition["leader_epoch"]) == (NODE_ID, 0)
+            assert (partition["replica_nodes"], partition["isr_nodes"]) == ([NODE_ID], [NODE_ID])
+            assert not partition["eligible_leader_replicas"]
+            assert not partition["last_known_elr"]
+            assert partition["offline_replicas"] == []
+    (unknown,) = [topic for topic in topics if topic["name"] == missing]
+    assert (unknown["error_code"], unknown["partitions"]) == (UNKNOWN_TOPIC_OR_PARTITION, [])
+
+    # No topic named: every topic, internal ones included, each partition once.
+    everything = pages(kafka_python_admin, [], limit=7)
+    listed = [(topic["name"], partition["partition_index"])
+              for answer in everything for topic in answer["topics"]
+              for partition in topic["partitions"]]
+    expected = [(name, index)
+                for name, metadata in sorted(client.list_topics(timeout=TIMEOUT_SECONDS).topics.items())
+                for index in sorted(metadata.partitions)]
+    assert listed == expected
+    # Every page but the last is full.
+    sizes = [sum(len(topic["partitions"]) for topic in answer["topics"]) for answer in everything]
+    assert sizes[:-1] == [7] * (len(sizes) - 1) and 0 < sizes[-1] <= 7, sizes
+
+
+def test_describe_topic_partitions_refuses_cursors_outside_the_request(broker, kafka_python_admin):
+    topic = unique("cursor")
+    client = admin(broker)
+    client.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(
+        TIMEOUT_SECONDS)
+    for cursor in ({"topic_name": unique("elsewhere"), "partition_index": 0},
+                   {"topic_name": topic, "partition_index": -1}):
+        answer = kafka_python_admin.describe_topic_partitions([topic], cursor=cursor)
+        assert [(t["name"], t["error_code"], t["partitions"]) for t in answer["topics"]] == [
+            (topic, INVALID_REQUEST, [])], cursor
+        assert answer["next_cursor"] is None
+    # A cursor past the topic's end is no error: the topic has nothing left.
+    answer = kafka_python_admin.describe_topic_partitions(
+        [topic], cursor={"topic_name": topic, "partition_index": 9})
+    assert [(t["name"], t["error_code"], t["partitions"]) for t in answer["topics"]] == [
+        (topic, 0, [])]

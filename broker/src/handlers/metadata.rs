@@ -27,16 +27,43 @@ pub const SUPPORT: ApiSupport = ApiSupport {
     max: 12,
 };
 
+/// Where a partition lives, as Metadata and DescribeTopicPartitions report
+/// it.
+pub(super) struct Placement {
+    /// The leader's node id.
+    pub leader: BrokerId,
+    /// The leader epoch.
+    pub leader_epoch: i32,
+    /// Every replica's node id, preferred leader first.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas.
+    pub isr: Vec<BrokerId>,
+}
+
+impl Placement {
+    /// Every partition on a single node: this node leads it in epoch 0 and
+    /// is its only replica and the whole ISR.
+    pub(super) fn single_node(broker: &Broker) -> Self {
+        let node = BrokerId(broker.config.node_id);
+        Self {
+            leader: node,
+            leader_epoch: 0,
+            replicas: vec![node],
+            isr: vec![node],
+        }
+    }
+}
+
 fn describe(broker: &Broker, topic: &TopicMetadata, operations: i32) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config.node_id);
     let partitions = (0..topic.partitions)
         .map(|index| {
+            let placement = Placement::single_node(broker);
             MetadataResponsePartition::default()
                 .with_partition_index(index)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_leader_id(placement.leader)
+                .with_leader_epoch(placement.leader_epoch)
+                .with_replica_nodes(placement.replicas)
+                .with_isr_nodes(placement.isr)
         })
         .collect();
     MetadataResponseTopic::default()
