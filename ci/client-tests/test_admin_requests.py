@@ -2,6 +2,12 @@
 them (confluent-kafka's AdminClient, i.e. librdkafka, and kafka-python's
 KafkaAdminClient):
 
+- CreateTopics with a manual replica assignment: the client sends
+  num_partitions=-1 and replication_factor=-1, and the topic must get one
+  partition per assigned list (fjord used to create one partition), while
+  assignments Kafka refuses (unknown or repeated brokers, gaps in the
+  partition numbers, a partition count next to an assignment) are refused
+  with Kafka's error codes. CreatePartitions with an assignment likewise.
 - Authorized operations (KIP-430): describe_cluster and describe_topics
   asked to include them must get every operation of the resource type, as
   Kafka answers without an authorizer, and None when not asked. librdkafka
@@ -16,8 +22,8 @@ KafkaAdminClient):
 import uuid
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicCollection
-from confluent_kafka.admin import AclOperation, AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection
+from confluent_kafka.admin import AclOperation, AdminClient, NewPartitions, NewTopic
 from kafka.admin import KafkaAdminClient
 
 TIMEOUT_SECONDS = 30
@@ -32,6 +38,7 @@ CLUSTER_OPERATIONS = {
     "CREATE", "ALTER", "DESCRIBE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS", "ALTER_CONFIGS",
     "IDEMPOTENT_WRITE",
 }
+INVALID_REPLICA_ASSIGNMENT = 39
 INVALID_REQUEST = 42
 UNKNOWN_TOPIC_OR_PARTITION = 3
 # Pages a DescribeTopicPartitions walk may take before it counts as a loop.
@@ -61,8 +68,88 @@ def kafka_error(future):
     return raised.value.args[0]
 
 
+def partitions_of(client, topic):
+    """The partitions of `topic` in a fresh Metadata answer, by index."""
+    return client.list_topics(topic, timeout=TIMEOUT_SECONDS).topics[topic].partitions
+
+
 def names(operations):
     return {operation.name for operation in operations}
+
+
+def test_create_topics_with_a_replica_assignment_has_one_partition_per_entry(broker):
+    topic = unique("assigned")
+    client = admin(broker)
+    new_topic = NewTopic(topic, num_partitions=3, replica_assignment=[[NODE_ID]] * 3)
+    client.create_topics([new_topic], validate_only=True)[topic].result(TIMEOUT_SECONDS)
+    assert topic not in client.list_topics(timeout=TIMEOUT_SECONDS).topics
+
+    client.create_topics([new_topic])[topic].result(TIMEOUT_SECONDS)
+    partitions = partitions_of(client, topic)
+    assert sorted(partitions) == [0, 1, 2]
+    for partition in partitions.values():
+        assert (partition.leader, partition.replicas, partition.isrs) == (
+            NODE_ID, [NODE_ID], [NODE_ID])
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    reports = []
+    producer.produce(topic, b"last", partition=2,
+                     on_delivery=lambda error, message: reports.append((error, message.offset())))
+    assert producer.flush(TIMEOUT_SECONDS) == 0
+    assert reports == [(None, 0)]
+
+
+def test_replica_assignments_kafka_refuses_are_refused_with_its_codes(broker, kafka_python_admin):
+    client = admin(broker)
+    refused = {
+        "unknown-broker": [[NODE_ID + 1]],
+        "repeated-broker": [[NODE_ID], [NODE_ID, NODE_ID]],
+    }
+    topics = {unique(name): assignment for name, assignment in refused.items()}
+    futures = client.create_topics([
+        NewTopic(topic, num_partitions=len(assignment), replica_assignment=assignment)
+        for topic, assignment in topics.items()
+    ])
+    errors = {topic: kafka_error(future) for topic, future in futures.items()}
+    for topic, error in errors.items():
+        assert error.code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, (topic, error)
+    unknown_broker = next(topic for topic in topics if topic.startswith("unknown-broker"))
+    assert f"Unknown broker {NODE_ID + 1}" in errors[unknown_broker].str()
+
+    # kafka-python sends assignments as given: a gap in the partition
+    # numbers, or a count or factor next to the assignment.
+    gap, with_count, with_factor = unique("gap"), unique("with-count"), unique("with-factor")
+    answer = kafka_python_admin.create_topics({
+        gap: {"assignments": {0: [NODE_ID], 2: [NODE_ID]}},
+        with_count: {"num_partitions": 2, "assignments": {0: [NODE_ID], 1: [NODE_ID]}},
+        with_factor: {"replication_factor": 1, "assignments": {0: [NODE_ID]}},
+    }, raise_errors=False)
+    codes = {result["name"]: result["error_code"] for result in answer["topics"]}
+    assert codes == {
+        gap: INVALID_REPLICA_ASSIGNMENT,
+        with_count: INVALID_REQUEST,
+        with_factor: INVALID_REQUEST,
+    }
+    existing = client.list_topics(timeout=TIMEOUT_SECONDS).topics
+    assert not (set(topics) | set(codes)) & set(existing)
+
+
+def test_create_partitions_with_a_replica_assignment_needs_live_brokers(broker):
+    topic = unique("grown")
+    client = admin(broker)
+    client.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(
+        TIMEOUT_SECONDS)
+    grow = NewPartitions(topic, 3, replica_assignment=[[NODE_ID], [NODE_ID]])
+    client.create_partitions([grow])[topic].result(TIMEOUT_SECONDS)
+    assert sorted(partitions_of(client, topic)) == [0, 1, 2]
+
+    for refused in (
+        NewPartitions(topic, 4, replica_assignment=[[NODE_ID + 1]]),
+        NewPartitions(topic, 5, replica_assignment=[[NODE_ID]]),
+        NewPartitions(topic, 4, replica_assignment=[[NODE_ID, NODE_ID]]),
+    ):
+        error = kafka_error(client.create_partitions([refused])[topic])
+        assert error.code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, (refused, error)
+    assert sorted(partitions_of(client, topic)) == [0, 1, 2]
 
 
 def test_describe_cluster_lists_every_cluster_operation_when_asked(broker, kafka_python_admin):
