@@ -7,6 +7,7 @@
 //! (topics, partitions, configs, producer ids) lives in the controller's
 //! image.
 
+pub mod authorized_operations;
 pub mod config;
 pub mod error;
 pub mod fetch_codec;

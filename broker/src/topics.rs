@@ -1,7 +1,8 @@
 //! Creating, growing, reconfiguring and deleting topics: the metadata change
 //! plus the partitions on their owning shards, shared by CreateTopics,
 //! CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DeleteTopics and
-//! Metadata's auto-creation.
+//! Metadata's auto-creation, and the check of the manual replica
+//! assignments CreateTopics and CreatePartitions accept.
 //!
 //! Every controller change runs on the shard's blocking pool
 //! ([`on_controller`]): it persists the metadata with a write, an fsync, a
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use fjord_engine::config::LogConfig;
 use fjord_engine::shard::{Request, Response};
 use fjord_engine::TopicPartition;
+use kafka_protocol::messages::BrokerId;
 use kafka_protocol::ResponseError;
 
 use crate::config::BrokerConfig;
@@ -66,6 +68,62 @@ pub async fn on_controller<T: Send + 'static>(
     glommio::executor()
         .spawn_blocking(move || change(&controller))
         .await
+}
+
+/// The brokers a manual replica assignment may name: those registered and
+/// not fenced. On a single node that is this node alone.
+fn live_brokers(broker: &Broker) -> [i32; 1] {
+    [broker.config.node_id]
+}
+
+/// Checks the replica list a CreateTopics or CreatePartitions request
+/// assigns to `partition`, as Kafka's controller does: not empty, no broker
+/// twice, every broker live, and `replication_factor` replicas when the
+/// topic's factor is already known (every partition of a topic has the
+/// same).
+///
+/// # Errors
+/// `INVALID_REPLICA_ASSIGNMENT`, saying which rule the list breaks.
+pub fn check_replica_assignment(
+    broker: &Broker,
+    partition: i32,
+    replicas: &[BrokerId],
+    replication_factor: Option<usize>,
+) -> Result<(), MetadataError> {
+    let invalid = |message: String| MetadataError {
+        code: ResponseError::InvalidReplicaAssignment.code(),
+        message,
+    };
+    if replicas.is_empty() {
+        return Err(invalid(format!(
+            "the manual assignment of partition {partition} has an empty replica list"
+        )));
+    }
+    let live = live_brokers(broker);
+    let mut sorted: Vec<i32> = replicas.iter().map(|id| id.0).collect();
+    sorted.sort_unstable();
+    if let Some(unknown) = sorted.iter().find(|id| !live.contains(id)) {
+        return Err(invalid(format!(
+            "Unknown broker {unknown} in the manual assignment of partition {partition}: \
+             the live brokers are {live:?}"
+        )));
+    }
+    if let Some(repeated) = sorted
+        .windows(2)
+        .find_map(|pair| (pair[0] == pair[1]).then_some(pair[0]))
+    {
+        return Err(invalid(format!(
+            "the manual assignment of partition {partition} names broker {repeated} more than once"
+        )));
+    }
+    match replication_factor {
+        Some(factor) if factor != replicas.len() => Err(invalid(format!(
+            "the manual assignment of partition {partition} has {} replica(s), but the \
+             topic's other partitions have {factor}",
+            replicas.len()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Creates `__consumer_offsets` if it does not exist yet (shard 0, at

@@ -1,10 +1,10 @@
 //! Admin APIs on the wire, against the real `fjord` binary, for what no
 //! real client exercises: OffsetForLeaderEpoch (a consumer validates its
-//! position only after a leader change, which a single node never has) and
+//! position only after a leader change, which a single node never has),
 //! the newest versions of DescribeLogDirs, DescribeConfigs and
-//! DescribeCluster, whose responses carry fields older versions lack (the
-//! codec refuses to encode a field a version does not have, which would
-//! drop the response).
+//! DescribeCluster, and Metadata's authorized operations in every version,
+//! whose responses carry fields other versions lack (the codec refuses to
+//! encode a field a version does not have, which would drop the response).
 //!
 //! Requests are encoded and responses decoded with the `kafka-protocol`
 //! crate, the codecs the broker itself uses.
@@ -19,14 +19,15 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fjord_tools::client::records::{encode_batch, Codec, OutgoingRecord};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeLogDirsRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
-    RequestKind, ResponseHeader, ResponseKind, TopicName,
+    DescribeLogDirsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -259,5 +260,81 @@ fn newest_admin_versions_encode_their_extra_fields() {
         assert_eq!(&*response.cluster_id, "fjord-cluster");
         assert_eq!(response.brokers.len(), 1);
         assert_eq!(response.controller_id, response.brokers[0].broker_id);
+    }
+}
+
+/// Topic operations when no authorizer restricts them, as Kafka answers:
+/// `READ` 3, `WRITE` 4, `CREATE` 5, `DELETE` 6, `ALTER` 7, `DESCRIBE` 8,
+/// `DESCRIBE_CONFIGS` 10, `ALTER_CONFIGS` 11.
+const TOPIC_OPERATIONS: i32 =
+    1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 10 | 1 << 11;
+/// Cluster operations likewise: `CREATE` 5, `ALTER` 7, `DESCRIBE` 8,
+/// `CLUSTER_ACTION` 9, `DESCRIBE_CONFIGS` 10, `ALTER_CONFIGS` 11,
+/// `IDEMPOTENT_WRITE` 12.
+const CLUSTER_OPERATIONS: i32 = 1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
+/// Kafka's value for operations not asked for.
+const OMITTED: i32 = i32::MIN;
+
+/// Metadata carries authorized operations when asked, in every version that
+/// has them: each topic's from v8 on, known or not, and the cluster's in
+/// v8-v10 only (KIP-700 moved it to DescribeCluster). librdkafka asks for
+/// the cluster's at v10 and kafka-python for the topics' at v12; this
+/// guards the other versions, whose responses the codec must still encode.
+#[test]
+fn metadata_carries_authorized_operations_in_the_versions_that_have_them() {
+    let fjord = common::Broker::start(&[]);
+    let mut connection = connect(&fjord);
+    connection.create_topic("operated");
+    for version in 0..=12 {
+        for asked in [false, true] {
+            let topic_field = version >= 8;
+            let cluster_field = (8..=10).contains(&version);
+            // An unknown topic where the request can forbid creating it.
+            let names: &[&str] = if version >= 4 {
+                &["operated", "never-created"]
+            } else {
+                &["operated"]
+            };
+            let mut request = MetadataRequest::default()
+                .with_topics(Some(
+                    names
+                        .iter()
+                        .map(|name| {
+                            MetadataRequestTopic::default().with_name(Some(topic_name(name)))
+                        })
+                        .collect(),
+                ))
+                .with_include_topic_authorized_operations(asked && topic_field)
+                .with_include_cluster_authorized_operations(asked && cluster_field);
+            if version >= 4 {
+                request = request.with_allow_auto_topic_creation(false);
+            }
+            let ResponseKind::Metadata(response) =
+                connection.call(ApiKey::Metadata, version, request)
+            else {
+                panic!("not a Metadata response");
+            };
+            let expected_topic = if asked && topic_field {
+                TOPIC_OPERATIONS
+            } else {
+                OMITTED
+            };
+            let expected_cluster = if asked && cluster_field {
+                CLUSTER_OPERATIONS
+            } else {
+                OMITTED
+            };
+            assert_eq!(response.topics.len(), names.len(), "v{version}");
+            for topic in &response.topics {
+                assert_eq!(
+                    topic.topic_authorized_operations, expected_topic,
+                    "v{version} asked={asked} {topic:?}"
+                );
+            }
+            assert_eq!(
+                response.cluster_authorized_operations, expected_cluster,
+                "v{version} asked={asked}"
+            );
+        }
     }
 }

@@ -168,8 +168,9 @@ fn delete_group(client: &mut Connection) -> i16 {
     response.results[0].error_code
 }
 
-/// No transaction coordinator yet (a code clients retry on), and clients
-/// may neither write to `__consumer_offsets` nor grow it.
+/// No transaction coordinator yet (a code clients give up on at once, not
+/// one they retry until their timeout), and clients may neither write to
+/// `__consumer_offsets` nor grow it.
 fn transactions_and_internal_writes_are_refused(client: &mut Connection) {
     let transaction = RequestKind::FindCoordinator(
         FindCoordinatorRequest::default()
@@ -183,7 +184,7 @@ fn transactions_and_internal_writes_are_refused(client: &mut Connection) {
     };
     assert_eq!(
         found.error_code,
-        ResponseError::CoordinatorNotAvailable.code()
+        ResponseError::TransactionalIdAuthorizationFailed.code()
     );
     let (error, _) = common::produce_error(&client.call(
         ApiKey::Produce,

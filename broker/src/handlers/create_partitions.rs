@@ -1,9 +1,11 @@
 //! CreatePartitions: grows a topic's partition count (never shrinks it),
 //! honours `validate_only`, and creates the new partitions on their shards.
-//! Manual assignments are accepted when they place each new partition on
-//! this node alone, the only assignment a single node can make. Internal
-//! topics keep their partition count (`__consumer_offsets` places groups by
-//! it).
+//! A manual assignment needs one replica list per new partition, each
+//! checked as CreateTopics checks them (distinct live brokers, as many as
+//! the topic's replication factor), else `INVALID_REPLICA_ASSIGNMENT`; a
+//! count that does not grow the topic is `INVALID_PARTITIONS` first, as in
+//! Kafka. Internal topics keep their partition count (`__consumer_offsets`
+//! places groups by it).
 
 use std::rc::Rc;
 
@@ -13,6 +15,7 @@ use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitions
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::metadata::Placement;
 use super::ApiSupport;
 use crate::metadata::MetadataError;
 use crate::server::Broker;
@@ -32,8 +35,9 @@ fn error(code: ResponseError, message: String) -> MetadataError {
     }
 }
 
-/// Checks a request's manual assignment, if any: one entry per new
-/// partition, each naming this node only.
+/// Checks a request's manual assignment, if any, of the partitions that
+/// grow `topic` from `current` (a count that does not grow it is the
+/// controller's to refuse).
 fn check_assignments(
     broker: &Broker,
     topic: &CreatePartitionsTopic,
@@ -43,27 +47,27 @@ fn check_assignments(
         return Ok(());
     };
     let added = i64::from(topic.count) - i64::from(current);
-    if added > 0 && assignments.len() as i64 != added {
+    if added <= 0 {
+        return Ok(());
+    }
+    if assignments.len() as i64 != added {
         return Err(error(
             ResponseError::InvalidReplicaAssignment,
             format!(
-                "increasing the number of partitions by {added} but {} assignments provided",
+                "attempted to add {added} additional partition(s), but {} assignment(s) were \
+                 specified",
                 assignments.len()
             ),
         ));
     }
-    let node = broker.config.node_id;
-    if let Some(bad) = assignments
-        .iter()
-        .find(|assignment| assignment.broker_ids.iter().map(|id| id.0).ne([node]))
-    {
-        return Err(error(
-            ResponseError::InvalidReplicaAssignment,
-            format!(
-                "assignment {:?} must name exactly broker {node}, the only one",
-                bad.broker_ids.iter().map(|id| id.0).collect::<Vec<_>>()
-            ),
-        ));
+    let replication_factor = Placement::single_node(broker).replicas.len();
+    for (assignment, partition) in assignments.iter().zip(current..) {
+        topics::check_replica_assignment(
+            broker,
+            partition,
+            &assignment.broker_ids,
+            Some(replication_factor),
+        )?;
     }
     Ok(())
 }

@@ -1,14 +1,26 @@
 //! CreateTopics: validates names, partition counts, replication factors and
 //! configs (Kafka's names), honours `validate_only`, and creates each topic's
 //! partitions on their shards.
+//!
+//! A manual replica assignment (`assignments`, which Kafka's admin clients
+//! send with `num_partitions` and `replication_factor` both -1) gives the
+//! partition count and the replication factor. It is checked as Kafka's
+//! controller does: partitions numbered 0..n-1, each once, each on a
+//! non-empty list of distinct live brokers of one common length, else
+//! `INVALID_REPLICA_ASSIGNMENT`; an assignment next to a partition count or
+//! replication factor other than -1 is `INVALID_REQUEST`.
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
 
 use super::ApiSupport;
+use crate::metadata::{MetadataError, PARTITIONS_MAX};
 use crate::server::Broker;
 use crate::topics;
 
@@ -19,11 +31,11 @@ pub const SUPPORT: ApiSupport = ApiSupport {
     max: 7,
 };
 
-/// Answers CreateTopics.
-pub async fn handle(broker: &Rc<Broker>, request: CreateTopicsRequest) -> CreateTopicsResponse {
-    let mut results = Vec::with_capacity(request.topics.len());
-    for topic in request.topics {
-        let name = topic.name.0.to_string();
+/// The partition count and replication factor `topic` asks for: its manual
+/// assignment's if it has one (see the module documentation), else its
+/// own, -1 standing for the broker's defaults.
+fn layout(broker: &Broker, topic: &CreatableTopic) -> Result<(i32, i16), MetadataError> {
+    let Some(first) = topic.assignments.first() else {
         let partitions = if topic.num_partitions == -1 {
             broker.config.num_partitions
         } else {
@@ -34,32 +46,100 @@ pub async fn handle(broker: &Rc<Broker>, request: CreateTopicsRequest) -> Create
         } else {
             topic.replication_factor
         };
-        let configs: Vec<(String, String)> = topic
-            .configs
-            .iter()
-            .filter_map(|config| {
-                Some((config.name.to_string(), config.value.as_ref()?.to_string()))
-            })
-            .collect();
-        let outcome = if request.validate_only {
-            broker
-                .controller
-                .validate_topic(&name, partitions, replication_factor, &configs)
-                .map(|_| None)
-        } else {
-            topics::create_topic(broker, &name, partitions, replication_factor, configs)
-                .await
-                .map(Some)
-        };
-        let result = CreatableTopicResult::default()
-            .with_name(topic.name)
-            .with_num_partitions(partitions)
-            .with_replication_factor(replication_factor);
+        return Ok((partitions, replication_factor));
+    };
+    let invalid_request = |field: &str| MetadataError {
+        code: ResponseError::InvalidRequest.code(),
+        message: format!(
+            "a manual partition assignment was specified, but {field} was not set to -1"
+        ),
+    };
+    if topic.replication_factor != -1 {
+        return Err(invalid_request("the replication factor"));
+    }
+    if topic.num_partitions != -1 {
+        return Err(invalid_request("the number of partitions"));
+    }
+    let invalid_assignment = |message: String| MetadataError {
+        code: ResponseError::InvalidReplicaAssignment.code(),
+        message,
+    };
+    let count = topic.assignments.len();
+    if count > PARTITIONS_MAX as usize {
+        return Err(MetadataError {
+            code: ResponseError::InvalidPartitions.code(),
+            message: format!("number of partitions must be between 1 and {PARTITIONS_MAX}"),
+        });
+    }
+    let replication_factor = first.broker_ids.len();
+    let mut assigned = vec![false; count];
+    for assignment in &topic.assignments {
+        let index = assignment.partition_index;
+        let slot = usize::try_from(index)
+            .ok()
+            .and_then(|slot| assigned.get_mut(slot))
+            .ok_or_else(|| {
+                invalid_assignment(format!(
+                    "partition {index} is outside 0..{count}: partitions should be a \
+                     consecutive 0-based integer sequence"
+                ))
+            })?;
+        if std::mem::replace(slot, true) {
+            return Err(invalid_assignment(format!(
+                "found multiple manual partition assignments for partition {index}"
+            )));
+        }
+        topics::check_replica_assignment(
+            broker,
+            index,
+            &assignment.broker_ids,
+            Some(replication_factor),
+        )?;
+    }
+    // n distinct indexes in 0..n: every partition is assigned exactly once,
+    // to at most as many replicas as there are live brokers.
+    let replication_factor = i16::try_from(replication_factor).unwrap_or(i16::MAX);
+    Ok((count as i32, replication_factor))
+}
+
+/// Creates `topic` (or only validates it): its partition count,
+/// replication factor and new id (none when only validated).
+async fn create_one(
+    broker: &Rc<Broker>,
+    topic: &CreatableTopic,
+    validate_only: bool,
+) -> Result<(i32, i16, Option<Uuid>), MetadataError> {
+    let name = topic.name.0.as_str();
+    let (partitions, replication_factor) = layout(broker, topic)?;
+    let configs: Vec<(String, String)> = topic
+        .configs
+        .iter()
+        .filter_map(|config| Some((config.name.to_string(), config.value.as_ref()?.to_string())))
+        .collect();
+    let id = if validate_only {
+        broker
+            .controller
+            .validate_topic(name, partitions, replication_factor, &configs)?;
+        None
+    } else {
+        let created =
+            topics::create_topic(broker, name, partitions, replication_factor, configs).await?;
+        Some(created.uuid())
+    };
+    Ok((partitions, replication_factor, id))
+}
+
+/// Answers CreateTopics.
+pub async fn handle(broker: &Rc<Broker>, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let outcome = create_one(broker, &topic, request.validate_only).await;
+        let result = CreatableTopicResult::default().with_name(topic.name);
         results.push(match outcome {
-            Ok(created) => match created {
-                Some(created) => result.with_topic_id(created.uuid()),
-                None => result,
-            },
+            Ok((partitions, replication_factor, id)) => result
+                .with_num_partitions(partitions)
+                .with_replication_factor(replication_factor)
+                .with_topic_id(id.unwrap_or_default()),
             Err(error) => result
                 .with_error_code(error.code)
                 .with_error_message(Some(StrBytes::from_string(error.message)))

@@ -1,7 +1,8 @@
 //! DescribeCluster: the cluster id and its brokers. A single node is the
 //! only broker and the controller. Only the broker endpoint type is served
 //! (as Kafka's brokers do); asking it for controller endpoints is
-//! `UNSUPPORTED_ENDPOINT_TYPE`.
+//! `UNSUPPORTED_ENDPOINT_TYPE`. Asked for them, the cluster's authorized
+//! operations are every cluster operation ([`crate::authorized_operations`]).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -9,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::authorized_operations::{authorized_operations, Resource};
 use crate::server::Broker;
 
 /// Versions served.
@@ -21,15 +23,6 @@ pub const SUPPORT: ApiSupport = ApiSupport {
 /// `endpoint_type` for broker listeners.
 const BROKER_ENDPOINTS: i8 = 1;
 
-/// The cluster operations a client may perform: fjord has no authorizer,
-/// so every operation Kafka defines on the cluster resource (`CREATE` 5,
-/// `ALTER` 7, `DESCRIBE` 8, `CLUSTER_ACTION` 9, `DESCRIBE_CONFIGS` 10,
-/// `ALTER_CONFIGS` 11, `IDEMPOTENT_WRITE` 12), as a bit set of
-/// `AclOperation` codes.
-const CLUSTER_OPERATIONS: i32 = 1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
-/// Kafka's "not requested" value for authorized operations.
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
-
 /// Answers DescribeCluster.
 #[must_use]
 pub fn handle(broker: &Broker, request: &DescribeClusterRequest) -> DescribeClusterResponse {
@@ -39,11 +32,10 @@ pub fn handle(broker: &Broker, request: &DescribeClusterRequest) -> DescribeClus
         .with_controller_id(node)
         // A v0 request decodes as asking for brokers, the only type v0 has.
         .with_endpoint_type(request.endpoint_type)
-        .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
-            CLUSTER_OPERATIONS
-        } else {
-            OPERATIONS_NOT_REQUESTED
-        });
+        .with_cluster_authorized_operations(authorized_operations(
+            Resource::Cluster,
+            request.include_cluster_authorized_operations,
+        ));
     if request.endpoint_type != BROKER_ENDPOINTS {
         return response
             .with_controller_id(BrokerId(-1))

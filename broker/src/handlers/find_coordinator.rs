@@ -1,7 +1,10 @@
 //! FindCoordinator: this node coordinates every group (single node), once
 //! `__consumer_offsets` exists. Batched keys (v4+) are answered one by one.
-//! Transactions have no coordinator yet: key type 1 gets
-//! `COORDINATOR_NOT_AVAILABLE`, which clients retry rather than fail on.
+//! Transactions have no coordinator yet: key type 1 (a transactional id)
+//! gets `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`, as InitProducerId does,
+//! which clients treat as fatal at once. `COORDINATOR_NOT_AVAILABLE` would
+//! be retried: `init_transactions()` would block for its whole timeout
+//! before failing.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -40,7 +43,8 @@ fn find(broker: &Broker, key: StrBytes, key_type: i8) -> Coordinator {
                 .with_host(StrBytes::from_string(broker.config.advertised_host.clone()))
                 .with_port(i32::from(broker.config.advertised_port));
         }
-        GROUP_KEY | TRANSACTION_KEY => ResponseError::CoordinatorNotAvailable,
+        GROUP_KEY => ResponseError::CoordinatorNotAvailable,
+        TRANSACTION_KEY => ResponseError::TransactionalIdAuthorizationFailed,
         _ => ResponseError::InvalidRequest,
     };
     answer

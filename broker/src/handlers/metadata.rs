@@ -1,6 +1,9 @@
 //! Metadata: brokers, topics and partitions from the metadata image, with
 //! auto-creation of unknown topics when `auto.create.topics.enable` is on and
-//! the client allows it.
+//! the client allows it. Asked for them, every topic answered by name
+//! carries its authorized operations (v8+) and the response the cluster's
+//! (v8-v10), as [`crate::authorized_operations`] describes: librdkafka's
+//! `DescribeTopics` and `DescribeCluster` read them here.
 
 use std::rc::Rc;
 
@@ -12,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::authorized_operations::{authorized_operations, Resource};
 use crate::metadata::TopicMetadata;
 use crate::server::Broker;
 use crate::topics;
@@ -23,16 +27,43 @@ pub const SUPPORT: ApiSupport = ApiSupport {
     max: 12,
 };
 
-fn describe(broker: &Broker, topic: &TopicMetadata) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config.node_id);
+/// Where a partition lives, as Metadata and DescribeTopicPartitions report
+/// it.
+pub(super) struct Placement {
+    /// The leader's node id.
+    pub leader: BrokerId,
+    /// The leader epoch.
+    pub leader_epoch: i32,
+    /// Every replica's node id, preferred leader first.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas.
+    pub isr: Vec<BrokerId>,
+}
+
+impl Placement {
+    /// Every partition on a single node: this node leads it in epoch 0 and
+    /// is its only replica and the whole ISR.
+    pub(super) fn single_node(broker: &Broker) -> Self {
+        let node = BrokerId(broker.config.node_id);
+        Self {
+            leader: node,
+            leader_epoch: 0,
+            replicas: vec![node],
+            isr: vec![node],
+        }
+    }
+}
+
+fn describe(broker: &Broker, topic: &TopicMetadata, operations: i32) -> MetadataResponseTopic {
     let partitions = (0..topic.partitions)
         .map(|index| {
+            let placement = Placement::single_node(broker);
             MetadataResponsePartition::default()
                 .with_partition_index(index)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_leader_id(placement.leader)
+                .with_leader_epoch(placement.leader_epoch)
+                .with_replica_nodes(placement.replicas)
+                .with_isr_nodes(placement.isr)
         })
         .collect();
     MetadataResponseTopic::default()
@@ -40,12 +71,14 @@ fn describe(broker: &Broker, topic: &TopicMetadata) -> MetadataResponseTopic {
         .with_topic_id(topic.uuid())
         .with_is_internal(topics::is_internal(&topic.name))
         .with_partitions(partitions)
+        .with_topic_authorized_operations(operations)
 }
 
-fn unknown(name: String, error: i16) -> MetadataResponseTopic {
+fn unknown(name: String, error: i16, operations: i32) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(name))))
         .with_error_code(error)
+        .with_topic_authorized_operations(operations)
 }
 
 /// Answers Metadata.
@@ -55,17 +88,20 @@ pub async fn handle(
     version: i16,
 ) -> MetadataResponse {
     let image = broker.controller.image();
+    // Every topic answered by name carries them, known or not, as in Kafka.
+    let operations =
+        authorized_operations(Resource::Topic, request.include_topic_authorized_operations);
     let topics = match request.topics {
         // Null (or, before v1, empty) means every topic.
         None => image
             .topics
             .values()
-            .map(|topic| describe(broker, topic))
+            .map(|topic| describe(broker, topic, operations))
             .collect(),
         Some(requested) if requested.is_empty() && version == 0 => image
             .topics
             .values()
-            .map(|topic| describe(broker, topic))
+            .map(|topic| describe(broker, topic, operations))
             .collect(),
         Some(requested) => {
             let mut topics = Vec::with_capacity(requested.len());
@@ -74,7 +110,7 @@ pub async fn handle(
                     // By topic id (v10+): KIP-848 consumers resolve the
                     // ids of their assignment this way.
                     if let Some(topic) = image.topic_by_id(wanted.topic_id) {
-                        topics.push(describe(broker, topic));
+                        topics.push(describe(broker, topic, operations));
                         continue;
                     }
                     topics.push(
@@ -85,18 +121,26 @@ pub async fn handle(
                     continue;
                 };
                 if let Some(topic) = broker.controller.image().topics.get(&name) {
-                    topics.push(describe(broker, topic));
+                    topics.push(describe(broker, topic, operations));
                     continue;
                 }
                 if topics::is_internal(&name) {
                     // Created by its coordinator at start, never by clients.
-                    topics.push(unknown(name, ResponseError::LeaderNotAvailable.code()));
+                    topics.push(unknown(
+                        name,
+                        ResponseError::LeaderNotAvailable.code(),
+                        operations,
+                    ));
                     continue;
                 }
                 let may_create = broker.config.auto_create_topics
                     && (version < 4 || request.allow_auto_topic_creation);
                 if !may_create {
-                    topics.push(unknown(name, ResponseError::UnknownTopicOrPartition.code()));
+                    topics.push(unknown(
+                        name,
+                        ResponseError::UnknownTopicOrPartition.code(),
+                        operations,
+                    ));
                     continue;
                 }
                 match topics::create_topic(
@@ -108,17 +152,20 @@ pub async fn handle(
                 )
                 .await
                 {
-                    Ok(topic) => topics.push(describe(broker, &topic)),
+                    Ok(topic) => topics.push(describe(broker, &topic, operations)),
                     Err(error) if error.code == ResponseError::TopicAlreadyExists.code() => {
                         match broker.controller.image().topics.get(&name) {
-                            Some(topic) => topics.push(describe(broker, topic)),
+                            Some(topic) => topics.push(describe(broker, topic, operations)),
                             None => {
-                                topics
-                                    .push(unknown(name, ResponseError::LeaderNotAvailable.code()));
+                                topics.push(unknown(
+                                    name,
+                                    ResponseError::LeaderNotAvailable.code(),
+                                    operations,
+                                ));
                             }
                         }
                     }
-                    Err(error) => topics.push(unknown(name, error.code)),
+                    Err(error) => topics.push(unknown(name, error.code, operations)),
                 }
             }
             topics
@@ -135,4 +182,9 @@ pub async fn handle(
         )))
         .with_controller_id(node)
         .with_topics(topics)
+        // Asked for in v8-v10 only (KIP-700 moved it to DescribeCluster).
+        .with_cluster_authorized_operations(authorized_operations(
+            Resource::Cluster,
+            request.include_cluster_authorized_operations,
+        ))
 }

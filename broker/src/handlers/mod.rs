@@ -26,6 +26,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -72,6 +73,7 @@ pub const SUPPORTED: &[ApiSupport] = &[
     create_partitions::SUPPORT,
     incremental_alter_configs::SUPPORT,
     describe_cluster::SUPPORT,
+    describe_topic_partitions::SUPPORT,
     find_coordinator::SUPPORT,
     join_group::SUPPORT,
     sync_group::SUPPORT,
@@ -126,6 +128,10 @@ pub async fn begin(broker: &Rc<Broker>, request: RequestKind) -> Begun {
 ///
 /// # Errors
 /// A [`BrokerError`] that makes the connection close.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one arm per served API: the registry's routing table"
+)]
 pub async fn dispatch(
     broker: &Rc<Broker>,
     header: &RequestHeader,
@@ -196,6 +202,9 @@ async fn run(
         RequestKind::DescribeCluster(request) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, &request))
         }
+        RequestKind::DescribeTopicPartitions(request) => ResponseKind::DescribeTopicPartitions(
+            describe_topic_partitions::handle(broker, &request),
+        ),
         RequestKind::FindCoordinator(request) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, request, version))
         }

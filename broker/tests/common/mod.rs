@@ -20,6 +20,7 @@ use kafka_protocol::messages::delete_records_request::{
 };
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -40,8 +41,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     AlterConfigsRequest, CreatePartitionsRequest, DeleteRecordsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeLogDirsRequest, IncrementalAlterConfigsRequest,
-    OffsetForLeaderEpochRequest,
+    DescribeConfigsRequest, DescribeLogDirsRequest, DescribeTopicPartitionsRequest,
+    IncrementalAlterConfigsRequest, OffsetForLeaderEpochRequest,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
@@ -274,7 +275,26 @@ const TOPIC_RESOURCE: i8 = 2;
 pub fn sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<RequestKind> {
     group_sample_request(api_key, version, name)
         .or_else(|| consumer_group_sample_request(api_key, version, name))
+        .or_else(|| describe_sample_request(api_key, name))
         .or_else(|| other_sample_request(api_key, version, name))
+}
+
+/// A populated request of an API describing brokers, log directories or
+/// partitions, `None` for other APIs.
+fn describe_sample_request(api_key: ApiKey, name: &str) -> Option<RequestKind> {
+    Some(match api_key {
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::DescribeLogDirs => {
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None))
+        }
+        ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(
+            DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![TopicRequest::default().with_name(topic(name))])
+                .with_response_partition_limit(10)
+                .with_cursor(Some(Cursor::default().with_topic_name(topic(name)))),
+        ),
+        _ => return None,
+    })
 }
 
 /// A populated request of a KIP-848 API, `None` for other APIs.
@@ -383,8 +403,6 @@ fn other_sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<Req
                         .with_partition_index(0)
                         .with_offset(0)])]),
         ),
-        ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
-        ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None)),
         ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(
             OffsetForLeaderEpochRequest::default()
                 .with_replica_id(BrokerId(-1))
