@@ -128,10 +128,6 @@ pub async fn begin(broker: &Rc<Broker>, request: RequestKind) -> Begun {
 ///
 /// # Errors
 /// A [`BrokerError`] that makes the connection close.
-#[allow(
-    clippy::too_many_lines,
-    reason = "one arm per served API: the registry's routing table"
-)]
 pub async fn dispatch(
     broker: &Rc<Broker>,
     header: &RequestHeader,
