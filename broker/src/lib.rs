@@ -16,6 +16,7 @@ pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod recompress;
+mod send_progress;
 pub mod server;
 pub mod topics;
 

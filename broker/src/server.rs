@@ -30,7 +30,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use event_listener::Event;
@@ -51,6 +51,7 @@ use crate::groups::GroupCoordinator;
 use crate::handlers::produce::{LegacyProduce, OLDEST_APPENDED_VERSION};
 use crate::handlers::{self, Reply};
 use crate::metadata::Controller;
+use crate::send_progress::SendProgress;
 
 /// Requests of one connection being processed at once; the reader waits
 /// for the oldest response beyond this.
@@ -312,6 +313,7 @@ async fn write_responses(
     stall_timeout: Duration,
     peer: Option<SocketAddr>,
 ) {
+    let progress = Rc::new(SendProgress::new(socket, stall_timeout));
     while let Some(PendingResponse { task, fetch_turn }) = pending.recv().await {
         let chunks = match task.await {
             Some(Outcome::Send(chunks)) => chunks,
@@ -319,16 +321,17 @@ async fn write_responses(
             Some(Outcome::Close) | None => break,
         };
         let written = if fetch_turn.is_some() {
+            let progress = Rc::clone(&progress);
             let (returned, written) = shard
                 .spawn_consumer_read(async move {
-                    let written = write_chunks(&mut writer, socket, chunks, stall_timeout).await;
+                    let written = write_chunks(&mut writer, &progress, chunks).await;
                     (writer, written)
                 })
                 .await;
             writer = returned;
             written
         } else {
-            write_chunks(&mut writer, socket, chunks, stall_timeout).await
+            write_chunks(&mut writer, &progress, chunks).await
         };
         drop(fetch_turn);
         if let Err(error) = written {
@@ -501,45 +504,44 @@ const SEND_PIECE_BYTES: usize = 256 * 1024;
 
 /// Sends one response's chunks in order: bytes with the stream's own
 /// writes (small ones gathered into one), file ranges with `sendfile(2)` on
-/// the socket, both in pieces of at most [`SEND_PIECE_BYTES`]. A piece the
-/// client does not take within `stall_timeout` fails the response with
-/// [`std::io::ErrorKind::TimedOut`].
+/// the socket, both in pieces of at most [`SEND_PIECE_BYTES`]. A client
+/// that takes nothing of what is outstanding for `connections.max.idle.ms`
+/// fails the response with [`std::io::ErrorKind::TimedOut`]
+/// ([`SendProgress`]).
 async fn write_chunks(
     writer: &mut (impl futures_lite::AsyncWrite + Unpin),
-    socket: RawFd,
+    progress: &SendProgress,
     chunks: Vec<ResponseChunk>,
-    stall_timeout: Duration,
 ) -> std::io::Result<()> {
     let mut gathered = BytesMut::new();
     for chunk in chunks {
         match chunk {
             ResponseChunk::Bytes(bytes) if bytes.len() < COALESCE_CHUNK_BYTES_MAX => {
                 if gathered.len() + bytes.len() > COALESCE_BUFFER_BYTES {
-                    write_within(writer, &gathered.split(), stall_timeout).await?;
+                    write_watched(writer, &gathered.split(), progress).await?;
                 }
                 gathered.extend_from_slice(&bytes);
             }
             ResponseChunk::Bytes(bytes) => {
-                write_within(writer, &gathered.split(), stall_timeout).await?;
+                write_watched(writer, &gathered.split(), progress).await?;
                 for piece in bytes.chunks(SEND_PIECE_BYTES) {
                     // glommio completes a send to a socket with room
                     // without yielding; the shard's other tasks (appends,
                     // other shards' requests) get their turn here once the
                     // preempt timer fired.
                     glommio::yield_if_needed().await;
-                    write_within(writer, piece, stall_timeout).await?;
+                    write_watched(writer, piece, progress).await?;
                 }
             }
             ResponseChunk::File(range) => {
-                write_within(writer, &gathered.split(), stall_timeout).await?;
+                write_watched(writer, &gathered.split(), progress).await?;
                 // A descriptor of our own: the blocking thread may outlive
                 // this task if the connection is torn down meanwhile.
-                let socket = Arc::new(duplicate(socket)?);
+                let socket = Arc::new(duplicate(progress.socket())?);
                 let end = range.position + range.len;
                 let mut position = range.position;
-                let mut progressed = Instant::now();
                 while position < end {
-                    until_writable(socket.as_raw_fd(), progressed + stall_timeout).await?;
+                    until_writable(socket.as_raw_fd(), progress).await?;
                     // One pool call per piece: the pool thread shares the
                     // shard's CPU, and the kernel lets a running thread
                     // finish its time slice before a woken shard runs.
@@ -555,15 +557,14 @@ async fn write_chunks(
                     if sent == 0 {
                         // Room by poll(2)'s measure, none by sendfile's.
                         glommio::timer::sleep(SEND_ROOM_POLL_FIRST).await;
-                    } else {
-                        progressed = Instant::now();
                     }
+                    progress.sent(sent);
                     position += sent;
                 }
             }
         }
     }
-    write_within(writer, &gathered, stall_timeout).await
+    write_watched(writer, &gathered, progress).await
 }
 
 /// The first pause between two looks at a full send buffer; it doubles
@@ -575,19 +576,27 @@ const SEND_ROOM_POLL_FIRST: Duration = Duration::from_micros(100);
 /// millisecond until `connections.max.idle.ms` closes it.
 const SEND_ROOM_POLL_MAX: Duration = Duration::from_millis(1);
 
-/// Writes `bytes` with the stream's own writes, failing with
-/// [`std::io::ErrorKind::TimedOut`] if the client has not taken them all
-/// within `stall_timeout`.
-async fn write_within(
+/// Writes all of `bytes` with the stream's own writes, counting each in
+/// `progress`, failing with [`std::io::ErrorKind::TimedOut`] once the
+/// client stalls. Whether it stalled is looked at whenever a write waits,
+/// by what the client acknowledged: a client that takes nothing may still
+/// leave a send room for a few bytes now and then.
+async fn write_watched(
     writer: &mut (impl futures_lite::AsyncWrite + Unpin),
-    bytes: &[u8],
-    stall_timeout: Duration,
+    mut bytes: &[u8],
+    progress: &SendProgress,
 ) -> std::io::Result<()> {
-    futures_lite::future::or(writer.write_all(bytes), async {
-        glommio::timer::sleep(stall_timeout).await;
-        Err(std::io::ErrorKind::TimedOut.into())
-    })
-    .await
+    while !bytes.is_empty() {
+        let written =
+            futures_lite::future::or(writer.write(bytes), async { Err(progress.stalled().await) })
+                .await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        progress.sent(written as u64);
+        bytes = &bytes[written..];
+    }
+    Ok(())
 }
 
 /// Makes the connection's socket non-blocking. glommio's own sends and
@@ -619,12 +628,12 @@ fn set_nonblocking(socket: RawFd) {
 /// between, up to [`SEND_ROOM_POLL_MAX`].
 ///
 /// # Errors
-/// [`std::io::ErrorKind::TimedOut`] once `give_up` has passed; the
-/// socket's error if `poll` fails.
-async fn until_writable(socket: RawFd, give_up: Instant) -> std::io::Result<()> {
+/// [`std::io::ErrorKind::TimedOut`] once the client stalls; the socket's
+/// error if `poll` fails.
+async fn until_writable(socket: RawFd, progress: &SendProgress) -> std::io::Result<()> {
     let mut pause = SEND_ROOM_POLL_FIRST;
     loop {
-        if Instant::now() >= give_up {
+        if progress.is_stalled() {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
         let mut poll = libc::pollfd {
