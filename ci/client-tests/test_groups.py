@@ -132,8 +132,8 @@ def coordinator_loaded(broker):
     returns rather than retries (as against Kafka)."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     try:
-        admin.list_consumer_groups().result(timeout=10)
-        return True
+        # A broker's error comes back in `errors`, not as an exception.
+        return not admin.list_consumer_groups().result(timeout=10).errors
     except KafkaException:
         return False
 
