@@ -14,7 +14,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use fjord_engine::config::LogConfig;
-use fjord_engine::shard::{Request, Response};
 use fjord_engine::TopicPartition;
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::ResponseError;
@@ -199,24 +198,19 @@ async fn create_partitions(
                 let partition = TopicPartition::new(name, *index);
                 let config = config.clone();
                 glommio::spawn_local(async move {
-                    let owner = broker.shard.owner_of(&partition);
-                    broker
-                        .shard
-                        .call(owner, Request::Create(partition, config))
-                        .await
+                    broker.shard.create_partition(partition, config).await
                 })
             })
             .collect();
         for task in tasks {
             match task.await {
-                Response::Done | Response::Failed(fjord_engine::Error::PartitionExists(_)) => {}
-                Response::Failed(error) => {
+                Ok(()) | Err(fjord_engine::Error::PartitionExists(_)) => {}
+                Err(error) => {
                     first_error.get_or_insert(MetadataError {
                         code: ResponseError::KafkaStorageError.code(),
                         message: error.to_string(),
                     });
                 }
-                other => unreachable!("Create answers Done or Failed, not {other:?}"),
             }
         }
         if first_error.is_some() {
@@ -286,20 +280,15 @@ pub async fn alter_topic_configs(
         .map_or(0, |topic| topic.partitions);
     for partition in 0..partitions {
         let partition = TopicPartition::new(name, partition);
-        let owner = broker.shard.owner_of(&partition);
-        match broker
+        if let Err(error) = broker
             .shard
-            .call(owner, Request::SetConfig(partition.clone(), config.clone()))
+            .set_config(partition.clone(), config.clone())
             .await
         {
-            Response::Done => {}
-            Response::Failed(error) => {
-                return Err(MetadataError {
-                    code: ResponseError::KafkaStorageError.code(),
-                    message: format!("{partition}: {error}"),
-                })
-            }
-            other => unreachable!("SetConfig answers Done or Failed, not {other:?}"),
+            return Err(MetadataError {
+                code: ResponseError::KafkaStorageError.code(),
+                message: format!("{partition}: {error}"),
+            });
         }
     }
     Ok(())
@@ -317,12 +306,7 @@ pub async fn delete_topic(broker: &Rc<Broker>, name: &str) -> Result<TopicMetada
     .await?;
     for partition in 0..topic.partitions {
         let partition = TopicPartition::new(name, partition);
-        let owner = broker.shard.owner_of(&partition);
-        if let Response::Failed(error) = broker
-            .shard
-            .call(owner, Request::Delete(partition.clone()))
-            .await
-        {
+        if let Err(error) = broker.shard.delete_partition(partition.clone()).await {
             tracing::warn!(%partition, %error, "deleting partition data failed");
         }
     }
@@ -336,11 +320,7 @@ pub async fn delete_topic(broker: &Rc<Broker>, name: &str) -> Result<TopicMetada
 /// this, records acknowledged before a restart would stay invisible to
 /// consumers until the next produce.
 pub async fn commit_recovered_partitions(broker: &Rc<Broker>) {
-    let Response::Partitions(partitions) = broker
-        .shard
-        .call(broker.shard.id(), Request::ListPartitions)
-        .await
-    else {
+    let Ok(partitions) = broker.shard.list_partitions(broker.shard.id()).await else {
         return;
     };
     for partition in partitions {
@@ -357,14 +337,13 @@ pub async fn reconcile_partitions(broker: &Rc<Broker>) {
         let config = broker.controller.log_config_for(&topic.name);
         for partition in 0..topic.partitions {
             let partition = TopicPartition::new(topic.name.clone(), partition);
-            let owner = broker.shard.owner_of(&partition);
             match broker
                 .shard
-                .call(owner, Request::Create(partition.clone(), config.clone()))
+                .create_partition(partition.clone(), config.clone())
                 .await
             {
-                Response::Done | Response::Failed(fjord_engine::Error::PartitionExists(_)) => {}
-                other => tracing::error!(%partition, ?other, "cannot open partition"),
+                Ok(()) | Err(fjord_engine::Error::PartitionExists(_)) => {}
+                Err(error) => tracing::error!(%partition, %error, "cannot open partition"),
             }
         }
     }

@@ -39,7 +39,7 @@ use common::{
 use fjord_engine::batch::{self, BatchHeader};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
 use fjord_engine::log::cleaner::{CLEANED_SUFFIX, OFFSET_MAP_ENTRY_BYTES, SWAP_FILE};
-use fjord_engine::shard::{self, CleanerConfig, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, CleanerConfig, EngineConfig, Shard};
 use fjord_engine::{Error, Offset, TimestampMs, TopicPartition};
 
 const TEST_NAME: &str = "compacted_logs_survive_kill_9_during_cleaning";
@@ -121,14 +121,18 @@ fn read_expected(dir: &Path) -> BTreeMap<u64, i64> {
 
 /// Reads the partition whole and checks it against `expected`; returns the
 /// log end and the number of records present.
-async fn verify(shard: &Shard, data_dir: &Path, expected: &BTreeMap<u64, i64>) -> (Offset, i64) {
+async fn verify(
+    shard: &Rc<Shard>,
+    data_dir: &Path,
+    expected: &BTreeMap<u64, i64>,
+) -> (Offset, i64) {
     let tp = partition();
-    let offsets = match shard.call(0, Request::Offsets(tp.clone())).await {
-        Response::Offsets(offsets) => offsets,
-        Response::Failed(Error::UnknownPartition(_)) if expected.is_empty() => {
+    let offsets = match shard.offsets(tp.clone()).await {
+        Ok(offsets) => offsets,
+        Err(Error::UnknownPartition(_)) if expected.is_empty() => {
             return (Offset::ZERO, 0);
         }
-        other => panic!("offsets failed: {other:?}"),
+        Err(other) => panic!("offsets failed: {other:?}"),
     };
     let dir = data_dir.join(tp.dir_name());
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -207,12 +211,9 @@ fn run_child(dir: &Path) {
                 return;
             }
             let tp = partition();
-            match shard
-                .call(0, Request::Create(tp.clone(), log_config()))
-                .await
-            {
-                Response::Done | Response::Failed(Error::PartitionExists(_)) => {}
-                other => panic!("create failed: {other:?}"),
+            match shard.create_partition(tp.clone(), log_config()).await {
+                Ok(()) | Err(Error::PartitionExists(_)) => {}
+                Err(other) => panic!("create failed: {other:?}"),
             }
             let mut rng = Rng::new(seed);
             let stop_at = Instant::now() + CHILD_LIFETIME;
@@ -228,10 +229,10 @@ fn run_child(dir: &Path) {
                     })
                     .collect();
                 let bytes = keyed_batch(&records, TimestampMs::now());
-                let appended = shard.call(0, leader_append(&tp, bytes, true)).await;
-                let Response::Appended(info) = appended else {
-                    panic!("append failed: {appended:?}")
-                };
+                let info = shard
+                    .append(leader_append(&tp, bytes, true))
+                    .await
+                    .expect("append");
                 assert_eq!(info.base_offset.0, base, "only this task appends");
                 for (delta, key) in keys.iter().enumerate() {
                     println!("{ACK_PREFIX}{key} {}", base + delta as i64);

@@ -16,7 +16,7 @@ use common::leader_append;
 use fjord_engine::batch::{self, build_batch, BatchHeader};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
 use fjord_engine::log::ReadData;
-use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, EngineConfig, Shard};
 use fjord_engine::{Offset, TimestampMs, TopicPartition};
 
 #[test]
@@ -35,16 +35,18 @@ fn a_zero_copy_read_of_a_replaced_segment_still_sends_the_old_batches() {
             cleanup_policy: CleanupPolicy::COMPACT,
             ..LogConfig::default()
         };
-        assert!(matches!(
-            shard.call(0, Request::Create(tp.clone(), log_config)).await,
-            Response::Done
-        ));
+        shard
+            .create_partition(tp.clone(), log_config)
+            .await
+            .expect("create");
         let value = vec![9u8; 300];
         for version in 0..60u8 {
             let key = [b'k', version % 4];
             let batch = build_batch(&[(Some(&key), Some(&value))], TimestampMs(1), None);
-            let appended = shard.call(0, leader_append(&tp, batch, true)).await;
-            assert!(matches!(appended, Response::Appended(_)), "{appended:?}");
+            shard
+                .append(leader_append(&tp, batch, true))
+                .await
+                .expect("append");
         }
         let log = shard.local_log(&tp).unwrap();
         let end = log.offsets().high_watermark;

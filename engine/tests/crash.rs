@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use common::{exit_on_panic, read_batches, seed_from_env, values_batch, Rng, TestChild};
 use fjord_engine::batch::{self, BatchHeader};
 use fjord_engine::config::LogConfig;
-use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, AppendRequest, EngineConfig, Shard};
 use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use futures_lite::FutureExt as _;
 
@@ -192,17 +192,15 @@ fn check_batch(index: i32, bytes: &[u8], expected_base: Offset) -> Offset {
 
 /// Reads partition `index` whole through `shard` and checks it against
 /// `expected`; returns its log end.
-async fn verify_partition(shard: &Shard, index: i32, expected: Expected) -> Offset {
+async fn verify_partition(shard: &Rc<Shard>, index: i32, expected: Expected) -> Offset {
     let tp = partition(index);
-    let owner = shard.owner_of(&tp);
-    let response = shard.call(owner, Request::Offsets(tp.clone())).await;
-    let offsets = match response {
-        Response::Offsets(offsets) => offsets,
+    let offsets = match shard.offsets(tp.clone()).await {
+        Ok(offsets) => offsets,
         // Killed before the partition was created: nothing was acknowledged.
-        Response::Failed(Error::UnknownPartition(_)) if expected.acked_end == Offset(0) => {
+        Err(Error::UnknownPartition(_)) if expected.acked_end == Offset(0) => {
             return Offset(0);
         }
-        other => panic!("partition {index}: offsets failed: {other:?}"),
+        Err(other) => panic!("partition {index}: offsets failed: {other:?}"),
     };
     assert_eq!(offsets.log_start, Offset(0), "partition {index}: log start");
     assert!(
@@ -298,14 +296,10 @@ async fn write_partition(
     append_for: Duration,
 ) -> (i32, Offset) {
     let tp = partition(index);
-    let owner = shard.owner_of(&tp);
     let mut next = verify_partition(&shard, index, expected).await;
-    match shard
-        .call(owner, Request::Create(tp.clone(), log_config()))
-        .await
-    {
-        Response::Done | Response::Failed(Error::PartitionExists(_)) => {}
-        other => panic!("partition {index}: create failed: {other:?}"),
+    match shard.create_partition(tp.clone(), log_config()).await {
+        Ok(()) | Err(Error::PartitionExists(_)) => {}
+        Err(other) => panic!("partition {index}: create failed: {other:?}"),
     }
     let stopped = Rc::new(std::cell::Cell::new(false));
     let flusher = glommio::spawn_local(flush_repeatedly(
@@ -324,23 +318,20 @@ async fn write_partition(
             .collect();
         let bytes = values_batch(&values, TimestampMs::now(), None);
         match shard
-            .call(
-                owner,
-                Request::Append(AppendRequest {
-                    partition: tp.clone(),
-                    batches: vec![bytes.into()],
-                    leader_epoch: LeaderEpoch(0),
-                    flush: false,
-                    advance_high_watermark: false,
-                }),
-            )
+            .append(AppendRequest {
+                partition: tp.clone(),
+                batches: vec![bytes.into()],
+                leader_epoch: LeaderEpoch(0),
+                flush: false,
+                advance_high_watermark: false,
+            })
             .await
         {
-            Response::Appended(info) => assert_eq!(
+            Ok(info) => assert_eq!(
                 info.base_offset, next,
                 "partition {index}: append landed elsewhere"
             ),
-            other => panic!("partition {index}: append at {next} failed: {other:?}"),
+            Err(other) => panic!("partition {index}: append at {next} failed: {other:?}"),
         }
         next = next.plus(values.len() as i64);
         appends_since_flush += 1;
@@ -369,16 +360,16 @@ fn flush_interval(rng: &mut Rng) -> u64 {
 }
 
 /// Flushes partition `index` and acknowledges the flushed end on stdout.
-async fn flush(shard: &Shard, index: i32) -> Offset {
+async fn flush(shard: &Rc<Shard>, index: i32) -> Offset {
     let tp = partition(index);
-    match shard.call(shard.owner_of(&tp), Request::Flush(tp)).await {
-        Response::Offset(flushed) => {
+    match shard.flush(tp).await {
+        Ok(flushed) => {
             // One write per line (stdout is line-buffered), so a kill never
             // leaves half an ack that parses.
             println!("{ACK_PREFIX}{index} {}", flushed.0);
             flushed
         }
-        other => panic!("partition {index}: flush failed: {other:?}"),
+        Err(other) => panic!("partition {index}: flush failed: {other:?}"),
     }
 }
 

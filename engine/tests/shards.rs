@@ -9,7 +9,7 @@ use std::rc::Rc;
 use common::{leader_append, read_batches};
 use fjord_engine::batch::{build_batch, BatchHeader};
 use fjord_engine::config::LogConfig;
-use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, EngineConfig, Shard};
 use fjord_engine::{Offset, TimestampMs, TopicPartition};
 
 const PARTITIONS: i32 = 8;
@@ -29,16 +29,15 @@ fn engine_config(dir: &std::path::Path) -> EngineConfig {
     config
 }
 
-async fn create_all(shard: &Shard) {
+async fn create_all(shard: &Rc<Shard>) {
     if shard.id() != 0 {
         return;
     }
     for partition in partitions() {
-        let owner = shard.owner_of(&partition);
-        let response = shard
-            .call(owner, Request::Create(partition, LogConfig::default()))
-            .await;
-        assert!(matches!(response, Response::Done), "{response:?}");
+        shard
+            .create_partition(partition, LogConfig::default())
+            .await
+            .expect("create");
     }
 }
 
@@ -60,14 +59,11 @@ fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
                 let value = format!("shard {} round {round}", shard.id());
                 let batch =
                     build_batch(&[(None, Some(value.as_bytes()))], TimestampMs::now(), None);
-                let owner = shard.owner_of(&partition);
-                match shard
-                    .call(owner, leader_append(&partition, batch, false))
+                let info = shard
+                    .append(leader_append(&partition, batch, false))
                     .await
-                {
-                    Response::Appended(info) => acked.push((partition, info.base_offset)),
-                    other => panic!("append failed: {other:?}"),
-                }
+                    .expect("append");
+                acked.push((partition, info.base_offset));
             }
         }
         acked

@@ -23,7 +23,7 @@ use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
-use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, AppendRequest, EngineConfig, Shard};
 use fjord_engine::storage::dma::DmaStorage;
 use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -101,22 +101,19 @@ async fn append_until_refused(
             appends.len() - 1
         };
         let bytes = build_batch(&[(None, Some(value.as_bytes()))], TimestampMs::now(), None);
-        let response = shard
-            .call(
-                shard.owner_of(&tp),
-                Request::Append(AppendRequest {
-                    partition: tp.clone(),
-                    batches: vec![bytes.into()],
-                    leader_epoch: LeaderEpoch(0),
-                    flush: false,
-                    advance_high_watermark: false,
-                }),
-            )
+        let appended = shard
+            .append(AppendRequest {
+                partition: tp.clone(),
+                batches: vec![bytes.into()],
+                leader_epoch: LeaderEpoch(0),
+                flush: false,
+                advance_high_watermark: false,
+            })
             .await;
-        let outcome = match response {
-            Response::Appended(info) => Outcome::Acked(info.base_offset),
-            Response::Failed(Error::ShuttingDown) => Outcome::ShuttingDown,
-            other => Outcome::Failed(format!("{other:?}")),
+        let outcome = match appended {
+            Ok(info) => Outcome::Acked(info.base_offset),
+            Err(Error::ShuttingDown) => Outcome::ShuttingDown,
+            Err(other) => Outcome::Failed(format!("{other:?}")),
         };
         let stop = !matches!(outcome, Outcome::Acked(_));
         appends.lock().unwrap()[slot].outcome = outcome;
@@ -128,7 +125,7 @@ async fn append_until_refused(
 }
 
 /// Reads partition `index` whole: the value at each offset, from offset 0.
-async fn read_all(shard: &Shard, index: i32) -> Vec<String> {
+async fn read_all(shard: &Rc<Shard>, index: i32) -> Vec<String> {
     let tp = partition(index);
     let offsets = offsets(shard, &tp).await;
     let batches = read_batches(shard, &tp, Offset(0)..offsets.log_end, 64 << 10, false).await;
@@ -160,10 +157,10 @@ fn clean_shutdown_with_appends_in_flight_loses_nothing_acknowledged() {
         for index in
             (0..PARTITIONS).filter(|&index| shard.owner_of(&partition(index)) == shard.id())
         {
-            let response = shard
-                .call(shard.id(), Request::Create(partition(index), log_config()))
-                .await;
-            assert!(matches!(response, Response::Done), "{response:?}");
+            shard
+                .create_partition(partition(index), log_config())
+                .await
+                .expect("create");
         }
     })
     .unwrap();

@@ -206,7 +206,7 @@ fn a_reopened_active_segment_is_verified_before_it_is_sent() {
 }
 
 /// A reader catching up from disk, with the shard's read-ahead between its
-/// reads as `Request::ReadZeroCopy` does it, gets every batch once and in
+/// reads as `Shard::read_zero_copy` does it, gets every batch once and in
 /// order, across segment boundaries, from chunks read ahead: each chunk
 /// holds budget while it waits and gives it back when a read claims it.
 #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_engine::config::LogConfig;
-use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, AppendRequest, EngineConfig, Shard};
 use fjord_engine::{Error, LeaderEpoch, TopicPartition};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -223,7 +223,7 @@ pub fn append_volume(config: &EngineConfig, plan: &AppendPlan) -> BenchResult<Ap
 ///
 /// # Errors
 /// The first failed create, append or flush, as text.
-pub async fn drive_shard(shard: &Shard, plan: &AppendPlan) -> Result<ShardOutcome, String> {
+pub async fn drive_shard(shard: &Rc<Shard>, plan: &AppendPlan) -> Result<ShardOutcome, String> {
     let own = create_own_partitions(shard, &plan.partitions).await?;
     let histogram = RefCell::new(latency::new_histogram());
     let started = Instant::now();
@@ -255,7 +255,7 @@ pub async fn drive_shard(shard: &Shard, plan: &AppendPlan) -> Result<ShardOutcom
 /// # Errors
 /// A failed create, as text.
 pub async fn create_own_partitions(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     partitions: &[TopicPartition],
 ) -> Result<Vec<TopicPartition>, String> {
     let own: Vec<TopicPartition> = partitions
@@ -265,14 +265,11 @@ pub async fn create_own_partitions(
         .collect();
     for partition in &own {
         match shard
-            .call(
-                shard.id(),
-                Request::Create(partition.clone(), LogConfig::default()),
-            )
+            .create_partition(partition.clone(), LogConfig::default())
             .await
         {
-            Response::Done | Response::Failed(Error::PartitionExists(_)) => {}
-            other => return Err(format!("creating {partition}: {other:?}")),
+            Ok(()) | Err(Error::PartitionExists(_)) => {}
+            Err(other) => return Err(format!("creating {partition}: {other}")),
         }
     }
     Ok(own)
@@ -281,7 +278,7 @@ pub async fn create_own_partitions(
 /// One in-flight slot of a partition: appends (and flushes) until the
 /// partition's share is used up. Returns the bytes it appended.
 async fn append_loop(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     partition: &TopicPartition,
     remaining: &Cell<u64>,
     plan: &AppendPlan,
@@ -291,25 +288,22 @@ async fn append_loop(
     while remaining.get() > 0 {
         remaining.set(remaining.get() - 1);
         let begin = Instant::now();
-        let request = Request::Append(AppendRequest {
+        let append = AppendRequest {
             partition: partition.clone(),
             batches: vec![plan.batch.clone()],
             leader_epoch: LeaderEpoch(0),
             flush: false,
             advance_high_watermark: false,
-        });
-        match shard.call(shard.id(), request).await {
-            Response::Appended(_) => {}
-            other => return Err(format!("appending to {partition}: {other:?}")),
-        }
+        };
+        shard
+            .append(append)
+            .await
+            .map_err(|error| format!("appending to {partition}: {error}"))?;
         if plan.flush_every_batch {
-            match shard
-                .call(shard.id(), Request::Flush(partition.clone()))
+            shard
+                .flush(partition.clone())
                 .await
-            {
-                Response::Offset(_) => {}
-                other => return Err(format!("flushing {partition}: {other:?}")),
-            }
+                .map_err(|error| format!("flushing {partition}: {error}"))?;
         }
         latency::record(&mut histogram.borrow_mut(), begin.elapsed());
         appended_bytes += plan.batch.len() as u64;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fjord_engine::batch::{build_batch, KeyValue};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
-use fjord_engine::shard::{self, AppendRequest, CleanerConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, AppendRequest, CleanerConfig, Shard};
 use fjord_engine::{LeaderEpoch, TimestampMs, TopicPartition};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -169,25 +169,20 @@ fn compacted_config(args: &CompactionArgs, policy: CleanupPolicy) -> LogConfig {
     }
 }
 
-async fn call(shard: &Shard, request: Request) -> Result<Response, String> {
-    match shard.call(shard.id(), request).await {
-        Response::Failed(error) => Err(error.to_string()),
-        response => Ok(response),
-    }
-}
-
-async fn drive(shard: &Shard, args: &CompactionArgs) -> Result<Outcome, String> {
+async fn drive(shard: &Rc<Shard>, args: &CompactionArgs) -> Result<Outcome, String> {
     let compacted = TopicPartition::new("compacted", 0);
     let probe = TopicPartition::new("probe", 0);
-    call(
-        shard,
-        Request::Create(
+    shard
+        .create_partition(
             compacted.clone(),
             compacted_config(args, CleanupPolicy::DELETE),
-        ),
-    )
-    .await?;
-    call(shard, Request::Create(probe.clone(), LogConfig::default())).await?;
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+    shard
+        .create_partition(probe.clone(), LogConfig::default())
+        .await
+        .map_err(|error| error.to_string())?;
     fill(shard, &compacted, args).await?;
     let log = shard
         .local_log(&compacted)
@@ -202,14 +197,13 @@ async fn drive(shard: &Shard, args: &CompactionArgs) -> Result<Outcome, String> 
         Instant::now() >= baseline_until
     })
     .await?;
-    call(
-        shard,
-        Request::SetConfig(
+    shard
+        .set_config(
             compacted.clone(),
             compacted_config(args, CleanupPolicy::COMPACT),
-        ),
-    )
-    .await?;
+        )
+        .await
+        .map_err(|error| error.to_string())?;
     let started = Instant::now();
     // Checked between probe appends, at most every POLL_INTERVAL.
     let last_check = Cell::new(started);
@@ -245,7 +239,7 @@ async fn drive(shard: &Shard, args: &CompactionArgs) -> Result<Outcome, String> 
 
 /// Fills `partition` with keyed records, flushed, readable by consumers.
 async fn fill(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     partition: &TopicPartition,
     args: &CompactionArgs,
 ) -> Result<(), String> {
@@ -264,25 +258,27 @@ async fn fill(
             .collect();
         let batch = Bytes::from(build_batch(&records, TimestampMs::now(), None));
         written += batch.len() as u64;
-        call(
-            shard,
-            Request::Append(AppendRequest {
+        shard
+            .append(AppendRequest {
                 partition: partition.clone(),
                 batches: vec![batch],
                 leader_epoch: LeaderEpoch(0),
                 flush: false,
                 advance_high_watermark: true,
-            }),
-        )
-        .await?;
+            })
+            .await
+            .map_err(|error| error.to_string())?;
     }
-    call(shard, Request::Flush(partition.clone())).await?;
+    shard
+        .flush(partition.clone())
+        .await
+        .map_err(|error| error.to_string())?;
     Ok(())
 }
 
 /// Appends + flushes `batch` to `partition`, one at a time, until `stop`.
 async fn probe_until(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     partition: &TopicPartition,
     batch: &Bytes,
     stop: impl Fn() -> bool,
@@ -290,17 +286,16 @@ async fn probe_until(
     let mut histogram = latency::new_histogram();
     while !stop() {
         let begin = Instant::now();
-        call(
-            shard,
-            Request::Append(AppendRequest {
+        shard
+            .append(AppendRequest {
                 partition: partition.clone(),
                 batches: vec![batch.clone()],
                 leader_epoch: LeaderEpoch(0),
                 flush: true,
                 advance_high_watermark: true,
-            }),
-        )
-        .await?;
+            })
+            .await
+            .map_err(|error| error.to_string())?;
         latency::record(&mut histogram, begin.elapsed());
     }
     Ok(histogram)

@@ -2,7 +2,7 @@
 //!
 //! Every benchmark here runs [`fjord_engine::shard::run`] over a data
 //! directory and issues partition operations only on the owning shard
-//! (`shard.call(shard.id(), ...)`, which runs in place), so the mesh between
+//! (partitions it owns, whose operations run in place), so the mesh between
 //! shards is never on the measured path.
 
 pub mod append;

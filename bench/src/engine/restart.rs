@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use fjord_engine::shard::{self, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, EngineConfig, Shard};
 use serde::Serialize;
 
 use super::append::{append_volume, drive_shard, AppendPlan};
@@ -257,10 +257,11 @@ pub fn time_open(config: &EngineConfig) -> BenchResult<OpenTiming> {
     let called = Instant::now();
     let mains_started = shard::run(config, |shard: Rc<Shard>| async move {
         // Proves the partitions are open, and costs nothing measurable.
-        match shard.call(shard.id(), Request::ListPartitions).await {
-            Response::Partitions(_) => Some(Instant::now()),
-            _ => None,
-        }
+        shard
+            .list_partitions(shard.id())
+            .await
+            .ok()
+            .map(|_| Instant::now())
     })?;
     let run_ms = called.elapsed().as_secs_f64() * 1e3;
     let last_started = mains_started

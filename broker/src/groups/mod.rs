@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_engine::batch::{build_batch, records as batch_records, BatchHeader};
-use fjord_engine::shard::{AppendRequest, Request, Response};
+use fjord_engine::shard::{AppendRequest, ReadBound, ReadRequest};
 use fjord_engine::{LeaderEpoch, TimestampMs, TopicPartition};
 use kafka_protocol::ResponseError;
 
@@ -279,7 +279,6 @@ pub async fn append(
         .collect();
     let batch = build_batch(&pairs, TimestampMs::now(), None);
     let partition = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, partition);
-    let owner = broker.shard.owner_of(&partition);
     let append = AppendRequest {
         partition: partition.clone(),
         batches: vec![Bytes::from(batch)],
@@ -287,9 +286,9 @@ pub async fn append(
         flush: true,
         advance_high_watermark: true,
     };
-    match broker.shard.call(owner, Request::Append(append)).await {
-        Response::Appended(info) => Ok(info.base_offset.0),
-        Response::Failed(error) => {
+    match broker.shard.append(append).await {
+        Ok(info) => Ok(info.base_offset.0),
+        Err(error) => {
             tracing::warn!(%partition, %error, "cannot write to the group log");
             Err(
                 if engine_error_code(&error) == ResponseError::MessageTooLarge.code() {
@@ -299,7 +298,6 @@ pub async fn append(
                 },
             )
         }
-        other => unreachable!("Append answers Appended or Failed, not {other:?}"),
     }
 }
 
@@ -351,32 +349,28 @@ pub async fn load(broker: &Rc<Broker>) {
 
 async fn read_partition(broker: &Broker, index: i32) -> Result<HashMap<String, Group>, String> {
     let partition = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, index);
-    let owner = broker.shard.owner_of(&partition);
-    let offsets = match broker
+    let offsets = broker
         .shard
-        .call(owner, Request::Offsets(partition.clone()))
+        .offsets(partition.clone())
         .await
-    {
-        Response::Offsets(offsets) => offsets,
-        Response::Failed(error) => return Err(error.to_string()),
-        other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
-    };
+        .map_err(|error| error.to_string())?;
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut next = offsets.log_start;
     let now = Instant::now();
     while next < offsets.high_watermark {
-        let read = Request::Read {
+        let read = ReadRequest {
             partition: partition.clone(),
             offset: next,
             max_bytes: LOAD_READ_BYTES,
             upper_bound: offsets.high_watermark,
-            committed: true,
+            bound: ReadBound::HighWatermark,
         };
-        let batches = match broker.shard.call(owner, read).await {
-            Response::Read(read) => read.batches,
-            Response::Failed(error) => return Err(error.to_string()),
-            other => unreachable!("Read answers Read or Failed, not {other:?}"),
-        };
+        let batches = broker
+            .shard
+            .read(read)
+            .await
+            .map_err(|error| error.to_string())?
+            .batches;
         if batches.is_empty() {
             break;
         }

@@ -7,7 +7,6 @@
 
 use std::rc::Rc;
 
-use fjord_engine::shard::{Request, Response};
 use fjord_engine::{Offset, TopicPartition};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -52,29 +51,24 @@ async fn delete_one(broker: &Broker, partition: TopicPartition, offset: i64) -> 
         // whose cleanup.policy lacks `delete` does not allow.
         return Err(ResponseError::PolicyViolation.code());
     }
-    let owner = broker.shard.owner_of(&partition);
     let offset = match offset {
-        HIGH_WATERMARK => match broker
-            .shard
-            .call(owner, Request::Offsets(partition.clone()))
-            .await
-        {
-            Response::Offsets(offsets) => offsets.high_watermark,
-            Response::Failed(error) => return Err(engine_error_code(&error)),
-            other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
-        },
+        HIGH_WATERMARK => {
+            broker
+                .shard
+                .offsets(partition.clone())
+                .await
+                .map_err(|error| engine_error_code(&error))?
+                .high_watermark
+        }
         offset if offset < 0 => return Err(ResponseError::OffsetOutOfRange.code()),
         offset => Offset(offset),
     };
-    match broker
+    broker
         .shard
-        .call(owner, Request::DeleteRecords(partition, offset))
+        .delete_records(partition, offset)
         .await
-    {
-        Response::Offset(low_watermark) => Ok(low_watermark.0),
-        Response::Failed(error) => Err(engine_error_code(&error)),
-        other => unreachable!("DeleteRecords answers Offset or Failed, not {other:?}"),
-    }
+        .map(|low_watermark| low_watermark.0)
+        .map_err(|error| engine_error_code(&error))
 }
 
 /// Answers DeleteRecords.

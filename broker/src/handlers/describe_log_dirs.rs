@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::rc::Rc;
 
-use fjord_engine::shard::{Request, Response};
 use fjord_engine::TopicPartition;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -76,24 +75,18 @@ pub async fn handle(
         let mut partitions = Vec::with_capacity(indexes.len());
         for index in indexes {
             let partition = TopicPartition::new(name.clone(), index);
-            let owner = broker.shard.owner_of(&partition);
-            match broker
-                .shard
-                .call(owner, Request::Size(partition.clone()))
-                .await
-            {
-                Response::Size(bytes) => partitions.push(
+            match broker.shard.partition_size(partition.clone()).await {
+                Ok(bytes) => partitions.push(
                     DescribeLogDirsPartition::default()
                         .with_partition_index(index)
                         .with_partition_size(i64::try_from(bytes).unwrap_or(i64::MAX))
                         .with_offset_lag(0),
                 ),
                 // A partition that is not on disk is not in the directory.
-                Response::Failed(fjord_engine::Error::UnknownPartition(_)) => {}
-                Response::Failed(error) => {
+                Err(fjord_engine::Error::UnknownPartition(_)) => {}
+                Err(error) => {
                     tracing::warn!(%partition, %error, "cannot size partition");
                 }
-                other => unreachable!("Size answers Size or Failed, not {other:?}"),
             }
         }
         if !partitions.is_empty() {

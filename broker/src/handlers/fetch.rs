@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use event_listener::Event;
 use fjord_engine::log::ReadData;
-use fjord_engine::shard::{Request, Response};
+use fjord_engine::shard::ReadBound;
 use fjord_engine::Offset;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
@@ -84,42 +84,32 @@ fn offsets_unknown(target: &FetchTarget) -> PartitionData {
 /// cached or copied `Bytes`.
 async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize) -> Answer {
     let data = offsets_unknown(wanted);
-    let owner = broker.shard.owner_of(&wanted.partition);
     let read = if limit == 0 {
         // With no budget left only the offsets are reported.
-        match broker
+        broker
             .shard
-            .call(owner, Request::Offsets(wanted.partition.clone()))
+            .offsets(wanted.partition.clone())
             .await
-        {
-            Response::Offsets(offsets) => Ok(Found {
+            .map(|offsets| Found {
                 high_watermark: offsets.high_watermark,
                 log_start: offsets.log_start,
                 records: Vec::new(),
-            }),
-            Response::Failed(error) => Err(error),
-            other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
-        }
+            })
     } else {
         // The owning shard answers with its cache's Bytes or a verified file
         // range; either way nothing is copied, on this shard or across.
-        let request = Request::ReadZeroCopy {
-            partition: wanted.partition.clone(),
-            offset: wanted.offset,
-            max_bytes: limit,
-        };
-        match broker.shard.call(owner, request).await {
-            Response::ZeroCopy(read) => Ok(Found {
+        broker
+            .shard
+            .read_zero_copy(wanted.partition.clone(), wanted.offset, limit)
+            .await
+            .map(|read| Found {
                 high_watermark: read.offsets.high_watermark,
                 log_start: read.offsets.log_start,
                 records: match read.data {
                     ReadData::Batches(batches) => batches_to_chunks(batches),
                     ReadData::File(range) => vec![ResponseChunk::File(range)],
                 },
-            }),
-            Response::Failed(error) => Err(error),
-            other => unreachable!("ReadZeroCopy answers ZeroCopy or Failed, not {other:?}"),
-        }
+            })
     };
     match read {
         Ok(found) => Answer {
@@ -214,15 +204,15 @@ async fn wait_for_any(broker: &Rc<Broker>, targets: &[FetchTarget], timeout: Dur
     for target in targets {
         let broker = broker.clone();
         let woke = woke.clone();
-        let request = Request::WaitForData {
-            partition: target.partition.clone(),
-            offset: target.offset,
-            timeout,
-            committed: true,
-        };
-        let owner = broker.shard.owner_of(&target.partition);
+        let partition = target.partition.clone();
+        let offset = target.offset;
         glommio::spawn_local(async move {
-            broker.shard.call(owner, request).await;
+            // An unknown partition has nothing to wait for: it wakes the
+            // fetch, whose read reports the error.
+            let _ = broker
+                .shard
+                .wait_for_data(partition, offset, ReadBound::HighWatermark, timeout)
+                .await;
             woke.1.set(true);
             woke.0.notify(usize::MAX);
         })

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use fjord_engine::shard::{OffsetQuery, Request, Response};
+use fjord_engine::shard::OffsetQuery;
 use fjord_engine::{TimestampMs, TopicPartition};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -44,14 +44,12 @@ async fn list_one(
     if !known {
         return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     }
-    let owner = broker.shard.owner_of(&partition);
     if timestamp == LATEST {
-        return match broker.shard.call(owner, Request::Offsets(partition)).await {
-            Response::Offsets(offsets) => response
+        return match broker.shard.offsets(partition).await {
+            Ok(offsets) => response
                 .with_offset(offsets.high_watermark.0)
                 .with_leader_epoch(epoch),
-            Response::Failed(error) => response.with_error_code(engine_error_code(&error)),
-            other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
+            Err(error) => response.with_error_code(engine_error_code(&error)),
         };
     }
     let query = match timestamp {
@@ -60,22 +58,17 @@ async fn list_one(
         at if at >= 0 => OffsetQuery::Timestamp(TimestampMs(at)),
         _ => return response.with_error_code(ResponseError::InvalidRequest.code()),
     };
-    match broker
-        .shard
-        .call(owner, Request::ListOffset(partition.clone(), query))
-        .await
-    {
-        Response::Found(Some((offset, found_timestamp))) => response
-            .with_offset(offset.0)
-            .with_timestamp(found_timestamp)
+    match broker.shard.list_offset(partition.clone(), query).await {
+        Ok(Some(found)) => response
+            .with_offset(found.offset.0)
+            .with_timestamp(found.timestamp.0)
             .with_leader_epoch(epoch),
         // No record at or after the timestamp: Kafka answers offset -1.
-        Response::Found(None) => response,
-        Response::Failed(error) => {
+        Ok(None) => response,
+        Err(error) => {
             tracing::warn!(%partition, timestamp, %error, "ListOffsets failed");
             response.with_error_code(engine_error_code(&error))
         }
-        other => unreachable!("ListOffset answers Found or Failed, not {other:?}"),
     }
 }
 

@@ -14,7 +14,6 @@
 
 use std::rc::Rc;
 
-use fjord_engine::shard::{Request, Response};
 use fjord_engine::{LeaderEpoch, TopicPartition};
 use kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
@@ -54,20 +53,20 @@ async fn end_offset(
         older if older < LEADER_EPOCH => return Err(ResponseError::FencedLeaderEpoch.code()),
         _ => return Err(ResponseError::UnknownLeaderEpoch.code()),
     }
-    let owner = broker.shard.owner_of(&partition);
-    let request = Request::EndOffsetForEpoch(partition.clone(), LeaderEpoch(wanted.leader_epoch));
-    match broker.shard.call(owner, request).await {
-        Response::Found(Some((offset, epoch))) => Ok((epoch as i32, offset.0)),
-        Response::Found(None) if wanted.leader_epoch == LEADER_EPOCH => {
-            match broker.shard.call(owner, Request::Offsets(partition)).await {
-                Response::Offsets(offsets) => Ok((LEADER_EPOCH, offsets.log_end.0)),
-                Response::Failed(error) => Err(engine_error_code(&error)),
-                other => unreachable!("Offsets answers Offsets or Failed, not {other:?}"),
-            }
-        }
-        Response::Found(None) => Ok((-1, -1)),
-        Response::Failed(error) => Err(engine_error_code(&error)),
-        other => unreachable!("EndOffsetForEpoch answers Found or Failed, not {other:?}"),
+    let found = broker
+        .shard
+        .end_offset_for_epoch(partition.clone(), LeaderEpoch(wanted.leader_epoch))
+        .await
+        .map_err(|error| engine_error_code(&error))?;
+    match found {
+        Some(end) => Ok((end.epoch.0, end.end_offset.0)),
+        None if wanted.leader_epoch == LEADER_EPOCH => broker
+            .shard
+            .offsets(partition)
+            .await
+            .map(|offsets| (LEADER_EPOCH, offsets.log_end.0))
+            .map_err(|error| engine_error_code(&error)),
+        None => Ok((-1, -1)),
     }
 }
 

@@ -19,7 +19,8 @@ use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_engine::batch::split_batches;
-use fjord_engine::shard::{AppendRequest, Request, Response};
+use fjord_engine::log::AppendInfo;
+use fjord_engine::shard::AppendRequest;
 use fjord_engine::Error as EngineError;
 use fjord_engine::{LeaderEpoch, TopicPartition};
 use kafka_protocol::messages::produce_response::{
@@ -130,7 +131,7 @@ enum PartitionAppend {
     /// Refused before anything was appended.
     Refused(PartitionProduceResponse),
     /// Appending on the owning shard.
-    Appending(i32, glommio::Task<Response>),
+    Appending(i32, glommio::Task<fjord_engine::Result<AppendInfo>>),
 }
 
 /// Checks every partition of `request` and hands each one's batches to
@@ -172,8 +173,7 @@ pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInL
             };
             partitions.push(match append {
                 Ok(append) => {
-                    let owner = broker.shard.owner_of(&append.partition);
-                    let appending = broker.shard.submit(owner, Request::Append(append)).await;
+                    let appending = broker.shard.submit_append(append).await;
                     PartitionAppend::Appending(data.index, glommio::spawn_local(appending))
                 }
                 Err((error, message)) => {
@@ -250,15 +250,15 @@ impl ProduceInLine {
     }
 }
 
-/// The answer for partition `index` from its shard's response.
-fn appended(index: i32, response: Response) -> PartitionProduceResponse {
-    match response {
-        Response::Appended(info) => PartitionProduceResponse::default()
+/// The answer for partition `index` from its shard's.
+fn appended(index: i32, appended: fjord_engine::Result<AppendInfo>) -> PartitionProduceResponse {
+    match appended {
+        Ok(info) => PartitionProduceResponse::default()
             .with_index(index)
             .with_base_offset(info.base_offset.0)
             .with_log_append_time_ms(info.log_append_time.0)
             .with_log_start_offset(info.log_start_offset.0),
-        Response::Failed(error) => {
+        Err(error) => {
             let record_errors = match &error {
                 EngineError::InvalidRecords { records, .. } => records
                     .iter()
@@ -281,6 +281,5 @@ fn appended(index: i32, response: Response) -> PartitionProduceResponse {
                 .with_record_errors(record_errors)
                 .with_error_message(Some(StrBytes::from_string(error.to_string())))
         }
-        other => unreachable!("Append answers Appended or Failed, not {other:?}"),
     }
 }

@@ -20,7 +20,7 @@ use fjord_engine::batch::{build_batch, crc_matches, records, BatchHeader, KeyVal
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::{LogOffsets, PartitionLog};
-use fjord_engine::shard::{self, AppendRequest, EngineConfig, Request, Response, Shard};
+use fjord_engine::shard::{self, AppendRequest, EngineConfig, ReadBound, ReadRequest, Shard};
 use fjord_engine::storage::memory::MemoryStorage;
 use fjord_engine::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs, TopicPartition};
 use futures_lite::future::block_on;
@@ -245,16 +245,15 @@ pub fn segment_bases(storage: &MemoryStorage) -> Vec<Offset> {
 ///
 /// # Panics
 /// If the request fails.
-pub async fn offsets(shard: &Shard, partition: &TopicPartition) -> LogOffsets {
-    let request = Request::Offsets(partition.clone());
-    match shard.call(shard.owner_of(partition), request).await {
-        Response::Offsets(offsets) => offsets,
-        other => panic!("{partition}: offsets failed: {other:?}"),
-    }
+pub async fn offsets(shard: &Rc<Shard>, partition: &TopicPartition) -> LogOffsets {
+    shard
+        .offsets(partition.clone())
+        .await
+        .unwrap_or_else(|error| panic!("{partition}: offsets failed: {error}"))
 }
 
 /// Every batch of `partition` in `offsets`, read through the shard that owns
-/// it with `Request::Read`s of `max_bytes`, bounded by `offsets.end` and, if
+/// it with reads of `max_bytes`, bounded by `offsets.end` and, if
 /// `committed`, by the high watermark.
 ///
 /// Stops at the first read that returns nothing, since only the caller knows
@@ -266,27 +265,30 @@ pub async fn offsets(shard: &Shard, partition: &TopicPartition) -> LogOffsets {
 /// If a read fails, a batch read has no valid header, or a read returns only
 /// batches before the offset asked for (the loop would never end).
 pub async fn read_batches(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     partition: &TopicPartition,
     offsets: Range<Offset>,
     max_bytes: usize,
     committed: bool,
 ) -> Vec<Bytes> {
-    let owner = shard.owner_of(partition);
     let mut batches = Vec::new();
     let mut next = offsets.start;
     while next < offsets.end {
-        let request = Request::Read {
+        let request = ReadRequest {
             partition: partition.clone(),
             offset: next,
             max_bytes,
             upper_bound: offsets.end,
-            committed,
+            bound: if committed {
+                ReadBound::HighWatermark
+            } else {
+                ReadBound::LogEnd
+            },
         };
-        let response = shard.call(owner, request).await;
-        let Response::Read(read) = response else {
-            panic!("{partition}: read at {next} failed: {response:?}")
-        };
+        let read = shard
+            .read(request)
+            .await
+            .unwrap_or_else(|error| panic!("{partition}: read at {next} failed: {error}"));
         let Some(last) = read.batches.last() else {
             break;
         };
@@ -308,14 +310,14 @@ pub async fn read_batches(
 /// acknowledged), acknowledged once flushed if `flush` (`acks=all`), else
 /// once written.
 #[must_use]
-pub fn leader_append(partition: &TopicPartition, batch: Vec<u8>, flush: bool) -> Request {
-    Request::Append(AppendRequest {
+pub fn leader_append(partition: &TopicPartition, batch: Vec<u8>, flush: bool) -> AppendRequest {
+    AppendRequest {
         partition: partition.clone(),
         batches: vec![batch.into()],
         leader_epoch: LeaderEpoch(0),
         flush,
         advance_high_watermark: true,
-    })
+    }
 }
 
 /// Runs the engine on `config` once: the shard owning `partition` creates it
@@ -341,15 +343,16 @@ pub fn fill_partition(
             if shard.id() != shard.owner_of(&partition) {
                 return;
             }
-            let created = shard
-                .call(shard.id(), Request::Create(partition.clone(), log_config))
-                .await;
-            assert!(matches!(created, Response::Done), "{created:?}");
+            shard
+                .create_partition(partition.clone(), log_config)
+                .await
+                .expect("create");
             for offset in 0..batches {
                 let batch = build_batch(&[(None, Some(&value_of(offset)))], TimestampMs(1), None);
-                let append = leader_append(&partition, batch, false);
-                let appended = shard.call(shard.id(), append).await;
-                assert!(matches!(appended, Response::Appended(_)), "{appended:?}");
+                shard
+                    .append(leader_append(&partition, batch, false))
+                    .await
+                    .expect("append");
             }
         }
     })

@@ -1,0 +1,126 @@
+//! Starting the engine: one pinned glommio executor per shard, each with
+//! its blocking pool fenced to its CPU, joined by a channel mesh; and
+//! stopping it: every shard's `main` ends, the shard closes its partitions
+//! and keeps answering its peers until they are all done.
+
+use std::future::Future;
+use std::rc::Rc;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+
+use super::calls::Envelope;
+use super::placement::{allowed_cpus, shard_cpus};
+use super::{
+    EngineConfig, Shard, BLOCKING_THREADS_PER_SHARD, MESH_CHANNEL_CAPACITY, PREEMPT_TIMER,
+};
+use crate::error::{Error, Result};
+
+/// Aborts the process when a shard's thread unwinds from a panic. A shard
+/// that died would leave its partitions unanswered and its peers waiting
+/// for it forever; a crashed process instead restarts into recovery, which
+/// is exactly what the engine is built to survive.
+struct AbortOnPanic;
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("fjord: a shard panicked; aborting so that recovery starts from the disk");
+            std::process::abort();
+        }
+    }
+}
+
+/// Runs the engine: starts one pinned executor per shard, opens each shard's
+/// partitions, runs `main` on every shard with its [`Shard`] handle, then
+/// shuts down cleanly. Returns each shard's `main` output, by shard id.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] if the shard count exceeds the online CPUs or an
+/// executor cannot start; [`Error::Io`] if the data directory cannot be
+/// created. A shard that cannot open its partitions ends the process with
+/// exit code 1 after printing why, since the engine cannot run without it.
+pub fn run<F, Fut, T>(config: &EngineConfig, main: F) -> Result<Vec<T>>
+where
+    F: Fn(Rc<Shard>) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let cpus = glommio::CpuSet::online()
+        .map_err(|error| Error::io("listing CPUs", "/sys/devices/system/cpu", error.into()))?;
+    let cpu_ids = shard_cpus(cpus.iter().map(|location| location.cpu), &allowed_cpus());
+    if config.shards == 0 || config.shards > cpu_ids.len() {
+        return Err(Error::InvalidConfig {
+            key: "cores".to_owned(),
+            value: config.shards.to_string(),
+            reason: format!(
+                "must be between 1 and the {} online CPUs this process may run on",
+                cpu_ids.len()
+            ),
+        });
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|error| Error::io("creating data directory", &config.data_dir, error))?;
+    let mesh = MeshBuilder::<Envelope, Full>::full(config.shards, MESH_CHANNEL_CAPACITY);
+    let mut handles = Vec::with_capacity(config.shards);
+    for &cpu in cpu_ids.iter().take(config.shards) {
+        let mesh = mesh.clone();
+        let shard_config = config.clone();
+        let main = main.clone();
+        let shard_cpu = cpus.clone().filter(|location| location.cpu == cpu);
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("fjord-shard-{cpu}"))
+            .blocking_thread_pool_placement(PoolPlacement::Fenced(
+                BLOCKING_THREADS_PER_SHARD,
+                shard_cpu,
+            ))
+            .io_memory(config.io_memory_bytes)
+            .preempt_timer(PREEMPT_TIMER)
+            .spawn(move || async move {
+                let _abort_on_panic = AbortOnPanic;
+                let (senders, receivers) = mesh.join().await.map_err(|_| Error::ShuttingDown)?;
+                let shard = match Shard::start(shard_config, senders).await {
+                    Ok(shard) => shard,
+                    Err(error) => {
+                        // The other shards would wait for this one forever, and
+                        // its partitions would go unanswered: the engine runs
+                        // whole or not at all.
+                        tracing::error!(%error, "a shard cannot start");
+                        eprintln!("fjord: a shard cannot start: {error}");
+                        std::process::exit(1);
+                    }
+                };
+                let peers = shard.clone().serve_peers(receivers);
+                shard.clone().start_background_work();
+                let output = main(shard.clone()).await;
+                shard.wait_for_peers_to_finish().await;
+                shard.shutdown().await;
+                peers.await;
+                Ok::<(usize, T), Error>((shard.id, output))
+            })
+            .map_err(|error| Error::InvalidConfig {
+                key: "cores".to_owned(),
+                value: config.shards.to_string(),
+                reason: format!("cannot start a shard executor: {error}"),
+            })?;
+        handles.push(handle);
+    }
+    let mut outputs: Vec<(usize, T)> = Vec::with_capacity(handles.len());
+    let mut first_error = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(output)) => outputs.push(output),
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            Err(error) => {
+                first_error.get_or_insert(Error::ShardFailed(error.to_string()));
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    outputs.sort_by_key(|(id, _)| *id);
+    Ok(outputs.into_iter().map(|(_, output)| output).collect())
+}
