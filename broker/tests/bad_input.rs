@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use common::{
-    api_versions, create_topic, fetch, hex, metadata, one_record_batch, produce, produce_error,
-    request_body, sample_frames, sized, Broker, Ending, Rng,
+    api_versions, bad_input_rng, create_topic, fetch, hex, metadata, one_record_batch, produce,
+    produce_error, request_body, sample_frames, sized, Broker, Ending,
 };
 use fjord_broker::handlers::SUPPORTED;
 use fjord_broker::server::decode_request;
 use fjord_engine::batch::{build_batch, KeyValue};
+use fjord_engine::testkit::Rng;
 use fjord_engine::TimestampMs;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -47,21 +48,21 @@ fn decode_must_not_panic(frame: &[u8], seed_hint: &str) {
 /// length-like field overwritten with an extreme value.
 fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
     let mut frame = valid.to_vec();
-    let mutations = 1 + rng.below(3);
+    let mutations = 1 + rng.index(3);
     for _ in 0..mutations {
         if frame.is_empty() {
             break;
         }
-        match rng.below(5) {
+        match rng.index(5) {
             0 => {
-                let at = rng.below(frame.len());
-                frame[at] ^= 1 << rng.below(8);
+                let at = rng.index(frame.len());
+                frame[at] ^= 1 << rng.index(8);
             }
             1 => {
-                let at = rng.below(frame.len());
+                let at = rng.index(frame.len());
                 frame[at] = rng.next_u64() as u8;
             }
-            2 => frame.truncate(rng.below(frame.len())),
+            2 => frame.truncate(rng.index(frame.len())),
             3 => {
                 // Overwrite a 4-, 2- or 1-byte window (an array or string
                 // length, a varint) with an extreme value.
@@ -77,18 +78,18 @@ fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
                     &[0x80],
                 ];
                 let value = *rng.pick(&wide);
-                let at = rng.below(frame.len());
+                let at = rng.index(frame.len());
                 let end = (at + value.len()).min(frame.len());
                 frame[at..end].copy_from_slice(&value[..end - at]);
             }
             _ => {
-                let at = rng.below(frame.len() + 1);
-                if rng.below(2) == 0 {
-                    let len = 1 + rng.below(8);
+                let at = rng.index(frame.len() + 1);
+                if rng.index(2) == 0 {
+                    let len = 1 + rng.index(8);
                     let extra = rng.bytes(len);
                     frame.splice(at..at, extra);
                 } else {
-                    let end = (at + 1 + rng.below(8)).min(frame.len());
+                    let end = (at + 1 + rng.index(8)).min(frame.len());
                     frame.drain(at..end);
                 }
             }
@@ -100,12 +101,12 @@ fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
 /// A random frame body, half the time starting with a served API key and
 /// version so decoding gets past the header.
 fn garbage(rng: &mut Rng) -> Vec<u8> {
-    let len = rng.below(160);
+    let len = rng.index(160);
     let mut frame = rng.bytes(len);
-    if rng.below(2) == 0 && frame.len() >= 4 {
+    if rng.index(2) == 0 && frame.len() >= 4 {
         let support = rng.pick(SUPPORTED);
         let span = (support.max - support.min + 1) as usize;
-        let version = support.min + rng.below(span) as i16;
+        let version = support.min + rng.index(span) as i16;
         frame[..2].copy_from_slice(&(support.key as i16).to_be_bytes());
         frame[2..4].copy_from_slice(&version.to_be_bytes());
     }
@@ -117,7 +118,7 @@ fn garbage(rng: &mut Rng) -> Vec<u8> {
 /// served API and version either decode or are refused with an error.
 #[test]
 fn decode_request_survives_garbage_and_mutated_requests() {
-    let mut rng = Rng::from_env("decode_request", 0x5eed_0001);
+    let mut rng = bad_input_rng("decode_request", 0x5eed_0001);
     let valid = sample_frames("topic-a");
     for (api_key, version, frame) in &valid {
         let decoded = decode_request(frame.clone());
@@ -249,12 +250,12 @@ fn every_served_version_of_every_api_is_answered() {
 /// client is dropped.
 #[test]
 fn garbage_frames_close_the_connection_and_the_broker_keeps_serving() {
-    let mut rng = Rng::from_env("garbage_frames", 0x5eed_0002);
+    let mut rng = bad_input_rng("garbage_frames", 0x5eed_0002);
     let mut broker = Broker::start(&[]);
     for connection in 0..400 {
         let mut client = broker.connect();
         let mut sent = String::new();
-        for _ in 0..=rng.below(3) {
+        for _ in 0..=rng.index(3) {
             let body = garbage(&mut rng);
             sent.push_str(&hex(&body));
             sent.push(' ');

@@ -20,6 +20,8 @@ pub mod producer_state;
 pub mod segment;
 pub mod shard;
 pub mod storage;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod types;
 
 pub use error::{Error, Result};

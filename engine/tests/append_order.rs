@@ -24,10 +24,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use common::{no_cache, run_model_seeds, small_segments, try_open, values_batch, Rng, SeedRuns};
+use common::{no_cache, small_segments, try_open};
 use fjord_engine::batch::BatchHeader;
 use fjord_engine::log::{AppendInfo, PENDING_BYTES_MAX};
 use fjord_engine::storage::memory::{Faults, MemoryStorage};
+use fjord_engine::testkit::{run_model_seeds, values_batch, Rng, SeedRuns};
 use fjord_engine::{LeaderEpoch, TimestampMs};
 
 const DEFAULTS: SeedRuns = SeedRuns {

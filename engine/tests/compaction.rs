@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{keyed_batch, no_cache, run_model_seeds, small_segments, try_open, Rng, SeedRuns};
+use common::{no_cache, small_segments, try_open};
 use fjord_engine::batch::{build_batch, records_in, BatchHeader, Compression};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::codec;
@@ -31,6 +31,7 @@ use fjord_engine::error::RecordFault;
 use fjord_engine::log::cleaner::OFFSET_MAP_ENTRY_BYTES;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::memory::{Faults, MemoryStorage};
+use fjord_engine::testkit::{keyed_batch, run_model_seeds, Rng, SeedRuns};
 use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs};
 use futures_lite::future::block_on;
 

@@ -33,13 +33,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{
-    exit_on_panic, keyed_batch, leader_append, offsets, read_batches, seed_from_env, Rng, TestChild,
-};
+use common::{exit_on_panic, leader_append, offsets, read_batches, seed_from_env, TestChild};
 use fjord_engine::batch::{self, BatchHeader};
 use fjord_engine::config::{CleanupPolicy, LogConfig};
 use fjord_engine::log::cleaner::{CLEANED_SUFFIX, OFFSET_MAP_ENTRY_BYTES, SWAP_FILE};
 use fjord_engine::shard::{self, CleanerConfig, EngineConfig, Shard};
+use fjord_engine::testkit::{keyed_batch, Rng};
 use fjord_engine::{Error, Offset, TimestampMs, TopicPartition};
 
 const TEST_NAME: &str = "compacted_logs_survive_kill_9_during_cleaning";

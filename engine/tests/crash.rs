@@ -43,10 +43,11 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{exit_on_panic, read_batches, seed_from_env, values_batch, Rng, TestChild};
+use common::{exit_on_panic, read_batches, seed_from_env, TestChild};
 use fjord_engine::batch::{self, BatchHeader};
 use fjord_engine::config::LogConfig;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Shard};
+use fjord_engine::testkit::{values_batch, Rng};
 use fjord_engine::{Error, LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use futures_lite::FutureExt as _;
 

@@ -18,16 +18,14 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use common::{
-    decode, no_cache, run_model_seeds, segment_bases, small_segments, try_open, values_batch, Rng,
-    SeedRuns,
-};
+use common::{decode, no_cache, segment_bases, small_segments, try_open};
 use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::producer_state::MAX_CACHED_BATCHES;
 use fjord_engine::storage::memory::MemoryStorage;
+use fjord_engine::testkit::{run_model_seeds, values_batch, Rng, SeedRuns};
 use fjord_engine::{Error, LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs};
 use futures_lite::future::block_on;
 

@@ -21,48 +21,35 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{encode_fetch_response, ResponseChunk, ZeroCopyFetch, VERSION_MAX, VERSION_MIN};
 use crate::server::encode_response;
+use fjord_engine::testkit::Rng;
 
 /// Random responses per version.
 const CASES_PER_VERSION: usize = 300;
 
-/// `SplitMix64`.
-struct Rng(u64);
+/// Random values of the widths the response's fields have.
+trait Fields {
+    fn i64(&mut self) -> i64;
+    fn i32(&mut self) -> i32;
+    fn i16(&mut self) -> i16;
+    /// True `percent` times in a hundred.
+    fn percent(&mut self, percent: u64) -> bool;
+}
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> usize {
-        usize::try_from(self.next_u64() % bound).expect("small")
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
-
-    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+impl Fields for Rng {
     fn i64(&mut self) -> i64 {
         self.next_u64() as i64
     }
 
-    #[allow(clippy::cast_possible_truncation)]
     fn i32(&mut self) -> i32 {
-        self.i64() as i32
+        self.next_u64() as i32
     }
 
-    #[allow(clippy::cast_possible_truncation)]
     fn i16(&mut self) -> i16 {
-        self.i64() as i16
+        self.next_u64() as i16
     }
 
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        #[allow(clippy::cast_possible_truncation)]
-        (0..len).map(|_| self.next_u64() as u8).collect()
+    fn percent(&mut self, percent: u64) -> bool {
+        self.chance(percent, 100)
     }
 }
 
@@ -88,8 +75,8 @@ impl BackingFile {
     }
 
     fn range(&self, rng: &mut Rng) -> FileRange {
-        let position = rng.below(self.len) as u64;
-        let len = rng.below(self.len - position + 1) as u64;
+        let position = rng.below(self.len);
+        let len = rng.below(self.len - position + 1);
         FileRange {
             file: self.file.clone(),
             position,
@@ -117,16 +104,16 @@ fn materialize(chunks: &[ResponseChunk]) -> Bytes {
 }
 
 fn random_records(rng: &mut Rng, backing: &BackingFile) -> Option<Vec<ResponseChunk>> {
-    match rng.below(5) {
+    match rng.index(5) {
         0 => None,
         1 => Some(Vec::new()),
         _ => Some(
-            (0..rng.below(4))
+            (0..rng.index(4))
                 .map(|_| {
-                    if rng.chance(50) {
+                    if rng.percent(50) {
                         ResponseChunk::File(backing.range(rng))
                     } else {
-                        let len = rng.below(3000);
+                        let len = rng.index(3000);
                         ResponseChunk::Bytes(Bytes::from(rng.bytes(len)))
                     }
                 })
@@ -136,10 +123,10 @@ fn random_records(rng: &mut Rng, backing: &BackingFile) -> Option<Vec<ResponseCh
 }
 
 fn tagged(rng: &mut Rng, first_tag: i32) -> std::collections::BTreeMap<i32, Bytes> {
-    (0..rng.below(3))
+    (0..rng.index(3))
         .map(|_| {
-            let tag = first_tag + i32::try_from(rng.below(20)).expect("small");
-            let len = rng.below(200);
+            let tag = first_tag + i32::try_from(rng.index(20)).expect("small");
+            let len = rng.index(200);
             (tag, Bytes::from(rng.bytes(len)))
         })
         .collect()
@@ -148,15 +135,15 @@ fn tagged(rng: &mut Rng, first_tag: i32) -> std::collections::BTreeMap<i32, Byte
 fn random_partition(rng: &mut Rng, version: i16) -> PartitionData {
     let mut data = PartitionData::default()
         .with_partition_index(rng.i32())
-        .with_error_code(if rng.chance(30) { rng.i16() } else { 0 })
+        .with_error_code(if rng.percent(30) { rng.i16() } else { 0 })
         .with_high_watermark(rng.i64())
         .with_last_stable_offset(rng.i64())
         .with_log_start_offset(if version >= 5 { rng.i64() } else { -1 })
-        .with_aborted_transactions(match rng.below(3) {
+        .with_aborted_transactions(match rng.index(3) {
             0 => None,
             1 => Some(Vec::new()),
             _ => Some(
-                (0..=rng.below(300))
+                (0..=rng.index(300))
                     .map(|_| {
                         AbortedTransaction::default()
                             .with_producer_id(ProducerId(rng.i64()))
@@ -165,25 +152,25 @@ fn random_partition(rng: &mut Rng, version: i16) -> PartitionData {
                     .collect(),
             ),
         });
-    if version >= 11 && rng.chance(50) {
+    if version >= 11 && rng.percent(50) {
         data = data.with_preferred_read_replica(BrokerId(rng.i32()));
     }
     if version >= 12 {
-        if rng.chance(30) {
+        if rng.percent(30) {
             data = data.with_diverging_epoch(
                 EpochEndOffset::default()
                     .with_epoch(rng.i32())
                     .with_end_offset(rng.i64()),
             );
         }
-        if rng.chance(30) {
+        if rng.percent(30) {
             data = data.with_current_leader(
                 LeaderIdAndEpoch::default()
                     .with_leader_id(BrokerId(rng.i32()))
                     .with_leader_epoch(rng.i32()),
             );
         }
-        if rng.chance(30) {
+        if rng.percent(30) {
             data = data.with_snapshot_id(
                 SnapshotId::default()
                     .with_end_offset(rng.i64())
@@ -201,15 +188,15 @@ fn random_fetch(rng: &mut Rng, version: i16, backing: &BackingFile) -> ZeroCopyF
         .with_error_code(if version >= 7 { rng.i16() } else { 0 })
         .with_session_id(if version >= 7 { rng.i32() } else { 0 });
     let mut records = Vec::new();
-    for _ in 0..rng.below(5) {
-        let name_len = rng.below(40);
+    for _ in 0..rng.index(5) {
+        let name_len = rng.index(40);
         let name: String = (0..name_len)
-            .map(|_| char::from(b'a' + u8::try_from(rng.below(26)).expect("letter")))
+            .map(|_| char::from(b'a' + u8::try_from(rng.index(26)).expect("letter")))
             .collect();
         let mut topic =
             FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_string(name)));
         let mut topic_records = Vec::new();
-        for _ in 0..rng.below(5) {
+        for _ in 0..rng.index(5) {
             topic.partitions.push(random_partition(rng, version));
             topic_records.push(random_records(rng, backing));
         }
@@ -254,7 +241,7 @@ fn seed() -> u64 {
 
 #[test]
 fn zero_copy_fetch_encoding_matches_the_crate_byte_for_byte() {
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     let backing = BackingFile::new(&mut rng);
     for version in VERSION_MIN..=VERSION_MAX {
         for case in 0..CASES_PER_VERSION {

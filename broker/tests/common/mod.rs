@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_broker::handlers::SUPPORTED;
 use fjord_engine::batch::build_batch;
+use fjord_engine::testkit::Rng;
 use fjord_engine::TimestampMs;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -62,45 +63,10 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the broker may take to start listening.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// `SplitMix64`: small, seedable, good enough to pick bytes.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded from `FJORD_BAD_INPUT_SEED` (decimal or 0x-hex)
-    /// or `default`. The seed goes straight to stderr, not the captured
-    /// output, so it survives even an abort.
-    pub fn from_env(test: &str, default: u64) -> Self {
-        let seed = std::env::var("FJORD_BAD_INPUT_SEED")
-            .ok()
-            .and_then(|text| match text.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16).ok(),
-                None => text.parse().ok(),
-            })
-            .unwrap_or(default);
-        let _ = writeln!(std::io::stderr(), "{test}: FJORD_BAD_INPUT_SEED={seed:#x}");
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..bound` (`bound > 0`).
-    pub fn below(&mut self, bound: usize) -> usize {
-        (self.next_u64() % bound as u64) as usize
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next_u64() as u8).collect()
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
+/// The bad-input tests' random source, seeded from `FJORD_BAD_INPUT_SEED`
+/// (decimal or 0x-hex) or `default`.
+pub fn bad_input_rng(test: &str, default: u64) -> Rng {
+    Rng::from_env("FJORD_BAD_INPUT_SEED", test, default)
 }
 
 /// `data` as hex, for failure messages.

@@ -16,13 +16,13 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fjord_engine::batch::{build_batch, crc_matches, records, BatchHeader, KeyValue};
+use fjord_engine::batch::{build_batch, crc_matches, records, BatchHeader};
 use fjord_engine::cache::BatchCache;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::{LogOffsets, PartitionLog};
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, ReadBound, ReadRequest, Shard};
 use fjord_engine::storage::memory::MemoryStorage;
-use fjord_engine::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs, TopicPartition};
+use fjord_engine::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use futures_lite::future::block_on;
 
 /// The data directory every test log lives under.
@@ -38,92 +38,6 @@ pub fn partition() -> TopicPartition {
 #[must_use]
 pub fn partition_dir() -> PathBuf {
     Path::new(DATA_DIR).join(partition().dir_name())
-}
-
-/// `SplitMix64`: tiny, deterministic per seed, good enough for workloads.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator whose whole sequence is fixed by `seed`.
-    #[must_use]
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..bound`.
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
-    }
-
-    /// A value in `range` (inclusive bounds).
-    pub fn between(&mut self, low: u64, high: u64) -> u64 {
-        assert!(low <= high, "empty range {low}..={high}");
-        low + self.next_u64() % (high - low + 1)
-    }
-
-    /// An offset in `low..=high`.
-    pub fn offset_between(&mut self, low: Offset, high: Offset) -> Offset {
-        Offset(low.0 + self.between(0, (high.0 - low.0) as u64) as i64)
-    }
-
-    /// True with probability `numerator / denominator`.
-    pub fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
-        self.next_u64() % denominator < numerator
-    }
-
-    /// `len` random bytes.
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next_u64() as u8).collect()
-    }
-}
-
-/// How many seeds a model test runs by default, and how many steps each.
-#[derive(Clone, Copy, Debug)]
-pub struct SeedRuns {
-    /// Seeds `0..cases` run.
-    pub cases: u64,
-    /// Steps of each seed's workload.
-    pub steps: u64,
-}
-
-/// Runs `run_seed(seed, steps)` for the seeds the environment asks for, so
-/// every model test is replayed the same way: `FJORD_MODEL_SEED=<n>` runs
-/// that seed alone, otherwise `FJORD_MODEL_CASES=<n>` seeds run from 0;
-/// `FJORD_MODEL_STEPS=<n>` sets the steps. A failing seed prints how to
-/// replay it before the test fails with its panic.
-///
-/// # Panics
-/// If one of those variables is not a number, or a seed fails.
-pub fn run_model_seeds(defaults: SeedRuns, run_seed: fn(u64, u64)) {
-    let steps = env_u64("FJORD_MODEL_STEPS").unwrap_or(defaults.steps);
-    let seeds = match env_u64("FJORD_MODEL_SEED") {
-        Some(seed) => seed..seed + 1,
-        None => 0..env_u64("FJORD_MODEL_CASES").unwrap_or(defaults.cases),
-    };
-    for seed in seeds {
-        if let Err(panic) = std::panic::catch_unwind(|| run_seed(seed, steps)) {
-            eprintln!(
-                "model test failed: replay with FJORD_MODEL_SEED={seed} FJORD_MODEL_STEPS={steps}"
-            );
-            std::panic::resume_unwind(panic);
-        }
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name)
-        .ok()
-        .map(|value| value.parse().unwrap_or_else(|_| panic!("{name}={value}")))
 }
 
 /// Opens the test partition's log on `storage`, as a shard would: each open
@@ -161,32 +75,6 @@ pub fn small_segments(segment_bytes: u64) -> LogConfig {
         retention_ms: -1,
         ..LogConfig::default()
     }
-}
-
-/// A batch of keyless records holding `values`, in order: workloads
-/// generate owned values, which [`build_batch`] takes borrowed.
-#[must_use]
-pub fn values_batch(
-    values: &[Vec<u8>],
-    timestamp: TimestampMs,
-    producer: Option<(ProducerId, ProducerEpoch, i32)>,
-) -> Vec<u8> {
-    let records: Vec<KeyValue<'_>> = values
-        .iter()
-        .map(|value| (None, Some(&value[..])))
-        .collect();
-    build_batch(&records, timestamp, producer)
-}
-
-/// A batch of the keyed `records`, in order, a `None` value being a
-/// tombstone: [`values_batch`] for compacted logs.
-#[must_use]
-pub fn keyed_batch(records: &[(Vec<u8>, Option<Vec<u8>>)], timestamp: TimestampMs) -> Vec<u8> {
-    let records: Vec<KeyValue<'_>> = records
-        .iter()
-        .map(|(key, value)| (Some(&key[..]), value.as_deref()))
-        .collect();
-    build_batch(&records, timestamp, None)
 }
 
 /// One record as read back: its value and absolute timestamp.
