@@ -8,6 +8,9 @@
 //! restart. On one node the controller is local; the cluster issue will feed
 //! the same image from a replicated metadata log.
 
+pub mod image;
+pub mod records;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
