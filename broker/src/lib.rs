@@ -9,6 +9,7 @@
 
 pub mod authorized_operations;
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod fetch_codec;
 pub mod fetch_session;

@@ -1,0 +1,3 @@
+//! The controller: orders metadata changes as records in the metadata log.
+
+pub mod log;
