@@ -27,6 +27,9 @@ pub struct BrokerConfig {
     pub advertised_port: u16,
     /// `log.dirs` (one directory).
     pub data_dir: PathBuf,
+    /// `metadata.log.dir`: where the metadata log's directory
+    /// (`__cluster_metadata-0`) lives; `log.dirs` when unset, as in Kafka.
+    pub metadata_log_dir: PathBuf,
     /// `num.partitions`: partitions of auto-created topics.
     pub num_partitions: i32,
     /// `auto.create.topics.enable`.
@@ -107,7 +110,7 @@ impl GroupCoordinatorConfig {
             "offsets.topic.num.partitions",
             &get("offsets.topic.num.partitions"),
         )?;
-        if !(1..=crate::metadata::PARTITIONS_MAX).contains(&offsets_topic_num_partitions) {
+        if !(1..=crate::controller::PARTITIONS_MAX).contains(&offsets_topic_num_partitions) {
             return Err(invalid(
                 "offsets.topic.num.partitions",
                 &get("offsets.topic.num.partitions"),
@@ -182,6 +185,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("listeners", "PLAINTEXT://0.0.0.0:9092"),
     ("advertised.listeners", "PLAINTEXT://localhost:9092"),
     ("log.dirs", "./data"),
+    ("metadata.log.dir", ""),
     ("num.partitions", "1"),
     ("auto.create.topics.enable", "true"),
     ("default.replication.factor", "1"),
@@ -441,13 +445,19 @@ impl BrokerConfig {
         let fetch_max_bytes: usize =
             parse_at_least("fetch.max.bytes", &get("fetch.max.bytes"), 1024)?;
         let num_partitions: i32 = parse_at_least("num.partitions", &get("num.partitions"), 1)?;
+        let data_dir = PathBuf::from(get("log.dirs").split(',').next().unwrap_or("./data").trim());
+        let metadata_log_dir = match get("metadata.log.dir").trim() {
+            "" => data_dir.clone(),
+            dir => PathBuf::from(dir),
+        };
         Ok(Self {
             group_coordinator: GroupCoordinatorConfig::parse(&get)?,
             node_id: parse("node.id", &get("node.id"))?,
             listener,
             advertised_host,
             advertised_port,
-            data_dir: PathBuf::from(get("log.dirs").split(',').next().unwrap_or("./data").trim()),
+            data_dir,
+            metadata_log_dir,
             num_partitions,
             auto_create_topics: parse(
                 "auto.create.topics.enable",

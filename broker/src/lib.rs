@@ -4,11 +4,12 @@
 //! broker port; requests are decoded with the `kafka-protocol` crate's
 //! generated codecs, served by one handler per API (`handlers/`), and turned
 //! into partition operations routed to the owning shard. Cluster metadata
-//! (topics, partitions, configs, producer ids) lives in the controller's
-//! image.
+//! (topics, partitions, configs, brokers, producer ids) is a log of records
+//! the controller keeps; handlers read the image they give.
 
 pub mod authorized_operations;
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod fetch_codec;
 pub mod fetch_session;
@@ -31,9 +32,9 @@ use std::sync::Arc;
 use fjord_engine::shard::{self, CleanerConfig, EngineConfig};
 
 use crate::config::BrokerConfig;
+use crate::controller::Controller;
 use crate::error::BrokerError;
 use crate::groups::{CoordinatorSettings, GroupCoordinator};
-use crate::metadata::Controller;
 use crate::server::Broker;
 
 /// Runs a broker until `stop` is set, then shuts down cleanly: stops
@@ -49,14 +50,25 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
         source,
     })?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    std::fs::create_dir_all(&config.metadata_log_dir).map_err(|source| BrokerError::Io {
+        context: format!("creating {}", config.metadata_log_dir.display()),
+        source,
+    })?;
+    let same_dir = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    let _metadata_log_dir_lock = if same_dir(&config.metadata_log_dir, &config.data_dir) {
+        None
+    } else {
+        Some(lock_data_dir(&config.metadata_log_dir)?)
+    };
     wait_for_listener_free(config.listener)?;
     let controller = Arc::new(
-        Controller::open(&config.data_dir, config.log_defaults.clone()).map_err(|reason| {
-            BrokerError::Config {
-                key: "log.dirs".to_owned(),
-                value: config.data_dir.display().to_string(),
-                reason,
-            }
+        Controller::open(&config).map_err(|reason| BrokerError::Config {
+            key: "metadata.log.dir".to_owned(),
+            value: config.metadata_log_dir.display().to_string(),
+            reason,
         })?,
     );
     let mut engine = EngineConfig::new(&config.data_dir);
@@ -78,22 +90,23 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
         .get(topics::CONSUMER_OFFSETS_TOPIC)
     {
         // Groups were placed by the partition count the topic has.
-        if existing.partitions != group_settings.partitions {
+        if existing.partition_count() != group_settings.partitions {
             tracing::warn!(
                 configured = group_settings.partitions,
-                existing = existing.partitions,
+                existing = existing.partition_count(),
                 "offsets.topic.num.partitions differs from __consumer_offsets; using the topic's"
             );
         }
-        group_settings.partitions = existing.partitions;
+        group_settings.partitions = existing.partition_count();
     }
     let groups = Arc::new(GroupCoordinator::new(group_settings));
     let config = Arc::new(config);
+    let shard_controller = Arc::clone(&controller);
     let outcomes = shard::run(&engine, move |shard| {
         let broker = Broker::new(
             shard,
             config.clone(),
-            controller.clone(),
+            shard_controller.clone(),
             groups.clone(),
             stop.clone(),
         );
@@ -109,8 +122,13 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
             }
             outcome.map_err(|error| error.to_string())
         }
-    })?;
-    for outcome in outcomes {
+    });
+    // Whatever the shards did, the metadata is whole: snapshot it so the
+    // next start replays nothing.
+    if let Err(error) = controller.snapshot() {
+        tracing::warn!(%error, "cannot snapshot the metadata at shutdown");
+    }
+    for outcome in outcomes? {
         outcome.map_err(|reason| BrokerError::Io {
             context: "serving".to_owned(),
             source: std::io::Error::other(reason),

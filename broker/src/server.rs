@@ -44,13 +44,13 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::config::BrokerConfig;
+use crate::controller::Controller;
 use crate::error::BrokerError;
 use crate::fetch_codec::{encode_fetch_response, ResponseChunk};
 use crate::fetch_session::FetchSessions;
 use crate::groups::GroupCoordinator;
 use crate::handlers::produce::{LegacyProduce, OLDEST_APPENDED_VERSION};
 use crate::handlers::{self, Reply};
-use crate::metadata::Controller;
 use crate::send_progress::SendProgress;
 
 /// Requests of one connection being processed at once; the reader waits

@@ -5,9 +5,9 @@
 //! assignments CreateTopics and CreatePartitions accept.
 //!
 //! Every controller change runs on the shard's blocking pool
-//! ([`on_controller`]): it persists the metadata with a write, an fsync, a
-//! rename and a directory fsync, which took 9 ms on a busy disk, and on the
-//! shard's own thread it held every append on the core for as long.
+//! ([`on_controller`]): it waits for the metadata log's `fdatasync` (the
+//! whole-file rewrite this replaced took 9 ms on a busy disk, and on the
+//! shard's own thread it held every append on the core for as long).
 
 use std::ops::Range;
 use std::rc::Rc;
@@ -19,7 +19,8 @@ use kafka_protocol::messages::BrokerId;
 use kafka_protocol::ResponseError;
 
 use crate::config::BrokerConfig;
-use crate::metadata::{Controller, MetadataError, TopicMetadata};
+use crate::controller::{Controller, MetadataError};
+use crate::metadata::TopicImage;
 use crate::server::Broker;
 
 /// The internal topic holding consumer groups and their offsets.
@@ -54,7 +55,7 @@ pub fn consumer_offsets_configs(config: &BrokerConfig) -> Vec<(String, String)> 
 }
 
 /// Runs `change` on the controller from the shard's blocking pool, so that
-/// persisting the metadata never holds the core; see the module
+/// syncing the metadata log never holds the core; see the module
 /// documentation.
 ///
 /// # Errors
@@ -162,7 +163,7 @@ pub async fn create_topic(
     partitions: i32,
     replication_factor: i16,
     configs: Vec<(String, String)>,
-) -> Result<Arc<TopicMetadata>, MetadataError> {
+) -> Result<Arc<TopicImage>, MetadataError> {
     let owned_name = name.to_owned();
     let topic = on_controller(broker, move |controller| {
         controller.create_topic(&owned_name, partitions, replication_factor, configs)
@@ -225,7 +226,7 @@ async fn create_partitions(
 /// repaired at start by [`reconcile_partitions`].
 ///
 /// # Errors
-/// [`crate::metadata::Controller::add_partitions`]'s errors, or
+/// [`Controller::add_partitions`]'s errors, or
 /// `KAFKA_STORAGE_ERROR` if a partition cannot be created.
 pub async fn add_partitions(
     broker: &Rc<Broker>,
@@ -249,7 +250,7 @@ pub async fn add_partitions(
 
 /// Replaces the config overrides of `name` with what `new_overrides`
 /// computes from the current ones (see
-/// [`crate::metadata::Controller::alter_topic_configs`]), then gives every
+/// [`Controller::alter_topic_configs`]), then gives every
 /// live partition of the topic its new configuration. The persisted
 /// metadata is what partitions open with after a restart.
 ///
@@ -277,7 +278,7 @@ pub async fn alter_topic_configs(
         .image()
         .topics
         .get(name)
-        .map_or(0, |topic| topic.partitions);
+        .map_or(0, |topic| topic.partition_count());
     for partition in 0..partitions {
         let partition = TopicPartition::new(name, partition);
         if let Err(error) = broker
@@ -298,13 +299,16 @@ pub async fn alter_topic_configs(
 ///
 /// # Errors
 /// `UNKNOWN_TOPIC_OR_PARTITION` if there is no such topic.
-pub async fn delete_topic(broker: &Rc<Broker>, name: &str) -> Result<TopicMetadata, MetadataError> {
+pub async fn delete_topic(
+    broker: &Rc<Broker>,
+    name: &str,
+) -> Result<Arc<TopicImage>, MetadataError> {
     let owned_name = name.to_owned();
     let topic = on_controller(broker, move |controller| {
         controller.delete_topic(&owned_name)
     })
     .await?;
-    for partition in 0..topic.partitions {
+    for partition in 0..topic.partition_count() {
         let partition = TopicPartition::new(name, partition);
         if let Err(error) = broker.shard.delete_partition(partition.clone()).await {
             tracing::warn!(%partition, %error, "deleting partition data failed");
@@ -335,7 +339,7 @@ pub async fn commit_recovered_partitions(broker: &Rc<Broker>) {
 pub async fn reconcile_partitions(broker: &Rc<Broker>) {
     for topic in broker.controller.image().topics.values() {
         let config = broker.controller.log_config_for(&topic.name);
-        for partition in 0..topic.partitions {
+        for partition in 0..topic.partition_count() {
             let partition = TopicPartition::new(topic.name.clone(), partition);
             match broker
                 .shard

@@ -36,8 +36,22 @@ impl fmt::Display for Offset {
 }
 
 /// A leader epoch: bumped by the controller each time a partition's leader
-/// changes. Stored in every batch's `partitionLeaderEpoch` field.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// changes. Stored in every batch's `partitionLeaderEpoch` field, and in the
+/// broker's metadata records (hence the rkyv derives).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct LeaderEpoch(pub i32);
 
 impl LeaderEpoch {
@@ -46,8 +60,21 @@ impl LeaderEpoch {
 }
 
 /// An idempotent or transactional producer's id, assigned by InitProducerId.
-/// `-1` means the batch is not idempotent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// `-1` means the batch is not idempotent. The broker's metadata records
+/// carry the next unallocated one (hence the rkyv derives).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ProducerId(pub i64);
 
 impl ProducerId {
@@ -107,10 +134,16 @@ impl TopicPartition {
         format!("{}-{}", self.topic, self.partition)
     }
 
-    /// Parses a partition directory name back; `None` for anything else.
+    /// Parses a partition directory name back; `None` for anything else,
+    /// including [`CLUSTER_METADATA_TOPIC`]'s directory: it holds the
+    /// broker's metadata log, not a data partition (Kafka's log manager
+    /// skips it too), so neither the shards nor `verify-log` open it.
     #[must_use]
     pub fn from_dir_name(name: &str) -> Option<Self> {
         let (topic, partition) = name.rsplit_once('-')?;
+        if topic == CLUSTER_METADATA_TOPIC {
+            return None;
+        }
         if !partition.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -127,6 +160,10 @@ impl fmt::Display for TopicPartition {
         write!(f, "{}-{}", self.topic, self.partition)
     }
 }
+
+/// The name Kafka reserves for the metadata log's partition
+/// (`__cluster_metadata-0`); no client may create a topic of that name.
+pub const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
 
 /// Kafka's topic name rule: 1..=249 characters of `[a-zA-Z0-9._-]`, and not
 /// `.` or `..`.
@@ -162,6 +199,7 @@ mod tests {
             "bad topic-0",
             "t-1x",
             "t-+1",
+            "__cluster_metadata-0",
         ] {
             assert_eq!(TopicPartition::from_dir_name(name), None, "{name}");
         }

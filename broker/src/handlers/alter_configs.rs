@@ -16,7 +16,7 @@ use kafka_protocol::ResponseError;
 
 use super::describe_configs::resource_type;
 use super::ApiSupport;
-use crate::metadata::MetadataError;
+use crate::controller::MetadataError;
 use crate::server::Broker;
 use crate::topics;
 

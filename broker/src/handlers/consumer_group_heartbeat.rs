@@ -85,7 +85,7 @@ pub fn handle(
         image
             .topics
             .get(name)
-            .map(|topic| (topic.uuid(), topic.partitions))
+            .map(|topic| (topic.uuid(), topic.partition_count()))
     };
     let assignors = &coordinator.settings.consumer_assignors;
     let answer = coordinator.with_partition(&group_id, |partition| {

@@ -17,7 +17,7 @@ use kafka_protocol::ResponseError;
 
 use super::metadata::Placement;
 use super::ApiSupport;
-use crate::metadata::MetadataError;
+use crate::controller::MetadataError;
 use crate::server::Broker;
 use crate::topics;
 
@@ -83,7 +83,7 @@ async fn create_one(
         .image()
         .topics
         .get(&name)
-        .map(|metadata| metadata.partitions)
+        .map(|metadata| metadata.partition_count())
     else {
         return Err(error(
             ResponseError::UnknownTopicOrPartition,

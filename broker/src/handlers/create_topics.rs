@@ -20,7 +20,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::ApiSupport;
-use crate::metadata::{MetadataError, PARTITIONS_MAX};
+use crate::controller::{MetadataError, PARTITIONS_MAX};
 use crate::server::Broker;
 use crate::topics;
 

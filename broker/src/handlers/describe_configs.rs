@@ -27,7 +27,7 @@ use fjord_engine::config::LogConfig;
 use super::ApiSupport;
 use crate::config::{BrokerConfig, DEFAULTS};
 #[cfg(doc)]
-use crate::metadata::BROKER_SIDE_TOPIC_CONFIGS;
+use crate::controller::BROKER_SIDE_TOPIC_CONFIGS;
 use crate::server::Broker;
 
 /// Versions served (v0, with `is_default` instead of `config_source`, is
@@ -261,7 +261,9 @@ fn broker_config_type(key: &str) -> i8 {
         | "log.cleaner.max.compaction.lag.ms"
         | "log.message.timestamp.before.max.ms"
         | "log.message.timestamp.after.max.ms" => config_type::LONG,
-        "log.message.timestamp.type" | "compression.type" | "cluster.id" => config_type::STRING,
+        "log.message.timestamp.type" | "compression.type" | "cluster.id" | "metadata.log.dir" => {
+            config_type::STRING
+        }
         "log.cleaner.min.cleanable.ratio" => config_type::DOUBLE,
         _ => config_type::INT,
     }
@@ -406,7 +408,7 @@ pub fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::BROKER_SIDE_TOPIC_CONFIGS;
+    use crate::controller::BROKER_SIDE_TOPIC_CONFIGS;
 
     fn broker_config(settings: &[(&str, &str)]) -> BrokerConfig {
         let settings: Vec<(String, String)> = settings

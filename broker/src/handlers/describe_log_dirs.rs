@@ -55,7 +55,7 @@ fn wanted_partitions(broker: &Broker, request: &DescribeLogDirsRequest) -> Vec<(
         None => image
             .topics
             .values()
-            .map(|topic| (topic.name.clone(), (0..topic.partitions).collect()))
+            .map(|topic| (topic.name.clone(), (0..topic.partition_count()).collect()))
             .collect(),
         Some(topics) => topics
             .iter()

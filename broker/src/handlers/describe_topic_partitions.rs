@@ -30,7 +30,7 @@ use kafka_protocol::ResponseError;
 use super::metadata::Placement;
 use super::ApiSupport;
 use crate::authorized_operations::{authorized_operations, Resource};
-use crate::metadata::TopicMetadata;
+use crate::metadata::TopicImage;
 use crate::server::Broker;
 use crate::topics;
 
@@ -53,11 +53,11 @@ fn topic_name(name: &str) -> TopicName {
 /// of the first one left out, if any.
 fn page_of(
     broker: &Broker,
-    topic: &TopicMetadata,
+    topic: &TopicImage,
     first: i32,
     room: i32,
 ) -> (Vec<DescribeTopicPartitionsResponsePartition>, Option<i32>) {
-    let end = topic.partitions.min(first.saturating_add(room));
+    let end = topic.partition_count().min(first.saturating_add(room));
     let partitions = (first..end)
         .map(|index| {
             let placement = Placement::single_node(broker);
@@ -72,7 +72,7 @@ fn page_of(
                 .with_offline_replicas(Vec::new())
         })
         .collect();
-    (partitions, (end < topic.partitions).then_some(end))
+    (partitions, (end < topic.partition_count()).then_some(end))
 }
 
 /// The answer to a request Kafka refuses as a whole: `error` for every

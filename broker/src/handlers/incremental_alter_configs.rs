@@ -20,7 +20,7 @@ use kafka_protocol::ResponseError;
 use super::alter_configs::alterable_resource;
 use super::describe_configs::{config_type, topic_config_spec, topic_default};
 use super::ApiSupport;
-use crate::metadata::MetadataError;
+use crate::controller::MetadataError;
 use crate::server::Broker;
 use crate::topics;
 

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResp
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
-use crate::metadata::Controller;
+use crate::controller::Controller;
 use crate::server::Broker;
 use crate::topics;
 

@@ -16,7 +16,7 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::authorized_operations::{authorized_operations, Resource};
-use crate::metadata::TopicMetadata;
+use crate::metadata::TopicImage;
 use crate::server::Broker;
 use crate::topics;
 
@@ -54,8 +54,8 @@ impl Placement {
     }
 }
 
-fn describe(broker: &Broker, topic: &TopicMetadata, operations: i32) -> MetadataResponseTopic {
-    let partitions = (0..topic.partitions)
+fn describe(broker: &Broker, topic: &TopicImage, operations: i32) -> MetadataResponseTopic {
+    let partitions = (0..topic.partition_count())
         .map(|index| {
             let placement = Placement::single_node(broker);
             MetadataResponsePartition::default()

@@ -133,8 +133,8 @@ pub fn run(args: &VerifyLogArgs) -> Result<bool, Error> {
 }
 
 /// Checks every `<topic>-<partition>` directory under `data_dir`, in name
-/// order. Other entries (the cluster metadata file, unrelated directories)
-/// are skipped.
+/// order. Other entries (the metadata log's `__cluster_metadata-0`,
+/// unrelated directories) are skipped.
 ///
 /// # Errors
 /// [`Error::ReadDataDir`] when `data_dir` cannot be listed.

@@ -1,0 +1,390 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::controller::legacy::{LegacyMetadata, LegacyTopic};
+
+/// A data directory for controllers, removed when dropped.
+struct Scratch {
+    dir: tempfile::TempDir,
+    settings: Vec<(String, String)>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = vec![("log.dirs".to_owned(), dir.path().display().to_string())];
+        Self { dir, settings }
+    }
+
+    fn with(mut self, key: &str, value: &str) -> Self {
+        self.settings.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn config(&self) -> BrokerConfig {
+        BrokerConfig::load(&self.settings, &[]).unwrap()
+    }
+
+    fn controller(&self) -> Controller {
+        Controller::open(&self.config()).unwrap()
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.config().metadata_log_dir.join(METADATA_LOG_DIR_NAME)
+    }
+
+    /// The names of the files in the metadata log directory, sorted.
+    fn log_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.log_dir())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// The image without this start's broker registration (which differs
+/// between starts by design).
+fn without_brokers(image: &MetadataImage) -> MetadataImage {
+    let mut image = image.clone();
+    image.brokers.clear();
+    image
+}
+
+#[test]
+fn altered_topic_configs_survive_reopening_the_controller() {
+    let scratch = Scratch::new();
+    let controller = scratch.controller();
+    controller
+        .create_topic("t", 1, 1, pairs(&[("segment.ms", "1000")]))
+        .unwrap();
+    let config = controller
+        .alter_topic_configs("t", false, |_| {
+            Ok(pairs(&[
+                ("retention.ms", "5000"),
+                ("cleanup.policy", "compact"),
+            ]))
+        })
+        .unwrap();
+    assert_eq!(config.retention_ms, 5000);
+    assert_eq!(config.segment_ms, LogConfig::default().segment_ms);
+    drop(controller);
+    let reopened = scratch.controller();
+    assert_eq!(
+        reopened.image().topics["t"].configs,
+        pairs(&[("cleanup.policy", "compact"), ("retention.ms", "5000")])
+    );
+    assert_eq!(reopened.log_config_for("t").retention_ms, 5000);
+    assert_eq!(
+        reopened.topic_config("t", "cleanup.policy").as_deref(),
+        Some("compact")
+    );
+    assert_eq!(reopened.topic_config("t", "segment.ms"), None);
+}
+
+#[test]
+fn rejected_or_validate_only_alterations_change_nothing() {
+    let scratch = Scratch::new();
+    let controller = scratch.controller();
+    controller.create_topic("t", 1, 1, Vec::new()).unwrap();
+    let code = |result: Result<LogConfig, MetadataError>| result.unwrap_err().code;
+    let bad = code(
+        controller.alter_topic_configs("t", false, |_| Ok(pairs(&[("retention.ms", "soon")]))),
+    );
+    assert_eq!(bad, ResponseError::InvalidConfig.code());
+    let unknown_key =
+        code(controller.alter_topic_configs("t", false, |_| Ok(pairs(&[("no.such.config", "1")]))));
+    assert_eq!(unknown_key, ResponseError::InvalidConfig.code());
+    let twice = code(controller.alter_topic_configs("t", false, |_| {
+        Ok(pairs(&[("retention.ms", "1"), ("retention.ms", "2")]))
+    }));
+    assert_eq!(twice, ResponseError::InvalidRequest.code());
+    let missing = code(controller.alter_topic_configs("nope", false, |_| Ok(Vec::new())));
+    assert_eq!(missing, ResponseError::UnknownTopicOrPartition.code());
+    let checked = controller
+        .alter_topic_configs("t", true, |_| Ok(pairs(&[("retention.ms", "7")])))
+        .unwrap();
+    assert_eq!(checked.retention_ms, 7);
+    assert!(controller.image().topics["t"].configs.is_empty());
+    drop(controller);
+    assert!(scratch.controller().image().topics["t"].configs.is_empty());
+}
+
+#[test]
+fn partitions_only_grow_and_the_new_count_is_persisted() {
+    let scratch = Scratch::new();
+    let controller = scratch.controller();
+    controller.create_topic("t", 2, 1, Vec::new()).unwrap();
+    for count in [1, 2, PARTITIONS_MAX + 1] {
+        let error = controller.add_partitions("t", count, false).unwrap_err();
+        assert_eq!(
+            error.code,
+            ResponseError::InvalidPartitions.code(),
+            "{count}"
+        );
+    }
+    assert_eq!(controller.add_partitions("t", 5, true).unwrap(), 2);
+    assert_eq!(controller.image().topics["t"].partition_count(), 2);
+    assert_eq!(controller.add_partitions("t", 5, false).unwrap(), 2);
+    drop(controller);
+    let reopened = scratch.controller();
+    let topic = &reopened.image().topics["t"];
+    assert_eq!(topic.partition_count(), 5);
+    let node = BrokerId(reopened.node.0);
+    for partition in &topic.partitions {
+        assert_eq!(partition.replicas, [node]);
+        assert_eq!(partition.isr, [node]);
+        assert_eq!(partition.leader, node);
+        assert_eq!(partition.leader_epoch, LeaderEpoch(0));
+        assert_eq!(partition.partition_epoch, PartitionEpoch(0));
+    }
+    let missing = reopened.add_partitions("nope", 3, false).unwrap_err();
+    assert_eq!(missing.code, ResponseError::UnknownTopicOrPartition.code());
+}
+
+#[test]
+fn deleted_topics_stay_deleted_and_their_name_can_be_reused() {
+    let scratch = Scratch::new();
+    let controller = scratch.controller();
+    let first = controller
+        .create_topic("t", 3, 1, pairs(&[("retention.ms", "5")]))
+        .unwrap();
+    let deleted = controller.delete_topic("t").unwrap();
+    assert_eq!(deleted.id, first.id);
+    assert_eq!(
+        controller.delete_topic("t").unwrap_err().code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let second = controller.create_topic("t", 1, 1, Vec::new()).unwrap();
+    assert_ne!(second.id, first.id);
+    drop(controller);
+    let image = scratch.controller().image();
+    assert_eq!(image.topics["t"].id, second.id);
+    assert!(image.topics["t"].configs.is_empty());
+    assert!(image.topic_by_id(first.uuid()).is_none());
+}
+
+#[test]
+fn the_metadata_topic_name_is_refused() {
+    let scratch = Scratch::new();
+    let controller = scratch.controller();
+    let error = controller
+        .create_topic(
+            fjord_engine::types::CLUSTER_METADATA_TOPIC,
+            1,
+            1,
+            Vec::new(),
+        )
+        .unwrap_err();
+    assert_eq!(error.code, ResponseError::InvalidRequest.code());
+}
+
+/// Guards against handing out a producer id twice: an id whose block was
+/// not durable, or a block reused after a restart, would let a new producer
+/// collide with an old one's sequences.
+#[test]
+fn producer_ids_are_never_reused_across_restarts() {
+    let scratch = Scratch::new();
+    let controller = scratch.controller();
+    let first: Vec<i64> = (0..3)
+        .map(|_| controller.allocate_producer_id().unwrap())
+        .collect();
+    assert_eq!(first, [0, 1, 2]);
+    assert_eq!(
+        controller.image().next_producer_id,
+        ProducerId(PRODUCER_ID_BLOCK)
+    );
+    drop(controller);
+    let reopened = scratch.controller();
+    assert_eq!(reopened.allocate_producer_id().unwrap(), PRODUCER_ID_BLOCK);
+    for _ in 1..PRODUCER_ID_BLOCK {
+        reopened.allocate_producer_id().unwrap();
+    }
+    assert_eq!(
+        reopened.allocate_producer_id().unwrap(),
+        2 * PRODUCER_ID_BLOCK
+    );
+    assert_eq!(
+        reopened.image().next_producer_id,
+        ProducerId(3 * PRODUCER_ID_BLOCK)
+    );
+}
+
+#[test]
+fn each_start_registers_the_broker_with_a_larger_epoch() {
+    let scratch = Scratch::new()
+        .with("node.id", "7")
+        .with("advertised.listeners", "PLAINTEXT://broker7:9093");
+    let first = scratch.controller().image().brokers[&BrokerId(7)].clone();
+    assert_eq!(first.endpoints.len(), 1);
+    assert_eq!(first.endpoints[0].host, "broker7");
+    assert_eq!(first.endpoints[0].port, 9093);
+    assert!(!first.fenced);
+    let second = scratch.controller().image().brokers[&BrokerId(7)].clone();
+    assert!(second.epoch > first.epoch);
+    assert_ne!(second.incarnation_id, first.incarnation_id);
+}
+
+/// Guards against a start replaying the whole history: the image is
+/// snapshotted every `SNAPSHOT_INTERVAL_RECORDS` records and the segments
+/// before the snapshot are deleted, and a snapshot plus the records after
+/// it rebuild the same image.
+#[test]
+fn snapshots_bound_the_log_and_rebuild_the_same_image() {
+    let scratch = Scratch::new();
+    let controller = scratch.controller();
+    let partitions = i32::try_from(SNAPSHOT_INTERVAL_RECORDS / 3).unwrap();
+    for index in 0..4 {
+        controller
+            .create_topic(&format!("t{index}"), partitions, 1, Vec::new())
+            .unwrap();
+    }
+    let image = controller.image();
+    let files = scratch.log_files();
+    let count = |extension: &str| {
+        files
+            .iter()
+            .filter(|name| {
+                Path::new(name)
+                    .extension()
+                    .is_some_and(|found| found == extension)
+            })
+            .count()
+    };
+    assert_eq!((count("snapshot"), count("log")), (1, 1), "{files:?}");
+    drop(controller);
+    let reopened = scratch.controller();
+    assert_eq!(without_brokers(&reopened.image()), without_brokers(&image));
+    // A clean shutdown's snapshot leaves nothing to replay.
+    reopened.snapshot().unwrap();
+    let end = reopened.lock().log.next_offset();
+    let files = scratch.log_files();
+    assert!(
+        files.contains(&format!("{:020}.snapshot", end.0))
+            && files.contains(&format!("{:020}.log", end.0)),
+        "{files:?}"
+    );
+    let segment = scratch.log_dir().join(format!("{:020}.log", end.0));
+    assert_eq!(std::fs::metadata(segment).unwrap().len(), 0);
+}
+
+#[test]
+fn metadata_log_dir_places_the_log_outside_log_dirs() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let scratch = Scratch::new().with("metadata.log.dir", &elsewhere.path().display().to_string());
+    scratch
+        .controller()
+        .create_topic("t", 1, 1, Vec::new())
+        .unwrap();
+    assert!(elsewhere.path().join(METADATA_LOG_DIR_NAME).is_dir());
+    assert!(!scratch.path().join(METADATA_LOG_DIR_NAME).exists());
+    assert!(scratch.controller().image().topics.contains_key("t"));
+}
+
+/// A `cluster-metadata.snapshot` written by the controller before the
+/// metadata log (fjord at commit b5e8035): topics `orders` (3 partitions,
+/// `retention.ms=5000`, `cleanup.policy=compact`), `__consumer_offsets` (50
+/// partitions, `cleanup.policy=compact`, `segment.bytes=104857600`) and
+/// `plain` (created with 1 partition, grown to 2), after producer ids 0 and
+/// 1 were handed out from the block ending at 1000.
+const LEGACY_FIXTURE: &[u8] = include_bytes!("testdata/cluster-metadata-fjmd-v1.snapshot");
+
+/// Guards against losing topics, configs or producer ids when a data
+/// directory of the previous format is started: it is converted into the
+/// metadata log, and the old file is removed only after that.
+#[test]
+fn a_legacy_metadata_file_is_upgraded_in_place() {
+    let scratch = Scratch::new();
+    let legacy_path = scratch.path().join(legacy::LEGACY_METADATA_FILE);
+    std::fs::write(&legacy_path, LEGACY_FIXTURE).unwrap();
+    let controller = scratch.controller();
+    assert!(!legacy_path.exists());
+    let image = controller.image();
+    let names: Vec<&str> = image.topics.keys().map(String::as_str).collect();
+    assert_eq!(names, ["__consumer_offsets", "orders", "plain"]);
+    let orders = &image.topics["orders"];
+    assert_eq!(
+        orders.uuid().to_string(),
+        "f61437c2-dc4f-40ff-bd99-0178d65d16f6"
+    );
+    assert_eq!(orders.partition_count(), 3);
+    assert_eq!(
+        orders.configs,
+        pairs(&[("cleanup.policy", "compact"), ("retention.ms", "5000")])
+    );
+    assert_eq!(image.topics["__consumer_offsets"].partition_count(), 50);
+    assert_eq!(
+        image.topics["__consumer_offsets"].config("segment.bytes"),
+        Some("104857600")
+    );
+    assert_eq!(image.topics["plain"].partition_count(), 2);
+    assert!(image.topics["plain"].configs.is_empty());
+    let plain_id = image.topics["plain"].uuid();
+    assert_eq!(
+        image.topic_by_id(plain_id).map(|topic| topic.name.as_str()),
+        Some("plain")
+    );
+    assert_eq!(controller.log_config_for("orders").retention_ms, 5000);
+    // Ids 0 and 1 went out before the upgrade: the next block starts after
+    // the old one.
+    assert_eq!(controller.allocate_producer_id().unwrap(), 1000);
+    drop(controller);
+    let mut expected = without_brokers(&image);
+    expected.next_producer_id = ProducerId(2000);
+    assert_eq!(without_brokers(&scratch.controller().image()), expected);
+}
+
+/// A start that converted the legacy file but crashed before removing it
+/// must not convert it again (the topics would exist twice).
+#[test]
+fn a_legacy_file_left_after_its_conversion_is_only_removed() {
+    let scratch = Scratch::new();
+    let legacy_path = scratch.path().join(legacy::LEGACY_METADATA_FILE);
+    let legacy_metadata = LegacyMetadata {
+        topics: vec![LegacyTopic {
+            name: "t".to_owned(),
+            id: *Uuid::new_v4().as_bytes(),
+            partitions: 2,
+            configs: pairs(&[("retention.ms", "9")]),
+        }],
+        producer_id_block_end: 3000,
+    };
+    std::fs::write(&legacy_path, legacy::encode(&legacy_metadata)).unwrap();
+    let converted = scratch.controller().image();
+    std::fs::write(&legacy_path, legacy::encode(&legacy_metadata)).unwrap();
+    let reopened = scratch.controller();
+    assert!(!legacy_path.exists());
+    assert_eq!(
+        without_brokers(&reopened.image()),
+        without_brokers(&converted)
+    );
+    assert_eq!(
+        reopened.image().topics["t"].config("retention.ms"),
+        Some("9")
+    );
+    assert_eq!(reopened.allocate_producer_id().unwrap(), 3000);
+}
+
+#[test]
+fn a_corrupt_legacy_file_fails_the_start_and_is_kept() {
+    let scratch = Scratch::new();
+    let legacy_path = scratch.path().join(legacy::LEGACY_METADATA_FILE);
+    let mut bytes = LEGACY_FIXTURE.to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&legacy_path, &bytes).unwrap();
+    let error = Controller::open(&scratch.config()).err().unwrap();
+    assert!(error.contains("CRC"), "{error}");
+    assert!(legacy_path.exists());
+}
