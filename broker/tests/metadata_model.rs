@@ -16,12 +16,8 @@
 //! `FJORD_MODEL_SEED=<n>` replays one seed; `FJORD_MODEL_CASES=<n>` sets how
 //! many seeds run (default 40); `FJORD_MODEL_STEPS=<n>` the steps per seed.
 
-#[path = "../../engine/tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{run_model_seeds, Rng, SeedRuns};
 use fjord_broker::controller::log::{MetadataLog, Recovered, METADATA_LOG_DIR_NAME};
 use fjord_broker::metadata::image::{MetadataImage, PartitionImage};
 use fjord_broker::metadata::records::{
@@ -29,6 +25,7 @@ use fjord_broker::metadata::records::{
     PartitionChangeRecord, PartitionEpoch, PartitionRecord, ProducerIdsRecord,
     RegisterBrokerRecord, RemoveTopicRecord, TopicId, TopicRecord,
 };
+use fjord_engine::testkit::{run_model_seeds, Rng, SeedRuns};
 use fjord_engine::{LeaderEpoch, ProducerId};
 
 const DEFAULTS: SeedRuns = SeedRuns {
