@@ -61,6 +61,8 @@ pub struct FetchTarget {
     pub offset: Offset,
     /// The partition's byte limit.
     pub max_bytes: usize,
+    /// The leader epoch the client knows (KIP-320), or `-1`.
+    pub current_leader_epoch: i32,
 }
 
 /// How a fetch relates to the session cache.
@@ -99,6 +101,7 @@ struct Reported {
 struct SessionPartition {
     offset: Offset,
     max_bytes: usize,
+    current_leader_epoch: i32,
     reported: Option<Reported>,
 }
 
@@ -164,6 +167,7 @@ impl FetchSessions {
                 partition: TopicPartition::new(topic.topic.0.to_string(), partition.partition),
                 offset: Offset(partition.fetch_offset),
                 max_bytes: usize::try_from(partition.partition_max_bytes).unwrap_or(0),
+                current_leader_epoch: partition.current_leader_epoch,
             })
         });
         let epoch = request.session_epoch;
@@ -196,10 +200,12 @@ impl FetchSessions {
                 .or_insert(SessionPartition {
                     offset: target.offset,
                     max_bytes: target.max_bytes,
+                    current_leader_epoch: target.current_leader_epoch,
                     reported: None,
                 });
             entry.offset = target.offset;
             entry.max_bytes = target.max_bytes;
+            entry.current_leader_epoch = target.current_leader_epoch;
         }
         for forgotten in &request.forgotten_topics_data {
             for &index in &forgotten.partitions {
@@ -222,6 +228,7 @@ impl FetchSessions {
                 partition: partition.clone(),
                 offset: cached.offset,
                 max_bytes: cached.max_bytes,
+                current_leader_epoch: cached.current_leader_epoch,
             })
             .collect();
         Ok((
@@ -288,6 +295,7 @@ impl FetchSessions {
                     SessionPartition {
                         offset: target.offset,
                         max_bytes: target.max_bytes,
+                        current_leader_epoch: target.current_leader_epoch,
                         reported: None,
                     },
                 )

@@ -16,6 +16,7 @@ pub mod fetch_session;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;
+pub mod partition;
 pub mod recompress;
 mod send_progress;
 pub mod server;
@@ -111,7 +112,7 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
             stop.clone(),
         );
         async move {
-            topics::commit_recovered_partitions(&broker).await;
+            partition::commit_recovered_partitions(&broker).await;
             if broker.shard.id() == 0 {
                 topics::reconcile_partitions(&broker).await;
                 start_group_coordinator(&broker);

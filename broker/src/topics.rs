@@ -318,22 +318,6 @@ pub async fn delete_topic(
     Ok(topic)
 }
 
-/// Raises the high watermark of every partition this shard recovered to its
-/// log end, before the shard serves anyone: this single broker is the whole
-/// ISR, so every record recovery kept is replicated to all of it. Without
-/// this, records acknowledged before a restart would stay invisible to
-/// consumers until the next produce.
-pub async fn commit_recovered_partitions(broker: &Rc<Broker>) {
-    let Ok(partitions) = broker.shard.list_partitions(broker.shard.id()).await else {
-        return;
-    };
-    for partition in partitions {
-        if let Ok(log) = broker.shard.local_log(&partition) {
-            log.advance_high_watermark(log.offsets().log_end);
-        }
-    }
-}
-
 /// Makes sure every partition in the metadata exists on its shard (after a
 /// crash between the metadata change and the partition creation).
 pub async fn reconcile_partitions(broker: &Rc<Broker>) {

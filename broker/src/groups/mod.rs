@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_engine::batch::{build_batch, records as batch_records, BatchHeader};
-use fjord_engine::shard::{AppendRequest, ReadBound, ReadRequest};
-use fjord_engine::{LeaderEpoch, TimestampMs, TopicPartition};
+use fjord_engine::shard::{ReadBound, ReadRequest};
+use fjord_engine::{TimestampMs, TopicPartition};
 use kafka_protocol::ResponseError;
 
 use crate::config::BrokerConfig;
-use crate::error::engine_error_code;
+use crate::partition;
 use crate::server::Broker;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 use group::{CommittedOffset, Group, GroupTimings};
@@ -279,24 +279,16 @@ pub async fn append(
         .collect();
     let batch = build_batch(&pairs, TimestampMs::now(), None);
     let partition = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, partition);
-    let append = AppendRequest {
-        partition: partition.clone(),
-        batches: vec![Bytes::from(batch)],
-        leader_epoch: LeaderEpoch(0),
-        flush: true,
-        advance_high_watermark: true,
-    };
-    match broker.shard.append(append).await {
+    // acks=-1: a commit is answered once it is flushed and committed.
+    match partition::append(broker, partition.clone(), vec![Bytes::from(batch)], -1).await {
         Ok(info) => Ok(info.base_offset.0),
         Err(error) => {
             tracing::warn!(%partition, %error, "cannot write to the group log");
-            Err(
-                if engine_error_code(&error) == ResponseError::MessageTooLarge.code() {
-                    ResponseError::RecordListTooLarge
-                } else {
-                    ResponseError::CoordinatorNotAvailable
-                },
-            )
+            Err(if error.code() == ResponseError::MessageTooLarge.code() {
+                ResponseError::RecordListTooLarge
+            } else {
+                ResponseError::CoordinatorNotAvailable
+            })
         }
     }
 }

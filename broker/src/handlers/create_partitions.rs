@@ -15,7 +15,6 @@ use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitions
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::metadata::Placement;
 use super::ApiSupport;
 use crate::controller::MetadataError;
 use crate::server::Broker;
@@ -60,13 +59,20 @@ fn check_assignments(
             ),
         ));
     }
-    let replication_factor = Placement::single_node(broker).replicas.len();
+    // New partitions get as many replicas as the topic's first has.
+    let replication_factor = broker
+        .controller
+        .image()
+        .topics
+        .get(topic.name.0.as_str())
+        .and_then(|existing| existing.partition(0))
+        .map(|first| first.replicas.len());
     for (assignment, partition) in assignments.iter().zip(current..) {
         topics::check_replica_assignment(
             broker,
             partition,
             &assignment.broker_ids,
-            Some(replication_factor),
+            replication_factor,
         )?;
     }
     Ok(())

@@ -16,6 +16,7 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::error::engine_error_code;
+use crate::partition;
 use crate::server::Broker;
 use crate::topics;
 
@@ -32,10 +33,8 @@ const HIGH_WATERMARK: i64 = -1;
 /// Deletes the records of `partition` below `offset`; the new low watermark
 /// or the Kafka error code.
 async fn delete_one(broker: &Broker, partition: TopicPartition, offset: i64) -> Result<i64, i16> {
-    let known = broker.controller.image().contains(&partition);
-    if !known {
-        return Err(ResponseError::UnknownTopicOrPartition.code());
-    }
+    partition::led_here(broker, &partition, partition::NO_LEADER_EPOCH)
+        .map_err(|error| error.code())?;
     if topics::is_internal(&partition.topic) {
         // As Kafka: the group coordinator's records are not the client's to
         // delete.

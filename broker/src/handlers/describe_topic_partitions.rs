@@ -52,7 +52,6 @@ fn topic_name(name: &str) -> TopicName {
 /// Partitions `first..` of `topic`, at most `room` of them, and the index
 /// of the first one left out, if any.
 fn page_of(
-    broker: &Broker,
     topic: &TopicImage,
     first: i32,
     room: i32,
@@ -60,7 +59,7 @@ fn page_of(
     let end = topic.partition_count().min(first.saturating_add(room));
     let partitions = (first..end)
         .map(|index| {
-            let placement = Placement::single_node(broker);
+            let placement = Placement::of(topic, index);
             DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(placement.leader)
@@ -147,7 +146,7 @@ pub fn handle(
         let first = cursor
             .filter(|cursor| &*cursor.topic_name.0 == name)
             .map_or(0, |cursor| cursor.partition_index);
-        let (partitions, left_out) = page_of(broker, topic, first, room);
+        let (partitions, left_out) = page_of(topic, first, room);
         room -= partitions.len() as i32;
         response.topics.push(
             answer

@@ -30,9 +30,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
-use crate::error::engine_error_code;
 use crate::fetch_codec::{ResponseChunk, ZeroCopyFetch};
 use crate::fetch_session::FetchTarget;
+use crate::partition::{self, PartitionError};
 use crate::server::Broker;
 
 /// Versions served (v13+ address topics by id).
@@ -86,30 +86,38 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize)
     let data = offsets_unknown(wanted);
     let read = if limit == 0 {
         // With no budget left only the offsets are reported.
-        broker
-            .shard
-            .offsets(wanted.partition.clone())
-            .await
-            .map(|offsets| Found {
-                high_watermark: offsets.high_watermark,
-                log_start: offsets.log_start,
-                records: Vec::new(),
-            })
+        match partition::led_here(broker, &wanted.partition, wanted.current_leader_epoch) {
+            Ok(_) => broker
+                .shard
+                .offsets(wanted.partition.clone())
+                .await
+                .map_err(PartitionError::from)
+                .map(|offsets| Found {
+                    high_watermark: offsets.high_watermark,
+                    log_start: offsets.log_start,
+                    records: Vec::new(),
+                }),
+            Err(error) => Err(error),
+        }
     } else {
         // The owning shard answers with its cache's Bytes or a verified file
         // range; either way nothing is copied, on this shard or across.
-        broker
-            .shard
-            .read_zero_copy(wanted.partition.clone(), wanted.offset, limit)
-            .await
-            .map(|read| Found {
-                high_watermark: read.offsets.high_watermark,
-                log_start: read.offsets.log_start,
-                records: match read.data {
-                    ReadData::Batches(batches) => batches_to_chunks(batches),
-                    ReadData::File(range) => vec![ResponseChunk::File(range)],
-                },
-            })
+        partition::read_for_consumer(
+            broker,
+            wanted.partition.clone(),
+            wanted.offset,
+            limit,
+            wanted.current_leader_epoch,
+        )
+        .await
+        .map(|read| Found {
+            high_watermark: read.offsets.high_watermark,
+            log_start: read.offsets.log_start,
+            records: match read.data {
+                ReadData::Batches(batches) => batches_to_chunks(batches),
+                ReadData::File(range) => vec![ResponseChunk::File(range)],
+            },
+        })
     };
     match read {
         Ok(found) => Answer {
@@ -120,7 +128,7 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize)
             records: found.records,
         },
         Err(error) => Answer {
-            data: data.with_error_code(engine_error_code(&error)),
+            data: data.with_error_code(error.code()),
             records: Vec::new(),
         },
     }

@@ -1,11 +1,14 @@
 //! ListOffsets: earliest (-2), latest (-1: the high watermark, as consumers
 //! see it), max timestamp (-3, KIP-734), or the first offset whose timestamp
-//! is at or after a given time.
+//! is at or after a given time. The leader epoch answered (v4+) is the
+//! partition's; a stale or future `current_leader_epoch` is refused
+//! (KIP-320).
 
 use std::rc::Rc;
 
 use fjord_engine::shard::OffsetQuery;
 use fjord_engine::{TimestampMs, TopicPartition};
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -14,6 +17,7 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::error::engine_error_code;
+use crate::partition;
 use crate::server::Broker;
 
 /// Versions served.
@@ -30,20 +34,25 @@ const MAX_TIMESTAMP: i64 = -3;
 async fn list_one(
     broker: &Rc<Broker>,
     partition: TopicPartition,
-    timestamp: i64,
+    wanted: &ListOffsetsPartition,
     version: i16,
 ) -> ListOffsetsPartitionResponse {
-    // Leader epochs are part of the response from v4 on.
-    let epoch = if version >= 4 { 0 } else { -1 };
+    let timestamp = wanted.timestamp;
     let response = ListOffsetsPartitionResponse::default()
         .with_partition_index(partition.partition)
         .with_timestamp(-1)
         .with_offset(-1)
         .with_leader_epoch(-1);
-    let known = broker.controller.image().contains(&partition);
-    if !known {
-        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
-    }
+    let state = match partition::led_here(broker, &partition, wanted.current_leader_epoch) {
+        Ok(state) => state,
+        Err(error) => return response.with_error_code(error.code()),
+    };
+    // Leader epochs are part of the response from v4 on.
+    let epoch = if version >= 4 {
+        state.leader_epoch.0
+    } else {
+        -1
+    };
     if timestamp == LATEST {
         return match broker.shard.offsets(partition).await {
             Ok(offsets) => response
@@ -84,7 +93,7 @@ pub async fn handle(
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let partition_id = TopicPartition::new(name.clone(), partition.partition_index);
-            partitions.push(list_one(broker, partition_id, partition.timestamp, version).await);
+            partitions.push(list_one(broker, partition_id, &partition, version).await);
         }
         topics.push(
             ListOffsetsTopicResponse::default()

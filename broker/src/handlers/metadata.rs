@@ -17,6 +17,7 @@ use kafka_protocol::ResponseError;
 use super::ApiSupport;
 use crate::authorized_operations::{authorized_operations, Resource};
 use crate::metadata::TopicImage;
+use crate::partition::PartitionState;
 use crate::server::Broker;
 use crate::topics;
 
@@ -41,23 +42,32 @@ pub(super) struct Placement {
 }
 
 impl Placement {
-    /// Every partition on a single node: this node leads it in epoch 0 and
-    /// is its only replica and the whole ISR.
-    pub(super) fn single_node(broker: &Broker) -> Self {
-        let node = BrokerId(broker.config.node_id);
+    /// Partition `index` of `topic` as the metadata image has it.
+    ///
+    /// # Panics
+    /// If `topic` has no partition `index`: callers go by its count.
+    pub(super) fn of(topic: &TopicImage, index: i32) -> Self {
+        let state = PartitionState::from(
+            topic
+                .partition(index)
+                .expect("an index below the topic's partition count"),
+        );
+        let ids = |brokers: &[crate::metadata::records::BrokerId]| {
+            brokers.iter().map(|broker| BrokerId(broker.0)).collect()
+        };
         Self {
-            leader: node,
-            leader_epoch: 0,
-            replicas: vec![node],
-            isr: vec![node],
+            leader: BrokerId(state.leader.0),
+            leader_epoch: state.leader_epoch.0,
+            replicas: ids(&state.replicas),
+            isr: ids(&state.isr),
         }
     }
 }
 
-fn describe(broker: &Broker, topic: &TopicImage, operations: i32) -> MetadataResponseTopic {
+fn describe(topic: &TopicImage, operations: i32) -> MetadataResponseTopic {
     let partitions = (0..topic.partition_count())
         .map(|index| {
-            let placement = Placement::single_node(broker);
+            let placement = Placement::of(topic, index);
             MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(placement.leader)
@@ -96,12 +106,12 @@ pub async fn handle(
         None => image
             .topics
             .values()
-            .map(|topic| describe(broker, topic, operations))
+            .map(|topic| describe(topic, operations))
             .collect(),
         Some(requested) if requested.is_empty() && version == 0 => image
             .topics
             .values()
-            .map(|topic| describe(broker, topic, operations))
+            .map(|topic| describe(topic, operations))
             .collect(),
         Some(requested) => {
             let mut topics = Vec::with_capacity(requested.len());
@@ -110,7 +120,7 @@ pub async fn handle(
                     // By topic id (v10+): KIP-848 consumers resolve the
                     // ids of their assignment this way.
                     if let Some(topic) = image.topic_by_id(wanted.topic_id) {
-                        topics.push(describe(broker, topic, operations));
+                        topics.push(describe(topic, operations));
                         continue;
                     }
                     topics.push(
@@ -121,7 +131,7 @@ pub async fn handle(
                     continue;
                 };
                 if let Some(topic) = broker.controller.image().topics.get(&name) {
-                    topics.push(describe(broker, topic, operations));
+                    topics.push(describe(topic, operations));
                     continue;
                 }
                 if topics::is_internal(&name) {
@@ -152,10 +162,10 @@ pub async fn handle(
                 )
                 .await
                 {
-                    Ok(topic) => topics.push(describe(broker, &topic, operations)),
+                    Ok(topic) => topics.push(describe(&topic, operations)),
                     Err(error) if error.code == ResponseError::TopicAlreadyExists.code() => {
                         match broker.controller.image().topics.get(&name) {
-                            Some(topic) => topics.push(describe(broker, topic, operations)),
+                            Some(topic) => topics.push(describe(topic, operations)),
                             None => {
                                 topics.push(unknown(
                                     name,

@@ -3,12 +3,14 @@
 //! for the current epoch), so a consumer or follower can tell where its log
 //! diverges (KIP-101, KIP-320).
 //!
-//! A single node leads every partition in epoch 0. An epoch the log does not
+//! The partition's leader epoch comes from the metadata image (a single
+//! node leads every partition it created in epoch 0). An epoch the log does not
 //! know (newer than the current one, or negative) answers epoch -1 and
 //! offset -1 with no error, as Kafka does. The current epoch answers the log
 //! end even before the first append stamps it into the log, as Kafka's
 //! leader, which records its epoch when it becomes leader, does. A
-//! `current_leader_epoch` other than 0 is fenced (older) or unknown (newer).
+//! `current_leader_epoch` older than the partition's is fenced, a newer one
+//! unknown.
 //! Consumers (`replica_id` -1) and followers get the same answer: every
 //! partition's leader is here.
 
@@ -20,10 +22,10 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::error::engine_error_code;
+use crate::partition;
 use crate::server::Broker;
 
 /// Versions served.
@@ -33,26 +35,14 @@ pub const SUPPORT: ApiSupport = ApiSupport {
     max: 4,
 };
 
-/// The leader epoch of every partition on a single node.
-const LEADER_EPOCH: i32 = 0;
-/// "No epoch given" in `current_leader_epoch`.
-const NO_EPOCH: i32 = -1;
-
 /// The (epoch, end offset) answer for one partition, or the error code.
 async fn end_offset(
     broker: &Broker,
     partition: TopicPartition,
     wanted: &OffsetForLeaderPartition,
 ) -> Result<(i32, i64), i16> {
-    let known = broker.controller.image().contains(&partition);
-    if !known {
-        return Err(ResponseError::UnknownTopicOrPartition.code());
-    }
-    match wanted.current_leader_epoch {
-        NO_EPOCH | LEADER_EPOCH => {}
-        older if older < LEADER_EPOCH => return Err(ResponseError::FencedLeaderEpoch.code()),
-        _ => return Err(ResponseError::UnknownLeaderEpoch.code()),
-    }
+    let state = partition::led_here(broker, &partition, wanted.current_leader_epoch)
+        .map_err(|error| error.code())?;
     let found = broker
         .shard
         .end_offset_for_epoch(partition.clone(), LeaderEpoch(wanted.leader_epoch))
@@ -60,11 +50,11 @@ async fn end_offset(
         .map_err(|error| engine_error_code(&error))?;
     match found {
         Some(end) => Ok((end.epoch.0, end.end_offset.0)),
-        None if wanted.leader_epoch == LEADER_EPOCH => broker
+        None if wanted.leader_epoch == state.leader_epoch.0 => broker
             .shard
             .offsets(partition)
             .await
-            .map(|offsets| (LEADER_EPOCH, offsets.log_end.0))
+            .map(|offsets| (state.leader_epoch.0, offsets.log_end.0))
             .map_err(|error| engine_error_code(&error)),
         None => Ok((-1, -1)),
     }

@@ -20,9 +20,8 @@ use std::rc::Rc;
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_engine::batch::split_batches;
 use fjord_engine::log::AppendInfo;
-use fjord_engine::shard::AppendRequest;
 use fjord_engine::Error as EngineError;
-use fjord_engine::{LeaderEpoch, TopicPartition};
+use fjord_engine::TopicPartition;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -32,6 +31,7 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::error::engine_error_code;
+use crate::partition::{self, NO_LEADER_EPOCH};
 use crate::recompress;
 use crate::server::Broker;
 use crate::topics;
@@ -109,10 +109,10 @@ fn put_array_len(body: &mut BytesMut, len: usize) {
     body.put_i32(i32::try_from(len).unwrap_or(i32::MAX));
 }
 
-fn failed(index: i32, error: ResponseError, message: &str) -> PartitionProduceResponse {
+fn failed(index: i32, code: i16, message: &str) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
-        .with_error_code(error.code())
+        .with_error_code(code)
         .with_base_offset(-1)
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1)
@@ -167,17 +167,24 @@ pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInL
                 None
             };
             let partition = TopicPartition::new(name.clone(), data.index);
-            let append = match refusal {
-                Some((error, message)) => Err((error, message.to_owned())),
-                None => prepare_append(broker, partition, data.records, acks),
+            let batches = match refusal {
+                Some((error, message)) => Err((error.code(), message.to_owned())),
+                None => partition::led_here(broker, &partition, NO_LEADER_EPOCH)
+                    .map_err(|error| (error.code(), error.to_string()))
+                    .and_then(|_| prepare_batches(broker, &partition, data.records)),
             };
-            partitions.push(match append {
-                Ok(append) => {
-                    let appending = broker.shard.submit_append(append).await;
+            let appending = match batches {
+                Ok(batches) => partition::submit_append(broker, partition, batches, acks)
+                    .await
+                    .map_err(|error| (error.code(), error.to_string())),
+                Err(refusal) => Err(refusal),
+            };
+            partitions.push(match appending {
+                Ok(appending) => {
                     PartitionAppend::Appending(data.index, glommio::spawn_local(appending))
                 }
-                Err((error, message)) => {
-                    PartitionAppend::Refused(failed(data.index, error, &message))
+                Err((code, message)) => {
+                    PartitionAppend::Refused(failed(data.index, code, &message))
                 }
             });
         }
@@ -186,22 +193,16 @@ pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInL
     ProduceInLine { acks, topics }
 }
 
-/// The append of one partition's records, checked and recompressed as the
-/// topic asks, or the error refusing them.
-fn prepare_append(
+/// One partition's record batches, split and recompressed as the topic
+/// asks, or the error code and message refusing them.
+fn prepare_batches(
     broker: &Broker,
-    partition: TopicPartition,
+    partition: &TopicPartition,
     records: Option<Bytes>,
-    acks: i16,
-) -> Result<AppendRequest, (ResponseError, String)> {
-    if !broker.controller.image().contains(&partition) {
-        return Err((
-            ResponseError::UnknownTopicOrPartition,
-            "unknown topic or partition".to_owned(),
-        ));
-    }
+) -> Result<Vec<Bytes>, (i16, String)> {
+    let corrupt = |message: String| (ResponseError::CorruptMessage.code(), message);
     let Some(records) = records.filter(|records| !records.is_empty()) else {
-        return Err((ResponseError::CorruptMessage, "no record batch".to_owned()));
+        return Err(corrupt("no record batch".to_owned()));
     };
     let compression_type = broker
         .controller
@@ -210,21 +211,13 @@ fn prepare_append(
     let target_codec = recompress::target_codec(&compression_type);
     let mut batches = Vec::new();
     for batch in split_batches(&records) {
-        let batch = records
-            .slice_ref(batch.map_err(|error| (ResponseError::CorruptMessage, error.to_string()))?);
+        let batch = records.slice_ref(batch.map_err(|error| corrupt(error.to_string()))?);
         batches.push(match target_codec {
-            Some(codec) => recompress::recompress(batch, codec)
-                .map_err(|message| (ResponseError::CorruptMessage, message))?,
+            Some(codec) => recompress::recompress(batch, codec).map_err(corrupt)?,
             None => batch,
         });
     }
-    Ok(AppendRequest {
-        partition,
-        batches,
-        leader_epoch: LeaderEpoch(0),
-        flush: acks == -1,
-        advance_high_watermark: true,
-    })
+    Ok(batches)
 }
 
 impl ProduceInLine {

@@ -1,0 +1,228 @@
+//! The partition layer: what handlers call to append to and read from a
+//! partition, between the Kafka handlers above and the engine's shards
+//! below.
+//!
+//! Whether this broker leads a partition, in which leader epoch and with
+//! which in-sync replicas, comes from the metadata image's partition
+//! records, never from constants: a single node is the same code, with
+//! this node as the leader and the whole ISR as data. Every operation
+//! checks the client's view first (`NOT_LEADER_OR_FOLLOWER` on a broker
+//! that does not lead; `FENCED_LEADER_EPOCH` / `UNKNOWN_LEADER_EPOCH` for a
+//! stale or future `current_leader_epoch`, KIP-320), then runs on the
+//! owning shard. Reads name their bound: consumers read up to the high
+//! watermark, which is also the last stable offset while there are no
+//! transactions.
+
+use bytes::Bytes;
+use fjord_engine::log::{AppendInfo, ZeroCopyRead};
+use fjord_engine::shard::{AppendRequest, PendingAnswer};
+use fjord_engine::{LeaderEpoch, Offset, TopicPartition};
+use kafka_protocol::ResponseError;
+
+use crate::error::engine_error_code;
+use crate::metadata::image::PartitionImage;
+use crate::metadata::records::BrokerId;
+use crate::server::Broker;
+
+/// `current_leader_epoch` when the client does not know it (`-1`): not
+/// checked, as Kafka.
+pub const NO_LEADER_EPOCH: i32 = -1;
+
+/// A partition's replication state as this broker sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The leader, or [`BrokerId::NONE`].
+    pub leader: BrokerId,
+    /// The leader's epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// Every replica, preferred leader first.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas.
+    pub isr: Vec<BrokerId>,
+}
+
+impl From<&PartitionImage> for PartitionState {
+    fn from(image: &PartitionImage) -> Self {
+        Self {
+            leader: image.leader,
+            leader_epoch: image.leader_epoch,
+            replicas: image.replicas.clone(),
+            isr: image.isr.clone(),
+        }
+    }
+}
+
+/// Why a partition operation was refused or failed.
+#[derive(Debug)]
+pub enum PartitionError {
+    /// The topic or partition does not exist.
+    Unknown,
+    /// This broker does not lead the partition.
+    NotLeader,
+    /// The client's leader epoch is older than the partition's.
+    FencedLeaderEpoch,
+    /// The client's leader epoch is newer than this broker knows.
+    UnknownLeaderEpoch,
+    /// The engine failed.
+    Engine(fjord_engine::Error),
+}
+
+impl PartitionError {
+    /// The Kafka error code a client acts on.
+    #[must_use]
+    pub fn code(&self) -> i16 {
+        match self {
+            Self::Unknown => ResponseError::UnknownTopicOrPartition.code(),
+            Self::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+            Self::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch.code(),
+            Self::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch.code(),
+            Self::Engine(error) => engine_error_code(error),
+        }
+    }
+}
+
+impl std::fmt::Display for PartitionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown => f.write_str("unknown topic or partition"),
+            Self::NotLeader => f.write_str("this broker does not lead the partition"),
+            Self::FencedLeaderEpoch => f.write_str("the leader epoch is older than the leader's"),
+            Self::UnknownLeaderEpoch => f.write_str("the leader epoch is newer than the leader's"),
+            Self::Engine(error) => error.fmt(f),
+        }
+    }
+}
+
+impl From<fjord_engine::Error> for PartitionError {
+    fn from(error: fjord_engine::Error) -> Self {
+        Self::Engine(error)
+    }
+}
+
+/// The state of `partition` in the current metadata image.
+///
+/// # Errors
+/// [`PartitionError::Unknown`] if its topic or index does not exist.
+pub fn state(
+    broker: &Broker,
+    partition: &TopicPartition,
+) -> Result<PartitionState, PartitionError> {
+    let image = broker.controller.image();
+    image
+        .topics
+        .get(&partition.topic)
+        .and_then(|topic| topic.partition(partition.partition))
+        .map(PartitionState::from)
+        .ok_or(PartitionError::Unknown)
+}
+
+/// The state of `partition` if this broker leads it in the epoch the
+/// client names (`current_leader_epoch`, or [`NO_LEADER_EPOCH`]).
+///
+/// # Errors
+/// [`PartitionError::Unknown`], [`PartitionError::NotLeader`],
+/// [`PartitionError::FencedLeaderEpoch`] or
+/// [`PartitionError::UnknownLeaderEpoch`].
+pub fn led_here(
+    broker: &Broker,
+    partition: &TopicPartition,
+    current_leader_epoch: i32,
+) -> Result<PartitionState, PartitionError> {
+    let state = state(broker, partition)?;
+    if current_leader_epoch != NO_LEADER_EPOCH {
+        if current_leader_epoch < state.leader_epoch.0 {
+            return Err(PartitionError::FencedLeaderEpoch);
+        }
+        if current_leader_epoch > state.leader_epoch.0 {
+            return Err(PartitionError::UnknownLeaderEpoch);
+        }
+    }
+    if state.leader != BrokerId(broker.config.node_id) {
+        return Err(PartitionError::NotLeader);
+    }
+    Ok(state)
+}
+
+/// Whether this broker is the partition's whole ISR: then an append is
+/// committed (the high watermark passes it) as soon as it is acknowledged
+/// locally.
+fn sole_in_sync_replica(broker: &Broker, state: &PartitionState) -> bool {
+    state.isr == [BrokerId(broker.config.node_id)]
+}
+
+/// Hands a request's batches for `partition` to its shard as leader and
+/// returns, once they have their place in the partition's admission line,
+/// the future of their answer ([`fjord_engine::shard::Shard::submit_append`]):
+/// `acks=1` answers once they are written, `acks=-1` once they are
+/// flushed and committed.
+///
+/// # Errors
+/// As [`led_here`], before anything is appended.
+pub async fn submit_append(
+    broker: &Broker,
+    partition: TopicPartition,
+    batches: Vec<Bytes>,
+    acks: i16,
+) -> Result<PendingAnswer<AppendInfo>, PartitionError> {
+    let state = led_here(broker, &partition, NO_LEADER_EPOCH)?;
+    let append = AppendRequest {
+        partition,
+        batches,
+        leader_epoch: state.leader_epoch,
+        flush: acks == -1,
+        advance_high_watermark: sole_in_sync_replica(broker, &state),
+    };
+    Ok(broker.shard.submit_append(append).await)
+}
+
+/// Appends as leader and waits for the answer; see [`submit_append`].
+///
+/// # Errors
+/// As [`submit_append`], or the engine's.
+pub async fn append(
+    broker: &Broker,
+    partition: TopicPartition,
+    batches: Vec<Bytes>,
+    acks: i16,
+) -> Result<AppendInfo, PartitionError> {
+    Ok(submit_append(broker, partition, batches, acks)
+        .await?
+        .await?)
+}
+
+/// Reads for a consumer, up to the high watermark, without copying.
+///
+/// # Errors
+/// As [`led_here`], or the engine's.
+pub async fn read_for_consumer(
+    broker: &Broker,
+    partition: TopicPartition,
+    offset: Offset,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+) -> Result<ZeroCopyRead, PartitionError> {
+    led_here(broker, &partition, current_leader_epoch)?;
+    Ok(broker
+        .shard
+        .read_zero_copy(partition, offset, max_bytes)
+        .await?)
+}
+
+/// Raises the high watermark of every partition this shard recovered whose
+/// whole ISR is this broker to its log end, before the shard serves anyone:
+/// every record recovery kept is then on every in-sync replica. Without
+/// this, records acknowledged before a restart would stay invisible to
+/// consumers until the next produce. A partition with other in-sync
+/// replicas learns its high watermark from them.
+pub async fn commit_recovered_partitions(broker: &Broker) {
+    let Ok(partitions) = broker.shard.list_partitions(broker.shard.id()).await else {
+        return;
+    };
+    for partition in partitions {
+        let sole =
+            state(broker, &partition).is_ok_and(|state| sole_in_sync_replica(broker, &state));
+        if let (true, Ok(log)) = (sole, broker.shard.local_log(&partition)) {
+            log.advance_high_watermark(log.offsets().log_end);
+        }
+    }
+}
