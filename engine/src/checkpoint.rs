@@ -23,7 +23,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Corruption, Error, Result};
 use crate::leader_epoch;
 
 /// Bytes before the payload: magic (4), version (2), length (4), CRC (4).
@@ -64,45 +64,45 @@ pub fn encode_frame(magic: [u8; 4], version: u16, payload: &[u8]) -> Vec<u8> {
 /// states, and the frame has no bytes after it.
 ///
 /// # Errors
-/// A human-readable reason when the input is shorter than a header, the magic
+/// The [`Corruption`] when the input is shorter than a header, the magic
 /// or version differ, the stated length does not match the bytes present
 /// (truncated or trailing data), or the CRC does not match the payload.
 pub fn decode_frame(
     magic: [u8; 4],
     version: u16,
     bytes: &[u8],
-) -> std::result::Result<&[u8], String> {
+) -> std::result::Result<&[u8], Corruption> {
     let Some((header, payload)) = bytes.split_at_checked(FRAME_HEADER_BYTES) else {
-        return Err(format!(
-            "{} bytes is shorter than the {FRAME_HEADER_BYTES}-byte frame header",
-            bytes.len()
-        ));
+        return Err(Corruption::ShorterThanHeader {
+            length: bytes.len(),
+            header_bytes: FRAME_HEADER_BYTES,
+        });
     };
-    let found_magic = &header[0..4];
-    if found_magic != magic {
-        return Err(format!(
-            "magic {found_magic:02x?} is not the expected {magic:02x?}"
-        ));
+    let found = [header[0], header[1], header[2], header[3]];
+    if found != magic {
+        return Err(Corruption::WrongMagic {
+            found,
+            expected: magic,
+        });
     }
     let found_version = u16::from_le_bytes([header[4], header[5]]);
     if found_version != version {
-        return Err(format!(
-            "format version {found_version} is not the supported version {version}"
-        ));
+        return Err(Corruption::UnsupportedVersion {
+            found: found_version,
+            supported: version,
+        });
     }
     let length = u32::from_le_bytes([header[6], header[7], header[8], header[9]]);
     if usize::try_from(length).ok() != Some(payload.len()) {
-        return Err(format!(
-            "header states a {length}-byte payload but {} bytes follow it",
-            payload.len()
-        ));
+        return Err(Corruption::LengthMismatch {
+            stated: length,
+            present: payload.len(),
+        });
     }
-    let stored_crc = u32::from_le_bytes([header[10], header[11], header[12], header[13]]);
-    let actual_crc = crc32c::crc32c(payload);
-    if stored_crc != actual_crc {
-        return Err(format!(
-            "payload CRC-32C {actual_crc:#010x} does not match the stored {stored_crc:#010x}"
-        ));
+    let stored = u32::from_le_bytes([header[10], header[11], header[12], header[13]]);
+    let actual = crc32c::crc32c(payload);
+    if stored != actual {
+        return Err(Corruption::CrcMismatch { stored, actual });
     }
     Ok(payload)
 }
@@ -133,9 +133,9 @@ where
 /// rejects or misreads archives that are not aligned for their types).
 ///
 /// # Errors
-/// The rkyv validation error as text when `payload` is not a valid archive of
-/// `T`.
-pub(crate) fn from_rkyv_bytes<T>(payload: &[u8]) -> std::result::Result<T, String>
+/// [`Corruption::InvalidArchive`] with rkyv's validation error when
+/// `payload` is not a valid archive of `T`.
+pub(crate) fn from_rkyv_bytes<T>(payload: &[u8]) -> std::result::Result<T, Corruption>
 where
     T: rkyv::Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
@@ -144,7 +144,7 @@ where
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
     rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned)
-        .map_err(|error| format!("invalid archive: {error}"))
+        .map_err(|error| Corruption::InvalidArchive(error.to_string()))
 }
 
 /// What a partition needs at open to avoid rescanning its whole log: where
@@ -190,7 +190,7 @@ impl PartitionCheckpoint {
     /// when the frame, the archive or those invariants fail. Never panics,
     /// whatever `bytes` holds.
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<PartitionCheckpoint> {
-        let corrupt = |reason: String| Error::CorruptCheckpoint {
+        let corrupt = |reason: Corruption| Error::CorruptCheckpoint {
             path: path.to_path_buf(),
             reason,
         };
@@ -207,7 +207,7 @@ impl PartitionCheckpoint {
             ("high watermark", checkpoint.high_watermark),
         ] {
             if value < 0 {
-                return Err(corrupt(format!("negative {name} {value}")));
+                return Err(corrupt(Corruption::Negative { what: name, value }));
             }
         }
         leader_epoch::validate_entries(checkpoint.leader_epochs.iter().copied())
@@ -253,10 +253,20 @@ mod tests {
     #[test]
     fn frame_of_another_kind_or_version_is_rejected_with_reason() {
         let frame = encode_frame(MAGIC, 1, b"x");
-        let wrong_magic = decode_frame(*b"OTHR", 1, &frame).unwrap_err();
-        assert!(wrong_magic.contains("magic"), "{wrong_magic}");
-        let wrong_version = decode_frame(MAGIC, 2, &frame).unwrap_err();
-        assert!(wrong_version.contains("version"), "{wrong_version}");
+        assert_eq!(
+            decode_frame(*b"OTHR", 1, &frame),
+            Err(Corruption::WrongMagic {
+                found: MAGIC,
+                expected: *b"OTHR"
+            })
+        );
+        assert_eq!(
+            decode_frame(MAGIC, 2, &frame),
+            Err(Corruption::UnsupportedVersion {
+                found: 1,
+                supported: 2
+            })
+        );
     }
 
     #[test]
@@ -270,8 +280,13 @@ mod tests {
         }
         let mut extended = frame.clone();
         extended.push(0);
-        let reason = decode_frame(MAGIC, 1, &extended).unwrap_err();
-        assert!(reason.contains("payload"), "{reason}");
+        assert_eq!(
+            decode_frame(MAGIC, 1, &extended),
+            Err(Corruption::LengthMismatch {
+                stated: 12,
+                present: 13
+            })
+        );
     }
 
     #[test]

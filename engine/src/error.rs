@@ -79,7 +79,7 @@ pub enum Error {
         /// The checkpoint file.
         path: PathBuf,
         /// What check failed.
-        reason: String,
+        reason: Corruption,
     },
 
     /// An earlier write or fdatasync failed, so the partition's on-disk state
@@ -170,6 +170,105 @@ impl Error {
             source,
         }
     }
+}
+
+/// What is wrong with the bytes of a checkpoint, snapshot or index file.
+///
+/// The decoders of those formats work on bytes and do not know the file;
+/// they return this, and whoever read the file names it in
+/// [`Error::CorruptCheckpoint`] (an index that does not decode is rebuilt
+/// from the log instead, see [`crate::index`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    /// Fewer bytes than a frame header.
+    #[error("{length} bytes is shorter than the {header_bytes}-byte frame header")]
+    ShorterThanHeader {
+        /// Bytes present.
+        length: usize,
+        /// Bytes of a frame header.
+        header_bytes: usize,
+    },
+    /// A frame of another kind of file.
+    #[error("magic {found:02x?} is not the expected {expected:02x?}")]
+    WrongMagic {
+        /// The magic read.
+        found: [u8; 4],
+        /// The magic of the kind expected.
+        expected: [u8; 4],
+    },
+    /// A frame of a format version this build does not read.
+    #[error("format version {found} is not the supported version {supported}")]
+    UnsupportedVersion {
+        /// The version read.
+        found: u16,
+        /// The version this build reads.
+        supported: u16,
+    },
+    /// A truncated or extended frame.
+    #[error("header states a {stated}-byte payload but {present} bytes follow it")]
+    LengthMismatch {
+        /// The length the header states.
+        stated: u32,
+        /// Bytes after the header.
+        present: usize,
+    },
+    /// A payload whose bytes changed since it was written.
+    #[error("payload CRC-32C {actual:#010x} does not match the stored {stored:#010x}")]
+    CrcMismatch {
+        /// The CRC the header stores.
+        stored: u32,
+        /// The CRC of the payload read.
+        actual: u32,
+    },
+    /// A payload that is not a valid archive of the expected type.
+    #[error("invalid archive: {0}")]
+    InvalidArchive(String),
+    /// An offset or epoch that must not be negative is.
+    #[error("negative {what} {value}")]
+    Negative {
+        /// Which value.
+        what: &'static str,
+        /// The value read.
+        value: i64,
+    },
+    /// Entries that must ascend strictly do not (leader epochs, producer
+    /// ids, a producer's batches, index entries), named by their position.
+    #[error("{what} entry {entry} does not ascend from the one before it")]
+    NotAscending {
+        /// Which list.
+        what: &'static str,
+        /// The entry's position in it, from 0.
+        entry: usize,
+    },
+    /// A producer with no cached batch or more than a producer keeps.
+    #[error("producer {producer_id} has {count} cached batches, expected 1..={max}")]
+    CachedBatchCount {
+        /// The producer.
+        producer_id: i64,
+        /// Batches in the snapshot.
+        count: usize,
+        /// Batches a producer keeps at most.
+        max: usize,
+    },
+    /// A cached batch at or past the snapshot's offset, which a snapshot
+    /// must cover.
+    #[error("producer {producer_id} batch ending at {last_offset} is not below the snapshot offset {snapshot_offset}")]
+    BatchPastSnapshot {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's last offset.
+        last_offset: i64,
+        /// The snapshot's offset.
+        snapshot_offset: i64,
+    },
+    /// A length that is not a whole number of fixed-size entries.
+    #[error("length {length} is not a multiple of {entry_bytes}")]
+    PartialEntry {
+        /// Bytes present.
+        length: usize,
+        /// Bytes per entry.
+        entry_bytes: usize,
+    },
 }
 
 /// Why records of a well-formed batch are refused.

@@ -12,6 +12,7 @@
 //! every segment past the recovery point from the log itself. An index file
 //! that fails to decode is rebuilt the same way, never trusted.
 
+use crate::error::Corruption;
 use crate::types::{Offset, TimestampMs};
 
 /// Bytes per `.index` entry.
@@ -41,11 +42,14 @@ impl OffsetIndex {
     /// index files) are ignored.
     ///
     /// # Errors
-    /// A description of the problem if the length is not a whole number of
-    /// entries or the entries are not strictly ascending.
-    pub fn decode(base_offset: Offset, bytes: &[u8]) -> Result<Self, String> {
+    /// The [`Corruption`] if the length is not a whole number of entries or
+    /// the entries are not strictly ascending.
+    pub fn decode(base_offset: Offset, bytes: &[u8]) -> Result<Self, Corruption> {
         if bytes.len() % OFFSET_INDEX_ENTRY_BYTES != 0 {
-            return Err(format!("length {} is not a multiple of 8", bytes.len()));
+            return Err(Corruption::PartialEntry {
+                length: bytes.len(),
+                entry_bytes: OFFSET_INDEX_ENTRY_BYTES,
+            });
         }
         let mut index = Self::new(base_offset);
         for (number, chunk) in bytes.chunks_exact(OFFSET_INDEX_ENTRY_BYTES).enumerate() {
@@ -56,7 +60,10 @@ impl OffsetIndex {
             }
             if let Some(&(last_relative, last_position)) = index.entries.last() {
                 if relative <= last_relative || position <= last_position {
-                    return Err(format!("entry {number} does not ascend"));
+                    return Err(Corruption::NotAscending {
+                        what: "offset index",
+                        entry: number,
+                    });
                 }
             }
             index.entries.push((relative, position));
@@ -177,11 +184,14 @@ impl TimeIndex {
     /// Decodes a `.timeindex` file, ignoring trailing all-zero entries.
     ///
     /// # Errors
-    /// A description of the problem if the length is wrong or entries do not
-    /// ascend.
-    pub fn decode(base_offset: Offset, bytes: &[u8]) -> Result<Self, String> {
+    /// The [`Corruption`] if the length is not a whole number of entries or
+    /// the entries do not ascend.
+    pub fn decode(base_offset: Offset, bytes: &[u8]) -> Result<Self, Corruption> {
         if bytes.len() % TIME_INDEX_ENTRY_BYTES != 0 {
-            return Err(format!("length {} is not a multiple of 12", bytes.len()));
+            return Err(Corruption::PartialEntry {
+                length: bytes.len(),
+                entry_bytes: TIME_INDEX_ENTRY_BYTES,
+            });
         }
         let mut index = Self::new(base_offset);
         for (number, chunk) in bytes.chunks_exact(TIME_INDEX_ENTRY_BYTES).enumerate() {
@@ -194,7 +204,10 @@ impl TimeIndex {
             }
             if let Some(&(last_timestamp, last_relative)) = index.entries.last() {
                 if timestamp <= last_timestamp || relative < last_relative {
-                    return Err(format!("entry {number} does not ascend"));
+                    return Err(Corruption::NotAscending {
+                        what: "time index",
+                        entry: number,
+                    });
                 }
             }
             index.entries.push((timestamp, relative));

@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Corruption, Error, Result};
 use crate::types::{LeaderEpoch, Offset};
 
 /// Kafka's `LeaderEpochFileCache`: `(epoch, start offset)` entries ascending
@@ -40,9 +40,11 @@ impl LeaderEpochCache {
     /// Builds a cache from entries, for loading a checkpoint.
     ///
     /// # Errors
-    /// A reason when an epoch or offset is negative or the entries are not
-    /// strictly ascending in both epoch and start offset.
-    pub fn from_entries(entries: Vec<(LeaderEpoch, Offset)>) -> std::result::Result<Self, String> {
+    /// The [`Corruption`] when an epoch or offset is negative or the entries
+    /// are not strictly ascending in both epoch and start offset.
+    pub fn from_entries(
+        entries: Vec<(LeaderEpoch, Offset)>,
+    ) -> std::result::Result<Self, Corruption> {
         validate_entries(entries.iter().map(|&(epoch, offset)| (epoch.0, offset.0)))?;
         Ok(Self { entries })
     }
@@ -215,20 +217,30 @@ impl LeaderEpochCache {
 /// non-negative and strictly ascending.
 ///
 /// # Errors
-/// The first violation, described.
+/// The first violation.
 pub(crate) fn validate_entries(
     entries: impl IntoIterator<Item = (i32, i64)>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), Corruption> {
     let mut previous: Option<(i32, i64)> = None;
-    for (epoch, start) in entries {
-        if epoch < 0 || start < 0 {
-            return Err(format!("negative leader epoch entry ({epoch}, {start})"));
+    for (entry, (epoch, start)) in entries.into_iter().enumerate() {
+        if epoch < 0 {
+            return Err(Corruption::Negative {
+                what: "leader epoch",
+                value: i64::from(epoch),
+            });
+        }
+        if start < 0 {
+            return Err(Corruption::Negative {
+                what: "leader epoch start offset",
+                value: start,
+            });
         }
         if let Some((previous_epoch, previous_start)) = previous {
             if epoch <= previous_epoch || start <= previous_start {
-                return Err(format!(
-                    "leader epoch entry ({epoch}, {start}) does not ascend from ({previous_epoch}, {previous_start})"
-                ));
+                return Err(Corruption::NotAscending {
+                    what: "leader epoch",
+                    entry,
+                });
             }
         }
         previous = Some((epoch, start));

@@ -22,7 +22,7 @@ use std::collections::btree_map::{BTreeMap, Entry};
 use std::path::Path;
 
 use crate::checkpoint;
-use crate::error::{Error, Result};
+use crate::error::{Corruption, Error, Result};
 use crate::types::{Offset, ProducerEpoch, ProducerId, TimestampMs};
 
 /// Batches remembered per producer for duplicate detection; Kafka's
@@ -383,7 +383,7 @@ impl ProducerStateTable {
     /// when the frame, the archive or those invariants fail. Never panics,
     /// whatever `bytes` holds.
     pub fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(Offset, ProducerStateTable)> {
-        let corrupt = |reason: String| Error::CorruptCheckpoint {
+        let corrupt = |reason: Corruption| Error::CorruptCheckpoint {
             path: path.to_path_buf(),
             reason,
         };
@@ -462,34 +462,41 @@ impl From<&BatchMetadata> for SnapshotBatch {
 impl SnapshotBody {
     /// Rebuilds the table, checking what `record` and `encode_snapshot`
     /// guarantee so a damaged but well-formed archive is not trusted.
-    fn into_table(self) -> std::result::Result<(Offset, ProducerStateTable), String> {
+    fn into_table(self) -> std::result::Result<(Offset, ProducerStateTable), Corruption> {
         if self.snapshot_offset < 0 {
-            return Err(format!("negative snapshot offset {}", self.snapshot_offset));
+            return Err(Corruption::Negative {
+                what: "snapshot offset",
+                value: self.snapshot_offset,
+            });
         }
         let mut producers = BTreeMap::new();
         let mut previous_id = None;
-        for producer in self.producers {
+        for (entry, producer) in self.producers.into_iter().enumerate() {
             let id = ProducerId(producer.producer_id);
             if previous_id.is_some_and(|previous| previous >= id) {
-                return Err(format!("producer {id:?} out of order or repeated"));
+                return Err(Corruption::NotAscending {
+                    what: "producer",
+                    entry,
+                });
             }
             previous_id = Some(id);
             if producer.batches.is_empty() || producer.batches.len() > MAX_CACHED_BATCHES {
-                return Err(format!(
-                    "producer {id:?} has {} cached batches, expected 1..={MAX_CACHED_BATCHES}",
-                    producer.batches.len()
-                ));
+                return Err(Corruption::CachedBatchCount {
+                    producer_id: id.0,
+                    count: producer.batches.len(),
+                    max: MAX_CACHED_BATCHES,
+                });
             }
             let mut previous_last_offset = -1;
             let mut batches = Vec::with_capacity(MAX_CACHED_BATCHES);
-            for batch in producer.batches {
+            for (entry, batch) in producer.batches.into_iter().enumerate() {
                 if batch.first_offset <= previous_last_offset
                     || batch.last_offset < batch.first_offset
                 {
-                    return Err(format!(
-                        "producer {id:?} batch offsets {}..={} do not follow {previous_last_offset}",
-                        batch.first_offset, batch.last_offset
-                    ));
+                    return Err(Corruption::NotAscending {
+                        what: "cached batch offsets",
+                        entry,
+                    });
                 }
                 previous_last_offset = batch.last_offset;
                 batches.push(BatchMetadata {
@@ -501,10 +508,11 @@ impl SnapshotBody {
                 });
             }
             if previous_last_offset >= self.snapshot_offset {
-                return Err(format!(
-                    "producer {id:?} batch ending at {previous_last_offset} is not below the snapshot offset {}",
-                    self.snapshot_offset
-                ));
+                return Err(Corruption::BatchPastSnapshot {
+                    producer_id: id.0,
+                    last_offset: previous_last_offset,
+                    snapshot_offset: self.snapshot_offset,
+                });
             }
             producers.insert(
                 id,

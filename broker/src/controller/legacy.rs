@@ -49,7 +49,8 @@ pub struct LegacyMetadata {
 /// # Errors
 /// Why the bytes are not a legacy metadata file.
 pub fn decode(bytes: &[u8]) -> Result<LegacyMetadata, String> {
-    let payload = decode_frame(LEGACY_MAGIC, LEGACY_VERSION, bytes)?;
+    let payload =
+        decode_frame(LEGACY_MAGIC, LEGACY_VERSION, bytes).map_err(|reason| reason.to_string())?;
     let mut aligned = rkyv::util::AlignedVec::<16>::new();
     aligned.extend_from_slice(payload);
     rkyv::from_bytes::<LegacyMetadata, rkyv::rancor::Error>(&aligned)

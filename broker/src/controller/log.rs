@@ -503,7 +503,8 @@ fn read_frame(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<(&[u8], usiz
             bytes.len()
         ));
     }
-    let payload = decode_frame(magic, version, &bytes[..frame_bytes])?;
+    let payload =
+        decode_frame(magic, version, &bytes[..frame_bytes]).map_err(|reason| reason.to_string())?;
     Ok((payload, frame_bytes))
 }
 
@@ -522,7 +523,7 @@ where
 fn read_snapshot(path: &Path, end: Offset) -> Result<Vec<MetadataRecord>, LogError> {
     let bytes = fs::read(path).map_err(io_error("reading", path))?;
     let payload = decode_frame(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &bytes)
-        .map_err(|reason| corrupt(path, reason))?;
+        .map_err(|reason| corrupt(path, reason.to_string()))?;
     let snapshot: LogSnapshot = decode(payload).map_err(|reason| corrupt(path, reason))?;
     if snapshot.end_offset != end.0 {
         return Err(corrupt(

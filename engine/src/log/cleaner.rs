@@ -60,7 +60,7 @@ use bytes::Bytes;
 use super::{now_ms, remove_segment_files, PartitionLog};
 use crate::batch::{self, BatchHeader, Record, BATCH_HEADER_BYTES};
 use crate::checkpoint::{decode_frame, encode_frame, from_rkyv_bytes, to_rkyv_bytes};
-use crate::error::{Error, Result};
+use crate::error::{Corruption, Error, Result};
 use crate::segment::{segment_file_name, write_files, LocatedBatch, Segment, SegmentHandle};
 use crate::storage::Storage;
 use crate::types::{Offset, ProducerId, TimestampMs};
@@ -876,7 +876,7 @@ impl SwapManifest {
     }
 
     fn decode(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let corrupt = |reason: String| Error::CorruptCheckpoint {
+        let corrupt = |reason: Corruption| Error::CorruptCheckpoint {
             path: path.to_path_buf(),
             reason,
         };

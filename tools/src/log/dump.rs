@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use fjord_engine::batch::{self, BatchHeader, Compression, TimestampType};
 use fjord_engine::checkpoint::PartitionCheckpoint;
+use fjord_engine::error::Corruption;
 use fjord_engine::producer_state::ProducerStateTable;
 use kafka_protocol::records::RecordBatchDecoder;
 use serde::Serialize;
@@ -389,10 +390,11 @@ impl FileDump {
     }
 }
 
-fn split<T>(result: Result<Vec<T>, String>) -> (Vec<T>, Option<String>) {
+/// The entries of an index, or none and why the file does not decode.
+fn split<T>(result: Result<Vec<T>, Corruption>) -> (Vec<T>, Option<String>) {
     match result {
         Ok(entries) => (entries, None),
-        Err(error) => (Vec::new(), Some(error)),
+        Err(error) => (Vec::new(), Some(error.to_string())),
     }
 }
 

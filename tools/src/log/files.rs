@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use fjord_engine::checkpoint::PARTITION_CHECKPOINT_FILE;
+use fjord_engine::error::Corruption;
 use fjord_engine::index::{OffsetIndex, TimeIndex};
 use fjord_engine::producer_state::parse_snapshot_file_name;
 use fjord_engine::segment::parse_segment_file_name;
@@ -61,11 +62,11 @@ impl FileKind {
 /// ascending, without Kafka's preallocated all-zero tail.
 ///
 /// # Errors
-/// The engine's reason when [`OffsetIndex::decode`] rejects the file.
+/// The engine's [`Corruption`] when [`OffsetIndex::decode`] rejects the file.
 pub fn offset_index_entries(
     base_offset: Offset,
     bytes: &[u8],
-) -> Result<Vec<(Offset, u32)>, String> {
+) -> Result<Vec<(Offset, u32)>, Corruption> {
     Ok(OffsetIndex::decode(base_offset, bytes)?.entries().collect())
 }
 
@@ -73,11 +74,11 @@ pub fn offset_index_entries(
 /// ascending, without the preallocated all-zero tail.
 ///
 /// # Errors
-/// The engine's reason when [`TimeIndex::decode`] rejects the file.
+/// The engine's [`Corruption`] when [`TimeIndex::decode`] rejects the file.
 pub fn time_index_entries(
     base_offset: Offset,
     bytes: &[u8],
-) -> Result<Vec<(TimestampMs, Offset)>, String> {
+) -> Result<Vec<(TimestampMs, Offset)>, Corruption> {
     Ok(TimeIndex::decode(base_offset, bytes)?.entries().collect())
 }
 

@@ -427,8 +427,9 @@ fn check_offset_index(path: &Path, segment: &CheckedSegment, findings: &mut Vec<
     };
     let entries = match std::fs::read(path)
         .map_err(|error| format!("cannot read: {error}"))
-        .and_then(|bytes| offset_index_entries(segment.base_offset, &bytes))
-    {
+        .and_then(|bytes| {
+            offset_index_entries(segment.base_offset, &bytes).map_err(|error| error.to_string())
+        }) {
         Ok(entries) => entries,
         Err(reason) => {
             finding(
@@ -472,8 +473,9 @@ fn check_time_index(path: &Path, segment: &CheckedSegment, findings: &mut Vec<Fi
     };
     let entries = match std::fs::read(path)
         .map_err(|error| format!("cannot read: {error}"))
-        .and_then(|bytes| time_index_entries(segment.base_offset, &bytes))
-    {
+        .and_then(|bytes| {
+            time_index_entries(segment.base_offset, &bytes).map_err(|error| error.to_string())
+        }) {
         Ok(entries) => entries,
         Err(reason) => {
             finding(
