@@ -37,6 +37,7 @@
 
 pub mod admission;
 pub mod cleaner;
+mod index_load;
 pub mod read_ahead;
 mod record_checks;
 
@@ -251,11 +252,10 @@ impl<S: Storage> LogState<S> {
     }
 
     /// The segment that may hold `offset` (the last one starting at or
-    /// before it), with its indexes loaded for the lookup.
-    fn segment_holding(&mut self, offset: Offset, storage: &S) -> Option<&mut Segment<S>> {
-        let segment = self.segments.range_mut(..=offset).next_back()?.1;
-        segment.load_indexes(storage);
-        Some(segment)
+    /// before it); its indexes are loaded if
+    /// [`PartitionLog::load_indexes_holding`] ran just before.
+    fn segment_holding(&mut self, offset: Offset) -> Option<&mut Segment<S>> {
+        Some(self.segments.range_mut(..=offset).next_back()?.1)
     }
 
     fn check_invariants(&self) {
@@ -408,9 +408,10 @@ impl<S: Storage + Clone> PartitionLog<S> {
         let dir = data_dir.join(partition.dir_name());
         storage
             .create_dir_all(&dir)
+            .await
             .map_err(|error| Error::io("creating partition directory", &dir, error))?;
         let checkpoint_path = dir.join(PARTITION_CHECKPOINT_FILE);
-        let checkpoint = read_checkpoint(&storage, &checkpoint_path)?;
+        let checkpoint = read_checkpoint(&storage, &checkpoint_path).await?;
         let (bases, snapshots) = list_partition_files(&storage, &dir).await?;
         let recovery_point = checkpoint
             .as_ref()
@@ -435,6 +436,7 @@ impl<S: Storage + Clone> PartitionLog<S> {
 
         let (mut producers, replay_from) =
             load_producer_snapshot(&storage, &dir, &snapshots, recovery_point)
+                .await
                 .unwrap_or((ProducerStateTable::default(), scan_from_base));
         let recovery = LogRecovery {
             storage: &storage,
@@ -470,7 +472,7 @@ impl<S: Storage + Clone> PartitionLog<S> {
             recovery_point,
             producers,
             epochs,
-            cleaner::read_cleaner_checkpoint(&storage, &dir),
+            cleaner::read_cleaner_checkpoint(&storage, &dir).await,
         );
         state.check_invariants();
         // Recovery may have cut the log below the checkpointed offsets and
@@ -560,7 +562,7 @@ impl<S: Storage> LogRecovery<'_, S> {
             // Mid-segment, start at the recovery point's index entry.
             let (position, position_offset) =
                 if base == self.scan_from_base && self.recovery_point > base {
-                    segment.load_indexes(self.storage);
+                    segment.load_indexes(self.storage).await;
                     (
                         segment.start_position_for(self.recovery_point),
                         segment.index_entry_for(self.recovery_point),
@@ -642,9 +644,13 @@ fn recovered_epochs(
 }
 
 /// Reads and decodes the partition checkpoint, if there is one.
-fn read_checkpoint<S: Storage>(storage: &S, path: &Path) -> Result<Option<PartitionCheckpoint>> {
+async fn read_checkpoint<S: Storage>(
+    storage: &S,
+    path: &Path,
+) -> Result<Option<PartitionCheckpoint>> {
     match storage
         .read_file(path)
+        .await
         .map_err(|error| Error::io("reading checkpoint", path, error))?
     {
         Some(bytes) => Ok(Some(PartitionCheckpoint::decode(path, &bytes)?)),
@@ -663,6 +669,7 @@ async fn list_partition_files<S: Storage>(
     cleaner::finish_interrupted_swap(storage, dir).await?;
     let names = storage
         .list_dir(dir)
+        .await
         .map_err(|error| Error::io("listing partition directory", dir, error))?;
     let mut bases = Vec::new();
     let mut snapshots = Vec::new();
@@ -691,7 +698,7 @@ async fn list_partition_files<S: Storage>(
 /// describe data that may not have survived) and the offset it was taken at.
 /// `None` if there is none or it does not decode: recovery then replays
 /// what it scans, and producers older than that are treated as new.
-fn load_producer_snapshot<S: Storage>(
+async fn load_producer_snapshot<S: Storage>(
     storage: &S,
     dir: &Path,
     snapshots: &[Offset],
@@ -702,7 +709,7 @@ fn load_producer_snapshot<S: Storage>(
         .rev()
         .find(|&&offset| offset <= recovery_point)?;
     let path = dir.join(snapshot_file_name(offset));
-    let bytes = match storage.read_file(&path) {
+    let bytes = match storage.read_file(&path).await {
         Ok(bytes) => bytes?,
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "cannot read producer snapshot");
@@ -1206,6 +1213,7 @@ impl<S: Storage> PartitionLog<S> {
         let names = self
             .storage
             .list_dir(&self.dir)
+            .await
             .map_err(|error| Error::io("listing partition directory", &self.dir, error))?;
         let superseded = names
             .iter()
@@ -1363,6 +1371,7 @@ impl<S: Storage> PartitionLog<S> {
         max_bytes: usize,
         upper_bound: Offset,
     ) -> Result<ReadResult> {
+        self.load_indexes_holding(offset).await;
         let (handle, position, end, offsets) = {
             let mut state = self.state.borrow_mut();
             let offsets = state.offsets();
@@ -1384,8 +1393,7 @@ impl<S: Storage> PartitionLog<S> {
             {
                 return Ok(ReadResult { batches, ..empty });
             }
-            let storage = &self.storage;
-            let Some(segment) = state.segment_holding(offset, storage) else {
+            let Some(segment) = state.segment_holding(offset) else {
                 return Ok(empty);
             };
             (
@@ -1468,6 +1476,7 @@ impl<S: Storage> PartitionLog<S> {
         max_bytes: usize,
         upper_bound: Offset,
     ) -> Result<ZeroCopyRead> {
+        self.load_indexes_holding(offset).await;
         let (handle, base, position, end, verified, indexed_end, file, offsets) = {
             let mut state = self.state.borrow_mut();
             let offsets = state.offsets();
@@ -1491,11 +1500,10 @@ impl<S: Storage> PartitionLog<S> {
                     offsets,
                 });
             }
-            let storage = &self.storage;
-            let Some(segment) = state.segment_holding(offset, storage) else {
+            let Some(segment) = state.segment_holding(offset) else {
                 return Ok(empty);
             };
-            let file = segment.send_file(storage)?;
+            let file = segment.send_file(&self.storage)?;
             let position = segment.start_position_for(offset);
             (
                 segment.handle(),
@@ -1711,13 +1719,12 @@ impl<S: Storage> PartitionLog<S> {
         &self,
         target: TimestampMs,
     ) -> Result<Option<(Offset, TimestampMs)>> {
+        self.load_all_indexes().await;
         let candidates: Vec<(Offset, crate::segment::SegmentHandle<S>, u64, u64)> = {
-            let mut state = self.state.borrow_mut();
-            let storage = &self.storage;
+            let state = self.state.borrow();
             let log_start = state.log_start_offset;
             let mut candidates = Vec::new();
-            for segment in state.segments.values_mut() {
-                segment.load_indexes(storage);
+            for segment in state.segments.values() {
                 if segment.next_offset <= log_start {
                     continue;
                 }
@@ -1767,12 +1774,9 @@ impl<S: Storage> PartitionLog<S> {
     /// # Errors
     /// [`Error::Io`] or [`Error::CorruptLog`].
     pub async fn max_timestamp_offset(&self) -> Result<Option<(Offset, TimestampMs)>> {
+        self.load_all_indexes().await;
         let best = {
-            let mut state = self.state.borrow_mut();
-            let storage = &self.storage;
-            for segment in state.segments.values_mut() {
-                segment.load_indexes(storage);
-            }
+            let state = self.state.borrow();
             state
                 .segments
                 .values()
@@ -1858,6 +1862,8 @@ impl<S: Storage> PartitionLog<S> {
     async fn truncate_locked(&self, offset: Offset) -> Result<Offset> {
         self.wait_for_swap().await;
         self.read_ahead.forget();
+        // The segment holding `offset` becomes the active one.
+        self.load_indexes_holding(offset).await;
         let (removed, segment) = {
             let mut state = self.state.borrow_mut();
             if offset >= state.written_offset {
@@ -1879,9 +1885,7 @@ impl<S: Storage> PartitionLog<S> {
                 .into_iter()
                 .filter_map(|base| state.segments.remove(&base))
                 .collect();
-            let storage = &self.storage;
             let segment = state.active_mut();
-            segment.load_indexes(storage);
             (
                 removed,
                 (
@@ -2019,42 +2023,55 @@ impl<S: Storage> PartitionLog<S> {
     /// [`Error::Io`] (the log is not poisoned: retention never touches data
     /// that is still served).
     pub async fn enforce_retention(&self, now: TimestampMs) -> Result<usize> {
-        {
-            let mut state = self.state.borrow_mut();
-            if state.poisoned.is_some() || state.closed || !state.config.cleanup_policy.delete {
-                return Ok(0);
-            }
-            let storage = &self.storage;
-            let retention_ms = state.config.retention_ms;
-            let retention_bytes = state.config.retention_bytes;
-            let mut total: u64 = state.segments.values().map(Segment::size).sum();
-            let active_base = state.active().base_offset;
-            let high_watermark = state.high_watermark;
-            let mut new_start = state.log_start_offset;
-            for segment in state.segments.values_mut() {
-                // Never the active segment, never data consumers cannot have read.
-                if segment.base_offset >= active_base || segment.next_offset > high_watermark {
-                    break;
+        loop {
+            let unloaded = {
+                let mut state = self.state.borrow_mut();
+                if state.poisoned.is_some() || state.closed || !state.config.cleanup_policy.delete {
+                    return Ok(0);
                 }
-                segment.load_indexes(storage);
-                let expired = retention_ms >= 0
-                    && segment.max_timestamp != TimestampMs::NONE
-                    && now.0.saturating_sub(segment.max_timestamp.0) > retention_ms;
-                let oversized = retention_bytes >= 0
-                    && total.saturating_sub(segment.size()) >= retention_bytes as u64;
-                if !(expired || oversized) {
-                    break;
+                let retention_ms = state.config.retention_ms;
+                let retention_bytes = state.config.retention_bytes;
+                let mut total: u64 = state.segments.values().map(Segment::size).sum();
+                let active_base = state.active().base_offset;
+                let high_watermark = state.high_watermark;
+                let mut new_start = state.log_start_offset;
+                let mut unloaded = None;
+                for segment in state.segments.values() {
+                    // Never the active segment, never data consumers cannot have read.
+                    if segment.base_offset >= active_base || segment.next_offset > high_watermark {
+                        break;
+                    }
+                    // A segment from an earlier run knows its newest timestamp
+                    // from its time index only.
+                    if retention_ms >= 0 && segment.indexes_on_disk() {
+                        unloaded = Some(segment.base_offset);
+                        break;
+                    }
+                    let expired = retention_ms >= 0
+                        && segment.max_timestamp != TimestampMs::NONE
+                        && now.0.saturating_sub(segment.max_timestamp.0) > retention_ms;
+                    let oversized = retention_bytes >= 0
+                        && total.saturating_sub(segment.size()) >= retention_bytes as u64;
+                    if !(expired || oversized) {
+                        break;
+                    }
+                    total -= segment.size();
+                    new_start = new_start.max(segment.next_offset);
                 }
-                total -= segment.size();
-                new_start = new_start.max(segment.next_offset);
-            }
-            if new_start > state.log_start_offset {
-                tracing::info!(partition = %self.partition, log_start = new_start.0, "retention moved the log start");
-                state.log_start_offset = new_start;
-                state.producers.truncate_start(new_start);
-                state.epochs.truncate_from_start(new_start);
-            } else {
-                return Ok(0);
+                if unloaded.is_none() {
+                    if new_start <= state.log_start_offset {
+                        return Ok(0);
+                    }
+                    tracing::info!(partition = %self.partition, log_start = new_start.0, "retention moved the log start");
+                    state.log_start_offset = new_start;
+                    state.producers.truncate_start(new_start);
+                    state.epochs.truncate_from_start(new_start);
+                }
+                unloaded
+            };
+            match unloaded {
+                Some(base) => self.load_segment_indexes(base).await,
+                None => break,
             }
         }
         let recovery_point = self.state.borrow().recovery_point;
@@ -2116,6 +2133,7 @@ impl<S: Storage> PartitionLog<S> {
         self.cache.borrow_mut().remove_partition(self.cache_key);
         self.storage
             .remove_dir_all(&self.dir)
+            .await
             .map_err(|error| Error::io("deleting partition", &self.dir, error))
     }
 }

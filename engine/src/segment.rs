@@ -226,28 +226,53 @@ impl<S: Storage> Segment<S> {
         self.size
     }
 
-    /// Loads the indexes from disk if they are not in memory. An index file
-    /// that is missing or fails to decode leaves the segment without an index:
-    /// lookups then scan from the segment start, which is slower but correct.
-    pub fn load_indexes(&mut self, storage: &S) {
-        if matches!(self.indexes, Indexes::Loaded(..) | Indexes::Unavailable) {
+    /// Whether the indexes were not read yet (a closed segment from an
+    /// earlier run): lookups need [`Segment::index_load`] first.
+    #[must_use]
+    pub fn indexes_on_disk(&self) -> bool {
+        matches!(self.indexes, Indexes::OnDisk)
+    }
+
+    /// What reading this segment's indexes needs, held without a borrow of
+    /// the segment; `None` when they are not on disk (in memory already, or
+    /// unavailable).
+    #[must_use]
+    pub fn index_load(&self) -> Option<IndexLoad<S>> {
+        self.indexes_on_disk().then(|| IndexLoad {
+            base_offset: self.base_offset,
+            file: self.file.clone(),
+            offsets_path: self.sibling("index"),
+            times_path: self.sibling("timeindex"),
+        })
+    }
+
+    /// Takes the indexes `loaded` read, if this segment's indexes are still
+    /// on disk and it is still the file they were read for (the cleaner may
+    /// have replaced it meanwhile). An index that was missing or did not
+    /// decode leaves the segment without one: lookups then scan from the
+    /// segment start, which is slower but correct.
+    pub fn install_indexes(&mut self, loaded: LoadedIndexes<S>) {
+        if !self.indexes_on_disk() || !Rc::ptr_eq(&self.file, &loaded.file) {
             return;
         }
-        let read = |extension: &str| -> Option<Vec<u8>> {
-            storage.read_file(&self.sibling(extension)).ok().flatten()
-        };
-        let offsets =
-            read("index").and_then(|bytes| OffsetIndex::decode(self.base_offset, &bytes).ok());
-        let times =
-            read("timeindex").and_then(|bytes| TimeIndex::decode(self.base_offset, &bytes).ok());
-        if let (Some(offsets), Some(times)) = (offsets, times) {
-            if let Some(max) = times.max_timestamp() {
-                self.max_timestamp = self.max_timestamp.max(max);
+        self.indexes = match loaded.indexes {
+            Some((offsets, times)) => {
+                if let Some(max) = times.max_timestamp() {
+                    self.max_timestamp = self.max_timestamp.max(max);
+                }
+                Indexes::Loaded(offsets, times)
             }
-            self.indexes = Indexes::Loaded(offsets, times);
-        } else {
-            tracing::warn!(segment = %self.path.display(), "index files missing or corrupt; reads will scan this segment");
-            self.indexes = Indexes::Unavailable;
+            None => Indexes::Unavailable,
+        };
+    }
+
+    /// Loads the indexes from disk if they are not in memory, for a segment
+    /// the caller holds alone (recovery at open); a log's segments load
+    /// through [`Segment::index_load`], which holds no borrow of them.
+    pub async fn load_indexes(&mut self, storage: &S) {
+        if let Some(load) = self.index_load() {
+            let loaded = load.read(storage).await;
+            self.install_indexes(loaded);
         }
     }
 
@@ -552,6 +577,71 @@ impl<S: Storage> Segment<S> {
         // Index spacing restarts conservatively: the next batch gets an entry.
         self.bytes_since_index_entry = u64::MAX / 2;
     }
+}
+
+/// A closed segment's index files to read, without a borrow of the
+/// segment: see [`Segment::index_load`].
+pub struct IndexLoad<S: Storage> {
+    base_offset: Offset,
+    file: Rc<S::File>,
+    offsets_path: PathBuf,
+    times_path: PathBuf,
+}
+
+/// What [`IndexLoad::read`] found, for [`Segment::install_indexes`].
+pub struct LoadedIndexes<S: Storage> {
+    file: Rc<S::File>,
+    /// `None` when either file is missing or does not decode.
+    indexes: Option<(OffsetIndex, TimeIndex)>,
+}
+
+impl<S: Storage> IndexLoad<S> {
+    /// The base offset of the segment the indexes belong to.
+    #[must_use]
+    pub fn base_offset(&self) -> Offset {
+        self.base_offset
+    }
+
+    /// Reads and decodes both index files through `storage` (off the
+    /// shard's core for the real disk). Never fails: a file that cannot be
+    /// read or decoded is logged and leaves the segment without indexes.
+    pub async fn read(self, storage: &S) -> LoadedIndexes<S> {
+        let offsets = match Self::read_file(storage, &self.offsets_path).await {
+            Some(bytes) => OffsetIndex::decode(self.base_offset, &bytes)
+                .map_err(|reason| warn_undecodable(&self.offsets_path, &reason))
+                .ok(),
+            None => None,
+        };
+        let times = match Self::read_file(storage, &self.times_path).await {
+            Some(bytes) => TimeIndex::decode(self.base_offset, &bytes)
+                .map_err(|reason| warn_undecodable(&self.times_path, &reason))
+                .ok(),
+            None => None,
+        };
+        let indexes = offsets.zip(times);
+        if indexes.is_none() {
+            tracing::warn!(segment = %self.offsets_path.with_extension("log").display(),
+                "index files missing or corrupt; reads will scan this segment");
+        }
+        LoadedIndexes {
+            file: self.file,
+            indexes,
+        }
+    }
+
+    async fn read_file(storage: &S, path: &Path) -> Option<Vec<u8>> {
+        match storage.read_file(path).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read index file");
+                None
+            }
+        }
+    }
+}
+
+fn warn_undecodable(path: &Path, reason: &crate::error::Corruption) {
+    tracing::warn!(path = %path.display(), %reason, "index file does not decode");
 }
 
 /// The state change of an append, applied by [`Segment::commit_append`] once

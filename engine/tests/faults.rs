@@ -256,7 +256,9 @@ fn corrupt_checkpoint_is_reported_on_open() {
     block_on(log.close()).expect("close");
     let checkpoint = partition_dir().join(fjord_engine::checkpoint::PARTITION_CHECKPOINT_FILE);
     for position in [0, 5, 12, 20] {
-        let original = storage.read_file(&checkpoint).unwrap().expect("checkpoint");
+        let original = block_on(storage.read_file(&checkpoint))
+            .unwrap()
+            .expect("checkpoint");
         storage.corrupt(&checkpoint, position, &[original[position] ^ 0x55]);
         let opened = try_open(&storage, &config, &no_cache(), 1);
         assert!(
@@ -285,7 +287,10 @@ fn deleted_index_file_of_a_closed_segment_is_tolerated() {
         Offset::ZERO,
         "index",
     ));
-    assert!(storage.read_file(&index).unwrap().is_some(), "index exists");
+    assert!(
+        block_on(storage.read_file(&index)).unwrap().is_some(),
+        "index exists"
+    );
     block_on(storage.remove_file(&index)).expect("remove index");
 
     let log = open(&storage, &config, 1);

@@ -57,6 +57,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::index_load::IndexesNotLoaded;
 use super::{now_ms, remove_segment_files, PartitionLog};
 use crate::batch::{self, BatchHeader, Record, BATCH_HEADER_BYTES};
 use crate::checkpoint::{decode_frame, encode_frame, from_rkyv_bytes, to_rkyv_bytes};
@@ -226,20 +227,32 @@ impl<S: Storage> PartitionLog<S> {
     /// Whether the log wants cleaning now: `None` if its policy does not
     /// compact or it has nothing to clean, else its dirty ratio and whether
     /// `max.compaction.lag.ms` or a tombstone horizon forces a pass.
-    #[must_use]
-    pub fn cleaning_candidate(&self, now: TimestampMs) -> Option<CleaningCandidate> {
-        let mut state = self.state.borrow_mut();
-        if !state.config.cleanup_policy.compact || state.poisoned.is_some() || state.closed {
-            return None;
+    pub async fn cleaning_candidate(&self, now: TimestampMs) -> Option<CleaningCandidate> {
+        loop {
+            match self.cleaning_candidate_now(now) {
+                Ok(candidate) => return candidate,
+                Err(IndexesNotLoaded(base)) => self.load_segment_indexes(base).await,
+            }
         }
-        let end = cleanable_end(&mut state, &self.storage, now);
+    }
+
+    /// [`PartitionLog::cleaning_candidate`] with the indexes in memory so
+    /// far.
+    fn cleaning_candidate_now(
+        &self,
+        now: TimestampMs,
+    ) -> std::result::Result<Option<CleaningCandidate>, IndexesNotLoaded> {
+        let state = self.state.borrow();
+        if !state.config.cleanup_policy.compact || state.poisoned.is_some() || state.closed {
+            return Ok(None);
+        }
+        let end = cleanable_end(&state, now)?;
         let log_start = state.log_start_offset;
         let first_dirty = state.first_dirty_offset.max(log_start);
         let max_lag = state.config.max_compaction_lag_ms;
         let (mut clean_bytes, mut dirty_bytes) = (0u64, 0u64);
         let mut oldest_dirty = None;
-        let storage = &self.storage;
-        for segment in state.segments.values_mut() {
+        for segment in state.segments.values() {
             if segment.base_offset >= end {
                 break;
             }
@@ -253,7 +266,9 @@ impl<S: Storage> PartitionLog<S> {
                 if oldest_dirty.is_none() && max_lag < i64::MAX {
                     // A segment from an earlier run knows its timestamps
                     // only from its time index.
-                    segment.load_indexes(storage);
+                    if segment.indexes_on_disk() {
+                        return Err(IndexesNotLoaded(segment.base_offset));
+                    }
                     oldest_dirty = Some(segment.max_timestamp);
                 }
             }
@@ -266,7 +281,7 @@ impl<S: Storage> PartitionLog<S> {
             .is_some_and(|horizon| now >= horizon);
         let total = clean_bytes + dirty_bytes;
         if total == 0 || (dirty_bytes == 0 && !horizon_due) {
-            return None;
+            return Ok(None);
         }
         #[allow(
             clippy::cast_precision_loss,
@@ -275,12 +290,12 @@ impl<S: Storage> PartitionLog<S> {
         let dirty_ratio = dirty_bytes as f64 / total as f64;
         let forced = (dirty_bytes > 0 && lag_forced) || horizon_due;
         if dirty_ratio < state.config.min_cleanable_dirty_ratio && !forced {
-            return None;
+            return Ok(None);
         }
-        Some(CleaningCandidate {
+        Ok(Some(CleaningCandidate {
             dirty_ratio,
             forced,
-        })
+        }))
     }
 
     /// Runs one cleaning pass (see the module documentation) with an offset
@@ -292,8 +307,12 @@ impl<S: Storage> PartitionLog<S> {
     /// completes the swap). [`Error::InvalidConfig`] if one batch's keys do
     /// not fit the offset map.
     pub async fn clean(&self, now: TimestampMs, offset_map_bytes: usize) -> Result<CleanStats> {
-        let Some(plan) = self.plan_cleaning(now) else {
-            return Ok(CleanStats::default());
+        let plan = loop {
+            match self.plan_cleaning(now) {
+                Ok(Some(plan)) => break plan,
+                Ok(None) => return Ok(CleanStats::default()),
+                Err(IndexesNotLoaded(base)) => self.load_segment_indexes(base).await,
+            }
         };
         let (map, map_end) = self.build_offset_map(&plan, offset_map_bytes).await?;
         let groups = group_sources(&plan, map_end);
@@ -332,12 +351,15 @@ impl<S: Storage> PartitionLog<S> {
         Ok(stats)
     }
 
-    fn plan_cleaning(&self, now: TimestampMs) -> Option<Plan<S>> {
-        let mut state = self.state.borrow_mut();
+    fn plan_cleaning(
+        &self,
+        now: TimestampMs,
+    ) -> std::result::Result<Option<Plan<S>>, IndexesNotLoaded> {
+        let state = self.state.borrow();
         if !state.config.cleanup_policy.compact || state.poisoned.is_some() || state.closed {
-            return None;
+            return Ok(None);
         }
-        let end = cleanable_end(&mut state, &self.storage, now);
+        let end = cleanable_end(&state, now)?;
         let log_start = state.log_start_offset;
         let sources: Vec<Source<S>> = state
             .segments
@@ -352,7 +374,7 @@ impl<S: Storage> PartitionLog<S> {
             })
             .collect();
         if sources.is_empty() {
-            return None;
+            return Ok(None);
         }
         let first_dirty = state
             .first_dirty_offset
@@ -362,7 +384,7 @@ impl<S: Storage> PartitionLog<S> {
             .iter()
             .map(|(id, entry)| (id, entry.last_batch().last_offset))
             .collect();
-        Some(Plan {
+        Ok(Some(Plan {
             sources,
             first_dirty,
             end,
@@ -370,7 +392,7 @@ impl<S: Storage> PartitionLog<S> {
             index_interval_bytes: state.config.index_interval_bytes,
             delete_retention_ms: state.config.delete_retention_ms,
             producer_last_offsets,
-        })
+        }))
     }
 
     /// The next [`CLEANER_READ_BYTES`] of `source`'s batches from
@@ -741,28 +763,33 @@ impl<S: Storage> PartitionLog<S> {
 /// The first offset the cleaner must not touch: the base of the first
 /// segment that is active, reaches past the high watermark, or holds records
 /// younger than `min.compaction.lag.ms`.
+///
+/// # Errors
+/// [`IndexesNotLoaded`] for the first segment whose timestamps it needs
+/// from a time index still on disk.
 fn cleanable_end<S: Storage>(
-    state: &mut super::LogState<S>,
-    storage: &S,
+    state: &super::LogState<S>,
     now: TimestampMs,
-) -> Offset {
+) -> std::result::Result<Offset, IndexesNotLoaded> {
     let active_base = state.active().base_offset;
     let high_watermark = state.high_watermark;
     let lag = state.config.min_compaction_lag_ms;
-    for segment in state.segments.values_mut() {
+    for segment in state.segments.values() {
         if segment.base_offset >= active_base || segment.next_offset > high_watermark {
-            return segment.base_offset;
+            return Ok(segment.base_offset);
         }
         if lag > 0 {
-            segment.load_indexes(storage);
+            if segment.indexes_on_disk() {
+                return Err(IndexesNotLoaded(segment.base_offset));
+            }
             if segment.max_timestamp != TimestampMs::NONE
                 && now.0.saturating_sub(segment.max_timestamp.0) < lag
             {
-                return segment.base_offset;
+                return Ok(segment.base_offset);
             }
         }
     }
-    active_base
+    Ok(active_base)
 }
 
 /// Splits the sources to rewrite (those starting below `map_end`) into runs
@@ -930,6 +957,7 @@ pub(super) async fn finish_interrupted_swap<S: Storage>(storage: &S, dir: &Path)
     let path = dir.join(SWAP_FILE);
     if let Some(bytes) = storage
         .read_file(&path)
+        .await
         .map_err(|error| Error::io("reading swap manifest", &path, error))?
     {
         let manifest = SwapManifest::decode(&path, &bytes)?;
@@ -943,6 +971,7 @@ pub(super) async fn finish_interrupted_swap<S: Storage>(storage: &S, dir: &Path)
     }
     let names = storage
         .list_dir(dir)
+        .await
         .map_err(|error| Error::io("listing partition directory", dir, error))?;
     for name in names.iter().filter(|name| name.ends_with(CLEANED_SUFFIX)) {
         let leftover = dir.join(name);
@@ -959,9 +988,9 @@ pub(super) async fn finish_interrupted_swap<S: Storage>(storage: &S, dir: &Path)
 
 /// The checkpointed first dirty offset, or `None` without a readable one
 /// (the whole log is then dirty, which costs a pass but is correct).
-pub(super) fn read_cleaner_checkpoint<S: Storage>(storage: &S, dir: &Path) -> Option<Offset> {
+pub(super) async fn read_cleaner_checkpoint<S: Storage>(storage: &S, dir: &Path) -> Option<Offset> {
     let path = dir.join(CLEANER_CHECKPOINT_FILE);
-    let bytes = storage.read_file(&path).ok().flatten()?;
+    let bytes = storage.read_file(&path).await.ok().flatten()?;
     let payload = decode_frame(CLEANER_CHECKPOINT_MAGIC, CLEANER_CHECKPOINT_VERSION, &bytes)
         .map_err(
             |reason| tracing::warn!(path = %path.display(), %reason, "ignoring cleaner checkpoint"),

@@ -46,17 +46,17 @@ impl Shard {
     async fn clean_one(&self) -> bool {
         let logs: Vec<_> = self.partitions.borrow().values().cloned().collect();
         let now = TimestampMs::now();
-        let chosen = logs
-            .into_iter()
-            .filter_map(|log| {
-                let candidate = log.cleaning_candidate(now)?;
-                Some((candidate, log))
-            })
-            .max_by(|(a, _), (b, _)| {
-                (a.forced, a.dirty_ratio)
-                    .partial_cmp(&(b.forced, b.dirty_ratio))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
+        let mut candidates = Vec::new();
+        for log in logs {
+            if let Some(candidate) = log.cleaning_candidate(now).await {
+                candidates.push((candidate, log));
+            }
+        }
+        let chosen = candidates.into_iter().max_by(|(a, _), (b, _)| {
+            (a.forced, a.dirty_ratio)
+                .partial_cmp(&(b.forced, b.dirty_ratio))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         let Some((_, log)) = chosen else {
             return false;
         };

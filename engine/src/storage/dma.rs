@@ -10,7 +10,9 @@
 //! after the writes already issued have finished, so reads never queue
 //! ahead of appends at the device. Small metadata files (checkpoints,
 //! indexes of closed segments) use ordinary buffered I/O with fsync and
-//! rename, since they are written rarely and read once at startup.
+//! rename, since they are written rarely and read once (at open, or a
+//! closed segment's indexes at its first lookup); that I/O, directory
+//! listings and removals run on the shard's blocking pool.
 //!
 //! Every method must run on a glommio executor thread.
 
@@ -246,10 +248,11 @@ impl StorageFile for DirectFile {
 /// Creating, opening or removing the probe file failed.
 pub async fn settle_poll_ring_probe(dir: &Path, shard: usize) -> io::Result<()> {
     let path = dir.join(format!(".poll-ring-probe-{shard}"));
-    fs::write(&path, vec![0u8; 4 * BLOCK_BYTES])?;
+    let written = path.clone();
+    off_core(move || fs::write(written, vec![0u8; 4 * BLOCK_BYTES])).await?;
     let file = OpenOptions::new().read(true).dma_open(&path).await?;
     file.close().await?;
-    fs::remove_file(&path)
+    off_core(move || fs::remove_file(path)).await
 }
 
 /// Runs a blocking file-system call (fsync, rename, unlink) on glommio's
@@ -263,6 +266,22 @@ async fn off_core<T: Send + 'static>(
 
 fn sync_dir_blocking(path: &Path) -> io::Result<()> {
     fs::File::open(path)?.sync_all()
+}
+
+/// The sorted names of the entries of `path` whose type `keep` accepts.
+fn list_dir_blocking(path: &Path, keep: impl Fn(fs::FileType) -> bool) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        if !keep(entry.file_type()?) {
+            continue;
+        }
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// The local file system, segment data through `O_DIRECT`.
@@ -291,19 +310,19 @@ impl Storage for DmaStorage {
         fs::File::open(path).map(Some)
     }
 
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let path = path.to_path_buf();
+        off_core(move || fs::create_dir_all(path)).await
     }
 
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(path)? {
-            if let Ok(name) = entry?.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let path = path.to_path_buf();
+        off_core(move || list_dir_blocking(&path, |_| true)).await
+    }
+
+    async fn list_subdirectories(&self, path: &Path) -> io::Result<Vec<String>> {
+        let path = path.to_path_buf();
+        off_core(move || list_dir_blocking(&path, |kind| kind.is_dir())).await
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -315,8 +334,9 @@ impl Storage for DmaStorage {
         .await
     }
 
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::remove_dir_all(path)
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let path = path.to_path_buf();
+        off_core(move || fs::remove_dir_all(path)).await
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -346,12 +366,14 @@ impl Storage for DmaStorage {
         .await
     }
 
-    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        match fs::read(path) {
+    async fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        let path = path.to_path_buf();
+        off_core(move || match fs::read(path) {
             Ok(content) => Ok(Some(content)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
-        }
+        })
+        .await
     }
 }
 

@@ -305,12 +305,12 @@ impl Storage for MemoryStorage {
         Ok(None)
     }
 
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.inner.borrow_mut().dirs.insert(path.to_path_buf());
         Ok(())
     }
 
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let inner = self.inner.borrow();
         let mut names: Vec<String> = inner
             .files
@@ -324,6 +324,17 @@ impl Storage for MemoryStorage {
         Ok(names)
     }
 
+    async fn list_subdirectories(&self, path: &Path) -> io::Result<Vec<String>> {
+        let inner = self.inner.borrow();
+        // Sorted and unique: `dirs` is a set.
+        Ok(inner
+            .dirs
+            .iter()
+            .filter(|entry| entry.parent() == Some(path))
+            .filter_map(|entry| entry.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.inner.borrow_mut();
         if take_fault(&mut inner.faults.dir_error_in) {
@@ -333,7 +344,7 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.inner.borrow_mut();
         inner.files.retain(|file, _| !file.starts_with(path));
         inner.dirs.retain(|dir| !dir.starts_with(path));
@@ -370,7 +381,7 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    async fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         let inner = self.inner.borrow();
         Ok(inner
             .files
@@ -403,7 +414,7 @@ mod tests {
                     .unwrap();
             });
             storage.crash();
-            let content = storage.read_file(path).unwrap().unwrap();
+            let content = block_on(storage.read_file(path)).unwrap().unwrap();
             assert!(
                 content[..BLOCK_BYTES].iter().all(|&b| b == 1),
                 "seed {seed}"

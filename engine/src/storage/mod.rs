@@ -17,6 +17,14 @@
 //!   it returns, a crash leaves either the old or the new content, never a mix.
 //! - Creating, renaming and removing files is durable once
 //!   [`Storage::sync_dir`] on the parent returns.
+//!
+//! # The shard's core never blocks
+//! Every call that can wait for the disk is `async`: the real storage runs
+//! the ones io_uring does not cover (directory listings and removals, small
+//! files, fsyncs of directories) on the shard's blocking thread pool, so a
+//! shard keeps serving its other partitions while one waits. Only
+//! [`Storage::open_for_send`] (one `open(2)` of a segment file the log
+//! already has open) and [`Storage::rename`] (see there) run in place.
 
 pub mod dma;
 pub mod memory;
@@ -107,30 +115,35 @@ pub trait Storage: 'static {
     fn open_for_send(&self, path: &Path) -> io::Result<Option<std::fs::File>>;
 
     /// Creates `path` and its parents.
-    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()>;
 
     /// The names of the entries of directory `path`, sorted.
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+
+    /// The names of the directories in directory `path`, sorted.
+    async fn list_subdirectories(&self, path: &Path) -> io::Result<Vec<String>>;
 
     /// Removes file `path`; a missing file is not an error.
     async fn remove_file(&self, path: &Path) -> io::Result<()>;
 
     /// Removes directory `path` and everything in it.
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
 
-    /// Renames `from` to `to`, replacing `to`.
+    /// Renames `from` to `to`, replacing `to`. It runs in place, not on the
+    /// blocking pool: the log cleaner renames its output over the segments
+    /// it replaces and swaps them in memory in one step, so no task ever
+    /// sees a segment whose file name already belongs to its successor.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
 
     /// Makes creations, renames and removals in directory `path` durable.
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
 
     /// Replaces the content of the small file `path` durably and atomically.
-    /// The fsyncs and renames this takes never block the shard's core.
     async fn write_file_atomic(&self, path: &Path, content: Vec<u8>) -> io::Result<()>;
 
     /// The whole content of the small file `path`, or `None` if it does not
     /// exist.
-    fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
+    async fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
 }
 
 /// The temporary name [`Storage::write_file_atomic`] writes before renaming.
