@@ -3,7 +3,8 @@
 //! same port would start and silently take part of the first one's
 //! connections; two on one data directory would interleave writes to the
 //! same segments. Each must refuse to start with a clear error while the
-//! first keeps serving.
+//! first keeps serving. A broker that cannot open one of its partitions
+//! refuses to start the same way.
 
 #[allow(dead_code, reason = "helpers shared with other test binaries")]
 mod common;
@@ -82,4 +83,31 @@ fn a_second_broker_on_the_same_port_or_data_directory_refuses_to_start() {
     // The lock is the process's: after a restart the same broker takes it.
     first.restart();
     first.assert_alive();
+}
+
+/// Guards against a partition that does not open (here its checkpoint is
+/// damaged) leaving a broker half started, hanging, or dying without
+/// saying why: the engine stops every shard and `fjord` exits non-zero
+/// naming the file.
+#[test]
+fn a_broker_whose_partition_does_not_open_exits_with_the_reason() {
+    common::raise_memlock_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let partition = data.join("broken-0");
+    std::fs::create_dir_all(&partition).unwrap();
+    std::fs::write(partition.join("partition.checkpoint"), b"not a checkpoint").unwrap();
+
+    let (started, output) = second_broker(&[
+        format!("listeners=PLAINTEXT://127.0.0.1:{}", broker_port()),
+        format!("log.dirs={}", data.display()),
+        // Every shard but the one owning the partition starts.
+        format!(
+            "cores={}",
+            std::thread::available_parallelism().map_or(1, |cpus| cpus.get().min(2))
+        ),
+    ]);
+    assert!(!started, "{output}");
+    assert!(output.contains("corrupt checkpoint"), "{output}");
+    assert!(output.contains("broken-0"), "{output}");
 }

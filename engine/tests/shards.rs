@@ -5,12 +5,14 @@
 mod common;
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use common::{leader_append, read_batches};
 use fjord_engine::batch::{build_batch, BatchHeader};
 use fjord_engine::config::LogConfig;
 use fjord_engine::shard::{self, EngineConfig, Shard};
-use fjord_engine::{Offset, TimestampMs, TopicPartition};
+use fjord_engine::{Error, Offset, TimestampMs, TopicPartition};
 
 const PARTITIONS: i32 = 8;
 const BATCHES_PER_SHARD_AND_PARTITION: usize = 25;
@@ -100,5 +102,70 @@ fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
         for count in shard_counts {
             assert_eq!(count, (shards * BATCHES_PER_SHARD_AND_PARTITION) as i64);
         }
+    }
+}
+
+/// Guards against a shard that cannot open its partitions (here a corrupt
+/// checkpoint) ending the process from inside the engine, or leaving the
+/// other shards serving an engine whose partitions nobody answers, or
+/// waiting for it forever: `run` returns that shard's error once every
+/// shard shut down, no shard ran its main, and the partitions the other
+/// shards opened were closed cleanly (they open again with their data).
+#[test]
+fn a_shard_that_cannot_open_its_partitions_stops_the_engine_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = engine_config(dir.path());
+    shard::run(&config, |shard: Rc<Shard>| async move {
+        create_all(&shard).await;
+        if shard.id() != 0 {
+            return;
+        }
+        for partition in partitions() {
+            let batch = build_batch(&[(None, Some(&b"kept"[..]))], TimestampMs::now(), None);
+            shard
+                .append(leader_append(&partition, batch, true))
+                .await
+                .expect("append");
+        }
+    })
+    .unwrap();
+    let broken = dir
+        .path()
+        .join(TopicPartition::new("spread", 3).dir_name())
+        .join(fjord_engine::checkpoint::PARTITION_CHECKPOINT_FILE);
+    let original = std::fs::read(&broken).unwrap();
+    std::fs::write(&broken, b"not a checkpoint").unwrap();
+
+    let mains_run = Arc::new(AtomicUsize::new(0));
+    let counted = mains_run.clone();
+    let result = shard::run(&config, move |_shard: Rc<Shard>| {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    match result {
+        Err(Error::CorruptCheckpoint { path, .. }) => assert_eq!(path, broken),
+        other => panic!("expected the corrupt checkpoint, got {other:?}"),
+    }
+    assert_eq!(
+        mains_run.load(Ordering::SeqCst),
+        0,
+        "main ran on a partial engine"
+    );
+
+    std::fs::write(&broken, original).unwrap();
+    let counts = shard::run(&config, |shard: Rc<Shard>| async move {
+        let mut counts = Vec::new();
+        for partition in partitions() {
+            let batches =
+                read_batches(&shard, &partition, Offset(0)..Offset(i64::MAX), 4096, true).await;
+            counts.push(batches.len());
+        }
+        counts
+    })
+    .unwrap();
+    for shard_counts in counts {
+        assert_eq!(shard_counts, vec![1; PARTITIONS as usize]);
     }
 }

@@ -510,7 +510,7 @@ pub struct Broker {
     data: tempfile::TempDir,
 }
 
-fn raise_memlock_limit() {
+pub fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

@@ -5,12 +5,14 @@
 
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use super::calls::Envelope;
 use super::placement::{allowed_cpus, shard_cpus};
+use super::start_gate::StartGate;
 use super::{
     EngineConfig, Shard, BLOCKING_THREADS_PER_SHARD, MESH_CHANNEL_CAPACITY, PREEMPT_TIMER,
 };
@@ -35,11 +37,20 @@ impl Drop for AbortOnPanic {
 /// partitions, runs `main` on every shard with its [`Shard`] handle, then
 /// shuts down cleanly. Returns each shard's `main` output, by shard id.
 ///
+/// The engine runs whole or not at all: `main` runs on no shard unless
+/// every shard opened its partitions. A shard that cannot makes every
+/// shard shut down (closing the partitions they opened) and `run` return
+/// its error.
+///
 /// # Errors
 /// [`Error::InvalidConfig`] if the shard count exceeds the online CPUs or an
 /// executor cannot start; [`Error::Io`] if the data directory cannot be
-/// created. A shard that cannot open its partitions ends the process with
-/// exit code 1 after printing why, since the engine cannot run without it.
+/// created; the error of a shard that could not open its partitions
+/// ([`Error::Io`], [`Error::CorruptCheckpoint`], ...).
+///
+/// # Panics
+/// If `main` ran on some shards but not all without an error, which the
+/// start gate rules out.
 pub fn run<F, Fut, T>(config: &EngineConfig, main: F) -> Result<Vec<T>>
 where
     F: Fn(Rc<Shard>) -> Fut + Send + Clone + 'static,
@@ -62,11 +73,13 @@ where
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|error| Error::io("creating data directory", &config.data_dir, error))?;
     let mesh = MeshBuilder::<Envelope, Full>::full(config.shards, MESH_CHANNEL_CAPACITY);
+    let start_gate = Arc::new(StartGate::new(config.shards));
     let mut handles = Vec::with_capacity(config.shards);
     for &cpu in cpu_ids.iter().take(config.shards) {
         let mesh = mesh.clone();
         let shard_config = config.clone();
         let main = main.clone();
+        let start_gate = start_gate.clone();
         let shard_cpu = cpus.clone().filter(|location| location.cpu == cpu);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("fjord-shard-{cpu}"))
@@ -79,24 +92,23 @@ where
             .spawn(move || async move {
                 let _abort_on_panic = AbortOnPanic;
                 let (senders, receivers) = mesh.join().await.map_err(|_| Error::ShuttingDown)?;
-                let shard = match Shard::start(shard_config, senders).await {
-                    Ok(shard) => shard,
-                    Err(error) => {
-                        // The other shards would wait for this one forever, and
-                        // its partitions would go unanswered: the engine runs
-                        // whole or not at all.
-                        tracing::error!(%error, "a shard cannot start");
-                        eprintln!("fjord: a shard cannot start: {error}");
-                        std::process::exit(1);
-                    }
-                };
+                let shard = Shard::new(shard_config, senders);
+                let started = shard.open_partitions().await;
+                if let Err(error) = &started {
+                    tracing::error!(shard = shard.id, %error, "a shard cannot start");
+                }
                 let peers = shard.clone().serve_peers(receivers);
-                shard.clone().start_background_work();
-                let output = main(shard.clone()).await;
+                let output = if start_gate.arrive(started.is_ok()).await {
+                    shard.clone().start_background_work();
+                    Some(main(shard.clone()).await)
+                } else {
+                    None
+                };
                 shard.wait_for_peers_to_finish().await;
                 shard.shutdown().await;
                 peers.await;
-                Ok::<(usize, T), Error>((shard.id, output))
+                started?;
+                Ok::<_, Error>(output.map(|output| (shard.id, output)))
             })
             .map_err(|error| Error::InvalidConfig {
                 key: "cores".to_owned(),
@@ -109,7 +121,9 @@ where
     let mut first_error = None;
     for handle in handles {
         match handle.join() {
-            Ok(Ok(output)) => outputs.push(output),
+            Ok(Ok(Some(output))) => outputs.push(output),
+            // Another shard could not start; its error is the one returned.
+            Ok(Ok(None)) => {}
             Ok(Err(error)) => {
                 first_error.get_or_insert(error);
             }
@@ -121,6 +135,11 @@ where
     if let Some(error) = first_error {
         return Err(error);
     }
+    assert_eq!(
+        outputs.len(),
+        config.shards,
+        "main ran on every shard or on none"
+    );
     outputs.sort_by_key(|(id, _)| *id);
     Ok(outputs.into_iter().map(|(_, output)| output).collect())
 }

@@ -23,6 +23,7 @@ mod calls;
 mod executor;
 mod operations;
 mod placement;
+mod start_gate;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -48,6 +49,7 @@ use crate::log::admission::AdmissionTicket;
 use crate::log::read_ahead::{ReadAheadBudget, READ_AHEAD_BYTES_MAX};
 use crate::log::{AppendInfo, PartitionLog};
 use crate::storage::dma::DmaStorage;
+use crate::storage::Storage;
 use crate::types::TopicPartition;
 use calls::Envelope;
 
@@ -201,8 +203,9 @@ pub struct Shard {
 }
 
 impl Shard {
-    async fn start(config: EngineConfig, senders: Senders<Envelope>) -> Result<Rc<Self>> {
-        let shard = Rc::new(Self {
+    /// The shard of `senders`' peer id, owning no partition yet.
+    fn new(config: EngineConfig, senders: Senders<Envelope>) -> Rc<Self> {
+        Rc::new(Self {
             id: senders.peer_id(),
             engine_shards: senders.nr_consumers(),
             cache: Rc::new(RefCell::new(BatchCache::new(config.cache_bytes_per_shard))),
@@ -225,28 +228,29 @@ impl Shard {
                 Latency::NotImportant,
                 "fjord-consumer-reads",
             ),
-        });
+        })
+    }
+
+    /// Opens the partitions of the data directory this shard owns.
+    async fn open_partitions(&self) -> Result<()> {
         let starting = Instant::now();
-        crate::storage::dma::settle_poll_ring_probe(&shard.config.data_dir, shard.id)
+        let data_dir = &self.config.data_dir;
+        crate::storage::dma::settle_poll_ring_probe(data_dir, self.id)
             .await
-            .map_err(|error| Error::io("probing the poll ring", &shard.config.data_dir, error))?;
-        let names = std::fs::read_dir(&shard.config.data_dir)
-            .map_err(|error| Error::io("listing data directory", &shard.config.data_dir, error))?;
-        for entry in names {
-            let entry = entry.map_err(|error| {
-                Error::io("listing data directory", &shard.config.data_dir, error)
-            })?;
-            let Some(partition) = entry
-                .file_name()
-                .to_str()
-                .and_then(TopicPartition::from_dir_name)
-            else {
-                continue;
-            };
-            if shard_for(&partition, shard.engine_shards) == shard.id && entry.path().is_dir() {
-                let config = (shard.config.log_config_for)(&partition);
+            .map_err(|error| Error::io("probing the poll ring", data_dir, error))?;
+        let names = self
+            .storage
+            .list_subdirectories(data_dir)
+            .await
+            .map_err(|error| Error::io("listing data directory", data_dir, error))?;
+        for partition in names
+            .iter()
+            .filter_map(|name| TopicPartition::from_dir_name(name))
+        {
+            if shard_for(&partition, self.engine_shards) == self.id {
+                let config = (self.config.log_config_for)(&partition);
                 let opening = Instant::now();
-                shard.open_local(partition.clone(), config).await?;
+                self.open_local(partition.clone(), config).await?;
                 let took = opening.elapsed();
                 if took > SLOW_PARTITION_OPEN {
                     tracing::warn!(%partition, ?took, "opening a partition was slow");
@@ -254,12 +258,12 @@ impl Shard {
             }
         }
         tracing::info!(
-            shard = shard.id,
-            partitions = shard.partitions.borrow().len(),
+            shard = self.id,
+            partitions = self.partitions.borrow().len(),
             took = ?starting.elapsed(),
             "shard started"
         );
-        Ok(shard)
+        Ok(())
     }
 
     /// Spawns `future` in the shard's consumer-read task queue, where the
