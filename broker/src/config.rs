@@ -198,6 +198,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.retention.hours", "168"),
     ("log.retention.bytes", "-1"),
     ("log.index.interval.bytes", "4096"),
+    ("log.index.size.max.bytes", "10485760"),
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", ""),
     ("log.message.timestamp.type", "CreateTime"),
@@ -336,6 +337,11 @@ fn topic_defaults(get: &impl Fn(&str) -> String) -> Result<LogConfig, BrokerErro
             "log.index.interval.bytes",
             "index.interval.bytes",
             get("log.index.interval.bytes"),
+        ),
+        (
+            "log.index.size.max.bytes",
+            "segment.index.bytes",
+            get("log.index.size.max.bytes"),
         ),
         (
             "log.flush.interval.messages",
@@ -553,6 +559,16 @@ mod tests {
         );
         assert!((config.log_defaults.min_cleanable_dirty_ratio - 0.1).abs() < f64::EPSILON);
         assert!(BrokerConfig::load(&[], &pairs(&[("log.cleanup.policy", "shred")])).is_err());
+    }
+
+    #[test]
+    fn log_index_size_max_bytes_sets_the_topic_default_segment_index_bytes() {
+        let config = BrokerConfig::load(&[], &[]).unwrap();
+        assert_eq!(config.log_defaults.segment_index_bytes, 10_485_760);
+        let config =
+            BrokerConfig::load(&[], &pairs(&[("log.index.size.max.bytes", "4096")])).unwrap();
+        assert_eq!(config.log_defaults.segment_index_bytes, 4096);
+        assert!(BrokerConfig::load(&[], &pairs(&[("log.index.size.max.bytes", "3")])).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use crate::batch::TimestampType;
 use crate::error::{Error, Result};
+use crate::index::{IndexPolicy, SEGMENT_INDEX_BYTES_DEFAULT};
 
 /// Smallest `segment.bytes` Kafka accepts (14 bytes in Kafka; we need at least
 /// one block so a segment holds at least one aligned write).
@@ -74,8 +75,13 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// `segment.ms`: roll a segment this long after its first append.
     pub segment_ms: i64,
-    /// `index.interval.bytes`: log bytes between offset index entries.
+    /// `index.interval.bytes`: log bytes between index entries.
     pub index_interval_bytes: u32,
+    /// `segment.index.bytes`: the largest a segment's offset or time index
+    /// may grow; a segment whose index is full rolls. Below 12 bytes the
+    /// time index holds no entry, and a closed segment's greatest timestamp
+    /// is not known after a restart: time retention then keeps it.
+    pub segment_index_bytes: u32,
     /// `max.message.bytes`: the largest batch accepted.
     pub max_message_bytes: usize,
     /// `message.timestamp.type`: keep the producer's timestamps or stamp
@@ -118,6 +124,7 @@ impl Default for LogConfig {
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 60 * 60 * 1000,
             index_interval_bytes: 4096,
+            segment_index_bytes: SEGMENT_INDEX_BYTES_DEFAULT,
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampType::CreateTime,
             message_timestamp_before_max_ms: i64::MAX,
@@ -157,10 +164,11 @@ fn parse_in(key: &str, value: &str, min: i64, max: i64) -> Result<i64> {
 
 impl LogConfig {
     /// The Kafka names this type understands.
-    pub const KEYS: [&'static str; 16] = [
+    pub const KEYS: [&'static str; 17] = [
         "segment.bytes",
         "segment.ms",
         "index.interval.bytes",
+        "segment.index.bytes",
         "max.message.bytes",
         "message.timestamp.type",
         "message.timestamp.before.max.ms",
@@ -194,6 +202,10 @@ impl LogConfig {
             "segment.ms" => self.segment_ms = parse_in(key, value, 1, i64::MAX)?,
             "index.interval.bytes" => {
                 self.index_interval_bytes = parse_in(key, value, 0, i64::from(i32::MAX))? as u32;
+            }
+            // Kafka's bound: at least 4 bytes, at most an `int`.
+            "segment.index.bytes" => {
+                self.segment_index_bytes = parse_in(key, value, 4, i64::from(i32::MAX))? as u32;
             }
             "max.message.bytes" => {
                 self.max_message_bytes = parse_in(key, value, 0, i64::from(i32::MAX))? as usize;
@@ -238,6 +250,15 @@ impl LogConfig {
         Ok(())
     }
 
+    /// How this log's segments index their batches.
+    #[must_use]
+    pub fn index_policy(&self) -> IndexPolicy {
+        IndexPolicy {
+            interval_bytes: self.index_interval_bytes,
+            max_bytes: self.segment_index_bytes,
+        }
+    }
+
     /// The current value of one config by its Kafka name, as Kafka prints it.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<String> {
@@ -245,6 +266,7 @@ impl LogConfig {
             "segment.bytes" => self.segment_bytes.to_string(),
             "segment.ms" => self.segment_ms.to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
+            "segment.index.bytes" => self.segment_index_bytes.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "message.timestamp.type" => match self.message_timestamp_type {
                 TimestampType::CreateTime => "CreateTime".to_owned(),
@@ -290,6 +312,9 @@ mod tests {
         assert_eq!(config, LogConfig::default());
         config.set("retention.ms", "-1").unwrap();
         assert_eq!(config.retention_ms, -1);
+        assert!(config.set("segment.index.bytes", "3").is_err());
+        config.set("segment.index.bytes", "4").unwrap();
+        assert_eq!(config.index_policy().max_bytes, 4);
     }
 
     #[test]

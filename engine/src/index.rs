@@ -3,8 +3,16 @@
 //! Each segment has an `.index` (8-byte entries: offset relative to the
 //! segment's base offset, then file position, both big-endian `u32`) and a
 //! `.timeindex` (12-byte entries: timestamp `i64`, then relative offset `u32`).
-//! An entry is added every `index.interval.bytes` of log data, so lookups land
-//! within that many bytes of the target and then scan batch headers.
+//! As in Kafka, an offset index entry is added every `index.interval.bytes` of
+//! log data, so lookups land within that many bytes of the target and then
+//! scan batch headers; at the same points a time index entry records the
+//! segment's greatest timestamp so far and the offset of its batch, if it
+//! grew since the last entry. Both are bounded by `segment.index.bytes`
+//! ([`IndexPolicy`]); a segment whose index is full rolls. When a segment is
+//! closed, a last time index entry records its greatest timestamp, for which
+//! the time index keeps a slot free (Kafka's `TimeIndex.isFull`), so the
+//! time index of a closed segment always ends with the segment's greatest
+//! timestamp.
 //!
 //! Durability contract: indexes are derived data. The active segment's
 //! indexes live in memory and are written whole when the segment is closed
@@ -19,6 +27,40 @@ use crate::types::{Offset, TimestampMs};
 pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
 /// Bytes per `.timeindex` entry.
 pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+
+/// Kafka's default `segment.index.bytes` (`log.index.size.max.bytes`): 10 MiB.
+pub const SEGMENT_INDEX_BYTES_DEFAULT: u32 = 10 * 1024 * 1024;
+
+/// How a segment's indexes grow, from the topic's config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexPolicy {
+    /// `index.interval.bytes`: log bytes between index entries.
+    pub interval_bytes: u32,
+    /// `segment.index.bytes`: the largest either index file may be.
+    pub max_bytes: u32,
+}
+
+impl IndexPolicy {
+    /// The most entries an offset index holds.
+    #[must_use]
+    pub fn offset_entries_max(&self) -> usize {
+        self.max_bytes as usize / OFFSET_INDEX_ENTRY_BYTES
+    }
+
+    /// The most entries a time index holds, the closing entry included.
+    #[must_use]
+    pub fn time_entries_max(&self) -> usize {
+        self.max_bytes as usize / TIME_INDEX_ENTRY_BYTES
+    }
+
+    /// Whether an index at these lengths takes no more entries while its
+    /// segment is appended to: the offset index is at its bound, or the
+    /// time index has only the slot for its closing entry left.
+    #[must_use]
+    pub fn is_full(&self, offset_entries: usize, time_entries: usize) -> bool {
+        offset_entries >= self.offset_entries_max() || time_entries + 1 >= self.time_entries_max()
+    }
+}
 
 /// Offset -> file position, sparse, ascending in both.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,7 +205,7 @@ impl OffsetIndex {
 }
 
 /// Timestamp -> offset, sparse, ascending in both: an entry is only added when
-/// the segment's maximum timestamp grows.
+/// the segment's maximum timestamp grew since the last one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimeIndex {
     base_offset: Offset,
@@ -227,7 +269,8 @@ impl TimeIndex {
     }
 
     /// Records that the segment's maximum timestamp reached `timestamp` at
-    /// `offset`. Ignored unless `timestamp` exceeds the last entry's.
+    /// `offset`. Ignored unless `timestamp` exceeds the last entry's. The
+    /// caller keeps the index within its [`IndexPolicy`].
     ///
     /// # Panics
     /// If `offset` is more than `u32::MAX` past the base offset or below the
@@ -280,6 +323,26 @@ impl TimeIndex {
     #[must_use]
     pub fn max_timestamp(&self) -> Option<TimestampMs> {
         self.entries.last().map(|&(timestamp, _)| timestamp)
+    }
+
+    /// The last entry as (timestamp, absolute offset), if any.
+    #[must_use]
+    pub fn last(&self) -> Option<(TimestampMs, Offset)> {
+        self.entries
+            .last()
+            .map(|&(timestamp, relative)| (timestamp, self.base_offset.plus(i64::from(relative))))
+    }
+
+    /// Number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the index has no entries.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -357,6 +420,33 @@ mod tests {
         times.maybe_append(TimestampMs(9), Offset(20));
         times.truncate_to(Offset(20));
         assert_eq!(times.max_timestamp(), Some(TimestampMs(5)));
+    }
+
+    #[test]
+    fn index_bounds_follow_segment_index_bytes_and_keep_a_closing_time_slot() {
+        let policy = IndexPolicy {
+            interval_bytes: 4096,
+            max_bytes: SEGMENT_INDEX_BYTES_DEFAULT,
+        };
+        assert_eq!(policy.offset_entries_max(), 1_310_720);
+        assert_eq!(policy.time_entries_max(), 873_813);
+        let small = IndexPolicy {
+            interval_bytes: 0,
+            max_bytes: 40,
+        };
+        assert_eq!(
+            (small.offset_entries_max(), small.time_entries_max()),
+            (5, 3)
+        );
+        assert!(!small.is_full(4, 1));
+        // The third time slot is the closing entry's.
+        assert!(small.is_full(0, 2));
+        assert!(small.is_full(5, 0));
+        let none = IndexPolicy {
+            interval_bytes: 0,
+            max_bytes: 4,
+        };
+        assert!(none.is_full(0, 0));
     }
 
     #[test]

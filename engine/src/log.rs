@@ -55,6 +55,7 @@ use crate::cache::{BatchCache, PartitionKey};
 use crate::checkpoint::{PartitionCheckpoint, PARTITION_CHECKPOINT_FILE};
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
+use crate::index::IndexPolicy;
 use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{
     parse_snapshot_file_name, snapshot_file_name, ProducerBatch, ProducerStateTable, SequenceCheck,
@@ -445,7 +446,7 @@ impl<S: Storage + Clone> PartitionLog<S> {
             scan_from_base,
             recovery_point,
             replay_from,
-            index_interval_bytes: config.index_interval_bytes,
+            index_policy: config.index_policy(),
         };
         recovery
             .recover_segments(&bases, &mut segments, &mut producers)
@@ -529,7 +530,7 @@ struct LogRecovery<'a, S: Storage> {
     recovery_point: Offset,
     /// Idempotent batches from this offset on rebuild the producer state.
     replay_from: Offset,
-    index_interval_bytes: u32,
+    index_policy: IndexPolicy,
 }
 
 impl<S: Storage> LogRecovery<'_, S> {
@@ -572,20 +573,15 @@ impl<S: Storage> LogRecovery<'_, S> {
                 };
             let replay_from = self.replay_from;
             let scan = segment
-                .recover_from(
-                    position,
-                    position_offset,
-                    self.index_interval_bytes,
-                    |header| {
-                        if header.is_idempotent() && header.base_offset >= replay_from {
-                            producers.record(
-                                &producer_batch(header),
-                                header.base_offset,
-                                header.last_offset(),
-                            );
-                        }
-                    },
-                )
+                .recover_from(position, position_offset, self.index_policy, |header| {
+                    if header.is_idempotent() && header.base_offset >= replay_from {
+                        producers.record(
+                            &producer_batch(header),
+                            header.base_offset,
+                            header.last_offset(),
+                        );
+                    }
+                })
                 .await?;
             if let Some((at, reason)) = scan.truncated_at {
                 tracing::warn!(partition = %self.partition, segment = base.0, position = at, %reason,
@@ -595,7 +591,8 @@ impl<S: Storage> LogRecovery<'_, S> {
             segment.handle().fdatasync().await?;
             if !is_last && !cut {
                 // A closed segment: its indexes are complete now.
-                write_files(self.storage, segment.index_files()).await?;
+                let index_files = segment.closing_index_files(self.index_policy);
+                write_files(self.storage, index_files).await?;
             }
             if segment.size() == 0 && base > self.scan_from_base && cut {
                 remove_segment_files(self.storage, self.dir, base).await?;
@@ -1074,7 +1071,8 @@ impl<S: Storage> PartitionLog<S> {
         if active.size() > 0
             && (active.size() + first.bytes.len() as u64 > segment_bytes
                 || too_old
-                || overflows(&first.header))
+                || overflows(&first.header)
+                || active.indexes_full(state.config.index_policy()))
         {
             return NextWrite::Roll;
         }
@@ -1115,10 +1113,10 @@ impl<S: Storage> PartitionLog<S> {
             };
             write.write(&self.storage).await?;
             let mut state = self.state.borrow_mut();
-            let interval = state.config.index_interval_bytes;
+            let policy = state.config.index_policy();
             state
                 .active_mut()
-                .commit_append(&run, commit, interval, now_ms());
+                .commit_append(&run, commit, policy, now_ms());
             let end = run.last().map_or(state.written_offset, |(header, _)| {
                 header.last_offset().next()
             });
@@ -1154,7 +1152,11 @@ impl<S: Storage> PartitionLog<S> {
         };
         handle.truncate(size).await?;
         handle.fdatasync().await?;
-        let index_files = self.state.borrow().active().index_files();
+        let index_files = {
+            let mut state = self.state.borrow_mut();
+            let policy = state.config.index_policy();
+            state.active_mut().closing_index_files(policy)
+        };
         write_files(&self.storage, index_files).await?;
         let segment = Segment::create(&self.storage, &self.dir, next_offset).await?;
         {
@@ -1892,7 +1894,6 @@ impl<S: Storage> PartitionLog<S> {
                     segment.handle(),
                     segment.start_position_for(offset),
                     segment.size(),
-                    segment.base_offset,
                     !matches!(segment.indexes, crate::segment::Indexes::Loaded(..)),
                 ),
             )
@@ -1900,7 +1901,7 @@ impl<S: Storage> PartitionLog<S> {
         for segment in &removed {
             remove_segment_files(&self.storage, &self.dir, segment.base_offset).await?;
         }
-        let (handle, position, size, base, index_unavailable) = segment;
+        let (handle, position, size, index_unavailable) = segment;
         let located = handle
             .read(position, size, offset, 1, Offset(i64::MAX))
             .await?;
@@ -1910,18 +1911,26 @@ impl<S: Storage> PartitionLog<S> {
         };
         // The segment becomes the active one and appends need its indexes:
         // rebuild them from the kept batches if its index files were lost.
+        // Otherwise only the batches the time index does not cover are
+        // read, for the greatest timestamp kept.
+        let (scan_from, scan_from_offset) = self
+            .state
+            .borrow()
+            .active()
+            .timestamps_uncovered_below(cut_offset);
+        debug_assert!(!index_unavailable || scan_from == 0);
         let mut kept = Vec::new();
-        if index_unavailable {
-            let scan = handle
-                .scan(0, cut, base, |header, at| kept.push((*header, at)))
-                .await?;
-            if let Some(reason) = scan.stopped_by {
-                return Err(Error::CorruptLog {
-                    path: handle.path().to_path_buf(),
-                    position: scan.end_position,
-                    reason,
-                });
-            }
+        let scan = handle
+            .scan(scan_from, cut, scan_from_offset, |header, at| {
+                kept.push((*header, at));
+            })
+            .await?;
+        if let Some(reason) = scan.stopped_by {
+            return Err(Error::CorruptLog {
+                path: handle.path().to_path_buf(),
+                position: scan.end_position,
+                reason,
+            });
         }
         // The index files go first: after the cut they would point past the
         // log, and a crash in between must not leave them behind.
@@ -1932,12 +1941,12 @@ impl<S: Storage> PartitionLog<S> {
         let tail = handle.read_tail(cut).await?;
         let (new_end, recovery_point) = {
             let mut state = self.state.borrow_mut();
-            let interval = state.config.index_interval_bytes;
+            let policy = state.config.index_policy();
             let segment = state.active_mut();
             if index_unavailable {
-                segment.rebuild_indexes(&kept, interval);
+                segment.rebuild_indexes(&kept, policy);
             }
-            segment.truncated(cut_offset, cut, tail);
+            segment.truncated(cut_offset, cut, tail, &kept);
             let new_end = segment.next_offset;
             state.assigned_offset = new_end;
             state.written_offset = new_end;
@@ -2108,7 +2117,11 @@ impl<S: Storage> PartitionLog<S> {
         let result = async {
             handle.truncate(size).await?;
             handle.fdatasync().await?;
-            let index_files = self.state.borrow().active().index_files();
+            let index_files = {
+                let mut state = self.state.borrow_mut();
+                let policy = state.config.index_policy();
+                state.active_mut().closing_index_files(policy)
+            };
             write_files(&self.storage, index_files).await?;
             self.write_checkpoint(end).await
         }

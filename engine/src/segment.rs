@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::batch::{scan_batch, BatchHeader, ScanOutcome};
 use crate::error::{Error, Result};
-use crate::index::{OffsetIndex, TimeIndex};
+use crate::index::{IndexPolicy, OffsetIndex, TimeIndex};
 use crate::storage::{align_down, AlignedBuffer, Storage, StorageFile, BLOCK_BYTES};
 use crate::types::{Offset, TimestampMs};
 
@@ -103,6 +103,8 @@ pub struct Segment<S: Storage> {
     size: u64,
     /// Greatest batch max-timestamp in the segment, when known.
     pub max_timestamp: TimestampMs,
+    /// The last offset of the batch holding `max_timestamp`.
+    max_timestamp_offset: Offset,
     /// When the first batch was appended (wall clock), for `segment.ms`.
     pub first_append_ms: Option<i64>,
     /// Log bytes appended since the last offset index entry.
@@ -159,6 +161,7 @@ impl<S: Storage> Segment<S> {
             next_offset: base_offset,
             size: 0,
             max_timestamp: TimestampMs::NONE,
+            max_timestamp_offset: base_offset,
             first_append_ms: None,
             bytes_since_index_entry: 0,
             verified_size: 0,
@@ -190,6 +193,7 @@ impl<S: Storage> Segment<S> {
             next_offset: base_offset,
             size,
             max_timestamp: TimestampMs::NONE,
+            max_timestamp_offset: base_offset,
             first_append_ms: None,
             bytes_since_index_entry: 0,
             verified_size: 0,
@@ -257,8 +261,13 @@ impl<S: Storage> Segment<S> {
         }
         self.indexes = match loaded.indexes {
             Some((offsets, times)) => {
-                if let Some(max) = times.max_timestamp() {
-                    self.max_timestamp = self.max_timestamp.max(max);
+                // A closed segment's time index ends with its greatest
+                // timestamp (see `crate::index`).
+                if let Some((max, offset)) = times.last() {
+                    if max > self.max_timestamp {
+                        self.max_timestamp = max;
+                        self.max_timestamp_offset = offset;
+                    }
                 }
                 Indexes::Loaded(offsets, times)
             }
@@ -276,9 +285,34 @@ impl<S: Storage> Segment<S> {
         }
     }
 
+    /// Whether the indexes take no more entries under `policy`: the
+    /// segment must roll before its next append (Kafka's
+    /// `LogSegment.shouldRoll`).
+    #[must_use]
+    pub fn indexes_full(&self, policy: IndexPolicy) -> bool {
+        match &self.indexes {
+            Indexes::Loaded(offsets, times) => policy.is_full(offsets.len(), times.len()),
+            Indexes::OnDisk | Indexes::Unavailable => false,
+        }
+    }
+
+    /// Both indexes encoded as their files, for a segment being closed
+    /// (rolled, or the log closing): the time index first gets its closing
+    /// entry, the segment's greatest timestamp, so that it can be read back
+    /// from the file. Empty when the indexes are not in memory.
+    pub fn closing_index_files(&mut self, policy: IndexPolicy) -> Vec<(PathBuf, Vec<u8>)> {
+        if let Indexes::Loaded(_, times) = &mut self.indexes {
+            if self.max_timestamp != TimestampMs::NONE && times.len() < policy.time_entries_max() {
+                times.maybe_append(self.max_timestamp, self.max_timestamp_offset);
+            }
+        }
+        self.index_files()
+    }
+
     /// Both indexes encoded as their files, to write with [`write_files`]
-    /// (the segment is being closed or checkpointed); empty when the
-    /// indexes are not in memory.
+    /// (the active segment is being checkpointed; a closing one uses
+    /// [`Segment::closing_index_files`]); empty when the indexes are not in
+    /// memory.
     #[must_use]
     pub fn index_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         match &self.indexes {
@@ -355,7 +389,7 @@ impl<S: Storage> Segment<S> {
         &mut self,
         batches: &[(BatchHeader, Bytes)],
         written: AppendCommit,
-        index_interval_bytes: u32,
+        policy: IndexPolicy,
         now_ms: i64,
     ) {
         assert_eq!(
@@ -370,7 +404,7 @@ impl<S: Storage> Segment<S> {
                 "offsets must not go backwards in {}",
                 self.path.display()
             );
-            self.note_batch(header, position, index_interval_bytes);
+            self.note_batch(header, position, policy);
             position += bytes.len() as u64;
         }
         assert_eq!(position, written.new_end, "append length mismatch");
@@ -380,21 +414,29 @@ impl<S: Storage> Segment<S> {
         self.first_append_ms.get_or_insert(now_ms);
     }
 
-    fn note_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u32) {
+    /// Accounts for one batch at `position`: the greatest timestamp, and,
+    /// every `index.interval.bytes`, an offset index entry and a time index
+    /// entry if the greatest timestamp grew, as long as the indexes have
+    /// room (Kafka's `LogSegment.append`).
+    fn note_batch(&mut self, header: &BatchHeader, position: u64, policy: IndexPolicy) {
         let Indexes::Loaded(offsets, times) = &mut self.indexes else {
             unreachable!("segments being appended or scanned have their indexes loaded");
         };
-        if self.bytes_since_index_entry >= u64::from(index_interval_bytes) || offsets.is_empty() {
-            if position > 0 || offsets.is_empty() {
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.max_timestamp_offset = header.last_offset();
+        }
+        if self.bytes_since_index_entry >= u64::from(policy.interval_bytes) || offsets.is_empty() {
+            let room = !policy.is_full(offsets.len(), times.len());
+            if room && (position > 0 || offsets.is_empty()) {
                 offsets.append(header.base_offset, position as u32);
+            }
+            if room {
+                times.maybe_append(self.max_timestamp, self.max_timestamp_offset);
             }
             self.bytes_since_index_entry = 0;
         }
         self.bytes_since_index_entry += header.total_bytes() as u64;
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            times.maybe_append(header.max_timestamp, header.last_offset());
-        }
         self.next_offset = header.last_offset().next();
     }
 
@@ -488,7 +530,7 @@ impl<S: Storage> Segment<S> {
         &mut self,
         position: u64,
         position_offset: Offset,
-        index_interval_bytes: u32,
+        policy: IndexPolicy,
         mut on_batch: impl FnMut(&BatchHeader),
     ) -> Result<RecoveryScan> {
         let handle = self.handle();
@@ -504,9 +546,15 @@ impl<S: Storage> Segment<S> {
         };
         match &mut self.indexes {
             Indexes::Loaded(offsets, times) if position > 0 => {
+                // `position_offset` is an index point: the time entry made
+                // there, if its batch is below it, covers every batch
+                // below; if not, the greatest timestamp below is at most
+                // that of the index point's batch, which is scanned again.
                 offsets.truncate_to(position_offset);
                 times.truncate_to(position_offset);
-                self.max_timestamp = times.max_timestamp().unwrap_or(TimestampMs::NONE);
+                (self.max_timestamp, self.max_timestamp_offset) = times
+                    .last()
+                    .unwrap_or((TimestampMs::NONE, self.base_offset));
                 self.next_offset = position_offset;
             }
             _ => {
@@ -516,11 +564,12 @@ impl<S: Storage> Segment<S> {
                     TimeIndex::new(self.base_offset),
                 );
                 self.max_timestamp = TimestampMs::NONE;
+                self.max_timestamp_offset = self.base_offset;
                 self.next_offset = self.base_offset;
             }
         }
         self.size = position;
-        self.bytes_since_index_entry = u64::from(index_interval_bytes);
+        self.bytes_since_index_entry = u64::from(policy.interval_bytes);
         let mut batches = Vec::new();
         let end = handle
             .scan(position, file_size, self.next_offset, |header, at| {
@@ -529,7 +578,7 @@ impl<S: Storage> Segment<S> {
             .await?;
         for (header, at) in &batches {
             on_batch(header);
-            self.note_batch(header, *at, index_interval_bytes);
+            self.note_batch(header, *at, policy);
         }
         self.size = end.end_position;
         let truncated_at = end.stopped_by.map(|reason| (end.end_position, reason));
@@ -549,26 +598,63 @@ impl<S: Storage> Segment<S> {
 
     /// Replaces missing indexes with ones built from `batches`, the verified
     /// headers and positions of every batch in the segment, in order.
-    pub fn rebuild_indexes(&mut self, batches: &[(BatchHeader, u64)], index_interval_bytes: u32) {
+    pub fn rebuild_indexes(&mut self, batches: &[(BatchHeader, u64)], policy: IndexPolicy) {
         self.indexes = Indexes::Loaded(
             OffsetIndex::new(self.base_offset),
             TimeIndex::new(self.base_offset),
         );
         self.max_timestamp = TimestampMs::NONE;
+        self.max_timestamp_offset = self.base_offset;
         self.next_offset = self.base_offset;
-        self.bytes_since_index_entry = u64::from(index_interval_bytes);
+        self.bytes_since_index_entry = u64::from(policy.interval_bytes);
         for (header, position) in batches {
-            self.note_batch(header, *position, index_interval_bytes);
+            self.note_batch(header, *position, policy);
+        }
+    }
+
+    /// Where a truncation at batch boundary `offset` scans from so that
+    /// [`Segment::truncated`] learns the greatest timestamp of the batches
+    /// kept: the time index entries below `offset` cover the batches up to
+    /// the last index point below it, so from that point's position (and
+    /// offset) on. The segment start when the index has no such point.
+    #[must_use]
+    pub fn timestamps_uncovered_below(&self, offset: Offset) -> (u64, Offset) {
+        match &self.indexes {
+            Indexes::Loaded(offsets, _) if offset > self.base_offset => {
+                let (from, position) = offsets.lookup(Offset(offset.0 - 1));
+                (u64::from(position), from)
+            }
+            _ => (0, self.base_offset),
         }
     }
 
     /// Drops the segment's state for batches at or after `offset` after the
     /// file was cut to `new_size` (Kafka's `LogSegment.truncateTo`).
-    pub fn truncated(&mut self, offset: Offset, new_size: u64, new_tail: Vec<u8>) {
+    /// `rescanned` are the verified batches kept from
+    /// [`Segment::timestamps_uncovered_below`] on, whose timestamps the
+    /// time index does not cover.
+    pub fn truncated(
+        &mut self,
+        offset: Offset,
+        new_size: u64,
+        new_tail: Vec<u8>,
+        rescanned: &[(BatchHeader, u64)],
+    ) {
         if let Indexes::Loaded(offsets, times) = &mut self.indexes {
             offsets.truncate_to(offset);
             times.truncate_to(offset);
-            self.max_timestamp = times.max_timestamp().unwrap_or(TimestampMs::NONE);
+            (self.max_timestamp, self.max_timestamp_offset) = times
+                .last()
+                .unwrap_or((TimestampMs::NONE, self.base_offset));
+        }
+        for (header, _) in rescanned
+            .iter()
+            .filter(|(header, _)| header.base_offset < offset)
+        {
+            if header.max_timestamp > self.max_timestamp {
+                self.max_timestamp = header.max_timestamp;
+                self.max_timestamp_offset = header.last_offset();
+            }
         }
         self.next_offset = self.next_offset.min(offset);
         self.size = new_size;

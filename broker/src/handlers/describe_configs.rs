@@ -90,7 +90,7 @@ pub struct TopicConfigSpec {
 }
 
 /// Every topic config fjord implements, in the order they are described.
-pub const TOPIC_CONFIGS: [TopicConfigSpec; 18] = [
+pub const TOPIC_CONFIGS: [TopicConfigSpec; 19] = [
     spec("cleanup.policy", &["log.cleanup.policy"], config_type::LIST,
         "\"delete\" (retention by time and size) and/or \"compact\" (keep the latest value per key)."),
     spec("compression.type", &["compression.type"], config_type::STRING,
@@ -102,7 +102,7 @@ pub const TOPIC_CONFIGS: [TopicConfigSpec; 18] = [
     spec("flush.ms", &["log.flush.interval.ms"], config_type::LONG,
         "fdatasync when the oldest unflushed record is this old."),
     spec("index.interval.bytes", &["log.index.interval.bytes"], config_type::INT,
-        "Log bytes between offset index entries."),
+        "Log bytes between index entries."),
     spec("max.compaction.lag.ms", &["log.cleaner.max.compaction.lag.ms"], config_type::LONG,
         "Compact records at the latest this long after they were written, whatever the dirty ratio."),
     spec("max.message.bytes", &["message.max.bytes"], config_type::INT,
@@ -127,6 +127,8 @@ pub const TOPIC_CONFIGS: [TopicConfigSpec; 18] = [
         "Delete segments whose newest record is older than this; -1 keeps all."),
     spec("segment.bytes", &["log.segment.bytes"], config_type::INT,
         "Roll to a new segment at this size."),
+    spec("segment.index.bytes", &["log.index.size.max.bytes"], config_type::INT,
+        "The largest a segment's offset or time index grows; a full index rolls the segment."),
     spec("segment.ms", &["log.roll.ms"], config_type::LONG,
         "Roll to a new segment this long after a segment's first append."),
 ];

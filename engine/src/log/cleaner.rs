@@ -62,6 +62,7 @@ use super::{now_ms, remove_segment_files, PartitionLog};
 use crate::batch::{self, BatchHeader, Record, BATCH_HEADER_BYTES};
 use crate::checkpoint::{decode_frame, encode_frame, from_rkyv_bytes, to_rkyv_bytes};
 use crate::error::{Corruption, Error, Result};
+use crate::index::IndexPolicy;
 use crate::segment::{segment_file_name, write_files, LocatedBatch, Segment, SegmentHandle};
 use crate::storage::Storage;
 use crate::types::{Offset, ProducerId, TimestampMs};
@@ -203,7 +204,7 @@ struct Plan<S: Storage> {
     /// End of the cleanable range (base of the first segment not cleaned).
     end: Offset,
     segment_bytes: u64,
-    index_interval_bytes: u32,
+    index_policy: IndexPolicy,
     delete_retention_ms: i64,
     /// Each producer's last batch's last offset: its batch is kept even when
     /// emptied.
@@ -389,7 +390,7 @@ impl<S: Storage> PartitionLog<S> {
             first_dirty,
             end,
             segment_bytes: state.config.segment_bytes,
-            index_interval_bytes: state.config.index_interval_bytes,
+            index_policy: state.config.index_policy(),
             delete_retention_ms: state.config.delete_retention_ms,
             producer_last_offsets,
         }))
@@ -540,14 +541,14 @@ impl<S: Storage> PartitionLog<S> {
                     run_bytes += kept.len();
                     run.push((header, kept));
                     if run_bytes >= super::WRITE_BYTES_MAX {
-                        self.append_run(&mut segment, &mut run, plan.index_interval_bytes)
+                        self.append_run(&mut segment, &mut run, plan.index_policy)
                             .await?;
                         run_bytes = 0;
                     }
                 }
             }
         }
-        self.append_run(&mut segment, &mut run, plan.index_interval_bytes)
+        self.append_run(&mut segment, &mut run, plan.index_policy)
             .await?;
         let handle = segment.handle();
         handle.truncate(segment.size()).await?;
@@ -555,7 +556,7 @@ impl<S: Storage> PartitionLog<S> {
         segment.relocated(final_path);
         segment.next_offset = group_end;
         let index_files = segment
-            .index_files()
+            .closing_index_files(plan.index_policy)
             .into_iter()
             .map(|(path, content)| (cleaned_path(&path), content))
             .collect();
@@ -571,14 +572,14 @@ impl<S: Storage> PartitionLog<S> {
         &self,
         segment: &mut Segment<S>,
         run: &mut Vec<(BatchHeader, Bytes)>,
-        index_interval_bytes: u32,
+        index_policy: IndexPolicy,
     ) -> Result<()> {
         if run.is_empty() {
             return Ok(());
         }
         let (write, commit) = segment.prepare_append(&self.storage, run);
         write.write(&self.storage).await?;
-        segment.commit_append(run, commit, index_interval_bytes, now_ms());
+        segment.commit_append(run, commit, index_policy, now_ms());
         run.clear();
         Ok(())
     }
