@@ -33,6 +33,10 @@ pub enum BrokerError {
     /// A request frame that cannot be decoded; the connection is closed.
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// The `kafka-protocol` crate's codec refused a message, with its
+    /// reason.
+    #[error("{0}")]
+    Codec(String),
 }
 
 /// The Kafka error code for an engine failure.

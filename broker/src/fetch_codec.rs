@@ -143,8 +143,11 @@ fn tagged_struct<T: Encodable>(
     value.encode(buf, version).map_err(codec_error)
 }
 
-#[allow(clippy::needless_pass_by_value)]
-fn codec_error(error: anyhow::Error) -> BrokerError {
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called as map_err(codec_error), which passes the error by value"
+)]
+fn codec_error(error: impl std::fmt::Display) -> BrokerError {
     BrokerError::Malformed(format!("Fetch response: {error}"))
 }
 

@@ -35,11 +35,12 @@ use fjord_engine::{TimestampMs, TopicPartition};
 use kafka_protocol::ResponseError;
 
 use crate::config::BrokerConfig;
+use crate::error::BrokerError;
 use crate::partition;
 use crate::server::Broker;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 use group::{CommittedOffset, Group, GroupTimings};
-use records::{OffsetValue, RecordKey};
+use records::{OffsetValue, RecordDecodeError, RecordKey};
 
 /// How often shard 0 ends join phases at their deadline and expires
 /// sessions: the precision of those timeouts.
@@ -339,13 +340,12 @@ pub async fn load(broker: &Rc<Broker>) {
     tracing::info!(elapsed = ?started.elapsed(), "group coordinator loaded");
 }
 
-async fn read_partition(broker: &Broker, index: i32) -> Result<HashMap<String, Group>, String> {
+async fn read_partition(
+    broker: &Broker,
+    index: i32,
+) -> Result<HashMap<String, Group>, BrokerError> {
     let partition = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, index);
-    let offsets = broker
-        .shard
-        .offsets(partition.clone())
-        .await
-        .map_err(|error| error.to_string())?;
+    let offsets = broker.shard.offsets(partition.clone()).await?;
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut next = offsets.log_start;
     let now = Instant::now();
@@ -357,17 +357,12 @@ async fn read_partition(broker: &Broker, index: i32) -> Result<HashMap<String, G
             upper_bound: offsets.high_watermark,
             bound: ReadBound::HighWatermark,
         };
-        let batches = broker
-            .shard
-            .read(read)
-            .await
-            .map_err(|error| error.to_string())?
-            .batches;
+        let batches = broker.shard.read(read).await?.batches;
         if batches.is_empty() {
             break;
         }
         for batch in batches {
-            let header = BatchHeader::parse(&batch).map_err(|error| error.to_string())?;
+            let header = BatchHeader::parse(&batch)?;
             next = header.last_offset().next();
             if header.is_control() {
                 continue;
@@ -380,7 +375,7 @@ async fn read_partition(broker: &Broker, index: i32) -> Result<HashMap<String, G
                 }
             };
             for record in records {
-                let record = record.map_err(|error| error.to_string())?;
+                let record = record?;
                 let offset = header.base_offset.0 + i64::from(record.offset_delta);
                 if let Err(error) = apply_record(&mut groups, record.key, record.value, offset, now)
                 {
@@ -398,8 +393,8 @@ fn apply_record(
     value: Option<&[u8]>,
     record_offset: i64,
     now: Instant,
-) -> Result<(), String> {
-    let key = RecordKey::decode(key.ok_or("record without a key")?)?;
+) -> Result<(), RecordDecodeError> {
+    let key = RecordKey::decode(key.ok_or(RecordDecodeError::MissingKey)?)?;
     match key {
         RecordKey::Offset {
             group,

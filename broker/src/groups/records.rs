@@ -20,6 +20,31 @@ const OFFSET_VALUE_VERSION: i16 = 3;
 /// Group metadata value version written (static membership fields).
 const GROUP_VALUE_VERSION: i16 = 3;
 
+/// Why a `__consumer_offsets` record key or value does not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordDecodeError {
+    /// The record has no key.
+    #[error("record without a key")]
+    MissingKey,
+    /// The bytes end inside a field.
+    #[error("record too short for its {0}")]
+    TooShort(&'static str),
+    /// A schema version Kafka never wrote.
+    #[error("unknown {schema} version {version}")]
+    UnknownVersion {
+        /// Which schema: key, offset value or group value.
+        schema: &'static str,
+        /// The version read.
+        version: i16,
+    },
+    /// A null where the schema has a non-nullable string.
+    #[error("null where a string is required")]
+    NullString,
+    /// A string that is not UTF-8.
+    #[error("string is not UTF-8")]
+    NotUtf8,
+}
+
 /// The key of a `__consumer_offsets` record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordKey {
@@ -134,8 +159,8 @@ impl RecordKey {
     /// Decodes a key.
     ///
     /// # Errors
-    /// A message if the bytes are not a known key version.
-    pub fn decode(mut bytes: &[u8]) -> Result<Self, String> {
+    /// [`RecordDecodeError`] if the bytes are not a known key version.
+    pub fn decode(mut bytes: &[u8]) -> Result<Self, RecordDecodeError> {
         let version = get_i16(&mut bytes)?;
         match version {
             0 | 1 => Ok(Self::Offset {
@@ -144,7 +169,10 @@ impl RecordKey {
                 partition: get_i32(&mut bytes)?,
             }),
             2 => Ok(Self::Group(get_string(&mut bytes)?)),
-            other => Err(format!("unknown key version {other}")),
+            version => Err(RecordDecodeError::UnknownVersion {
+                schema: "key",
+                version,
+            }),
         }
     }
 }
@@ -166,11 +194,14 @@ impl OffsetValue {
     /// tagged fields after the v3 fields are ignored).
     ///
     /// # Errors
-    /// A message if the bytes do not decode.
-    pub fn decode(mut bytes: &[u8]) -> Result<Self, String> {
+    /// [`RecordDecodeError`] if the bytes do not decode.
+    pub fn decode(mut bytes: &[u8]) -> Result<Self, RecordDecodeError> {
         let version = get_i16(&mut bytes)?;
         if !(0..=4).contains(&version) {
-            return Err(format!("unknown offset value version {version}"));
+            return Err(RecordDecodeError::UnknownVersion {
+                schema: "offset value",
+                version,
+            });
         }
         let offset = get_i64(&mut bytes)?;
         let leader_epoch = if version >= 3 {
@@ -221,11 +252,14 @@ impl GroupValue {
     /// Decodes value versions 0-3.
     ///
     /// # Errors
-    /// A message if the bytes do not decode.
-    pub fn decode(mut bytes: &[u8]) -> Result<Self, String> {
+    /// [`RecordDecodeError`] if the bytes do not decode.
+    pub fn decode(mut bytes: &[u8]) -> Result<Self, RecordDecodeError> {
         let version = get_i16(&mut bytes)?;
         if !(0..=3).contains(&version) {
-            return Err(format!("unknown group value version {version}"));
+            return Err(RecordDecodeError::UnknownVersion {
+                schema: "group value",
+                version,
+            });
         }
         let protocol_type = get_string(&mut bytes)?;
         let generation = get_i32(&mut bytes)?;
@@ -284,41 +318,38 @@ impl GroupValue {
     }
 }
 
-fn short(what: &str) -> String {
-    format!("record too short for its {what}")
-}
-
-fn get_i16(bytes: &mut &[u8]) -> Result<i16, String> {
+fn get_i16(bytes: &mut &[u8]) -> Result<i16, RecordDecodeError> {
     if bytes.remaining() < 2 {
-        return Err(short("int16"));
+        return Err(RecordDecodeError::TooShort("int16"));
     }
     Ok(bytes.get_i16())
 }
 
-fn get_i32(bytes: &mut &[u8]) -> Result<i32, String> {
+fn get_i32(bytes: &mut &[u8]) -> Result<i32, RecordDecodeError> {
     if bytes.remaining() < 4 {
-        return Err(short("int32"));
+        return Err(RecordDecodeError::TooShort("int32"));
     }
     Ok(bytes.get_i32())
 }
 
-fn get_i64(bytes: &mut &[u8]) -> Result<i64, String> {
+fn get_i64(bytes: &mut &[u8]) -> Result<i64, RecordDecodeError> {
     if bytes.remaining() < 8 {
-        return Err(short("int64"));
+        return Err(RecordDecodeError::TooShort("int64"));
     }
     Ok(bytes.get_i64())
 }
 
-fn take_utf8(bytes: &mut &[u8], length: usize) -> Result<String, String> {
+fn take_utf8(bytes: &mut &[u8], length: usize) -> Result<String, RecordDecodeError> {
     if bytes.remaining() < length {
-        return Err(short("string"));
+        return Err(RecordDecodeError::TooShort("string"));
     }
-    let text = String::from_utf8(bytes[..length].to_vec()).map_err(|error| error.to_string())?;
+    let text =
+        String::from_utf8(bytes[..length].to_vec()).map_err(|_| RecordDecodeError::NotUtf8)?;
     bytes.advance(length);
     Ok(text)
 }
 
-fn get_nullable_string(bytes: &mut &[u8]) -> Result<Option<String>, String> {
+fn get_nullable_string(bytes: &mut &[u8]) -> Result<Option<String>, RecordDecodeError> {
     let length = get_i16(bytes)?;
     match usize::try_from(length) {
         Ok(length) => take_utf8(bytes, length).map(Some),
@@ -326,15 +357,15 @@ fn get_nullable_string(bytes: &mut &[u8]) -> Result<Option<String>, String> {
     }
 }
 
-fn get_string(bytes: &mut &[u8]) -> Result<String, String> {
-    get_nullable_string(bytes)?.ok_or_else(|| "null where a string is required".to_owned())
+fn get_string(bytes: &mut &[u8]) -> Result<String, RecordDecodeError> {
+    get_nullable_string(bytes)?.ok_or(RecordDecodeError::NullString)
 }
 
-fn get_compact_string(bytes: &mut &[u8]) -> Result<String, String> {
+fn get_compact_string(bytes: &mut &[u8]) -> Result<String, RecordDecodeError> {
     let mut length: u64 = 0;
     for shift in (0..35).step_by(7) {
         let Some(&byte) = bytes.first() else {
-            return Err(short("varint"));
+            return Err(RecordDecodeError::TooShort("varint"));
         };
         bytes.advance(1);
         length |= u64::from(byte & 0x7f) << shift;
@@ -342,17 +373,19 @@ fn get_compact_string(bytes: &mut &[u8]) -> Result<String, String> {
             break;
         }
     }
-    let length = usize::try_from(length.saturating_sub(1)).map_err(|error| error.to_string())?;
+    // A varint of at most 35 bits fits a `usize` on 64-bit targets.
+    let length = usize::try_from(length.saturating_sub(1))
+        .map_err(|_| RecordDecodeError::TooShort("string"))?;
     take_utf8(bytes, length)
 }
 
-fn get_bytes(bytes: &mut &[u8]) -> Result<Bytes, String> {
+fn get_bytes(bytes: &mut &[u8]) -> Result<Bytes, RecordDecodeError> {
     let length = get_i32(bytes)?;
     let Ok(length) = usize::try_from(length) else {
         return Ok(Bytes::new());
     };
     if bytes.remaining() < length {
-        return Err(short("bytes"));
+        return Err(RecordDecodeError::TooShort("bytes"));
     }
     let value = Bytes::copy_from_slice(&bytes[..length]);
     bytes.advance(length);
@@ -409,5 +442,28 @@ mod tests {
         for cut in 0..encoded.len() {
             assert!(GroupValue::decode(&encoded[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn decode_errors_say_what_is_wrong() {
+        assert_eq!(
+            RecordKey::decode(&[0]),
+            Err(RecordDecodeError::TooShort("int16"))
+        );
+        assert_eq!(
+            RecordKey::decode(&[0, 9]),
+            Err(RecordDecodeError::UnknownVersion {
+                schema: "key",
+                version: 9
+            })
+        );
+        assert_eq!(
+            RecordKey::decode(&[0, 2, 0xff, 0xff]),
+            Err(RecordDecodeError::NullString)
+        );
+        assert_eq!(
+            RecordKey::decode(&[0, 2, 0, 1, 0xff]),
+            Err(RecordDecodeError::NotUtf8)
+        );
     }
 }

@@ -30,7 +30,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
-use crate::error::engine_error_code;
+use crate::error::{engine_error_code, BrokerError};
 use crate::partition::{self, NO_LEADER_EPOCH};
 use crate::recompress;
 use crate::server::Broker;
@@ -59,13 +59,14 @@ impl LegacyProduce {
     /// null one; the codec has no older versions.
     ///
     /// # Errors
-    /// The codec's error if the body does not decode.
-    pub fn decode(version: i16, body: &[u8]) -> anyhow::Result<Self> {
+    /// [`BrokerError::Codec`] if the body does not decode.
+    pub fn decode(version: i16, body: &[u8]) -> Result<Self, BrokerError> {
         debug_assert!((0..OLDEST_APPENDED_VERSION).contains(&version));
         let mut framed = BytesMut::with_capacity(body.len() + 2);
         framed.put_i16(-1);
         framed.extend_from_slice(body);
-        let request = ProduceRequest::decode(&mut framed.freeze(), OLDEST_APPENDED_VERSION)?;
+        let request = ProduceRequest::decode(&mut framed.freeze(), OLDEST_APPENDED_VERSION)
+            .map_err(|error| BrokerError::Codec(error.to_string()))?;
         Ok(Self { version, request })
     }
 
