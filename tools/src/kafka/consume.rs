@@ -58,8 +58,8 @@ pub enum StartOffset {
 /// `earliest`, `latest` or a non-negative offset.
 ///
 /// # Errors
-/// A message for clap otherwise.
-pub fn parse_offset(text: &str) -> Result<StartOffset, String> {
+/// [`Error::Usage`] otherwise, which clap prints.
+pub fn parse_offset(text: &str) -> Result<StartOffset, Error> {
     match text {
         "earliest" => Ok(StartOffset::Earliest),
         "latest" => Ok(StartOffset::Latest),
@@ -68,7 +68,11 @@ pub fn parse_offset(text: &str) -> Result<StartOffset, String> {
             .ok()
             .filter(|offset| *offset >= 0)
             .map(StartOffset::At)
-            .ok_or_else(|| format!("offset is earliest, latest or a number >= 0, not `{text}`")),
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "offset is earliest, latest or a number >= 0, not `{text}`"
+                ))
+            }),
     }
 }
 
@@ -382,9 +386,9 @@ mod tests {
 
     #[test]
     fn offsets_parse() {
-        assert_eq!(parse_offset("earliest"), Ok(StartOffset::Earliest));
-        assert_eq!(parse_offset("latest"), Ok(StartOffset::Latest));
-        assert_eq!(parse_offset("42"), Ok(StartOffset::At(42)));
+        assert_eq!(parse_offset("earliest").ok(), Some(StartOffset::Earliest));
+        assert_eq!(parse_offset("latest").ok(), Some(StartOffset::Latest));
+        assert_eq!(parse_offset("42").ok(), Some(StartOffset::At(42)));
         assert!(parse_offset("-1").is_err());
         assert!(parse_offset("soon").is_err());
     }

@@ -207,13 +207,15 @@ pub fn partition_for_key(key: &[u8], partitions: usize) -> usize {
 /// `acks` from `0`, `1`, `-1` or `all`.
 ///
 /// # Errors
-/// A message for clap otherwise.
-pub fn parse_acks(text: &str) -> Result<i16, String> {
+/// [`Error::Usage`] otherwise, which clap prints.
+pub fn parse_acks(text: &str) -> Result<i16, Error> {
     match text {
         "all" | "-1" => Ok(-1),
         "0" => Ok(0),
         "1" => Ok(1),
-        _ => Err(format!("acks is 0, 1, -1 or all, not `{text}`")),
+        _ => Err(Error::Usage(format!(
+            "acks is 0, 1, -1 or all, not `{text}`"
+        ))),
     }
 }
 
@@ -402,7 +404,7 @@ mod tests {
         assert!(
             LineFormat::from_properties(&[("parse.key".to_owned(), "yes".to_owned())]).is_err()
         );
-        assert_eq!(parse_acks("all"), Ok(-1));
+        assert_eq!(parse_acks("all").ok(), Some(-1));
         assert!(parse_acks("2").is_err());
     }
 }

@@ -95,11 +95,12 @@ pub struct DeleteArgs {
 /// `key=value` as a pair.
 ///
 /// # Errors
-/// A message for clap when there is no `=` or the key is empty.
-pub fn parse_config(text: &str) -> Result<(String, String), String> {
+/// [`Error::Usage`], which clap prints, when there is no `=` or the key is
+/// empty.
+pub fn parse_config(text: &str) -> Result<(String, String), Error> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("expected key=value, got `{text}`")),
+        _ => Err(Error::Usage(format!("expected key=value, got `{text}`"))),
     }
 }
 
