@@ -29,10 +29,11 @@ pub fn target_codec(compression_type: &str) -> Option<Compression> {
 /// current codec; the batch itself when it already uses `target`.
 ///
 /// # Errors
-/// A message if the records section does not decompress (the producer's
-/// batch is corrupt) or the result is too large for a batch.
-pub fn recompress(batch: Bytes, target: Compression) -> Result<Bytes, String> {
-    fjord_engine::codec::recompress(batch, target).map_err(|error| error.to_string())
+/// The engine's [`fjord_engine::Error::InvalidBatch`] if the records section
+/// does not decompress (the producer's batch is corrupt) or the result is
+/// too large for a batch.
+pub fn recompress(batch: Bytes, target: Compression) -> fjord_engine::Result<Bytes> {
+    fjord_engine::codec::recompress(batch, target)
 }
 
 #[cfg(test)]

@@ -214,7 +214,9 @@ fn prepare_batches(
     for batch in split_batches(&records) {
         let batch = records.slice_ref(batch.map_err(|error| corrupt(error.to_string()))?);
         batches.push(match target_codec {
-            Some(codec) => recompress::recompress(batch, codec).map_err(corrupt)?,
+            Some(codec) => {
+                recompress::recompress(batch, codec).map_err(|error| corrupt(error.to_string()))?
+            }
             None => batch,
         });
     }
