@@ -358,19 +358,8 @@ impl<S: Storage> PartitionLog<S> {
     /// old segment is flushed, sealed (padding cut) and its indexes written,
     /// then the recovery point moves to the new segment. Called by the writer.
     pub(super) async fn roll(&self) -> Result<()> {
-        let (handle, size, next_offset) = {
-            let state = self.state.borrow();
-            let active = state.active();
-            (active.handle(), active.size(), active.next_offset)
-        };
-        handle.truncate(size).await?;
-        handle.fdatasync().await?;
-        let index_files = {
-            let mut state = self.state.borrow_mut();
-            let policy = state.config.index_policy();
-            state.active_mut().closing_index_files(policy)
-        };
-        write_files(&self.storage, index_files).await?;
+        let next_offset = self.state.borrow().active().next_offset;
+        self.seal_active().await?;
         let segment = Segment::create(&self.storage, &self.dir, next_offset).await?;
         {
             let mut state = self.state.borrow_mut();
@@ -385,6 +374,24 @@ impl<S: Storage> PartitionLog<S> {
         self.flushed_event.notify(usize::MAX);
         tracing::debug!(partition = %self.partition, base = next_offset.0, "rolled segment");
         Ok(())
+    }
+
+    /// Seals the active segment as it stands: its padding cut, the file
+    /// flushed, its indexes (with the closing time index entry) written.
+    /// The caller holds the writer role, so nothing is appended meanwhile.
+    pub(super) async fn seal_active(&self) -> Result<()> {
+        let (handle, size) = {
+            let state = self.state.borrow();
+            (state.active().handle(), state.active().size())
+        };
+        handle.truncate(size).await?;
+        handle.fdatasync().await?;
+        let index_files = {
+            let mut state = self.state.borrow_mut();
+            let policy = state.config.index_policy();
+            state.active_mut().closing_index_files(policy)
+        };
+        write_files(&self.storage, index_files).await
     }
 
     /// Writes a producer snapshot and the partition checkpoint with

@@ -69,9 +69,7 @@ use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{ProducerBatch, ProducerStateTable};
-use crate::segment::{
-    remove_files, segment_file_name, write_files, AppendCommit, PendingWrite, Segment,
-};
+use crate::segment::{remove_files, segment_file_name, AppendCommit, PendingWrite, Segment};
 use crate::storage::Storage;
 use crate::types::{Offset, TimestampMs, TopicPartition};
 use admission::AdmissionLine;
@@ -482,19 +480,8 @@ impl<S: Storage> PartitionLog<S> {
                 None => Ok(()),
             })
             .await?;
-        let (handle, size) = {
-            let state = self.state.borrow();
-            (state.active().handle(), state.active().size())
-        };
         let result = async {
-            handle.truncate(size).await?;
-            handle.fdatasync().await?;
-            let index_files = {
-                let mut state = self.state.borrow_mut();
-                let policy = state.config.index_policy();
-                state.active_mut().closing_index_files(policy)
-            };
-            write_files(&self.storage, index_files).await?;
+            self.seal_active().await?;
             self.write_checkpoint(end).await
         }
         .await;
