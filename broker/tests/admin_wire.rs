@@ -12,10 +12,9 @@
 #[allow(dead_code, reason = "helpers shared with other test binaries")]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use common::Connection;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use fjord_tools::client::records::{encode_batch, Codec, OutgoingRecord};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -27,61 +26,25 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
     DescribeLogDirsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
-    RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+    ResponseKind, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-/// Opens a raw connection to `broker`.
-fn connect(broker: &common::Broker) -> Connection {
-    Connection {
-        stream: TcpStream::connect(("127.0.0.1", broker.port)).expect("broker listens"),
-        correlation_id: 0,
-    }
-}
-
-struct Connection {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl Connection {
-    fn call(
+/// The admin steps these tests share, on the test kit's raw connection.
+trait AdminSteps {
+    fn create_topic(&mut self, name: &str);
+    fn produce(&mut self, name: &str, count: usize);
+    fn end_offset_for_epoch(
         &mut self,
-        api_key: ApiKey,
         version: i16,
-        request: impl Into<RequestKind>,
-    ) -> ResponseKind {
-        self.correlation_id += 1;
-        let mut frame = BytesMut::new();
-        frame.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("admin-wire-test")))
-            .encode(&mut frame, api_key.request_header_version(version))
-            .unwrap();
-        request.into().encode(&mut frame, version).unwrap();
-        let size = i32::try_from(frame.len() - 4).unwrap();
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&frame).unwrap();
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).unwrap();
-        let mut body = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
-        self.stream.read_exact(&mut body).unwrap();
-        let mut body = Bytes::from(body);
-        let header =
-            ResponseHeader::decode(&mut body, api_key.response_header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation_id);
-        let response = ResponseKind::decode(api_key, &mut body, version).unwrap();
-        assert!(
-            !body.has_remaining(),
-            "{api_key:?} v{version}: trailing bytes"
-        );
-        response
-    }
+        topic: &str,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> (i16, i32, i64);
+}
 
+impl AdminSteps for Connection {
     fn create_topic(&mut self, name: &str) {
         let request = CreateTopicsRequest::default()
             .with_topics(vec![CreatableTopic::default()
@@ -89,7 +52,8 @@ impl Connection {
                 .with_num_partitions(1)
                 .with_replication_factor(1)])
             .with_timeout_ms(10_000);
-        let ResponseKind::CreateTopics(response) = self.call(ApiKey::CreateTopics, 7, request)
+        let ResponseKind::CreateTopics(response) =
+            self.call(ApiKey::CreateTopics, 7, &request.into())
         else {
             panic!("not a CreateTopics response");
         };
@@ -112,7 +76,7 @@ impl Connection {
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(0)
                     .with_records(Some(batch))])]);
-        let ResponseKind::Produce(response) = self.call(ApiKey::Produce, 9, request) else {
+        let ResponseKind::Produce(response) = self.call(ApiKey::Produce, 9, &request.into()) else {
             panic!("not a Produce response");
         };
         let partition = &response.responses[0].partition_responses[0];
@@ -136,7 +100,7 @@ impl Connection {
                     .with_current_leader_epoch(current_leader_epoch)
                     .with_leader_epoch(leader_epoch)])]);
         let ResponseKind::OffsetForLeaderEpoch(response) =
-            self.call(ApiKey::OffsetForLeaderEpoch, version, request)
+            self.call(ApiKey::OffsetForLeaderEpoch, version, &request.into())
         else {
             panic!("not an OffsetForLeaderEpoch response");
         };
@@ -155,7 +119,7 @@ fn topic_name(name: &str) -> TopicName {
 #[test]
 fn offset_for_leader_epoch_answers_the_end_of_the_current_epoch() {
     let fjord = common::Broker::start(&[]);
-    let mut connection = connect(&fjord);
+    let mut connection = fjord.connect();
     connection.create_topic("epochs");
     for version in 2..=4 {
         assert_eq!(
@@ -196,7 +160,7 @@ fn offset_for_leader_epoch_answers_the_end_of_the_current_epoch() {
 #[test]
 fn newest_admin_versions_encode_their_extra_fields() {
     let fjord = common::Broker::start(&[]);
-    let mut connection = connect(&fjord);
+    let mut connection = fjord.connect();
     connection.create_topic("sized");
     connection.produce("sized", 4);
     for version in 1..=4 {
@@ -204,7 +168,7 @@ fn newest_admin_versions_encode_their_extra_fields() {
             ApiKey::DescribeLogDirs,
             version,
             // Null topics: every partition.
-            DescribeLogDirsRequest::default().with_topics(None),
+            &DescribeLogDirsRequest::default().with_topics(None).into(),
         ) else {
             panic!("not a DescribeLogDirs response");
         };
@@ -231,7 +195,7 @@ fn newest_admin_versions_encode_their_extra_fields() {
                 .with_resource_type(2)
                 .with_resource_name(StrBytes::from_static_str("sized"))]);
         let ResponseKind::DescribeConfigs(response) =
-            connection.call(ApiKey::DescribeConfigs, version, request)
+            connection.call(ApiKey::DescribeConfigs, version, &request.into())
         else {
             panic!("not a DescribeConfigs response");
         };
@@ -252,7 +216,7 @@ fn newest_admin_versions_encode_their_extra_fields() {
         let ResponseKind::DescribeCluster(response) = connection.call(
             ApiKey::DescribeCluster,
             version,
-            DescribeClusterRequest::default(),
+            &DescribeClusterRequest::default().into(),
         ) else {
             panic!("not a DescribeCluster response");
         };
@@ -283,7 +247,7 @@ const OMITTED: i32 = i32::MIN;
 #[test]
 fn metadata_carries_authorized_operations_in_the_versions_that_have_them() {
     let fjord = common::Broker::start(&[]);
-    let mut connection = connect(&fjord);
+    let mut connection = fjord.connect();
     connection.create_topic("operated");
     for version in 0..=12 {
         for asked in [false, true] {
@@ -310,7 +274,7 @@ fn metadata_carries_authorized_operations_in_the_versions_that_have_them() {
                 request = request.with_allow_auto_topic_creation(false);
             }
             let ResponseKind::Metadata(response) =
-                connection.call(ApiKey::Metadata, version, request)
+                connection.call(ApiKey::Metadata, version, &request.into())
             else {
                 panic!("not a Metadata response");
             };

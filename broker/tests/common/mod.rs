@@ -734,8 +734,13 @@ impl Connection {
         self.stream.write_all(&sized(&body)).expect("send request");
         let (header, mut body) = self.read_response(api_key, version);
         assert_eq!(header.correlation_id, self.correlation_id);
-        ResponseKind::decode(api_key, &mut body, version)
-            .unwrap_or_else(|error| panic!("{api_key:?} v{version} response decodes: {error}"))
+        let response = ResponseKind::decode(api_key, &mut body, version)
+            .unwrap_or_else(|error| panic!("{api_key:?} v{version} response decodes: {error}"));
+        assert!(
+            body.is_empty(),
+            "{api_key:?} v{version}: trailing bytes after the response"
+        );
+        response
     }
 
     /// Reads one response frame and its header.
