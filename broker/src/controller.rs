@@ -344,12 +344,7 @@ impl Controller {
         new_overrides: impl FnOnce(&[(String, String)]) -> Result<Vec<(String, String)>, MetadataError>,
     ) -> Result<LogConfig, MetadataError> {
         let mut state = self.lock();
-        let topic = state
-            .image
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| unknown_topic(name))?;
+        let topic = state.topic(name)?;
         let mut overrides = new_overrides(&topic.configs)?;
         overrides.sort();
         if let Some(pair) = overrides.windows(2).find(|pair| pair[0].0 == pair[1].0) {
@@ -401,12 +396,7 @@ impl Controller {
         validate_only: bool,
     ) -> Result<i32, MetadataError> {
         let mut state = self.lock();
-        let topic = state
-            .image
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| unknown_topic(name))?;
+        let topic = state.topic(name)?;
         let previous = topic.partition_count();
         check_partition_increase(previous, count)?;
         if !validate_only {
@@ -486,12 +476,7 @@ impl Controller {
     /// `KAFKA_STORAGE_ERROR`.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
         let mut state = self.lock();
-        let topic = state
-            .image
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| unknown_topic(name))?;
+        let topic = state.topic(name)?;
         let record = MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id: topic.id });
         self.commit(&mut state, &[record])?;
         Ok(topic)
@@ -566,6 +551,20 @@ fn upgrade_legacy_file(
         .and_then(|dir| dir.sync_all())
         .map_err(|error| format!("syncing {}: {error}", data_dir.display()))?;
     Ok(image)
+}
+
+impl ControllerState {
+    /// The topic named `name` in the published image.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC_OR_PARTITION` if there is none.
+    fn topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
+        self.image
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown_topic(name))
+    }
 }
 
 fn unknown_topic(name: &str) -> MetadataError {
