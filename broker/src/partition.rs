@@ -9,14 +9,15 @@
 //! checks the client's view first (`NOT_LEADER_OR_FOLLOWER` on a broker
 //! that does not lead; `FENCED_LEADER_EPOCH` / `UNKNOWN_LEADER_EPOCH` for a
 //! stale or future `current_leader_epoch`, KIP-320), then runs on the
-//! owning shard. Reads name their bound: consumers read up to the high
-//! watermark, which is also the last stable offset while there are no
-//! transactions.
+//! owning shard. Fetch checks each partition here once ([`led_here`]),
+//! before it shares out the response's budget, and then reads from the
+//! engine up to the high watermark, which is also the last stable offset
+//! while there are no transactions.
 
 use bytes::Bytes;
-use fjord_engine::log::{AppendInfo, ZeroCopyRead};
+use fjord_engine::log::AppendInfo;
 use fjord_engine::shard::{AppendRequest, PendingAnswer};
-use fjord_engine::{LeaderEpoch, Offset, TopicPartition};
+use fjord_engine::{LeaderEpoch, TopicPartition};
 use kafka_protocol::ResponseError;
 
 use crate::error::engine_error_code;
@@ -165,14 +166,26 @@ pub async fn submit_append(
     acks: i16,
 ) -> Result<PendingAnswer<AppendInfo>, PartitionError> {
     let state = led_here(broker, &partition, NO_LEADER_EPOCH)?;
+    Ok(submit_append_as_leader(broker, &state, partition, batches, acks).await)
+}
+
+/// [`submit_append`] for a caller that has just checked with [`led_here`]
+/// that this broker leads `partition` in `state`.
+pub async fn submit_append_as_leader(
+    broker: &Broker,
+    state: &PartitionState,
+    partition: TopicPartition,
+    batches: Vec<Bytes>,
+    acks: i16,
+) -> PendingAnswer<AppendInfo> {
     let append = AppendRequest {
         partition,
         batches,
         leader_epoch: state.leader_epoch,
         flush: acks == -1,
-        advance_high_watermark: sole_in_sync_replica(broker, &state),
+        advance_high_watermark: sole_in_sync_replica(broker, state),
     };
-    Ok(broker.shard.submit_append(append).await)
+    broker.shard.submit_append(append).await
 }
 
 /// Appends as leader and waits for the answer; see [`submit_append`].
@@ -187,24 +200,6 @@ pub async fn append(
 ) -> Result<AppendInfo, PartitionError> {
     Ok(submit_append(broker, partition, batches, acks)
         .await?
-        .await?)
-}
-
-/// Reads for a consumer, up to the high watermark, without copying.
-///
-/// # Errors
-/// As [`led_here`], or the engine's.
-pub async fn read_for_consumer(
-    broker: &Broker,
-    partition: TopicPartition,
-    offset: Offset,
-    max_bytes: usize,
-    current_leader_epoch: i32,
-) -> Result<ZeroCopyRead, PartitionError> {
-    led_here(broker, &partition, current_leader_epoch)?;
-    Ok(broker
-        .shard
-        .read_zero_copy(partition, offset, max_bytes)
         .await?)
 }
 

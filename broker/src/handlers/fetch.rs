@@ -27,9 +27,9 @@ use fjord_engine::Offset;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::error::engine_error_code;
 use crate::fetch_codec::{ResponseChunk, ZeroCopyFetch};
 use crate::fetch_session::FetchTarget;
 use crate::partition::{self, PartitionError};
@@ -84,40 +84,34 @@ fn offsets_unknown(target: &FetchTarget) -> PartitionData {
 /// cached or copied `Bytes`.
 async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize) -> Answer {
     let data = offsets_unknown(wanted);
+    // The caller checked with the partition layer that this broker leads
+    // the partition in the epoch the client names.
     let read = if limit == 0 {
         // With no budget left only the offsets are reported.
-        match partition::led_here(broker, &wanted.partition, wanted.current_leader_epoch) {
-            Ok(_) => broker
-                .shard
-                .offsets(wanted.partition.clone())
-                .await
-                .map_err(PartitionError::from)
-                .map(|offsets| Found {
-                    high_watermark: offsets.high_watermark,
-                    log_start: offsets.log_start,
-                    records: Vec::new(),
-                }),
-            Err(error) => Err(error),
-        }
+        broker
+            .shard
+            .offsets(wanted.partition.clone())
+            .await
+            .map(|offsets| Found {
+                high_watermark: offsets.high_watermark,
+                log_start: offsets.log_start,
+                records: Vec::new(),
+            })
     } else {
         // The owning shard answers with its cache's Bytes or a verified file
         // range; either way nothing is copied, on this shard or across.
-        partition::read_for_consumer(
-            broker,
-            wanted.partition.clone(),
-            wanted.offset,
-            limit,
-            wanted.current_leader_epoch,
-        )
-        .await
-        .map(|read| Found {
-            high_watermark: read.offsets.high_watermark,
-            log_start: read.offsets.log_start,
-            records: match read.data {
-                ReadData::Batches(batches) => batches_to_chunks(batches),
-                ReadData::File(range) => vec![ResponseChunk::File(range)],
-            },
-        })
+        broker
+            .shard
+            .read_zero_copy(wanted.partition.clone(), wanted.offset, limit)
+            .await
+            .map(|read| Found {
+                high_watermark: read.offsets.high_watermark,
+                log_start: read.offsets.log_start,
+                records: match read.data {
+                    ReadData::Batches(batches) => batches_to_chunks(batches),
+                    ReadData::File(range) => vec![ResponseChunk::File(range)],
+                },
+            })
     };
     match read {
         Ok(found) => Answer {
@@ -128,16 +122,15 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize)
             records: found.records,
         },
         Err(error) => Answer {
-            data: data.with_error_code(error.code()),
+            data: data.with_error_code(engine_error_code(&error)),
             records: Vec::new(),
         },
     }
 }
 
-fn unknown_partition(target: &FetchTarget) -> Answer {
+fn refused(target: &FetchTarget, error: &PartitionError) -> Answer {
     Answer {
-        data: offsets_unknown(target)
-            .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+        data: offsets_unknown(target).with_error_code(error.code()),
         records: Vec::new(),
     }
 }
@@ -165,8 +158,12 @@ async fn read_all(
         let mut reserved = 0usize;
         let mut wave = Vec::new();
         while let Some(target) = targets.get(next) {
-            if !broker.controller.image().contains(&target.partition) {
-                answers[next] = Some(unknown_partition(target));
+            // Refused partitions (unknown, led elsewhere, a stale or future
+            // leader epoch) take no share of the budget.
+            if let Err(error) =
+                partition::led_here(broker, &target.partition, target.current_leader_epoch)
+            {
+                answers[next] = Some(refused(target, &error));
                 next += 1;
                 continue;
             }

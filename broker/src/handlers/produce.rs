@@ -168,16 +168,19 @@ pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInL
                 None
             };
             let partition = TopicPartition::new(name.clone(), data.index);
-            let batches = match refusal {
+            let leading = match refusal {
                 Some((error, message)) => Err((error.code(), message.to_owned())),
                 None => partition::led_here(broker, &partition, NO_LEADER_EPOCH)
                     .map_err(|error| (error.code(), error.to_string()))
-                    .and_then(|_| prepare_batches(broker, &partition, data.records)),
+                    .and_then(|state| {
+                        Ok((state, prepare_batches(broker, &partition, data.records)?))
+                    }),
             };
-            let appending = match batches {
-                Ok(batches) => partition::submit_append(broker, partition, batches, acks)
-                    .await
-                    .map_err(|error| (error.code(), error.to_string())),
+            let appending = match leading {
+                Ok((state, batches)) => Ok(partition::submit_append_as_leader(
+                    broker, &state, partition, batches, acks,
+                )
+                .await),
                 Err(refusal) => Err(refusal),
             };
             partitions.push(match appending {
