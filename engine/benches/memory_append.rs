@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fjord_engine::batch::{build_batch, KeyValue};
 use fjord_engine::cache::BatchCache;
+use fjord_engine::clock::SystemClock;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::memory::MemoryStorage;
@@ -51,6 +52,7 @@ fn open_log() -> PartitionLog<MemoryStorage> {
     };
     block_on(PartitionLog::open(
         MemoryStorage::new(7),
+        Rc::new(SystemClock),
         Path::new("/data"),
         TopicPartition::new("bench", 0),
         config,

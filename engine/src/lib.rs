@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod cache;
 pub mod checkpoint;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod error;

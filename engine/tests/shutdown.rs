@@ -21,6 +21,7 @@ use std::time::Duration;
 use common::{decode, offsets, read_batches};
 use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
+use fjord_engine::clock::SystemClock;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, Shard};
@@ -251,9 +252,17 @@ fn clean_shutdown_with_appends_in_flight_loses_nothing_acknowledged() {
 
 async fn open_log(data_dir: &std::path::Path) -> PartitionLog<DmaStorage> {
     let cache = Rc::new(RefCell::new(BatchCache::new(1 << 20)));
-    PartitionLog::open(DmaStorage, data_dir, partition(0), log_config(), cache, 0)
-        .await
-        .unwrap()
+    PartitionLog::open(
+        DmaStorage,
+        Rc::new(SystemClock),
+        data_dir,
+        partition(0),
+        log_config(),
+        cache,
+        0,
+    )
+    .await
+    .unwrap()
 }
 
 /// Regression: `PartitionLog::close` waited for the append queue to drain

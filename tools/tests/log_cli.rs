@@ -15,6 +15,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use fjord_engine::batch::build_batch;
 use fjord_engine::cache::BatchCache;
+use fjord_engine::clock::SystemClock;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::dma::DmaStorage;
@@ -78,9 +79,17 @@ fn engine_wrote(batches: Vec<Vec<u8>>) -> TempDir {
                 ..LogConfig::default()
             };
             let cache = Rc::new(RefCell::new(BatchCache::new(1 << 20)));
-            let log = PartitionLog::open(DmaStorage, &data_dir, partition(), config, cache, 0)
-                .await
-                .expect("open");
+            let log = PartitionLog::open(
+                DmaStorage,
+                Rc::new(SystemClock),
+                &data_dir,
+                partition(),
+                config,
+                cache,
+                0,
+            )
+            .await
+            .expect("open");
             for bytes in &batches {
                 log.append(bytes, LeaderEpoch(0)).await.expect("append");
             }

@@ -16,8 +16,8 @@ use crate::types::{LeaderEpoch, Offset, TimestampMs};
 use super::admission::AdmissionTicket;
 use super::record_checks::RecordChecks;
 use super::{
-    now_ms, producer_batch, AppendInfo, LogState, NextWrite, PartitionLog, PendingBatch, Role,
-    RoleGuard, PENDING_BYTES_MAX, WRITE_BYTES_MAX,
+    producer_batch, AppendInfo, LogState, NextWrite, PartitionLog, PendingBatch, Role, RoleGuard,
+    PENDING_BYTES_MAX, WRITE_BYTES_MAX,
 };
 
 impl<S: Storage> PartitionLog<S> {
@@ -68,7 +68,7 @@ impl<S: Storage> PartitionLog<S> {
             let state = self.state.borrow();
             (
                 state.config.max_message_bytes,
-                RecordChecks::new(&state.config, TimestampMs::now()),
+                RecordChecks::new(&state.config, self.clock.now()),
             )
         };
         if batches.is_empty() {
@@ -138,7 +138,7 @@ impl<S: Storage> PartitionLog<S> {
             );
         }
         let log_append_time = match state.config.message_timestamp_type {
-            TimestampType::LogAppendTime => TimestampMs::now(),
+            TimestampType::LogAppendTime => self.clock.now(),
             TimestampType::CreateTime => TimestampMs::NONE,
         };
         // Every batch rewritten before the state changes: all or none.
@@ -277,7 +277,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         let too_old = active
             .first_append_ms
-            .is_some_and(|first_ms| now_ms().saturating_sub(first_ms) >= roll_after_ms);
+            .is_some_and(|first_ms| self.now_ms().saturating_sub(first_ms) >= roll_after_ms);
         let overflows = |header: &BatchHeader| {
             header.last_offset().0 - active.base_offset.0 > i64::from(i32::MAX)
         };
@@ -329,7 +329,7 @@ impl<S: Storage> PartitionLog<S> {
             let policy = state.config.index_policy();
             state
                 .active_mut()
-                .commit_append(&run, commit, policy, now_ms());
+                .commit_append(&run, commit, policy, self.now_ms());
             let end = run.last().map_or(state.written_offset, |(header, _)| {
                 header.last_offset().next()
             });
@@ -483,7 +483,7 @@ impl<S: Storage> PartitionLog<S> {
         let due = {
             let mut state = self.state.borrow_mut();
             state.unflushed_records = state.unflushed_records.saturating_add(records);
-            state.oldest_unflushed_ms.get_or_insert_with(now_ms);
+            state.oldest_unflushed_ms.get_or_insert(self.now_ms());
             state.unflushed_records >= state.config.flush_messages
         };
         if due {
@@ -502,7 +502,7 @@ impl<S: Storage> PartitionLog<S> {
             let state = self.state.borrow();
             state
                 .oldest_unflushed_ms
-                .is_some_and(|oldest| now_ms().saturating_sub(oldest) >= state.config.flush_ms)
+                .is_some_and(|oldest| self.now_ms().saturating_sub(oldest) >= state.config.flush_ms)
         };
         if due {
             self.flush().await?;

@@ -58,7 +58,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::index_load::IndexesNotLoaded;
-use super::{now_ms, remove_segment_files, PartitionLog};
+use super::{remove_segment_files, PartitionLog};
 use crate::batch::{self, BatchHeader, Record, BATCH_HEADER_BYTES};
 use crate::checkpoint::{decode_frame, encode_frame, from_rkyv_bytes, to_rkyv_bytes};
 use crate::error::{Corruption, Error, Result};
@@ -579,7 +579,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         let (write, commit) = segment.prepare_append(&self.storage, run);
         write.write(&self.storage).await?;
-        segment.commit_append(run, commit, index_policy, now_ms());
+        segment.commit_append(run, commit, index_policy, self.now_ms());
         run.clear();
         Ok(())
     }

@@ -65,6 +65,7 @@ use event_listener::Event;
 use crate::batch::BatchHeader;
 use crate::cache::{BatchCache, PartitionKey};
 use crate::checkpoint::PartitionCheckpoint;
+use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::leader_epoch::LeaderEpochCache;
@@ -335,6 +336,9 @@ pub struct PartitionLog<S: Storage> {
     partition: TopicPartition,
     dir: PathBuf,
     storage: S,
+    /// Record timestamps, rolls, `flush.ms`, retention and the cleaner's
+    /// horizons read the time here.
+    clock: Rc<dyn Clock>,
     cache: Rc<RefCell<BatchCache>>,
     cache_key: PartitionKey,
     state: RefCell<LogState<S>>,
@@ -389,11 +393,12 @@ impl<S: Storage> Drop for RoleGuard<'_, S> {
     }
 }
 
-fn now_ms() -> i64 {
-    TimestampMs::now().0
-}
-
 impl<S: Storage> PartitionLog<S> {
+    /// The log's clock's time, in milliseconds.
+    fn now_ms(&self) -> i64 {
+        self.clock.now().0
+    }
+
     /// The partition this log stores.
     #[must_use]
     pub fn partition(&self) -> &TopicPartition {
@@ -506,7 +511,13 @@ impl<S: Storage> PartitionLog<S> {
         self.storage
             .remove_dir_all(&self.dir)
             .await
-            .map_err(|error| Error::io("deleting partition", &self.dir, error))
+            .map_err(|error| Error::io("deleting partition", &self.dir, error))?;
+        // Else a crash could bring the deleted partition back.
+        let data_dir = self.dir.parent().unwrap_or(&self.dir);
+        self.storage
+            .sync_dir(data_dir)
+            .await
+            .map_err(|error| Error::io("syncing data directory", data_dir, error))
     }
 }
 
@@ -520,10 +531,16 @@ fn producer_batch(header: &BatchHeader) -> ProducerBatch {
     }
 }
 
+/// Removes a segment's files and syncs the directory: a segment that came
+/// back after a crash would resurrect records the log had truncated.
 async fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) -> Result<()> {
     let paths = ["log", "index", "timeindex"]
         .into_iter()
         .map(|extension| dir.join(segment_file_name(base, extension)))
         .collect();
-    remove_files(storage, paths).await
+    remove_files(storage, paths).await?;
+    storage
+        .sync_dir(dir)
+        .await
+        .map_err(|error| Error::io("syncing partition directory", dir, error))
 }

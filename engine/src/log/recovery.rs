@@ -13,6 +13,7 @@ use event_listener::Event;
 
 use crate::cache::{BatchCache, PartitionKey};
 use crate::checkpoint::{PartitionCheckpoint, PARTITION_CHECKPOINT_FILE};
+use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::index::IndexPolicy;
@@ -37,6 +38,7 @@ impl<S: Storage + Clone> PartitionLog<S> {
     /// If the recovered state breaks the log's invariants.
     pub async fn open(
         storage: S,
+        clock: Rc<dyn Clock>,
         data_dir: &Path,
         partition: TopicPartition,
         config: LogConfig,
@@ -48,6 +50,11 @@ impl<S: Storage + Clone> PartitionLog<S> {
             .create_dir_all(&dir)
             .await
             .map_err(|error| Error::io("creating partition directory", &dir, error))?;
+        // The directory's name must survive a crash as its files do.
+        storage
+            .sync_dir(data_dir)
+            .await
+            .map_err(|error| Error::io("syncing data directory", data_dir, error))?;
         let checkpoint_path = dir.join(PARTITION_CHECKPOINT_FILE);
         let checkpoint = read_checkpoint(&storage, &checkpoint_path).await?;
         let (bases, snapshots) = list_partition_files(&storage, &dir).await?;
@@ -125,6 +132,7 @@ impl<S: Storage + Clone> PartitionLog<S> {
             partition,
             dir,
             storage,
+            clock,
             cache,
             cache_key,
             state: RefCell::new(state),

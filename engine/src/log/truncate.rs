@@ -131,6 +131,10 @@ impl<S: Storage> PartitionLog<S> {
         remove_files(&self.storage, index_paths).await?;
         handle.truncate(cut).await?;
         handle.fdatasync().await?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|error| Error::io("syncing partition directory", &self.dir, error))?;
         let tail = handle.read_tail(cut).await?;
         let (new_end, recovery_point) = {
             let mut state = self.state.borrow_mut();

@@ -10,12 +10,12 @@ use glommio::{executor, Latency, Shares};
 
 use super::Shard;
 use crate::error::Error;
-use crate::types::TimestampMs;
+use crate::storage::Storage;
 
 /// One background operation in flight; see [`Shard::background_operation`].
-struct BackgroundOperation<'a>(&'a Shard);
+struct BackgroundOperation<'a, S: Storage>(&'a Shard<S>);
 
-impl Drop for BackgroundOperation<'_> {
+impl<S: Storage> Drop for BackgroundOperation<'_, S> {
     fn drop(&mut self) {
         let shard = self.0;
         shard.background_busy.set(shard.background_busy.get() - 1);
@@ -23,10 +23,10 @@ impl Drop for BackgroundOperation<'_> {
     }
 }
 
-impl Shard {
+impl<S: Storage> Shard<S> {
     pub(super) async fn enforce_retention(&self) -> usize {
         let logs: Vec<_> = self.partitions.borrow().values().cloned().collect();
-        let now = TimestampMs::now();
+        let now = self.clock.now();
         let mut deleted = 0;
         for log in logs {
             match log.enforce_retention(now).await {
@@ -45,7 +45,7 @@ impl Shard {
     /// whether a log was cleaned.
     async fn clean_one(&self) -> bool {
         let logs: Vec<_> = self.partitions.borrow().values().cloned().collect();
-        let now = TimestampMs::now();
+        let now = self.clock.now();
         let mut candidates = Vec::new();
         for log in logs {
             if let Some(candidate) = log.cleaning_candidate(now).await {
@@ -83,7 +83,10 @@ impl Shard {
             let shard = self.clone();
             async move {
                 loop {
-                    glommio::timer::sleep(shard.config.retention_check_interval).await;
+                    shard
+                        .clock
+                        .sleep(shard.config.retention_check_interval)
+                        .await;
                     let Some(_operation) = shard.background_operation() else {
                         return;
                     };
@@ -95,7 +98,7 @@ impl Shard {
             let shard = self.clone();
             async move {
                 loop {
-                    glommio::timer::sleep(shard.config.flush_check_interval).await;
+                    shard.clock.sleep(shard.config.flush_check_interval).await;
                     let Some(_operation) = shard.background_operation() else {
                         return;
                     };
@@ -112,7 +115,10 @@ impl Shard {
             let shard = self.clone();
             async move {
                 loop {
-                    glommio::timer::sleep(shard.config.recovery_checkpoint_interval).await;
+                    shard
+                        .clock
+                        .sleep(shard.config.recovery_checkpoint_interval)
+                        .await;
                     let Some(_operation) = shard.background_operation() else {
                         return;
                     };
@@ -138,7 +144,7 @@ impl Shard {
                         shard.config.cleaner.enabled && shard.clean_one().await
                     };
                     if !cleaned {
-                        glommio::timer::sleep(shard.config.cleaner.backoff).await;
+                        shard.clock.sleep(shard.config.cleaner.backoff).await;
                     }
                 }
             }
@@ -160,7 +166,7 @@ impl Shard {
 
     /// Marks a background operation in flight until the returned guard
     /// drops; `None` once shutdown has begun, when none may start.
-    fn background_operation(&self) -> Option<BackgroundOperation<'_>> {
+    fn background_operation(&self) -> Option<BackgroundOperation<'_, S>> {
         if self.background_stopping.get() {
             return None;
         }

@@ -22,6 +22,7 @@ use glommio::channels::channel_mesh::Receivers;
 
 use super::Shard;
 use crate::error::{Error, Result};
+use crate::storage::Storage;
 
 /// A future that runs on one shard.
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -40,12 +41,15 @@ pub enum Queue {
 
 /// An operation as it travels to its shard: begun there with the shard's
 /// handle, it returns the work left to run.
-type Operation = Box<dyn FnOnce(&Rc<Shard>) -> LocalFuture<()> + Send>;
+type Operation<S> = Box<dyn FnOnce(&Rc<Shard<S>>) -> LocalFuture<()> + Send>;
 
 /// What shards send each other.
-pub(super) enum Envelope {
+pub(super) enum Envelope<S: Storage> {
     /// Begin this operation, in this queue.
-    Operation { operation: Operation, queue: Queue },
+    Operation {
+        operation: Operation<S>,
+        queue: Queue,
+    },
     /// The operation with this id has put its answer in its cell.
     Answered { id: u64 },
     /// The sender's main future ended: it sends no more operations.
@@ -62,7 +66,7 @@ pub(super) struct Waiting {
     ready: Event,
 }
 
-impl Shard {
+impl<S: Storage> Shard<S> {
     /// Runs `begin` on shard `target` and returns its output: in place on
     /// this shard, otherwise on the owner, in the default queue.
     ///
@@ -77,7 +81,7 @@ impl Shard {
     ) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Rc<Shard>) -> LocalFuture<Result<T>> + Send + 'static,
+        F: FnOnce(&Rc<Shard<S>>) -> LocalFuture<Result<T>> + Send + 'static,
     {
         self.submit(target, queue, begin).await.await
     }
@@ -98,7 +102,7 @@ impl Shard {
     ) -> PendingAnswer<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Rc<Shard>) -> LocalFuture<Result<T>> + Send + 'static,
+        F: FnOnce(&Rc<Shard<S>>) -> LocalFuture<Result<T>> + Send + 'static,
     {
         if target == self.id {
             return self.begin_here(begin);
@@ -110,7 +114,7 @@ impl Shard {
         self.waiting.borrow_mut().insert(id, Rc::clone(&waiting));
         let from = self.id;
         let answer_cell = Arc::clone(&cell);
-        let operation: Operation = Box::new(move |owner: &Rc<Shard>| {
+        let operation: Operation<S> = Box::new(move |owner: &Rc<Shard<S>>| {
             let work = owner.begin_here(begin);
             let owner = Rc::clone(owner);
             Box::pin(async move {
@@ -146,7 +150,7 @@ impl Shard {
     /// A stopped shard answers [`Error::ShuttingDown`] without running it.
     fn begin_here<T: 'static>(
         self: &Rc<Self>,
-        begin: impl FnOnce(&Rc<Shard>) -> LocalFuture<Result<T>>,
+        begin: impl FnOnce(&Rc<Shard<S>>) -> LocalFuture<Result<T>>,
     ) -> PendingAnswer<T> {
         if self.stopping.get() {
             return Box::pin(async { Err(Error::ShuttingDown) });
@@ -159,7 +163,7 @@ impl Shard {
     /// wakes the tasks waiting for answers.
     pub(super) fn serve_peers(
         self: Rc<Self>,
-        mut receivers: Receivers<Envelope>,
+        mut receivers: Receivers<Envelope<S>>,
     ) -> impl Future<Output = ()> {
         let streams = receivers.streams();
         let tasks: Vec<_> = streams

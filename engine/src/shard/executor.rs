@@ -16,7 +16,9 @@ use super::start_gate::StartGate;
 use super::{
     EngineConfig, Shard, BLOCKING_THREADS_PER_SHARD, MESH_CHANNEL_CAPACITY, PREEMPT_TIMER,
 };
+use crate::clock::SystemClock;
 use crate::error::{Error, Result};
+use crate::storage::dma::{settle_poll_ring_probe, DmaStorage};
 
 /// Aborts the process when a shard's thread unwinds from a panic. A shard
 /// that died would leave its partitions unanswered and its peers waiting
@@ -72,7 +74,8 @@ where
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|error| Error::io("creating data directory", &config.data_dir, error))?;
-    let mesh = MeshBuilder::<Envelope, Full>::full(config.shards, MESH_CHANNEL_CAPACITY);
+    let mesh =
+        MeshBuilder::<Envelope<DmaStorage>, Full>::full(config.shards, MESH_CHANNEL_CAPACITY);
     let start_gate = Arc::new(StartGate::new(config.shards));
     let mut handles = Vec::with_capacity(config.shards);
     for &cpu in cpu_ids.iter().take(config.shards) {
@@ -92,8 +95,8 @@ where
             .spawn(move || async move {
                 let _abort_on_panic = AbortOnPanic;
                 let (senders, receivers) = mesh.join().await.map_err(|_| Error::ShuttingDown)?;
-                let shard = Shard::new(shard_config, senders);
-                let started = shard.open_partitions().await;
+                let shard = Shard::new(shard_config, DmaStorage, Rc::new(SystemClock), senders);
+                let started = probe_then_open(&shard).await;
                 if let Err(error) = &started {
                     tracing::error!(shard = shard.id, %error, "a shard cannot start");
                 }
@@ -142,4 +145,52 @@ where
     );
     outputs.sort_by_key(|(id, _)| *id);
     Ok(outputs.into_iter().map(|(_, output)| output).collect())
+}
+
+/// Settles the shard's io_uring poll ring (see
+/// [`settle_poll_ring_probe`]), then opens the shard's partitions.
+async fn probe_then_open(shard: &Shard) -> Result<()> {
+    let data_dir = &shard.config.data_dir;
+    settle_poll_ring_probe(data_dir, shard.id)
+        .await
+        .map_err(|error| Error::io("probing the poll ring", data_dir, error))?;
+    shard.open_partitions().await
+}
+
+/// Runs `main` on a one-shard engine inside the calling glommio executor,
+/// on `storage` and `clock`: how tests drive a whole shard (its partitions,
+/// background work and shutdown) on in-memory storage and simulated time,
+/// the same way from the same seed. Opens the partitions of
+/// `config.data_dir`, starts the background work, runs `main`, then shuts
+/// down cleanly.
+///
+/// # Errors
+/// The error of opening the partitions, as [`run`].
+#[cfg(any(test, feature = "testkit"))]
+pub async fn run_alone<S, F, Fut, T>(
+    config: EngineConfig,
+    storage: S,
+    clock: Rc<dyn crate::clock::Clock>,
+    main: F,
+) -> Result<T>
+where
+    S: crate::storage::Storage,
+    F: FnOnce(Rc<Shard<S>>) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let mesh = MeshBuilder::<Envelope<S>, Full>::full(1, MESH_CHANNEL_CAPACITY);
+    let (senders, receivers) = mesh.join().await.map_err(|_| Error::ShuttingDown)?;
+    let shard = Shard::new(config, storage, clock, senders);
+    let peers = shard.clone().serve_peers(receivers);
+    let output = match shard.open_partitions().await {
+        Ok(()) => {
+            shard.clone().start_background_work();
+            Ok(main(shard.clone()).await)
+        }
+        Err(error) => Err(error),
+    };
+    shard.wait_for_peers_to_finish().await;
+    shard.shutdown().await;
+    peers.await;
+    output
 }

@@ -31,7 +31,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use event_listener::Event;
 use glommio::channels::channel_mesh::Senders;
@@ -39,10 +39,13 @@ use glommio::{executor, Latency, Shares, TaskQueueHandle};
 
 pub use calls::PendingAnswer;
 pub use executor::run;
+#[cfg(any(test, feature = "testkit"))]
+pub use executor::run_alone;
 pub use operations::{AppendRequest, EpochEnd, FoundOffset, OffsetQuery, ReadBound, ReadRequest};
 pub use placement::shard_for;
 
 use crate::cache::BatchCache;
+use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::log::admission::AdmissionTicket;
@@ -50,7 +53,7 @@ use crate::log::read_ahead::{ReadAheadBudget, READ_AHEAD_BYTES_MAX};
 use crate::log::{AppendInfo, PartitionLog};
 use crate::storage::dma::DmaStorage;
 use crate::storage::Storage;
-use crate::types::TopicPartition;
+use crate::types::{TimestampMs, TopicPartition};
 use calls::Envelope;
 
 /// Messages in flight between two shards, per direction.
@@ -170,16 +173,19 @@ impl std::fmt::Debug for EngineConfig {
 }
 
 /// One shard's view of the engine: its own partitions and a route to every
-/// other shard's.
-pub struct Shard {
+/// other shard's. Generic over its [`Storage`] (and, through a [`Clock`],
+/// its time) so that a whole shard runs on in-memory storage and simulated
+/// time in tests; the engine runs on [`DmaStorage`].
+pub struct Shard<S: Storage = DmaStorage> {
     id: usize,
     engine_shards: usize,
     config: EngineConfig,
-    storage: DmaStorage,
+    storage: S,
+    clock: Rc<dyn Clock>,
     cache: Rc<RefCell<BatchCache>>,
-    partitions: RefCell<HashMap<TopicPartition, Rc<PartitionLog<DmaStorage>>>>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<PartitionLog<S>>>>,
     next_cache_key: Cell<u64>,
-    senders: Senders<Envelope>,
+    senders: Senders<Envelope<S>>,
     next_request_id: Cell<u64>,
     /// Tasks waiting for answers from other shards, by request id.
     waiting: RefCell<HashMap<u64, Rc<calls::Waiting>>>,
@@ -202,15 +208,21 @@ pub struct Shard {
     consumer_reads: TaskQueueHandle,
 }
 
-impl Shard {
+impl<S: Storage> Shard<S> {
     /// The shard of `senders`' peer id, owning no partition yet.
-    fn new(config: EngineConfig, senders: Senders<Envelope>) -> Rc<Self> {
+    fn new(
+        config: EngineConfig,
+        storage: S,
+        clock: Rc<dyn Clock>,
+        senders: Senders<Envelope<S>>,
+    ) -> Rc<Self> {
         Rc::new(Self {
             id: senders.peer_id(),
             engine_shards: senders.nr_consumers(),
             cache: Rc::new(RefCell::new(BatchCache::new(config.cache_bytes_per_shard))),
             config,
-            storage: DmaStorage,
+            storage,
+            clock,
             partitions: RefCell::new(HashMap::new()),
             next_cache_key: Cell::new(0),
             senders,
@@ -233,11 +245,8 @@ impl Shard {
 
     /// Opens the partitions of the data directory this shard owns.
     async fn open_partitions(&self) -> Result<()> {
-        let starting = Instant::now();
+        let starting = self.clock.now();
         let data_dir = &self.config.data_dir;
-        crate::storage::dma::settle_poll_ring_probe(data_dir, self.id)
-            .await
-            .map_err(|error| Error::io("probing the poll ring", data_dir, error))?;
         let names = self
             .storage
             .list_subdirectories(data_dir)
@@ -249,9 +258,9 @@ impl Shard {
         {
             if shard_for(&partition, self.engine_shards) == self.id {
                 let config = (self.config.log_config_for)(&partition);
-                let opening = Instant::now();
+                let opening = self.clock.now();
                 self.open_local(partition.clone(), config).await?;
-                let took = opening.elapsed();
+                let took = elapsed_since(opening, self.clock.now());
                 if took > SLOW_PARTITION_OPEN {
                     tracing::warn!(%partition, ?took, "opening a partition was slow");
                 }
@@ -260,7 +269,7 @@ impl Shard {
         tracing::info!(
             shard = self.id,
             partitions = self.partitions.borrow().len(),
-            took = ?starting.elapsed(),
+            took = ?elapsed_since(starting, self.clock.now()),
             "shard started"
         );
         Ok(())
@@ -308,14 +317,15 @@ impl Shard {
         &self,
         partition: TopicPartition,
         config: LogConfig,
-    ) -> Result<Rc<PartitionLog<DmaStorage>>> {
+    ) -> Result<Rc<PartitionLog<S>>> {
         if let Some(log) = self.partitions.borrow().get(&partition) {
             return Ok(log.clone());
         }
         let key = self.next_cache_key.get();
         self.next_cache_key.set(key + 1);
         let log = PartitionLog::open(
-            self.storage,
+            self.storage.clone(),
+            self.clock.clone(),
             &self.config.data_dir,
             partition.clone(),
             config,
@@ -338,11 +348,11 @@ impl Shard {
     ///
     /// # Errors
     /// [`Error::UnknownPartition`] if this shard does not own it.
-    pub fn local_log(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog<DmaStorage>>> {
+    pub fn local_log(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog<S>>> {
         self.local(partition)
     }
 
-    fn local(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog<DmaStorage>>> {
+    fn local(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog<S>>> {
         self.partitions
             .borrow()
             .get(partition)
@@ -353,11 +363,12 @@ impl Shard {
     /// Reads ahead, in its own task, the chunk of up to `len` bytes the
     /// next fetch of `log`'s reader will want; drops it if unclaimed after
     /// [`READ_AHEAD_UNCLAIMED`].
-    fn read_ahead(&self, log: Rc<PartitionLog<DmaStorage>>, len: usize) {
+    fn read_ahead(&self, log: Rc<PartitionLog<S>>, len: usize) {
         let budget = self.read_ahead_budget.clone();
+        let clock = self.clock.clone();
         glommio::spawn_local(async move {
             if let Some(generation) = log.read_ahead(len, &budget).await {
-                glommio::timer::sleep(READ_AHEAD_UNCLAIMED).await;
+                clock.sleep(READ_AHEAD_UNCLAIMED).await;
                 log.expire_read_ahead(generation);
             }
         })
@@ -366,7 +377,7 @@ impl Shard {
 
     async fn append_local(
         &self,
-        log: &PartitionLog<DmaStorage>,
+        log: &PartitionLog<S>,
         ticket: AdmissionTicket,
         append: AppendRequest,
     ) -> Result<AppendInfo> {
@@ -420,4 +431,9 @@ impl Shard {
         self.senders.close();
         tracing::info!(shard = self.id, partitions = logs.len(), "shard stopped");
     }
+}
+
+/// The time from `start` to `end` on a shard's clock, for log messages.
+fn elapsed_since(start: TimestampMs, end: TimestampMs) -> Duration {
+    Duration::from_millis(u64::try_from(end.0 - start.0).unwrap_or(0))
 }

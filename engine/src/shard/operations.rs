@@ -13,7 +13,7 @@ use super::Shard;
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::log::{AppendInfo, LogOffsets, PartitionLog, ReadResult, ZeroCopyRead};
-use crate::storage::dma::DmaStorage;
+use crate::storage::Storage;
 use crate::types::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 
 /// An append and what must happen before it is acknowledged.
@@ -90,7 +90,7 @@ pub struct EpochEnd {
     pub end_offset: Offset,
 }
 
-impl Shard {
+impl<S: Storage> Shard<S> {
     /// Runs `operation` with the log of `partition` on its shard.
     async fn on_log<T, F, Fut>(
         self: &Rc<Self>,
@@ -100,7 +100,7 @@ impl Shard {
     ) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(Rc<Shard>, Rc<PartitionLog<DmaStorage>>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<Shard<S>>, Rc<PartitionLog<S>>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + 'static,
     {
         let owner = self.owner_of(&partition);
@@ -196,10 +196,10 @@ impl Shard {
             ReadBound::HighWatermark => Queue::ConsumerRead,
             ReadBound::LogEnd => Queue::Default,
         };
-        self.on_log(partition, queue, move |_, log| async move {
+        self.on_log(partition, queue, move |shard, log| async move {
             let committed = bound == ReadBound::HighWatermark;
             futures_lite::future::or(log.wait_for_data_beyond(offset, committed), async {
-                glommio::timer::sleep(timeout).await;
+                shard.clock.sleep(timeout).await;
             })
             .await;
             Ok(())

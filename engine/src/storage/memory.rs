@@ -12,12 +12,20 @@
 //! - a crash drops every write not covered by an fdatasync, except a random
 //!   prefix of them, possibly torn at a 512-byte sector boundary, as a disk
 //!   with a volatile write cache may persist some of them;
-//! - directory operations (create, rename, remove) are durable at once. Real
-//!   file systems need [`Storage::sync_dir`]; the engine calls it anyway, and a
-//!   file that vanishes on crash is a strictly easier case than one that stays.
+//! - directory operations (creating a file or directory, rename, remove)
+//!   change what lookups see at once but survive a crash only once their
+//!   directory is synced ([`Storage::sync_dir`]), as POSIX promises and no
+//!   more: a crash brings back a removed file, drops a created one, undoes a
+//!   rename; an fdatasync of a file makes its content durable, not its name.
+//!   [`Storage::write_file_atomic`] syncs its directory, as the real one does.
+//!
+//! [`MemoryStorage::crash`] crashes in place; [`MemoryStorage::after_crash`]
+//! and [`MemoryStorage::copy`] leave the storage a test's shard still runs on
+//! untouched and return the file system a restart would find after a power
+//! loss or a `kill -9` at this instant.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -61,13 +69,13 @@ pub struct Faults {
     pub writes_in_flight: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum UnflushedChange {
     Write { position: u64, data: Vec<u8> },
     Truncate { len: u64 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct MemoryFileState {
     /// What reads see.
     written: Vec<u8>,
@@ -77,10 +85,45 @@ struct MemoryFileState {
     unflushed: Vec<UnflushedChange>,
 }
 
+/// A file system's names: files (by path, sharing their state with every
+/// name and open handle of the same file) and directories.
+#[derive(Clone, Debug, Default)]
+struct Namespace {
+    files: BTreeMap<PathBuf, Rc<RefCell<MemoryFileState>>>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Namespace {
+    /// Makes the entries of directory `dir` in `self` what they are in
+    /// `current`.
+    fn sync_entries_of(&mut self, dir: &Path, current: &Namespace) {
+        let in_dir = |path: &PathBuf| path.parent() == Some(dir);
+        self.files.retain(|path, _| !in_dir(path));
+        self.dirs.retain(|path| !in_dir(path));
+        for (path, state) in current.files.iter().filter(|(path, _)| in_dir(path)) {
+            self.files.insert(path.clone(), state.clone());
+        }
+        self.dirs
+            .extend(current.dirs.iter().filter(|path| in_dir(path)).cloned());
+    }
+
+    /// Whether `path`'s parent directory is reachable: one that was never
+    /// created through this storage (the data directory itself) always is.
+    fn parent_reachable(&self, path: &Path, ever_created: &BTreeSet<PathBuf>) -> bool {
+        path.ancestors()
+            .skip(1)
+            .all(|ancestor| self.dirs.contains(ancestor) || !ever_created.contains(ancestor))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    files: BTreeMap<PathBuf, Rc<RefCell<MemoryFileState>>>,
-    dirs: std::collections::BTreeSet<PathBuf>,
+    /// What lookups see.
+    visible: Namespace,
+    /// What directories' synced entries say: what a crash comes back to.
+    durable: Namespace,
+    /// Every directory created through this storage.
+    ever_created: BTreeSet<PathBuf>,
     faults: Faults,
     /// State for the crash-time choice of surviving unflushed writes.
     rng_state: u64,
@@ -124,35 +167,87 @@ impl MemoryStorage {
         self.inner.borrow_mut().faults = faults;
     }
 
-    /// Simulates a power loss: every file falls back to its flushed content
-    /// plus a random prefix of its unflushed writes, the last one possibly
-    /// torn at a sector boundary. Open files must not be used afterwards.
+    /// Simulates a power loss: the names fall back to what synced
+    /// directories say, and every file to its flushed content plus a random
+    /// prefix of its unflushed writes, the last one possibly torn at a
+    /// sector boundary. Open files must not be used afterwards.
     pub fn crash(&self) {
         let mut inner = self.inner.borrow_mut();
-        let files: Vec<_> = inner.files.values().cloned().collect();
-        for file in files {
-            let mut state = file.borrow_mut();
-            let mut survivor = state.flushed.clone();
-            let changes = std::mem::take(&mut state.unflushed);
-            let kept = (inner.next_random() % (changes.len() as u64 + 1)) as usize;
-            for (index, change) in changes.iter().enumerate().take(kept) {
-                match change {
-                    UnflushedChange::Write { position, data } => {
-                        let torn_length = if index + 1 == kept {
-                            let sectors = data.len().div_ceil(SECTOR_BYTES) as u64;
-                            let kept_sectors = (inner.next_random() % (sectors + 1)) as usize;
-                            (kept_sectors * SECTOR_BYTES).min(data.len())
-                        } else {
-                            data.len()
-                        };
-                        write_into(&mut survivor, *position, &data[..torn_length]);
-                    }
-                    UnflushedChange::Truncate { len } => survivor.resize(*len as usize, 0),
-                }
+        let inner = &mut *inner;
+        let mut survivors: HashMap<*const RefCell<MemoryFileState>, Rc<RefCell<MemoryFileState>>> =
+            HashMap::new();
+        let mut files = BTreeMap::new();
+        for (path, file) in &inner.durable.files {
+            if !inner.durable.parent_reachable(path, &inner.ever_created) {
+                continue;
             }
-            state.written.clone_from(&survivor);
-            state.flushed = survivor;
+            let survivor = survivors
+                .entry(Rc::as_ptr(file))
+                .or_insert_with(|| {
+                    let content = surviving_content(&file.borrow(), &mut inner.rng_state);
+                    Rc::new(RefCell::new(MemoryFileState {
+                        written: content.clone(),
+                        flushed: content,
+                        unflushed: Vec::new(),
+                    }))
+                })
+                .clone();
+            files.insert(path.clone(), survivor);
         }
+        let dirs = inner
+            .durable
+            .dirs
+            .iter()
+            .filter(|dir| inner.durable.parent_reachable(dir, &inner.ever_created))
+            .cloned()
+            .collect();
+        inner.visible = Namespace { files, dirs };
+        inner.durable = inner.visible.clone();
+    }
+
+    /// An independent copy of this file system as it is now, unflushed
+    /// writes and unsynced names included: what a restart finds after a
+    /// `kill -9`. Faults are not copied.
+    #[must_use]
+    pub fn copy(&self) -> MemoryStorage {
+        let inner = self.inner.borrow();
+        let mut copies: HashMap<*const RefCell<MemoryFileState>, Rc<RefCell<MemoryFileState>>> =
+            HashMap::new();
+        let mut copy_namespace = |namespace: &Namespace| Namespace {
+            files: namespace
+                .files
+                .iter()
+                .map(|(path, file)| {
+                    let copy = copies
+                        .entry(Rc::as_ptr(file))
+                        .or_insert_with(|| Rc::new(RefCell::new(file.borrow().clone())))
+                        .clone();
+                    (path.clone(), copy)
+                })
+                .collect(),
+            dirs: namespace.dirs.clone(),
+        };
+        let visible = copy_namespace(&inner.visible);
+        let durable = copy_namespace(&inner.durable);
+        MemoryStorage {
+            inner: Rc::new(RefCell::new(Inner {
+                visible,
+                durable,
+                ever_created: inner.ever_created.clone(),
+                faults: Faults::default(),
+                rng_state: inner.rng_state,
+            })),
+        }
+    }
+
+    /// The file system a restart finds after a power loss at this instant
+    /// ([`MemoryStorage::crash`] of a [`MemoryStorage::copy`]); this one is
+    /// left as it is.
+    #[must_use]
+    pub fn after_crash(&self) -> MemoryStorage {
+        let copy = self.copy();
+        copy.crash();
+        copy
     }
 
     /// Overwrites bytes of a file directly, as bit rot would.
@@ -161,7 +256,7 @@ impl MemoryStorage {
     /// If the file does not exist or the range is outside it.
     pub fn corrupt(&self, path: &Path, position: usize, bytes: &[u8]) {
         let inner = self.inner.borrow();
-        let mut state = inner.files[path].borrow_mut();
+        let mut state = inner.visible.files[path].borrow_mut();
         state.written[position..position + bytes.len()].copy_from_slice(bytes);
         state.flushed[position..position + bytes.len()].copy_from_slice(bytes);
     }
@@ -169,20 +264,42 @@ impl MemoryStorage {
     /// Every file path, sorted.
     #[must_use]
     pub fn file_paths(&self) -> Vec<PathBuf> {
-        self.inner.borrow().files.keys().cloned().collect()
+        self.inner.borrow().visible.files.keys().cloned().collect()
     }
 }
 
-impl Inner {
-    fn next_random(&mut self) -> u64 {
-        // xorshift64*: deterministic per seed, good enough to pick crash points.
-        let mut x = self.rng_state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng_state = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+/// xorshift64*: deterministic per seed, good enough to pick crash points.
+fn next_random(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// What of `file` survives a power loss: its flushed content plus a random
+/// prefix of its unflushed changes, the last write possibly torn.
+fn surviving_content(file: &MemoryFileState, rng_state: &mut u64) -> Vec<u8> {
+    let mut survivor = file.flushed.clone();
+    let changes = &file.unflushed;
+    let kept = (next_random(rng_state) % (changes.len() as u64 + 1)) as usize;
+    for (index, change) in changes.iter().enumerate().take(kept) {
+        match change {
+            UnflushedChange::Write { position, data } => {
+                let torn_length = if index + 1 == kept {
+                    let sectors = data.len().div_ceil(SECTOR_BYTES) as u64;
+                    let kept_sectors = (next_random(rng_state) % (sectors + 1)) as usize;
+                    (kept_sectors * SECTOR_BYTES).min(data.len())
+                } else {
+                    data.len()
+                };
+                write_into(&mut survivor, *position, &data[..torn_length]);
+            }
+            UnflushedChange::Truncate { len } => survivor.resize(*len as usize, 0),
+        }
     }
+    survivor
 }
 
 fn write_into(target: &mut Vec<u8>, position: u64, data: &[u8]) {
@@ -286,11 +403,14 @@ impl Storage for MemoryStorage {
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<MemoryFile> {
         let mut inner = self.inner.borrow_mut();
-        let state = match inner.files.get(path) {
+        let state = match inner.visible.files.get(path) {
             Some(state) => state.clone(),
             None if create => {
                 let state = Rc::new(RefCell::new(MemoryFileState::default()));
-                inner.files.insert(path.to_path_buf(), state.clone());
+                inner
+                    .visible
+                    .files
+                    .insert(path.to_path_buf(), state.clone());
                 state
             }
             None => return Err(not_found(path)),
@@ -306,16 +426,19 @@ impl Storage for MemoryStorage {
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.borrow_mut().dirs.insert(path.to_path_buf());
+        let mut inner = self.inner.borrow_mut();
+        inner.visible.dirs.insert(path.to_path_buf());
+        inner.ever_created.insert(path.to_path_buf());
         Ok(())
     }
 
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let inner = self.inner.borrow();
         let mut names: Vec<String> = inner
+            .visible
             .files
             .keys()
-            .chain(inner.dirs.iter())
+            .chain(inner.visible.dirs.iter())
             .filter(|entry| entry.parent() == Some(path))
             .filter_map(|entry| entry.file_name()?.to_str().map(str::to_owned))
             .collect();
@@ -328,6 +451,7 @@ impl Storage for MemoryStorage {
         let inner = self.inner.borrow();
         // Sorted and unique: `dirs` is a set.
         Ok(inner
+            .visible
             .dirs
             .iter()
             .filter(|entry| entry.parent() == Some(path))
@@ -340,14 +464,17 @@ impl Storage for MemoryStorage {
         if take_fault(&mut inner.faults.dir_error_in) {
             return Err(eio("remove"));
         }
-        inner.files.remove(path);
+        inner.visible.files.remove(path);
         Ok(())
     }
 
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.inner.borrow_mut();
-        inner.files.retain(|file, _| !file.starts_with(path));
-        inner.dirs.retain(|dir| !dir.starts_with(path));
+        inner
+            .visible
+            .files
+            .retain(|file, _| !file.starts_with(path));
+        inner.visible.dirs.retain(|dir| !dir.starts_with(path));
         Ok(())
     }
 
@@ -356,12 +483,21 @@ impl Storage for MemoryStorage {
         if take_fault(&mut inner.faults.dir_error_in) {
             return Err(eio("rename"));
         }
-        let state = inner.files.remove(from).ok_or_else(|| not_found(from))?;
-        inner.files.insert(to.to_path_buf(), state);
+        let state = inner
+            .visible
+            .files
+            .remove(from)
+            .ok_or_else(|| not_found(from))?;
+        inner.visible.files.insert(to.to_path_buf(), state);
         Ok(())
     }
 
-    async fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        let Inner {
+            visible, durable, ..
+        } = &mut *inner;
+        durable.sync_entries_of(path, visible);
         Ok(())
     }
 
@@ -374,16 +510,21 @@ impl Storage for MemoryStorage {
             flushed: content,
             unflushed: Vec::new(),
         };
-        self.inner
-            .borrow_mut()
+        // Written, synced, renamed into place and the directory synced.
+        let state = Rc::new(RefCell::new(state));
+        let mut inner = self.inner.borrow_mut();
+        inner
+            .visible
             .files
-            .insert(path.to_path_buf(), Rc::new(RefCell::new(state)));
+            .insert(path.to_path_buf(), state.clone());
+        inner.durable.files.insert(path.to_path_buf(), state);
         Ok(())
     }
 
     async fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         let inner = self.inner.borrow();
         Ok(inner
+            .visible
             .files
             .get(path)
             .map(|state| state.borrow().written.clone()))
@@ -412,6 +553,7 @@ mod tests {
                 file.write_at(block(3), 2 * BLOCK_BYTES as u64)
                     .await
                     .unwrap();
+                storage.sync_dir(Path::new("/d")).await.unwrap();
             });
             storage.crash();
             let content = block_on(storage.read_file(path)).unwrap().unwrap();
@@ -425,6 +567,62 @@ mod tests {
                 assert!(second[..BLOCK_BYTES].iter().all(|&b| b == 2), "seed {seed}");
             }
         }
+    }
+
+    #[test]
+    fn a_crash_undoes_the_directory_operations_no_sync_made_durable() {
+        let storage = MemoryStorage::new(3);
+        let dir = Path::new("/data/topic-0");
+        block_on(async {
+            storage.create_dir_all(dir).await.unwrap();
+            storage.sync_dir(Path::new("/data")).await.unwrap();
+            for name in ["kept", "removed", "renamed"] {
+                let file = storage.open(&dir.join(name), true).await.unwrap();
+                file.write_at(block(7), 0).await.unwrap();
+                file.fdatasync().await.unwrap();
+            }
+            storage.sync_dir(dir).await.unwrap();
+            // None of these is synced: a crash undoes each.
+            storage.open(&dir.join("created"), true).await.unwrap();
+            storage.remove_file(&dir.join("removed")).await.unwrap();
+            storage
+                .rename(&dir.join("renamed"), &dir.join("new-name"))
+                .unwrap();
+        });
+        let names = |storage: &MemoryStorage| block_on(storage.list_dir(dir)).unwrap();
+        assert_eq!(names(&storage), ["created", "kept", "new-name"]);
+        let crashed = storage.after_crash();
+        assert_eq!(names(&crashed), ["kept", "removed", "renamed"]);
+        // after_crash left the running file system alone.
+        assert_eq!(names(&storage), ["created", "kept", "new-name"]);
+        let content = block_on(crashed.read_file(&dir.join("renamed"))).unwrap();
+        assert_eq!(content, Some(vec![7; BLOCK_BYTES]));
+
+        block_on(storage.sync_dir(dir)).unwrap();
+        assert_eq!(
+            names(&storage.after_crash()),
+            ["created", "kept", "new-name"]
+        );
+    }
+
+    #[test]
+    fn a_directory_whose_creation_was_not_synced_vanishes_with_its_files() {
+        let storage = MemoryStorage::new(5);
+        let dir = Path::new("/data/topic-1");
+        block_on(async {
+            storage.create_dir_all(dir).await.unwrap();
+            let file = storage.open(&dir.join("f"), true).await.unwrap();
+            file.write_at(block(1), 0).await.unwrap();
+            file.fdatasync().await.unwrap();
+            storage.sync_dir(dir).await.unwrap();
+        });
+        let crashed = storage.after_crash();
+        assert!(block_on(crashed.list_subdirectories(Path::new("/data")))
+            .unwrap()
+            .is_empty());
+        assert!(crashed.file_paths().is_empty());
+        // A kill -9 loses nothing: the kernel still has every name.
+        assert_eq!(storage.copy().file_paths(), [dir.join("f")]);
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub trait StorageFile: 'static {
     async_fn_in_trait,
     reason = "storage lives on one shard's executor; its futures are never sent"
 )]
-pub trait Storage: 'static {
+pub trait Storage: Clone + 'static {
     /// The file type this storage opens.
     type File: StorageFile;
 

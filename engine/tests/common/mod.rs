@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use fjord_engine::batch::{build_batch, crc_matches, records, BatchHeader};
 use fjord_engine::cache::BatchCache;
+use fjord_engine::clock::SystemClock;
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::{LogOffsets, PartitionLog};
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, ReadBound, ReadRequest, Shard};
@@ -53,6 +54,7 @@ pub fn try_open(
 ) -> fjord_engine::Result<PartitionLog<MemoryStorage>> {
     block_on(PartitionLog::open(
         storage.clone(),
+        Rc::new(SystemClock),
         Path::new(DATA_DIR),
         partition(),
         config.clone(),
