@@ -20,6 +20,7 @@ use std::rc::Rc;
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_engine::batch::split_batches;
 use fjord_engine::log::AppendInfo;
+use fjord_engine::shard::PendingAnswer;
 use fjord_engine::Error as EngineError;
 use fjord_engine::TopicPartition;
 use kafka_protocol::messages::produce_response::{
@@ -132,7 +133,7 @@ enum PartitionAppend {
     /// Refused before anything was appended.
     Refused(PartitionProduceResponse),
     /// Appending on the owning shard.
-    Appending(i32, glommio::Task<fjord_engine::Result<AppendInfo>>),
+    Appending(i32, PendingAnswer<AppendInfo>),
 }
 
 /// Checks every partition of `request` and hands each one's batches to
@@ -184,9 +185,7 @@ pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInL
                 Err(refusal) => Err(refusal),
             };
             partitions.push(match appending {
-                Ok(appending) => {
-                    PartitionAppend::Appending(data.index, glommio::spawn_local(appending))
-                }
+                Ok(appending) => PartitionAppend::Appending(data.index, appending),
                 Err((code, message)) => {
                     PartitionAppend::Refused(failed(data.index, code, &message))
                 }

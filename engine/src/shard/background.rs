@@ -84,8 +84,7 @@ impl<S: Storage> Shard<S> {
             async move {
                 loop {
                     shard
-                        .clock
-                        .sleep(shard.config.retention_check_interval)
+                        .background_sleep(shard.config.retention_check_interval)
                         .await;
                     let Some(_operation) = shard.background_operation() else {
                         return;
@@ -98,7 +97,9 @@ impl<S: Storage> Shard<S> {
             let shard = self.clone();
             async move {
                 loop {
-                    shard.clock.sleep(shard.config.flush_check_interval).await;
+                    shard
+                        .background_sleep(shard.config.flush_check_interval)
+                        .await;
                     let Some(_operation) = shard.background_operation() else {
                         return;
                     };
@@ -116,8 +117,7 @@ impl<S: Storage> Shard<S> {
             async move {
                 loop {
                     shard
-                        .clock
-                        .sleep(shard.config.recovery_checkpoint_interval)
+                        .background_sleep(shard.config.recovery_checkpoint_interval)
                         .await;
                     let Some(_operation) = shard.background_operation() else {
                         return;
@@ -144,7 +144,7 @@ impl<S: Storage> Shard<S> {
                         shard.config.cleaner.enabled && shard.clean_one().await
                     };
                     if !cleaned {
-                        shard.clock.sleep(shard.config.cleaner.backoff).await;
+                        shard.background_sleep(shard.config.cleaner.backoff).await;
                     }
                 }
             }
@@ -157,11 +157,29 @@ impl<S: Storage> Shard<S> {
         ] {
             match task {
                 Ok(task) => {
+                    // Awake until its first sleep.
+                    self.background_awake.set(self.background_awake.get() + 1);
                     task.detach();
                 }
                 Err(error) => tracing::error!(%error, "cannot start background work"),
             }
         }
+    }
+
+    /// Sleeps on the shard's clock, not counted as awake meanwhile.
+    async fn background_sleep(&self, duration: std::time::Duration) {
+        self.background_awake.set(self.background_awake.get() - 1);
+        self.clock.sleep(duration).await;
+        self.background_awake.set(self.background_awake.get() + 1);
+    }
+
+    /// Whether every background loop is asleep on the clock: how a
+    /// simulation knows the work its clock woke has run (together with no
+    /// sleeper past its deadline still waiting to be polled).
+    #[cfg(any(test, feature = "testkit"))]
+    #[must_use]
+    pub fn background_idle(&self) -> bool {
+        self.background_awake.get() == 0
     }
 
     /// Marks a background operation in flight until the returned guard

@@ -83,6 +83,10 @@ impl<S: Storage> Shard<S> {
         T: Send + 'static,
         F: FnOnce(&Rc<Shard<S>>) -> LocalFuture<Result<T>> + Send + 'static,
     {
+        if target == self.id {
+            // Awaited at once: no task of its own needed.
+            return self.begin_here(begin).await;
+        }
         self.submit(target, queue, begin).await.await
     }
 
@@ -93,7 +97,10 @@ impl<S: Storage> Shard<S> {
     /// operation as it takes it off); an append takes its admission ticket
     /// as it begins, so appends submitted one after the other are admitted
     /// in that order, however their tasks are scheduled afterwards. The
-    /// output future need not be polled for the order to hold.
+    /// operation runs as a task of its own, on this shard as on another,
+    /// so the returned futures may be awaited in any order: one submitted
+    /// later never waits on the caller polling an earlier one. Dropping the
+    /// future of a local operation before it completes cancels it.
     pub(crate) async fn submit<T, F>(
         self: &Rc<Self>,
         target: usize,
@@ -105,7 +112,11 @@ impl<S: Storage> Shard<S> {
         F: FnOnce(&Rc<Shard<S>>) -> LocalFuture<Result<T>> + Send + 'static,
     {
         if target == self.id {
-            return self.begin_here(begin);
+            let work = self.begin_here(begin);
+            return Box::pin(match queue {
+                Queue::Default => glommio::spawn_local(work),
+                Queue::ConsumerRead => self.spawn_consumer_read(work),
+            });
         }
         let cell: AnswerCell<T> = Arc::default();
         let id = self.next_request_id.get();

@@ -201,6 +201,9 @@ pub struct Shard<S: Storage = DmaStorage> {
     background_done: Event,
     /// Set when shutdown begins: no new background operation starts.
     background_stopping: Cell<bool>,
+    /// Background loops not asleep on the clock: a simulation advancing
+    /// the clock waits for it to fall back to zero.
+    background_awake: Cell<usize>,
     /// Bytes read ahead for this shard's partitions.
     read_ahead_budget: ReadAheadBudget,
     /// The task queue consumer reads run in; see
@@ -234,6 +237,7 @@ impl<S: Storage> Shard<S> {
             background_busy: Cell::new(0),
             background_done: Event::new(),
             background_stopping: Cell::new(false),
+            background_awake: Cell::new(0),
             read_ahead_budget: ReadAheadBudget::new(READ_AHEAD_BYTES_PER_SHARD),
             consumer_reads: executor().create_task_queue(
                 Shares::Static(CONSUMER_READ_SHARES),

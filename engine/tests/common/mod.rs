@@ -23,6 +23,7 @@ use fjord_engine::config::LogConfig;
 use fjord_engine::log::{LogOffsets, PartitionLog};
 use fjord_engine::shard::{self, AppendRequest, EngineConfig, ReadBound, ReadRequest, Shard};
 use fjord_engine::storage::memory::MemoryStorage;
+use fjord_engine::storage::Storage;
 use fjord_engine::{LeaderEpoch, Offset, TimestampMs, TopicPartition};
 use futures_lite::future::block_on;
 
@@ -135,7 +136,7 @@ pub fn segment_bases(storage: &MemoryStorage) -> Vec<Offset> {
 ///
 /// # Panics
 /// If the request fails.
-pub async fn offsets(shard: &Rc<Shard>, partition: &TopicPartition) -> LogOffsets {
+pub async fn offsets<S: Storage>(shard: &Rc<Shard<S>>, partition: &TopicPartition) -> LogOffsets {
     shard
         .offsets(partition.clone())
         .await
@@ -154,8 +155,8 @@ pub async fn offsets(shard: &Rc<Shard>, partition: &TopicPartition) -> LogOffset
 /// # Panics
 /// If a read fails, a batch read has no valid header, or a read returns only
 /// batches before the offset asked for (the loop would never end).
-pub async fn read_batches(
-    shard: &Rc<Shard>,
+pub async fn read_batches<S: Storage>(
+    shard: &Rc<Shard<S>>,
     partition: &TopicPartition,
     offsets: Range<Offset>,
     max_bytes: usize,
