@@ -20,6 +20,8 @@ pub mod partition;
 pub mod recompress;
 mod send_progress;
 pub mod server;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod topics;
 
 use std::fs::{File, OpenOptions};
