@@ -15,8 +15,11 @@
 )]
 
 pub mod engine;
+pub mod error;
 pub mod latency;
 pub mod load;
 pub mod system;
 pub mod wire;
 pub mod workload;
+
+pub use error::Error;

@@ -5,83 +5,23 @@
 //! produce whose responses are never matched, a consume that stops at the
 //! first empty fetch, or JSON reports with zero or missing figures.
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use fjord_bench::wire::consume::{self, ConsumeArgs, StartFrom};
 use fjord_bench::wire::produce::{self, ProduceArgs};
 use fjord_bench::wire::ClientArgs;
-use fjord_broker::config::BrokerConfig;
+use fjord_broker::testkit::{Broker, Launch};
 
-/// A fjord broker on a free port in this process; stopped cleanly on drop.
-struct Broker {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    _data: tempfile::TempDir,
+/// A fjord broker in this process (this crate's tests cannot name the
+/// `fjord` binary); stopped cleanly on drop.
+fn start_broker() -> Broker {
+    Broker::start(Launch::InProcess, &[])
 }
 
-impl Broker {
-    fn start() -> Self {
-        let _ = fjord_bench::system::raise_memlock_limit();
-        let data = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|probe| probe.local_addr())
-            .expect("free port")
-            .port();
-        let overrides: Vec<(String, String)> = [
-            ("listeners", format!("PLAINTEXT://127.0.0.1:{port}")),
-            (
-                "advertised.listeners",
-                format!("PLAINTEXT://127.0.0.1:{port}"),
-            ),
-            ("log.dirs", data.path().join("data").display().to_string()),
-            ("cores", "1".to_owned()),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
-        let config = BrokerConfig::load(&[], &overrides).expect("broker config");
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::spawn({
-            let stop = stop.clone();
-            move || fjord_broker::run(config, stop).expect("broker runs and stops cleanly")
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(!thread.is_finished(), "the broker ended before listening");
-            assert!(Instant::now() < deadline, "the broker did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            port,
-            stop,
-            thread: Some(thread),
-            _data: data,
-        }
-    }
-
-    fn client(&self, topic: &str) -> ClientArgs {
-        ClientArgs {
-            bootstrap_server: format!("127.0.0.1:{}", self.port),
-            topic: topic.to_owned(),
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let stopped = thread.join();
-            if !std::thread::panicking() {
-                stopped.expect("broker thread");
-            }
-        }
+fn client(broker: &Broker, topic: &str) -> ClientArgs {
+    ClientArgs {
+        bootstrap_server: broker.bootstrap_server(),
+        topic: topic.to_owned(),
     }
 }
 
@@ -100,14 +40,14 @@ fn positive(report: &serde_json::Value, pointer: &str) -> f64 {
 
 #[test]
 fn produced_megabytes_are_acknowledged_and_read_back_from_the_beginning() {
-    let broker = Broker::start();
+    let broker = start_broker();
     let output = tempfile::tempdir().expect("tempdir");
     let produce_json = output.path().join("produce.json");
     let consume_json = output.path().join("consume.json");
     let total_bytes: u32 = 4 << 20;
 
     let produced = produce::run(&ProduceArgs {
-        client: broker.client("wire-bench"),
+        client: client(&broker, "wire-bench"),
         partitions: 3,
         replication_factor: 1,
         record_bytes: 1024,
@@ -136,7 +76,7 @@ fn produced_megabytes_are_acknowledged_and_read_back_from_the_beginning() {
     assert!(latency.p50_us <= latency.p99_us && latency.p99_us <= latency.max_us);
 
     let consumed = consume::run(&ConsumeArgs {
-        client: broker.client("wire-bench"),
+        client: client(&broker, "wire-bench"),
         from: StartFrom::Beginning,
         total_bytes: None,
         duration_secs: None,
@@ -159,9 +99,9 @@ fn produced_megabytes_are_acknowledged_and_read_back_from_the_beginning() {
 
 #[test]
 fn acks_zero_batches_all_land_and_a_timed_tail_read_ends() {
-    let broker = Broker::start();
+    let broker = start_broker();
     let produced = produce::run(&ProduceArgs {
-        client: broker.client("fire-and-forget"),
+        client: client(&broker, "fire-and-forget"),
         partitions: 1,
         replication_factor: 1,
         record_bytes: 100,
@@ -177,7 +117,7 @@ fn acks_zero_batches_all_land_and_a_timed_tail_read_ends() {
     assert!(produced.latency.is_none());
     assert!(produced.bytes >= 1 << 20);
     let consumed = consume::run(&ConsumeArgs {
-        client: broker.client("fire-and-forget"),
+        client: client(&broker, "fire-and-forget"),
         from: StartFrom::End,
         total_bytes: None,
         duration_secs: Some(0.3),
@@ -191,7 +131,7 @@ fn acks_zero_batches_all_land_and_a_timed_tail_read_ends() {
     assert!(consumed.bytes <= produced.bytes);
     assert!(consumed.fetches > 0);
     let everything = consume::run(&ConsumeArgs {
-        client: broker.client("fire-and-forget"),
+        client: client(&broker, "fire-and-forget"),
         from: StartFrom::Beginning,
         total_bytes: None,
         duration_secs: None,

@@ -22,11 +22,12 @@ pub mod legacy;
 pub mod log;
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use fjord_engine::config::LogConfig;
+use fjord_engine::error::Corruption;
 use fjord_engine::{LeaderEpoch, ProducerId};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
@@ -58,6 +59,71 @@ pub struct MetadataError {
     pub code: i16,
     /// What was wrong.
     pub message: String,
+}
+
+impl std::fmt::Display for MetadataError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for MetadataError {}
+
+/// Why the controller cannot start: [`Controller::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The metadata log cannot be read, cut or created, or is corrupt.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The records recovered from the log do not apply to the image.
+    #[error("replaying {}: {source}", dir.display())]
+    Replay {
+        /// The metadata log directory.
+        dir: PathBuf,
+        /// The record's fault.
+        #[source]
+        source: ApplyError,
+    },
+    /// Reading, removing or syncing the legacy metadata file (or the data
+    /// directory holding it) failed.
+    #[error("{context} {}: {source}", path.display())]
+    LegacyIo {
+        /// What was being done.
+        context: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The legacy metadata file does not decode; it is kept.
+    #[error("{}: {source}", path.display())]
+    CorruptLegacy {
+        /// The legacy file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Corruption,
+    },
+    /// The records converted from the legacy file do not apply to the
+    /// image; the file is kept.
+    #[error("converting {}: {source}", path.display())]
+    ConvertLegacy {
+        /// The legacy file.
+        path: PathBuf,
+        /// The record's fault.
+        #[source]
+        source: ApplyError,
+    },
+    /// This broker's registration could not be made durable.
+    #[error("registering broker {node}: {source}")]
+    Register {
+        /// This broker's id.
+        node: i32,
+        /// The controller's error.
+        #[source]
+        source: MetadataError,
+    },
 }
 
 impl MetadataError {
@@ -111,12 +177,16 @@ impl Controller {
     /// into it, and registers this broker.
     ///
     /// # Errors
-    /// A message if the log or the legacy file cannot be read, is corrupt,
-    /// or the registration cannot be written.
-    pub fn open(config: &BrokerConfig) -> Result<Self, String> {
+    /// [`OpenError`] naming the file and operation if the log or the
+    /// legacy file cannot be read or is corrupt, or if the registration
+    /// cannot be written.
+    pub fn open(config: &BrokerConfig) -> Result<Self, OpenError> {
         let dir = config.metadata_log_dir.join(METADATA_LOG_DIR_NAME);
-        let (mut log, recovered) = MetadataLog::open(&dir).map_err(|error| error.to_string())?;
-        let recovery_error = |error: ApplyError| format!("replaying {}: {error}", dir.display());
+        let (mut log, recovered) = MetadataLog::open(&dir)?;
+        let recovery_error = |source| OpenError::Replay {
+            dir: dir.clone(),
+            source,
+        };
         let mut image = MetadataImage::default()
             .apply(&recovered.snapshot)
             .map_err(recovery_error)?;
@@ -142,7 +212,12 @@ impl Controller {
                 producer_ids: 0..0,
             }),
         };
-        controller.register(config).map_err(|error| error.message)?;
+        controller
+            .register(config)
+            .map_err(|source| OpenError::Register {
+                node: config.node_id,
+                source,
+            })?;
         Ok(controller)
     }
 
@@ -520,22 +595,35 @@ fn upgrade_legacy_file(
     log: &mut MetadataLog,
     image: MetadataImage,
     node: BrokerId,
-) -> Result<MetadataImage, String> {
+) -> Result<MetadataImage, OpenError> {
     let path = data_dir.join(legacy::LEGACY_METADATA_FILE);
+    let io_error = |context, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OpenError::LegacyIo {
+            context,
+            path,
+            source,
+        }
+    };
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(image),
-        Err(error) => return Err(format!("{}: {error}", path.display())),
+        Err(error) => return Err(io_error("reading", &path)(error)),
     };
     let image = if log.next_offset() == fjord_engine::Offset::ZERO {
-        let legacy =
-            legacy::decode(&bytes).map_err(|reason| format!("{}: {reason}", path.display()))?;
+        let legacy = legacy::decode(&bytes).map_err(|source| OpenError::CorruptLegacy {
+            path: path.clone(),
+            source,
+        })?;
         let records = legacy::records(&legacy, node);
         let upgraded = image
             .apply(&records)
-            .map_err(|error| format!("{}: {error}", path.display()))?;
+            .map_err(|source| OpenError::ConvertLegacy {
+                path: path.clone(),
+                source,
+            })?;
         if !records.is_empty() {
-            log.append(&records).map_err(|error| error.to_string())?;
+            log.append(&records)?;
         }
         tracing::info!(
             path = %path.display(),
@@ -546,10 +634,10 @@ fn upgrade_legacy_file(
     } else {
         image
     };
-    std::fs::remove_file(&path).map_err(|error| format!("removing {}: {error}", path.display()))?;
+    std::fs::remove_file(&path).map_err(io_error("removing", &path))?;
     std::fs::File::open(data_dir)
         .and_then(|dir| dir.sync_all())
-        .map_err(|error| format!("syncing {}: {error}", data_dir.display()))?;
+        .map_err(io_error("syncing", data_dir))?;
     Ok(image)
 }
 

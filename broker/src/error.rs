@@ -1,6 +1,8 @@
 //! The broker's error type and the mapping of every failure to the Kafka
 //! error code a client expects.
 
+use std::path::PathBuf;
+
 use fjord_engine::error::RecordFault;
 use fjord_engine::Error as EngineError;
 use kafka_protocol::ResponseError;
@@ -17,6 +19,16 @@ pub enum BrokerError {
         value: String,
         /// Why.
         reason: String,
+    },
+    /// The controller cannot start from the metadata log (or the legacy
+    /// metadata file) under `metadata.log.dir`.
+    #[error("cannot start the controller from metadata.log.dir={}: {source}", dir.display())]
+    Controller {
+        /// The configured `metadata.log.dir`.
+        dir: PathBuf,
+        /// What failed, naming the file.
+        #[source]
+        source: crate::controller::OpenError,
     },
     /// The storage engine refused.
     #[error(transparent)]

@@ -20,6 +20,8 @@ pub mod partition;
 pub mod recompress;
 mod send_progress;
 pub mod server;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod topics;
 
 use std::fs::{File, OpenOptions};
@@ -65,13 +67,11 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
         Some(lock_data_dir(&config.metadata_log_dir)?)
     };
     wait_for_listener_free(config.listener)?;
-    let controller = Arc::new(
-        Controller::open(&config).map_err(|reason| BrokerError::Config {
-            key: "metadata.log.dir".to_owned(),
-            value: config.metadata_log_dir.display().to_string(),
-            reason,
-        })?,
-    );
+    let controller = Controller::open(&config).map_err(|source| BrokerError::Controller {
+        dir: config.metadata_log_dir.clone(),
+        source,
+    })?;
+    let controller = Arc::new(controller);
     let mut engine = EngineConfig::new(&config.data_dir);
     engine.shards = config.cores;
     engine.retention_check_interval = config.retention_check_interval;

@@ -118,7 +118,7 @@ fn topic_name(name: &str) -> TopicName {
 /// future `current_leader_epoch` is fenced or unknown, in every version.
 #[test]
 fn offset_for_leader_epoch_answers_the_end_of_the_current_epoch() {
-    let fjord = common::Broker::start(&[]);
+    let fjord = common::Broker::start(common::fjord(), &[]);
     let mut connection = fjord.connect();
     connection.create_topic("epochs");
     for version in 2..=4 {
@@ -159,7 +159,7 @@ fn offset_for_leader_epoch_answers_the_end_of_the_current_epoch() {
 /// DescribeConfigs v4 with types and documentation, DescribeCluster v1.
 #[test]
 fn newest_admin_versions_encode_their_extra_fields() {
-    let fjord = common::Broker::start(&[]);
+    let fjord = common::Broker::start(common::fjord(), &[]);
     let mut connection = fjord.connect();
     connection.create_topic("sized");
     connection.produce("sized", 4);
@@ -246,7 +246,7 @@ const OMITTED: i32 = i32::MIN;
 /// guards the other versions, whose responses the codec must still encode.
 #[test]
 fn metadata_carries_authorized_operations_in_the_versions_that_have_them() {
-    let fjord = common::Broker::start(&[]);
+    let fjord = common::Broker::start(common::fjord(), &[]);
     let mut connection = fjord.connect();
     connection.create_topic("operated");
     for version in 0..=12 {

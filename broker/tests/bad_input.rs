@@ -230,7 +230,7 @@ fn assert_still_serves(broker: &mut Broker, name: &str) {
 /// cannot handle: the request would go unanswered and the client hang.
 #[test]
 fn every_served_version_of_every_api_is_answered() {
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     let mut client = broker.connect();
     for (api_key, version, _) in sample_frames("every-version") {
         let request = common::sample_request(api_key, version, "every-version")
@@ -251,7 +251,7 @@ fn every_served_version_of_every_api_is_answered() {
 #[test]
 fn garbage_frames_close_the_connection_and_the_broker_keeps_serving() {
     let mut rng = bad_input_rng("garbage_frames", 0x5eed_0002);
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     for connection in 0..400 {
         let mut client = broker.connect();
         let mut sent = String::new();
@@ -290,7 +290,7 @@ fn garbage_frames_close_the_connection_and_the_broker_keeps_serving() {
 /// sent.
 #[test]
 fn oversized_or_impossible_frame_sizes_close_the_connection_at_once() {
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     for size in [
         i32::try_from(SOCKET_REQUEST_MAX_BYTES + 1).unwrap(),
         i32::MAX,
@@ -328,7 +328,7 @@ fn raw_request(key: i16, version: i16, body: &[u8]) -> Vec<u8> {
 /// the connection without an answer.
 #[test]
 fn unknown_apis_and_unserved_versions_close_the_connection() {
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     let mut frames = vec![
         ("unknown key 9999", raw_request(9999, 0, &[0; 16])),
         ("negative key", raw_request(-1, 0, &[0; 16])),
@@ -396,7 +396,7 @@ fn legacy_produce_body(acks: i16) -> Vec<u8> {
 /// partition; with acks 0 nothing is answered and the connection stays.
 #[test]
 fn produce_v0_to_v2_is_refused_with_unsupported_version() {
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     for version in 0..=2 {
         let mut client = broker.connect();
         let silent = raw_request(ApiKey::Produce as i16, version, &legacy_produce_body(0));
@@ -439,7 +439,7 @@ fn produce_v0_to_v2_is_refused_with_unsupported_version() {
 /// answer that lists fjord's ranges, not a closed connection.
 #[test]
 fn api_versions_newer_than_ours_gets_unsupported_version_and_our_ranges() {
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     for version in [5, 100, i16::MAX] {
         let mut client = broker.connect();
         let mut body = bytes::BytesMut::new();
@@ -491,7 +491,7 @@ fn api_versions_newer_than_ours_gets_unsupported_version_and_our_ranges() {
 /// `INVALID_REQUIRED_ACKS`; none of them is appended.
 #[test]
 fn bad_produce_batches_get_their_error_code_in_the_partition_response() {
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     let mut client = broker.connect();
     let ResponseKind::CreateTopics(created) = client.call(
         ApiKey::CreateTopics,
@@ -577,7 +577,7 @@ fn bad_produce_batches_get_their_error_code_in_the_partition_response() {
 /// tested in `ci/client-tests/test_record_errors.py`.
 #[test]
 fn records_refused_for_their_keys_or_timestamps_are_named_in_record_errors() {
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     let mut client = broker.connect();
     for (name, configs) in [
         ("compacted", [("cleanup.policy", "compact")]),
@@ -661,7 +661,7 @@ fn records_refused_for_their_keys_or_timestamps_are_named_in_record_errors() {
 /// connections.
 #[test]
 fn requests_claiming_billions_of_entries_close_the_connection() {
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     for frame in [
         metadata_v0_claiming(i32::MAX),
         metadata_v12_claiming_u32_max(),
@@ -686,7 +686,7 @@ fn requests_claiming_billions_of_entries_close_the_connection() {
 #[test]
 fn connections_idle_past_connections_max_idle_ms_are_closed() {
     const IDLE: Duration = Duration::from_secs(1);
-    let mut broker = Broker::start(&["connections.max.idle.ms=1000"]);
+    let mut broker = Broker::start(common::fjord(), &["connections.max.idle.ms=1000"]);
     let mut client = broker.connect();
     let connected = Instant::now();
     let mut last_request = connected;

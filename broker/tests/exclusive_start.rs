@@ -9,46 +9,19 @@
 #[allow(dead_code, reason = "helpers shared with other test binaries")]
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 
 use common::{api_versions, broker_port, Broker};
 
-const EXIT_DEADLINE: Duration = Duration::from_secs(30);
-
 /// Runs a second `fjord` with `settings` until it exits; its exit success
 /// and its output.
 fn second_broker(settings: &[String]) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
-    for setting in settings {
-        command.arg("--set").arg(setting);
-    }
-    let mut child = command
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fjord");
-    let started = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if started.elapsed() > EXIT_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a second broker with {settings:?} kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("output");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
+    common::run_until_exit(std::path::Path::new(env!("CARGO_BIN_EXE_fjord")), settings)
 }
 
 #[test]
 fn a_second_broker_on_the_same_port_or_data_directory_refuses_to_start() {
-    let mut first = Broker::start(&[]);
+    let mut first = Broker::start(common::fjord(), &[]);
     let other_dir = tempfile::tempdir().unwrap();
 
     let (started, output) = second_broker(&[
@@ -91,7 +64,6 @@ fn a_second_broker_on_the_same_port_or_data_directory_refuses_to_start() {
 /// naming the file.
 #[test]
 fn a_broker_whose_partition_does_not_open_exits_with_the_reason() {
-    common::raise_memlock_limit();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let partition = data.join("broken-0");

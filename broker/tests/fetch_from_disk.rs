@@ -160,7 +160,7 @@ fn fetch_all(
 
 #[test]
 fn records_fetched_from_segment_files_after_a_restart_are_whole_and_intact() {
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start(common::fjord(), &[]);
     let mut connection = broker.connect();
     connection.call(
         ApiKey::CreateTopics,

@@ -58,7 +58,7 @@ fn produce_one(client: &mut Connection, name: &str) {
 
 #[test]
 fn incremental_fetches_carry_only_changes_and_news() {
-    let broker = Broker::start(&[]);
+    let broker = Broker::start(common::fjord(), &[]);
     let mut client = broker.connect();
     for name in TOPICS {
         let ResponseKind::CreateTopics(created) =
@@ -146,7 +146,7 @@ fn incremental_fetches_carry_only_changes_and_news() {
 #[test]
 fn concurrent_partition_reads_keep_the_response_budget() {
     const BATCH_VALUE_BYTES: usize = 1_000;
-    let broker = Broker::start(&[]);
+    let broker = Broker::start(common::fjord(), &[]);
     let mut client = broker.connect();
     let names: Vec<String> = (0..4).map(|index| format!("budget-{index}")).collect();
     for name in &names {

@@ -215,10 +215,13 @@ fn transactions_and_internal_writes_are_refused(client: &mut Connection) {
 /// not survive a restart.
 #[test]
 fn group_errors_follow_kafka_and_commits_survive_a_restart() {
-    let mut broker = Broker::start(&[
-        "group.initial.rebalance.delay.ms=0",
-        "offsets.topic.num.partitions=3",
-    ]);
+    let mut broker = Broker::start(
+        common::fjord(),
+        &[
+            "group.initial.rebalance.delay.ms=0",
+            "offsets.topic.num.partitions=3",
+        ],
+    );
     let mut client = broker.connect();
     client.call(ApiKey::Metadata, 12, &common::metadata(&[TOPIC]));
     wait_loaded(&mut client);

@@ -87,7 +87,7 @@ fn offset_for_leader_epoch(client: &mut Connection, current_leader_epoch: i32) -
 
 #[test]
 fn a_stale_or_future_current_leader_epoch_is_refused_by_every_partition_read() {
-    let broker = Broker::start(&[]);
+    let broker = Broker::start(common::fjord(), &[]);
     let mut client = broker.connect();
     let ResponseKind::CreateTopics(created) =
         client.call(ApiKey::CreateTopics, 7, &create_topic(NAME, &[]))

@@ -131,7 +131,7 @@ pub fn run(args: &AppendArgs) -> BenchResult<AppendReport> {
     let record_bytes = usize::try_from(args.record_bytes)?;
     let batch = workload::batch(record_bytes, usize::try_from(args.batch_bytes)?);
     let records_per_batch = fjord_engine::batch::BatchHeader::parse(&batch)
-        .map_err(|error| format!("built an invalid batch: {error}"))?
+        .map_err(crate::Error::InvalidBatch)?
         .record_count;
     let batch_bytes = batch.len() as u64;
     let plan = AppendPlan {
@@ -222,8 +222,8 @@ pub fn append_volume(config: &EngineConfig, plan: &AppendPlan) -> BenchResult<Ap
 /// appends the plan's volume to each with `concurrency` appends in flight.
 ///
 /// # Errors
-/// The first failed create, append or flush, as text.
-pub async fn drive_shard(shard: &Rc<Shard>, plan: &AppendPlan) -> Result<ShardOutcome, String> {
+/// The first failed create, append or flush, naming the partition.
+pub async fn drive_shard(shard: &Rc<Shard>, plan: &AppendPlan) -> BenchResult<ShardOutcome> {
     let own = create_own_partitions(shard, &plan.partitions).await?;
     let histogram = RefCell::new(latency::new_histogram());
     let started = Instant::now();
@@ -253,11 +253,11 @@ pub async fn drive_shard(shard: &Rc<Shard>, plan: &AppendPlan) -> Result<ShardOu
 /// exists already (opened at start) is kept. Returns them.
 ///
 /// # Errors
-/// A failed create, as text.
+/// A failed create, naming the partition.
 pub async fn create_own_partitions(
     shard: &Rc<Shard>,
     partitions: &[TopicPartition],
-) -> Result<Vec<TopicPartition>, String> {
+) -> BenchResult<Vec<TopicPartition>> {
     let own: Vec<TopicPartition> = partitions
         .iter()
         .filter(|partition| shard.owner_of(partition) == shard.id())
@@ -269,7 +269,13 @@ pub async fn create_own_partitions(
             .await
         {
             Ok(()) | Err(Error::PartitionExists(_)) => {}
-            Err(other) => return Err(format!("creating {partition}: {other}")),
+            Err(source) => {
+                return Err(crate::Error::Partition {
+                    operation: "creating",
+                    partition: partition.clone(),
+                    source,
+                })
+            }
         }
     }
     Ok(own)
@@ -283,7 +289,7 @@ async fn append_loop(
     remaining: &Cell<u64>,
     plan: &AppendPlan,
     histogram: &RefCell<Histogram<u64>>,
-) -> Result<u64, String> {
+) -> BenchResult<u64> {
     let mut appended_bytes = 0;
     while remaining.get() > 0 {
         remaining.set(remaining.get() - 1);
@@ -298,12 +304,20 @@ async fn append_loop(
         shard
             .append(append)
             .await
-            .map_err(|error| format!("appending to {partition}: {error}"))?;
+            .map_err(|source| crate::Error::Partition {
+                operation: "appending to",
+                partition: partition.clone(),
+                source,
+            })?;
         if plan.flush_every_batch {
             shard
                 .flush(partition.clone())
                 .await
-                .map_err(|error| format!("flushing {partition}: {error}"))?;
+                .map_err(|source| crate::Error::Partition {
+                    operation: "flushing",
+                    partition: partition.clone(),
+                    source,
+                })?;
         }
         latency::record(&mut histogram.borrow_mut(), begin.elapsed());
         appended_bytes += plan.batch.len() as u64;

@@ -129,7 +129,7 @@ pub fn run(args: &CompactionArgs) -> BenchResult<CompactionReport> {
     let outcome = outcomes
         .into_iter()
         .next()
-        .ok_or("the engine ran no shard")??;
+        .ok_or(crate::Error::Measurement("the engine ran no shard"))??;
     let cleaning_seconds = outcome.cleaning.as_secs_f64();
     let baseline = LatencySummary::of(&outcome.baseline);
     let during_cleaning = LatencySummary::of(&outcome.during);
@@ -170,7 +170,7 @@ fn compacted_config(args: &CompactionArgs, policy: CleanupPolicy) -> LogConfig {
     }
 }
 
-async fn drive(shard: &Rc<Shard>, args: &CompactionArgs) -> Result<Outcome, String> {
+async fn drive(shard: &Rc<Shard>, args: &CompactionArgs) -> BenchResult<Outcome> {
     let compacted = TopicPartition::new("compacted", 0);
     let probe = TopicPartition::new("probe", 0);
     shard
@@ -178,20 +178,16 @@ async fn drive(shard: &Rc<Shard>, args: &CompactionArgs) -> Result<Outcome, Stri
             compacted.clone(),
             compacted_config(args, CleanupPolicy::DELETE),
         )
-        .await
-        .map_err(|error| error.to_string())?;
+        .await?;
     shard
         .create_partition(probe.clone(), LogConfig::default())
-        .await
-        .map_err(|error| error.to_string())?;
+        .await?;
     fill(shard, &compacted, args).await?;
-    let log = shard
-        .local_log(&compacted)
-        .map_err(|error| error.to_string())?;
+    let log = shard.local_log(&compacted)?;
     let bytes_before = log.size_bytes();
     let probe_batch = workload::batch(
-        usize::try_from(args.probe_record_bytes).map_err(|error| error.to_string())?,
-        usize::try_from(args.probe_record_bytes).map_err(|error| error.to_string())?,
+        usize::try_from(args.probe_record_bytes)?,
+        usize::try_from(args.probe_record_bytes)?,
     );
     let baseline_until = Instant::now() + Duration::from_secs(args.baseline_seconds);
     let baseline = probe_until(shard, &probe, &probe_batch, || {
@@ -203,8 +199,7 @@ async fn drive(shard: &Rc<Shard>, args: &CompactionArgs) -> Result<Outcome, Stri
             compacted.clone(),
             compacted_config(args, CleanupPolicy::COMPACT),
         )
-        .await
-        .map_err(|error| error.to_string())?;
+        .await?;
     let started = Instant::now();
     // Checked between probe appends, at most every POLL_INTERVAL.
     let last_check = Cell::new(started);
@@ -226,14 +221,16 @@ async fn drive(shard: &Rc<Shard>, args: &CompactionArgs) -> Result<Outcome, Stri
         done.get().is_some()
     })
     .await;
-    let cleaning = done.get().ok_or("cleaning never finished")?;
+    let cleaning = done
+        .get()
+        .ok_or(crate::Error::Measurement("cleaning never finished"))?;
     let mut baseline = baseline;
     let after_until = Instant::now() + Duration::from_secs(args.baseline_seconds);
     let after = probe_until(shard, &probe, &probe_batch, || {
         Instant::now() >= after_until
     })
     .await?;
-    baseline.add(&after).map_err(|error| error.to_string())?;
+    baseline.add(&after)?;
     Ok(Outcome {
         bytes_before,
         bytes_after: log.size_bytes(),
@@ -248,8 +245,8 @@ async fn fill(
     shard: &Rc<Shard>,
     partition: &TopicPartition,
     args: &CompactionArgs,
-) -> Result<(), String> {
-    let value_bytes = usize::try_from(args.record_bytes).map_err(|error| error.to_string())?;
+) -> BenchResult<()> {
+    let value_bytes = usize::try_from(args.record_bytes)?;
     let value = workload::pseudo_random_bytes(value_bytes, 7);
     let mut written = 0;
     let mut next_key = 0u64;
@@ -272,13 +269,9 @@ async fn fill(
                 flush: false,
                 advance_high_watermark: true,
             })
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
     }
-    shard
-        .flush(partition.clone())
-        .await
-        .map_err(|error| error.to_string())?;
+    shard.flush(partition.clone()).await?;
     Ok(())
 }
 
@@ -288,7 +281,7 @@ async fn probe_until(
     partition: &TopicPartition,
     batch: &Bytes,
     stop: impl Fn() -> bool,
-) -> Result<Histogram<u64>, String> {
+) -> BenchResult<Histogram<u64>> {
     let mut histogram = latency::new_histogram();
     while !stop() {
         let begin = Instant::now();
@@ -300,8 +293,7 @@ async fn probe_until(
                 flush: true,
                 advance_high_watermark: true,
             })
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
         latency::record(&mut histogram, begin.elapsed());
     }
     Ok(histogram)

@@ -97,11 +97,11 @@ pub fn run(args: &IdleMemoryArgs) -> BenchResult<IdleMemoryReport> {
             created?;
             match (before, after) {
                 (Some(before), Some(after)) => Ok(Some(Measured {
-                    rss_before_bytes: before.map_err(|error| error.to_string())?,
-                    rss_after_bytes: after.map_err(|error| error.to_string())?,
+                    rss_before_bytes: before?,
+                    rss_after_bytes: after?,
                     create_seconds,
                 })),
-                _ => Ok::<_, String>(None),
+                _ => Ok::<_, crate::Error>(None),
             }
         }
     })?;
@@ -111,7 +111,7 @@ pub fn run(args: &IdleMemoryArgs) -> BenchResult<IdleMemoryReport> {
             measured = Some(found);
         }
     }
-    let measured = measured.ok_or("shard 0 measured nothing")?;
+    let measured = measured.ok_or(crate::Error::Measurement("shard 0 measured nothing"))?;
     let report = IdleMemoryReport {
         benchmark: "engine idle-memory",
         shards,

@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 
 use fjord_engine::shard::EngineConfig;
 
+use crate::error::ByteCountError;
 use crate::system;
 
-/// A benchmark's failure, reported to the user as text.
-pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 /// A benchmark's result.
-pub type BenchResult<T> = Result<T, BenchError>;
+pub type BenchResult<T> = Result<T, crate::Error>;
 
 /// Options every engine benchmark takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -107,16 +106,16 @@ impl EngineArgs {
 /// `KB`, `MB`, `GB` (or `K`, `M`, `G`, binary) suffix.
 ///
 /// # Errors
-/// A message naming the problem.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+/// The [`ByteCountError`] naming the problem.
+pub fn parse_bytes(text: &str) -> Result<u64, ByteCountError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` does not start with a number"))?;
+    let number: u64 = digits.parse().map_err(|_| ByteCountError::NoNumber {
+        text: text.to_owned(),
+    })?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -125,11 +124,18 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        other => return Err(format!("unknown unit `{other}` in `{text}`")),
+        other => {
+            return Err(ByteCountError::UnknownUnit {
+                unit: other.to_owned(),
+                text: text.to_owned(),
+            })
+        }
     };
     number
         .checked_mul(multiplier)
-        .ok_or_else(|| format!("`{text}` is too large"))
+        .ok_or_else(|| ByteCountError::TooLarge {
+            text: text.to_owned(),
+        })
 }
 
 /// `bytes` in MB (10^6 bytes) per second over `seconds`.

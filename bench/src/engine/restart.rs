@@ -20,7 +20,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
 
 use fjord_engine::shard::{self, EngineConfig, Shard};
 use serde::Serialize;
@@ -203,32 +204,62 @@ pub fn run(args: &RestartArgs) -> BenchResult<RestartReport> {
 /// killed.
 ///
 /// # Errors
-/// If the engine cannot start or an append fails.
+/// [`crate::Error::Usage`] without `--dir`, the engine's error if it cannot
+/// start, or [`crate::Error::RestartChild`] if a shard's appends fail: then
+/// the other shards stop waiting to be killed, so that the child exits and
+/// `main` reports the failure (the parent sees it end early).
 pub fn run_child(args: &RestartChildArgs) -> BenchResult<()> {
-    let config = args.engine.engine_config(
-        args.engine
-            .dir
-            .as_deref()
-            .ok_or("restart-child needs --dir")?,
-        8192,
-    );
+    let dir = args
+        .engine
+        .dir
+        .as_deref()
+        .ok_or(crate::Error::Usage("restart-child needs --dir"))?;
+    let config = args.engine.engine_config(dir, 8192);
     let plan = fill_plan(args.partitions, args.total_bytes, args.batch_bytes)?;
-    shard::run(&config, move |shard: Rc<Shard>| {
+    let failure = Arc::new(ShardFailure::default());
+    let outcomes = shard::run(&config, move |shard: Rc<Shard>| {
         let plan = plan.clone();
+        let failure = failure.clone();
         async move {
             if let Err(error) = drive_shard(&shard, &plan).await {
-                eprintln!("restart-child: {error}");
-                std::process::exit(1);
+                failure.raise();
+                return Err(crate::Error::RestartChild {
+                    source: Box::new(error),
+                });
             }
             println!("written {}", shard.id());
             // Blocks this shard until the parent kills the process: nothing
             // may be flushed or checkpointed after the appends.
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+            failure.wait();
+            Ok(())
         }
     })?;
-    Ok(())
+    outcomes.into_iter().collect()
+}
+
+/// Whether a shard of `restart-child` failed. Shards that have written
+/// block on it (their executors have nothing else to run) until the parent
+/// kills the process, or until another shard fails.
+#[derive(Default)]
+struct ShardFailure {
+    failed: Mutex<bool>,
+    raised: Condvar,
+}
+
+impl ShardFailure {
+    fn raise(&self) {
+        *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.raised.notify_all();
+    }
+
+    fn wait(&self) {
+        let failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(
+            self.raised
+                .wait_while(failed, |failed| !*failed)
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
 }
 
 /// Appends of at most `batch_bytes`, sized so that a whole number of them
@@ -267,10 +298,10 @@ pub fn time_open(config: &EngineConfig) -> BenchResult<OpenTiming> {
     let last_started = mains_started
         .into_iter()
         .collect::<Option<Vec<Instant>>>()
-        .ok_or("listing partitions failed")?
+        .ok_or(crate::Error::Measurement("listing partitions failed"))?
         .into_iter()
         .max()
-        .ok_or("the engine ran no shard")?;
+        .ok_or(crate::Error::Measurement("the engine ran no shard"))?;
     Ok(OpenTiming {
         open_ms: (last_started - called).as_secs_f64() * 1e3,
         run_ms,
@@ -294,7 +325,10 @@ fn kill_child_mid_write(args: &RestartArgs, dir: &Path) -> BenchResult<()> {
         .args(["--batch-bytes", &args.batch_bytes.to_string()])
         .stdout(Stdio::piped())
         .spawn()?;
-    let stdout = child.stdout.take().ok_or("child has no stdout")?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or(crate::Error::Measurement("child has no stdout"))?;
     let mut written = 0;
     for line in BufReader::new(stdout).lines() {
         if line?.starts_with("written ") {
@@ -308,7 +342,7 @@ fn kill_child_mid_write(args: &RestartArgs, dir: &Path) -> BenchResult<()> {
     child.kill()?;
     let status = child.wait()?;
     if written < shards {
-        return Err(format!("restart-child ended early ({status})").into());
+        return Err(crate::Error::ChildEndedEarly { status });
     }
     eprintln!("killed the child with SIGKILL after {written} shards wrote their appends");
     Ok(())

@@ -30,8 +30,11 @@ pub fn run(args: &CompareArgs) -> BenchResult<String> {
     let table = summary_table(&reports);
     print!("{table}");
     if let Some(dir) = &args.output_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| crate::Error::File {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
         let publish: Vec<_> = reports
             .iter()
             .map(|report| (report.workload.name.clone(), &report.publish))
@@ -69,10 +72,14 @@ pub fn read_results(paths: &[PathBuf]) -> BenchResult<Vec<RunReport>> {
     paths
         .iter()
         .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-            serde_json::from_str::<RunReport>(&text).map_err(|error| {
-                format!("{}: not a fjord-bench run result: {error}", path.display()).into()
+            let text = std::fs::read_to_string(path).map_err(|source| crate::Error::File {
+                action: "read",
+                path: path.clone(),
+                source,
+            })?;
+            serde_json::from_str::<RunReport>(&text).map_err(|source| crate::Error::RunResult {
+                path: path.clone(),
+                source,
             })
         })
         .collect()

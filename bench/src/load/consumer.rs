@@ -87,10 +87,13 @@ pub fn run(plan: &ConsumerPlan) -> BenchResult<()> {
             let mut bytes = 0u64;
             for record in &records {
                 let value = record.value.as_deref().unwrap_or(&[]);
-                let stamp = value
+                let stamp: [u8; STAMP_BYTES] = value
                     .get(..STAMP_BYTES)
-                    .ok_or("a record without a stamp: the topic is not this run's")?;
-                stamps.push(u64::from_be_bytes(stamp.try_into()?));
+                    .and_then(|stamp| stamp.try_into().ok())
+                    .ok_or(crate::Error::Measurement(
+                        "a record without a stamp: the topic is not this run's",
+                    ))?;
+                stamps.push(u64::from_be_bytes(stamp));
                 bytes += value.len() as u64;
                 position.1 = record.offset + 1;
             }

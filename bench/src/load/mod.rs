@@ -33,6 +33,7 @@ use fjord_tools::client::records::Codec;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{parse_bytes, BenchResult};
+use crate::Error;
 
 /// Bytes at the start of every value that carry its intended send time
 /// (nanoseconds since the run's epoch, big-endian).
@@ -117,10 +118,16 @@ impl Workload {
     /// # Errors
     /// If the file cannot be read or is not a valid workload.
     pub fn from_file(path: &Path) -> BenchResult<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        let workload: Self = serde_saphyr::from_str(&text)
-            .map_err(|error| format!("{}: {error}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+            action: "read",
+            path: path.to_owned(),
+            source,
+        })?;
+        let workload: Self =
+            serde_saphyr::from_str(&text).map_err(|source| Error::WorkloadFile {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
         workload.validate()?;
         Ok(workload)
     }
@@ -134,7 +141,10 @@ impl Workload {
             if ok {
                 Ok(())
             } else {
-                Err(format!("workload {}: {what}", self.name).into())
+                Err(Error::InvalidWorkload {
+                    workload: self.name.clone(),
+                    reason: what.to_owned(),
+                })
             }
         };
         in_range(

@@ -128,7 +128,7 @@ pub fn run(plan: &ProducerPlan) -> BenchResult<()> {
                     correlation_id,
                     stamps,
                 })
-                .map_err(|_| "the acknowledgement reader stopped")?;
+                .map_err(|_| crate::Error::Measurement("the acknowledgement reader stopped"))?;
         }
         connection.send_frame(&frame)?;
         batch.values.clear();

@@ -114,8 +114,11 @@ impl RunReport {
     /// # Errors
     /// If `dir` cannot be created or a file written.
     pub fn write(&self, dir: &Path) -> BenchResult<()> {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| crate::Error::File {
+            action: "create",
+            path: dir.to_owned(),
+            source,
+        })?;
         let name = &self.workload.name;
         let write = |file: String, text: &str| write_file(dir, &file, text);
         write(format!("{name}.json"), &serde_json::to_string_pretty(self)?)?;
@@ -157,8 +160,11 @@ impl RunReport {
 /// The write error, naming the path.
 pub fn write_file(dir: &Path, file: &str, text: &str) -> BenchResult<()> {
     let path = dir.join(file);
-    std::fs::write(&path, text)
-        .map_err(|error| format!("cannot write {}: {error}", path.display()).into())
+    std::fs::write(&path, text).map_err(|source| crate::Error::File {
+        action: "write",
+        path,
+        source,
+    })
 }
 
 /// The latency curves of `figures` on the percentile axis.

@@ -250,11 +250,15 @@ fn drive(
     let mut failures = Vec::new();
     for thread in producers.into_iter().chain(consumers) {
         if let Err(error) = thread.join().expect("a load thread panicked") {
-            failures.push(error.to_string());
+            failures.push(error);
         }
     }
-    if let Some(first) = failures.first() {
-        return Err(format!("{} load threads failed; the first: {first}", failures.len()).into());
+    let failed = failures.len();
+    if let Some(first) = failures.into_iter().next() {
+        return Err(crate::Error::LoadThreads {
+            failed,
+            first: Box::new(first),
+        });
     }
     let seconds = (clock.end - clock.measure).as_secs_f64();
     Ok(RunReport::new(

@@ -145,7 +145,9 @@ pub fn read_batches(mut records: &[u8], position: i64) -> BatchesRead {
 /// without a limit.
 pub fn run(args: &ConsumeArgs) -> BenchResult<ConsumeReport> {
     if args.from == StartFrom::End && args.total_bytes.is_none() && args.duration_secs.is_none() {
-        return Err("--from end needs --total-bytes or --duration-secs".into());
+        return Err(crate::Error::Usage(
+            "--from end needs --total-bytes or --duration-secs",
+        ));
     }
     let leaders = partition_leaders(&args.client, None)?;
     let address = single_leader(&leaders)?;

@@ -48,17 +48,19 @@ pub fn partition_leaders(
 /// If the partitions have different leaders: each producer thread keeps a
 /// single connection, so a run covers partitions of one broker.
 pub fn single_leader(leaders: &[PartitionLeader]) -> BenchResult<String> {
-    let first = leaders.first().ok_or("the topic has no partitions")?;
+    let first = leaders
+        .first()
+        .ok_or(crate::Error::Measurement("the topic has no partitions"))?;
     if let Some(other) = leaders
         .iter()
         .find(|leader| leader.address != first.address)
     {
-        return Err(format!(
-            "partitions {} and {} have different leaders ({} and {}); \
-             fjord-bench drives one broker per run",
-            first.partition, other.partition, first.address, other.address
-        )
-        .into());
+        return Err(crate::Error::SeveralLeaders {
+            first_partition: first.partition,
+            first_leader: first.address.clone(),
+            other_partition: other.partition,
+            other_leader: other.address.clone(),
+        });
     }
     Ok(first.address.clone())
 }

@@ -185,10 +185,12 @@ struct ProducerOutcome {
 /// run: its figures would be wrong).
 pub fn run(args: &ProduceArgs) -> BenchResult<ProduceReport> {
     if args.record_bytes == 0 || args.producers == 0 || args.in_flight == 0 {
-        return Err("--record-bytes, --producers and --in-flight must be positive".into());
+        return Err(crate::Error::Usage(
+            "--record-bytes, --producers and --in-flight must be positive",
+        ));
     }
     if ![0, 1, -1].contains(&args.acks) {
-        return Err("--acks is 0, 1 or -1".into());
+        return Err(crate::Error::Usage("--acks is 0, 1 or -1"));
     }
     let leaders = partition_leaders(
         &args.client,
@@ -243,7 +245,7 @@ pub fn run(args: &ProduceArgs) -> BenchResult<ProduceReport> {
         outcomes.push(
             producer
                 .join()
-                .map_err(|_| "a producer thread panicked")??,
+                .map_err(|_| crate::Error::Measurement("a producer thread panicked"))??,
         );
     }
     let started = outcomes.iter().map(|outcome| outcome.started).min();
@@ -367,7 +369,9 @@ fn receive(
     outstanding: &mut VecDeque<Outstanding>,
     histogram: &mut Histogram<u64>,
 ) -> BenchResult<()> {
-    let request = outstanding.pop_front().ok_or("no request outstanding")?;
+    let request = outstanding
+        .pop_front()
+        .ok_or(crate::Error::Measurement("no request outstanding"))?;
     let response: ProduceResponse =
         connection.receive_response(ApiKey::Produce, PRODUCE_VERSION, request.correlation_id)?;
     latency::record(histogram, request.sent.elapsed());

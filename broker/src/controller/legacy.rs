@@ -10,6 +10,7 @@
 //! new log and removes the file only once they are durable.
 
 use fjord_engine::checkpoint::decode_frame;
+use fjord_engine::error::Corruption;
 use fjord_engine::{LeaderEpoch, ProducerId};
 
 use crate::metadata::records::{
@@ -47,14 +48,11 @@ pub struct LegacyMetadata {
 /// Decodes a legacy file's bytes.
 ///
 /// # Errors
-/// Why the bytes are not a legacy metadata file.
-pub fn decode(bytes: &[u8]) -> Result<LegacyMetadata, String> {
-    let payload =
-        decode_frame(LEGACY_MAGIC, LEGACY_VERSION, bytes).map_err(|reason| reason.to_string())?;
-    let mut aligned = rkyv::util::AlignedVec::<16>::new();
-    aligned.extend_from_slice(payload);
-    rkyv::from_bytes::<LegacyMetadata, rkyv::rancor::Error>(&aligned)
-        .map_err(|error| error.to_string())
+/// The [`Corruption`] that keeps the bytes from being a legacy metadata
+/// file: a damaged frame or an invalid archive.
+pub fn decode(bytes: &[u8]) -> Result<LegacyMetadata, Corruption> {
+    let payload = decode_frame(LEGACY_MAGIC, LEGACY_VERSION, bytes)?;
+    super::log::decode_archive(payload)
 }
 
 /// Encodes `metadata` as the legacy controller wrote it (for upgrade tests).

@@ -47,6 +47,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fjord_engine::checkpoint::{decode_frame, encode_frame, FRAME_HEADER_BYTES};
+use fjord_engine::error::Corruption;
 use fjord_engine::Offset;
 
 use crate::metadata::records::MetadataRecord;
@@ -68,6 +69,8 @@ const SNAPSHOT_VERSION: u16 = 1;
 /// recovery reads for it (a topic of the most partitions,
 /// [`crate::controller::PARTITIONS_MAX`], takes about 10 MiB).
 pub const BATCH_BYTES_MAX: usize = 128 << 20;
+// `read_frame` reads the payload length at bytes 6..10 of a whole header.
+const _: () = assert!(FRAME_HEADER_BYTES >= 10);
 
 /// One batch as a segment stores it.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -97,7 +100,20 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
-    /// A file holds something other than what this module wrote there.
+    /// A frame of a file is damaged or does not hold what this module
+    /// wrote there.
+    #[error("corrupt metadata log {}: at byte {position}: {reason}", path.display())]
+    CorruptFrame {
+        /// The file.
+        path: PathBuf,
+        /// Where the frame starts in the file.
+        position: usize,
+        /// What is wrong with it.
+        #[source]
+        reason: Corruption,
+    },
+    /// A file's frames are whole but do not form a log: a gap or overlap in
+    /// the offsets, or a snapshot where another belongs.
     #[error("corrupt metadata log {}: {reason}", path.display())]
     Corrupt {
         /// The file.
@@ -429,6 +445,12 @@ fn scan_segment(
     let mut position = 0;
     let mut offset = base;
     while position < bytes.len() {
+        let frame_start = position;
+        let corrupt_frame = |reason| LogError::CorruptFrame {
+            path: path.to_path_buf(),
+            position: frame_start,
+            reason,
+        };
         let payload = match read_frame(&bytes[position..], BATCH_MAGIC, BATCH_VERSION) {
             Ok((payload, frame_bytes)) => {
                 position += frame_bytes;
@@ -440,7 +462,7 @@ fn scan_segment(
                     path = %path.display(),
                     position,
                     cut_bytes,
-                    reason,
+                    %reason,
                     "cutting the torn tail of the metadata log"
                 );
                 cut(path, position as u64)?;
@@ -451,9 +473,9 @@ fn scan_segment(
                     cut_bytes,
                 });
             }
-            Err(reason) => return Err(corrupt(path, format!("at byte {position}: {reason}"))),
+            Err(reason) => return Err(corrupt_frame(reason)),
         };
-        let batch: LogBatch = decode(payload).map_err(|reason| corrupt(path, reason))?;
+        let batch: LogBatch = decode_archive(payload).map_err(corrupt_frame)?;
         if batch.base_offset != offset.0 || batch.records.is_empty() {
             return Err(corrupt(
                 path,
@@ -491,25 +513,30 @@ fn scan_segment(
 
 /// The payload of the frame at the start of `bytes` and the frame's size,
 /// or why there is no whole valid frame there.
-fn read_frame(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<(&[u8], usize), String> {
-    let Some(length) = bytes.get(6..10) else {
-        return Err(format!("{} bytes cannot hold a frame header", bytes.len()));
-    };
-    let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
-    let frame_bytes = FRAME_HEADER_BYTES + length;
-    if frame_bytes > BATCH_BYTES_MAX || frame_bytes > bytes.len() {
-        return Err(format!(
-            "a {frame_bytes}-byte frame where {} bytes remain",
-            bytes.len()
-        ));
+fn read_frame(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<(&[u8], usize), Corruption> {
+    if bytes.len() < FRAME_HEADER_BYTES {
+        return Err(Corruption::ShorterThanHeader {
+            length: bytes.len(),
+            header_bytes: FRAME_HEADER_BYTES,
+        });
     }
-    let payload =
-        decode_frame(magic, version, &bytes[..frame_bytes]).map_err(|reason| reason.to_string())?;
+    let stated = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+    let frame_bytes = FRAME_HEADER_BYTES + stated as usize;
+    if frame_bytes > BATCH_BYTES_MAX || frame_bytes > bytes.len() {
+        return Err(Corruption::LengthMismatch {
+            stated,
+            present: bytes.len() - FRAME_HEADER_BYTES,
+        });
+    }
+    let payload = decode_frame(magic, version, &bytes[..frame_bytes])?;
     Ok((payload, frame_bytes))
 }
 
 /// Decodes an rkyv archive of `T` from an unaligned `payload`.
-fn decode<T>(payload: &[u8]) -> Result<T, String>
+///
+/// # Errors
+/// [`Corruption::InvalidArchive`] if `payload` is not a valid archive of `T`.
+pub(crate) fn decode_archive<T>(payload: &[u8]) -> Result<T, Corruption>
 where
     T: rkyv::Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
@@ -517,14 +544,19 @@ where
 {
     let mut aligned = rkyv::util::AlignedVec::<16>::new();
     aligned.extend_from_slice(payload);
-    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|error| error.to_string())
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned)
+        .map_err(|error| Corruption::InvalidArchive(error.to_string()))
 }
 
 fn read_snapshot(path: &Path, end: Offset) -> Result<Vec<MetadataRecord>, LogError> {
     let bytes = fs::read(path).map_err(io_error("reading", path))?;
-    let payload = decode_frame(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &bytes)
-        .map_err(|reason| corrupt(path, reason.to_string()))?;
-    let snapshot: LogSnapshot = decode(payload).map_err(|reason| corrupt(path, reason))?;
+    let corrupt_frame = |reason| LogError::CorruptFrame {
+        path: path.to_path_buf(),
+        position: 0,
+        reason,
+    };
+    let payload = decode_frame(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &bytes).map_err(corrupt_frame)?;
+    let snapshot: LogSnapshot = decode_archive(payload).map_err(corrupt_frame)?;
     if snapshot.end_offset != end.0 {
         return Err(corrupt(
             path,

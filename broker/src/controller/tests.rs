@@ -385,6 +385,16 @@ fn a_corrupt_legacy_file_fails_the_start_and_is_kept() {
     bytes[last] ^= 0xff;
     std::fs::write(&legacy_path, &bytes).unwrap();
     let error = Controller::open(&scratch.config()).err().unwrap();
-    assert!(error.contains("CRC"), "{error}");
+    assert!(
+        matches!(
+            error,
+            OpenError::CorruptLegacy {
+                source: Corruption::CrcMismatch { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("CRC"), "{error}");
     assert!(legacy_path.exists());
 }

@@ -1,15 +1,10 @@
-//! Helpers for the bad-input tests: a seeded generator, valid encoded
-//! requests of every served API and version (to mutate), and a real `fjord`
-//! process on a free port with timed-out sockets, so a hang fails a test
+//! Helpers for the broker's integration tests: a seeded generator, valid
+//! encoded requests of every served API and version (to mutate), and the
+//! test kit's launcher ([`fjord_broker::testkit`]) running the real `fjord`
+//! binary on a free port with timed-out sockets, so a hang fails a test
 //! instead of blocking it.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use fjord_broker::handlers::SUPPORTED;
 use fjord_engine::batch::build_batch;
 use fjord_engine::testkit::Rng;
@@ -48,7 +43,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
     InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId,
-    RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+    RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest,
@@ -56,12 +51,18 @@ use kafka_protocol::messages::{
     LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest,
     OffsetFetchRequest, SyncGroupRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
-/// How long any socket read or write may block before the test fails.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the broker may take to start listening.
-const START_DEADLINE: Duration = Duration::from_secs(30);
+#[allow(unused_imports, reason = "each test binary uses some of them")]
+pub use fjord_broker::testkit::{
+    broker_port, raise_memlock_limit, request_body, run_until_exit, sized, Broker, Connection,
+    Ending, Launch, IO_TIMEOUT,
+};
+
+/// This crate's `fjord` binary, which its tests start brokers from.
+pub fn fjord() -> Launch {
+    Launch::Binary(env!("CARGO_BIN_EXE_fjord").into())
+}
 
 /// The bad-input tests' random source, seeded from `FJORD_BAD_INPUT_SEED`
 /// (decimal or 0x-hex) or `default`.
@@ -76,36 +77,6 @@ pub fn hex(data: &[u8]) -> String {
         let _ = write!(out, "{byte:02x}");
         out
     })
-}
-
-/// A request frame without its size prefix: header then body, in the header
-/// version `api_key` uses at `version`.
-pub fn request_body(
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    request: &RequestKind,
-) -> Bytes {
-    let mut frame = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("bad-input")))
-        .encode(&mut frame, api_key.request_header_version(version))
-        .expect("header encodes");
-    request
-        .encode(&mut frame, version)
-        .unwrap_or_else(|error| panic!("{api_key:?} v{version} encodes: {error}"));
-    frame.freeze()
-}
-
-/// `body` with its 4-byte size prefix.
-pub fn sized(body: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.put_i32(i32::try_from(body.len()).expect("frame fits i32"));
-    frame.extend_from_slice(body);
-    frame
 }
 
 /// A group id for `name`'s requests of one version.
@@ -498,266 +469,6 @@ pub fn sample_frames(name: &str) -> Vec<(ApiKey, i16, Bytes)> {
         }
     }
     frames
-}
-
-/// A `fjord` process on a free port with its own data directory; killed and
-/// reaped on drop.
-pub struct Broker {
-    process: Child,
-    pub port: u16,
-    settings: Vec<String>,
-    /// Holds the data directory and the broker's stderr.
-    data: tempfile::TempDir,
-}
-
-pub fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit only reads the struct we pass.
-    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
-}
-
-/// First port handed to test brokers: below Linux's ephemeral range
-/// (32768-60999 by default), so no client connection of a concurrent test
-/// can be using it.
-const BROKER_PORTS_START: u32 = 20_000;
-/// How many ports test brokers are spread over.
-const BROKER_PORTS: u32 = 10_000;
-/// Ports this test binary has handed out.
-static BROKER_PORTS_TAKEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// A port for a test broker that no other broker of this test binary gets
-/// and nothing listens on now. Tests of one binary run in parallel: two of
-/// them picking ports with `bind(0)` and dropping the probe can draw the
-/// same one, and two brokers would then share it.
-pub fn broker_port() -> u16 {
-    let base = std::process::id() * 97;
-    loop {
-        let taken = BROKER_PORTS_TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        assert!(taken < BROKER_PORTS, "out of test broker ports");
-        let port = u16::try_from(BROKER_PORTS_START + (base + taken) % BROKER_PORTS)
-            .expect("ports stay below 30000");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// Spawns `fjord` with `settings` and waits until it listens on `port`.
-/// Its standard error goes to `stderr` (appended across restarts), which a
-/// failed start quotes.
-fn launch(settings: &[String], port: u16, stderr: &Path) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
-    for setting in settings {
-        command.arg("--set").arg(setting);
-    }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(stderr)
-        .expect("broker stderr file");
-    let mut process = command
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn fjord");
-    let said = || std::fs::read_to_string(stderr).unwrap_or_default();
-    let deadline = Instant::now() + START_DEADLINE;
-    loop {
-        if let Ok(Some(status)) = process.try_wait() {
-            panic!(
-                "fjord exited with {status} before listening; it said:\n{}",
-                said()
-            );
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return process;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "fjord did not listen on {port} within {START_DEADLINE:?}; it said:\n{}",
-            said()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-impl Broker {
-    /// Starts `fjord` with `extra` `--set` overrides and waits until it
-    /// accepts connections.
-    pub fn start(extra: &[&str]) -> Self {
-        raise_memlock_limit();
-        let data = tempfile::tempdir().expect("tempdir");
-        let port = broker_port();
-        let settings: Vec<String> = [
-            format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
-            format!("advertised.listeners=PLAINTEXT://localhost:{port}"),
-            format!("log.dirs={}", data.path().join("data").display()),
-            "cores=1".to_owned(),
-        ]
-        .into_iter()
-        .chain(extra.iter().map(|setting| (*setting).to_owned()))
-        .collect();
-        Self {
-            process: launch(&settings, port, &data.path().join("stderr.log")),
-            port,
-            settings,
-            data,
-        }
-    }
-
-    /// Stops the broker cleanly (SIGTERM, as an operator would) and starts
-    /// it again on the same port and data directory.
-    #[allow(dead_code, reason = "not every test binary restarts")]
-    pub fn restart(&mut self) {
-        let pid = i32::try_from(self.process.id()).expect("pid fits");
-        // SAFETY: signals our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + START_DEADLINE;
-        while self.process.try_wait().expect("wait for fjord").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "fjord did not stop within {START_DEADLINE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.process = launch(
-            &self.settings,
-            self.port,
-            &self.data.path().join("stderr.log"),
-        );
-    }
-
-    /// The broker's `log.dirs`.
-    #[allow(
-        dead_code,
-        reason = "not every test binary looks at the data directory"
-    )]
-    pub fn data_dir(&self) -> std::path::PathBuf {
-        self.data.path().join("data")
-    }
-
-    pub fn connect(&self) -> Connection {
-        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to fjord");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        Connection {
-            stream,
-            correlation_id: 0,
-        }
-    }
-
-    /// Panics if the process has exited (crashed).
-    pub fn assert_alive(&mut self) {
-        if let Ok(Some(status)) = self.process.try_wait() {
-            panic!("fjord died: {status}");
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-/// One client connection.
-pub struct Connection {
-    pub stream: TcpStream,
-    correlation_id: i32,
-}
-
-/// How a connection ended after bad input.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// The broker closed it (EOF or reset) after sending these many bytes.
-    Closed(usize),
-    /// Nothing happened for [`IO_TIMEOUT`].
-    Hung,
-}
-
-impl Connection {
-    /// Writes raw bytes; a reset while writing is fine (the broker may have
-    /// closed already).
-    pub fn send_raw(&mut self, data: &[u8]) {
-        if let Err(error) = self.stream.write_all(data) {
-            assert!(
-                matches!(
-                    error.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
-                ),
-                "write failed: {error}"
-            );
-        }
-    }
-
-    /// Reads until the broker closes, counting what it sent.
-    pub fn wait_for_close(&mut self) -> Ending {
-        let mut received = 0;
-        let mut buffer = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut buffer) {
-                Ok(0) => return Ending::Closed(received),
-                Ok(read) => received += read,
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    return Ending::Closed(received)
-                }
-                Err(error)
-                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-                {
-                    return Ending::Hung
-                }
-                Err(error) => panic!("read failed: {error}"),
-            }
-        }
-    }
-
-    /// Stops sending; the broker sees end of stream.
-    pub fn finish_sending(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-    }
-
-    /// Sends `request` and reads its response, checking the correlation id.
-    pub fn call(&mut self, api_key: ApiKey, version: i16, request: &RequestKind) -> ResponseKind {
-        self.correlation_id += 1;
-        let body = request_body(api_key, version, self.correlation_id, request);
-        self.stream.write_all(&sized(&body)).expect("send request");
-        let (header, mut body) = self.read_response(api_key, version);
-        assert_eq!(header.correlation_id, self.correlation_id);
-        let response = ResponseKind::decode(api_key, &mut body, version)
-            .unwrap_or_else(|error| panic!("{api_key:?} v{version} response decodes: {error}"));
-        assert!(
-            body.is_empty(),
-            "{api_key:?} v{version}: trailing bytes after the response"
-        );
-        response
-    }
-
-    /// Reads one response frame and its header.
-    pub fn read_response(&mut self, api_key: ApiKey, version: i16) -> (ResponseHeader, Bytes) {
-        let mut size = [0u8; 4];
-        self.stream
-            .read_exact(&mut size)
-            .unwrap_or_else(|error| panic!("{api_key:?} v{version}: no response: {error}"));
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream
-            .read_exact(&mut body)
-            .unwrap_or_else(|error| panic!("{api_key:?} v{version}: short response: {error}"));
-        let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
-            .expect("response header decodes");
-        (header, body)
-    }
 }
 
 /// The error code of the single partition of a Produce response.

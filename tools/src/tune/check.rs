@@ -145,19 +145,14 @@ pub fn check(profile: &Profile, system: &SystemRoot, limits_of: LimitsOf) -> Vec
             ));
             continue;
         }
-        let values: Vec<Result<String, String>> = paths
+        let mut values: Vec<io::Result<String>> = paths
             .iter()
-            .map(|path| {
-                system
-                    .read_setting(path)
-                    .map(|raw| normalize(&raw))
-                    .map_err(|e| e.to_string())
-            })
+            .map(|path| system.read_setting(path).map(|raw| normalize(&raw)))
             .collect();
-        let all_agree = values.windows(2).all(|pair| pair[0] == pair[1]);
+        let all_agree = values.windows(2).all(|pair| same_read(&pair[0], &pair[1]));
         if all_agree && paths.len() > 1 {
             let setting = format!("{} ({} files)", file.path, paths.len());
-            let read = values[0].clone().map_err(io::Error::other);
+            let read = values.swap_remove(0);
             rows.push(row(
                 setting,
                 &file.expected,
@@ -166,8 +161,7 @@ pub fn check(profile: &Profile, system: &SystemRoot, limits_of: LimitsOf) -> Vec
                 Target::Files { paths },
             ));
         } else {
-            for (path, value) in paths.into_iter().zip(values) {
-                let read = value.map_err(io::Error::other);
+            for (path, read) in paths.into_iter().zip(values) {
                 rows.push(row(
                     path.clone(),
                     &file.expected,
@@ -198,6 +192,18 @@ pub fn check(profile: &Profile, system: &SystemRoot, limits_of: LimitsOf) -> Vec
         ));
     }
     rows
+}
+
+/// Whether two reads of files matched by one pattern give one row: the same
+/// value, or the same failure.
+fn same_read(first: &io::Result<String>, second: &io::Result<String>) -> bool {
+    match (first, second) {
+        (Ok(first), Ok(second)) => first == second,
+        (Err(first), Err(second)) => {
+            first.kind() == second.kind() && first.to_string() == second.to_string()
+        }
+        _ => false,
+    }
 }
 
 fn row(

@@ -36,6 +36,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::error::{ExpectationFault, ProfileFault};
 use crate::Error;
 
 /// Profiles compiled into the binary: (name, TOML text).
@@ -338,27 +339,25 @@ impl RawExpectation {
         }
     }
 
-    fn validate(self) -> Result<Expected, String> {
+    fn validate(self) -> Result<Expected, ExpectationFault> {
         match (self.compare, self.value, self.values) {
             (Compare::OneOf, None, Some(values)) => {
                 let values: Vec<String> = values.iter().map(|v| normalize(v)).collect();
                 if values.is_empty() || values.iter().any(String::is_empty) {
-                    return Err("`values` of a one-of check must be non-empty strings".into());
+                    return Err(ExpectationFault::EmptyOneOfValue);
                 }
                 Ok(Expected::OneOf(values))
             }
-            (Compare::OneOf, _, _) => {
-                Err("a one-of check takes `values = [...]` and no `value`".into())
-            }
+            (Compare::OneOf, _, _) => Err(ExpectationFault::OneOfTakesValues),
             (compare, Some(value), None) => {
                 let numbers = || {
-                    Number::parse_fields(&value).ok_or_else(|| {
-                        format!("`{value}` is not a list of integers or `unlimited`")
+                    Number::parse_fields(&value).ok_or_else(|| ExpectationFault::NotNumbers {
+                        value: value.clone(),
                     })
                 };
                 match compare {
                     Compare::Exact if normalize(&value).is_empty() => {
-                        Err("an exact check needs a non-empty `value`".into())
+                        Err(ExpectationFault::EmptyExactValue)
                     }
                     Compare::Exact => Ok(Expected::Exact(normalize(&value))),
                     Compare::AtLeast => Ok(Expected::AtLeast(numbers()?)),
@@ -366,42 +365,49 @@ impl RawExpectation {
                     Compare::OneOf => unreachable!("one-of handled above"),
                 }
             }
-            _ => Err(
-                "exact, at-least and at-most checks take one `value = \"...\"` and no `values`"
-                    .into(),
-            ),
+            _ => Err(ExpectationFault::TakesOneValue),
         }
+    }
+
+    /// [`RawExpectation::validate`] for the check named `check`.
+    fn validate_for(self, check: &str) -> Result<Expected, ProfileFault> {
+        self.validate().map_err(|fault| ProfileFault::Expectation {
+            check: check.to_owned(),
+            fault,
+        })
     }
 }
 
-fn validate_reason(reason: &str, what: &str) -> Result<String, String> {
+fn validate_reason(reason: &str, check: &str) -> Result<String, ProfileFault> {
     let reason = reason.trim();
     if reason.is_empty() || reason.contains('\n') {
-        return Err(format!("{what}: `reason` must be one non-empty line"));
+        return Err(ProfileFault::Reason {
+            check: check.to_owned(),
+        });
     }
     Ok(reason.to_owned())
 }
 
-fn validate_sysctl_key(key: &str) -> Result<(), String> {
+fn validate_sysctl_key(key: &str) -> Result<(), ProfileFault> {
     let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     if key.is_empty() || !key.chars().all(valid_char) || key.split('.').any(str::is_empty) {
-        return Err(format!(
-            "`{key}` is not a sysctl key such as `vm.swappiness`"
-        ));
+        return Err(ProfileFault::SysctlKey {
+            key: key.to_owned(),
+        });
     }
     Ok(())
 }
 
-fn validate_sysfs_path(path: &str) -> Result<(), String> {
+fn validate_sysfs_path(path: &str) -> Result<(), ProfileFault> {
     let under_known_tree = path.starts_with("/sys/") || path.starts_with("/proc/");
     let clean = path
         .split('/')
         .skip(1)
         .all(|component| !component.is_empty() && component != "." && component != "..");
     if !under_known_tree || !clean {
-        return Err(format!(
-            "`{path}` must be an absolute path under /sys or /proc without empty, `.` or `..` components"
-        ));
+        return Err(ProfileFault::SysfsPath {
+            path: path.to_owned(),
+        });
     }
     Ok(())
 }
@@ -414,19 +420,20 @@ impl Profile {
     /// a value does not fit its comparison, or the profile has no checks or
     /// more than [`CHECKS_MAX`].
     pub fn parse(text: &str, origin: &str) -> Result<Profile, Error> {
-        Self::parse_inner(text).map_err(|message| Error::InvalidProfile {
+        Self::parse_inner(text).map_err(|fault| Error::InvalidProfile {
             origin: origin.to_owned(),
-            message: message.split_whitespace().collect::<Vec<_>>().join(" "),
+            fault,
         })
     }
 
-    fn parse_inner(text: &str) -> Result<Profile, String> {
-        let raw: RawProfile = toml::from_str(text).map_err(|e| e.to_string())?;
+    fn parse_inner(text: &str) -> Result<Profile, ProfileFault> {
+        let raw: RawProfile = toml::from_str(text)?;
         let count = raw.sysctl.len() + raw.sysfs.len() + raw.rlimit.len();
         if count == 0 || count > CHECKS_MAX {
-            return Err(format!(
-                "a profile holds 1 to {CHECKS_MAX} checks, this one {count}"
-            ));
+            return Err(ProfileFault::CheckCount {
+                count,
+                max: CHECKS_MAX,
+            });
         }
         let sysctls = raw
             .sysctl
@@ -436,13 +443,12 @@ impl Profile {
                 let what = format!("sysctl {}", c.key);
                 Ok(SysctlCheck {
                     expected: RawExpectation::of(c.compare, c.value, c.values)
-                        .validate()
-                        .map_err(|e| format!("{what}: {e}"))?,
+                        .validate_for(&what)?,
                     reason: validate_reason(&c.reason, &what)?,
                     key: c.key,
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, ProfileFault>>()?;
         let sysfs = raw
             .sysfs
             .into_iter()
@@ -451,25 +457,21 @@ impl Profile {
                 let what = format!("sysfs {}", c.path);
                 Ok(SysfsCheck {
                     expected: RawExpectation::of(c.compare, c.value, c.values)
-                        .validate()
-                        .map_err(|e| format!("{what}: {e}"))?,
+                        .validate_for(&what)?,
                     reason: validate_reason(&c.reason, &what)?,
                     path: c.path,
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, ProfileFault>>()?;
         let rlimits = raw
             .rlimit
             .into_iter()
             .map(|c| {
                 let what = format!("rlimit {}", c.resource.name());
-                let expected = RawExpectation::of(c.compare, c.value, c.values)
-                    .validate()
-                    .map_err(|e| format!("{what}: {e}"))?;
+                let expected =
+                    RawExpectation::of(c.compare, c.value, c.values).validate_for(&what)?;
                 if matches!(expected, Expected::Exact(_) | Expected::OneOf(_)) {
-                    return Err(format!(
-                        "{what}: a resource limit takes at-least or at-most"
-                    ));
+                    return Err(ProfileFault::RlimitComparison { check: what });
                 }
                 Ok(RlimitCheck {
                     resource: c.resource,
@@ -477,7 +479,7 @@ impl Profile {
                     reason: validate_reason(&c.reason, &what)?,
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, ProfileFault>>()?;
         Ok(Profile {
             name: raw.name,
             description: raw.description.trim().to_owned(),

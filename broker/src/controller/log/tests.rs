@@ -88,7 +88,17 @@ fn a_corrupt_batch_before_the_last_segment_fails_the_open() {
     assert_eq!(recovered.batches, [batch(1), batch(2)]);
     flip_byte(&segment, FRAME_HEADER_BYTES + 2);
     let error = MetadataLog::open(scratch.path()).unwrap_err();
-    assert!(matches!(error, LogError::Corrupt { .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            LogError::CorruptFrame {
+                position: 0,
+                reason: Corruption::CrcMismatch { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
 }
 
 #[test]
