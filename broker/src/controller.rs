@@ -20,6 +20,7 @@
 
 pub mod legacy;
 pub mod log;
+pub mod placement;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ use crate::metadata::records::{
 };
 use crate::metadata::{ApplyError, MetadataImage, TopicImage};
 use log::{LogError, MetadataLog, METADATA_LOG_DIR_NAME};
+use placement::{place_replicas, PlacementBroker, PlacementError, PlacementStart};
 
 /// Producer ids are handed out from persisted blocks of this size, so a
 /// restart never reuses one.
@@ -360,14 +362,14 @@ impl Controller {
                 format!("number of partitions must be between 1 and {PARTITIONS_MAX}"),
             ));
         }
-        if replication_factor != 1 {
-            return Err(MetadataError::new(
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "replication factor {replication_factor} is larger than the 1 available broker"
-                ),
-            ));
-        }
+        // The same check placement makes, before anything else is built.
+        place_replicas(
+            &placement_brokers(image),
+            0..0,
+            replication_factor,
+            PlacementStart::from_seed([0; 16]),
+        )
+        .map_err(placement_error)?;
         let config = self.validate_topic_configs(configs)?;
         if image.topics.contains_key(name) {
             return Err(MetadataError::new(
@@ -475,7 +477,12 @@ impl Controller {
         let previous = topic.partition_count();
         check_partition_increase(previous, count)?;
         if !validate_only {
-            let records = self.new_partitions(topic.id, previous..count);
+            let replication_factor = topic
+                .partitions
+                .first()
+                .map_or(1, |partition| partition.replicas.len() as i16);
+            let records =
+                new_partitions(&state.image, topic.id, previous..count, replication_factor)?;
             self.commit(&mut state, &records)?;
         }
         Ok(previous)
@@ -507,7 +514,12 @@ impl Controller {
             name: name.to_owned(),
             topic_id,
         })];
-        records.extend(self.new_partitions(topic_id, 0..partitions));
+        records.extend(new_partitions(
+            &state.image,
+            topic_id,
+            0..partitions,
+            replication_factor,
+        )?);
         records.extend(configs.into_iter().map(|(key, value)| {
             MetadataRecord::Config(ConfigRecord {
                 resource_type: ConfigResourceType::Topic,
@@ -518,28 +530,6 @@ impl Controller {
         }));
         let image = self.commit(&mut state, &records)?;
         Ok(Arc::clone(&image.topics[name]))
-    }
-
-    /// The `PartitionRecord`s of new partitions `indexes` of a topic: every
-    /// replica on this node (the only broker), in the ISR and leading at
-    /// epoch 0. The cluster issue places replicas over the registered
-    /// brokers.
-    fn new_partitions(&self, topic_id: TopicId, indexes: Range<i32>) -> Vec<MetadataRecord> {
-        indexes
-            .map(|partition_id| {
-                MetadataRecord::Partition(PartitionRecord {
-                    partition_id,
-                    topic_id,
-                    replicas: vec![self.node],
-                    isr: vec![self.node],
-                    removing_replicas: Vec::new(),
-                    adding_replicas: Vec::new(),
-                    leader: self.node,
-                    leader_epoch: LeaderEpoch(0),
-                    partition_epoch: PartitionEpoch(0),
-                })
-            })
-            .collect()
     }
 
     /// Removes a topic, its partitions and configs from the metadata (a
@@ -584,6 +574,59 @@ impl Controller {
             .next()
             .expect("a block holds PRODUCER_ID_BLOCK ids"))
     }
+}
+
+/// The brokers replicas may be placed on: the registered, unfenced ones.
+fn placement_brokers(image: &MetadataImage) -> Vec<PlacementBroker> {
+    image
+        .brokers
+        .values()
+        .filter(|broker| !broker.fenced)
+        .map(|broker| PlacementBroker {
+            id: broker.id,
+            rack: broker.rack.clone(),
+        })
+        .collect()
+}
+
+fn placement_error(error: PlacementError) -> MetadataError {
+    MetadataError::new(ResponseError::InvalidReplicationFactor, error.to_string())
+}
+
+/// The `PartitionRecord`s of new partitions `indexes` of a topic, their
+/// replicas placed over the unfenced brokers as Kafka places them
+/// ([`placement`], striped from a start the topic's id fixes, so a topic
+/// that grows keeps its striping), every replica in the ISR (the
+/// partitions are empty) and the first one leading at epoch 0.
+fn new_partitions(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    indexes: Range<i32>,
+    replication_factor: i16,
+) -> Result<Vec<MetadataRecord>, MetadataError> {
+    let placed = place_replicas(
+        &placement_brokers(image),
+        indexes.clone(),
+        replication_factor,
+        PlacementStart::from_seed(topic_id.0),
+    )
+    .map_err(placement_error)?;
+    Ok(indexes
+        .zip(placed)
+        .map(|(partition_id, replicas)| {
+            MetadataRecord::Partition(PartitionRecord {
+                partition_id,
+                topic_id,
+                isr: replicas.clone(),
+                leader: replicas[0],
+                replicas,
+                removing_replicas: Vec::new(),
+                adding_replicas: Vec::new(),
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+            })
+        })
+        .collect())
 }
 
 /// Converts the legacy metadata file of `data_dir`, if there is one, into

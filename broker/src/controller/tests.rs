@@ -398,3 +398,25 @@ fn a_corrupt_legacy_file_fails_the_start_and_is_kept() {
     assert!(error.to_string().contains("CRC"), "{error}");
     assert!(legacy_path.exists());
 }
+
+#[test]
+fn the_replication_factor_is_checked_against_the_unfenced_brokers() {
+    let scratch = Scratch::new();
+    let controller = scratch.controller();
+    for (factor, message) in [
+        (2, "Replication factor: 2 larger than available brokers: 1."),
+        (
+            0,
+            "Replication factor must be larger than 0, or -1 to use the default value.",
+        ),
+    ] {
+        let error = controller
+            .create_topic("t", 1, factor, Vec::new())
+            .unwrap_err();
+        assert_eq!(error.code, ResponseError::InvalidReplicationFactor.code());
+        assert_eq!(error.message, message);
+        let validated = controller.validate_topic("t", 1, factor, &[]).unwrap_err();
+        assert_eq!(validated.message, message);
+    }
+    assert!(controller.image().topics.is_empty());
+}
