@@ -18,7 +18,9 @@
 //! (openraft) ordering the same records. Changes run on a shard's blocking
 //! pool ([`crate::topics::on_controller`]): they wait for an `fdatasync`.
 
+pub mod election;
 pub mod legacy;
+pub mod liveness;
 pub mod log;
 pub mod placement;
 

@@ -68,7 +68,15 @@ fn describe(topic: &TopicImage, operations: i32) -> MetadataResponseTopic {
     let partitions = (0..topic.partition_count())
         .map(|index| {
             let placement = Placement::of(topic, index);
+            // A partition whose ISR has no live member has no leader
+            // (controller::election): clients retry until it has one.
+            let error = if placement.leader.0 < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(index)
                 .with_leader_id(placement.leader)
                 .with_leader_epoch(placement.leader_epoch)

@@ -20,8 +20,8 @@ use fjord_engine::{LeaderEpoch, ProducerId, TopicPartition};
 use uuid::Uuid;
 
 use super::records::{
-    BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType, MetadataRecord,
-    PartitionChangeRecord, PartitionEpoch, PartitionRecord, ProducerIdsRecord,
+    BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId, ConfigRecord, ConfigResourceType,
+    MetadataRecord, PartitionChangeRecord, PartitionEpoch, PartitionRecord, ProducerIdsRecord,
     RegisterBrokerRecord, RemoveTopicRecord, TopicId, TopicRecord,
 };
 
@@ -222,6 +222,15 @@ pub enum ApplyError {
         /// The current registration's epoch.
         current: i64,
     },
+    /// A fencing record for a broker registration that does not exist (no
+    /// such broker, or another epoch).
+    #[error("broker {broker} has no registration with epoch {epoch}")]
+    UnknownBrokerRegistration {
+        /// The broker id.
+        broker: i32,
+        /// The record's epoch.
+        epoch: i64,
+    },
     /// A `ProducerIdsRecord` that does not move the next producer id forward.
     #[error("next producer id {next} is not above the current {current}")]
     ProducerIdsWentBack {
@@ -330,7 +339,22 @@ impl MetadataImage {
             MetadataRecord::PartitionChange(record) => self.change_partition(record),
             MetadataRecord::RemoveTopic(record) => self.remove_topic(record),
             MetadataRecord::ProducerIds(record) => self.take_producer_ids(record),
+            MetadataRecord::FenceBroker(record) => self.set_fenced(record, true),
+            MetadataRecord::UnfenceBroker(record) => self.set_fenced(record, false),
         }
+    }
+
+    fn set_fenced(&mut self, record: &BrokerFencingRecord, fenced: bool) -> Result<(), ApplyError> {
+        let registration = self
+            .brokers
+            .get_mut(&record.id)
+            .filter(|registration| registration.epoch == record.epoch)
+            .ok_or(ApplyError::UnknownBrokerRegistration {
+                broker: record.id.0,
+                epoch: record.epoch.0,
+            })?;
+        registration.fenced = fenced;
+        Ok(())
     }
 
     fn register_broker(&mut self, record: &RegisterBrokerRecord) -> Result<(), ApplyError> {

@@ -74,6 +74,18 @@ impl From<Uuid> for TopicId {
     }
 }
 
+impl std::fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for BrokerEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl std::fmt::Display for TopicId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.uuid().fmt(f)
@@ -139,6 +151,22 @@ pub enum MetadataRecord {
     RemoveTopic(RemoveTopicRecord),
     /// Kafka's `ProducerIdsRecord` (api key 15).
     ProducerIds(ProducerIdsRecord),
+    /// Kafka's `FenceBrokerRecord` (api key 7).
+    FenceBroker(BrokerFencingRecord),
+    /// Kafka's `UnfenceBrokerRecord` (api key 8).
+    UnfenceBroker(BrokerFencingRecord),
+}
+
+/// A broker registration was fenced (it may not lead or stay in an ISR:
+/// its session expired, or it asked to be) or unfenced (it caught up with
+/// the metadata log after registering): Kafka's `FenceBrokerRecord` and
+/// `UnfenceBrokerRecord`, which have the same fields.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BrokerFencingRecord {
+    /// The broker's `node.id`.
+    pub id: BrokerId,
+    /// The epoch of the registration it applies to.
+    pub epoch: BrokerEpoch,
 }
 
 /// A broker joined (or rejoined) the cluster.
