@@ -9,13 +9,23 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use glommio::io::OpenOptions;
 use glommio::{executor, Latency, LocalExecutorBuilder, Shares};
 
+/// One test at a time: each keeps a CPU busy with its spinning queue, and
+/// on a two-core machine two spinners (plus whatever else runs) can starve
+/// the kernel's completion of the other test's write, which is not what
+/// these tests measure.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Runs `test` on a fresh executor with `preempt_timer`, on its own thread.
 fn on_executor(preempt_timer: Duration, test: impl AsyncFnOnce() + Send + 'static) {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     LocalExecutorBuilder::default()
         .preempt_timer(preempt_timer)
         .spawn(move || async move { test().await })
