@@ -472,6 +472,7 @@ impl Controller {
         &self,
         name: &str,
         count: i32,
+        assignment: Option<&[Vec<BrokerId>]>,
         validate_only: bool,
     ) -> Result<i32, MetadataError> {
         let mut state = self.lock();
@@ -483,8 +484,13 @@ impl Controller {
                 .partitions
                 .first()
                 .map_or(1, |partition| partition.replicas.len() as i16);
-            let records =
-                new_partitions(&state.image, topic.id, previous..count, replication_factor)?;
+            let records = new_partitions(
+                &state.image,
+                topic.id,
+                previous..count,
+                replication_factor,
+                assignment,
+            )?;
             self.commit(&mut state, &records)?;
         }
         Ok(previous)
@@ -502,6 +508,7 @@ impl Controller {
         name: &str,
         partitions: i32,
         replication_factor: i16,
+        assignment: Option<&[Vec<BrokerId>]>,
         configs: Vec<(String, String)>,
     ) -> Result<Arc<TopicImage>, MetadataError> {
         let mut state = self.lock();
@@ -521,6 +528,7 @@ impl Controller {
             topic_id,
             0..partitions,
             replication_factor,
+            assignment,
         )?);
         records.extend(configs.into_iter().map(|(key, value)| {
             MetadataRecord::Config(ConfigRecord {
@@ -596,23 +604,45 @@ fn placement_error(error: PlacementError) -> MetadataError {
 }
 
 /// The `PartitionRecord`s of new partitions `indexes` of a topic, their
-/// replicas placed over the unfenced brokers as Kafka places them
-/// ([`placement`], striped from a start the topic's id fixes, so a topic
-/// that grows keeps its striping), every replica in the ISR (the
-/// partitions are empty) and the first one leading at epoch 0.
+/// replicas as the request's manual `assignment` gives them (one list per
+/// new partition, checked by the handler), else placed over the unfenced
+/// brokers as Kafka places them ([`placement`], striped from a start the
+/// topic's id fixes, so a topic that grows keeps its striping); every
+/// replica in the ISR (the partitions are empty) and the first one leading
+/// at epoch 0.
 fn new_partitions(
     image: &MetadataImage,
     topic_id: TopicId,
     indexes: Range<i32>,
     replication_factor: i16,
+    assignment: Option<&[Vec<BrokerId>]>,
 ) -> Result<Vec<MetadataRecord>, MetadataError> {
-    let placed = place_replicas(
-        &placement_brokers(image),
-        indexes.clone(),
-        replication_factor,
-        PlacementStart::from_seed(topic_id.0),
-    )
-    .map_err(placement_error)?;
+    let placed = match assignment {
+        Some(assignment) if assignment.len() == indexes.len() => assignment.to_vec(),
+        Some(assignment) => {
+            return Err(MetadataError::new(
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "{} partition(s) are added, but {} assignment(s) were given",
+                    indexes.len(),
+                    assignment.len()
+                ),
+            ))
+        }
+        None => place_replicas(
+            &placement_brokers(image),
+            indexes.clone(),
+            replication_factor,
+            PlacementStart::from_seed(topic_id.0),
+        )
+        .map_err(placement_error)?,
+    };
+    if placed.iter().any(Vec::is_empty) {
+        return Err(MetadataError::new(
+            ResponseError::InvalidReplicaAssignment,
+            "a partition's replica list is empty".to_owned(),
+        ));
+    }
     Ok(indexes
         .zip(placed)
         .map(|(partition_id, replicas)| {

@@ -20,6 +20,7 @@ use kafka_protocol::ResponseError;
 
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, MetadataError};
+use crate::metadata::records::BrokerId as MetadataBrokerId;
 use crate::metadata::TopicImage;
 use crate::server::Broker;
 
@@ -71,9 +72,16 @@ pub async fn on_controller<T: Send + 'static>(
 }
 
 /// The brokers a manual replica assignment may name: those registered and
-/// not fenced. On a single node that is this node alone.
-fn live_brokers(broker: &Broker) -> [i32; 1] {
-    [broker.config.node_id]
+/// not fenced, by id.
+fn live_brokers(broker: &Broker) -> Vec<i32> {
+    broker
+        .controller
+        .image()
+        .brokers
+        .values()
+        .filter(|registration| !registration.fenced)
+        .map(|registration| registration.id.0)
+        .collect()
 }
 
 /// Checks the replica list a CreateTopics or CreatePartitions request
@@ -146,13 +154,16 @@ pub async fn ensure_consumer_offsets(broker: &Rc<Broker>) -> Result<(), Metadata
         CONSUMER_OFFSETS_TOPIC,
         broker.config.group_coordinator.offsets_topic_num_partitions,
         1,
+        None,
         consumer_offsets_configs(&broker.config),
     )
     .await
     .map(|_| ())
 }
 
-/// Creates `name` in the metadata and its partitions on their shards.
+/// Creates `name` in the metadata, its replicas as `assignment` gives them
+/// (one list per partition) or placed by the controller, and the
+/// partitions this broker holds a replica of on their shards.
 ///
 /// # Errors
 /// The controller's validation errors, or `KAFKA_STORAGE_ERROR` if a
@@ -162,11 +173,18 @@ pub async fn create_topic(
     name: &str,
     partitions: i32,
     replication_factor: i16,
+    assignment: Option<Vec<Vec<MetadataBrokerId>>>,
     configs: Vec<(String, String)>,
 ) -> Result<Arc<TopicImage>, MetadataError> {
     let owned_name = name.to_owned();
     let topic = on_controller(broker, move |controller| {
-        controller.create_topic(&owned_name, partitions, replication_factor, configs)
+        controller.create_topic(
+            &owned_name,
+            partitions,
+            replication_factor,
+            assignment.as_deref(),
+            configs,
+        )
     })
     .await?;
     let config = broker.controller.log_config_for(name);
@@ -180,16 +198,32 @@ pub async fn create_topic(
 /// partitions still does not spawn a task per partition.
 const CONCURRENT_CREATES_MAX: usize = 32;
 
-/// Creates partitions `indexes` of `name` on their shards, up to
-/// [`CONCURRENT_CREATES_MAX`] at once; one that already exists is left as
-/// it is. Every creation started is awaited, even after one failed.
+/// Whether the image assigns this broker a replica of partition `index` of
+/// `name`.
+fn holds_replica(broker: &Broker, name: &str, index: i32) -> bool {
+    let node = MetadataBrokerId(broker.config.node_id);
+    broker
+        .controller
+        .image()
+        .topics
+        .get(name)
+        .and_then(|topic| topic.partition(index))
+        .is_some_and(|partition| partition.replicas.contains(&node))
+}
+
+/// Creates the partitions among `indexes` of `name` this broker holds a
+/// replica of on their shards, up to [`CONCURRENT_CREATES_MAX`] at once;
+/// one that already exists is left as it is. Every creation started is
+/// awaited, even after one failed.
 async fn create_partitions(
     broker: &Rc<Broker>,
     name: &str,
     indexes: Range<i32>,
     config: &LogConfig,
 ) -> Result<(), MetadataError> {
-    let indexes: Vec<i32> = indexes.collect();
+    let indexes: Vec<i32> = indexes
+        .filter(|&index| holds_replica(broker, name, index))
+        .collect();
     let mut first_error = None;
     for chunk in indexes.chunks(CONCURRENT_CREATES_MAX) {
         let tasks: Vec<_> = chunk
@@ -232,11 +266,12 @@ pub async fn add_partitions(
     broker: &Rc<Broker>,
     name: &str,
     count: i32,
+    assignment: Option<Vec<Vec<MetadataBrokerId>>>,
     validate_only: bool,
 ) -> Result<(), MetadataError> {
     let owned_name = name.to_owned();
     let previous = on_controller(broker, move |controller| {
-        controller.add_partitions(&owned_name, count, validate_only)
+        controller.add_partitions(&owned_name, count, assignment.as_deref(), validate_only)
     })
     .await?;
     if validate_only {
@@ -308,7 +343,13 @@ pub async fn delete_topic(
         controller.delete_topic(&owned_name)
     })
     .await?;
-    for partition in 0..topic.partition_count() {
+    let node = MetadataBrokerId(broker.config.node_id);
+    let held = (0..topic.partition_count()).filter(|&index| {
+        topic
+            .partition(index)
+            .is_some_and(|partition| partition.replicas.contains(&node))
+    });
+    for partition in held {
         let partition = TopicPartition::new(name, partition);
         if let Err(error) = broker.shard.delete_partition(partition.clone()).await {
             tracing::warn!(%partition, %error, "deleting partition data failed");
@@ -318,12 +359,16 @@ pub async fn delete_topic(
     Ok(topic)
 }
 
-/// Makes sure every partition in the metadata exists on its shard (after a
-/// crash between the metadata change and the partition creation).
+/// Makes sure every partition the metadata assigns this broker a replica
+/// of exists on its shard (after a crash between the metadata change and
+/// the partition creation).
 pub async fn reconcile_partitions(broker: &Rc<Broker>) {
     for topic in broker.controller.image().topics.values() {
         let config = broker.controller.log_config_for(&topic.name);
         for partition in 0..topic.partition_count() {
+            if !holds_replica(broker, &topic.name, partition) {
+                continue;
+            }
             let partition = TopicPartition::new(topic.name.clone(), partition);
             match broker
                 .shard

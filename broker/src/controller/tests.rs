@@ -67,7 +67,7 @@ fn altered_topic_configs_survive_reopening_the_controller() {
     let scratch = Scratch::new();
     let controller = scratch.controller();
     controller
-        .create_topic("t", 1, 1, pairs(&[("segment.ms", "1000")]))
+        .create_topic("t", 1, 1, None, pairs(&[("segment.ms", "1000")]))
         .unwrap();
     let config = controller
         .alter_topic_configs("t", false, |_| {
@@ -97,7 +97,9 @@ fn altered_topic_configs_survive_reopening_the_controller() {
 fn rejected_or_validate_only_alterations_change_nothing() {
     let scratch = Scratch::new();
     let controller = scratch.controller();
-    controller.create_topic("t", 1, 1, Vec::new()).unwrap();
+    controller
+        .create_topic("t", 1, 1, None, Vec::new())
+        .unwrap();
     let code = |result: Result<LogConfig, MetadataError>| result.unwrap_err().code;
     let bad = code(
         controller.alter_topic_configs("t", false, |_| Ok(pairs(&[("retention.ms", "soon")]))),
@@ -125,18 +127,22 @@ fn rejected_or_validate_only_alterations_change_nothing() {
 fn partitions_only_grow_and_the_new_count_is_persisted() {
     let scratch = Scratch::new();
     let controller = scratch.controller();
-    controller.create_topic("t", 2, 1, Vec::new()).unwrap();
+    controller
+        .create_topic("t", 2, 1, None, Vec::new())
+        .unwrap();
     for count in [1, 2, PARTITIONS_MAX + 1] {
-        let error = controller.add_partitions("t", count, false).unwrap_err();
+        let error = controller
+            .add_partitions("t", count, None, false)
+            .unwrap_err();
         assert_eq!(
             error.code,
             ResponseError::InvalidPartitions.code(),
             "{count}"
         );
     }
-    assert_eq!(controller.add_partitions("t", 5, true).unwrap(), 2);
+    assert_eq!(controller.add_partitions("t", 5, None, true).unwrap(), 2);
     assert_eq!(controller.image().topics["t"].partition_count(), 2);
-    assert_eq!(controller.add_partitions("t", 5, false).unwrap(), 2);
+    assert_eq!(controller.add_partitions("t", 5, None, false).unwrap(), 2);
     drop(controller);
     let reopened = scratch.controller();
     let topic = &reopened.image().topics["t"];
@@ -149,7 +155,7 @@ fn partitions_only_grow_and_the_new_count_is_persisted() {
         assert_eq!(partition.leader_epoch, LeaderEpoch(0));
         assert_eq!(partition.partition_epoch, PartitionEpoch(0));
     }
-    let missing = reopened.add_partitions("nope", 3, false).unwrap_err();
+    let missing = reopened.add_partitions("nope", 3, None, false).unwrap_err();
     assert_eq!(missing.code, ResponseError::UnknownTopicOrPartition.code());
 }
 
@@ -158,7 +164,7 @@ fn deleted_topics_stay_deleted_and_their_name_can_be_reused() {
     let scratch = Scratch::new();
     let controller = scratch.controller();
     let first = controller
-        .create_topic("t", 3, 1, pairs(&[("retention.ms", "5")]))
+        .create_topic("t", 3, 1, None, pairs(&[("retention.ms", "5")]))
         .unwrap();
     let deleted = controller.delete_topic("t").unwrap();
     assert_eq!(deleted.id, first.id);
@@ -166,7 +172,9 @@ fn deleted_topics_stay_deleted_and_their_name_can_be_reused() {
         controller.delete_topic("t").unwrap_err().code,
         ResponseError::UnknownTopicOrPartition.code()
     );
-    let second = controller.create_topic("t", 1, 1, Vec::new()).unwrap();
+    let second = controller
+        .create_topic("t", 1, 1, None, Vec::new())
+        .unwrap();
     assert_ne!(second.id, first.id);
     drop(controller);
     let image = scratch.controller().image();
@@ -184,6 +192,7 @@ fn the_metadata_topic_name_is_refused() {
             fjord_engine::types::CLUSTER_METADATA_TOPIC,
             1,
             1,
+            None,
             Vec::new(),
         )
         .unwrap_err();
@@ -247,7 +256,7 @@ fn snapshots_bound_the_log_and_rebuild_the_same_image() {
     let partitions = i32::try_from(SNAPSHOT_INTERVAL_RECORDS / 3).unwrap();
     for index in 0..4 {
         controller
-            .create_topic(&format!("t{index}"), partitions, 1, Vec::new())
+            .create_topic(&format!("t{index}"), partitions, 1, None, Vec::new())
             .unwrap();
     }
     let image = controller.image();
@@ -285,7 +294,7 @@ fn metadata_log_dir_places_the_log_outside_log_dirs() {
     let scratch = Scratch::new().with("metadata.log.dir", &elsewhere.path().display().to_string());
     scratch
         .controller()
-        .create_topic("t", 1, 1, Vec::new())
+        .create_topic("t", 1, 1, None, Vec::new())
         .unwrap();
     assert!(elsewhere.path().join(METADATA_LOG_DIR_NAME).is_dir());
     assert!(!scratch.path().join(METADATA_LOG_DIR_NAME).exists());
@@ -411,7 +420,7 @@ fn the_replication_factor_is_checked_against_the_unfenced_brokers() {
         ),
     ] {
         let error = controller
-            .create_topic("t", 1, factor, Vec::new())
+            .create_topic("t", 1, factor, None, Vec::new())
             .unwrap_err();
         assert_eq!(error.code, ResponseError::InvalidReplicationFactor.code());
         assert_eq!(error.message, message);

@@ -17,6 +17,7 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::controller::MetadataError;
+use crate::metadata::records::BrokerId as MetadataBrokerId;
 use crate::server::Broker;
 use crate::topics;
 
@@ -105,7 +106,19 @@ async fn create_one(
         ));
     }
     check_assignments(broker, topic, current)?;
-    topics::add_partitions(broker, &name, topic.count, validate_only).await
+    let assignment = topic.assignments.as_ref().map(|assignments| {
+        assignments
+            .iter()
+            .map(|assignment| {
+                assignment
+                    .broker_ids
+                    .iter()
+                    .map(|id| MetadataBrokerId(id.0))
+                    .collect()
+            })
+            .collect()
+    });
+    topics::add_partitions(broker, &name, topic.count, assignment, validate_only).await
 }
 
 /// Answers CreatePartitions.

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::ApiSupport;
 use crate::controller::{MetadataError, PARTITIONS_MAX};
+use crate::metadata::records::BrokerId as MetadataBrokerId;
 use crate::server::Broker;
 use crate::topics;
 
@@ -31,10 +32,11 @@ pub const SUPPORT: ApiSupport = ApiSupport {
     max: 7,
 };
 
-/// The partition count and replication factor `topic` asks for: its manual
-/// assignment's if it has one (see the module documentation), else its
-/// own, -1 standing for the broker's defaults.
-fn layout(broker: &Broker, topic: &CreatableTopic) -> Result<(i32, i16), MetadataError> {
+/// The partition count, replication factor and manual assignment (one
+/// replica list per partition, in partition order) `topic` asks for: its
+/// manual assignment's if it has one (see the module documentation), else
+/// its own, -1 standing for the broker's defaults, and no assignment.
+fn layout(broker: &Broker, topic: &CreatableTopic) -> Result<Layout, MetadataError> {
     let Some(first) = topic.assignments.first() else {
         let partitions = if topic.num_partitions == -1 {
             broker.config.num_partitions
@@ -46,7 +48,11 @@ fn layout(broker: &Broker, topic: &CreatableTopic) -> Result<(i32, i16), Metadat
         } else {
             topic.replication_factor
         };
-        return Ok((partitions, replication_factor));
+        return Ok(Layout {
+            partitions,
+            replication_factor,
+            assignment: None,
+        });
     };
     let invalid_request = |field: &str| MetadataError {
         code: ResponseError::InvalidRequest.code(),
@@ -98,8 +104,31 @@ fn layout(broker: &Broker, topic: &CreatableTopic) -> Result<(i32, i16), Metadat
     }
     // n distinct indexes in 0..n: every partition is assigned exactly once,
     // to at most as many replicas as there are live brokers.
-    let replication_factor = i16::try_from(replication_factor).unwrap_or(i16::MAX);
-    Ok((count as i32, replication_factor))
+    let mut assignment = vec![Vec::new(); count];
+    for assigned in &topic.assignments {
+        if let Some(slot) = usize::try_from(assigned.partition_index)
+            .ok()
+            .and_then(|index| assignment.get_mut(index))
+        {
+            *slot = assigned
+                .broker_ids
+                .iter()
+                .map(|id| MetadataBrokerId(id.0))
+                .collect();
+        }
+    }
+    Ok(Layout {
+        partitions: count as i32,
+        replication_factor: i16::try_from(replication_factor).unwrap_or(i16::MAX),
+        assignment: Some(assignment),
+    })
+}
+
+/// What [`layout`] found.
+struct Layout {
+    partitions: i32,
+    replication_factor: i16,
+    assignment: Option<Vec<Vec<MetadataBrokerId>>>,
 }
 
 /// Creates `topic` (or only validates it): its partition count,
@@ -110,7 +139,11 @@ async fn create_one(
     validate_only: bool,
 ) -> Result<(i32, i16, Option<Uuid>), MetadataError> {
     let name = topic.name.0.as_str();
-    let (partitions, replication_factor) = layout(broker, topic)?;
+    let Layout {
+        partitions,
+        replication_factor,
+        assignment,
+    } = layout(broker, topic)?;
     let configs: Vec<(String, String)> = topic
         .configs
         .iter()
@@ -122,8 +155,15 @@ async fn create_one(
             .validate_topic(name, partitions, replication_factor, &configs)?;
         None
     } else {
-        let created =
-            topics::create_topic(broker, name, partitions, replication_factor, configs).await?;
+        let created = topics::create_topic(
+            broker,
+            name,
+            partitions,
+            replication_factor,
+            assignment,
+            configs,
+        )
+        .await?;
         Some(created.uuid())
     };
     Ok((partitions, replication_factor, id))

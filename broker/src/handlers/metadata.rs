@@ -166,6 +166,7 @@ pub async fn handle(
                     &name,
                     broker.config.num_partitions,
                     1,
+                    None,
                     Vec::new(),
                 )
                 .await
