@@ -56,6 +56,32 @@ pub const SNAPSHOT_INTERVAL_RECORDS: u64 = 1000;
 /// Kafka's `SecurityProtocol` id of `PLAINTEXT`, the only listener kind.
 const PLAINTEXT: i16 = 0;
 
+/// The metadata quorum: who leads it and how far each voter has the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumView {
+    /// The leader (the active controller), or [`BrokerId::NONE`].
+    pub leader: BrokerId,
+    /// The leader's epoch (its Raft term).
+    pub leader_epoch: i32,
+    /// The offset after the last committed metadata record.
+    pub high_watermark: i64,
+    /// The voters.
+    pub voters: Vec<VoterView>,
+}
+
+/// One voter of the metadata quorum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoterView {
+    /// Its node id.
+    pub id: BrokerId,
+    /// The offset after the last record it holds, as the leader knows it.
+    pub log_end_offset: i64,
+    /// When the leader last heard from it (ms since the epoch), if known.
+    pub last_fetch_ms: Option<i64>,
+    /// When it last had everything the leader had, if known.
+    pub last_caught_up_ms: Option<i64>,
+}
+
 /// A failed metadata change: the Kafka error and a message for the client.
 #[derive(Debug)]
 pub struct MetadataError {
@@ -239,6 +265,25 @@ impl Controller {
         self.image.load_full()
     }
 
+    /// The metadata quorum as `DescribeQuorum` reports it. The local
+    /// controller is a quorum of one voter, this node, which leads it (its
+    /// only election, epoch 1) and has every record it committed.
+    #[must_use]
+    pub fn quorum(&self) -> QuorumView {
+        let high_watermark = self.lock().log.next_offset().0;
+        QuorumView {
+            leader: self.node,
+            leader_epoch: 1,
+            high_watermark,
+            voters: vec![VoterView {
+                id: self.node,
+                log_end_offset: high_watermark,
+                last_fetch_ms: None,
+                last_caught_up_ms: None,
+            }],
+        }
+    }
+
     /// Applies `records` to the image, appends them to the log (synced),
     /// then publishes the new image; snapshots the image when
     /// [`SNAPSHOT_INTERVAL_RECORDS`] have passed since the last snapshot.
@@ -272,7 +317,7 @@ impl Controller {
             incarnation_id: *Uuid::new_v4().as_bytes(),
             broker_epoch,
             endpoints: vec![BrokerEndpoint {
-                name: "PLAINTEXT".to_owned(),
+                name: crate::advertised::CLIENT_LISTENER.to_owned(),
                 host: config.advertised_host.clone(),
                 port: config.advertised_port,
                 security_protocol: PLAINTEXT,

@@ -7,6 +7,7 @@
 //! (topics, partitions, configs, brokers, producer ids) is a log of records
 //! the controller keeps; handlers read the image they give.
 
+pub mod advertised;
 pub mod authorized_operations;
 pub mod config;
 pub mod controller;

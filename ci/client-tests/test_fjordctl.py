@@ -179,17 +179,31 @@ def test_keyed_records_land_where_the_java_partitioner_puts_them(broker, topic_n
     assert len({next(iter(found)) for found in partitions.values()}) > 1
 
 
-def test_cluster_info_names_the_broker(broker):
+def test_cluster_info_names_the_broker_and_the_quorum(broker):
     """cluster info reports the cluster id, the controller and the advertised
-    address, the same as librdkafka's metadata; guards against DescribeCluster
-    decoding (the one flexible request) going wrong."""
+    address, the same as librdkafka's metadata, the broker unfenced
+    (DescribeCluster v2), and the metadata quorum: this node leading, the
+    only voter, with no lag and a high watermark past the records a start
+    writes (DescribeQuorum); guards against DescribeCluster and
+    DescribeQuorum decoding (flexible requests) going wrong."""
     info = json.loads(admin(broker, "cluster", "info", "--json").stdout)
     metadata = json.loads(kcat(broker, "-L", "-J"))
-    assert info["brokers"] == [[1, broker.bootstrap, None]]
+    assert info["brokers"] == [
+        {"id": 1, "address": broker.bootstrap, "rack": None, "fenced": False}
+    ]
+    assert [b["id"] for b in metadata["brokers"]] == [1]
     assert info["controller_id"] == metadata["controllerid"]
     assert info["cluster_id"]
+    quorum = info["quorum"]
+    assert quorum["leader_id"] == 1 and quorum["leader_epoch"] >= 1
+    assert quorum["high_watermark"] > 0
+    assert quorum["voters"] == [
+        {"id": 1, "log_end_offset": quorum["high_watermark"], "lag": 0, "last_fetch_ms": -1}
+    ]
     text = admin(broker, "cluster", "info").stdout
     assert f"Broker: 1 {broker.bootstrap}" in text
+    assert "Quorum leader: 1 (epoch" in text
+    assert "Voter: 1 log end" in text
 
 
 def test_verify_and_dump_log_on_a_data_dir_written_over_the_wire(tmp_path):

@@ -1,5 +1,6 @@
-//! DescribeCluster: the cluster id and its brokers. A single node is the
-//! only broker and the controller. Only the broker endpoint type is served
+//! DescribeCluster: the cluster id and its brokers (the registered ones
+//! that are not fenced, and from v2 the fenced ones too if asked, flagged:
+//! KIP-1073). A single node is the only broker and the controller. Only the broker endpoint type is served
 //! (as Kafka's brokers do); asking it for controller endpoints is
 //! `UNSUPPORTED_ENDPOINT_TYPE`. Asked for them, the cluster's authorized
 //! operations are every cluster operation ([`crate::authorized_operations`]).
@@ -10,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::advertised::advertised_brokers;
 use crate::authorized_operations::{authorized_operations, Resource};
 use crate::server::Broker;
 
@@ -17,7 +19,7 @@ use crate::server::Broker;
 pub const SUPPORT: ApiSupport = ApiSupport {
     key: ApiKey::DescribeCluster,
     min: 0,
-    max: 1,
+    max: 2,
 };
 
 /// `endpoint_type` for broker listeners.
@@ -44,8 +46,16 @@ pub fn handle(broker: &Broker, request: &DescribeClusterRequest) -> DescribeClus
                 "fjord serves only the broker endpoint type",
             )));
     }
-    response.with_brokers(vec![DescribeClusterBroker::default()
-        .with_broker_id(node)
-        .with_host(StrBytes::from_string(broker.config.advertised_host.clone()))
-        .with_port(i32::from(broker.config.advertised_port))])
+    let brokers = advertised_brokers(&broker.controller.image(), request.include_fenced_brokers)
+        .into_iter()
+        .map(|advertised| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(advertised.id.0))
+                .with_host(StrBytes::from_string(advertised.host))
+                .with_port(i32::from(advertised.port))
+                .with_rack(advertised.rack.map(StrBytes::from_string))
+                .with_is_fenced(advertised.fenced)
+        })
+        .collect();
+    response.with_brokers(brokers)
 }

@@ -15,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::advertised::advertised_brokers;
 use crate::authorized_operations::{authorized_operations, Resource};
 use crate::metadata::TopicImage;
 use crate::partition::PartitionState;
@@ -90,6 +91,20 @@ fn describe(topic: &TopicImage, operations: i32) -> MetadataResponseTopic {
         .with_is_internal(topics::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(operations)
+}
+
+/// The unfenced brokers, at their client endpoints.
+fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
+    advertised_brokers(&broker.controller.image(), false)
+        .into_iter()
+        .map(|advertised| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(advertised.id.0))
+                .with_host(StrBytes::from_string(advertised.host))
+                .with_port(i32::from(advertised.port))
+                .with_rack(advertised.rack.map(StrBytes::from_string))
+        })
+        .collect()
 }
 
 fn unknown(name: String, error: i16, operations: i32) -> MetadataResponseTopic {
@@ -192,10 +207,7 @@ pub async fn handle(
     };
     let node = BrokerId(broker.config.node_id);
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(StrBytes::from_string(broker.config.advertised_host.clone()))
-            .with_port(i32::from(broker.config.advertised_port))])
+        .with_brokers(brokers(broker))
         .with_cluster_id(Some(StrBytes::from_string(
             broker.config.cluster_id.clone(),
         )))

@@ -26,6 +26,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod find_coordinator;
@@ -73,6 +74,7 @@ pub const SUPPORTED: &[ApiSupport] = &[
     create_partitions::SUPPORT,
     incremental_alter_configs::SUPPORT,
     describe_cluster::SUPPORT,
+    describe_quorum::SUPPORT,
     describe_topic_partitions::SUPPORT,
     find_coordinator::SUPPORT,
     join_group::SUPPORT,
@@ -198,12 +200,28 @@ async fn run(
         RequestKind::DescribeCluster(request) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, &request))
         }
+        RequestKind::DescribeQuorum(request) => {
+            ResponseKind::DescribeQuorum(describe_quorum::handle(broker, &request))
+        }
         RequestKind::DescribeTopicPartitions(request) => ResponseKind::DescribeTopicPartitions(
             describe_topic_partitions::handle(broker, &request),
         ),
         RequestKind::FindCoordinator(request) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, request, version))
         }
+        other => run_group_api(broker, other, version, client_id, peer).await?,
+    })))
+}
+
+/// Runs the handler of a group coordinator request.
+async fn run_group_api(
+    broker: &Rc<Broker>,
+    request: RequestKind,
+    version: i16,
+    client_id: &str,
+    peer: Option<SocketAddr>,
+) -> Result<ResponseKind, BrokerError> {
+    Ok(match request {
         RequestKind::JoinGroup(request) => ResponseKind::JoinGroup(
             join_group::handle(broker, request, version, client_id, peer).await,
         ),
@@ -246,5 +264,5 @@ async fn run(
                 std::mem::discriminant(&other)
             )))
         }
-    })))
+    })
 }

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_quorum_request;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
@@ -34,9 +35,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse, FetchRequest,
+    FetchResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -60,8 +62,14 @@ pub const LIST_OFFSETS_VERSION: i16 = 4;
 pub const DESCRIBE_CONFIGS_VERSION: i16 = 2;
 /// `IncrementalAlterConfigs` request version.
 pub const INCREMENTAL_ALTER_CONFIGS_VERSION: i16 = 0;
-/// `DescribeCluster` request version.
+/// `DescribeCluster` request version, when the broker serves no later one.
 pub const DESCRIBE_CLUSTER_VERSION: i16 = 0;
+/// `DescribeCluster` version that reports fenced brokers (KIP-1073).
+pub const DESCRIBE_CLUSTER_FENCED_VERSION: i16 = 2;
+/// `DescribeQuorum` request version.
+pub const DESCRIBE_QUORUM_VERSION: i16 = 1;
+/// The metadata quorum's topic.
+const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
 
 /// `ListOffsets` timestamp meaning "the log start offset".
 pub const EARLIEST_TIMESTAMP: i64 = -2;
@@ -135,15 +143,56 @@ pub struct ConfigEntry {
     pub read_only: bool,
 }
 
-/// The cluster as `DescribeCluster` reports it.
+/// The cluster as `DescribeCluster` and `DescribeQuorum` report it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ClusterInfo {
     /// The cluster id.
     pub cluster_id: String,
     /// The active controller's node id.
     pub controller_id: i32,
-    /// Every broker: node id, `host:port`, rack.
-    pub brokers: Vec<(i32, String, Option<String>)>,
+    /// Every broker, fenced ones too where the broker reports them.
+    pub brokers: Vec<BrokerInfo>,
+    /// The metadata quorum, if the broker answers `DescribeQuorum`.
+    pub quorum: Option<QuorumInfo>,
+}
+
+/// One broker of [`ClusterInfo`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BrokerInfo {
+    /// Its node id.
+    pub id: i32,
+    /// `host:port`.
+    pub address: String,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// Whether it is fenced (only `DescribeCluster` v2 tells).
+    pub fenced: bool,
+}
+
+/// The metadata quorum as `DescribeQuorum` reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct QuorumInfo {
+    /// The leader's node id (-1: none).
+    pub leader_id: i32,
+    /// The leader's epoch.
+    pub leader_epoch: i32,
+    /// The offset after the last committed metadata record.
+    pub high_watermark: i64,
+    /// The voters.
+    pub voters: Vec<VoterInfo>,
+}
+
+/// One voter of [`QuorumInfo`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VoterInfo {
+    /// Its node id.
+    pub id: i32,
+    /// The offset after the last record it holds.
+    pub log_end_offset: i64,
+    /// How many committed records it lacks.
+    pub lag: i64,
+    /// When the leader last heard from it (ms since the epoch), -1 if unknown.
+    pub last_fetch_ms: i64,
 }
 
 /// A client of one cluster: a connection to the bootstrap server for
@@ -440,28 +489,96 @@ impl Client {
     /// # Errors
     /// [`Error::Broker`] with the broker's error.
     pub fn describe_cluster(&mut self) -> Result<ClusterInfo, Error> {
-        let response: DescribeClusterResponse = self.bootstrap.call(
-            ApiKey::DescribeCluster,
-            DESCRIBE_CLUSTER_VERSION,
-            &DescribeClusterRequest::default(),
-        )?;
+        let served = self.api_versions()?;
+        let reports_fencing = served
+            .get(&(ApiKey::DescribeCluster as i16))
+            .is_some_and(|&max| max >= DESCRIBE_CLUSTER_FENCED_VERSION);
+        let (version, request) = if reports_fencing {
+            (
+                DESCRIBE_CLUSTER_FENCED_VERSION,
+                DescribeClusterRequest::default().with_include_fenced_brokers(true),
+            )
+        } else {
+            (DESCRIBE_CLUSTER_VERSION, DescribeClusterRequest::default())
+        };
+        let response: DescribeClusterResponse =
+            self.bootstrap
+                .call(ApiKey::DescribeCluster, version, &request)?;
         check(
             "describing the cluster",
             response.error_code,
             response.error_message.as_deref(),
         )?;
+        let quorum = if served
+            .get(&(ApiKey::DescribeQuorum as i16))
+            .is_some_and(|&max| max >= DESCRIBE_QUORUM_VERSION)
+        {
+            Some(self.describe_quorum()?)
+        } else {
+            None
+        };
         Ok(ClusterInfo {
             cluster_id: response.cluster_id.to_string(),
             controller_id: response.controller_id.0,
             brokers: response
                 .brokers
                 .iter()
-                .map(|broker| {
-                    (
-                        broker.broker_id.0,
-                        format!("{}:{}", broker.host, broker.port),
-                        broker.rack.as_ref().map(ToString::to_string),
-                    )
+                .map(|broker| BrokerInfo {
+                    id: broker.broker_id.0,
+                    address: format!("{}:{}", broker.host, broker.port),
+                    rack: broker.rack.as_ref().map(ToString::to_string),
+                    fenced: broker.is_fenced,
+                })
+                .collect(),
+            quorum,
+        })
+    }
+
+    /// The metadata quorum (`__cluster_metadata-0`) from `DescribeQuorum`.
+    ///
+    /// # Errors
+    /// Network or protocol failures, or the broker's error.
+    pub fn describe_quorum(&mut self) -> Result<QuorumInfo, Error> {
+        let request = DescribeQuorumRequest::default().with_topics(vec![
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str(CLUSTER_METADATA_TOPIC)))
+                .with_partitions(vec![
+                    describe_quorum_request::PartitionData::default().with_partition_index(0)
+                ]),
+        ]);
+        let response: DescribeQuorumResponse =
+            self.bootstrap
+                .call(ApiKey::DescribeQuorum, DESCRIBE_QUORUM_VERSION, &request)?;
+        check(
+            "describing the metadata quorum",
+            response.error_code,
+            response.error_message.as_deref(),
+        )?;
+        let partition = response
+            .topics
+            .first()
+            .and_then(|topic| topic.partitions.first())
+            .ok_or_else(|| Error::Broker {
+                what: "describing the metadata quorum".to_owned(),
+                error: "the answer names no partition".to_owned(),
+            })?;
+        check(
+            "describing the metadata quorum",
+            partition.error_code,
+            partition.error_message.as_deref(),
+        )?;
+        Ok(QuorumInfo {
+            leader_id: partition.leader_id.0,
+            leader_epoch: partition.leader_epoch,
+            high_watermark: partition.high_watermark,
+            voters: partition
+                .current_voters
+                .iter()
+                .map(|voter| VoterInfo {
+                    id: voter.replica_id.0,
+                    log_end_offset: voter.log_end_offset,
+                    lag: (partition.high_watermark - voter.log_end_offset).max(0),
+                    last_fetch_ms: voter.last_fetch_timestamp,
                 })
                 .collect(),
         })

@@ -1,6 +1,8 @@
-//! `fjordctl cluster info`: the cluster id, controller and brokers, from
-//! `DescribeCluster` (what `kafka-cluster.sh cluster-id` and
-//! `kafka-broker-api-versions.sh` tell between them).
+//! `fjordctl cluster info`: the cluster id, controller and brokers (fenced
+//! or not, rack) from `DescribeCluster`, and the metadata quorum (leader,
+//! epoch, each voter's lag) from `DescribeQuorum`: what
+//! `kafka-cluster.sh cluster-id` and `kafka-metadata-quorum.sh describe`
+//! tell between them.
 
 use clap::Subcommand;
 
@@ -37,11 +39,29 @@ pub fn run(command: &ClusterCommand) -> Result<bool, Error> {
     }
     println!("Cluster ID: {}", info.cluster_id);
     println!("Controller: {}", info.controller_id);
-    for (node_id, address, rack) in &info.brokers {
-        match rack {
-            Some(rack) => println!("Broker: {node_id} {address} rack={rack}"),
-            None => println!("Broker: {node_id} {address}"),
+    for broker in &info.brokers {
+        let rack = broker
+            .rack
+            .as_ref()
+            .map(|rack| format!(" rack={rack}"))
+            .unwrap_or_default();
+        let fenced = if broker.fenced { " fenced" } else { "" };
+        println!("Broker: {} {}{rack}{fenced}", broker.id, broker.address);
+    }
+    match &info.quorum {
+        Some(quorum) => {
+            println!(
+                "Quorum leader: {} (epoch {}), high watermark {}",
+                quorum.leader_id, quorum.leader_epoch, quorum.high_watermark
+            );
+            for voter in &quorum.voters {
+                println!(
+                    "Voter: {} log end {} lag {}",
+                    voter.id, voter.log_end_offset, voter.lag
+                );
+            }
         }
+        None => println!("Quorum: not reported (the broker does not serve DescribeQuorum)"),
     }
     Ok(true)
 }
