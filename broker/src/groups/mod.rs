@@ -110,6 +110,9 @@ impl CoordinatorSettings {
 pub struct PartitionGroups {
     /// Whether the partition has been read back since start.
     pub loaded: bool,
+    /// Whether another broker led the partition when the coordinator
+    /// loaded: its groups are coordinated there (`NOT_COORDINATOR` here).
+    pub led_elsewhere: bool,
     /// Groups by id.
     pub groups: HashMap<String, Group>,
 }
@@ -154,6 +157,7 @@ impl GroupCoordinator {
     /// Runs `change` on the groups of `group_id`'s partition.
     ///
     /// # Errors
+    /// `NOT_COORDINATOR` if another broker leads the partition,
     /// `COORDINATOR_LOAD_IN_PROGRESS` until the partition is loaded.
     pub fn with_partition<T>(
         &self,
@@ -161,6 +165,9 @@ impl GroupCoordinator {
         change: impl FnOnce(&mut PartitionGroups) -> T,
     ) -> GroupResult<T> {
         let mut partition = self.lock_partition(self.partition_of(group_id));
+        if partition.led_elsewhere {
+            return Err(ResponseError::NotCoordinator);
+        }
         if !partition.loaded {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
@@ -181,10 +188,13 @@ impl GroupCoordinator {
         })
     }
 
-    /// Whether every partition is loaded.
+    /// Whether every partition coordinated here is loaded.
     #[must_use]
     pub fn is_loaded(&self) -> bool {
-        (0..self.settings.partitions).all(|partition| self.lock_partition(partition).loaded)
+        (0..self.settings.partitions).all(|partition| {
+            let partition = self.lock_partition(partition);
+            partition.loaded || partition.led_elsewhere
+        })
     }
 
     /// Runs `visit` on every group of every loaded partition; `None` if
@@ -192,6 +202,9 @@ impl GroupCoordinator {
     pub fn visit_groups(&self, mut visit: impl FnMut(&Group)) -> Option<()> {
         for partition in 0..self.settings.partitions {
             let partition = self.lock_partition(partition);
+            if partition.led_elsewhere {
+                continue;
+            }
             if !partition.loaded {
                 return None;
             }
@@ -309,15 +322,24 @@ pub async fn store_group(broker: &Broker, group_id: &str) -> GroupResult<()> {
     Ok(())
 }
 
-/// Reads every `__consumer_offsets` partition back into the coordinator
-/// (shard 0, at start). A partition that cannot be read is logged and
-/// stays unloaded: its groups keep answering
+/// Reads every `__consumer_offsets` partition this broker leads back into
+/// the coordinator (shard 0, at start); those another broker leads are
+/// marked so, and their groups answer `NOT_COORDINATOR`. A partition that
+/// cannot be read is logged and stays unloaded: its groups keep answering
 /// `COORDINATOR_LOAD_IN_PROGRESS` rather than forgetting commits.
 pub async fn load(broker: &Rc<Broker>) {
     let started = Instant::now();
+    let node = crate::metadata::records::BrokerId(broker.config.node_id);
+    let image = broker.controller.image();
+    if let Some(topic) = image.topics.get(CONSUMER_OFFSETS_TOPIC) {
+        for (index, partition) in (0..).zip(&topic.partitions) {
+            broker.groups.lock_partition(index).led_elsewhere = partition.leader != node;
+        }
+    }
     // Every partition at once: each is read on its own shard, and one
     // slow partition does not hold up the groups of the others.
     let tasks: Vec<_> = (0..broker.groups.settings.partitions)
+        .filter(|&partition| !broker.groups.lock_partition(partition).led_elsewhere)
         .map(|partition| {
             let broker = Rc::clone(broker);
             glommio::spawn_local(async move {

@@ -1,5 +1,8 @@
-//! FindCoordinator: this node coordinates every group (single node), once
-//! `__consumer_offsets` exists. Batched keys (v4+) are answered one by one.
+//! FindCoordinator: a group's coordinator is the leader of its
+//! `__consumer_offsets` partition (Kafka's rule), named with its client
+//! endpoint; `COORDINATOR_NOT_AVAILABLE` until that topic exists and while
+//! the partition has no leader. A single node coordinates every group.
+//! Batched keys (v4+) are answered one by one.
 //! Transactions have no coordinator yet: key type 1 (a transactional id)
 //! gets `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`, as InitProducerId does,
 //! which clients treat as fatal at once. `COORDINATOR_NOT_AVAILABLE` would
@@ -12,6 +15,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::advertised::{advertised_brokers, AdvertisedBroker};
+use crate::groups::partition_for;
+use crate::metadata::MetadataImage;
 use crate::server::Broker;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
 
@@ -26,24 +32,25 @@ const GROUP_KEY: i8 = 0;
 const TRANSACTION_KEY: i8 = 1;
 
 fn find(broker: &Broker, key: StrBytes, key_type: i8) -> Coordinator {
+    let group_id = key.to_string();
     let answer = Coordinator::default()
         .with_key(key)
         .with_node_id(BrokerId(-1))
         .with_port(-1);
     let error = match key_type {
-        GROUP_KEY
-            if broker
-                .controller
-                .image()
-                .topics
-                .contains_key(CONSUMER_OFFSETS_TOPIC) =>
-        {
-            return answer
-                .with_node_id(BrokerId(broker.config.node_id))
-                .with_host(StrBytes::from_string(broker.config.advertised_host.clone()))
-                .with_port(i32::from(broker.config.advertised_port));
-        }
-        GROUP_KEY => ResponseError::CoordinatorNotAvailable,
+        GROUP_KEY => match group_coordinator(
+            &broker.controller.image(),
+            &group_id,
+            broker.groups.settings.partitions,
+        ) {
+            Some(coordinator) => {
+                return answer
+                    .with_node_id(BrokerId(coordinator.id.0))
+                    .with_host(StrBytes::from_string(coordinator.host))
+                    .with_port(i32::from(coordinator.port));
+            }
+            None => ResponseError::CoordinatorNotAvailable,
+        },
         TRANSACTION_KEY => ResponseError::TransactionalIdAuthorizationFailed,
         _ => ResponseError::InvalidRequest,
     };
@@ -58,6 +65,21 @@ fn find(broker: &Broker, key: StrBytes, key_type: i8) -> Coordinator {
                 "unknown key type"
             },
         )))
+}
+
+/// The coordinator of `group_id`: the live leader of its partition of
+/// `__consumer_offsets` (of `partitions`), if the topic exists and that
+/// partition has one.
+fn group_coordinator(
+    image: &MetadataImage,
+    group_id: &str,
+    partitions: i32,
+) -> Option<AdvertisedBroker> {
+    let topic = image.topics.get(CONSUMER_OFFSETS_TOPIC)?;
+    let leader = topic.partition(partition_for(group_id, partitions))?.leader;
+    advertised_brokers(image, false)
+        .into_iter()
+        .find(|broker| broker.id == leader)
 }
 
 /// Answers FindCoordinator.
@@ -82,4 +104,95 @@ pub fn handle(
         .with_node_id(found.node_id)
         .with_host(found.host)
         .with_port(found.port)
+}
+
+#[cfg(test)]
+mod tests {
+    use fjord_engine::LeaderEpoch;
+
+    use super::*;
+    use crate::advertised::CLIENT_LISTENER;
+    use crate::metadata::records::{
+        BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId as NodeId, MetadataRecord,
+        PartitionEpoch, PartitionRecord, RegisterBrokerRecord, TopicId, TopicRecord,
+    };
+
+    fn register(id: i32) -> MetadataRecord {
+        MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+            broker_id: NodeId(id),
+            incarnation_id: [id as u8; 16],
+            broker_epoch: BrokerEpoch(1),
+            endpoints: vec![BrokerEndpoint {
+                name: CLIENT_LISTENER.to_owned(),
+                host: format!("broker{id}"),
+                port: 9092,
+                security_protocol: 0,
+            }],
+            rack: None,
+            fenced: false,
+        })
+    }
+
+    /// `__consumer_offsets` with partitions led by 1, by 2 (fenced: it was
+    /// fenced after the election, as the image allows) and by nobody.
+    fn image() -> MetadataImage {
+        let topic_id = TopicId([7; 16]);
+        let mut records = vec![
+            register(1),
+            register(2),
+            MetadataRecord::Topic(TopicRecord {
+                name: CONSUMER_OFFSETS_TOPIC.to_owned(),
+                topic_id,
+            }),
+        ];
+        for (partition_id, leader) in [(0, 1), (1, 2), (2, -1)] {
+            let replicas = vec![NodeId(if leader < 0 { 1 } else { leader })];
+            records.push(MetadataRecord::Partition(PartitionRecord {
+                partition_id,
+                topic_id,
+                isr: replicas.clone(),
+                replicas,
+                removing_replicas: Vec::new(),
+                adding_replicas: Vec::new(),
+                leader: NodeId(leader),
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+            }));
+        }
+        records.push(MetadataRecord::FenceBroker(BrokerFencingRecord {
+            id: NodeId(2),
+            epoch: BrokerEpoch(1),
+        }));
+        MetadataImage::default().apply(&records).unwrap()
+    }
+
+    /// A group id whose partition of three is `partition`.
+    fn group_on(partition: i32) -> String {
+        (0..1000)
+            .map(|n| format!("group-{n}"))
+            .find(|group| partition_for(group, 3) == partition)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_group_is_coordinated_by_the_live_leader_of_its_partition() {
+        let image = image();
+        let found = group_coordinator(&image, &group_on(0), 3).unwrap();
+        assert_eq!((found.id, found.host.as_str()), (NodeId(1), "broker1"));
+        assert_eq!(
+            group_coordinator(&image, &group_on(1), 3),
+            None,
+            "fenced leader"
+        );
+        assert_eq!(
+            group_coordinator(&image, &group_on(2), 3),
+            None,
+            "no leader"
+        );
+        assert_eq!(
+            group_coordinator(&MetadataImage::default(), &group_on(0), 3),
+            None,
+            "no offsets topic"
+        );
+    }
 }
