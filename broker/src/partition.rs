@@ -58,8 +58,15 @@ impl From<&PartitionImage> for PartitionState {
 pub enum PartitionError {
     /// The topic or partition does not exist.
     Unknown,
-    /// This broker does not lead the partition.
-    NotLeader,
+    /// This broker does not lead the partition; the leader the image
+    /// names (or [`BrokerId::NONE`]) and its epoch, for clients to go there
+    /// (KIP-951).
+    NotLeader {
+        /// The current leader.
+        leader: BrokerId,
+        /// Its epoch.
+        leader_epoch: LeaderEpoch,
+    },
     /// The client's leader epoch is older than the partition's.
     FencedLeaderEpoch,
     /// The client's leader epoch is newer than this broker knows.
@@ -74,7 +81,7 @@ impl PartitionError {
     pub fn code(&self) -> i16 {
         match self {
             Self::Unknown => ResponseError::UnknownTopicOrPartition.code(),
-            Self::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+            Self::NotLeader { .. } => ResponseError::NotLeaderOrFollower.code(),
             Self::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch.code(),
             Self::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch.code(),
             Self::Engine(error) => engine_error_code(error),
@@ -86,7 +93,7 @@ impl std::fmt::Display for PartitionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unknown => f.write_str("unknown topic or partition"),
-            Self::NotLeader => f.write_str("this broker does not lead the partition"),
+            Self::NotLeader { .. } => f.write_str("this broker does not lead the partition"),
             Self::FencedLeaderEpoch => f.write_str("the leader epoch is older than the leader's"),
             Self::UnknownLeaderEpoch => f.write_str("the leader epoch is newer than the leader's"),
             Self::Engine(error) => error.fmt(f),
@@ -121,7 +128,8 @@ pub fn state(
 /// client names (`current_leader_epoch`, or [`NO_LEADER_EPOCH`]).
 ///
 /// # Errors
-/// [`PartitionError::Unknown`], [`PartitionError::NotLeader`],
+/// [`PartitionError::Unknown`], [`PartitionError::NotLeader`] (naming the
+/// leader),
 /// [`PartitionError::FencedLeaderEpoch`] or
 /// [`PartitionError::UnknownLeaderEpoch`].
 pub fn led_here(
@@ -139,7 +147,10 @@ pub fn led_here(
         }
     }
     if state.leader != BrokerId(broker.config.node_id) {
-        return Err(PartitionError::NotLeader);
+        return Err(PartitionError::NotLeader {
+            leader: state.leader,
+            leader_epoch: state.leader_epoch,
+        });
     }
     Ok(state)
 }

@@ -15,6 +15,7 @@
 //! (KIP-896). A topic whose `compression.type` is
 //! a codec rather than `producer` gets its batches recompressed first.
 
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -24,15 +25,17 @@ use fjord_engine::shard::PendingAnswer;
 use fjord_engine::Error as EngineError;
 use fjord_engine::TopicPartition;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::advertised::advertised_brokers;
 use crate::error::{engine_error_code, BrokerError};
-use crate::partition::{self, NO_LEADER_EPOCH};
+use crate::partition::{self, PartitionError, NO_LEADER_EPOCH};
 use crate::recompress;
 use crate::server::Broker;
 use crate::topics;
@@ -126,6 +129,9 @@ fn failed(index: i32, code: i16, message: &str) -> PartitionProduceResponse {
 pub struct ProduceInLine {
     acks: i16,
     topics: Vec<(TopicName, Vec<PartitionAppend>)>,
+    /// Where the leaders named in `NOT_LEADER_OR_FOLLOWER` answers are
+    /// (KIP-951, Produce v10+).
+    leader_endpoints: Vec<NodeEndpoint>,
 }
 
 /// One partition of a request in line.
@@ -146,6 +152,7 @@ pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInL
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
     let mut topics = Vec::with_capacity(request.topic_data.len());
+    let mut leaders_elsewhere = BTreeSet::new();
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
@@ -170,30 +177,55 @@ pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInL
             };
             let partition = TopicPartition::new(name.clone(), data.index);
             let leading = match refusal {
-                Some((error, message)) => Err((error.code(), message.to_owned())),
-                None => partition::led_here(broker, &partition, NO_LEADER_EPOCH)
-                    .map_err(|error| (error.code(), error.to_string()))
-                    .and_then(|state| {
-                        Ok((state, prepare_batches(broker, &partition, data.records)?))
-                    }),
+                Some((error, message)) => Err(failed(data.index, error.code(), message)),
+                None => match partition::led_here(broker, &partition, NO_LEADER_EPOCH) {
+                    Err(
+                        error @ PartitionError::NotLeader {
+                            leader,
+                            leader_epoch,
+                        },
+                    ) => {
+                        leaders_elsewhere.insert(leader);
+                        Err(failed(data.index, error.code(), &error.to_string())
+                            .with_current_leader(
+                                LeaderIdAndEpoch::default()
+                                    .with_leader_id(BrokerId(leader.0))
+                                    .with_leader_epoch(leader_epoch.0),
+                            ))
+                    }
+                    Err(error) => Err(failed(data.index, error.code(), &error.to_string())),
+                    Ok(state) => prepare_batches(broker, &partition, data.records)
+                        .map(|batches| (state, batches))
+                        .map_err(|(code, message)| failed(data.index, code, &message)),
+                },
             };
-            let appending = match leading {
-                Ok((state, batches)) => Ok(partition::submit_append_as_leader(
-                    broker, &state, partition, batches, acks,
-                )
-                .await),
-                Err(refusal) => Err(refusal),
-            };
-            partitions.push(match appending {
-                Ok(appending) => PartitionAppend::Appending(data.index, appending),
-                Err((code, message)) => {
-                    PartitionAppend::Refused(failed(data.index, code, &message))
-                }
+            partitions.push(match leading {
+                Ok((state, batches)) => PartitionAppend::Appending(
+                    data.index,
+                    partition::submit_append_as_leader(broker, &state, partition, batches, acks)
+                        .await,
+                ),
+                Err(refused) => PartitionAppend::Refused(refused),
             });
         }
         topics.push((topic.name, partitions));
     }
-    ProduceInLine { acks, topics }
+    let leader_endpoints = advertised_brokers(&broker.controller.image(), false)
+        .into_iter()
+        .filter(|advertised| leaders_elsewhere.contains(&advertised.id))
+        .map(|advertised| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(advertised.id.0))
+                .with_host(StrBytes::from_string(advertised.host))
+                .with_port(i32::from(advertised.port))
+                .with_rack(advertised.rack.map(StrBytes::from_string))
+        })
+        .collect();
+    ProduceInLine {
+        acks,
+        topics,
+        leader_endpoints,
+    }
 }
 
 /// One partition's record batches, split and recompressed as the topic
@@ -244,7 +276,11 @@ impl ProduceInLine {
                     .with_partition_responses(partitions),
             );
         }
-        (self.acks != 0).then(|| ProduceResponse::default().with_responses(topics))
+        (self.acks != 0).then(|| {
+            ProduceResponse::default()
+                .with_responses(topics)
+                .with_node_endpoints(self.leader_endpoints)
+        })
     }
 }
 
