@@ -602,32 +602,71 @@ impl Controller {
         Ok(topic)
     }
 
-    /// A new idempotent producer id, never handed out before, even across
-    /// restarts: ids come from a block whose `ProducerIdsRecord` is durable
-    /// before the first of them is returned.
+    /// A new idempotent producer id for this broker, never handed out
+    /// before, even across restarts: ids come from a block this broker took
+    /// with [`Controller::allocate_producer_ids`], durable before the first
+    /// of them is returned.
     ///
     /// # Errors
-    /// `KAFKA_STORAGE_ERROR` if a new block cannot be persisted.
+    /// As [`Controller::allocate_producer_ids`].
     ///
     /// # Panics
-    /// Never: a block taken here holds [`PRODUCER_ID_BLOCK`] ids.
+    /// Never: a block holds [`PRODUCER_ID_BLOCK`] ids.
     pub fn allocate_producer_id(&self) -> Result<i64, MetadataError> {
         let mut state = self.lock();
         if state.producer_ids.is_empty() {
-            let start = state.image.next_producer_id.0;
-            let end = start + PRODUCER_ID_BLOCK;
-            let record = MetadataRecord::ProducerIds(ProducerIdsRecord {
-                broker_id: self.node,
-                broker_epoch: state.broker_epoch,
-                next_producer_id: ProducerId(end),
-            });
-            self.commit(&mut state, &[record])?;
-            state.producer_ids = start..end;
+            let epoch = state.broker_epoch;
+            state.producer_ids = self.take_producer_id_block(&mut state, self.node, epoch)?;
         }
         Ok(state
             .producer_ids
             .next()
             .expect("a block holds PRODUCER_ID_BLOCK ids"))
+    }
+
+    /// `AllocateProducerIds`: the next block of [`PRODUCER_ID_BLOCK`]
+    /// producer ids for broker `broker` at registration epoch `epoch`,
+    /// durable before it is returned, so no two brokers and no two starts
+    /// of one ever get the same id.
+    ///
+    /// # Errors
+    /// `STALE_BROKER_EPOCH` unless `broker` is registered with `epoch`;
+    /// `KAFKA_STORAGE_ERROR` if the block cannot be persisted.
+    pub fn allocate_producer_ids(
+        &self,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    ) -> Result<Range<i64>, MetadataError> {
+        let mut state = self.lock();
+        self.take_producer_id_block(&mut state, broker, epoch)
+    }
+
+    fn take_producer_id_block(
+        &self,
+        state: &mut ControllerState,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    ) -> Result<Range<i64>, MetadataError> {
+        let registered = state
+            .image
+            .brokers
+            .get(&broker)
+            .is_some_and(|registration| registration.epoch == epoch);
+        if !registered {
+            return Err(MetadataError::new(
+                ResponseError::StaleBrokerEpoch,
+                format!("broker {broker} is not registered with epoch {epoch}"),
+            ));
+        }
+        let start = state.image.next_producer_id.0;
+        let end = start + PRODUCER_ID_BLOCK;
+        let record = MetadataRecord::ProducerIds(ProducerIdsRecord {
+            broker_id: broker,
+            broker_epoch: epoch,
+            next_producer_id: ProducerId(end),
+        });
+        self.commit(state, &[record])?;
+        Ok(start..end)
     }
 }
 

@@ -429,3 +429,32 @@ fn the_replication_factor_is_checked_against_the_unfenced_brokers() {
     }
     assert!(controller.image().topics.is_empty());
 }
+
+#[test]
+fn producer_id_blocks_need_the_current_broker_epoch_and_never_overlap() {
+    let scratch = Scratch::new();
+    let controller = scratch.controller();
+    let node = BrokerId(controller.node.0);
+    let epoch = controller.image().brokers[&node].epoch;
+    let stale = controller
+        .allocate_producer_ids(node, BrokerEpoch(epoch.0 - 1))
+        .unwrap_err();
+    assert_eq!(stale.code, ResponseError::StaleBrokerEpoch.code());
+    let unknown = controller
+        .allocate_producer_ids(BrokerId(99), epoch)
+        .unwrap_err();
+    assert_eq!(unknown.code, ResponseError::StaleBrokerEpoch.code());
+
+    let own = controller.allocate_producer_id().unwrap();
+    let block = controller.allocate_producer_ids(node, epoch).unwrap();
+    assert_eq!(block.end - block.start, PRODUCER_ID_BLOCK);
+    assert!(!block.contains(&own), "{own} handed out twice");
+    assert!(block.start > own);
+    drop(controller);
+    let reopened = scratch.controller();
+    let after_restart = reopened.allocate_producer_id().unwrap();
+    assert!(
+        after_restart >= block.end,
+        "{after_restart} reuses {block:?}"
+    );
+}
