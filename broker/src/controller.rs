@@ -20,6 +20,7 @@
 
 pub mod legacy;
 pub mod log;
+pub mod quorum;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
