@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use fjord_broker::controller::quorum::log_store::SEGMENT_SUFFIX;
 use fjord_broker::controller::quorum::state_machine::SNAPSHOT_FILE;
+use fjord_broker::controller::quorum::types::Rejection;
 use fjord_broker::controller::quorum::{NodeId, ProposeError, Quorum, QuorumConfig, QuorumHandle};
 use fjord_broker::metadata::records::{BrokerEpoch, BrokerId, MetadataRecord, ProducerIdsRecord};
 use fjord_broker::testkit::broker_port;
@@ -326,4 +327,27 @@ fn a_voter_behind_the_purged_log_catches_up_from_the_leaders_snapshot() {
     cluster.start(follower);
     cluster.wait_for_changes(10);
     assert!(cluster.dir(follower).join(SNAPSHOT_FILE).exists());
+}
+
+/// A committed change that breaks a rule of the image (a producer id
+/// block going back) leaves every image as it was, its proposer learns
+/// why, and later changes apply.
+#[test]
+fn a_committed_change_that_does_not_apply_is_rejected_on_every_voter() {
+    let cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    block_on(cluster.node(leader).propose(&change(2))).unwrap();
+    let answer = block_on(cluster.node(leader).propose(&change(1)));
+    assert!(
+        matches!(
+            answer,
+            Err(ProposeError::Rejected {
+                reason: Rejection::Apply(_),
+                ..
+            })
+        ),
+        "{answer:?}"
+    );
+    block_on(cluster.node(leader).propose(&change(3))).unwrap();
+    cluster.wait_for_changes(3);
 }

@@ -90,33 +90,48 @@ impl SnapshotFile {
         Ok(true)
     }
 
-    /// The snapshot on disk, with the image it holds, if there is one.
-    fn read(&self) -> Result<Option<(Meta, Vec<u8>, MetadataImage)>, QuorumError> {
+    /// The snapshot on disk, if there is one: its metadata, the snapshot
+    /// frame (checked when it is decoded or installed) and where that
+    /// starts in the file.
+    fn read(&self) -> Result<Option<(Meta, Vec<u8>, usize)>, QuorumError> {
         let path = self.dir.join(SNAPSHOT_FILE);
-        let bytes = match fs::read(&path) {
+        let mut bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(io_error("reading", &path)(source).into()),
         };
-        let corrupt = |position: usize, reason| QuorumError::CorruptFrame {
-            path: path.clone(),
-            position: position as u64,
-            reason,
-        };
         let (payload, meta_bytes) =
-            read_frame(&bytes, META_MAGIC, META_VERSION).map_err(|reason| corrupt(0, reason))?;
+            read_frame(&bytes, META_MAGIC, META_VERSION).map_err(|reason| {
+                QuorumError::CorruptFrame {
+                    path: path.clone(),
+                    position: 0,
+                    reason,
+                }
+            })?;
         let meta: Meta =
             postcard::from_bytes(payload).map_err(|source| QuorumError::Undecodable {
                 path: path.clone(),
                 position: 0,
                 source,
             })?;
-        let data = bytes[meta_bytes..].to_vec();
+        let data = bytes.split_off(meta_bytes);
+        Ok(Some((meta, data, meta_bytes)))
+    }
+
+    /// The snapshot on disk with the image it holds, if there is one.
+    fn read_image(&self) -> Result<Option<(Meta, MetadataImage)>, QuorumError> {
+        let Some((meta, data, data_position)) = self.read()? else {
+            return Ok(None);
+        };
         let image = decode_image(&data).map_err(|error| match error {
-            SnapshotError::Corrupt(reason) => corrupt(meta_bytes, reason),
+            SnapshotError::Corrupt(reason) => QuorumError::CorruptFrame {
+                path: self.dir.join(SNAPSHOT_FILE),
+                position: data_position as u64,
+                reason,
+            },
             SnapshotError::DoesNotApply(error) => QuorumError::SnapshotDoesNotApply(error),
         })?;
-        Ok(Some((meta, data, image)))
+        Ok(Some((meta, image)))
     }
 }
 
@@ -147,8 +162,8 @@ impl StateMachine {
             dir: dir.to_path_buf(),
             current: Mutex::new(None),
         };
-        let (image, last_applied, membership) = match snapshots.read()? {
-            Some((meta, _, image)) => {
+        let (image, last_applied, membership) = match snapshots.read_image()? {
+            Some((meta, image)) => {
                 *snapshots
                     .current
                     .lock()
