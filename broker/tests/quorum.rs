@@ -10,18 +10,23 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fjord_broker::controller::quorum::log_store::SEGMENT_SUFFIX;
+use fjord_broker::controller::quorum::rpc::{self, Request};
 use fjord_broker::controller::quorum::state_machine::SNAPSHOT_FILE;
 use fjord_broker::controller::quorum::types::Rejection;
 use fjord_broker::controller::quorum::{NodeId, ProposeError, Quorum, QuorumConfig, QuorumHandle};
 use fjord_broker::metadata::records::{BrokerEpoch, BrokerId, MetadataRecord, ProducerIdsRecord};
 use fjord_broker::testkit::broker_port;
+use fjord_engine::checkpoint::FRAME_HEADER_BYTES;
 use fjord_engine::ProducerId;
 use futures_lite::future::block_on;
+use openraft::raft::{InstallSnapshotRequest, VoteRequest};
+use openraft::{SnapshotMeta, Vote};
 use tempfile::TempDir;
 
 /// How long any wait for an election, a replication or a restart may take.
@@ -350,4 +355,39 @@ fn a_committed_change_that_does_not_apply_is_rejected_on_every_voter() {
     );
     block_on(cluster.node(leader).propose(&change(3))).unwrap();
     cluster.wait_for_changes(3);
+}
+
+/// Sends `bytes` to a member's controller listener and expects the member
+/// to close the connection without answering.
+fn expect_refused(addr: SocketAddr, bytes: &[u8]) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut answer = Vec::new();
+    // A reset instead of an orderly close is a refusal too.
+    let _ = stream.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "answered {} bytes", answer.len());
+}
+
+/// A peer's frame header stating a 4 GiB payload, or a snapshot chunk at
+/// an offset near 2^64, must be refused before the member allocates for
+/// it: the connection is closed and the member goes on.
+#[test]
+fn frames_and_snapshot_chunks_of_absurd_size_are_refused_without_allocating() {
+    let cluster = Cluster::new(1);
+    cluster.leader();
+    let addr = cluster.voters[&1];
+    let vote = Request::Vote(VoteRequest::new(Vote::new(1, 1), None));
+    let mut frame = rpc::encode(&vote).unwrap();
+    frame[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
+    expect_refused(addr, &frame[..FRAME_HEADER_BYTES]);
+    let chunk = Request::InstallSnapshot(InstallSnapshotRequest {
+        vote: Vote::new_committed(9, 2),
+        meta: SnapshotMeta::default(),
+        offset: u64::MAX - 4,
+        data: vec![0; 4],
+        done: false,
+    });
+    expect_refused(addr, &rpc::encode(&chunk).unwrap());
+    block_on(cluster.node(1).propose(&change(1))).unwrap();
 }

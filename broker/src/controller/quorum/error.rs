@@ -113,6 +113,15 @@ pub enum RpcError {
         /// The timeout.
         timeout_ms: u64,
     },
+    /// A snapshot chunk reaching past the largest snapshot accepted:
+    /// refused before the snapshot buffer grows to it.
+    #[error("a snapshot chunk ending at byte {end} exceeds the {max}-byte snapshot maximum")]
+    SnapshotTooLarge {
+        /// Where the chunk ends.
+        end: u64,
+        /// The maximum.
+        max: u64,
+    },
     /// The peer's connection failed recently: no new one before its
     /// backoff has passed.
     #[error("backing off after a failed connection to the peer")]

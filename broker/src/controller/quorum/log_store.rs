@@ -41,6 +41,10 @@
 //!   only means a restart waits for the leader to learn what is committed.
 //!   It is used only if the log still holds that exact entry.
 //!
+//! Writes and syncs run inline on the controller thread: the metadata log
+//! sees a change at a time, and a slow disk then delays this member's own
+//! timers and answers, never a data shard.
+//!
 //! # Recovery
 //! Only the last append can be unsynced, so an invalid frame in the last
 //! segment is a torn tail: it and everything after it are cut (truncated

@@ -5,7 +5,10 @@
 //! At most [`CONNECTIONS_MAX`] connections are served at once (a voter
 //! keeps one per replication stream and election round of each peer); a
 //! connection over it is closed at once. A connection that sends a frame
-//! the protocol refuses (too large, damaged, undecodable) is closed.
+//! the protocol refuses (too large, damaged, undecodable) is closed, and
+//! so is one that sends a snapshot chunk ending past
+//! [`SNAPSHOT_BYTES_MAX`]: openraft writes a chunk at the offset it states,
+//! so the receiving buffer would grow to whatever a peer claims.
 
 use std::sync::Arc;
 
@@ -19,6 +22,9 @@ use super::types::MetadataTypes;
 
 /// Most peer connections served at once.
 pub const CONNECTIONS_MAX: usize = 64;
+/// The largest snapshot a member accepts from a leader. A snapshot is the
+/// image's records: a million partitions take about 100 MiB.
+pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
 
 /// Serves `listener` until the runtime stops.
 pub async fn serve(listener: TcpListener, raft: Raft<MetadataTypes>) {
@@ -63,6 +69,13 @@ async fn serve_connection(
             }
             Request::Vote(request) => Response::Vote(raft.vote(request).await),
             Request::InstallSnapshot(request) => {
+                let end = request.offset.saturating_add(request.data.len() as u64);
+                if end > SNAPSHOT_BYTES_MAX {
+                    return Err(RpcError::SnapshotTooLarge {
+                        end,
+                        max: SNAPSHOT_BYTES_MAX,
+                    });
+                }
                 Response::InstallSnapshot(raft.install_snapshot(request).await)
             }
         };
