@@ -293,6 +293,12 @@ pub struct QuorumHandle {
     thread: Option<JoinHandle<Result<(), QuorumError>>>,
 }
 
+// Shards and blocking threads share one handle.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<QuorumHandle>();
+};
+
 impl QuorumHandle {
     /// Proposes `records` as one metadata change; resolves once the change
     /// is committed and applied on this member, the leader.
