@@ -23,6 +23,7 @@ pub mod legacy;
 pub mod liveness;
 pub mod log;
 pub mod placement;
+pub mod quorum;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};

@@ -328,13 +328,7 @@ impl MetadataLog {
         if end == self.snapshot_offset {
             return Ok(());
         }
-        let snapshot = LogSnapshot {
-            end_offset: end.0,
-            records: records.to_vec(),
-        };
-        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
-            .expect("archiving records into memory cannot fail");
-        let frame = encode_frame(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &payload);
+        let frame = encode_snapshot(end, records);
         let path = snapshot_path(&self.dir, end);
         let temporary = self
             .dir
@@ -512,8 +506,16 @@ fn scan_segment(
 }
 
 /// The payload of the frame at the start of `bytes` and the frame's size,
-/// or why there is no whole valid frame there.
-fn read_frame(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<(&[u8], usize), Corruption> {
+/// or why there is no whole valid frame there (a frame over
+/// [`BATCH_BYTES_MAX`] is one).
+///
+/// # Errors
+/// [`Corruption`] for a short, oversized or damaged frame.
+pub(crate) fn read_frame(
+    bytes: &[u8],
+    magic: [u8; 4],
+    version: u16,
+) -> Result<(&[u8], usize), Corruption> {
     if bytes.len() < FRAME_HEADER_BYTES {
         return Err(Corruption::ShorterThanHeader {
             length: bytes.len(),
@@ -555,19 +557,46 @@ fn read_snapshot(path: &Path, end: Offset) -> Result<Vec<MetadataRecord>, LogErr
         position: 0,
         reason,
     };
-    let payload = decode_frame(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &bytes).map_err(corrupt_frame)?;
-    let snapshot: LogSnapshot = decode_archive(payload).map_err(corrupt_frame)?;
-    if snapshot.end_offset != end.0 {
+    let (end_offset, records) = decode_snapshot(&bytes).map_err(corrupt_frame)?;
+    if end_offset != end {
         return Err(corrupt(
             path,
-            format!("it holds the snapshot at offset {}", snapshot.end_offset),
+            format!("it holds the snapshot at offset {end_offset}"),
         ));
     }
-    Ok(snapshot.records)
+    Ok(records)
+}
+
+/// A snapshot as its file holds it: a frame (magic `FJMS`) around the end
+/// offset and the records that rebuild the image of every record below it.
+/// The controller quorum ships the same bytes as its Raft snapshot, so both
+/// logs share one snapshot format.
+///
+/// # Panics
+/// Never in practice: archiving records into memory has no failure but
+/// allocation, which aborts.
+pub(crate) fn encode_snapshot(end: Offset, records: &[MetadataRecord]) -> Vec<u8> {
+    let snapshot = LogSnapshot {
+        end_offset: end.0,
+        records: records.to_vec(),
+    };
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
+        .expect("archiving records into memory cannot fail");
+    encode_frame(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &payload)
+}
+
+/// The end offset and records of a snapshot [`encode_snapshot`] made.
+///
+/// # Errors
+/// [`Corruption`] if `bytes` is not one whole, undamaged snapshot frame.
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<(Offset, Vec<MetadataRecord>), Corruption> {
+    let payload = decode_frame(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, bytes)?;
+    let snapshot: LogSnapshot = decode_archive(payload)?;
+    Ok((Offset(snapshot.end_offset), snapshot.records))
 }
 
 /// Truncates `path` to `length` bytes, durably.
-fn cut(path: &Path, length: u64) -> Result<(), LogError> {
+pub(crate) fn cut(path: &Path, length: u64) -> Result<(), LogError> {
     let file = OpenOptions::new()
         .write(true)
         .open(path)
@@ -590,20 +619,23 @@ fn create_segment(dir: &Path, base: Offset) -> Result<File, LogError> {
     Ok(file)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     let mut file = File::create(path).map_err(io_error("creating", path))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(io_error("writing", path))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(io_error("syncing", dir))
 }
 
-fn io_error(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LogError {
+pub(crate) fn io_error(
+    context: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> LogError {
     let path = path.to_path_buf();
     move |source| LogError::Io {
         context,
