@@ -15,6 +15,7 @@ pub mod fetch_codec;
 pub mod fetch_session;
 pub mod groups;
 pub mod handlers;
+pub mod meta_properties;
 pub mod metadata;
 pub mod partition;
 pub mod recompress;
