@@ -91,6 +91,23 @@ fn unknown(name: String, error: i16, operations: i32) -> MetadataResponseTopic {
         .with_topic_authorized_operations(operations)
 }
 
+/// This broker as Metadata lists it: its advertised client listener and
+/// its rack.
+fn this_broker(broker: &Broker) -> MetadataResponseBroker {
+    MetadataResponseBroker::default()
+        .with_node_id(BrokerId(broker.config.node_id))
+        .with_host(StrBytes::from_string(broker.config.advertised_host.clone()))
+        .with_port(i32::from(broker.config.advertised_port))
+        .with_rack(
+            broker
+                .config
+                .cluster
+                .broker_rack
+                .clone()
+                .map(StrBytes::from_string),
+        )
+}
+
 /// Answers Metadata.
 pub async fn handle(
     broker: &Rc<Broker>,
@@ -183,13 +200,13 @@ pub async fn handle(
     };
     let node = BrokerId(broker.config.node_id);
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(StrBytes::from_string(broker.config.advertised_host.clone()))
-            .with_port(i32::from(broker.config.advertised_port))])
-        .with_cluster_id(Some(StrBytes::from_string(
-            broker.config.cluster_id.clone(),
-        )))
+        .with_brokers(vec![this_broker(broker)])
+        .with_cluster_id(
+            broker
+                .config
+                .cluster_id
+                .map(|id| StrBytes::from_string(id.to_string())),
+        )
         .with_controller_id(node)
         .with_topics(topics)
         // Asked for in v8-v10 only (KIP-700 moved it to DescribeCluster).
