@@ -3,7 +3,11 @@
 //! A Kafka operator's `server.properties` carries over: [`BrokerConfig::load`]
 //! reads the file, applies `--set key=value` overrides, and rejects unknown or
 //! malformed keys with a clear error instead of ignoring them. Every key has
-//! Kafka's default, so `fjord` with no arguments runs a single node.
+//! Kafka's default, so `fjord` with no arguments runs a single node. The keys
+//! that make a node part of a cluster (roles, quorum, named listeners) are
+//! [`cluster`]'s.
+
+mod cluster;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,18 +17,27 @@ use std::time::Duration;
 use fjord_engine::config::LogConfig;
 
 use crate::error::BrokerError;
+use crate::meta_properties::ClusterId;
+
+pub use cluster::{
+    AdvertisedListener, ClusterConfig, HostPort, Listener, ProcessRoles, Quorum, CLUSTER_KEYS,
+};
 
 /// A validated broker configuration.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
     /// `node.id`.
     pub node_id: i32,
-    /// `listeners`: the address every shard accepts on.
+    /// The client listener's address (the one of `listeners` that is not
+    /// a controller listener): every shard accepts on it.
     pub listener: SocketAddr,
-    /// `advertised.listeners`: what Metadata tells clients.
+    /// The client listener's host in `advertised.listeners`: what Metadata
+    /// tells clients.
     pub advertised_host: String,
-    /// Port in `advertised.listeners`.
+    /// The client listener's port in `advertised.listeners`.
     pub advertised_port: u16,
+    /// The cluster keys: roles, quorum, every listener, timeouts.
+    pub cluster: ClusterConfig,
     /// `log.dirs` (one directory).
     pub data_dir: PathBuf,
     /// `metadata.log.dir`: where the metadata log's directory
@@ -53,8 +66,11 @@ pub struct BrokerConfig {
     pub connections_max_idle: std::time::Duration,
     /// `cores`: shards (fjord's own key).
     pub cores: usize,
-    /// `cluster.id`.
-    pub cluster_id: String,
+    /// The cluster's id: `cluster.id` when configured (validated), `None`
+    /// otherwise; [`crate::run`] settles it from the data directories'
+    /// `meta.properties` (generating one on a fresh node) before anything
+    /// reads it, so handlers always see `Some`.
+    pub cluster_id: Option<ClusterId>,
     /// Topic defaults from `log.*`, `message.max.bytes`, ...
     pub log_defaults: LogConfig,
     /// `log.cleaner.enable`.
@@ -182,8 +198,23 @@ impl GroupCoordinatorConfig {
 /// The broker keys and their defaults, in the order `--help` lists them.
 pub const DEFAULTS: &[(&str, &str)] = &[
     ("node.id", "1"),
+    ("process.roles", ""),
+    ("controller.quorum.voters", ""),
+    ("controller.quorum.bootstrap.servers", ""),
+    ("controller.listener.names", ""),
     ("listeners", "PLAINTEXT://0.0.0.0:9092"),
-    ("advertised.listeners", "PLAINTEXT://localhost:9092"),
+    ("advertised.listeners", ""),
+    (
+        "listener.security.protocol.map",
+        "SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT",
+    ),
+    ("inter.broker.listener.name", ""),
+    ("broker.rack", ""),
+    ("broker.heartbeat.interval.ms", "2000"),
+    ("broker.session.timeout.ms", "9000"),
+    ("controller.quorum.election.timeout.ms", "1000"),
+    ("controller.quorum.fetch.timeout.ms", "2000"),
+    ("controller.quorum.request.timeout.ms", "2000"),
     ("log.dirs", "./data"),
     ("metadata.log.dir", ""),
     ("num.partitions", "1"),
@@ -217,7 +248,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("max.incremental.fetch.session.cache.slots", "1000"),
     ("connections.max.idle.ms", "600000"),
     ("fetch.max.bytes", "57671680"),
-    ("cluster.id", "fjord-cluster"),
+    ("cluster.id", ""),
     ("offsets.topic.num.partitions", "50"),
     ("offsets.topic.replication.factor", "3"),
     ("offsets.topic.segment.bytes", "104857600"),
@@ -263,27 +294,6 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, BrokerError>
         .trim()
         .parse()
         .map_err(|_| invalid(key, value, "not a valid value"))
-}
-
-/// Splits `PLAINTEXT://host:port` into host and port.
-fn parse_listener(key: &str, value: &str) -> Result<(String, u16), BrokerError> {
-    let first = value.split(',').next().unwrap_or_default().trim();
-    let address = first.strip_prefix("PLAINTEXT://").ok_or_else(|| {
-        invalid(
-            key,
-            value,
-            "only PLAINTEXT://host:port listeners are supported",
-        )
-    })?;
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(key, value, "expected host:port"))?;
-    let port = port.parse().map_err(|_| invalid(key, value, "bad port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((
-        if host.is_empty() { "0.0.0.0" } else { host }.to_owned(),
-        port,
-    ))
 }
 
 /// Reads `key=value` lines (`#` and `!` start comments), as Java properties.
@@ -404,6 +414,59 @@ fn topic_defaults(get: &impl Fn(&str) -> String) -> Result<LogConfig, BrokerErro
     Ok(log_defaults)
 }
 
+/// The client listener's bound address and advertised host and port. Only
+/// combined nodes run today: a broker-only or controller-only node is
+/// refused here, after its keys were checked.
+fn client_listener(
+    cluster: &ClusterConfig,
+    get: &impl Fn(&str) -> String,
+) -> Result<(SocketAddr, String, u16), BrokerError> {
+    let (Some(broker_listener), ProcessRoles::Combined) =
+        (&cluster.broker_listener, cluster.process_roles)
+    else {
+        return Err(invalid(
+            "process.roles",
+            &get("process.roles"),
+            format!(
+                "process.roles={} is valid but not supported yet: a node that is not both \
+                 broker and controller needs the controller quorum, which lands with the \
+                 controller step; run combined nodes (process.roles=broker,controller)",
+                cluster.process_roles
+            ),
+        ));
+    };
+    let listener = broker_listener.address;
+    let advertised = cluster
+        .advertised_listeners
+        .iter()
+        .find(|entry| entry.name == broker_listener.name)
+        .ok_or_else(|| {
+            invalid(
+                "advertised.listeners",
+                &get("advertised.listeners"),
+                format!("no entry for the client listener {}", broker_listener.name),
+            )
+        })?;
+    Ok((
+        listener,
+        advertised.endpoint.host.clone(),
+        advertised.endpoint.port,
+    ))
+}
+
+/// `cluster.id` when set: a Kafka UUID.
+fn configured_cluster_id(value: &str) -> Result<Option<ClusterId>, BrokerError> {
+    Ok(match value.trim() {
+        "" => None,
+        id => Some(
+            id.parse()
+                .map_err(|error: crate::meta_properties::InvalidUuid| {
+                    invalid("cluster.id", id, error.to_string())
+                })?,
+        ),
+    })
+}
+
 impl BrokerConfig {
     /// Builds a configuration from Kafka's defaults, then `file_pairs` (from
     /// `server.properties`), then `overrides` (`--set`), later ones winning.
@@ -427,12 +490,11 @@ impl BrokerConfig {
             explicit_settings.insert((*known).to_owned(), value.clone());
         }
         let get = |key: &str| values.get(key).cloned().unwrap_or_default();
-        let (listen_host, listen_port) = parse_listener("listeners", &get("listeners"))?;
-        let listener: SocketAddr = format!("{listen_host}:{listen_port}")
-            .parse()
-            .map_err(|_| invalid("listeners", &get("listeners"), "host must be an IP address"))?;
-        let (advertised_host, advertised_port) =
-            parse_listener("advertised.listeners", &get("advertised.listeners"))?;
+        let is_set = |key: &str| explicit_settings.contains_key(key);
+        let node_id: i32 = parse("node.id", &get("node.id"))?;
+        let cluster = ClusterConfig::parse(&get, &is_set, node_id)?;
+        let (listener, advertised_host, advertised_port) = client_listener(&cluster, &get)?;
+        let cluster_id = configured_cluster_id(&get("cluster.id"))?;
         let log_defaults = topic_defaults(&get)?;
         let cores = match get("cores").as_str() {
             "" => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
@@ -458,10 +520,11 @@ impl BrokerConfig {
         };
         Ok(Self {
             group_coordinator: GroupCoordinatorConfig::parse(&get)?,
-            node_id: parse("node.id", &get("node.id"))?,
+            node_id,
             listener,
             advertised_host,
             advertised_port,
+            cluster,
             data_dir,
             metadata_log_dir,
             num_partitions,
@@ -488,7 +551,7 @@ impl BrokerConfig {
                 &get("connections.max.idle.ms"),
             )?),
             cores,
-            cluster_id: get("cluster.id"),
+            cluster_id,
             log_defaults,
             cleaner_enable: parse("log.cleaner.enable", &get("log.cleaner.enable"))?,
             cleaner_dedupe_buffer_size: parse(

@@ -323,7 +323,7 @@ impl Controller {
                 port: config.advertised_port,
                 security_protocol: PLAINTEXT,
             }],
-            rack: None,
+            rack: config.cluster.broker_rack.clone(),
             // Fencing needs heartbeats, which come with the cluster: the
             // only broker is live while it runs.
             fenced: false,

@@ -30,6 +30,10 @@ pub enum BrokerError {
         #[source]
         source: crate::controller::OpenError,
     },
+    /// A data directory's `meta.properties` forbids this node to start on
+    /// it, or cannot be read or written.
+    #[error(transparent)]
+    MetaProperties(#[from] crate::meta_properties::MetaPropertiesError),
     /// The storage engine refused.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -16,6 +16,7 @@ pub mod fetch_codec;
 pub mod fetch_session;
 pub mod groups;
 pub mod handlers;
+pub mod meta_properties;
 pub mod metadata;
 pub mod partition;
 pub mod recompress;
@@ -46,9 +47,10 @@ use crate::server::Broker;
 /// partition.
 ///
 /// # Errors
-/// [`BrokerError`] if the metadata cannot be loaded, the engine cannot start,
-/// or the listener cannot bind.
-pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
+/// [`BrokerError`] if a data directory belongs to another cluster or node
+/// (`meta.properties`), the metadata cannot be loaded, the engine cannot
+/// start, or the listener cannot bind.
+pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
         context: format!("creating {}", config.data_dir.display()),
         source,
@@ -67,6 +69,14 @@ pub fn run(config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), BrokerErro
     } else {
         Some(lock_data_dir(&config.metadata_log_dir)?)
     };
+    // Under the locks: no other process formats these directories meanwhile.
+    let cluster_id = meta_properties::ensure(
+        &[&config.data_dir, &config.metadata_log_dir],
+        config.node_id,
+        config.cluster_id,
+    )?;
+    tracing::info!(%cluster_id, node_id = config.node_id, "cluster identity checked");
+    config.cluster_id = Some(cluster_id);
     wait_for_listener_free(config.listener)?;
     let controller = Controller::open(&config).map_err(|source| BrokerError::Controller {
         dir: config.metadata_log_dir.clone(),

@@ -65,7 +65,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    tracing::info!(node_id = config.node_id, listener = %config.listener, data = %config.data_dir.display(),
+    tracing::info!(node_id = config.node_id, roles = %config.cluster.process_roles,
+        listener = %config.listener, data = %config.data_dir.display(),
         shards = config.cores, "starting fjord");
     match fjord_broker::run(config, stop) {
         Ok(()) => {

@@ -119,9 +119,18 @@ impl Broker {
     /// quoting what it said.
     #[must_use]
     pub fn start(launch: Launch, extra: &[&str]) -> Self {
+        Self::start_on(launch, broker_port(), extra)
+    }
+
+    /// [`Broker::start`] on a `port` the caller took from [`broker_port`],
+    /// for `extra` settings that name it (several named `listeners`).
+    ///
+    /// # Panics
+    /// As [`Broker::start`].
+    #[must_use]
+    pub fn start_on(launch: Launch, port: u16, extra: &[&str]) -> Self {
         raise_memlock_limit();
         let data = tempfile::tempdir().expect("tempdir");
-        let port = broker_port();
         let settings: Vec<String> = [
             format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
             format!("advertised.listeners=PLAINTEXT://localhost:{port}"),

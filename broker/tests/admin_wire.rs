@@ -221,7 +221,14 @@ fn newest_admin_versions_encode_their_extra_fields() {
             panic!("not a DescribeCluster response");
         };
         assert_eq!(response.error_code, 0);
-        assert_eq!(&*response.cluster_id, "fjord-cluster");
+        // The id the node generated on its first start and keeps in
+        // meta.properties.
+        let meta = std::fs::read_to_string(fjord.data_dir().join("meta.properties")).unwrap();
+        assert!(
+            meta.contains(&format!("cluster.id={}\n", &*response.cluster_id)),
+            "{meta}"
+        );
+        assert_eq!(response.cluster_id.len(), 22);
         assert_eq!(response.brokers.len(), 1);
         assert_eq!(response.controller_id, response.brokers[0].broker_id);
     }

@@ -15,6 +15,7 @@ order, so the tests that produce come after those that restart.
 """
 
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -310,7 +311,10 @@ def test_delete_records_moves_the_low_watermark(broker):
 def test_describe_cluster_names_this_node_as_broker_and_controller(broker):
     client = admin(broker)
     cluster = client.describe_cluster().result(TIMEOUT_SECONDS)
-    assert cluster.cluster_id == "fjord-cluster"
+    # Generated at the first start and kept in meta.properties (Kafka's form).
+    meta = (Path(broker.data_dir) / "meta.properties").read_text()
+    assert f"cluster.id={cluster.cluster_id}\n" in meta
+    assert len(cluster.cluster_id) == 22
     assert [node.id for node in cluster.nodes] == [1]
     assert cluster.nodes[0].port == broker.port
     assert cluster.controller.id == 1

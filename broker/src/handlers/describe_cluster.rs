@@ -30,7 +30,14 @@ const BROKER_ENDPOINTS: i8 = 1;
 pub fn handle(broker: &Broker, request: &DescribeClusterRequest) -> DescribeClusterResponse {
     let node = BrokerId(broker.config.node_id);
     let response = DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(broker.config.cluster_id.clone()))
+        // Set at start from meta.properties (see `BrokerConfig::cluster_id`).
+        .with_cluster_id(StrBytes::from_string(
+            broker
+                .config
+                .cluster_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+        ))
         .with_controller_id(node)
         // A v0 request decodes as asking for brokers, the only type v0 has.
         .with_endpoint_type(request.endpoint_type)

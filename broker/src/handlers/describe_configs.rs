@@ -248,9 +248,13 @@ pub fn describe_topic(
 fn broker_config_type(key: &str) -> i8 {
     match key {
         "auto.create.topics.enable" | "log.cleaner.enable" => config_type::BOOLEAN,
-        "listeners" | "advertised.listeners" | "log.dirs" | "log.cleanup.policy" => {
-            config_type::LIST
-        }
+        "listeners"
+        | "advertised.listeners"
+        | "log.dirs"
+        | "log.cleanup.policy"
+        | "process.roles"
+        | "controller.quorum.voters"
+        | "controller.quorum.bootstrap.servers" => config_type::LIST,
         "log.roll.ms"
         | "log.retention.ms"
         | "log.retention.bytes"
@@ -263,9 +267,14 @@ fn broker_config_type(key: &str) -> i8 {
         | "log.cleaner.max.compaction.lag.ms"
         | "log.message.timestamp.before.max.ms"
         | "log.message.timestamp.after.max.ms" => config_type::LONG,
-        "log.message.timestamp.type" | "compression.type" | "cluster.id" | "metadata.log.dir" => {
-            config_type::STRING
-        }
+        "log.message.timestamp.type"
+        | "compression.type"
+        | "cluster.id"
+        | "metadata.log.dir"
+        | "controller.listener.names"
+        | "listener.security.protocol.map"
+        | "inter.broker.listener.name"
+        | "broker.rack" => config_type::STRING,
         "log.cleaner.min.cleanable.ratio" => config_type::DOUBLE,
         _ => config_type::INT,
     }

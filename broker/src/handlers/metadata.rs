@@ -208,9 +208,12 @@ pub async fn handle(
     let node = BrokerId(broker.config.node_id);
     MetadataResponse::default()
         .with_brokers(brokers(broker))
-        .with_cluster_id(Some(StrBytes::from_string(
-            broker.config.cluster_id.clone(),
-        )))
+        .with_cluster_id(
+            broker
+                .config
+                .cluster_id
+                .map(|id| StrBytes::from_string(id.to_string())),
+        )
         .with_controller_id(node)
         .with_topics(topics)
         // Asked for in v8-v10 only (KIP-700 moved it to DescribeCluster).
