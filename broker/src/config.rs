@@ -263,6 +263,27 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("cores", ""),
 ];
 
+/// The one data directory `log.dirs` names. Kafka takes a list (JBOD);
+/// fjord's shards share one directory, so a list is refused rather than
+/// all but its first entry silently ignored.
+fn data_dir(value: &str) -> Result<PathBuf, BrokerError> {
+    let dirs: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|dir| !dir.is_empty())
+        .collect();
+    match dirs[..] {
+        [dir] => Ok(PathBuf::from(dir)),
+        [] => Err(invalid("log.dirs", value, "names no directory")),
+        _ => Err(invalid(
+            "log.dirs",
+            value,
+            "fjord keeps a node's data in one directory: name one (several log \
+             directories per node are not supported)",
+        )),
+    }
+}
+
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> BrokerError {
     BrokerError::Config {
         key: key.to_owned(),
@@ -513,7 +534,7 @@ impl BrokerConfig {
         let fetch_max_bytes: usize =
             parse_at_least("fetch.max.bytes", &get("fetch.max.bytes"), 1024)?;
         let num_partitions: i32 = parse_at_least("num.partitions", &get("num.partitions"), 1)?;
-        let data_dir = PathBuf::from(get("log.dirs").split(',').next().unwrap_or("./data").trim());
+        let data_dir = data_dir(&get("log.dirs"))?;
         let metadata_log_dir = match get("metadata.log.dir").trim() {
             "" => data_dir.clone(),
             dir => PathBuf::from(dir),
@@ -599,6 +620,23 @@ mod tests {
         assert!(BrokerConfig::load(&pairs(&[("num.partitions", "many")]), &[]).is_err());
         assert!(BrokerConfig::load(&pairs(&[("listeners", "SSL://x:1")]), &[]).is_err());
         assert!(BrokerConfig::load(&pairs(&[("log.segment.bytes", "10")]), &[]).is_err());
+    }
+
+    #[test]
+    fn log_dirs_names_exactly_one_directory() {
+        let load = |value: &str| BrokerConfig::load(&pairs(&[("log.dirs", value)]), &[]);
+        assert_eq!(
+            load(" /var/fjord ").unwrap().data_dir,
+            PathBuf::from("/var/fjord")
+        );
+        assert_eq!(
+            load("/var/fjord,").unwrap().data_dir,
+            PathBuf::from("/var/fjord")
+        );
+        let several = load("/disk1/fjord,/disk2/fjord").unwrap_err().to_string();
+        assert!(several.contains("one directory"), "{several}");
+        let none = load(" , ").unwrap_err().to_string();
+        assert!(none.contains("names no directory"), "{none}");
     }
 
     #[test]
