@@ -118,9 +118,6 @@ pub struct Segment<S: Storage> {
     /// The partial last block, kept to rewrite with the next append.
     tail: Vec<u8>,
     path: PathBuf,
-    /// A plain (not `O_DIRECT`) descriptor for zero-copy sends, opened on
-    /// first use.
-    send_file: Option<Arc<std::fs::File>>,
 }
 
 impl<S: Storage> Segment<S> {
@@ -169,7 +166,6 @@ impl<S: Storage> Segment<S> {
             indexes: Indexes::Loaded(OffsetIndex::new(base_offset), TimeIndex::new(base_offset)),
             tail: Vec::with_capacity(BLOCK_BYTES),
             path,
-            send_file: None,
         })
     }
 
@@ -201,7 +197,6 @@ impl<S: Storage> Segment<S> {
             indexes: Indexes::OnDisk,
             tail: Vec::new(),
             path,
-            send_file: None,
         })
     }
 
@@ -209,7 +204,6 @@ impl<S: Storage> Segment<S> {
     /// files follow the same name).
     pub fn relocated(&mut self, path: PathBuf) {
         self.path = path;
-        self.send_file = None;
     }
 
     /// The `.log` file's path.
@@ -440,19 +434,21 @@ impl<S: Storage> Segment<S> {
         self.next_offset = header.last_offset().next();
     }
 
-    /// A descriptor of this segment's file that `sendfile`/`splice` can read,
-    /// or `None` when the storage has no real files.
+    /// A new descriptor of this segment's file that `sendfile`/`splice` can
+    /// read, or `None` when the storage has no real files. Each zero-copy
+    /// read opens its own and the send closes it: descriptors kept per
+    /// segment once read made a broker whose consumers read 10,000
+    /// partitions from disk hold two descriptors each and run out
+    /// (`bench/RESULTS.md`, session 8); an `open` per read from disk costs
+    /// microseconds against the send of up to a fetch's bytes.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be opened.
-    pub fn send_file(&mut self, storage: &S) -> Result<Option<Arc<std::fs::File>>> {
-        if self.send_file.is_none() {
-            self.send_file = storage
-                .open_for_send(&self.path)
-                .map_err(|error| Error::io("opening segment for sending", &self.path, error))?
-                .map(Arc::new);
-        }
-        Ok(self.send_file.clone())
+    pub fn send_file(&self, storage: &S) -> Result<Option<Arc<std::fs::File>>> {
+        Ok(storage
+            .open_for_send(&self.path)
+            .map_err(|error| Error::io("opening segment for sending", &self.path, error))?
+            .map(Arc::new))
     }
 
     /// A handle for I/O on this segment that holds no borrow of it.

@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{fill_partition, offsets};
+use common::{fill_partition, fill_partitions, offsets};
 use fjord_engine::batch::{crc_matches, split_batches};
 use fjord_engine::config::LogConfig;
 use fjord_engine::log::read_ahead::ReadAheadBudget;
@@ -302,4 +302,46 @@ fn a_corrupt_batch_read_ahead_is_refused_when_claimed() {
     })
     .unwrap();
     assert!(outcomes[0], "the corrupt batch read ahead was served");
+}
+
+/// Partitions of the descriptor test.
+const MANY_PARTITIONS: i32 = 64;
+
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd lists this process's descriptors")
+        .count()
+}
+
+/// A consumer reading many partitions from disk must not leave the broker
+/// holding a descriptor per partition read: reading 10,000 partitions kept
+/// a second descriptor open for each and ran a broker out of them
+/// (`bench/RESULTS.md`, session 8). Each read's descriptor lives as long as
+/// its file range.
+#[test]
+fn reading_many_partitions_from_disk_keeps_no_descriptor_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cold_config(dir.path());
+    let partitions: Vec<TopicPartition> = (0..MANY_PARTITIONS)
+        .map(|index| TopicPartition::new("many", index))
+        .collect();
+    fill_partitions(&config, &partitions, LogConfig::default(), 20, value_of);
+    let growth = shard::run(&config, move |shard: Rc<Shard>| {
+        let partitions = partitions.clone();
+        async move {
+            let before = open_descriptors();
+            for _pass in 0..2 {
+                for partition in &partitions {
+                    let end = offsets(&shard, partition).await.log_end;
+                    read_all(&shard, partition, end).await;
+                }
+            }
+            open_descriptors().saturating_sub(before)
+        }
+    })
+    .unwrap()[0];
+    assert!(
+        growth < 8,
+        "{growth} descriptors more after reading {MANY_PARTITIONS} partitions twice"
+    );
 }

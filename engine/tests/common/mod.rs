@@ -226,24 +226,47 @@ pub fn fill_partition(
     batches: i64,
     value_of: fn(i64) -> Vec<u8>,
 ) {
-    let partition = partition.clone();
+    fill_partitions(
+        config,
+        std::slice::from_ref(partition),
+        log_config,
+        batches,
+        value_of,
+    );
+}
+
+/// [`fill_partition`] for several partitions in one run of the engine.
+///
+/// # Panics
+/// If the engine does not start, or a create or an append fails.
+pub fn fill_partitions(
+    config: &EngineConfig,
+    partitions: &[TopicPartition],
+    log_config: LogConfig,
+    batches: i64,
+    value_of: fn(i64) -> Vec<u8>,
+) {
+    let partitions = partitions.to_vec();
     shard::run(config, move |shard: Rc<Shard>| {
-        let partition = partition.clone();
+        let partitions = partitions.clone();
         let log_config = log_config.clone();
         async move {
-            if shard.id() != shard.owner_of(&partition) {
-                return;
-            }
-            shard
-                .create_partition(partition.clone(), log_config)
-                .await
-                .expect("create");
-            for offset in 0..batches {
-                let batch = build_batch(&[(None, Some(&value_of(offset)))], TimestampMs(1), None);
+            for partition in partitions
+                .iter()
+                .filter(|partition| shard.owner_of(partition) == shard.id())
+            {
                 shard
-                    .append(leader_append(&partition, batch, false))
+                    .create_partition(partition.clone(), log_config.clone())
                     .await
-                    .expect("append");
+                    .expect("create");
+                for offset in 0..batches {
+                    let batch =
+                        build_batch(&[(None, Some(&value_of(offset)))], TimestampMs(1), None);
+                    shard
+                        .append(leader_append(partition, batch, false))
+                        .await
+                        .expect("append");
+                }
             }
         }
     })
