@@ -1,22 +1,37 @@
-//! The controller: turns metadata changes into records, makes them durable
-//! in the metadata log, and publishes the image they give.
+//! The controller: turns metadata changes into records, has the controller
+//! quorum commit them, and serves the image they give.
 //!
 //! Every change (create, grow or delete a topic, alter its configs, take a
 //! producer id block, register this broker at start) is validated against
 //! the current image with Kafka's rules and errors, turned into
 //! [`MetadataRecord`]s, applied to a copy of the image (which checks the
-//! records' own invariants), appended to the [`log::MetadataLog`] and
-//! synced, and only then published: the new image is swapped in atomically
-//! and the change acknowledged. A topic a client saw created survives a
-//! restart, and a producer id is never handed out before the block holding
-//! it is durable. Every [`SNAPSHOT_INTERVAL_RECORDS`] records, and at clean
-//! shutdown, the image is written as a snapshot so a start replays a
-//! bounded number of records.
+//! records' own invariants), and proposed to the [`quorum`] (openraft): it
+//! is acknowledged once the quorum has committed it, durably, and applied
+//! it, which publishes the new image. A topic a client saw created
+//! survives a restart, and a producer id is never handed out before the
+//! block holding it is committed. The quorum snapshots the image itself,
+//! so a start replays a bounded log.
 //!
-//! On one node the controller is local and changes are serialized by a
-//! mutex; the cluster issue replaces the local log with a Raft quorum
-//! (openraft) ordering the same records. Changes run on a shard's blocking
-//! pool ([`crate::topics::on_controller`]): they wait for an `fdatasync`.
+//! Changes are serialized by a mutex, so each is validated against the
+//! image every earlier one left; they run on a shard's blocking pool
+//! ([`crate::topics::on_controller`]) and wait there for the quorum's
+//! `fdatasync`, never on a data shard.
+//!
+//! # The quorum, for now
+//! Every node is, for now, a quorum of one voter, itself, with no
+//! controller listener ([`QuorumConfig::lone_voter`]): the single node by
+//! design, and a node configured as part of a cluster until brokers follow
+//! and forward to a shared quorum, as the README says ("each is still its
+//! own controller").
+//!
+//! # Upgrading in place
+//! A directory written before the quorum holds the local metadata log
+//! ([`log`], in the same `__cluster_metadata-0` directory under other file
+//! names) or, older, the legacy file ([`legacy`]). On a start whose quorum
+//! has committed no metadata yet, their image is proposed as the quorum's
+//! first change; only once that is committed are the old files removed. A
+//! start that finds old files next to a quorum that already holds metadata
+//! (an earlier start crashed between the two) only removes them.
 
 pub mod election;
 pub mod legacy;
@@ -28,11 +43,12 @@ pub mod quorum;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use fjord_engine::config::LogConfig;
 use fjord_engine::error::Corruption;
 use fjord_engine::{LeaderEpoch, ProducerId};
+use futures_lite::future::block_on;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
@@ -45,15 +61,18 @@ use crate::metadata::records::{
 use crate::metadata::{ApplyError, MetadataImage, TopicImage};
 use log::{LogError, MetadataLog, METADATA_LOG_DIR_NAME};
 use placement::{place_replicas, PlacementBroker, PlacementError, PlacementStart};
+use quorum::{
+    NodeId, ProposeError, Quorum, QuorumConfig, QuorumDescription, QuorumError, QuorumHandle,
+};
 
 /// Producer ids are handed out from persisted blocks of this size, so a
 /// restart never reuses one.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: i32 = 100_000;
-/// Records between two snapshots of the image: what a start replays at
-/// most, besides the last change.
-pub const SNAPSHOT_INTERVAL_RECORDS: u64 = 1000;
+/// Kafka's default `initial.broker.registration.timeout.ms`: how long a
+/// start waits for its controller to lead and register it before failing.
+pub const INITIAL_BROKER_REGISTRATION_TIMEOUT_MS: u64 = 60_000;
 /// Kafka's `SecurityProtocol` id of `PLAINTEXT`, the only listener kind.
 const PLAINTEXT: i16 = 0;
 
@@ -146,6 +165,26 @@ pub enum OpenError {
         #[source]
         source: ApplyError,
     },
+    /// `node.id` is negative, which no quorum member's is (the
+    /// configuration refuses it; a caller building one by hand may not).
+    #[error("node.id {node} is negative")]
+    NegativeNodeId {
+        /// The id.
+        node: i32,
+    },
+    /// The controller quorum cannot start or did not become the leader.
+    #[error(transparent)]
+    Quorum(#[from] QuorumError),
+    /// The metadata of the local log or the legacy file could not be
+    /// committed to the quorum; the old files are kept.
+    #[error("upgrading the metadata of {} into the controller quorum: {source}", dir.display())]
+    Upgrade {
+        /// The metadata log directory.
+        dir: PathBuf,
+        /// The quorum's error.
+        #[source]
+        source: ProposeError,
+    },
     /// This broker's registration could not be made durable.
     #[error("registering broker {node}: {source}")]
     Register {
@@ -172,6 +211,26 @@ impl From<LogError> for MetadataError {
     }
 }
 
+impl From<ProposeError> for MetadataError {
+    /// `NOT_CONTROLLER` where another controller, or none yet, leads (or the
+    /// quorum is shutting down): the client retries, as with Kafka's
+    /// controller moving. `KAFKA_STORAGE_ERROR` where the quorum stopped on
+    /// a failure (a storage error, mostly) or the change is too large to
+    /// write; `UNKNOWN_SERVER_ERROR` for a committed change that did not
+    /// apply, which validation should have caught.
+    fn from(error: ProposeError) -> Self {
+        let code = match &error {
+            ProposeError::NotLeader { .. } | ProposeError::Stopped => ResponseError::NotController,
+            ProposeError::Batch(_) | ProposeError::Fatal(_) => ResponseError::KafkaStorageError,
+            ProposeError::Rejected { .. } | ProposeError::Membership(_) => {
+                tracing::error!(%error, "the controller's change was not applied");
+                ResponseError::UnknownServerError
+            }
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
 impl From<ApplyError> for MetadataError {
     /// The controller validates every change before it makes records, so a
     /// record the image refuses is a controller bug: reported, not applied.
@@ -185,63 +244,56 @@ impl From<ApplyError> for MetadataError {
 }
 
 struct ControllerState {
-    log: MetadataLog,
-    /// The published image: every record in the log applied.
-    image: Arc<MetadataImage>,
     /// This broker's registration epoch.
     broker_epoch: BrokerEpoch,
     /// Ids of the current producer id block not handed out yet.
     producer_ids: Range<i64>,
 }
 
-/// Owns the metadata log and image; see the module documentation.
+/// Orders metadata changes through the quorum; see the module
+/// documentation. Dropping it shuts the quorum down.
 pub struct Controller {
     node: BrokerId,
     log_defaults: LogConfig,
+    /// Held while a change is validated and committed.
     state: Mutex<ControllerState>,
-    image: ArcSwap<MetadataImage>,
+    quorum: QuorumHandle,
 }
 
 impl Controller {
-    /// Recovers the metadata log in `config.metadata_log_dir` (creating an
-    /// empty one), upgrades a legacy metadata file of `config.data_dir`
-    /// into it, and registers this broker.
+    /// Starts the controller quorum on `config.metadata_log_dir`, waits
+    /// until this node leads it, upgrades the metadata a directory of an
+    /// earlier version holds into it (see the module documentation), and
+    /// registers this broker.
     ///
     /// # Errors
-    /// [`OpenError`] naming the file and operation if the log or the
-    /// legacy file cannot be read or is corrupt, or if the registration
-    /// cannot be written.
+    /// [`OpenError`] if the quorum cannot start or does not elect this node
+    /// within [`INITIAL_BROKER_REGISTRATION_TIMEOUT_MS`], if old metadata
+    /// cannot be read, is corrupt or cannot be committed, or if the
+    /// registration cannot be committed.
     pub fn open(config: &BrokerConfig) -> Result<Self, OpenError> {
         let dir = config.metadata_log_dir.join(METADATA_LOG_DIR_NAME);
-        let (mut log, recovered) = MetadataLog::open(&dir)?;
-        let recovery_error = |source| OpenError::Replay {
-            dir: dir.clone(),
-            source,
-        };
-        let mut image = MetadataImage::default()
-            .apply(&recovered.snapshot)
-            .map_err(recovery_error)?;
-        for batch in &recovered.batches {
-            image = image.apply(batch).map_err(recovery_error)?;
-        }
-        tracing::info!(
-            dir = %dir.display(),
-            replayed = recovered.batches.iter().map(Vec::len).sum::<usize>(),
-            cut_bytes = recovered.cut_bytes,
-            "metadata log recovered"
-        );
         let node = BrokerId(config.node_id);
-        let image = upgrade_legacy_file(&config.data_dir, &mut log, image, node)?;
+        let node_id = NodeId::try_from(config.node_id).map_err(|_| OpenError::NegativeNodeId {
+            node: config.node_id,
+        })?;
+        let mut quorum_config = QuorumConfig::lone_voter(node_id, dir.clone());
+        quorum_config.election_timeout = config.cluster.quorum_election_timeout;
+        quorum_config.fetch_timeout = config.cluster.quorum_fetch_timeout;
+        quorum_config.request_timeout = config.cluster.quorum_request_timeout;
+        let quorum = Quorum::start(quorum_config)?;
+        block_on(quorum.await_leadership(Duration::from_millis(
+            INITIAL_BROKER_REGISTRATION_TIMEOUT_MS,
+        )))?;
+        upgrade_previous_metadata(&quorum, &dir, &config.data_dir, node)?;
         let controller = Self {
             node,
             log_defaults: config.log_defaults.clone(),
-            image: ArcSwap::from_pointee(image.clone()),
             state: Mutex::new(ControllerState {
-                log,
-                image: Arc::new(image),
                 broker_epoch: BrokerEpoch::NONE,
                 producer_ids: 0..0,
             }),
+            quorum,
         };
         controller
             .register(config)
@@ -252,9 +304,18 @@ impl Controller {
         Ok(controller)
     }
 
+    /// Shuts the quorum down, waiting for its thread (what dropping the
+    /// controller does, with the error reported).
+    ///
+    /// # Errors
+    /// What stopped the quorum, if it failed.
+    pub fn shutdown(self) -> Result<(), QuorumError> {
+        self.quorum.shutdown()
+    }
+
     fn lock(&self) -> MutexGuard<'_, ControllerState> {
         // A panic while holding the lock cannot leave the state half-changed:
-        // the image is replaced only after its records are durable.
+        // the image changes only when the quorum applies a committed change.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -263,56 +324,77 @@ impl Controller {
     /// The current image.
     #[must_use]
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.load_full()
+        self.quorum.image()
     }
 
-    /// The metadata quorum as `DescribeQuorum` reports it. The local
-    /// controller is a quorum of one voter, this node, which leads it (its
-    /// only election, epoch 1) and has every record it committed.
-    #[must_use]
-    pub fn quorum(&self) -> QuorumView {
-        let high_watermark = self.lock().log.next_offset().0;
-        QuorumView {
-            leader: self.node,
-            leader_epoch: 1,
-            high_watermark,
-            voters: vec![VoterView {
-                id: self.node,
-                log_end_offset: high_watermark,
-                last_fetch_ms: None,
-                last_caught_up_ms: None,
-            }],
+    /// The metadata quorum as `DescribeQuorum` reports it: the quorum's
+    /// own description, offsets being Raft log indexes (the high watermark
+    /// and a voter's log end are the index after the last entry committed
+    /// or held). Without an answer (the quorum stopped) there is no leader.
+    pub async fn quorum(&self) -> QuorumView {
+        match self.quorum.describe().await {
+            Ok(description) => quorum_view(&description),
+            Err(error) => {
+                tracing::warn!(%error, "cannot describe the controller quorum");
+                QuorumView {
+                    leader: BrokerId::NONE,
+                    leader_epoch: -1,
+                    high_watermark: -1,
+                    voters: Vec::new(),
+                }
+            }
         }
     }
 
-    /// Applies `records` to the image, appends them to the log (synced),
-    /// then publishes the new image; snapshots the image when
-    /// [`SNAPSHOT_INTERVAL_RECORDS`] have passed since the last snapshot.
+    /// The topic named `name` in the current image.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC_OR_PARTITION` if there is none.
+    fn topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
+        self.image()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown_topic(name))
+    }
+
+    /// Validates `records` against the current image (the image refuses
+    /// records that break its invariants), then has the quorum commit them,
+    /// and returns the image once this node has applied them.
+    /// Taking the locked state proves the caller holds the lock, so the
+    /// image it validated against is the one the change lands on.
     fn commit(
         &self,
-        state: &mut ControllerState,
+        _locked: &mut ControllerState,
         records: &[MetadataRecord],
     ) -> Result<Arc<MetadataImage>, MetadataError> {
         if records.is_empty() {
-            return Ok(Arc::clone(&state.image));
+            return Ok(self.image());
         }
-        let next = Arc::new(state.image.apply(records)?);
-        state.log.append(records)?;
-        state.image = Arc::clone(&next);
-        self.image.store(Arc::clone(&next));
-        if state.log.records_since_snapshot() >= SNAPSHOT_INTERVAL_RECORDS {
-            // The change is durable and published whatever happens here.
-            if let Err(error) = state.log.snapshot(&next.records()) {
-                tracing::warn!(%error, "cannot snapshot the metadata image");
-            }
-        }
-        Ok(next)
+        self.image().apply(records)?;
+        block_on(self.quorum.propose(records))?;
+        Ok(self.image())
     }
 
     /// Registers this broker (a new epoch for each start).
     fn register(&self, config: &BrokerConfig) -> Result<(), MetadataError> {
         let mut state = self.lock();
-        let broker_epoch = BrokerEpoch(state.log.next_offset().0);
+        // Kafka's broker epoch is the offset of the registration: past
+        // every committed entry, so past every earlier registration's (and
+        // past the last epoch of an upgraded image, from another log).
+        let high_watermark = block_on(self.quorum.describe())
+            .map_err(|error| MetadataError::new(ResponseError::NotController, error.to_string()))?
+            .high_watermark;
+        let previous = self
+            .image()
+            .brokers
+            .get(&self.node)
+            .map_or(BrokerEpoch::NONE, |registration| registration.epoch);
+        let broker_epoch = BrokerEpoch(
+            i64::try_from(high_watermark)
+                .unwrap_or(i64::MAX)
+                .max(previous.0 + 1),
+        );
         let record = MetadataRecord::RegisterBroker(RegisterBrokerRecord {
             broker_id: self.node,
             incarnation_id: *Uuid::new_v4().as_bytes(),
@@ -331,17 +413,6 @@ impl Controller {
         self.commit(&mut state, &[record])?;
         state.broker_epoch = broker_epoch;
         Ok(())
-    }
-
-    /// Snapshots the image if records were appended since the last
-    /// snapshot, so the next start replays none (clean shutdown).
-    ///
-    /// # Errors
-    /// The log's error if the snapshot cannot be written.
-    pub fn snapshot(&self) -> Result<(), LogError> {
-        let mut state = self.lock();
-        let records = state.image.records();
-        state.log.snapshot(&records)
     }
 
     /// The log configuration of `topic`: broker defaults plus its overrides.
@@ -469,7 +540,7 @@ impl Controller {
         new_overrides: impl FnOnce(&[(String, String)]) -> Result<Vec<(String, String)>, MetadataError>,
     ) -> Result<LogConfig, MetadataError> {
         let mut state = self.lock();
-        let topic = state.topic(name)?;
+        let topic = self.topic(name)?;
         let mut overrides = new_overrides(&topic.configs)?;
         overrides.sort();
         if let Some(pair) = overrides.windows(2).find(|pair| pair[0].0 == pair[1].0) {
@@ -522,7 +593,7 @@ impl Controller {
         validate_only: bool,
     ) -> Result<i32, MetadataError> {
         let mut state = self.lock();
-        let topic = state.topic(name)?;
+        let topic = self.topic(name)?;
         let previous = topic.partition_count();
         check_partition_increase(previous, count)?;
         if !validate_only {
@@ -531,7 +602,7 @@ impl Controller {
                 .first()
                 .map_or(1, |partition| partition.replicas.len() as i16);
             let records = new_partitions(
-                &state.image,
+                &self.image(),
                 topic.id,
                 previous..count,
                 replication_factor,
@@ -558,10 +629,11 @@ impl Controller {
         configs: Vec<(String, String)>,
     ) -> Result<Arc<TopicImage>, MetadataError> {
         let mut state = self.lock();
-        self.validate_topic_in(&state.image, name, partitions, replication_factor, &configs)?;
+        let image = self.image();
+        self.validate_topic_in(&image, name, partitions, replication_factor, &configs)?;
         let topic_id = loop {
             let id = TopicId::from(Uuid::new_v4());
-            if !id.is_zero() && state.image.topic_by_id(id.uuid()).is_none() {
+            if !id.is_zero() && image.topic_by_id(id.uuid()).is_none() {
                 break id;
             }
         };
@@ -570,7 +642,7 @@ impl Controller {
             topic_id,
         })];
         records.extend(new_partitions(
-            &state.image,
+            &image,
             topic_id,
             0..partitions,
             replication_factor,
@@ -585,7 +657,11 @@ impl Controller {
             })
         }));
         let image = self.commit(&mut state, &records)?;
-        Ok(Arc::clone(&image.topics[name]))
+        image
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown_topic(name))
     }
 
     /// Removes a topic, its partitions and configs from the metadata (a
@@ -597,7 +673,7 @@ impl Controller {
     /// `KAFKA_STORAGE_ERROR`.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
         let mut state = self.lock();
-        let topic = state.topic(name)?;
+        let topic = self.topic(name)?;
         let record = MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id: topic.id });
         self.commit(&mut state, &[record])?;
         Ok(topic)
@@ -648,8 +724,8 @@ impl Controller {
         broker: BrokerId,
         epoch: BrokerEpoch,
     ) -> Result<Range<i64>, MetadataError> {
-        let registered = state
-            .image
+        let image = self.image();
+        let registered = image
             .brokers
             .get(&broker)
             .is_some_and(|registration| registration.epoch == epoch);
@@ -659,7 +735,7 @@ impl Controller {
                 format!("broker {broker} is not registered with epoch {epoch}"),
             ));
         }
-        let start = state.image.next_producer_id.0;
+        let start = image.next_producer_id.0;
         let end = start + PRODUCER_ID_BLOCK;
         let record = MetadataRecord::ProducerIds(ProducerIdsRecord {
             broker_id: broker,
@@ -746,18 +822,19 @@ fn new_partitions(
         .collect())
 }
 
-/// Converts the legacy metadata file of `data_dir`, if there is one, into
-/// records appended to the empty `log`, then removes the file once they
-/// are durable. If the log already holds records, an earlier start
-/// converted the file and crashed before removing it: it is only removed.
-fn upgrade_legacy_file(
+/// Brings the metadata a directory of an earlier version holds into the
+/// quorum (see the module documentation): the image of the local metadata
+/// log in `dir`, or, if that log holds nothing, of the legacy file of
+/// `data_dir`, proposed as one change if the quorum has committed no
+/// metadata yet; then the old files are removed, durably.
+fn upgrade_previous_metadata(
+    quorum: &QuorumHandle,
+    dir: &Path,
     data_dir: &Path,
-    log: &mut MetadataLog,
-    image: MetadataImage,
     node: BrokerId,
-) -> Result<MetadataImage, OpenError> {
-    let path = data_dir.join(legacy::LEGACY_METADATA_FILE);
-    let io_error = |context, path: &Path| {
+) -> Result<(), OpenError> {
+    let legacy_path = data_dir.join(legacy::LEGACY_METADATA_FILE);
+    let legacy_io = |context, path: &Path| {
         let path = path.to_path_buf();
         move |source| OpenError::LegacyIo {
             context,
@@ -765,53 +842,127 @@ fn upgrade_legacy_file(
             source,
         }
     };
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(image),
-        Err(error) => return Err(io_error("reading", &path)(error)),
+    let legacy_bytes = match std::fs::read(&legacy_path) {
+        Ok(bytes) => Some(bytes),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(legacy_io("reading", &legacy_path)(error)),
     };
-    let image = if log.next_offset() == fjord_engine::Offset::ZERO {
-        let legacy = legacy::decode(&bytes).map_err(|source| OpenError::CorruptLegacy {
-            path: path.clone(),
-            source,
-        })?;
-        let records = legacy::records(&legacy, node);
-        let upgraded = image
-            .apply(&records)
-            .map_err(|source| OpenError::ConvertLegacy {
-                path: path.clone(),
+    let log_exists = log::exists(dir)?;
+    if legacy_bytes.is_none() && !log_exists {
+        return Ok(());
+    }
+    if quorum.image().records().is_empty() {
+        let (mut image, log_is_empty) = if log_exists {
+            recover_log(dir)?
+        } else {
+            (MetadataImage::default(), true)
+        };
+        if let (Some(bytes), true) = (&legacy_bytes, log_is_empty) {
+            image = convert_legacy(bytes, &image, node, &legacy_path)?;
+        }
+        let records = image.records();
+        if !records.is_empty() {
+            block_on(quorum.propose(&records)).map_err(|source| OpenError::Upgrade {
+                dir: dir.to_path_buf(),
                 source,
             })?;
-        if !records.is_empty() {
-            log.append(&records)?;
         }
         tracing::info!(
-            path = %path.display(),
-            topics = legacy.topics.len(),
-            "converted the legacy metadata file into the metadata log"
+            dir = %dir.display(),
+            topics = image.topics.len(),
+            "upgraded the metadata of an earlier version into the controller quorum"
         );
-        upgraded
-    } else {
-        image
-    };
-    std::fs::remove_file(&path).map_err(io_error("removing", &path))?;
-    std::fs::File::open(data_dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error("syncing", data_dir))?;
-    Ok(image)
+    }
+    if log_exists {
+        log::remove(dir)?;
+    }
+    if legacy_bytes.is_some() {
+        std::fs::remove_file(&legacy_path).map_err(legacy_io("removing", &legacy_path))?;
+        std::fs::File::open(data_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(legacy_io("syncing", data_dir))?;
+    }
+    Ok(())
 }
 
-impl ControllerState {
-    /// The topic named `name` in the published image.
-    ///
-    /// # Errors
-    /// `UNKNOWN_TOPIC_OR_PARTITION` if there is none.
-    fn topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
-        self.image
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| unknown_topic(name))
+/// The image of the local metadata log in `dir`, and whether the log holds
+/// no record at all.
+fn recover_log(dir: &Path) -> Result<(MetadataImage, bool), OpenError> {
+    let (log, recovered) = MetadataLog::open(dir)?;
+    let recovery_error = |source| OpenError::Replay {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let mut image = MetadataImage::default()
+        .apply(&recovered.snapshot)
+        .map_err(recovery_error)?;
+    for batch in &recovered.batches {
+        image = image.apply(batch).map_err(recovery_error)?;
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        replayed = recovered.batches.iter().map(Vec::len).sum::<usize>(),
+        cut_bytes = recovered.cut_bytes,
+        "local metadata log recovered"
+    );
+    Ok((image, log.next_offset() == fjord_engine::Offset::ZERO))
+}
+
+/// `image` with the legacy file's metadata (`bytes`, read from `path`)
+/// added.
+fn convert_legacy(
+    bytes: &[u8],
+    image: &MetadataImage,
+    node: BrokerId,
+    path: &Path,
+) -> Result<MetadataImage, OpenError> {
+    let legacy = legacy::decode(bytes).map_err(|source| OpenError::CorruptLegacy {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let records = legacy::records(&legacy, node);
+    let upgraded = image
+        .apply(&records)
+        .map_err(|source| OpenError::ConvertLegacy {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    tracing::info!(
+        path = %path.display(),
+        topics = legacy.topics.len(),
+        "converted the legacy metadata file"
+    );
+    Ok(upgraded)
+}
+
+/// What `DescribeQuorum` reports of `description`.
+fn quorum_view(description: &QuorumDescription) -> QuorumView {
+    let broker = |id: NodeId| i32::try_from(id).map_or(BrokerId::NONE, BrokerId);
+    let offset = |index: u64| i64::try_from(index).unwrap_or(i64::MAX);
+    let now = SystemTime::now();
+    QuorumView {
+        leader: description.leader.map_or(BrokerId::NONE, broker),
+        leader_epoch: i32::try_from(description.leader_epoch).unwrap_or(i32::MAX),
+        high_watermark: offset(description.high_watermark),
+        voters: description
+            .voters
+            .iter()
+            .map(|voter| VoterView {
+                id: broker(voter.id),
+                log_end_offset: voter
+                    .matched_index
+                    .map_or(0, |index| offset(index.saturating_add(1))),
+                // The leader fetches from no one.
+                last_fetch_ms: (Some(voter.id) != description.leader)
+                    .then(|| {
+                        let at = now.checked_sub(voter.last_contact?)?;
+                        let since_epoch = at.duration_since(UNIX_EPOCH).ok()?;
+                        i64::try_from(since_epoch.as_millis()).ok()
+                    })
+                    .flatten(),
+                last_caught_up_ms: None,
+            })
+            .collect(),
     }
 }
 

@@ -135,10 +135,15 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
             outcome.map_err(|error| error.to_string())
         }
     });
-    // Whatever the shards did, the metadata is whole: snapshot it so the
-    // next start replays nothing.
-    if let Err(error) = controller.snapshot() {
-        tracing::warn!(%error, "cannot snapshot the metadata at shutdown");
+    // The shards are gone, and with them every other holder of the
+    // controller but the engine's settings: stop the quorum cleanly.
+    drop(engine);
+    if let Ok(controller) = Arc::try_unwrap(controller) {
+        if let Err(error) = controller.shutdown() {
+            tracing::warn!(%error, "the controller quorum stopped with an error");
+        }
+    } else {
+        tracing::warn!("the controller is still in use at shutdown");
     }
     for outcome in outcomes? {
         outcome.map_err(|reason| BrokerError::Io {

@@ -2,6 +2,12 @@
 //! batches, with periodic snapshots of the image so a restart replays only
 //! the records since the last one.
 //!
+//! The controller quorum ([`crate::controller::quorum`]) has replaced it:
+//! a start reads it only to upgrade a directory an earlier version wrote
+//! ([`exists`], [`MetadataLog::open`], [`remove`]); its writer stays so
+//! tests write such directories, and its framing and file helpers serve
+//! the quorum's own files.
+//!
 //! # Files
 //! Everything lives in one directory, `<metadata.log.dir>/__cluster_metadata-0/`
 //! as in Kafka:
@@ -364,6 +370,36 @@ impl MetadataLog {
     }
 }
 
+/// Whether `dir` holds a metadata log (a segment or a snapshot), without
+/// creating anything.
+///
+/// # Errors
+/// [`LogError::Io`] if the directory exists but cannot be listed.
+pub fn exists(dir: &Path) -> Result<bool, LogError> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let files = list(dir)?;
+    Ok(!files.segments.is_empty() || !files.snapshots.is_empty())
+}
+
+/// Removes the metadata log's files from `dir` (its segments, snapshots
+/// and their temporaries; any other file stays) and syncs the directory,
+/// so the removal outlives a power loss.
+///
+/// # Errors
+/// [`LogError::Io`] if a file cannot be listed or removed, or the
+/// directory cannot be synced.
+pub fn remove(dir: &Path) -> Result<(), LogError> {
+    let files = list(dir)?;
+    let segments = files.segments.iter().map(|&base| segment_path(dir, base));
+    let snapshots = files.snapshots.iter().map(|&end| snapshot_path(dir, end));
+    for path in segments.chain(snapshots).chain(files.temporaries) {
+        fs::remove_file(&path).map_err(io_error("removing", &path))?;
+    }
+    sync_dir(dir)
+}
+
 /// The files of a log directory, by kind.
 #[derive(Default)]
 struct Files {
@@ -380,7 +416,8 @@ fn list(dir: &Path) -> Result<Files, LogError> {
         let Some(name) = name.to_str() else {
             continue;
         };
-        if name.ends_with(TEMPORARY_SUFFIX) {
+        // Only its own temporaries: the quorum's files share the directory.
+        if parse_offset(name, &format!("{SNAPSHOT_SUFFIX}{TEMPORARY_SUFFIX}")).is_some() {
             files.temporaries.push(entry.path());
         } else if let Some(base) = parse_offset(name, SEGMENT_SUFFIX) {
             files.segments.insert(base);

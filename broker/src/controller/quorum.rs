@@ -17,9 +17,8 @@
 //! - [`handle`]: the `fjord-controller` thread and the handle to it;
 //! - [`error`]: the errors.
 //!
-//! This module is not yet what the broker runs: the controller still
-//! orders changes through its local [`crate::controller::log`]; the next
-//! step hands them to a [`QuorumHandle`] instead.
+//! The [`crate::controller::Controller`] runs one member and proposes
+//! every change through its [`QuorumHandle`].
 
 pub mod config;
 pub mod error;

@@ -245,47 +245,124 @@ fn each_start_registers_the_broker_with_a_larger_epoch() {
     assert_ne!(second.incarnation_id, first.incarnation_id);
 }
 
-/// Guards against a start replaying the whole history: the image is
-/// snapshotted every `SNAPSHOT_INTERVAL_RECORDS` records and the segments
-/// before the snapshot are deleted, and a snapshot plus the records after
-/// it rebuild the same image.
+/// Guards against changes living only in memory: every change goes through
+/// the quorum's log (its `.raftlog` segments and vote, in the metadata log
+/// directory), and a reopened controller rebuilds the same image from it.
 #[test]
-fn snapshots_bound_the_log_and_rebuild_the_same_image() {
+fn changes_are_committed_to_the_quorum_log_and_survive_reopening() {
     let scratch = Scratch::new();
     let controller = scratch.controller();
-    let partitions = i32::try_from(SNAPSHOT_INTERVAL_RECORDS / 3).unwrap();
     for index in 0..4 {
         controller
-            .create_topic(&format!("t{index}"), partitions, 1, None, Vec::new())
+            .create_topic(&format!("t{index}"), 3, 1, None, Vec::new())
             .unwrap();
     }
     let image = controller.image();
-    let files = scratch.log_files();
-    let count = |extension: &str| {
-        files
-            .iter()
-            .filter(|name| {
-                Path::new(name)
-                    .extension()
-                    .is_some_and(|found| found == extension)
-            })
-            .count()
-    };
-    assert_eq!((count("snapshot"), count("log")), (1, 1), "{files:?}");
     drop(controller);
-    let reopened = scratch.controller();
-    assert_eq!(without_brokers(&reopened.image()), without_brokers(&image));
-    // A clean shutdown's snapshot leaves nothing to replay.
-    reopened.snapshot().unwrap();
-    let end = reopened.lock().log.next_offset();
     let files = scratch.log_files();
+    assert!(files.contains(&"raft.vote".to_owned()), "{files:?}");
     assert!(
-        files.contains(&format!("{:020}.snapshot", end.0))
-            && files.contains(&format!("{:020}.log", end.0)),
+        files.iter().any(|name| name.ends_with(".raftlog")),
         "{files:?}"
     );
-    let segment = scratch.log_dir().join(format!("{:020}.log", end.0));
-    assert_eq!(std::fs::metadata(segment).unwrap().len(), 0);
+    let reopened = scratch.controller();
+    assert_eq!(without_brokers(&reopened.image()), without_brokers(&image));
+}
+
+/// The local metadata log of the version before the quorum, as it wrote
+/// it in `dir`: broker 1 registered at epoch 57, topic `orders` (2
+/// partitions, `retention.ms=5000`), producer ids up to 5000 taken; part
+/// of it in a snapshot, the rest in a segment after it. Returns its image.
+fn write_local_metadata_log(dir: &Path) -> MetadataImage {
+    let registration = MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+        broker_id: BrokerId(1),
+        incarnation_id: *Uuid::new_v4().as_bytes(),
+        broker_epoch: BrokerEpoch(57),
+        endpoints: Vec::new(),
+        rack: None,
+        fenced: false,
+    });
+    let registered = MetadataImage::default()
+        .apply(std::slice::from_ref(&registration))
+        .unwrap();
+    let topic_id = TopicId::from(Uuid::new_v4());
+    let mut topic = vec![MetadataRecord::Topic(TopicRecord {
+        name: "orders".to_owned(),
+        topic_id,
+    })];
+    topic.extend(new_partitions(&registered, topic_id, 0..2, 1, None).unwrap());
+    topic.push(MetadataRecord::Config(ConfigRecord {
+        resource_type: ConfigResourceType::Topic,
+        resource_name: "orders".to_owned(),
+        name: "retention.ms".to_owned(),
+        value: Some("5000".to_owned()),
+    }));
+    let producer_ids = MetadataRecord::ProducerIds(ProducerIdsRecord {
+        broker_id: BrokerId(1),
+        broker_epoch: BrokerEpoch(57),
+        next_producer_id: ProducerId(5000),
+    });
+    let (mut log, _) = MetadataLog::open(dir).unwrap();
+    log.append(&[registration]).unwrap();
+    log.append(&topic).unwrap();
+    let image = registered.apply(&topic).unwrap();
+    log.snapshot(&image.records()).unwrap();
+    log.append(std::slice::from_ref(&producer_ids)).unwrap();
+    image.apply(&[producer_ids]).unwrap()
+}
+
+/// The names of the local metadata log's files among `files`.
+fn local_log_files(files: &[String]) -> Vec<&String> {
+    files
+        .iter()
+        .filter(|name| {
+            name.strip_suffix(".log")
+                .or_else(|| name.strip_suffix(".snapshot"))
+                .is_some_and(|digits| digits.len() == 20)
+        })
+        .collect()
+}
+
+/// Guards against losing topics, configs or producer ids when a data
+/// directory written by the version before the quorum starts: its local
+/// metadata log is committed to the quorum, and removed only after that.
+#[test]
+fn a_local_metadata_log_is_upgraded_into_the_quorum() {
+    let scratch = Scratch::new();
+    let written = write_local_metadata_log(&scratch.log_dir());
+    assert_eq!(local_log_files(&scratch.log_files()).len(), 2);
+    let controller = scratch.controller();
+    assert!(
+        local_log_files(&scratch.log_files()).is_empty(),
+        "{:?}",
+        scratch.log_files()
+    );
+    let image = controller.image();
+    assert_eq!(without_brokers(&image), without_brokers(&written));
+    assert_eq!(image.topics["orders"].config("retention.ms"), Some("5000"));
+    assert!(image.brokers[&BrokerId(1)].epoch > BrokerEpoch(57));
+    assert_eq!(controller.allocate_producer_id().unwrap(), 5000);
+    drop(controller);
+    let reopened = scratch.controller();
+    assert_eq!(reopened.image().topics["orders"].partition_count(), 2);
+    assert_eq!(reopened.image().next_producer_id, ProducerId(6000));
+}
+
+/// A start that committed the local log to the quorum but crashed before
+/// removing it must not commit it again (its topics would exist twice, or
+/// come back after a delete): the files are only removed.
+#[test]
+fn a_local_metadata_log_left_after_its_upgrade_is_only_removed() {
+    let scratch = Scratch::new();
+    write_local_metadata_log(&scratch.log_dir());
+    let controller = scratch.controller();
+    controller.delete_topic("orders").unwrap();
+    drop(controller);
+    write_local_metadata_log(&scratch.log_dir());
+    let reopened = scratch.controller();
+    assert!(local_log_files(&scratch.log_files()).is_empty());
+    assert!(reopened.image().topics.is_empty());
+    assert_eq!(reopened.image().next_producer_id, ProducerId(5000));
 }
 
 #[test]

@@ -20,9 +20,8 @@ pub const SUPPORT: ApiSupport = ApiSupport {
 };
 
 /// Answers `DescribeQuorum`.
-#[must_use]
-pub fn handle(broker: &Broker, request: &DescribeQuorumRequest) -> DescribeQuorumResponse {
-    let quorum = broker.controller.quorum();
+pub async fn handle(broker: &Broker, request: &DescribeQuorumRequest) -> DescribeQuorumResponse {
+    let quorum = broker.controller.quorum().await;
     let topics = request
         .topics
         .iter()

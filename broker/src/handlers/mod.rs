@@ -201,7 +201,7 @@ async fn run(
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, &request))
         }
         RequestKind::DescribeQuorum(request) => {
-            ResponseKind::DescribeQuorum(describe_quorum::handle(broker, &request))
+            ResponseKind::DescribeQuorum(describe_quorum::handle(broker, &request).await)
         }
         RequestKind::DescribeTopicPartitions(request) => ResponseKind::DescribeTopicPartitions(
             describe_topic_partitions::handle(broker, &request),

@@ -2,7 +2,7 @@
 //! defaults, and how those map onto openraft's settings.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,12 @@ pub const SNAPSHOT_INTERVAL_ENTRIES_DEFAULT: u64 = 1000;
 /// little behind catches up from the log rather than a whole snapshot.
 pub const ENTRIES_KEPT_AFTER_SNAPSHOT_DEFAULT: u64 = 100;
 
+/// The address a lone voter (see [`QuorumConfig::lone_voter`]) stands under
+/// in the membership: port 0 of the unspecified address, which no one can
+/// dial.
+pub const LONE_VOTER_ADDRESS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
 /// A controller quorum member's settings.
 #[derive(Clone, Debug)]
 pub struct QuorumConfig {
@@ -33,8 +39,9 @@ pub struct QuorumConfig {
     /// `controller.quorum.voters`: every voter's id and controller
     /// listener address, this node's included.
     pub voters: BTreeMap<NodeId, SocketAddr>,
-    /// Where this controller listens for its peers.
-    pub listen: SocketAddr,
+    /// Where this controller listens for its peers; `None` for a lone
+    /// voter, which never sends or receives a message.
+    pub listen: Option<SocketAddr>,
     /// The log directory (`metadata.log.dir/__cluster_metadata-0`).
     pub dir: PathBuf,
     /// `controller.quorum.election.timeout.ms`: how much a follower's
@@ -70,7 +77,26 @@ impl QuorumConfig {
         let listen = *voters
             .get(&node_id)
             .ok_or(QuorumError::NotAVoter { node_id })?;
-        Ok(Self {
+        Ok(Self::with_listener(node_id, voters, Some(listen), dir))
+    }
+
+    /// The settings of a quorum whose only voter is `node_id`, with Kafka's
+    /// defaults and no listener: a lone voter elects itself and commits
+    /// alone, so nothing ever dials it. Its address in the membership is
+    /// [`LONE_VOTER_ADDRESS`], which says as much.
+    #[must_use]
+    pub fn lone_voter(node_id: NodeId, dir: PathBuf) -> Self {
+        let voters = BTreeMap::from([(node_id, LONE_VOTER_ADDRESS)]);
+        Self::with_listener(node_id, voters, None, dir)
+    }
+
+    fn with_listener(
+        node_id: NodeId,
+        voters: BTreeMap<NodeId, SocketAddr>,
+        listen: Option<SocketAddr>,
+        dir: PathBuf,
+    ) -> Self {
+        Self {
             node_id,
             voters,
             listen,
@@ -81,7 +107,7 @@ impl QuorumConfig {
             snapshot_interval_entries: SNAPSHOT_INTERVAL_ENTRIES_DEFAULT,
             entries_kept_after_snapshot: ENTRIES_KEPT_AFTER_SNAPSHOT_DEFAULT,
             image: Arc::new(ArcSwap::from_pointee(MetadataImage::default())),
-        })
+        }
     }
 
     /// openraft's settings for these: its election timer runs from the
@@ -92,7 +118,6 @@ impl QuorumConfig {
     /// # Errors
     /// [`QuorumError::Config`] if openraft refuses them (a zero timeout).
     pub fn raft_config(&self) -> Result<openraft::Config, QuorumError> {
-        let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let fetch_timeout_ms = millis(self.fetch_timeout);
         let config = openraft::Config {
             cluster_name: "fjord-controller".to_owned(),
@@ -108,4 +133,9 @@ impl QuorumConfig {
         };
         Ok(config.validate()?)
     }
+}
+
+/// `duration` in whole milliseconds, saturating.
+pub(super) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

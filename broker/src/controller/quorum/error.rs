@@ -81,6 +81,14 @@ pub enum QuorumError {
     /// openraft refused to start or stopped on a fatal error.
     #[error("the controller quorum stopped: {0}")]
     Raft(#[source] Box<openraft::error::Fatal<NodeId>>),
+    /// This member did not become the leader in time.
+    #[error("controller {node_id} did not become the quorum leader within {timeout_ms} ms")]
+    NotLeading {
+        /// This node's id.
+        node_id: NodeId,
+        /// How long it waited.
+        timeout_ms: u64,
+    },
     /// The controller thread ended before answering.
     #[error("the controller thread is gone")]
     Stopped,

@@ -29,7 +29,7 @@ use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::QuorumConfig;
+use super::config::{millis, QuorumConfig};
 use super::error::{ProposeError, QuorumError};
 use super::log_store::LogStore;
 use super::network::{Network, Peers};
@@ -94,13 +94,18 @@ enum Command {
     Describe {
         reply: oneshot::Sender<Result<QuorumDescription, Fatal<NodeId>>>,
     },
+    AwaitLeadership {
+        timeout: Duration,
+        reply: oneshot::Sender<Result<(), QuorumError>>,
+    },
 }
 
 /// Starts controller quorum members.
 pub struct Quorum;
 
 impl Quorum {
-    /// Opens the log in `config.dir`, binds `config.listen`, and starts the
+    /// Opens the log in `config.dir`, binds `config.listen` (if set), and
+    /// starts the
     /// member on its `fjord-controller` thread; returns once the member
     /// runs (and, on a fresh voter set, has initialized the membership).
     ///
@@ -115,12 +120,15 @@ impl Quorum {
             });
         }
         let raft_config = Arc::new(config.raft_config()?);
-        let bind = |source| QuorumError::Bind {
-            addr: config.listen,
-            source,
+        let listener = match config.listen {
+            Some(addr) => {
+                let bind = |source| QuorumError::Bind { addr, source };
+                let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
+                listener.set_nonblocking(true).map_err(bind)?;
+                Some((addr, listener))
+            }
+            None => None,
         };
-        let listener = std::net::TcpListener::bind(config.listen).map_err(bind)?;
-        listener.set_nonblocking(true).map_err(bind)?;
         let log_store = LogStore::open(&config.dir)?;
         let state_machine = StateMachine::open(&config.dir, Arc::clone(&config.image))?;
         let peers = Arc::new(Peers::new(
@@ -182,7 +190,7 @@ impl Member {
     async fn run(
         self,
         raft_config: Arc<openraft::Config>,
-        listener: std::net::TcpListener,
+        listener: Option<(SocketAddr, std::net::TcpListener)>,
         log_store: LogStore,
         state_machine: StateMachine,
         mut commands: mpsc::Receiver<Command>,
@@ -209,6 +217,14 @@ impl Member {
                 Command::Describe { reply } => {
                     let _ = reply.send(self.describe(&raft).await);
                 }
+                Command::AwaitLeadership { timeout, reply } => {
+                    // Waits on its own task: the member keeps answering.
+                    let raft = raft.clone();
+                    let node_id = self.node_id;
+                    tokio::spawn(async move {
+                        let _ = reply.send(await_leadership(&raft, node_id, timeout).await);
+                    });
+                }
             }
         }
         raft.shutdown().await.map_err(|_| QuorumError::Stopped)?;
@@ -218,18 +234,22 @@ impl Member {
     async fn start_raft(
         &self,
         raft_config: Arc<openraft::Config>,
-        listener: std::net::TcpListener,
+        listener: Option<(SocketAddr, std::net::TcpListener)>,
         log_store: LogStore,
         state_machine: StateMachine,
     ) -> Result<Raft<MetadataTypes>, QuorumError> {
-        let listener =
-            tokio::net::TcpListener::from_std(listener).map_err(|source| QuorumError::Bind {
-                addr: self.voters[&self.node_id],
-                source,
-            })?;
+        let listener = match listener {
+            Some((addr, listener)) => Some(
+                tokio::net::TcpListener::from_std(listener)
+                    .map_err(|source| QuorumError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let network = Network::new(Arc::clone(&self.peers));
         let raft = Raft::new(self.node_id, raft_config, network, log_store, state_machine).await?;
-        tokio::spawn(server::serve(listener, raft.clone()));
+        if let Some(listener) = listener {
+            tokio::spawn(server::serve(listener, raft.clone()));
+        }
         let members: BTreeMap<NodeId, ControllerNode> = self
             .voters
             .iter()
@@ -283,6 +303,39 @@ impl Member {
             voters,
         })
     }
+}
+
+/// Resolves once `node_id` leads and has applied every change committed
+/// before its term, or fails after `timeout`.
+async fn await_leadership(
+    raft: &Raft<MetadataTypes>,
+    node_id: NodeId,
+    timeout: Duration,
+) -> Result<(), QuorumError> {
+    let leading = async {
+        raft.wait(None)
+            .metrics(
+                |metrics| metrics.current_leader == Some(node_id),
+                "this member leads",
+            )
+            .await
+            .map_err(|_| QuorumError::Stopped)?;
+        match raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::Fatal(fatal)) => Err(fatal.into()),
+            // Leadership moved on meanwhile.
+            Err(RaftError::APIError(_)) => Err(QuorumError::NotLeading {
+                node_id,
+                timeout_ms: millis(timeout),
+            }),
+        }
+    };
+    tokio::time::timeout(timeout, leading)
+        .await
+        .map_err(|_| QuorumError::NotLeading {
+            node_id,
+            timeout_ms: millis(timeout),
+        })?
 }
 
 /// The handle of a running member; see the module documentation. Dropping
@@ -358,6 +411,23 @@ impl QuorumHandle {
             .await
             .map_err(|_| QuorumError::Stopped)?;
         Ok(answer.await.map_err(|_| QuorumError::Stopped)??)
+    }
+
+    /// Resolves once this member leads the quorum and its image holds
+    /// every change committed before: what a lone voter waits for after
+    /// start, before it proposes.
+    ///
+    /// # Errors
+    /// [`QuorumError::NotLeading`] if that does not happen within
+    /// `timeout` (another voter leads, or no leader is elected);
+    /// [`QuorumError::Stopped`] or [`QuorumError::Raft`] if the member is
+    /// not running.
+    pub async fn await_leadership(&self, timeout: Duration) -> Result<(), QuorumError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::AwaitLeadership { timeout, reply })
+            .await
+            .map_err(|_| QuorumError::Stopped)?;
+        answer.await.map_err(|_| QuorumError::Stopped)?
     }
 
     async fn send(&self, command: Command) -> Result<(), QuorumError> {
