@@ -430,19 +430,30 @@ fn list(dir: &Path) -> Result<Files, LogError> {
 
 /// The offset in a file name `<20 digits><suffix>`.
 fn parse_offset(name: &str, suffix: &str) -> Option<Offset> {
+    parse_numbered(name, suffix).and_then(|number| i64::try_from(number).ok().map(Offset))
+}
+
+/// The number in a file name `<20 digits><suffix>` (the metadata log's and
+/// the quorum log's files are named so).
+pub(crate) fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
     let digits = name.strip_suffix(suffix)?;
     if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok().map(Offset)
+    digits.parse().ok()
+}
+
+/// The path of the file named `<number as 20 digits><suffix>` in `dir`.
+pub(crate) fn numbered_path(dir: &Path, number: impl std::fmt::Display, suffix: &str) -> PathBuf {
+    dir.join(format!("{number:020}{suffix}"))
 }
 
 fn segment_path(dir: &Path, base: Offset) -> PathBuf {
-    dir.join(format!("{:020}{SEGMENT_SUFFIX}", base.0))
+    numbered_path(dir, base.0, SEGMENT_SUFFIX)
 }
 
 fn snapshot_path(dir: &Path, end: Offset) -> PathBuf {
-    dir.join(format!("{:020}{SNAPSHOT_SUFFIX}", end.0))
+    numbered_path(dir, end.0, SNAPSHOT_SUFFIX)
 }
 
 /// Where a segment scan is in the replay: batches below the snapshot's end
@@ -645,13 +656,18 @@ pub(crate) fn cut(path: &Path, length: u64) -> Result<(), LogError> {
 
 /// Creates the empty segment starting at `base`, durably.
 fn create_segment(dir: &Path, base: Offset) -> Result<File, LogError> {
-    let path = segment_path(dir, base);
+    create_appendable(dir, &segment_path(dir, base))
+}
+
+/// Creates `path` in `dir` (or opens it, if it exists) for appending, with
+/// the file and its name durable.
+pub(crate) fn create_appendable(dir: &Path, path: &Path) -> Result<File, LogError> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
-        .map_err(io_error("creating", &path))?;
-    file.sync_all().map_err(io_error("syncing", &path))?;
+        .open(path)
+        .map_err(io_error("creating", path))?;
+    file.sync_all().map_err(io_error("syncing", path))?;
     sync_dir(dir)?;
     Ok(file)
 }

@@ -79,7 +79,8 @@ use serde::Serialize;
 use super::error::QuorumError;
 use super::types::{MetadataTypes, NodeId};
 use crate::controller::log::{
-    cut, io_error, read_frame, sync_dir, write_synced, LogError, BATCH_BYTES_MAX,
+    create_appendable, cut, io_error, numbered_path, parse_numbered, read_frame, sync_dir,
+    write_synced, LogError, BATCH_BYTES_MAX,
 };
 
 /// Suffix of a segment file.
@@ -627,30 +628,18 @@ fn read_small_file<T: DeserializeOwned>(
 
 /// The first index in a segment's name `<20 digits>.raftlog`.
 fn parse_base(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    parse_numbered(name, SEGMENT_SUFFIX)
 }
 
 /// The path of the segment starting at index `base`.
 #[must_use]
 pub fn segment_path(dir: &Path, base: u64) -> PathBuf {
-    dir.join(format!("{base:020}{SEGMENT_SUFFIX}"))
+    numbered_path(dir, base, SEGMENT_SUFFIX)
 }
 
 /// Creates the empty segment starting at `base`, durably.
 fn create_segment(dir: &Path, base: u64) -> Result<File, QuorumError> {
-    let path = segment_path(dir, base);
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(io_error("creating", &path))?;
-    file.sync_all().map_err(io_error("syncing", &path))?;
-    sync_dir(dir)?;
-    Ok(file)
+    Ok(create_appendable(dir, &segment_path(dir, base))?)
 }
 
 #[cfg(test)]
