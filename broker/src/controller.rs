@@ -771,7 +771,12 @@ fn placement_error(error: PlacementError) -> MetadataError {
 /// topic's id fixes, so a topic that grows keeps its striping); every
 /// replica in the ISR (the partitions are empty) and the first one leading
 /// at epoch 0.
-fn new_partitions(
+///
+/// # Errors
+/// `INVALID_REPLICATION_FACTOR` if placement cannot place them,
+/// `INVALID_REPLICA_ASSIGNMENT` for an assignment of the wrong length or
+/// with an empty list.
+pub fn new_partitions(
     image: &MetadataImage,
     topic_id: TopicId,
     indexes: Range<i32>,

@@ -2,8 +2,9 @@
 //! registrations, heartbeats, session expiry, controller failover, and the
 //! leader elections that follow, driven from a seed through the same
 //! functions the controller runs (`controller::liveness`,
-//! `controller::election`, `controller::placement`), every record applied
-//! to the image with the image's own checks.
+//! `controller::election`, and `controller::new_partitions` to place the
+//! topics' replicas), every record applied to the image with the image's
+//! own checks.
 //!
 //! Simulated: three to five brokers (with racks or without) that heartbeat,
 //! crash (stop heartbeating), restart with a new incarnation (refused while
@@ -26,14 +27,12 @@ use std::time::Duration;
 use fjord_broker::controller::liveness::{
     BrokerSessions, Heartbeat, LivenessError, Registered, Registration,
 };
-use fjord_broker::controller::placement::{place_replicas, PlacementBroker, PlacementStart};
+use fjord_broker::controller::new_partitions;
 use fjord_broker::metadata::records::{
-    BrokerEndpoint, BrokerEpoch, BrokerId, MetadataRecord, PartitionEpoch, PartitionRecord,
-    TopicId, TopicRecord,
+    BrokerEndpoint, BrokerEpoch, BrokerId, MetadataRecord, TopicId, TopicRecord,
 };
 use fjord_broker::metadata::MetadataImage;
 use fjord_engine::testkit::{run_model_seeds, Rng, SeedRuns};
-use fjord_engine::LeaderEpoch;
 use uuid::Uuid;
 
 const DEFAULTS: SeedRuns = SeedRuns {
@@ -292,45 +291,21 @@ impl Simulation {
     }
 
     fn create_topics(&mut self) {
-        let brokers: Vec<PlacementBroker> = self
-            .image
-            .brokers
-            .values()
-            .filter(|broker| !broker.fenced)
-            .map(|broker| PlacementBroker {
-                id: broker.id,
-                rack: broker.rack.clone(),
-            })
-            .collect();
+        let unfenced = self.image.brokers.values().filter(|broker| !broker.fenced);
+        let brokers = unfenced.count() as u64;
         for name in TOPICS {
             let topic_id =
                 TopicId(*Uuid::from_u128(u128::from(self.rng.next_u64()) | 1).as_bytes());
             let partitions = self.rng.between(1, 8) as i32;
-            let factor = self.rng.between(1, brokers.len() as u64) as i16;
-            let placed = place_replicas(
-                &brokers,
-                0..partitions,
-                factor,
-                PlacementStart::from_seed(topic_id.0),
-            )
-            .expect("enough brokers");
+            let factor = self.rng.between(1, brokers) as i16;
             let mut records = vec![MetadataRecord::Topic(TopicRecord {
                 name: name.to_owned(),
                 topic_id,
             })];
-            records.extend((0..).zip(placed).map(|(partition_id, replicas)| {
-                MetadataRecord::Partition(PartitionRecord {
-                    partition_id,
-                    topic_id,
-                    isr: replicas.clone(),
-                    leader: replicas[0],
-                    replicas,
-                    removing_replicas: Vec::new(),
-                    adding_replicas: Vec::new(),
-                    leader_epoch: LeaderEpoch(0),
-                    partition_epoch: PartitionEpoch(0),
-                })
-            }));
+            records.extend(
+                new_partitions(&self.image, topic_id, 0..partitions, factor, None)
+                    .expect("enough brokers"),
+            );
             self.commit(&records);
         }
     }
