@@ -199,17 +199,17 @@ pub async fn create_topic(
 /// partitions still does not spawn a task per partition.
 const CONCURRENT_CREATES_MAX: usize = 32;
 
-/// Whether the image assigns this broker a replica of partition `index` of
-/// `name`.
-fn holds_replica(broker: &Broker, name: &str, index: i32) -> bool {
+/// The partitions among `indexes` of `topic` the image assigns this broker
+/// a replica of.
+fn held_partitions(broker: &Broker, topic: &TopicImage, indexes: Range<i32>) -> Vec<i32> {
     let node = MetadataBrokerId(broker.config.node_id);
-    broker
-        .controller
-        .image()
-        .topics
-        .get(name)
-        .and_then(|topic| topic.partition(index))
-        .is_some_and(|partition| partition.replicas.contains(&node))
+    indexes
+        .filter(|&index| {
+            topic
+                .partition(index)
+                .is_some_and(|partition| partition.replicas.contains(&node))
+        })
+        .collect()
 }
 
 /// Creates the partitions among `indexes` of `name` this broker holds a
@@ -222,9 +222,13 @@ async fn create_partitions(
     indexes: Range<i32>,
     config: &LogConfig,
 ) -> Result<(), MetadataError> {
-    let indexes: Vec<i32> = indexes
-        .filter(|&index| holds_replica(broker, name, index))
-        .collect();
+    let indexes = broker
+        .controller
+        .image()
+        .topics
+        .get(name)
+        .map(|topic| held_partitions(broker, topic, indexes))
+        .unwrap_or_default();
     let mut first_error = None;
     for chunk in indexes.chunks(CONCURRENT_CREATES_MAX) {
         let tasks: Vec<_> = chunk
@@ -344,13 +348,7 @@ pub async fn delete_topic(
         controller.delete_topic(&owned_name)
     })
     .await?;
-    let node = MetadataBrokerId(broker.config.node_id);
-    let held = (0..topic.partition_count()).filter(|&index| {
-        topic
-            .partition(index)
-            .is_some_and(|partition| partition.replicas.contains(&node))
-    });
-    for partition in held {
+    for partition in held_partitions(broker, &topic, 0..topic.partition_count()) {
         let partition = TopicPartition::new(name, partition);
         if let Err(error) = broker.shard.delete_partition(partition.clone()).await {
             tracing::warn!(%partition, %error, "deleting partition data failed");
@@ -366,10 +364,7 @@ pub async fn delete_topic(
 pub async fn reconcile_partitions(broker: &Rc<Broker>) {
     for topic in broker.controller.image().topics.values() {
         let config = broker.controller.log_config_for(&topic.name);
-        for partition in 0..topic.partition_count() {
-            if !holds_replica(broker, &topic.name, partition) {
-                continue;
-            }
+        for partition in held_partitions(broker, topic, 0..topic.partition_count()) {
             let partition = TopicPartition::new(topic.name.clone(), partition);
             match broker
                 .shard
