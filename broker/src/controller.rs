@@ -750,9 +750,7 @@ impl Controller {
 /// The brokers replicas may be placed on: the registered, unfenced ones.
 fn placement_brokers(image: &MetadataImage) -> Vec<PlacementBroker> {
     image
-        .brokers
-        .values()
-        .filter(|broker| !broker.fenced)
+        .unfenced_brokers()
         .map(|broker| PlacementBroker {
             id: broker.id,
             rack: broker.rack.clone(),

@@ -78,9 +78,7 @@ fn live_brokers(broker: &Broker) -> Vec<i32> {
     broker
         .controller
         .image()
-        .brokers
-        .values()
-        .filter(|registration| !registration.fenced)
+        .unfenced_brokers()
         .map(|registration| registration.id.0)
         .collect()
 }

@@ -291,8 +291,7 @@ impl Simulation {
     }
 
     fn create_topics(&mut self) {
-        let unfenced = self.image.brokers.values().filter(|broker| !broker.fenced);
-        let brokers = unfenced.count() as u64;
+        let brokers = self.image.unfenced_brokers().count() as u64;
         for name in TOPICS {
             let topic_id =
                 TopicId(*Uuid::from_u128(u128::from(self.rng.next_u64()) | 1).as_bytes());

@@ -242,6 +242,14 @@ pub enum ApplyError {
 }
 
 impl MetadataImage {
+    /// The registered brokers that are not fenced, by id: those replicas
+    /// may be placed on and manual assignments may name.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers
+            .values()
+            .filter(|registration| !registration.fenced)
+    }
+
     /// Whether `partition` exists: its topic does and has that index.
     #[must_use]
     pub fn contains(&self, partition: &TopicPartition) -> bool {
