@@ -8,9 +8,12 @@
 //!   only once the preempt timer ended the turn).
 
 use std::cell::{Cell, RefCell};
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use futures_lite::future::poll_once;
 
 use glommio::io::OpenOptions;
 use glommio::{executor, Latency, LocalExecutorBuilder, Shares};
@@ -100,32 +103,39 @@ fn a_file_write_completes_without_waiting_for_the_preempt_timer() {
             .dma_open(&path)
             .await
             .expect("the file opens");
-        let file = Rc::new(file);
-        let mut buffer = file.alloc_dma_buffer(4096);
-        buffer.as_bytes_mut().fill(7);
-        let stop = Rc::new(Cell::new(false));
-        let issued = Instant::now();
-        let write = glommio::spawn_local({
-            let file = file.clone();
-            async move {
-                file.write_at(buffer, 0).await.expect("the write");
-                issued.elapsed()
-            }
-        });
         let busy_queue =
             executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "busy");
-        let busy = glommio::spawn_local_into(
-            spin_in_turns(stop.clone(), Rc::new(RefCell::new(Vec::new()))),
+        // The busy task issues the write itself and then spins: only the
+        // write's completion can end its turn early. (Issued from another
+        // task, the write could complete before the busy queue's first
+        // turn, and that turn would then rightly run to its end.)
+        let turn_lasted = glommio::spawn_local_into(
+            async move {
+                let mut buffer = file.alloc_dma_buffer(4096);
+                buffer.as_bytes_mut().fill(7);
+                let turn_lasted = {
+                    let issued = Instant::now();
+                    let mut write = pin!(file.write_at(buffer, 0));
+                    if let Some(written) = poll_once(&mut write).await {
+                        panic!("a direct write is not done when issued: {written:?}");
+                    }
+                    while !executor().need_preempt() {
+                        std::hint::spin_loop();
+                    }
+                    let turn_lasted = issued.elapsed();
+                    write.await.expect("the write");
+                    turn_lasted
+                };
+                file.close().await.expect("the file closes");
+                turn_lasted
+            },
             busy_queue,
         )
-        .expect("the queue exists");
-        let took = write.await;
-        stop.set(true);
-        busy.await;
-        file.close_rc().await.expect("the file closes");
+        .expect("the queue exists")
+        .await;
         assert!(
-            took < preempt_timer / 2,
-            "the write was seen done after {took:?}, behind a busy task's turn"
+            turn_lasted < preempt_timer / 2,
+            "the busy turn that issued a write lasted {turn_lasted:?}: its completion did not end it"
         );
     });
 }
