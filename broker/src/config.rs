@@ -436,8 +436,9 @@ fn topic_defaults(get: &impl Fn(&str) -> String) -> Result<LogConfig, BrokerErro
 }
 
 /// The client listener's bound address and advertised host and port. Only
-/// combined nodes run today: a broker-only or controller-only node is
-/// refused here, after its keys were checked.
+/// combined nodes of a static quorum run today: a broker-only or
+/// controller-only node, and a quorum given only by bootstrap servers, are
+/// refused here, after their keys were checked.
 fn client_listener(
     cluster: &ClusterConfig,
     get: &impl Fn(&str) -> String,
@@ -456,6 +457,17 @@ fn client_listener(
             ),
         ));
     };
+    if let Quorum::Configured { voters, .. } = &cluster.quorum {
+        if voters.is_empty() {
+            return Err(invalid(
+                "controller.quorum.bootstrap.servers",
+                &get("controller.quorum.bootstrap.servers"),
+                "a dynamic controller quorum (KIP-853: bootstrap servers without \
+                 controller.quorum.voters) is not supported yet; list every voter in \
+                 controller.quorum.voters",
+            ));
+        }
+    }
     let listener = broker_listener.address;
     let advertised = cluster
         .advertised_listeners

@@ -34,16 +34,19 @@
 //! (an earlier start crashed between the two) only removes them.
 
 pub mod election;
+pub mod forward;
 pub mod legacy;
 pub mod liveness;
 pub mod log;
 pub mod placement;
 pub mod quorum;
 
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fjord_engine::config::LogConfig;
 use fjord_engine::error::Corruption;
@@ -52,19 +55,30 @@ use futures_lite::future::block_on;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, HostPort, Quorum as ClusterQuorum};
 use crate::metadata::records::{
     BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType, MetadataRecord,
     PartitionEpoch, PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord,
     TopicId, TopicRecord,
 };
 use crate::metadata::{ApplyError, MetadataImage, TopicImage};
+use forward::{Answer, Change, Done, Endpoint, Outcome, Refusal};
 use log::{LogError, MetadataLog, METADATA_LOG_DIR_NAME};
 use placement::{place_replicas, PlacementBroker, PlacementError, PlacementStart};
 use quorum::{
-    NodeId, ProposeError, Quorum, QuorumConfig, QuorumDescription, QuorumError, QuorumHandle,
+    Leader, NodeId, ProposeError, Quorum, QuorumConfig, QuorumDescription, QuorumError,
+    QuorumHandle,
 };
 
+/// How long a metadata change may take, forwarding, elections and the
+/// commit included (Kafka's default `request.timeout.ms`).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The wait before a change asks again for a leader that is unknown,
+/// unreachable or moving.
+const CHANGE_RETRY_WAIT: Duration = Duration::from_millis(50);
+/// How often a topic config edit is computed again after the leader found
+/// it computed from an older image.
+const STALE_RETRIES_MAX: usize = 5;
 /// Producer ids are handed out from persisted blocks of this size, so a
 /// restart never reuses one.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -165,6 +179,20 @@ pub enum OpenError {
         #[source]
         source: ApplyError,
     },
+    /// A controller node without a controller listener (the configuration
+    /// refuses it; a caller building one by hand may not).
+    #[error("a controller needs a listener named in controller.listener.names")]
+    NoControllerListener,
+    /// A voter's host does not resolve to an address.
+    #[error("controller.quorum.voters: cannot resolve voter {node}'s address {address}: {reason}")]
+    UnresolvableVoter {
+        /// The voter's id.
+        node: i32,
+        /// Its `host:port`.
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// `node.id` is negative, which no quorum member's is (the
     /// configuration refuses it; a caller building one by hand may not).
     #[error("node.id {node} is negative")]
@@ -221,6 +249,7 @@ impl From<ProposeError> for MetadataError {
     fn from(error: ProposeError) -> Self {
         let code = match &error {
             ProposeError::NotLeader { .. } | ProposeError::Stopped => ResponseError::NotController,
+            ProposeError::Timeout { .. } => ResponseError::RequestTimedOut,
             ProposeError::Batch(_) | ProposeError::Fatal(_) => ResponseError::KafkaStorageError,
             ProposeError::Rejected { .. } | ProposeError::Membership(_) => {
                 tracing::error!(%error, "the controller's change was not applied");
@@ -248,6 +277,9 @@ struct ControllerState {
     broker_epoch: BrokerEpoch,
     /// Ids of the current producer id block not handed out yet.
     producer_ids: Range<i64>,
+    /// Blocks taken by this broker so far: a block taken while another
+    /// thread took one too is not used.
+    producer_ids_taken: u64,
 }
 
 /// Orders metadata changes through the quorum; see the module
@@ -271,35 +303,60 @@ impl Controller {
     /// within [`INITIAL_BROKER_REGISTRATION_TIMEOUT_MS`], if old metadata
     /// cannot be read, is corrupt or cannot be committed, or if the
     /// registration cannot be committed.
-    pub fn open(config: &BrokerConfig) -> Result<Self, OpenError> {
+    pub fn open(config: &BrokerConfig) -> Result<Arc<Self>, OpenError> {
         let dir = config.metadata_log_dir.join(METADATA_LOG_DIR_NAME);
         let node = BrokerId(config.node_id);
         let node_id = NodeId::try_from(config.node_id).map_err(|_| OpenError::NegativeNodeId {
             node: config.node_id,
         })?;
-        let mut quorum_config = QuorumConfig::lone_voter(node_id, dir.clone());
+        let mut quorum_config = match &config.cluster.quorum {
+            ClusterQuorum::SingleNode => QuorumConfig::lone_voter(node_id, dir.clone()),
+            ClusterQuorum::Configured { voters, .. } => {
+                let voters = resolve_voters(voters)?;
+                let listen = config
+                    .cluster
+                    .controller_listener
+                    .as_ref()
+                    .map(|listener| listener.address)
+                    .ok_or(OpenError::NoControllerListener)?;
+                QuorumConfig::voter(node_id, voters, listen, dir.clone())
+            }
+        };
         quorum_config.election_timeout = config.cluster.quorum_election_timeout;
         quorum_config.fetch_timeout = config.cluster.quorum_fetch_timeout;
         quorum_config.request_timeout = config.cluster.quorum_request_timeout;
         let quorum = Quorum::start(quorum_config)?;
-        block_on(quorum.await_leadership(Duration::from_millis(
+        block_on(quorum.await_caught_up(Duration::from_millis(
             INITIAL_BROKER_REGISTRATION_TIMEOUT_MS,
         )))?;
-        upgrade_previous_metadata(&quorum, &dir, &config.data_dir, node)?;
-        let controller = Self {
+        if quorum.leader() == Leader::ThisNode {
+            upgrade_previous_metadata(&quorum, &dir, &config.data_dir, node)?;
+        }
+        let controller = Arc::new(Self {
             node,
             log_defaults: config.log_defaults.clone(),
             state: Mutex::new(ControllerState {
                 broker_epoch: BrokerEpoch::NONE,
                 producer_ids: 0..0,
+                producer_ids_taken: 0,
             }),
             quorum,
-        };
+        });
+        // Other controllers forward their changes here while this one
+        // leads; a weak reference, so that the quorum's thread does not
+        // keep its own controller alive.
+        let serving = Arc::downgrade(&controller);
+        controller.quorum.serve_changes(Arc::new(move |change| {
+            serving
+                .upgrade()
+                .ok_or_else(|| not_controller("this controller is shutting down"))?
+                .make(&change)
+        }));
         controller
             .register(config)
-            .map_err(|source| OpenError::Register {
+            .map_err(|refusal| OpenError::Register {
                 node: config.node_id,
-                source,
+                source: refusal.into(),
             })?;
         Ok(controller)
     }
@@ -359,36 +416,184 @@ impl Controller {
     }
 
     /// Validates `records` against the current image (the image refuses
-    /// records that break its invariants), then has the quorum commit them,
-    /// and returns the image once this node has applied them.
+    /// records that break its invariants), then has the quorum commit them;
+    /// returns the index of their entry once this node has applied it
+    /// (`None` for no records: nothing is written).
     /// Taking the locked state proves the caller holds the lock, so the
     /// image it validated against is the one the change lands on.
     fn commit(
         &self,
         _locked: &mut ControllerState,
         records: &[MetadataRecord],
-    ) -> Result<Arc<MetadataImage>, MetadataError> {
+    ) -> Result<Option<u64>, MetadataError> {
         if records.is_empty() {
-            return Ok(self.image());
+            return Ok(None);
         }
         self.image().apply(records)?;
-        block_on(self.quorum.propose(records))?;
-        Ok(self.image())
+        let applied = block_on(self.quorum.propose(records, CHANGE_TIMEOUT))?;
+        Ok(Some(applied.index))
+    }
+
+    /// Makes `change`: here when this node leads the quorum, otherwise by
+    /// forwarding it to the leader and waiting until this node has applied
+    /// it (see [`forward`]). While no leader is known, or the leader
+    /// cannot be reached or is moving, it tries again until
+    /// [`CHANGE_TIMEOUT`] has passed, then answers `NOT_CONTROLLER`, which
+    /// clients retry.
+    fn change(&self, change: &Change) -> Result<Answer, Refusal> {
+        let deadline = Instant::now() + CHANGE_TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let last_error = match self.quorum.leader() {
+                Leader::ThisNode => match self.make(change) {
+                    Err(refusal)
+                        if refusal.code == ResponseError::NotController.code()
+                            && !remaining.is_zero() =>
+                    {
+                        refusal.message
+                    }
+                    made => return made,
+                },
+                Leader::Other { id, addr } => {
+                    match block_on(self.quorum.forward(addr, change.clone(), remaining)) {
+                        Ok(Ok(answer)) => {
+                            if let Some(index) = answer.applied_index {
+                                block_on(self.quorum.await_applied(index, remaining))
+                                    .map_err(|error| not_controller(error.to_string()))?;
+                            }
+                            return Ok(answer);
+                        }
+                        Ok(Err(refusal)) if refusal.code != ResponseError::NotController.code() => {
+                            return Err(refusal);
+                        }
+                        Ok(Err(refusal)) => refusal.message,
+                        Err(error) => format!("forwarding to controller {id} at {addr}: {error}"),
+                    }
+                }
+                Leader::Unknown => "no controller leader is known".to_owned(),
+            };
+            if Instant::now() >= deadline {
+                return Err(not_controller(last_error));
+            }
+            // An election or a leader's start takes a fetch timeout or so:
+            // this blocking thread waits a little before asking again.
+            std::thread::sleep(CHANGE_RETRY_WAIT.min(remaining));
+        }
+    }
+
+    /// Makes `change` on this node, which must lead the quorum and have
+    /// applied everything committed before its term; what a forwarded
+    /// change runs on the leader.
+    fn make(&self, change: &Change) -> Outcome {
+        if self.quorum.leader() != Leader::ThisNode {
+            return Err(not_controller(
+                "this node does not lead the controller quorum",
+            ));
+        }
+        block_on(self.quorum.await_leadership(CHANGE_TIMEOUT))
+            .map_err(|error| not_controller(error.to_string()))?;
+        let answer = |applied_index, done| Answer {
+            applied_index,
+            done,
+        };
+        match change {
+            Change::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                assignment,
+                configs,
+            } => self
+                .make_topic(
+                    name,
+                    *partitions,
+                    *replication_factor,
+                    assignment.as_deref(),
+                    configs,
+                )
+                .map(|index| answer(index, Done::Nothing)),
+            Change::AddPartitions {
+                name,
+                count,
+                assignment,
+                validate_only,
+            } => self
+                .make_partitions(name, *count, assignment.as_deref(), *validate_only)
+                .map(|(index, previous)| answer(index, Done::PreviousPartitionCount(previous))),
+            Change::DeleteTopic { name } => self
+                .make_deletion(name)
+                .map(|index| answer(index, Done::Nothing)),
+            Change::ReplaceTopicConfigs {
+                name,
+                current,
+                overrides,
+                validate_only,
+            } => self.make_topic_configs(name, current, overrides, *validate_only),
+            Change::AllocateProducerIds { broker, epoch } => {
+                let mut state = self.lock();
+                self.take_producer_id_block(&mut state, BrokerId(*broker), BrokerEpoch(*epoch))
+                    .map(|(index, ids)| {
+                        answer(
+                            Some(index),
+                            Done::ProducerIds {
+                                start: ids.start,
+                                end: ids.end,
+                            },
+                        )
+                    })
+                    .map_err(Refusal::from)
+            }
+            Change::RegisterBroker {
+                broker,
+                incarnation_id,
+                endpoints,
+                rack,
+            } => self
+                .make_registration(BrokerId(*broker), *incarnation_id, endpoints, rack.clone())
+                .map(|(index, epoch)| answer(Some(index), Done::BrokerEpoch(epoch.0))),
+        }
     }
 
     /// Registers this broker (a new epoch for each start).
-    fn register(&self, config: &BrokerConfig) -> Result<(), MetadataError> {
+    fn register(&self, config: &BrokerConfig) -> Result<(), Refusal> {
+        let change = Change::RegisterBroker {
+            broker: self.node.0,
+            incarnation_id: *Uuid::new_v4().as_bytes(),
+            endpoints: vec![Endpoint {
+                name: crate::advertised::CLIENT_LISTENER.to_owned(),
+                host: config.advertised_host.clone(),
+                port: config.advertised_port,
+                security_protocol: PLAINTEXT,
+            }],
+            rack: config.cluster.broker_rack.clone(),
+        };
+        let answer = self.change(&change)?;
+        if let Done::BrokerEpoch(epoch) = answer.done {
+            self.lock().broker_epoch = BrokerEpoch(epoch);
+        }
+        Ok(())
+    }
+
+    /// Commits `broker`'s registration with a new epoch; returns its entry's
+    /// index and the epoch.
+    fn make_registration(
+        &self,
+        broker: BrokerId,
+        incarnation_id: [u8; 16],
+        endpoints: &[Endpoint],
+        rack: Option<String>,
+    ) -> Result<(u64, BrokerEpoch), Refusal> {
         let mut state = self.lock();
         // Kafka's broker epoch is the offset of the registration: past
         // every committed entry, so past every earlier registration's (and
         // past the last epoch of an upgraded image, from another log).
         let high_watermark = block_on(self.quorum.describe())
-            .map_err(|error| MetadataError::new(ResponseError::NotController, error.to_string()))?
+            .map_err(|error| not_controller(error.to_string()))?
             .high_watermark;
         let previous = self
             .image()
             .brokers
-            .get(&self.node)
+            .get(&broker)
             .map_or(BrokerEpoch::NONE, |registration| registration.epoch);
         let broker_epoch = BrokerEpoch(
             i64::try_from(high_watermark)
@@ -396,23 +601,25 @@ impl Controller {
                 .max(previous.0 + 1),
         );
         let record = MetadataRecord::RegisterBroker(RegisterBrokerRecord {
-            broker_id: self.node,
-            incarnation_id: *Uuid::new_v4().as_bytes(),
+            broker_id: broker,
+            incarnation_id,
             broker_epoch,
-            endpoints: vec![BrokerEndpoint {
-                name: crate::advertised::CLIENT_LISTENER.to_owned(),
-                host: config.advertised_host.clone(),
-                port: config.advertised_port,
-                security_protocol: PLAINTEXT,
-            }],
-            rack: config.cluster.broker_rack.clone(),
-            // Fencing needs heartbeats, which come with the cluster: the
-            // only broker is live while it runs.
+            endpoints: endpoints
+                .iter()
+                .map(|endpoint| BrokerEndpoint {
+                    name: endpoint.name.clone(),
+                    host: endpoint.host.clone(),
+                    port: endpoint.port,
+                    security_protocol: endpoint.security_protocol,
+                })
+                .collect(),
+            rack,
+            // Fencing needs heartbeats, which are not sent yet: a broker
+            // is live from its registration on.
             fenced: false,
         });
-        self.commit(&mut state, &[record])?;
-        state.broker_epoch = broker_epoch;
-        Ok(())
+        let index = self.commit(&mut state, &[record])?;
+        Ok((index.unwrap_or_default(), broker_epoch))
     }
 
     /// The log configuration of `topic`: broker defaults plus its overrides.
@@ -529,29 +736,73 @@ impl Controller {
     /// it is published. With `validate_only` nothing changes. Returns the
     /// topic's new log configuration, for its live partitions.
     ///
+    /// `new_overrides` runs on this node's image; if the leader's overrides
+    /// differ (a change this node has not applied yet), it runs again once
+    /// this node has caught up (see [`forward`]).
+    ///
     /// # Errors
     /// `UNKNOWN_TOPIC_OR_PARTITION`, `new_overrides`' error,
-    /// `INVALID_REQUEST` for a key given twice, `INVALID_CONFIG`, or
-    /// `KAFKA_STORAGE_ERROR` if it cannot be persisted.
+    /// `INVALID_REQUEST` for a key given twice, `INVALID_CONFIG`,
+    /// `NOT_CONTROLLER` or `KAFKA_STORAGE_ERROR` if it cannot be persisted.
     pub fn alter_topic_configs(
         &self,
         name: &str,
         validate_only: bool,
-        new_overrides: impl FnOnce(&[(String, String)]) -> Result<Vec<(String, String)>, MetadataError>,
+        new_overrides: impl Fn(&[(String, String)]) -> Result<Vec<(String, String)>, MetadataError>,
     ) -> Result<LogConfig, MetadataError> {
+        for _ in 0..STALE_RETRIES_MAX {
+            let current = self.topic(name)?.configs.clone();
+            let overrides = normalized_overrides(new_overrides(&current)?)?;
+            let config = self.validate_topic_configs(&overrides)?;
+            let change = Change::ReplaceTopicConfigs {
+                name: name.to_owned(),
+                current,
+                overrides,
+                validate_only,
+            };
+            match self.change(&change) {
+                Ok(_) => {
+                    if !validate_only {
+                        tracing::info!(topic = name, "altered topic configs");
+                    }
+                    return Ok(config);
+                }
+                Err(Refusal {
+                    stale: Some(index), ..
+                }) => block_on(self.quorum.await_applied(index, CHANGE_TIMEOUT))
+                    .map_err(|error| MetadataError::from(not_controller(error.to_string())))?,
+                Err(refusal) => return Err(refusal.into()),
+            }
+        }
+        Err(not_controller(format!(
+            "the configs of topic {name:?} kept changing meanwhile"
+        ))
+        .into())
+    }
+
+    fn make_topic_configs(
+        &self,
+        name: &str,
+        current: &[(String, String)],
+        overrides: &[(String, String)],
+        validate_only: bool,
+    ) -> Outcome {
         let mut state = self.lock();
         let topic = self.topic(name)?;
-        let mut overrides = new_overrides(&topic.configs)?;
-        overrides.sort();
-        if let Some(pair) = overrides.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-            return Err(MetadataError::new(
-                ResponseError::InvalidRequest,
-                format!("duplicate config key {}", pair[0].0),
-            ));
+        if topic.configs != current {
+            return Err(Refusal {
+                code: ResponseError::NotController.code(),
+                message: format!("the configs of topic {name:?} changed meanwhile"),
+                stale: Some(self.quorum.applied_index().unwrap_or_default()),
+            });
         }
-        let config = self.validate_topic_configs(&overrides)?;
+        let overrides = normalized_overrides(overrides.to_vec())?;
+        self.validate_topic_configs(&overrides)?;
         if validate_only {
-            return Ok(config);
+            return Ok(Answer {
+                applied_index: None,
+                done: Done::Nothing,
+            });
         }
         let config_record = |key: &str, value: Option<&str>| {
             MetadataRecord::Config(ConfigRecord {
@@ -571,9 +822,10 @@ impl Controller {
             .filter(|(key, value)| topic.config(key) != Some(value.as_str()))
             .map(|(key, value)| config_record(key, Some(value)));
         let records: Vec<MetadataRecord> = removed.chain(set).collect();
-        self.commit(&mut state, &records)?;
-        tracing::info!(topic = name, "altered topic configs");
-        Ok(config)
+        Ok(Answer {
+            applied_index: self.commit(&mut state, &records)?,
+            done: Done::Nothing,
+        })
     }
 
     /// Grows `name` to `count` partitions (CreatePartitions), durable before
@@ -584,7 +836,7 @@ impl Controller {
     /// # Errors
     /// `UNKNOWN_TOPIC_OR_PARTITION`, `INVALID_PARTITIONS` unless
     /// `count` is larger than the current count and at most
-    /// [`PARTITIONS_MAX`], or `KAFKA_STORAGE_ERROR`.
+    /// [`PARTITIONS_MAX`], `NOT_CONTROLLER` or `KAFKA_STORAGE_ERROR`.
     pub fn add_partitions(
         &self,
         name: &str,
@@ -592,25 +844,45 @@ impl Controller {
         assignment: Option<&[Vec<BrokerId>]>,
         validate_only: bool,
     ) -> Result<i32, MetadataError> {
+        let change = Change::AddPartitions {
+            name: name.to_owned(),
+            count,
+            assignment: assignment.map(assignment_ids),
+            validate_only,
+        };
+        match self.change(&change)?.done {
+            Done::PreviousPartitionCount(previous) => Ok(previous),
+            other => Err(unexpected_answer(&other)),
+        }
+    }
+
+    fn make_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignment: Option<&[Vec<i32>]>,
+        validate_only: bool,
+    ) -> Result<(Option<u64>, i32), Refusal> {
         let mut state = self.lock();
         let topic = self.topic(name)?;
         let previous = topic.partition_count();
         check_partition_increase(previous, count)?;
-        if !validate_only {
-            let replication_factor = topic
-                .partitions
-                .first()
-                .map_or(1, |partition| partition.replicas.len() as i16);
-            let records = new_partitions(
-                &self.image(),
-                topic.id,
-                previous..count,
-                replication_factor,
-                assignment,
-            )?;
-            self.commit(&mut state, &records)?;
+        if validate_only {
+            return Ok((None, previous));
         }
-        Ok(previous)
+        let replication_factor = topic
+            .partitions
+            .first()
+            .map_or(1, |partition| partition.replicas.len() as i16);
+        let assignment = assignment.map(assignment_brokers);
+        let records = new_partitions(
+            &self.image(),
+            topic.id,
+            previous..count,
+            replication_factor,
+            assignment.as_deref(),
+        )?;
+        Ok((self.commit(&mut state, &records)?, previous))
     }
 
     /// Creates a topic after [`Controller::validate_topic`]: its
@@ -618,8 +890,8 @@ impl Controller {
     /// `ConfigRecord` per override, as one durable batch.
     ///
     /// # Errors
-    /// As `validate_topic`, or `KAFKA_STORAGE_ERROR` if it cannot be
-    /// persisted.
+    /// As `validate_topic`, or `NOT_CONTROLLER` or `KAFKA_STORAGE_ERROR` if
+    /// it cannot be persisted.
     pub fn create_topic(
         &self,
         name: &str,
@@ -628,9 +900,28 @@ impl Controller {
         assignment: Option<&[Vec<BrokerId>]>,
         configs: Vec<(String, String)>,
     ) -> Result<Arc<TopicImage>, MetadataError> {
+        let change = Change::CreateTopic {
+            name: name.to_owned(),
+            partitions,
+            replication_factor,
+            assignment: assignment.map(assignment_ids),
+            configs,
+        };
+        self.change(&change)?;
+        self.topic(name)
+    }
+
+    fn make_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        assignment: Option<&[Vec<i32>]>,
+        configs: &[(String, String)],
+    ) -> Result<Option<u64>, Refusal> {
         let mut state = self.lock();
         let image = self.image();
-        self.validate_topic_in(&image, name, partitions, replication_factor, &configs)?;
+        self.validate_topic_in(&image, name, partitions, replication_factor, configs)?;
         let topic_id = loop {
             let id = TopicId::from(Uuid::new_v4());
             if !id.is_zero() && image.topic_by_id(id.uuid()).is_none() {
@@ -641,64 +932,74 @@ impl Controller {
             name: name.to_owned(),
             topic_id,
         })];
+        let assignment = assignment.map(assignment_brokers);
         records.extend(new_partitions(
             &image,
             topic_id,
             0..partitions,
             replication_factor,
-            assignment,
+            assignment.as_deref(),
         )?);
-        records.extend(configs.into_iter().map(|(key, value)| {
+        records.extend(configs.iter().map(|(key, value)| {
             MetadataRecord::Config(ConfigRecord {
                 resource_type: ConfigResourceType::Topic,
                 resource_name: name.to_owned(),
-                name: key,
-                value: Some(value),
+                name: key.clone(),
+                value: Some(value.clone()),
             })
         }));
-        let image = self.commit(&mut state, &records)?;
-        image
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| unknown_topic(name))
+        Ok(self.commit(&mut state, &records)?)
     }
 
     /// Removes a topic, its partitions and configs from the metadata (a
-    /// `RemoveTopicRecord`) and returns it; its partitions' data is the
-    /// caller's to delete.
+    /// `RemoveTopicRecord`) and returns it as this node last knew it; its
+    /// partitions' data is the caller's to delete.
     ///
     /// # Errors
-    /// `UNKNOWN_TOPIC_OR_PARTITION` if it does not exist, or
-    /// `KAFKA_STORAGE_ERROR`.
+    /// `UNKNOWN_TOPIC_OR_PARTITION` if it does not exist, `NOT_CONTROLLER`
+    /// or `KAFKA_STORAGE_ERROR`.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
+        let topic = self.topic(name)?;
+        self.change(&Change::DeleteTopic {
+            name: name.to_owned(),
+        })?;
+        Ok(topic)
+    }
+
+    fn make_deletion(&self, name: &str) -> Result<Option<u64>, Refusal> {
         let mut state = self.lock();
         let topic = self.topic(name)?;
         let record = MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id: topic.id });
-        self.commit(&mut state, &[record])?;
-        Ok(topic)
+        Ok(self.commit(&mut state, &[record])?)
     }
 
     /// A new idempotent producer id for this broker, never handed out
     /// before, even across restarts: ids come from a block this broker took
-    /// with [`Controller::allocate_producer_ids`], durable before the first
-    /// of them is returned.
+    /// with `AllocateProducerIds` from the quorum leader, durable before the
+    /// first of them is returned.
     ///
     /// # Errors
     /// As [`Controller::allocate_producer_ids`].
-    ///
-    /// # Panics
-    /// Never: a block holds [`PRODUCER_ID_BLOCK`] ids.
     pub fn allocate_producer_id(&self) -> Result<i64, MetadataError> {
+        let (epoch, taken) = {
+            let mut state = self.lock();
+            if let Some(id) = state.producer_ids.next() {
+                return Ok(id);
+            }
+            (state.broker_epoch, state.producer_ids_taken)
+        };
+        // The block is taken without the lock: on a node that does not
+        // lead, the leader takes it (and this node's lock) meanwhile.
+        let block = self.allocate_producer_ids(self.node, epoch)?;
         let mut state = self.lock();
-        if state.producer_ids.is_empty() {
-            let epoch = state.broker_epoch;
-            state.producer_ids = self.take_producer_id_block(&mut state, self.node, epoch)?;
+        if state.producer_ids_taken == taken {
+            state.producer_ids = block;
+            state.producer_ids_taken += 1;
         }
-        Ok(state
+        state
             .producer_ids
             .next()
-            .expect("a block holds PRODUCER_ID_BLOCK ids"))
+            .ok_or_else(|| not_controller("producer id blocks were taken meanwhile").into())
     }
 
     /// `AllocateProducerIds`: the next block of [`PRODUCER_ID_BLOCK`]
@@ -708,14 +1009,21 @@ impl Controller {
     ///
     /// # Errors
     /// `STALE_BROKER_EPOCH` unless `broker` is registered with `epoch`;
-    /// `KAFKA_STORAGE_ERROR` if the block cannot be persisted.
+    /// `NOT_CONTROLLER` or `KAFKA_STORAGE_ERROR` if the block cannot be
+    /// persisted.
     pub fn allocate_producer_ids(
         &self,
         broker: BrokerId,
         epoch: BrokerEpoch,
     ) -> Result<Range<i64>, MetadataError> {
-        let mut state = self.lock();
-        self.take_producer_id_block(&mut state, broker, epoch)
+        let change = Change::AllocateProducerIds {
+            broker: broker.0,
+            epoch: epoch.0,
+        };
+        match self.change(&change)?.done {
+            Done::ProducerIds { start, end } => Ok(start..end),
+            other => Err(unexpected_answer(&other)),
+        }
     }
 
     fn take_producer_id_block(
@@ -723,7 +1031,7 @@ impl Controller {
         state: &mut ControllerState,
         broker: BrokerId,
         epoch: BrokerEpoch,
-    ) -> Result<Range<i64>, MetadataError> {
+    ) -> Result<(u64, Range<i64>), MetadataError> {
         let image = self.image();
         let registered = image
             .brokers
@@ -742,8 +1050,85 @@ impl Controller {
             broker_epoch: epoch,
             next_producer_id: ProducerId(end),
         });
-        self.commit(state, &[record])?;
-        Ok(start..end)
+        let index = self.commit(state, &[record])?;
+        Ok((index.unwrap_or_default(), start..end))
+    }
+}
+
+/// `overrides` sorted by key.
+///
+/// # Errors
+/// `INVALID_REQUEST` for a key given twice.
+fn normalized_overrides(
+    mut overrides: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, MetadataError> {
+    overrides.sort();
+    if let Some(pair) = overrides.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(MetadataError::new(
+            ResponseError::InvalidRequest,
+            format!("duplicate config key {}", pair[0].0),
+        ));
+    }
+    Ok(overrides)
+}
+
+fn assignment_ids(assignment: &[Vec<BrokerId>]) -> Vec<Vec<i32>> {
+    assignment
+        .iter()
+        .map(|replicas| replicas.iter().map(|broker| broker.0).collect())
+        .collect()
+}
+
+fn assignment_brokers(assignment: &[Vec<i32>]) -> Vec<Vec<BrokerId>> {
+    assignment
+        .iter()
+        .map(|replicas| replicas.iter().copied().map(BrokerId).collect())
+        .collect()
+}
+
+fn not_controller(message: impl Into<String>) -> Refusal {
+    Refusal {
+        code: ResponseError::NotController.code(),
+        message: message.into(),
+        stale: None,
+    }
+}
+
+fn unexpected_answer(done: &Done) -> MetadataError {
+    MetadataError::new(
+        ResponseError::UnknownServerError,
+        format!("the controller answered {done:?} to another change"),
+    )
+}
+
+impl From<MetadataError> for Refusal {
+    fn from(error: MetadataError) -> Self {
+        Self {
+            code: error.code,
+            message: error.message,
+            stale: None,
+        }
+    }
+}
+
+impl From<Refusal> for MetadataError {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            code: refusal.code,
+            message: refusal.message,
+        }
+    }
+}
+
+impl From<ProposeError> for Refusal {
+    fn from(error: ProposeError) -> Self {
+        MetadataError::from(error).into()
+    }
+}
+
+impl From<ApplyError> for Refusal {
+    fn from(error: ApplyError) -> Self {
+        MetadataError::from(error).into()
     }
 }
 
@@ -865,9 +1250,11 @@ fn upgrade_previous_metadata(
         }
         let records = image.records();
         if !records.is_empty() {
-            block_on(quorum.propose(&records)).map_err(|source| OpenError::Upgrade {
-                dir: dir.to_path_buf(),
-                source,
+            block_on(quorum.propose(&records, CHANGE_TIMEOUT)).map_err(|source| {
+                OpenError::Upgrade {
+                    dir: dir.to_path_buf(),
+                    source,
+                }
             })?;
         }
         tracing::info!(
@@ -967,6 +1354,30 @@ fn quorum_view(description: &QuorumDescription) -> QuorumView {
             })
             .collect(),
     }
+}
+
+/// The voters' controller addresses, each host resolved once at start
+/// (the first address it resolves to).
+fn resolve_voters(
+    voters: &BTreeMap<i32, HostPort>,
+) -> Result<BTreeMap<NodeId, SocketAddr>, OpenError> {
+    voters
+        .iter()
+        .map(|(&node, address)| {
+            let unresolvable = |reason: String| OpenError::UnresolvableVoter {
+                node,
+                address: address.to_string(),
+                reason,
+            };
+            let id = NodeId::try_from(node).map_err(|_| OpenError::NegativeNodeId { node })?;
+            let addr = (address.host.as_str(), address.port)
+                .to_socket_addrs()
+                .map_err(|error| unresolvable(error.to_string()))?
+                .next()
+                .ok_or_else(|| unresolvable("no address".to_owned()))?;
+            Ok((id, addr))
+        })
+        .collect()
 }
 
 fn unknown_topic(name: &str) -> MetadataError {

@@ -82,7 +82,6 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
         dir: config.metadata_log_dir.clone(),
         source,
     })?;
-    let controller = Arc::new(controller);
     let mut engine = EngineConfig::new(&config.data_dir);
     engine.shards = config.cores;
     engine.retention_check_interval = config.retention_check_interval;
@@ -138,12 +137,18 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
     // The shards are gone, and with them every other holder of the
     // controller but the engine's settings: stop the quorum cleanly.
     drop(engine);
-    if let Ok(controller) = Arc::try_unwrap(controller) {
-        if let Err(error) = controller.shutdown() {
-            tracing::warn!(%error, "the controller quorum stopped with an error");
+    match Arc::try_unwrap(controller) {
+        Ok(controller) => {
+            if let Err(error) = controller.shutdown() {
+                tracing::warn!(%error, "the controller quorum stopped with an error");
+            }
         }
-    } else {
-        tracing::warn!("the controller is still in use at shutdown");
+        Err(controller) => {
+            tracing::warn!(
+                holders = Arc::strong_count(&controller),
+                "the controller is still in use at shutdown"
+            );
+        }
     }
     for outcome in outcomes? {
         outcome.map_err(|reason| BrokerError::Io {

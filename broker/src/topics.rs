@@ -148,7 +148,7 @@ pub async fn ensure_consumer_offsets(broker: &Rc<Broker>) -> Result<(), Metadata
         return Ok(());
     }
     // One node holds the only replica, whatever the configured factor.
-    create_topic(
+    match create_topic(
         broker,
         CONSUMER_OFFSETS_TOPIC,
         broker.config.group_coordinator.offsets_topic_num_partitions,
@@ -157,7 +157,11 @@ pub async fn ensure_consumer_offsets(broker: &Rc<Broker>) -> Result<(), Metadata
         consumer_offsets_configs(&broker.config),
     )
     .await
-    .map(|_| ())
+    {
+        // Another node of the cluster created it first.
+        Err(error) if error.code == ResponseError::TopicAlreadyExists.code() => Ok(()),
+        outcome => outcome.map(|_| ()),
+    }
 }
 
 /// Creates `name` in the metadata, its replicas as `assignment` gives them
@@ -299,7 +303,7 @@ pub async fn alter_topic_configs(
     broker: &Rc<Broker>,
     name: &str,
     validate_only: bool,
-    new_overrides: impl FnOnce(&[(String, String)]) -> Result<Vec<(String, String)>, MetadataError>
+    new_overrides: impl Fn(&[(String, String)]) -> Result<Vec<(String, String)>, MetadataError>
         + Send
         + 'static,
 ) -> Result<(), MetadataError> {

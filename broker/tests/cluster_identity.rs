@@ -2,8 +2,9 @@
 //! never on another cluster's or another node's data.
 //!
 //! The failures guarded against: a combined node configured as in
-//! `tuning/cluster/` (named listeners, a three-voter quorum) that does not
-//! start or no longer serves clients on its client listener; a cluster id
+//! `tuning/cluster/` (named listeners, a controller listener; here the only
+//! voter of its quorum) that does not start or no longer serves clients on
+//! its client listener; a cluster id
 //! that changes across restarts or differs between a node's directories;
 //! and, worst, a node that starts on a data directory another cluster (or
 //! another node) wrote, serving that data as its own. Each runs the real
@@ -20,7 +21,8 @@ use kafka_protocol::messages::{ApiKey, MetadataRequest, ResponseKind};
 use common::{broker_port, Broker};
 
 /// The settings of `tuning/cluster/node1.properties`, moved to the free
-/// ports `client` and `controller` and without its data directories (the
+/// ports `client` and `controller`, with node 1 the only voter (a node alone
+/// cannot elect a leader among three) and without its data directories (the
 /// test kit sets `log.dirs`), as `--set` arguments.
 fn node1_settings(client: u16, controller: u16) -> Vec<String> {
     let path = concat!(
@@ -33,6 +35,9 @@ fn node1_settings(client: u16, controller: u16) -> Vec<String> {
         .into_iter()
         .filter(|(key, _)| key != "log.dirs")
         .map(|(key, value)| {
+            if key == "controller.quorum.voters" {
+                return format!("{key}=1@127.0.0.1:{controller}");
+            }
             let value = value
                 .replace("127.0.0.1:19092", &format!("127.0.0.1:{client}"))
                 .replace("127.0.0.1:19093", &format!("127.0.0.1:{controller}"));

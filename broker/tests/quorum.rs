@@ -31,6 +31,8 @@ use tempfile::TempDir;
 
 /// How long any wait for an election, a replication or a restart may take.
 const DEADLINE: Duration = Duration::from_secs(20);
+/// How long a proposal may wait for its commit.
+const PROPOSE_TIMEOUT: Duration = DEADLINE;
 
 /// One distinct change: the producer id block ending at `n * 1000`, so the
 /// image's next producer id tells how many changes it holds.
@@ -167,7 +169,7 @@ fn a_single_voter_commits_and_restarts_from_its_log_with_the_same_image() {
     assert_eq!(cluster.leader(), 1);
     let mut last = None;
     for n in 1..=5 {
-        let at = block_on(cluster.node(1).propose(&change(n))).unwrap();
+        let at = block_on(cluster.node(1).propose(&change(n), PROPOSE_TIMEOUT)).unwrap();
         assert!(Some(at) > last, "{at:?} after {last:?}");
         last = Some(at);
         assert_eq!(
@@ -182,7 +184,7 @@ fn a_single_voter_commits_and_restarts_from_its_log_with_the_same_image() {
     wait_until("the restarted voter replays its log", || {
         *cluster.node(1).image() == *before
     });
-    let at = block_on(cluster.node(1).propose(&change(6))).unwrap();
+    let at = block_on(cluster.node(1).propose(&change(6), PROPOSE_TIMEOUT)).unwrap();
     assert!(Some(at) > last);
 }
 
@@ -194,7 +196,7 @@ fn a_single_voter_restarts_from_its_snapshot_with_the_same_image() {
     let mut cluster = Cluster::with_snapshots(1, 3);
     cluster.leader();
     for n in 1..=10 {
-        block_on(cluster.node(1).propose(&change(n))).unwrap();
+        block_on(cluster.node(1).propose(&change(n), PROPOSE_TIMEOUT)).unwrap();
     }
     let dir = cluster.dir(1);
     wait_until("a snapshot is taken and the log purged", || {
@@ -206,7 +208,7 @@ fn a_single_voter_restarts_from_its_snapshot_with_the_same_image() {
     wait_until("the restarted voter rebuilds its image", || {
         *cluster.node(1).image() == *before
     });
-    block_on(cluster.node(1).propose(&change(11))).unwrap();
+    block_on(cluster.node(1).propose(&change(11), PROPOSE_TIMEOUT)).unwrap();
     assert_eq!(cluster.node(1).image().next_producer_id, ProducerId(11_000));
 }
 
@@ -218,7 +220,7 @@ fn three_voters_elect_one_leader_and_replicate_to_every_image() {
     let cluster = Cluster::new(3);
     let leader = cluster.leader();
     for n in 1..=3 {
-        block_on(cluster.node(leader).propose(&change(n))).unwrap();
+        block_on(cluster.node(leader).propose(&change(n), PROPOSE_TIMEOUT)).unwrap();
     }
     cluster.wait_for_changes(3);
     let mut description = None;
@@ -248,7 +250,7 @@ fn proposing_on_a_follower_answers_not_leader_naming_the_leader() {
     let cluster = Cluster::new(3);
     let leader = cluster.leader();
     let follower = (1..=3).find(|&id| id != leader).unwrap();
-    let answer = block_on(cluster.node(follower).propose(&change(1)));
+    let answer = block_on(cluster.node(follower).propose(&change(1), PROPOSE_TIMEOUT));
     match answer {
         Err(ProposeError::NotLeader {
             leader: Some((id, addr)),
@@ -271,16 +273,21 @@ fn proposing_on_a_follower_answers_not_leader_naming_the_leader() {
 fn stopping_the_leader_elects_another_and_proposals_continue() {
     let mut cluster = Cluster::new(3);
     let old = cluster.leader();
-    block_on(cluster.node(old).propose(&change(1))).unwrap();
+    block_on(cluster.node(old).propose(&change(1), PROPOSE_TIMEOUT)).unwrap();
     cluster.wait_for_changes(1);
     cluster.stop(old);
     let new = cluster.leader();
     assert_ne!(new, old);
-    block_on(cluster.node(new).propose(&change(2))).unwrap();
+    block_on(cluster.node(new).propose(&change(2), PROPOSE_TIMEOUT)).unwrap();
     cluster.wait_for_changes(2);
     cluster.start(old);
     cluster.wait_for_changes(2);
-    block_on(cluster.node(cluster.leader()).propose(&change(3))).unwrap();
+    block_on(
+        cluster
+            .node(cluster.leader())
+            .propose(&change(3), PROPOSE_TIMEOUT),
+    )
+    .unwrap();
     cluster.wait_for_changes(3);
 }
 
@@ -292,7 +299,7 @@ fn a_torn_log_tail_is_cut_and_the_voter_catches_up_from_the_leader() {
     let mut cluster = Cluster::new(3);
     let leader = cluster.leader();
     for n in 1..=3 {
-        block_on(cluster.node(leader).propose(&change(n))).unwrap();
+        block_on(cluster.node(leader).propose(&change(n), PROPOSE_TIMEOUT)).unwrap();
     }
     cluster.wait_for_changes(3);
     let follower = (1..=3).find(|&id| id != leader).unwrap();
@@ -307,7 +314,7 @@ fn a_torn_log_tail_is_cut_and_the_voter_catches_up_from_the_leader() {
     fs::write(&segment, bytes).unwrap();
     cluster.start(follower);
     assert!(fs::metadata(&segment).unwrap().len() < length);
-    block_on(cluster.node(leader).propose(&change(4))).unwrap();
+    block_on(cluster.node(leader).propose(&change(4), PROPOSE_TIMEOUT)).unwrap();
     cluster.wait_for_changes(4);
 }
 
@@ -321,7 +328,7 @@ fn a_voter_behind_the_purged_log_catches_up_from_the_leaders_snapshot() {
     let follower = (1..=3).find(|&id| id != leader).unwrap();
     cluster.stop(follower);
     for n in 1..=10 {
-        block_on(cluster.node(leader).propose(&change(n))).unwrap();
+        block_on(cluster.node(leader).propose(&change(n), PROPOSE_TIMEOUT)).unwrap();
     }
     let leader_dir = cluster.dir(leader);
     wait_until("the leader snapshots and purges its log", || {
@@ -341,8 +348,8 @@ fn a_voter_behind_the_purged_log_catches_up_from_the_leaders_snapshot() {
 fn a_committed_change_that_does_not_apply_is_rejected_on_every_voter() {
     let cluster = Cluster::new(3);
     let leader = cluster.leader();
-    block_on(cluster.node(leader).propose(&change(2))).unwrap();
-    let answer = block_on(cluster.node(leader).propose(&change(1)));
+    block_on(cluster.node(leader).propose(&change(2), PROPOSE_TIMEOUT)).unwrap();
+    let answer = block_on(cluster.node(leader).propose(&change(1), PROPOSE_TIMEOUT));
     assert!(
         matches!(
             answer,
@@ -353,7 +360,7 @@ fn a_committed_change_that_does_not_apply_is_rejected_on_every_voter() {
         ),
         "{answer:?}"
     );
-    block_on(cluster.node(leader).propose(&change(3))).unwrap();
+    block_on(cluster.node(leader).propose(&change(3), PROPOSE_TIMEOUT)).unwrap();
     cluster.wait_for_changes(3);
 }
 
@@ -389,5 +396,5 @@ fn frames_and_snapshot_chunks_of_absurd_size_are_refused_without_allocating() {
         done: false,
     });
     expect_refused(addr, &rpc::encode(&chunk).unwrap());
-    block_on(cluster.node(1).propose(&change(1))).unwrap();
+    block_on(cluster.node(1).propose(&change(1), PROPOSE_TIMEOUT)).unwrap();
 }

@@ -32,5 +32,5 @@ pub mod types;
 
 pub use config::QuorumConfig;
 pub use error::{ProposeError, QuorumError, RpcError};
-pub use handle::{AppliedAt, Quorum, QuorumDescription, QuorumHandle, VoterDescription};
+pub use handle::{AppliedAt, Leader, Quorum, QuorumDescription, QuorumHandle, VoterDescription};
 pub use types::{ControllerNode, NodeId};

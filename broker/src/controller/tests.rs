@@ -29,7 +29,7 @@ impl Scratch {
         BrokerConfig::load(&self.settings, &[]).unwrap()
     }
 
-    fn controller(&self) -> Controller {
+    fn controller(&self) -> std::sync::Arc<Controller> {
         Controller::open(&self.config()).unwrap()
     }
 

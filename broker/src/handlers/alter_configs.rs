@@ -72,8 +72,10 @@ pub async fn handle(broker: &Rc<Broker>, request: AlterConfigsRequest) -> AlterC
             .collect();
         let outcome = match alterable_resource(broker, resource.resource_type, &name) {
             Ok(()) => {
-                topics::alter_topic_configs(broker, &name, request.validate_only, |_| Ok(overrides))
-                    .await
+                topics::alter_topic_configs(broker, &name, request.validate_only, move |_| {
+                    Ok(overrides.clone())
+                })
+                .await
             }
             Err(error) => Err(error),
         };

@@ -80,6 +80,20 @@ impl QuorumConfig {
         Ok(Self::with_listener(node_id, voters, Some(listen), dir))
     }
 
+    /// The settings of voter `node_id` of `voters` with Kafka's defaults, an
+    /// image starting empty, listening on `listen` (the controller
+    /// listener, which may bind a wildcard address where `voters` names a
+    /// reachable one).
+    #[must_use]
+    pub fn voter(
+        node_id: NodeId,
+        voters: BTreeMap<NodeId, SocketAddr>,
+        listen: SocketAddr,
+        dir: PathBuf,
+    ) -> Self {
+        Self::with_listener(node_id, voters, Some(listen), dir)
+    }
+
     /// The settings of a quorum whose only voter is `node_id`, with Kafka's
     /// defaults and no listener: a lone voter elects itself and commits
     /// alone, so nothing ever dials it. Its address in the membership is

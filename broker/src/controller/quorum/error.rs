@@ -89,6 +89,26 @@ pub enum QuorumError {
         /// How long it waited.
         timeout_ms: u64,
     },
+    /// No leader was known, or this member had not applied what it knew
+    /// committed, in time.
+    #[error("the controller quorum did not catch up within {timeout_ms} ms")]
+    NotCaughtUp {
+        /// How long it waited.
+        timeout_ms: u64,
+    },
+    /// The log holds other voters than `controller.quorum.voters`.
+    #[error(
+        "the metadata log was written by the controller quorum {stored}, but \
+         controller.quorum.voters is {configured}; the voters of a quorum cannot change \
+         (a single node's data directory cannot join a cluster)"
+    )]
+    VotersChanged {
+        /// The voters in the log (`id@address`; a single node's own is
+        /// `0.0.0.0:0`).
+        stored: String,
+        /// The configured voters.
+        configured: String,
+    },
     /// The controller thread ended before answering.
     #[error("the controller thread is gone")]
     Stopped,
@@ -169,6 +189,12 @@ pub enum ProposeError {
     /// The quorum was shut down.
     #[error("the controller quorum is shut down")]
     Stopped,
+    /// Not committed in time: the change may still be committed later.
+    #[error("the metadata change was not committed within {timeout_ms} ms")]
+    Timeout {
+        /// How long it waited.
+        timeout_ms: u64,
+    },
     /// openraft stopped on a fatal error (a storage failure, say).
     #[error("the controller quorum stopped: {0}")]
     Fatal(#[source] Box<openraft::error::Fatal<NodeId>>),

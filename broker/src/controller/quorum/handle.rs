@@ -27,18 +27,23 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::Raft;
-use tokio::sync::{mpsc, oneshot};
+use openraft::RaftMetrics;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::{millis, QuorumConfig};
-use super::error::{ProposeError, QuorumError};
+use super::error::{ProposeError, QuorumError, RpcError};
 use super::log_store::LogStore;
-use super::network::{Network, Peers};
-use super::server;
+use super::network::{self, Network, Peers};
+use super::server::{self, ChangeHandler, ChangeHandlerSlot};
 use super::state_machine::StateMachine;
 use super::types::{ControllerNode, MetadataBatch, MetadataTypes, NodeId};
+use crate::controller::forward::{Change, Outcome};
 use crate::metadata::records::MetadataRecord;
 use crate::metadata::MetadataImage;
 
+/// The wait before a member that found it does not lead after all looks
+/// for the leader again.
+const LEADER_RECHECK_WAIT: Duration = Duration::from_millis(50);
 /// Most requests waiting for the controller thread.
 pub const COMMANDS_QUEUED_MAX: usize = 256;
 
@@ -79,17 +84,16 @@ pub struct VoterDescription {
     pub last_contact: Option<Duration>,
 }
 
-type WriteReceiver = oneshot::Receiver<
-    Result<
-        openraft::raft::ClientWriteResponse<MetadataTypes>,
-        ClientWriteError<NodeId, ControllerNode>,
-    >,
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<MetadataTypes>,
+    ClientWriteError<NodeId, ControllerNode>,
 >;
 
 enum Command {
     Propose {
         batch: MetadataBatch,
-        reply: oneshot::Sender<Result<WriteReceiver, Fatal<NodeId>>>,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<WriteResult, ProposeError>>,
     },
     Describe {
         reply: oneshot::Sender<Result<QuorumDescription, Fatal<NodeId>>>,
@@ -98,7 +102,25 @@ enum Command {
         timeout: Duration,
         reply: oneshot::Sender<Result<(), QuorumError>>,
     },
+    AwaitCaughtUp {
+        timeout: Duration,
+        reply: oneshot::Sender<Result<(), QuorumError>>,
+    },
+    AwaitApplied {
+        index: u64,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<(), QuorumError>>,
+    },
+    Forward {
+        leader: SocketAddr,
+        change: Change,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Outcome, RpcError>>,
+    },
 }
+
+/// openraft's view of the member, updated by its own thread.
+type Metrics = watch::Receiver<RaftMetrics<NodeId, ControllerNode>>;
 
 /// Starts controller quorum members.
 pub struct Quorum;
@@ -138,10 +160,12 @@ impl Quorum {
         ));
         let (commands, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
         let (started, start_result) = std::sync::mpsc::sync_channel(1);
+        let changes = ChangeHandlerSlot::default();
         let member = Member {
             node_id: config.node_id,
             voters: config.voters.clone(),
             peers: Arc::clone(&peers),
+            changes: Arc::clone(&changes),
         };
         let thread = std::thread::Builder::new()
             .name("fjord-controller".to_owned())
@@ -166,16 +190,19 @@ impl Quorum {
                 ))
             })
             .map_err(QuorumError::Thread)?;
-        let handle = QuorumHandle {
+        let metrics = match start_result.recv() {
+            Ok(Ok(metrics)) => metrics,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(QuorumError::Stopped),
+        };
+        Ok(QuorumHandle {
+            node_id: config.node_id,
             commands: Some(commands),
             image: config.image,
+            metrics,
+            changes,
             thread: Some(thread),
-        };
-        match start_result.recv() {
-            Ok(Ok(())) => Ok(handle),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(QuorumError::Stopped),
-        }
+        })
     }
 }
 
@@ -184,6 +211,7 @@ struct Member {
     node_id: NodeId,
     voters: BTreeMap<NodeId, SocketAddr>,
     peers: Arc<Peers>,
+    changes: ChangeHandlerSlot,
 }
 
 impl Member {
@@ -194,14 +222,14 @@ impl Member {
         log_store: LogStore,
         state_machine: StateMachine,
         mut commands: mpsc::Receiver<Command>,
-        started: std::sync::mpsc::SyncSender<Result<(), QuorumError>>,
+        started: std::sync::mpsc::SyncSender<Result<Metrics, QuorumError>>,
     ) -> Result<(), QuorumError> {
         let raft = match self
             .start_raft(raft_config, listener, log_store, state_machine)
             .await
         {
             Ok(raft) => {
-                let _ = started.send(Ok(()));
+                let _ = started.send(Ok(raft.metrics()));
                 raft
             }
             Err(error) => {
@@ -211,8 +239,27 @@ impl Member {
         };
         while let Some(command) = commands.recv().await {
             match command {
-                Command::Propose { batch, reply } => {
-                    let _ = reply.send(raft.client_write_ff(batch).await);
+                Command::Propose {
+                    batch,
+                    timeout,
+                    reply,
+                } => {
+                    // Appended in order here; the commit is awaited on a
+                    // task of its own, so the member keeps answering.
+                    let written = raft.client_write_ff(batch).await;
+                    tokio::spawn(async move {
+                        let outcome = match written {
+                            Err(fatal) => Err(ProposeError::from(fatal)),
+                            Ok(written) => match tokio::time::timeout(timeout, written).await {
+                                Ok(Ok(result)) => Ok(result),
+                                Ok(Err(_)) => Err(ProposeError::Stopped),
+                                Err(_) => Err(ProposeError::Timeout {
+                                    timeout_ms: millis(timeout),
+                                }),
+                            },
+                        };
+                        let _ = reply.send(outcome);
+                    });
                 }
                 Command::Describe { reply } => {
                     let _ = reply.send(self.describe(&raft).await);
@@ -223,6 +270,40 @@ impl Member {
                     let node_id = self.node_id;
                     tokio::spawn(async move {
                         let _ = reply.send(await_leadership(&raft, node_id, timeout).await);
+                    });
+                }
+                Command::AwaitCaughtUp { timeout, reply } => {
+                    let raft = raft.clone();
+                    let node_id = self.node_id;
+                    tokio::spawn(async move {
+                        let _ = reply.send(await_caught_up(&raft, node_id, timeout).await);
+                    });
+                }
+                Command::AwaitApplied {
+                    index,
+                    timeout,
+                    reply,
+                } => {
+                    let raft = raft.clone();
+                    tokio::spawn(async move {
+                        let applied = raft
+                            .wait(Some(timeout))
+                            .applied_index_at_least(Some(index), "the change is applied here")
+                            .await;
+                        let _ =
+                            reply.send(applied.map(|_| ()).map_err(|_| QuorumError::NotCaughtUp {
+                                timeout_ms: millis(timeout),
+                            }));
+                    });
+                }
+                Command::Forward {
+                    leader,
+                    change,
+                    timeout,
+                    reply,
+                } => {
+                    tokio::spawn(async move {
+                        let _ = reply.send(network::forward(leader, change, timeout).await);
                     });
                 }
             }
@@ -248,15 +329,30 @@ impl Member {
         let network = Network::new(Arc::clone(&self.peers));
         let raft = Raft::new(self.node_id, raft_config, network, log_store, state_machine).await?;
         if let Some(listener) = listener {
-            tokio::spawn(server::serve(listener, raft.clone()));
+            tokio::spawn(server::serve(
+                listener,
+                raft.clone(),
+                Arc::clone(&self.changes),
+            ));
         }
         let members: BTreeMap<NodeId, ControllerNode> = self
             .voters
             .iter()
             .map(|(&id, &addr)| (id, ControllerNode { addr }))
             .collect();
+        // Initializing a log that holds entries is refused, and openraft
+        // logs the refusal as an error: ask first.
+        if raft.is_initialized().await? {
+            self.check_stored_voters(&raft)?;
+            return Ok(raft);
+        }
         match raft.initialize(members).await {
-            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(raft),
+            Ok(()) => Ok(raft),
+            // Another voter's membership reached this one meanwhile.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                self.check_stored_voters(&raft)?;
+                Ok(raft)
+            }
             Err(RaftError::APIError(InitializeError::NotInMembers(_))) => {
                 Err(QuorumError::NotAVoter {
                     node_id: self.node_id,
@@ -264,6 +360,31 @@ impl Member {
             }
             Err(RaftError::Fatal(fatal)) => Err(fatal.into()),
         }
+    }
+
+    /// A log that already holds a membership must hold the configured
+    /// one: Kafka's static voters never change, and a node started with
+    /// other voters than its log's (a single node's log given a cluster's
+    /// voters, say) would otherwise go on as a quorum of its own.
+    fn check_stored_voters(&self, raft: &Raft<MetadataTypes>) -> Result<(), QuorumError> {
+        let metrics = raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let stored: BTreeMap<NodeId, SocketAddr> = membership
+            .voter_ids()
+            .map(|id| {
+                let addr = membership
+                    .get_node(&id)
+                    .map_or(ControllerNode::default().addr, |node| node.addr);
+                (id, addr)
+            })
+            .collect();
+        if stored == self.voters {
+            return Ok(());
+        }
+        Err(QuorumError::VotersChanged {
+            stored: voters_text(&stored),
+            configured: voters_text(&self.voters),
+        })
     }
 
     async fn describe(
@@ -338,12 +459,84 @@ async fn await_leadership(
         })?
 }
 
+/// Resolves once a leader is known and this member has applied every entry
+/// it knows to be committed (on the leader: every entry committed before
+/// its term), or fails after `timeout`.
+async fn await_caught_up(
+    raft: &Raft<MetadataTypes>,
+    node_id: NodeId,
+    timeout: Duration,
+) -> Result<(), QuorumError> {
+    let not_caught_up = || QuorumError::NotCaughtUp {
+        timeout_ms: millis(timeout),
+    };
+    let caught_up = async {
+        loop {
+            let metrics = raft
+                .wait(None)
+                .metrics(
+                    |metrics| metrics.current_leader.is_some(),
+                    "a leader is known",
+                )
+                .await
+                .map_err(|_| QuorumError::Stopped)?;
+            if metrics.current_leader != Some(node_id) {
+                let committed = raft.with_raft_state(|state| state.committed).await?;
+                raft.wait(None)
+                    .applied_index_at_least(committed.map(|log_id| log_id.index), "caught up")
+                    .await
+                    .map_err(|_| QuorumError::Stopped)?;
+                return Ok(());
+            }
+            match raft.ensure_linearizable().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::Fatal(fatal)) => return Err(fatal.into()),
+                // A restarted member names itself leader from the vote it
+                // kept until it hears otherwise: wait for a leader again.
+                Err(RaftError::APIError(_)) => {
+                    tokio::time::sleep(LEADER_RECHECK_WAIT).await;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, caught_up)
+        .await
+        .map_err(|_| not_caught_up())?
+}
+
+fn voters_text(voters: &BTreeMap<NodeId, SocketAddr>) -> String {
+    voters
+        .iter()
+        .map(|(id, addr)| format!("{id}@{addr}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The handle of a running member; see the module documentation. Dropping
 /// it shuts the member down like [`QuorumHandle::shutdown`].
 pub struct QuorumHandle {
+    node_id: NodeId,
     commands: Option<mpsc::Sender<Command>>,
     image: Arc<ArcSwap<MetadataImage>>,
+    metrics: Metrics,
+    changes: ChangeHandlerSlot,
     thread: Option<JoinHandle<Result<(), QuorumError>>>,
+}
+
+/// The quorum leader as a member knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leader {
+    /// This member leads.
+    ThisNode,
+    /// Another voter leads, reached at its controller listener.
+    Other {
+        /// Its id.
+        id: NodeId,
+        /// Its controller listener.
+        addr: SocketAddr,
+    },
+    /// No leader is known (an election is on).
+    Unknown,
 }
 
 // Shards and blocking threads share one handle.
@@ -362,14 +555,21 @@ impl QuorumHandle {
     /// [`ProposeError::Rejected`] if the committed batch did not apply to
     /// the image, [`ProposeError::Stopped`] or [`ProposeError::Fatal`] if
     /// the member is not running.
-    pub async fn propose(&self, records: &[MetadataRecord]) -> Result<AppliedAt, ProposeError> {
+    pub async fn propose(
+        &self,
+        records: &[MetadataRecord],
+        timeout: Duration,
+    ) -> Result<AppliedAt, ProposeError> {
         let batch = MetadataBatch::encode(records)?;
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Propose { batch, reply })
-            .await
-            .map_err(|_| ProposeError::Stopped)?;
-        let written = answer.await.map_err(|_| ProposeError::Stopped)??;
-        match written.await.map_err(|_| ProposeError::Stopped)? {
+        self.send(Command::Propose {
+            batch,
+            timeout,
+            reply,
+        })
+        .await
+        .map_err(|_| ProposeError::Stopped)?;
+        match answer.await.map_err(|_| ProposeError::Stopped)?? {
             Ok(response) => {
                 let at = AppliedAt {
                     index: response.log_id.index,
@@ -398,6 +598,91 @@ impl QuorumHandle {
     #[must_use]
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.load_full()
+    }
+
+    /// The index of the last entry this member applied.
+    #[must_use]
+    pub fn applied_index(&self) -> Option<u64> {
+        self.metrics
+            .borrow()
+            .last_applied
+            .map(|applied| applied.index)
+    }
+
+    /// The leader this member knows of.
+    #[must_use]
+    pub fn leader(&self) -> Leader {
+        let metrics = self.metrics.borrow();
+        match metrics.current_leader {
+            None => Leader::Unknown,
+            Some(id) if id == self.node_id => Leader::ThisNode,
+            Some(id) => match metrics.membership_config.membership().get_node(&id) {
+                Some(node) => Leader::Other {
+                    id,
+                    addr: node.addr,
+                },
+                None => Leader::Unknown,
+            },
+        }
+    }
+
+    /// Sets what carries out changes other members forward to this one
+    /// (once: the controller of this node).
+    pub fn serve_changes(&self, handler: ChangeHandler) {
+        if self.changes.set(handler).is_err() {
+            tracing::warn!("the controller quorum already serves forwarded changes");
+        }
+    }
+
+    /// Sends `change` to the leader at `leader` and returns its answer.
+    ///
+    /// # Errors
+    /// [`RpcError`] if the leader cannot be reached or does not answer
+    /// within `timeout`.
+    pub async fn forward(
+        &self,
+        leader: SocketAddr,
+        change: Change,
+        timeout: Duration,
+    ) -> Result<Outcome, RpcError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Forward {
+            leader,
+            change,
+            timeout,
+            reply,
+        })
+        .await
+        .map_err(|_| stopped_rpc())?;
+        answer.await.map_err(|_| stopped_rpc())?
+    }
+
+    /// Resolves once this member has applied the entry at `index`.
+    ///
+    /// # Errors
+    /// [`QuorumError::NotCaughtUp`] after `timeout`, or
+    /// [`QuorumError::Stopped`].
+    pub async fn await_applied(&self, index: u64, timeout: Duration) -> Result<(), QuorumError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::AwaitApplied {
+            index,
+            timeout,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| QuorumError::Stopped)?
+    }
+
+    /// Resolves once a leader is known and this member has applied what it
+    /// knows to be committed: what a start waits for before it serves.
+    ///
+    /// # Errors
+    /// [`QuorumError::NotCaughtUp`] after `timeout`, or
+    /// [`QuorumError::Stopped`].
+    pub async fn await_caught_up(&self, timeout: Duration) -> Result<(), QuorumError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::AwaitCaughtUp { timeout, reply }).await?;
+        answer.await.map_err(|_| QuorumError::Stopped)?
     }
 
     /// The quorum as this member sees it.
@@ -458,6 +743,13 @@ impl QuorumHandle {
             Some(Err(panic)) => std::panic::resume_unwind(panic),
         }
     }
+}
+
+fn stopped_rpc() -> RpcError {
+    RpcError::Io(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the controller thread is gone",
+    ))
 }
 
 impl Drop for QuorumHandle {

@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use super::error::RpcError;
 use super::rpc::{self, Request, Response};
 use super::types::{ControllerNode, MetadataTypes, NodeId};
+use crate::controller::forward::{Change, Outcome};
 
 /// The first wait before reconnecting to a peer that failed.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -281,6 +282,34 @@ impl RaftNetwork<MetadataTypes> for PeerClient {
             Some((*wait * 2).min(ceiling))
         }))
     }
+}
+
+/// Sends `change` to the leader's controller listener at `addr` on a
+/// connection of its own and returns its answer, all within `timeout`
+/// (the leader answers once the change is committed).
+///
+/// # Errors
+/// [`RpcError`] if the leader cannot be reached or does not answer in time.
+pub async fn forward(
+    addr: SocketAddr,
+    change: Change,
+    timeout: Duration,
+) -> Result<Outcome, RpcError> {
+    let frame = rpc::encode(&Request::Forward(change))?;
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        rpc::write(&mut stream, &frame).await?;
+        match rpc::read(&mut stream).await? {
+            Response::Forward(outcome) => Ok(outcome),
+            _ => Err(RpcError::Mismatched),
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| RpcError::Timeout {
+            timeout_ms: super::config::millis(timeout),
+        })?
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The controller quorum's wire protocol: openraft's three RPCs
-//! (`AppendEntries`, `Vote`, `InstallSnapshot`) and their answers between
-//! controllers over TCP, one request and its response at a time per
+//! (`AppendEntries`, `Vote`, `InstallSnapshot`), and metadata changes
+//! forwarded to the leader ([`crate::controller::forward`]), with their
+//! answers, over TCP, one request and its response at a time per
 //! connection.
 //!
 //! A message is a frame of the metadata log's framing (magic `FJQR`,
@@ -26,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::error::RpcError;
 use super::log_store::encode_postcard;
 use super::types::{MetadataTypes, NodeId};
+use crate::controller::forward::{Change, Outcome};
 use crate::controller::log::BATCH_BYTES_MAX;
 
 const RPC_MAGIC: [u8; 4] = *b"FJQR";
@@ -49,6 +51,8 @@ pub enum Request {
     Vote(VoteRequest<NodeId>),
     /// One chunk of a snapshot.
     InstallSnapshot(InstallSnapshotRequest<MetadataTypes>),
+    /// A metadata change for the leader's controller to make.
+    Forward(Change),
 }
 
 /// The answer to a [`Request`], of the same kind.
@@ -62,6 +66,8 @@ pub enum Response {
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
+    /// To [`Request::Forward`].
+    Forward(Outcome),
 }
 
 /// The frame of `message`.

@@ -1,6 +1,8 @@
 //! The receiving side of the controller quorum's network: the controller
-//! listener, handing each peer's requests to the local Raft node and
-//! writing its answers back, one at a time per connection, in order.
+//! listener, handing each peer's requests to the local Raft node (and
+//! forwarded metadata changes to the local controller, through its
+//! [`ChangeHandler`]) and writing its answers back, one at a time per
+//! connection, in order.
 //!
 //! At most [`CONNECTIONS_MAX`] connections are served at once (a voter
 //! keeps one per replication stream and election round of each peer); a
@@ -10,8 +12,9 @@
 //! [`SNAPSHOT_BYTES_MAX`]: openraft writes a chunk at the offset it states,
 //! so the receiving buffer would grow to whatever a peer claims.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use kafka_protocol::ResponseError;
 use openraft::Raft;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -19,6 +22,16 @@ use tokio::sync::Semaphore;
 use super::error::RpcError;
 use super::rpc::{self, Request, Response};
 use super::types::MetadataTypes;
+use crate::controller::forward::{Change, Outcome, Refusal};
+
+/// What carries out a forwarded change: the local controller, which runs
+/// it as this node's own (it blocks until the change is committed, so it
+/// runs on the runtime's blocking pool).
+pub type ChangeHandler = Arc<dyn Fn(Change) -> Outcome + Send + Sync>;
+
+/// The handler, set once the controller exists; the listener is up before
+/// (the quorum must elect a leader for the controller to start).
+pub type ChangeHandlerSlot = Arc<OnceLock<ChangeHandler>>;
 
 /// Most peer connections served at once.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -27,7 +40,7 @@ pub const CONNECTIONS_MAX: usize = 64;
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
 
 /// Serves `listener` until the runtime stops.
-pub async fn serve(listener: TcpListener, raft: Raft<MetadataTypes>) {
+pub async fn serve(listener: TcpListener, raft: Raft<MetadataTypes>, changes: ChangeHandlerSlot) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -44,8 +57,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetadataTypes>) {
             continue;
         };
         let raft = raft.clone();
+        let changes = Arc::clone(&changes);
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, &raft).await {
+            if let Err(error) = serve_connection(stream, &raft, &changes).await {
                 if !matches!(&error, RpcError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
                 {
                     tracing::warn!(%peer, %error, "closing a controller connection");
@@ -59,6 +73,7 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetadataTypes>) {
 async fn serve_connection(
     mut stream: TcpStream,
     raft: &Raft<MetadataTypes>,
+    changes: &ChangeHandlerSlot,
 ) -> Result<(), RpcError> {
     stream.set_nodelay(true)?;
     loop {
@@ -78,8 +93,28 @@ async fn serve_connection(
                 }
                 Response::InstallSnapshot(raft.install_snapshot(request).await)
             }
+            Request::Forward(change) => Response::Forward(carry_out(changes, change).await),
         };
         let frame = rpc::encode(&response)?;
         rpc::write(&mut stream, &frame).await?;
     }
+}
+
+async fn carry_out(changes: &ChangeHandlerSlot, change: Change) -> Outcome {
+    let Some(handler) = changes.get().cloned() else {
+        return Err(Refusal {
+            code: ResponseError::NotController.code(),
+            message: "this controller is still starting".to_owned(),
+            stale: None,
+        });
+    };
+    tokio::task::spawn_blocking(move || handler(change))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Refusal {
+                code: ResponseError::UnknownServerError.code(),
+                message: "the controller failed while making the change".to_owned(),
+                stale: None,
+            })
+        })
 }

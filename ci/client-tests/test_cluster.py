@@ -1,0 +1,224 @@
+"""Three real `fjord` processes on loopback form one cluster: one controller
+quorum (openraft) among the three combined nodes, every node registered,
+topics placed over all three, and admin requests sent to any node taking
+effect through the quorum leader. Checked with clients we did not write
+(confluent-kafka's AdminClient, kafka-python's KafkaAdminClient) and
+fjordctl's view of the quorum.
+
+The failures guarded against: nodes that each run a quorum of their own
+(topics created through one never seen by the others), a follower that
+refuses or loses an admin request instead of forwarding it, a cluster that
+stops taking metadata changes when its leader is killed, a killed node that
+cannot rejoin, and metadata lost across a full stop and start."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka.admin import KafkaAdminClient
+from kafka.admin import NewTopic as KafkaPythonNewTopic
+
+from conftest import FJORD, Broker, free_port, wait_for_port, wait_until
+from test_fjordctl import FJORDCTL
+
+CLUSTER_ID = "4L6g3nShT-eMCtK--X86sw"
+NODE_IDS = (1, 2, 3)
+# An election among three on loopback, the first one included.
+ELECTION_DEADLINE_SECONDS = 30
+# What the issue promises after the active controller is killed.
+FAILOVER_DEADLINE_SECONDS = 10
+ADMIN_TIMEOUT_SECONDS = 30
+
+
+class ClusterNode(Broker):
+    """A combined broker and controller of a three-voter quorum."""
+
+    def __init__(self, data_dir, node_id, controller_port, voters):
+        super().__init__(data_dir)
+        self.node_id = node_id
+        self.controller_port = controller_port
+        self.voters = voters
+
+    def launch(self):
+        """Starts the process without waiting: a node serves clients only
+        once the quorum has a leader, which takes a majority running."""
+        settings = [
+            "process.roles=broker,controller",
+            f"node.id={self.node_id}",
+            f"cluster.id={CLUSTER_ID}",
+            f"controller.quorum.voters={self.voters}",
+            "controller.listener.names=CONTROLLER",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
+            f"log.dirs={self.data_dir}",
+        ]
+        arguments = [str(FJORD)]
+        for setting in settings:
+            arguments += ["--set", setting]
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            arguments, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+
+    def start(self):
+        self.launch()
+        wait_for_port(self.port, self.process, ELECTION_DEADLINE_SECONDS)
+
+
+class Cluster:
+    def __init__(self, root):
+        self.controller_ports = {node_id: free_port() for node_id in NODE_IDS}
+        voters = ",".join(
+            f"{node_id}@127.0.0.1:{port}" for node_id, port in self.controller_ports.items()
+        )
+        self.nodes = {
+            node_id: ClusterNode(root / f"node{node_id}", node_id,
+                                 self.controller_ports[node_id], voters)
+            for node_id in NODE_IDS
+        }
+
+    def start_all(self):
+        for node in self.nodes.values():
+            node.launch()
+        for node in self.nodes.values():
+            wait_for_port(node.port, node.process, ELECTION_DEADLINE_SECONDS)
+
+    def stop_all(self):
+        for node in self.nodes.values():
+            node.stop()
+
+    def quorum(self, node):
+        """The quorum as `node` reports it (fjordctl cluster info)."""
+        result = subprocess.run(
+            [str(FJORDCTL), "cluster", "info", "--json", "--bootstrap-server", node.bootstrap],
+            capture_output=True, text=True, timeout=ADMIN_TIMEOUT_SECONDS,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["quorum"]
+
+    def agreed_leader(self, asked):
+        """The quorum leader every node in `asked` names, if they agree on
+        one; `None` while they do not (or one cannot be asked)."""
+        try:
+            leaders = {self.quorum(self.nodes[node_id])["leader_id"] for node_id in asked}
+        except (AssertionError, subprocess.TimeoutExpired):
+            return None
+        return leaders.pop() if len(leaders) == 1 and -1 not in leaders else None
+
+    def leader_id(self, asked):
+        """The quorum leader every node in `asked` agrees on, once they do."""
+        return wait_until(lambda: self.agreed_leader(asked), ELECTION_DEADLINE_SECONDS,
+                          "one quorum leader")
+
+    def logs(self):
+        return "\n".join(
+            f"--- node {node_id}\n" + "\n".join(node.log_text().splitlines()[-40:])
+            for node_id, node in self.nodes.items()
+        )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    instance = Cluster(tmp_path_factory.mktemp("cluster"))
+    instance.start_all()
+    try:
+        yield instance
+    finally:
+        instance.stop_all()
+
+
+def create_topic(node, name, partitions):
+    """CreateTopics through `node` alone (librdkafka), awaited."""
+    client = AdminClient({"bootstrap.servers": node.bootstrap})
+    futures = client.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+        request_timeout=ADMIN_TIMEOUT_SECONDS,
+    )
+    futures[name].result(timeout=ADMIN_TIMEOUT_SECONDS)
+
+
+def partition_leaders(node, name):
+    """Partition -> leader as Metadata from `node` alone tells it."""
+    client = AdminClient({"bootstrap.servers": node.bootstrap})
+    topic = client.list_topics(name, timeout=ADMIN_TIMEOUT_SECONDS).topics[name]
+    assert topic.error is None, topic.error
+    return {partition.id: partition.leader for partition in topic.partitions.values()}
+
+
+def test_every_node_lists_all_three_brokers(cluster):
+    for node in cluster.nodes.values():
+        client = AdminClient({"bootstrap.servers": node.bootstrap})
+        brokers = client.list_topics(timeout=ADMIN_TIMEOUT_SECONDS).brokers
+        assert sorted(brokers) == list(NODE_IDS), cluster.logs()
+        assert {broker.port for broker in brokers.values()} == {
+            other.port for other in cluster.nodes.values()
+        }
+
+
+def test_a_topic_created_through_any_node_is_seen_by_all(cluster, topic_name):
+    """One topic created through each node (two of them quorum followers,
+    which forward the change); each is then in every node's Metadata with
+    its partitions spread over all three brokers."""
+    leader = cluster.leader_id(NODE_IDS)
+    names = {node_id: f"{topic_name}-via{node_id}" for node_id in NODE_IDS}
+    for node_id, name in names.items():
+        create_topic(cluster.nodes[node_id], name, partitions=6)
+    for name in names.values():
+        for node in cluster.nodes.values():
+            leaders = wait_until(lambda: partition_leaders(node, name), ADMIN_TIMEOUT_SECONDS,
+                                 f"{name} in node {node.node_id}'s metadata")
+            assert sorted(leaders) == list(range(6))
+            assert set(leaders.values()) == set(NODE_IDS), (name, leaders)
+    assert cluster.leader_id(NODE_IDS) == leader, "creating topics moved the leader"
+
+
+def test_kafka_python_creates_a_topic_through_a_follower(cluster, topic_name):
+    leader = cluster.leader_id(NODE_IDS)
+    follower = next(node for node_id, node in cluster.nodes.items() if node_id != leader)
+    client = KafkaAdminClient(bootstrap_servers=follower.bootstrap)
+    try:
+        client.create_topics([KafkaPythonNewTopic(topic_name, 3, 1)])
+    finally:
+        client.close()
+    for node in cluster.nodes.values():
+        wait_until(lambda: partition_leaders(node, topic_name), ADMIN_TIMEOUT_SECONDS,
+                   f"{topic_name} in node {node.node_id}'s metadata")
+
+
+def test_killing_the_active_controller_elects_another_and_it_rejoins(cluster, topic_name):
+    """kill -9 the quorum leader: the other two elect one of themselves
+    within the deadline and take metadata changes again; the killed node
+    restarts on its data and sees what was created while it was down."""
+    old_leader = cluster.leader_id(NODE_IDS)
+    cluster.nodes[old_leader].kill9()
+    survivors = [node_id for node_id in NODE_IDS if node_id != old_leader]
+    killed_at = time.monotonic()
+    new_leader = wait_until(
+        lambda: next((leader for leader in [cluster.agreed_leader(survivors)]
+                      if leader not in (None, old_leader)), None),
+        FAILOVER_DEADLINE_SECONDS, "a new quorum leader")
+    assert time.monotonic() - killed_at <= FAILOVER_DEADLINE_SECONDS
+    assert new_leader in survivors
+    created_while_down = f"{topic_name}-while-down"
+    create_topic(cluster.nodes[survivors[0]], created_while_down, partitions=2)
+
+    cluster.nodes[old_leader].start()
+    rejoined = cluster.nodes[old_leader]
+    wait_until(lambda: partition_leaders(rejoined, created_while_down), ADMIN_TIMEOUT_SECONDS,
+               "the rejoined node sees the topic created while it was down")
+    create_topic(rejoined, f"{topic_name}-after", partitions=1)
+
+
+def test_topics_survive_stopping_and_starting_the_whole_cluster(cluster, topic_name):
+    create_topic(cluster.nodes[1], topic_name, partitions=3)
+    cluster.stop_all()
+    cluster.start_all()
+    for node in cluster.nodes.values():
+        leaders = wait_until(lambda: partition_leaders(node, topic_name), ADMIN_TIMEOUT_SECONDS,
+                             f"{topic_name} after the restart")
+        assert sorted(leaders) == [0, 1, 2]
