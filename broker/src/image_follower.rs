@@ -18,8 +18,9 @@
 //! old one's data. A deletion or creation that fails is logged and kept
 //! for the next round (the next image or period), a creation only while
 //! the current image still assigns that topic id's partition here and only
-//! once any deletion of the same directory succeeded; nothing panics and
-//! nothing retries faster than the period.
+//! once any deletion of the same directory succeeded; nothing panics, and
+//! without a new image nothing is retried more often than every
+//! [`RETRY_INTERVAL`].
 //!
 //! # Why one serialized follower, also for the admin paths
 //! The node that handled an admin request must hold the new partitions
@@ -47,7 +48,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fjord_engine::TopicPartition;
 
@@ -58,6 +59,11 @@ use crate::server::Broker;
 /// How often shard 0 looks for a newly published image, and retries what
 /// failed.
 pub const FOLLOW_PERIOD: Duration = Duration::from_millis(50);
+
+/// How long rounds without a new image leave what failed alone before
+/// retrying it: a failing disk is not asked (and logged about) every
+/// [`FOLLOW_PERIOD`]. A new image retries it at once.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Partitions created (or deleted) at once: their directory and file syncs
 /// overlap (a first start creates the 50 of `__consumer_offsets`), and a
@@ -91,6 +97,8 @@ struct Followed {
     /// Partitions still to be created, with the id of the topic they
     /// belong to.
     creates: BTreeMap<TopicPartition, TopicId>,
+    /// When the last round that left something to retry ended.
+    last_failed: Option<Instant>,
 }
 
 impl Default for ImageFollower {
@@ -100,6 +108,7 @@ impl Default for ImageFollower {
                 handled: Arc::new(MetadataImage::default()),
                 deletes: BTreeSet::new(),
                 creates: BTreeMap::new(),
+                last_failed: None,
             }),
         }
     }
@@ -113,10 +122,11 @@ impl ImageFollower {
     pub async fn catch_up(&self, broker: &Rc<Broker>) -> Vec<Failure> {
         let mut state = self.state.lock().await;
         let current = broker.controller.image();
-        if Arc::ptr_eq(&current, &state.handled)
-            && state.deletes.is_empty()
-            && state.creates.is_empty()
-        {
+        let nothing_due = (state.deletes.is_empty() && state.creates.is_empty())
+            || state
+                .last_failed
+                .is_some_and(|failed| failed.elapsed() < RETRY_INTERVAL);
+        if Arc::ptr_eq(&current, &state.handled) && nothing_due {
             return Vec::new();
         }
         let node = BrokerId(broker.config.node_id);
@@ -160,6 +170,8 @@ impl ImageFollower {
             }
         }
         state.handled = current;
+        state.last_failed =
+            (!state.deletes.is_empty() || !state.creates.is_empty()).then(Instant::now);
         failures
     }
 }
@@ -369,9 +381,9 @@ mod tests {
 
     use std::future::Future;
     use std::sync::atomic::AtomicBool;
-    use std::time::Instant;
 
     use bytes::Bytes;
+    use fjord_engine::config::LogConfig;
     use fjord_engine::shard::{self, AppendRequest, EngineConfig};
     use fjord_engine::testkit::values_batch;
     use fjord_engine::types::TimestampMs;
@@ -609,6 +621,61 @@ mod tests {
                 end => Err(format!(
                     "the recreated topic starts at offset {end}, not empty"
                 )),
+            }
+        })
+        .unwrap();
+    }
+
+    /// A partition the engine cannot create (a file stands where its
+    /// directory goes) fails the round without a panic and is created by a
+    /// later one once it can be, with no new image to prompt it.
+    #[test]
+    fn a_partition_that_cannot_be_created_is_retried_until_it_can() {
+        with_follower(|broker| async move {
+            let blocker = broker.config.data_dir.join("payments-0");
+            std::fs::write(&blocker, b"not a partition").map_err(|error| error.to_string())?;
+            commit(&broker, |controller| {
+                controller.create_topic("payments", 1, 1, None, Vec::new())
+            })
+            .await?;
+            eventually("the follower tries and fails", || async {
+                let state = broker.image_follower.state.lock().await;
+                state.last_failed.is_some() && state.creates.len() == 1
+            })
+            .await?;
+            if !held_on_shards(&broker, "payments").await.is_empty() {
+                return Err("a partition opened over a file".to_owned());
+            }
+            std::fs::remove_file(&blocker).map_err(|error| error.to_string())?;
+            eventually("the retry creates it", || async {
+                held_on_shards(&broker, "payments").await == [0]
+            })
+            .await
+        })
+        .unwrap();
+    }
+
+    /// A partition no image this broker handled assigned it (data left
+    /// from a topic removed while it was down, or another tool's) is never
+    /// deleted on the follower's guess: its records are kept.
+    #[test]
+    fn partitions_no_image_assigned_are_kept() {
+        with_follower(|broker| async move {
+            let stray = TopicPartition::new("stray", 0);
+            broker
+                .shard
+                .create_partition(stray.clone(), LogConfig::default())
+                .await
+                .map_err(|error| error.to_string())?;
+            append_one(&broker, stray.clone()).await?;
+            commit(&broker, |controller| {
+                controller.create_topic("other", 1, 1, None, Vec::new())
+            })
+            .await?;
+            eventually("the follower handles the creation", || caught_up(&broker)).await?;
+            match log_end(&broker, &stray).await? {
+                1 => Ok(()),
+                end => Err(format!("the stray partition ends at {end}, not 1")),
             }
         })
         .unwrap();
