@@ -16,6 +16,7 @@ pub mod fetch_codec;
 pub mod fetch_session;
 pub mod groups;
 pub mod handlers;
+pub mod image_follower;
 pub mod meta_properties;
 pub mod metadata;
 pub mod partition;
@@ -40,6 +41,7 @@ use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::error::BrokerError;
 use crate::groups::{CoordinatorSettings, GroupCoordinator};
+use crate::image_follower::ImageFollower;
 use crate::server::Broker;
 
 /// Runs a broker until `stop` is set, then shuts down cleanly: stops
@@ -111,6 +113,7 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
         group_settings.partitions = existing.partition_count();
     }
     let groups = Arc::new(GroupCoordinator::new(group_settings));
+    let image_follower = Arc::new(ImageFollower::default());
     let config = Arc::new(config);
     let shard_controller = Arc::clone(&controller);
     let outcomes = shard::run(&engine, move |shard| {
@@ -119,20 +122,10 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
             config.clone(),
             shard_controller.clone(),
             groups.clone(),
+            image_follower.clone(),
             stop.clone(),
         );
-        async move {
-            partition::commit_recovered_partitions(&broker).await;
-            if broker.shard.id() == 0 {
-                topics::reconcile_partitions(&broker).await;
-                start_group_coordinator(&broker);
-            }
-            let outcome = server::serve(Rc::clone(&broker)).await;
-            if let Err(error) = &outcome {
-                tracing::error!(%error, "listener failed");
-            }
-            outcome.map_err(|error| error.to_string())
-        }
+        serve_shard(broker)
     });
     // The shards are gone, and with them every other holder of the
     // controller but the engine's settings: stop the quorum cleanly.
@@ -157,6 +150,32 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
         })?;
     }
     Ok(())
+}
+
+/// One shard's life: settles the partitions it recovered, on shard 0 first
+/// brings the partitions in line with the metadata image and keeps
+/// following it ([`image_follower`]) and starts the group coordinator,
+/// then serves clients until the broker stops.
+async fn serve_shard(broker: Rc<Broker>) -> Result<(), String> {
+    partition::commit_recovered_partitions(&broker).await;
+    let follower = if broker.shard.id() == 0 {
+        image_follower::start(&broker).await;
+        let follower = glommio::spawn_local(image_follower::follow(Rc::clone(&broker)));
+        start_group_coordinator(&broker);
+        Some(follower)
+    } else {
+        None
+    };
+    let outcome = server::serve(Rc::clone(&broker)).await;
+    if let Err(error) = &outcome {
+        tracing::error!(%error, "listener failed");
+    }
+    // It ends once the broker stops; a listener that never bound never
+    // stops it, and dropping it cancels it instead.
+    if let (Some(follower), Ok(())) = (follower, &outcome) {
+        follower.await;
+    }
+    outcome.map_err(|error| error.to_string())
 }
 
 /// The file in the data directory that one broker process holds locked, as

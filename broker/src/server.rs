@@ -51,6 +51,7 @@ use crate::fetch_session::FetchSessions;
 use crate::groups::GroupCoordinator;
 use crate::handlers::produce::{LegacyProduce, OLDEST_APPENDED_VERSION};
 use crate::handlers::{self, Reply};
+use crate::image_follower::ImageFollower;
 use crate::send_progress::SendProgress;
 
 /// Requests of one connection being processed at once; the reader waits
@@ -71,6 +72,9 @@ pub struct Broker {
     pub fetch_sessions: FetchSessions,
     /// The group coordinator (shared by every shard).
     pub groups: Arc<GroupCoordinator>,
+    /// What this broker did with the metadata images (shared by every
+    /// shard).
+    pub image_follower: Arc<ImageFollower>,
     stop_flag: Arc<AtomicBool>,
     stopping: Event,
     stopped: Cell<bool>,
@@ -84,6 +88,7 @@ impl Broker {
         config: Arc<BrokerConfig>,
         controller: Arc<Controller>,
         groups: Arc<GroupCoordinator>,
+        image_follower: Arc<ImageFollower>,
         stop_flag: Arc<AtomicBool>,
     ) -> Rc<Self> {
         // Shard counts are core counts: far below u32::MAX.
@@ -100,6 +105,7 @@ impl Broker {
             config,
             controller,
             groups,
+            image_follower,
             stop_flag,
             stopping: Event::new(),
             stopped: Cell::new(false),

@@ -9,13 +9,15 @@
 //! an `fdatasync` at least (the whole-file rewrite the metadata log once
 //! replaced took 9 ms on a busy disk, and on the shard's own thread it held
 //! every append on the core for as long).
+//!
+//! The partitions themselves are the image follower's to create,
+//! reconfigure and delete ([`crate::image_follower`]): each change runs a
+//! round of it right after its commit, so the client's answer comes once
+//! this broker's partitions match the new image.
 
-use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use fjord_engine::config::LogConfig;
-use fjord_engine::TopicPartition;
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::ResponseError;
 
@@ -190,81 +192,37 @@ pub async fn create_topic(
         )
     })
     .await?;
-    let config = broker.controller.log_config_for(name);
-    create_partitions(broker, name, 0..partitions, &config).await?;
+    act_on_commit(broker, name).await?;
     tracing::info!(topic = name, partitions, "created topic");
     Ok(topic)
 }
 
-/// Partitions created at once: their directory and file syncs overlap (a
-/// first start creates the 50 of `__consumer_offsets`), and a topic of many
-/// partitions still does not spawn a task per partition.
-const CONCURRENT_CREATES_MAX: usize = 32;
-
-/// The partitions among `indexes` of `topic` the image assigns this broker
-/// a replica of.
-fn held_partitions(broker: &Broker, topic: &TopicImage, indexes: Range<i32>) -> Vec<i32> {
-    let node = MetadataBrokerId(broker.config.node_id);
-    indexes
-        .filter(|&index| {
-            topic
-                .partition(index)
-                .is_some_and(|partition| partition.replicas.contains(&node))
-        })
-        .collect()
-}
-
-/// Creates the partitions among `indexes` of `name` this broker holds a
-/// replica of on their shards, up to [`CONCURRENT_CREATES_MAX`] at once;
-/// one that already exists is left as it is. Every creation started is
-/// awaited, even after one failed.
-async fn create_partitions(
-    broker: &Rc<Broker>,
-    name: &str,
-    indexes: Range<i32>,
-    config: &LogConfig,
-) -> Result<(), MetadataError> {
-    let indexes = broker
-        .controller
-        .image()
-        .topics
-        .get(name)
-        .map(|topic| held_partitions(broker, topic, indexes))
-        .unwrap_or_default();
-    let mut first_error = None;
-    for chunk in indexes.chunks(CONCURRENT_CREATES_MAX) {
-        let tasks: Vec<_> = chunk
-            .iter()
-            .map(|index| {
-                let broker = Rc::clone(broker);
-                let partition = TopicPartition::new(name, *index);
-                let config = config.clone();
-                glommio::spawn_local(async move {
-                    broker.shard.create_partition(partition, config).await
-                })
-            })
-            .collect();
-        for task in tasks {
-            match task.await {
-                Ok(()) | Err(fjord_engine::Error::PartitionExists(_)) => {}
-                Err(error) => {
-                    first_error.get_or_insert(MetadataError {
-                        code: ResponseError::KafkaStorageError.code(),
-                        message: error.to_string(),
-                    });
-                }
-            }
-        }
-        if first_error.is_some() {
-            break;
-        }
+/// Brings this broker's partitions in line with the image a change of
+/// `name` was just committed to ([`ImageFollower::catch_up`]), so that a
+/// client can use them as soon as it has its answer.
+///
+/// # Errors
+/// `KAFKA_STORAGE_ERROR` if an operation on a partition of `name` failed
+/// (the follower retries it).
+///
+/// [`ImageFollower::catch_up`]: crate::image_follower::ImageFollower::catch_up
+async fn act_on_commit(broker: &Rc<Broker>, name: &str) -> Result<(), MetadataError> {
+    let failures = broker.image_follower.catch_up(broker).await;
+    match failures
+        .into_iter()
+        .find(|failure| failure.partition.topic == name)
+    {
+        Some(failure) => Err(MetadataError {
+            code: ResponseError::KafkaStorageError.code(),
+            message: format!("{}: {}", failure.partition, failure.error),
+        }),
+        None => Ok(()),
     }
-    first_error.map_or(Ok(()), Err)
 }
 
 /// Grows `name` to `count` partitions (CreatePartitions): the metadata
 /// change, then the new partitions on their shards. A crash in between is
-/// repaired at start by [`reconcile_partitions`].
+/// repaired at start by [`crate::image_follower::start`].
 ///
 /// # Errors
 /// [`Controller::add_partitions`]'s errors, or
@@ -284,8 +242,7 @@ pub async fn add_partitions(
     if validate_only {
         return Ok(());
     }
-    let config = broker.controller.log_config_for(name);
-    create_partitions(broker, name, previous..count, &config).await?;
+    act_on_commit(broker, name).await?;
     tracing::info!(topic = name, previous, count, "added partitions");
     Ok(())
 }
@@ -308,33 +265,14 @@ pub async fn alter_topic_configs(
         + 'static,
 ) -> Result<(), MetadataError> {
     let owned_name = name.to_owned();
-    let config = on_controller(broker, move |controller| {
+    on_controller(broker, move |controller| {
         controller.alter_topic_configs(&owned_name, validate_only, new_overrides)
     })
     .await?;
     if validate_only {
         return Ok(());
     }
-    let partitions = broker
-        .controller
-        .image()
-        .topics
-        .get(name)
-        .map_or(0, |topic| topic.partition_count());
-    for partition in 0..partitions {
-        let partition = TopicPartition::new(name, partition);
-        if let Err(error) = broker
-            .shard
-            .set_config(partition.clone(), config.clone())
-            .await
-        {
-            return Err(MetadataError {
-                code: ResponseError::KafkaStorageError.code(),
-                message: format!("{partition}: {error}"),
-            });
-        }
-    }
-    Ok(())
+    act_on_commit(broker, name).await
 }
 
 /// Removes `name` from the metadata and deletes its partitions' data.
@@ -350,32 +288,9 @@ pub async fn delete_topic(
         controller.delete_topic(&owned_name)
     })
     .await?;
-    for partition in held_partitions(broker, &topic, 0..topic.partition_count()) {
-        let partition = TopicPartition::new(name, partition);
-        if let Err(error) = broker.shard.delete_partition(partition.clone()).await {
-            tracing::warn!(%partition, %error, "deleting partition data failed");
-        }
-    }
+    // A deletion that fails is logged and retried by the follower; the
+    // topic is gone from the metadata either way.
+    broker.image_follower.catch_up(broker).await;
     tracing::info!(topic = name, "deleted topic");
     Ok(topic)
-}
-
-/// Makes sure every partition the metadata assigns this broker a replica
-/// of exists on its shard (after a crash between the metadata change and
-/// the partition creation).
-pub async fn reconcile_partitions(broker: &Rc<Broker>) {
-    for topic in broker.controller.image().topics.values() {
-        let config = broker.controller.log_config_for(&topic.name);
-        for partition in held_partitions(broker, topic, 0..topic.partition_count()) {
-            let partition = TopicPartition::new(topic.name.clone(), partition);
-            match broker
-                .shard
-                .create_partition(partition.clone(), config.clone())
-                .await
-            {
-                Ok(()) | Err(fjord_engine::Error::PartitionExists(_)) => {}
-                Err(error) => tracing::error!(%partition, %error, "cannot open partition"),
-            }
-        }
-    }
 }

@@ -1,0 +1,683 @@
+//! Brokers act on committed images: this broker's partitions are brought in
+//! line with every metadata image the controller quorum publishes, whoever
+//! made the change.
+//!
+//! A change committed through another node reaches this one only as a new
+//! image (the quorum's state machine stores it after applying the committed
+//! entries). Each round diffs the image handled last against the current
+//! one and, for the replicas the image assigns this broker:
+//! - deletes the data of every partition of a topic that disappeared (by
+//!   topic id: a topic deleted and recreated under the same name between
+//!   two images is deleted, then created empty) or no longer assigned here;
+//! - then creates (or opens) every partition newly assigned here, with the
+//!   topic's log config, up to [`CONCURRENT_CREATES_MAX`] at once;
+//! - gives the held partitions of a topic whose overrides changed their new
+//!   configuration.
+//!
+//! Deletions run before creations, so a recreated topic never opens on the
+//! old one's data. A deletion or creation that fails is logged and kept
+//! for the next round (the next image or period), a creation only while
+//! the current image still assigns that topic id's partition here and only
+//! once any deletion of the same directory succeeded; nothing panics, and
+//! without a new image nothing is retried more often than every
+//! [`RETRY_INTERVAL`].
+//!
+//! # Why one serialized follower, also for the admin paths
+//! The node that handled an admin request must hold the new partitions
+//! before it answers (a client produces at once), so the admin paths in
+//! [`crate::topics`] run a round ([`ImageFollower::catch_up`]) right after
+//! their commit. Rounds of every shard share one lock and one "image
+//! handled": were the admin path to act on its own, a topic deleted and
+//! recreated through this node between two rounds would look, to the next
+//! round, like a topic to delete, and its new data (already produced to)
+//! would go.
+//!
+//! # Why polling
+//! The image lives in an `ArcSwap` written by the controller's own thread;
+//! shard 0 compares its pointer with the one handled every
+//! [`FOLLOW_PERIOD`], which costs a pointer load when nothing changed. A
+//! later change may replace polling with a notification from the quorum.
+//!
+//! # Partitions on disk the image does not assign here
+//! The engine opens every partition directory it finds at start. Those the
+//! first image does not assign this broker are left as they are, with a
+//! warning: a directory does not record its topic id, so no image proves
+//! that its topic was removed rather than, say, not yet replayed, and
+//! deleting data on that guess could lose acknowledged records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fjord_engine::TopicPartition;
+
+use crate::metadata::records::{BrokerId, TopicId};
+use crate::metadata::{MetadataImage, TopicImage};
+use crate::server::Broker;
+
+/// How often shard 0 looks for a newly published image, and retries what
+/// failed.
+pub const FOLLOW_PERIOD: Duration = Duration::from_millis(50);
+
+/// How long rounds without a new image leave what failed alone before
+/// retrying it: a failing disk is not asked (and logged about) every
+/// [`FOLLOW_PERIOD`]. A new image retries it at once.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Partitions created (or deleted) at once: their directory and file syncs
+/// overlap (a first start creates the 50 of `__consumer_offsets`), and a
+/// topic of many partitions still does not spawn a task per partition.
+pub const CONCURRENT_CREATES_MAX: usize = 32;
+
+/// A partition operation of a round that failed; it is retried by the
+/// next round.
+#[derive(Debug)]
+pub struct Failure {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// What failed.
+    pub error: fjord_engine::Error,
+}
+
+/// What this broker did with the images so far, shared by every shard.
+pub struct ImageFollower {
+    state: tokio::sync::Mutex<Followed>,
+}
+
+/// The state behind the follower's lock. Both sets hold at most the
+/// partitions of the images handled: a retry is dropped once the image no
+/// longer asks for it.
+struct Followed {
+    /// The image the partitions were last brought in line with (the empty
+    /// image before the first round).
+    handled: Arc<MetadataImage>,
+    /// Partitions whose data must still be deleted.
+    deletes: BTreeSet<TopicPartition>,
+    /// Partitions still to be created, with the id of the topic they
+    /// belong to.
+    creates: BTreeMap<TopicPartition, TopicId>,
+    /// When the last round that left something to retry ended.
+    last_failed: Option<Instant>,
+}
+
+impl Default for ImageFollower {
+    fn default() -> Self {
+        Self {
+            state: tokio::sync::Mutex::new(Followed {
+                handled: Arc::new(MetadataImage::default()),
+                deletes: BTreeSet::new(),
+                creates: BTreeMap::new(),
+                last_failed: None,
+            }),
+        }
+    }
+}
+
+impl ImageFollower {
+    /// Brings this broker's partitions in line with the current image (see
+    /// the module documentation), waiting for a round another shard is
+    /// running. Returns the operations that failed, which the next round
+    /// retries.
+    pub async fn catch_up(&self, broker: &Rc<Broker>) -> Vec<Failure> {
+        let mut state = self.state.lock().await;
+        let current = broker.controller.image();
+        let nothing_due = (state.deletes.is_empty() && state.creates.is_empty())
+            || state
+                .last_failed
+                .is_some_and(|failed| failed.elapsed() < RETRY_INTERVAL);
+        if Arc::ptr_eq(&current, &state.handled) && nothing_due {
+            return Vec::new();
+        }
+        let node = BrokerId(broker.config.node_id);
+        let previous = Arc::clone(&state.handled);
+        let reconfigured = plan(&previous, &current, node, &mut state);
+        // A creation waits for a deletion of the same directory, and is
+        // dropped once the image no longer assigns its topic's partition
+        // here.
+        state.creates.retain(|partition, id| {
+            current.topics.get(&partition.topic).is_some_and(|topic| {
+                topic.id == *id && held(topic, node).any(|index| index == partition.partition)
+            })
+        });
+        let mut failures = Vec::new();
+        let deletes: Vec<TopicPartition> = state.deletes.iter().cloned().collect();
+        let failed_to = "deleting partition data failed; retrying";
+        for partition in bounded(broker, deletes, delete_partition, failed_to, &mut failures).await
+        {
+            state.deletes.remove(&partition);
+        }
+        let creates: Vec<TopicPartition> = state
+            .creates
+            .keys()
+            .filter(|partition| !state.deletes.contains(partition))
+            .cloned()
+            .collect();
+        let failed_to = "cannot open partition; retrying";
+        for partition in bounded(broker, creates, create_partition, failed_to, &mut failures).await
+        {
+            state.creates.remove(&partition);
+        }
+        for partition in reconfigured {
+            if state.creates.contains_key(&partition) {
+                // Created later with the topic's configuration then.
+                continue;
+            }
+            let config = broker.controller.log_config_for(&partition.topic);
+            if let Err(error) = broker.shard.set_config(partition.clone(), config).await {
+                tracing::warn!(%partition, %error, "cannot reconfigure partition");
+                failures.push(Failure { partition, error });
+            }
+        }
+        state.handled = current;
+        state.last_failed =
+            (!state.deletes.is_empty() || !state.creates.is_empty()).then(Instant::now);
+        failures
+    }
+}
+
+/// The first round at start, diffed against the empty image: opens every
+/// partition the image assigns this broker that the engine did not find on
+/// disk, and warns of those it found that the image does not assign here.
+/// Runs on shard 0 before it serves.
+pub async fn start(broker: &Rc<Broker>) {
+    broker.image_follower.catch_up(broker).await;
+    warn_of_unassigned_partitions(broker).await;
+}
+
+/// A round every [`FOLLOW_PERIOD`] in which the image changed or something
+/// is left to retry, until the broker stops. Runs on shard 0 after
+/// [`start`].
+pub async fn follow(broker: Rc<Broker>) {
+    loop {
+        let stopping = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(FOLLOW_PERIOD).await;
+                false
+            },
+            async {
+                broker.until_stopping().await;
+                true
+            },
+        )
+        .await;
+        if stopping {
+            return;
+        }
+        broker.image_follower.catch_up(&broker).await;
+    }
+}
+
+/// The partitions of `topic` the image assigns `node` a replica of.
+pub fn held(topic: &TopicImage, node: BrokerId) -> impl Iterator<Item = i32> + '_ {
+    topic
+        .partitions
+        .iter()
+        .zip(0..)
+        .filter(move |(partition, _)| partition.replicas.contains(&node))
+        .map(|(_, index)| index)
+}
+
+/// Adds to `state` what `node` must delete and create to go from
+/// `previous` to `current`, and returns the held partitions whose topic's
+/// configuration changed.
+fn plan(
+    previous: &MetadataImage,
+    current: &MetadataImage,
+    node: BrokerId,
+    state: &mut Followed,
+) -> Vec<TopicPartition> {
+    let mut reconfigured = Vec::new();
+    let add_creates = |state: &mut Followed, topic: &TopicImage, indexes: &[i32]| {
+        for &index in indexes {
+            state
+                .creates
+                .insert(TopicPartition::new(topic.name.clone(), index), topic.id);
+        }
+    };
+    for (name, old) in &previous.topics {
+        let old_held: Vec<i32> = held(old, node).collect();
+        match current.topics.get(name) {
+            Some(new) if Arc::ptr_eq(old, new) => {}
+            Some(new) if new.id == old.id => {
+                let new_held: Vec<i32> = held(new, node).collect();
+                for index in old_held.iter().filter(|index| !new_held.contains(index)) {
+                    state
+                        .deletes
+                        .insert(TopicPartition::new(name.clone(), *index));
+                }
+                let added: Vec<i32> = new_held
+                    .iter()
+                    .copied()
+                    .filter(|index| !old_held.contains(index))
+                    .collect();
+                add_creates(state, new, &added);
+                if old.configs != new.configs {
+                    reconfigured.extend(
+                        new_held
+                            .iter()
+                            .filter(|index| old_held.contains(index))
+                            .map(|index| TopicPartition::new(name.clone(), *index)),
+                    );
+                }
+            }
+            // Gone, or another topic under the same name.
+            _ => {
+                for index in old_held {
+                    state
+                        .deletes
+                        .insert(TopicPartition::new(name.clone(), index));
+                }
+            }
+        }
+    }
+    for (name, new) in &current.topics {
+        let known = previous
+            .topics
+            .get(name)
+            .is_some_and(|old| old.id == new.id);
+        if !known {
+            let indexes: Vec<i32> = held(new, node).collect();
+            add_creates(state, new, &indexes);
+        }
+    }
+    reconfigured
+}
+
+/// Deletes `partition`'s data; one already gone counts as deleted.
+async fn delete_partition(
+    broker: Rc<Broker>,
+    partition: TopicPartition,
+) -> Result<(), fjord_engine::Error> {
+    match broker.shard.delete_partition(partition).await {
+        Ok(()) | Err(fjord_engine::Error::UnknownPartition(_)) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Creates (or opens) `partition` with its topic's configuration; one the
+/// shard holds already counts as created.
+async fn create_partition(
+    broker: Rc<Broker>,
+    partition: TopicPartition,
+) -> Result<(), fjord_engine::Error> {
+    let config = broker.controller.log_config_for(&partition.topic);
+    match broker.shard.create_partition(partition, config).await {
+        Ok(()) | Err(fjord_engine::Error::PartitionExists(_)) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Runs `operation` on every partition, up to [`CONCURRENT_CREATES_MAX`]
+/// at once, and returns those it succeeded on; each failure is logged with
+/// `failed_to` and added to `failures`. Every operation started is awaited.
+async fn bounded<F, Fut>(
+    broker: &Rc<Broker>,
+    partitions: Vec<TopicPartition>,
+    operation: F,
+    failed_to: &str,
+    failures: &mut Vec<Failure>,
+) -> Vec<TopicPartition>
+where
+    F: Fn(Rc<Broker>, TopicPartition) -> Fut,
+    Fut: std::future::Future<Output = Result<(), fjord_engine::Error>> + 'static,
+{
+    let mut succeeded = Vec::with_capacity(partitions.len());
+    for chunk in partitions.chunks(CONCURRENT_CREATES_MAX) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|partition| glommio::spawn_local(operation(Rc::clone(broker), partition.clone())))
+            .collect();
+        for (partition, task) in chunk.iter().zip(tasks) {
+            match task.await {
+                Ok(()) => succeeded.push(partition.clone()),
+                Err(error) => {
+                    tracing::warn!(%partition, %error, "{failed_to}");
+                    failures.push(Failure {
+                        partition: partition.clone(),
+                        error,
+                    });
+                }
+            }
+        }
+    }
+    succeeded
+}
+
+/// Logs every partition a shard opened at start that the current image
+/// does not assign this broker (see the module documentation).
+async fn warn_of_unassigned_partitions(broker: &Rc<Broker>) {
+    let image = broker.controller.image();
+    let node = BrokerId(broker.config.node_id);
+    for shard in 0..broker.shard.shard_count() {
+        let partitions = match broker.shard.list_partitions(shard).await {
+            Ok(partitions) => partitions,
+            Err(error) => {
+                tracing::warn!(shard, %error, "cannot list the shard's partitions");
+                continue;
+            }
+        };
+        for partition in partitions {
+            let assigned = image
+                .topics
+                .get(&partition.topic)
+                .is_some_and(|topic| held(topic, node).any(|index| index == partition.partition));
+            if !assigned {
+                tracing::warn!(
+                    %partition,
+                    "the metadata does not assign this broker a replica of this partition; \
+                     its data is kept"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The follower acting on images changed through the controller alone,
+    //! never through [`crate::topics`]: what a change committed through
+    //! another node of a cluster looks like to this one.
+
+    use std::future::Future;
+    use std::sync::atomic::AtomicBool;
+
+    use bytes::Bytes;
+    use fjord_engine::config::LogConfig;
+    use fjord_engine::shard::{self, AppendRequest, EngineConfig};
+    use fjord_engine::testkit::values_batch;
+    use fjord_engine::types::TimestampMs;
+    use fjord_engine::LeaderEpoch;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::controller::{Controller, MetadataError};
+    use crate::groups::{CoordinatorSettings, GroupCoordinator};
+    use crate::topics::on_controller;
+
+    /// How long the follower may take to act on an image.
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// Runs `scenario` on shard 0 of a broker with two shards (one where
+    /// the machine has a single CPU), a lone-voter controller and the
+    /// follower running; returns what the scenario found wrong.
+    fn with_follower<F, Fut>(scenario: F) -> Result<(), String>
+    where
+        F: Fn(Rc<Broker>) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = Result<(), String>> + 'static,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = vec![("log.dirs".to_owned(), dir.path().display().to_string())];
+        let config = BrokerConfig::load(&settings, &[]).unwrap();
+        let controller = Arc::new(Controller::open(&config).unwrap());
+        let mut engine = EngineConfig::new(&config.data_dir);
+        engine.shards = engine.shards.min(2);
+        engine.log_config_for = {
+            let controller = Arc::clone(&controller);
+            Arc::new(move |partition| controller.log_config_for(&partition.topic))
+        };
+        let groups = Arc::new(GroupCoordinator::new(CoordinatorSettings::from_config(
+            &config,
+        )));
+        let follower = Arc::new(ImageFollower::default());
+        let config = Arc::new(config);
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes = shard::run(&engine, move |shard| {
+            let broker = Broker::new(
+                shard,
+                Arc::clone(&config),
+                Arc::clone(&controller),
+                Arc::clone(&groups),
+                Arc::clone(&follower),
+                Arc::clone(&stop),
+            );
+            let scenario = scenario.clone();
+            async move {
+                if broker.shard.id() != 0 {
+                    return Ok(());
+                }
+                start(&broker).await;
+                let following = glommio::spawn_local(follow(Rc::clone(&broker)));
+                let outcome = scenario(broker).await;
+                // Cancels it: the scenario is over.
+                drop(following);
+                outcome
+            }
+        })
+        .unwrap();
+        outcomes.into_iter().collect()
+    }
+
+    /// Commits `change` through the controller alone.
+    async fn commit<T: Send + 'static>(
+        broker: &Rc<Broker>,
+        change: impl FnOnce(&Controller) -> Result<T, MetadataError> + Send + 'static,
+    ) -> Result<T, String> {
+        on_controller(broker, change)
+            .await
+            .map_err(|error| error.message)
+    }
+
+    /// Waits until `check` holds, failing after [`DEADLINE`].
+    async fn eventually<Fut: Future<Output = bool>>(
+        what: &str,
+        mut check: impl FnMut() -> Fut,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + DEADLINE;
+        while !check().await {
+            if Instant::now() > deadline {
+                return Err(format!("{what}: not within {DEADLINE:?}"));
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// The partitions of `topic` every shard holds, sorted by index.
+    async fn held_on_shards(broker: &Rc<Broker>, topic: &str) -> Vec<i32> {
+        let mut indexes = Vec::new();
+        for shard in 0..broker.shard.shard_count() {
+            for partition in broker.shard.list_partitions(shard).await.unwrap() {
+                if partition.topic == topic {
+                    indexes.push(partition.partition);
+                }
+            }
+        }
+        indexes.sort_unstable();
+        indexes
+    }
+
+    /// Whether the follower has handled the current image.
+    async fn caught_up(broker: &Rc<Broker>) -> bool {
+        let state = broker.image_follower.state.lock().await;
+        Arc::ptr_eq(&state.handled, &broker.controller.image())
+            && state.deletes.is_empty()
+            && state.creates.is_empty()
+    }
+
+    async fn append_one(broker: &Rc<Broker>, partition: TopicPartition) -> Result<(), String> {
+        let batch = values_batch(&[b"kept".to_vec()], TimestampMs(1), None);
+        broker
+            .shard
+            .append(AppendRequest {
+                partition,
+                batches: vec![Bytes::from(batch)],
+                leader_epoch: LeaderEpoch(0),
+                flush: false,
+                advance_high_watermark: true,
+            })
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    async fn log_end(broker: &Rc<Broker>, partition: &TopicPartition) -> Result<i64, String> {
+        broker
+            .shard
+            .offsets(partition.clone())
+            .await
+            .map(|offsets| offsets.log_end.0)
+            .map_err(|error| error.to_string())
+    }
+
+    /// A topic created, grown, reconfigured and deleted through the
+    /// controller alone: without the follower its partitions would never
+    /// open on this broker (a cluster's other nodes), and a deleted one's
+    /// data would stay.
+    #[test]
+    fn partitions_follow_topics_committed_through_the_controller_alone() {
+        with_follower(|broker| async move {
+            commit(&broker, |controller| {
+                controller.create_topic("orders", 3, 1, None, Vec::new())
+            })
+            .await?;
+            eventually("the three partitions open", || async {
+                held_on_shards(&broker, "orders").await == [0, 1, 2]
+            })
+            .await?;
+            append_one(&broker, TopicPartition::new("orders", 1)).await?;
+
+            commit(&broker, |controller| {
+                controller.add_partitions("orders", 4, None, false)
+            })
+            .await?;
+            eventually("the added partition opens", || async {
+                held_on_shards(&broker, "orders").await == [0, 1, 2, 3]
+            })
+            .await?;
+
+            // A partition of this shard, whose configuration it can read.
+            let local = (0..4)
+                .map(|index| TopicPartition::new("orders", index))
+                .find(|partition| broker.shard.owner_of(partition) == broker.shard.id())
+                .ok_or("no partition of orders on shard 0")?;
+            commit(&broker, |controller| {
+                controller.alter_topic_configs("orders", false, |_| {
+                    Ok(vec![("retention.ms".to_owned(), "1234".to_owned())])
+                })
+            })
+            .await?;
+            eventually("the new retention.ms reaches the partition", || async {
+                broker
+                    .shard
+                    .local_log(&local)
+                    .is_ok_and(|log| log.config().retention_ms == 1234)
+            })
+            .await?;
+
+            commit(&broker, |controller| controller.delete_topic("orders")).await?;
+            eventually("the partitions are deleted", || async {
+                held_on_shards(&broker, "orders").await.is_empty()
+            })
+            .await?;
+            if std::fs::read_dir(&broker.config.data_dir)
+                .map_err(|error| error.to_string())?
+                .any(|entry| {
+                    entry.is_ok_and(|entry| {
+                        entry.file_name().to_string_lossy().starts_with("orders-")
+                    })
+                })
+            {
+                return Err("a deleted partition's directory is left".to_owned());
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// A topic deleted and recreated under the same name between two
+    /// images the follower handles: told apart by topic id, the old one's
+    /// data is deleted before the new one opens, which starts empty
+    /// instead of serving the old records as its own.
+    #[test]
+    fn a_topic_recreated_under_the_same_name_starts_empty() {
+        with_follower(|broker| async move {
+            commit(&broker, |controller| {
+                controller.create_topic("events", 2, 1, None, Vec::new())
+            })
+            .await?;
+            eventually("the follower handles the creation", || caught_up(&broker)).await?;
+            let partition = TopicPartition::new("events", 0);
+            append_one(&broker, partition.clone()).await?;
+            if log_end(&broker, &partition).await? != 1 {
+                return Err("the old topic holds its record".to_owned());
+            }
+
+            {
+                // Both changes land in one image the follower has not seen.
+                let _no_round = broker.image_follower.state.lock().await;
+                commit(&broker, |controller| {
+                    controller.delete_topic("events")?;
+                    controller.create_topic("events", 1, 1, None, Vec::new())
+                })
+                .await?;
+            }
+            eventually("the follower handles the recreation", || caught_up(&broker)).await?;
+            if held_on_shards(&broker, "events").await != [0] {
+                return Err("the new topic's one partition, and only it, is held".to_owned());
+            }
+            match log_end(&broker, &partition).await? {
+                0 => Ok(()),
+                end => Err(format!(
+                    "the recreated topic starts at offset {end}, not empty"
+                )),
+            }
+        })
+        .unwrap();
+    }
+
+    /// A partition the engine cannot create (a file stands where its
+    /// directory goes) fails the round without a panic and is created by a
+    /// later one once it can be, with no new image to prompt it.
+    #[test]
+    fn a_partition_that_cannot_be_created_is_retried_until_it_can() {
+        with_follower(|broker| async move {
+            let blocker = broker.config.data_dir.join("payments-0");
+            std::fs::write(&blocker, b"not a partition").map_err(|error| error.to_string())?;
+            commit(&broker, |controller| {
+                controller.create_topic("payments", 1, 1, None, Vec::new())
+            })
+            .await?;
+            eventually("the follower tries and fails", || async {
+                let state = broker.image_follower.state.lock().await;
+                state.last_failed.is_some() && state.creates.len() == 1
+            })
+            .await?;
+            if !held_on_shards(&broker, "payments").await.is_empty() {
+                return Err("a partition opened over a file".to_owned());
+            }
+            std::fs::remove_file(&blocker).map_err(|error| error.to_string())?;
+            eventually("the retry creates it", || async {
+                held_on_shards(&broker, "payments").await == [0]
+            })
+            .await
+        })
+        .unwrap();
+    }
+
+    /// A partition no image this broker handled assigned it (data left
+    /// from a topic removed while it was down, or another tool's) is never
+    /// deleted on the follower's guess: its records are kept.
+    #[test]
+    fn partitions_no_image_assigned_are_kept() {
+        with_follower(|broker| async move {
+            let stray = TopicPartition::new("stray", 0);
+            broker
+                .shard
+                .create_partition(stray.clone(), LogConfig::default())
+                .await
+                .map_err(|error| error.to_string())?;
+            append_one(&broker, stray.clone()).await?;
+            commit(&broker, |controller| {
+                controller.create_topic("other", 1, 1, None, Vec::new())
+            })
+            .await?;
+            eventually("the follower handles the creation", || caught_up(&broker)).await?;
+            match log_end(&broker, &stray).await? {
+                1 => Ok(()),
+                end => Err(format!("the stray partition ends at {end}, not 1")),
+            }
+        })
+        .unwrap();
+    }
+}
