@@ -136,34 +136,41 @@ pub fn check_replica_assignment(
 }
 
 /// Creates `__consumer_offsets` if it does not exist yet (shard 0, at
-/// start), with `offsets.topic.num.partitions` partitions.
+/// start), with `offsets.topic.num.partitions` partitions, and opens the
+/// partitions of it this broker holds, for the group coordinator to load.
 ///
 /// # Errors
-/// The controller's or the engine's error if it cannot be created.
+/// The controller's or the engine's error if it cannot be created or its
+/// partitions here cannot be opened.
 pub async fn ensure_consumer_offsets(broker: &Rc<Broker>) -> Result<(), MetadataError> {
-    if broker
-        .controller
-        .image()
-        .topics
-        .contains_key(CONSUMER_OFFSETS_TOPIC)
-    {
-        return Ok(());
+    let exists = |broker: &Broker| {
+        broker
+            .controller
+            .image()
+            .topics
+            .contains_key(CONSUMER_OFFSETS_TOPIC)
+    };
+    if !exists(broker) {
+        // One node holds the only replica, whatever the configured factor.
+        let created = create_topic(
+            broker,
+            CONSUMER_OFFSETS_TOPIC,
+            broker.config.group_coordinator.offsets_topic_num_partitions,
+            1,
+            None,
+            consumer_offsets_configs(&broker.config),
+        )
+        .await;
+        match created {
+            Ok(_) => return Ok(()),
+            // Another node of the cluster created it first.
+            Err(error) if error.code == ResponseError::TopicAlreadyExists.code() => {}
+            Err(error) => return Err(error),
+        }
     }
-    // One node holds the only replica, whatever the configured factor.
-    match create_topic(
-        broker,
-        CONSUMER_OFFSETS_TOPIC,
-        broker.config.group_coordinator.offsets_topic_num_partitions,
-        1,
-        None,
-        consumer_offsets_configs(&broker.config),
-    )
-    .await
-    {
-        // Another node of the cluster created it first.
-        Err(error) if error.code == ResponseError::TopicAlreadyExists.code() => Ok(()),
-        outcome => outcome.map(|_| ()),
-    }
+    // Created before this start or by another node: its partitions here
+    // open once this broker has acted on the image that holds it.
+    act_on_commit(broker, CONSUMER_OFFSETS_TOPIC).await
 }
 
 /// Creates `name` in the metadata, its replicas as `assignment` gives them

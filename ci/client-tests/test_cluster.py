@@ -17,12 +17,14 @@ import subprocess
 import time
 
 import pytest
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka.admin import KafkaAdminClient
 from kafka.admin import NewTopic as KafkaPythonNewTopic
 
 from conftest import FJORD, Broker, free_port, wait_for_port, wait_until
 from test_fjordctl import FJORDCTL
+from test_kcat import consume as kcat_consume
 
 CLUSTER_ID = "4L6g3nShT-eMCtK--X86sw"
 NODE_IDS = (1, 2, 3)
@@ -175,6 +177,61 @@ def test_a_topic_created_through_any_node_is_seen_by_all(cluster, topic_name):
             assert sorted(leaders) == list(range(6))
             assert set(leaders.values()) == set(NODE_IDS), (name, leaders)
     assert cluster.leader_id(NODE_IDS) == leader, "creating topics moved the leader"
+
+
+def held_partitions(node, name):
+    """The partitions of `name` with a directory in `node`'s data."""
+    prefix = f"{name}-"
+    return {
+        int(entry.name.removeprefix(prefix))
+        for entry in node.data_dir.iterdir()
+        if entry.name.startswith(prefix) and entry.name.removeprefix(prefix).isdigit()
+    }
+
+
+def test_records_go_to_the_leaders_metadata_names_through_one_bootstrap(cluster, topic_name):
+    """librdkafka bootstrapped from node 1 alone produces to six partitions
+    led by all three nodes; each partition's data lands on the node Metadata
+    names its leader and nowhere else, and kcat bootstrapped from node 3 and
+    a confluent-kafka group consumer bootstrapped from node 2 read every
+    record back."""
+    partitions = 6
+    create_topic(cluster.nodes[2], topic_name, partitions)
+    leaders = partition_leaders(cluster.nodes[1], topic_name)
+    for node_id, node in cluster.nodes.items():
+        led_here = {partition for partition, leader in leaders.items() if leader == node_id}
+        wait_until(lambda: held_partitions(node, topic_name) == led_here, ADMIN_TIMEOUT_SECONDS,
+                   f"node {node_id} holding exactly the partitions it leads")
+
+    producer = Producer({"bootstrap.servers": cluster.nodes[1].bootstrap, "acks": "all"})
+    failures = []
+    sent = {(partition, f"{partition}-{n}") for partition in range(partitions) for n in range(10)}
+    for partition, value in sorted(sent):
+        producer.produce(topic_name, value.encode(), partition=partition,
+                         on_delivery=lambda error, _: error and failures.append(error))
+    assert producer.flush(ADMIN_TIMEOUT_SECONDS) == 0, "undelivered records"
+    assert failures == [], failures
+
+    read = {(int(record[0]), record[3]) for record in kcat_consume(cluster.nodes[3], topic_name)}
+    assert read == sent
+
+    consumer = Consumer({
+        "bootstrap.servers": cluster.nodes[2].bootstrap,
+        "group.id": f"{topic_name}-group",
+        "auto.offset.reset": "earliest",
+    })
+    consumer.subscribe([topic_name])
+    consumed = set()
+    try:
+        def all_consumed():
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                consumed.add((message.partition(), message.value().decode()))
+            return consumed == sent
+        wait_until(all_consumed, ADMIN_TIMEOUT_SECONDS, "the group consumer reading every record")
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
 
 
 def test_kafka_python_creates_a_topic_through_a_follower(cluster, topic_name):

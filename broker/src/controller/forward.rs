@@ -70,14 +70,14 @@ pub enum Change {
         /// Check only.
         validate_only: bool,
     },
-    /// AllocateProducerIds: a block of producer ids for a broker.
+    /// `AllocateProducerIds`: a block of producer ids for a broker.
     AllocateProducerIds {
         /// The broker.
         broker: i32,
         /// Its registration epoch.
         epoch: i64,
     },
-    /// BrokerRegistration: a broker's start.
+    /// `BrokerRegistration`: a broker's start.
     RegisterBroker {
         /// The broker.
         broker: i32,
