@@ -35,6 +35,7 @@
 
 pub mod election;
 pub mod forward;
+mod heartbeats;
 pub mod legacy;
 pub mod liveness;
 pub mod log;
@@ -58,11 +59,11 @@ use uuid::Uuid;
 use crate::config::{BrokerConfig, HostPort, Quorum as ClusterQuorum};
 use crate::metadata::records::{
     BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType, MetadataRecord,
-    PartitionEpoch, PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord,
-    TopicId, TopicRecord,
+    PartitionEpoch, PartitionRecord, ProducerIdsRecord, RemoveTopicRecord, TopicId, TopicRecord,
 };
 use crate::metadata::{ApplyError, MetadataImage, TopicImage};
 use forward::{Answer, Change, Done, Endpoint, Outcome, Refusal};
+use liveness::{BrokerSessions, Heartbeat, LivenessError, Registered, Registration};
 use log::{LogError, MetadataLog, METADATA_LOG_DIR_NAME};
 use placement::{place_replicas, PlacementBroker, PlacementError, PlacementStart};
 use quorum::{
@@ -76,6 +77,8 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The wait before a change asks again for a leader that is unknown,
 /// unreachable or moving.
 const CHANGE_RETRY_WAIT: Duration = Duration::from_millis(50);
+/// The wait before a registration refused as a duplicate is tried again.
+const REGISTRATION_RETRY_WAIT: Duration = Duration::from_millis(200);
 /// How often a topic config edit is computed again after the leader found
 /// it computed from an older image.
 const STALE_RETRIES_MAX: usize = 5;
@@ -200,6 +203,9 @@ pub enum OpenError {
         /// The id.
         node: i32,
     },
+    /// The heartbeat thread cannot be started.
+    #[error("starting the broker heartbeat thread: {0}")]
+    Heartbeats(#[source] std::io::Error),
     /// The controller quorum cannot start or did not become the leader.
     #[error(transparent)]
     Quorum(#[from] QuorumError),
@@ -275,11 +281,22 @@ impl From<ApplyError> for MetadataError {
 struct ControllerState {
     /// This broker's registration epoch.
     broker_epoch: BrokerEpoch,
+    /// The log entry of that registration: the broker has caught up once it
+    /// applied it.
+    registered_at: Option<u64>,
+    /// The registration it was, to register again with if a leader lost it.
+    registration: Option<Change>,
     /// Ids of the current producer id block not handed out yet.
     producer_ids: Range<i64>,
     /// Blocks taken by this broker so far: a block taken while another
     /// thread took one too is not used.
     producer_ids_taken: u64,
+}
+
+/// The active controller's broker sessions and the term they belong to.
+struct Sessions {
+    term: Option<u64>,
+    sessions: BrokerSessions,
 }
 
 /// Orders metadata changes through the quorum; see the module
@@ -289,6 +306,12 @@ pub struct Controller {
     log_defaults: LogConfig,
     /// Held while a change is validated and committed.
     state: Mutex<ControllerState>,
+    /// The broker sessions this node keeps while it leads the quorum.
+    sessions: Mutex<Sessions>,
+    /// Where the sessions' clock starts.
+    clock_origin: Instant,
+    /// Dropped with the controller, which stops the heartbeat thread.
+    heartbeat_stop: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
     quorum: QuorumHandle,
 }
 
@@ -337,9 +360,17 @@ impl Controller {
             log_defaults: config.log_defaults.clone(),
             state: Mutex::new(ControllerState {
                 broker_epoch: BrokerEpoch::NONE,
+                registered_at: None,
+                registration: None,
                 producer_ids: 0..0,
                 producer_ids_taken: 0,
             }),
+            sessions: Mutex::new(Sessions {
+                term: None,
+                sessions: BrokerSessions::new(config.cluster.broker_session_timeout),
+            }),
+            clock_origin: Instant::now(),
+            heartbeat_stop: Mutex::new(None),
             quorum,
         });
         // Other controllers forward their changes here while this one
@@ -352,13 +383,37 @@ impl Controller {
                 .ok_or_else(|| not_controller("this controller is shutting down"))?
                 .make(&change)
         }));
+        let registration_failed = |source: MetadataError| OpenError::Register {
+            node: config.node_id,
+            source,
+        };
         controller
             .register(config)
-            .map_err(|refusal| OpenError::Register {
-                node: config.node_id,
-                source: refusal.into(),
-            })?;
+            .map_err(|refusal| registration_failed(refusal.into()))?;
+        controller.await_unfenced().map_err(registration_failed)?;
+        heartbeats::start(&controller, config.cluster.broker_heartbeat_interval)
+            .map_err(OpenError::Heartbeats)?;
         Ok(controller)
+    }
+
+    /// Heartbeats until the leader unfences this broker (it has caught up
+    /// with the metadata log), as a Kafka broker does before it serves.
+    fn await_unfenced(&self) -> Result<(), MetadataError> {
+        let deadline =
+            Instant::now() + Duration::from_millis(INITIAL_BROKER_REGISTRATION_TIMEOUT_MS);
+        loop {
+            if !self.heartbeat()? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(not_controller(format!(
+                    "broker {} was not unfenced within {INITIAL_BROKER_REGISTRATION_TIMEOUT_MS} ms",
+                    self.node
+                ))
+                .into());
+            }
+            std::thread::sleep(CHANGE_RETRY_WAIT);
+        }
     }
 
     /// Shuts the quorum down, waiting for its thread (what dropping the
@@ -440,8 +495,8 @@ impl Controller {
     /// cannot be reached or is moving, it tries again until
     /// [`CHANGE_TIMEOUT`] has passed, then answers `NOT_CONTROLLER`, which
     /// clients retry.
-    fn change(&self, change: &Change) -> Result<Answer, Refusal> {
-        let deadline = Instant::now() + CHANGE_TIMEOUT;
+    fn change(&self, change: &Change, timeout: Duration) -> Result<Answer, Refusal> {
+        let deadline = Instant::now() + timeout;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let last_error = match self.quorum.leader() {
@@ -549,12 +604,29 @@ impl Controller {
                 endpoints,
                 rack,
             } => self
-                .make_registration(BrokerId(*broker), *incarnation_id, endpoints, rack.clone())
-                .map(|(index, epoch)| answer(Some(index), Done::BrokerEpoch(epoch.0))),
+                .make_registration(Registration {
+                    broker_id: BrokerId(*broker),
+                    incarnation_id: Uuid::from_bytes(*incarnation_id),
+                    endpoints: endpoints.iter().map(broker_endpoint).collect(),
+                    rack: rack.clone(),
+                })
+                .map(|(index, epoch)| answer(index, Done::BrokerEpoch(epoch.0))),
+            Change::Heartbeat {
+                broker,
+                epoch,
+                caught_up,
+                want_fence,
+            } => self.make_heartbeat(Heartbeat {
+                broker_id: BrokerId(*broker),
+                epoch: BrokerEpoch(*epoch),
+                caught_up: *caught_up,
+                want_fence: *want_fence,
+            }),
         }
     }
 
-    /// Registers this broker (a new epoch for each start).
+    /// Registers this broker (a new epoch for each start), fenced until
+    /// its heartbeats say it has caught up.
     fn register(&self, config: &BrokerConfig) -> Result<(), Refusal> {
         let change = Change::RegisterBroker {
             broker: self.node.0,
@@ -567,59 +639,220 @@ impl Controller {
             }],
             rack: config.cluster.broker_rack.clone(),
         };
-        let answer = self.change(&change)?;
-        if let Done::BrokerEpoch(epoch) = answer.done {
-            self.lock().broker_epoch = BrokerEpoch(epoch);
+        self.lock().registration = Some(change.clone());
+        // A registration the leader refuses as a duplicate is this node's
+        // previous process, killed, whose session has not expired yet
+        // (another live process with this node.id would be refused for
+        // good): Kafka's broker tries again, and so does this one.
+        let deadline =
+            Instant::now() + Duration::from_millis(INITIAL_BROKER_REGISTRATION_TIMEOUT_MS);
+        loop {
+            match self.register_again(&change) {
+                Err(refusal)
+                    if refusal.code == ResponseError::DuplicateBrokerRegistration.code()
+                        && Instant::now() < deadline =>
+                {
+                    tracing::info!(reason = %refusal.message, "waiting to register");
+                    std::thread::sleep(REGISTRATION_RETRY_WAIT);
+                }
+                registered => return registered,
+            }
         }
+    }
+
+    fn register_again(&self, change: &Change) -> Result<(), Refusal> {
+        let answer = self.change(change, CHANGE_TIMEOUT)?;
+        match answer.done {
+            Done::BrokerEpoch(epoch) => {
+                let mut state = self.lock();
+                state.broker_epoch = BrokerEpoch(epoch);
+                state.registered_at = answer.applied_index;
+                Ok(())
+            }
+            other => Err(unexpected_answer(&other).into()),
+        }
+    }
+
+    /// Sends this broker's heartbeat to the quorum leader; returns whether
+    /// the broker is fenced after it. A heartbeat the leader refuses for a
+    /// stale or unknown registration (a leader that lost it, or fenced and
+    /// replaced it) registers the broker again.
+    ///
+    /// # Errors
+    /// `NOT_CONTROLLER` while no leader answers; what the registration
+    /// meets.
+    pub fn heartbeat(&self) -> Result<bool, MetadataError> {
+        let (epoch, registered_at, registration) = {
+            let state = self.lock();
+            (
+                state.broker_epoch,
+                state.registered_at,
+                state.registration.clone(),
+            )
+        };
+        let caught_up = self.quorum.applied_index() >= registered_at;
+        let change = Change::Heartbeat {
+            broker: self.node.0,
+            epoch: epoch.0,
+            caught_up,
+            want_fence: false,
+        };
+        match self.change(&change, CHANGE_TIMEOUT) {
+            Ok(Answer {
+                done: Done::Heartbeat { fenced },
+                ..
+            }) => Ok(fenced),
+            Ok(answer) => Err(unexpected_answer(&answer.done)),
+            Err(refusal)
+                if refusal.code == ResponseError::StaleBrokerEpoch.code()
+                    || refusal.code == ResponseError::BrokerIdNotRegistered.code() =>
+            {
+                tracing::warn!(reason = %refusal.message, "registering this broker again");
+                let registration = registration.ok_or_else(|| MetadataError::from(refusal))?;
+                self.register_again(&registration)?;
+                Ok(true)
+            }
+            Err(refusal) => Err(refusal.into()),
+        }
+    }
+
+    /// Asks the quorum leader to fence this broker, which is shutting down
+    /// (Kafka's controlled shutdown, without leaderships to move while
+    /// partitions have one replica): its next start registers at once,
+    /// without waiting for this session to expire. Gives up after
+    /// `timeout` (the last nodes of a cluster stopping have no quorum).
+    pub fn fence_for_shutdown(&self, timeout: Duration) {
+        let epoch = self.lock().broker_epoch;
+        let change = Change::Heartbeat {
+            broker: self.node.0,
+            epoch: epoch.0,
+            caught_up: true,
+            want_fence: true,
+        };
+        match self.change(&change, timeout) {
+            Ok(_) => tracing::info!("fenced this broker for its shutdown"),
+            Err(refusal) => tracing::warn!(
+                reason = %refusal.message,
+                "this broker was not fenced for its shutdown; its next start waits for its \
+                 session to expire"
+            ),
+        }
+    }
+
+    /// On the quorum leader: fences every broker whose session expired
+    /// (`broker.session.timeout.ms` without a heartbeat), with the leader
+    /// elections that follow. Elsewhere it does nothing.
+    ///
+    /// # Errors
+    /// `NOT_CONTROLLER` or `KAFKA_STORAGE_ERROR` if the fencing cannot be
+    /// committed.
+    pub fn expire_sessions(&self) -> Result<(), MetadataError> {
+        if self.quorum.leader() != Leader::ThisNode {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        let image = self.image();
+        let records =
+            self.with_sessions(&image, |sessions, now_ms| sessions.expire(&image, now_ms));
+        for record in &records {
+            if let MetadataRecord::FenceBroker(fencing) = record {
+                tracing::warn!(
+                    broker = fencing.id.0,
+                    "fencing a broker: no heartbeat within broker.session.timeout.ms"
+                );
+            }
+        }
+        self.commit(&mut state, &records)?;
         Ok(())
     }
 
-    /// Commits `broker`'s registration with a new epoch; returns its entry's
-    /// index and the epoch.
+    /// Runs `decide` on the broker sessions with the controller's clock,
+    /// after giving every broker a fresh session if this node's leadership
+    /// began since they were last used (contact times are the active
+    /// controller's memory only).
+    fn with_sessions<T>(
+        &self,
+        image: &MetadataImage,
+        decide: impl FnOnce(&mut BrokerSessions, i64) -> T,
+    ) -> T {
+        let now_ms = i64::try_from(self.clock_origin.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let term = self.quorum.term();
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sessions.term != Some(term) {
+            sessions.sessions.activate(image, now_ms);
+            sessions.term = Some(term);
+        }
+        decide(&mut sessions.sessions, now_ms)
+    }
+
+    /// Commits a registration (or finds it is a retry); returns its entry's
+    /// index, if it wrote one, and the epoch.
     fn make_registration(
         &self,
-        broker: BrokerId,
-        incarnation_id: [u8; 16],
-        endpoints: &[Endpoint],
-        rack: Option<String>,
-    ) -> Result<(u64, BrokerEpoch), Refusal> {
+        registration: Registration,
+    ) -> Result<(Option<u64>, BrokerEpoch), Refusal> {
         let mut state = self.lock();
+        let image = self.image();
+        let from_this_process = matches!(
+            &state.registration,
+            Some(Change::RegisterBroker { incarnation_id, .. })
+                if *incarnation_id == registration.incarnation_id.into_bytes()
+        );
         // Kafka's broker epoch is the offset of the registration: past
         // every committed entry, so past every earlier registration's (and
         // past the last epoch of an upgraded image, from another log).
         let high_watermark = block_on(self.quorum.describe())
             .map_err(|error| not_controller(error.to_string()))?
             .high_watermark;
-        let previous = self
-            .image()
+        let previous = image
             .brokers
-            .get(&broker)
-            .map_or(BrokerEpoch::NONE, |registration| registration.epoch);
-        let broker_epoch = BrokerEpoch(
+            .get(&registration.broker_id)
+            .map_or(BrokerEpoch::NONE, |current| current.epoch);
+        let next_epoch = BrokerEpoch(
             i64::try_from(high_watermark)
                 .unwrap_or(i64::MAX)
                 .max(previous.0 + 1),
         );
-        let record = MetadataRecord::RegisterBroker(RegisterBrokerRecord {
-            broker_id: broker,
-            incarnation_id,
-            broker_epoch,
-            endpoints: endpoints
-                .iter()
-                .map(|endpoint| BrokerEndpoint {
-                    name: endpoint.name.clone(),
-                    host: endpoint.host.clone(),
-                    port: endpoint.port,
-                    security_protocol: endpoint.security_protocol,
-                })
-                .collect(),
-            rack,
-            // Fencing needs heartbeats, which are not sent yet: a broker
-            // is live from its registration on.
-            fenced: false,
-        });
-        let index = self.commit(&mut state, &[record])?;
-        Ok((index.unwrap_or_default(), broker_epoch))
+        let registered = self
+            .with_sessions(&image, |sessions, now_ms| {
+                if from_this_process {
+                    // This node leads the quorum: the registration of its
+                    // node id that is not this process's is of a process
+                    // that is gone (a voter's node id is one process).
+                    sessions.forget(registration.broker_id);
+                }
+                sessions.register(&image, registration, next_epoch, now_ms)
+            })
+            .map_err(liveness_refusal)?;
+        match registered {
+            Registered::Existing(epoch) => Ok((None, epoch)),
+            Registered::New { epoch, records } => Ok((self.commit(&mut state, &records)?, epoch)),
+        }
+    }
+
+    /// A heartbeat: renews the broker's session and unfences it once it
+    /// has caught up, committing that with the elections that follow.
+    fn make_heartbeat(&self, heartbeat: Heartbeat) -> Outcome {
+        let mut state = self.lock();
+        let image = self.image();
+        let records = self
+            .with_sessions(&image, |sessions, now_ms| {
+                sessions.heartbeat(&image, heartbeat, now_ms)
+            })
+            .map_err(liveness_refusal)?;
+        let applied_index = self.commit(&mut state, &records)?;
+        let fenced = self
+            .image()
+            .brokers
+            .get(&heartbeat.broker_id)
+            .is_none_or(|registration| registration.fenced);
+        Ok(Answer {
+            applied_index,
+            done: Done::Heartbeat { fenced },
+        })
     }
 
     /// The log configuration of `topic`: broker defaults plus its overrides.
@@ -760,7 +993,7 @@ impl Controller {
                 overrides,
                 validate_only,
             };
-            match self.change(&change) {
+            match self.change(&change, CHANGE_TIMEOUT) {
                 Ok(_) => {
                     if !validate_only {
                         tracing::info!(topic = name, "altered topic configs");
@@ -850,7 +1083,7 @@ impl Controller {
             assignment: assignment.map(assignment_ids),
             validate_only,
         };
-        match self.change(&change)?.done {
+        match self.change(&change, CHANGE_TIMEOUT)?.done {
             Done::PreviousPartitionCount(previous) => Ok(previous),
             other => Err(unexpected_answer(&other)),
         }
@@ -907,7 +1140,7 @@ impl Controller {
             assignment: assignment.map(assignment_ids),
             configs,
         };
-        self.change(&change)?;
+        self.change(&change, CHANGE_TIMEOUT)?;
         self.topic(name)
     }
 
@@ -960,9 +1193,12 @@ impl Controller {
     /// or `KAFKA_STORAGE_ERROR`.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
         let topic = self.topic(name)?;
-        self.change(&Change::DeleteTopic {
-            name: name.to_owned(),
-        })?;
+        self.change(
+            &Change::DeleteTopic {
+                name: name.to_owned(),
+            },
+            CHANGE_TIMEOUT,
+        )?;
         Ok(topic)
     }
 
@@ -1020,7 +1256,7 @@ impl Controller {
             broker: broker.0,
             epoch: epoch.0,
         };
-        match self.change(&change)?.done {
+        match self.change(&change, CHANGE_TIMEOUT)?.done {
             Done::ProducerIds { start, end } => Ok(start..end),
             other => Err(unexpected_answer(&other)),
         }
@@ -1084,6 +1320,29 @@ fn assignment_brokers(assignment: &[Vec<i32>]) -> Vec<Vec<BrokerId>> {
         .iter()
         .map(|replicas| replicas.iter().copied().map(BrokerId).collect())
         .collect()
+}
+
+fn broker_endpoint(endpoint: &Endpoint) -> BrokerEndpoint {
+    BrokerEndpoint {
+        name: endpoint.name.clone(),
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        security_protocol: endpoint.security_protocol,
+    }
+}
+
+/// Kafka's error for a registration or heartbeat the sessions refuse.
+fn liveness_refusal(error: LivenessError) -> Refusal {
+    let code = match error {
+        LivenessError::DuplicateRegistration { .. } => ResponseError::DuplicateBrokerRegistration,
+        LivenessError::NotRegistered { .. } => ResponseError::BrokerIdNotRegistered,
+        LivenessError::StaleEpoch { .. } => ResponseError::StaleBrokerEpoch,
+    };
+    Refusal {
+        code: code.code(),
+        message: error.to_string(),
+        stale: None,
+    }
 }
 
 fn not_controller(message: impl Into<String>) -> Refusal {

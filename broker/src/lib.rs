@@ -115,6 +115,7 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
     let groups = Arc::new(GroupCoordinator::new(group_settings));
     let image_follower = Arc::new(ImageFollower::default());
     let config = Arc::new(config);
+    let heartbeat_interval = config.cluster.broker_heartbeat_interval;
     let shard_controller = Arc::clone(&controller);
     let outcomes = shard::run(&engine, move |shard| {
         let broker = Broker::new(
@@ -130,6 +131,7 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
     // The shards are gone, and with them every other holder of the
     // controller but the engine's settings: stop the quorum cleanly.
     drop(engine);
+    controller.fence_for_shutdown(heartbeat_interval);
     match Arc::try_unwrap(controller) {
         Ok(controller) => {
             if let Err(error) = controller.shutdown() {

@@ -33,6 +33,8 @@ ELECTION_DEADLINE_SECONDS = 30
 # What the issue promises after the active controller is killed.
 FAILOVER_DEADLINE_SECONDS = 10
 ADMIN_TIMEOUT_SECONDS = 30
+HEARTBEAT_INTERVAL_MS = 500
+SESSION_TIMEOUT_MS = 3000
 
 
 class ClusterNode(Broker):
@@ -57,6 +59,10 @@ class ClusterNode(Broker):
             f"CONTROLLER://127.0.0.1:{self.controller_port}",
             f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
             f"log.dirs={self.data_dir}",
+            # Kafka's 2 s and 9 s, shortened so a killed broker is fenced
+            # (and a restart after kill -9 registers) within the deadlines.
+            f"broker.heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}",
+            f"broker.session.timeout.ms={SESSION_TIMEOUT_MS}",
         ]
         arguments = [str(FJORD)]
         for setting in settings:
@@ -150,6 +156,11 @@ def partition_leaders(node, name):
     topic = client.list_topics(name, timeout=ADMIN_TIMEOUT_SECONDS).topics[name]
     assert topic.error is None, topic.error
     return {partition.id: partition.leader for partition in topic.partitions.values()}
+
+
+def listed_brokers(node):
+    client = AdminClient({"bootstrap.servers": node.bootstrap})
+    return sorted(client.list_topics(timeout=ADMIN_TIMEOUT_SECONDS).brokers)
 
 
 def test_every_node_lists_all_three_brokers(cluster):
@@ -279,3 +290,35 @@ def test_topics_survive_stopping_and_starting_the_whole_cluster(cluster, topic_n
         leaders = wait_until(lambda: partition_leaders(node, topic_name), ADMIN_TIMEOUT_SECONDS,
                              f"{topic_name} after the restart")
         assert sorted(leaders) == [0, 1, 2]
+
+
+def test_a_killed_broker_is_fenced_and_its_partitions_return_with_it(cluster, topic_name):
+    """kill -9 a broker that does not lead the quorum: once its session
+    expires the leader fences it, Metadata stops listing it, its partitions
+    (their only replica) have no leader, and new partitions are placed on
+    the other two; restarted, it registers, is unfenced and leads its
+    partitions again."""
+    create_topic(cluster.nodes[1], topic_name, partitions=6)
+    before = partition_leaders(cluster.nodes[1], topic_name)
+    quorum_leader = cluster.leader_id(NODE_IDS)
+    victim = next(node_id for node_id in NODE_IDS if node_id != quorum_leader)
+    survivors = [node_id for node_id in NODE_IDS if node_id != victim]
+    its_partitions = {partition for partition, leader in before.items() if leader == victim}
+    assert its_partitions, before
+    cluster.nodes[victim].kill9()
+
+    observer = cluster.nodes[survivors[0]]
+    deadline = SESSION_TIMEOUT_MS / 1000 + ADMIN_TIMEOUT_SECONDS
+    wait_until(lambda: listed_brokers(observer) == survivors, deadline,
+               f"broker {victim} fenced")
+    after = partition_leaders(observer, topic_name)
+    assert {partition for partition, leader in after.items() if leader == -1} == its_partitions
+    assert all(after[p] == before[p] for p in before if p not in its_partitions)
+    placed_while_fenced = f"{topic_name}-fenced"
+    create_topic(observer, placed_while_fenced, partitions=4)
+    assert set(partition_leaders(observer, placed_while_fenced).values()) <= set(survivors)
+
+    cluster.nodes[victim].start()
+    wait_until(lambda: partition_leaders(observer, topic_name) == before, ADMIN_TIMEOUT_SECONDS,
+               f"broker {victim} leading its partitions again")
+    assert listed_brokers(observer) == list(NODE_IDS)

@@ -88,6 +88,17 @@ pub enum Change {
         /// `broker.rack`.
         rack: Option<String>,
     },
+    /// `BrokerHeartbeat`: a broker is alive.
+    Heartbeat {
+        /// The broker.
+        broker: i32,
+        /// Its registration epoch.
+        epoch: i64,
+        /// Whether it has applied the metadata log up to its registration.
+        caught_up: bool,
+        /// Whether it asks to be fenced (it is shutting down).
+        want_fence: bool,
+    },
 }
 
 /// One listener of a registering broker.
@@ -119,6 +130,11 @@ pub enum Done {
     },
     /// The registration's epoch.
     BrokerEpoch(i64),
+    /// Whether the broker is fenced after its heartbeat.
+    Heartbeat {
+        /// Fenced.
+        fenced: bool,
+    },
 }
 
 /// A change carried out.

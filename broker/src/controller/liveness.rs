@@ -125,6 +125,13 @@ impl BrokerSessions {
         self.last_contact_ms = image.brokers.keys().map(|&id| (id, now_ms)).collect();
     }
 
+    /// Ends `broker`'s session: the caller knows its process is gone (the
+    /// active controller restarted as that very node), so a registration
+    /// of a new incarnation need not wait for the session to expire.
+    pub fn forget(&mut self, broker: BrokerId) {
+        self.last_contact_ms.remove(&broker);
+    }
+
     fn session_live(&self, broker: BrokerId, now_ms: i64) -> bool {
         self.last_contact_ms
             .get(&broker)

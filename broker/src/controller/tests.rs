@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::controller::legacy::{LegacyMetadata, LegacyTopic};
+use crate::metadata::records::RegisterBrokerRecord;
 
 /// A data directory for controllers, removed when dropped.
 struct Scratch {
@@ -54,11 +55,20 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The image without this start's broker registration (which differs
-/// between starts by design).
-fn without_brokers(image: &MetadataImage) -> MetadataImage {
+/// The image without this start's broker registration and the leader and
+/// partition epochs, which differ between starts by design (a start
+/// registers anew, fenced, which takes this broker's leaderships away,
+/// and is then unfenced, which gives them back: each a new epoch).
+fn without_start_effects(image: &MetadataImage) -> MetadataImage {
     let mut image = image.clone();
     image.brokers.clear();
+    for topic in image.topics.values_mut() {
+        let topic = std::sync::Arc::make_mut(topic);
+        for partition in &mut topic.partitions {
+            partition.leader_epoch = LeaderEpoch(0);
+            partition.partition_epoch = PartitionEpoch(0);
+        }
+    }
     image
 }
 
@@ -152,8 +162,11 @@ fn partitions_only_grow_and_the_new_count_is_persisted() {
         assert_eq!(partition.replicas, [node]);
         assert_eq!(partition.isr, [node]);
         assert_eq!(partition.leader, node);
-        assert_eq!(partition.leader_epoch, LeaderEpoch(0));
-        assert_eq!(partition.partition_epoch, PartitionEpoch(0));
+        // The reopened controller's registration fenced the broker's
+        // previous one (leader none) and its heartbeat unfenced it (leader
+        // back): two leader changes since creation.
+        assert_eq!(partition.leader_epoch, LeaderEpoch(2));
+        assert_eq!(partition.partition_epoch, PartitionEpoch(2));
     }
     let missing = reopened.add_partitions("nope", 3, None, false).unwrap_err();
     assert_eq!(missing.code, ResponseError::UnknownTopicOrPartition.code());
@@ -266,7 +279,7 @@ fn changes_are_committed_to_the_quorum_log_and_survive_reopening() {
         "{files:?}"
     );
     let reopened = scratch.controller();
-    assert_eq!(without_brokers(&reopened.image()), without_brokers(&image));
+    assert_eq!(without_start_effects(&reopened.image()), without_start_effects(&image));
 }
 
 /// The local metadata log of the version before the quorum, as it wrote
@@ -338,7 +351,7 @@ fn a_local_metadata_log_is_upgraded_into_the_quorum() {
         scratch.log_files()
     );
     let image = controller.image();
-    assert_eq!(without_brokers(&image), without_brokers(&written));
+    assert_eq!(without_start_effects(&image), without_start_effects(&written));
     assert_eq!(image.topics["orders"].config("retention.ms"), Some("5000"));
     assert!(image.brokers[&BrokerId(1)].epoch > BrokerEpoch(57));
     assert_eq!(controller.allocate_producer_id().unwrap(), 5000);
@@ -426,9 +439,9 @@ fn a_legacy_metadata_file_is_upgraded_in_place() {
     // the old one.
     assert_eq!(controller.allocate_producer_id().unwrap(), 1000);
     drop(controller);
-    let mut expected = without_brokers(&image);
+    let mut expected = without_start_effects(&image);
     expected.next_producer_id = ProducerId(2000);
-    assert_eq!(without_brokers(&scratch.controller().image()), expected);
+    assert_eq!(without_start_effects(&scratch.controller().image()), expected);
 }
 
 /// A start that converted the legacy file but crashed before removing it
@@ -452,8 +465,8 @@ fn a_legacy_file_left_after_its_conversion_is_only_removed() {
     let reopened = scratch.controller();
     assert!(!legacy_path.exists());
     assert_eq!(
-        without_brokers(&reopened.image()),
-        without_brokers(&converted)
+        without_start_effects(&reopened.image()),
+        without_start_effects(&converted)
     );
     assert_eq!(
         reopened.image().topics["t"].config("retention.ms"),

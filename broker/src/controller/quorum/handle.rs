@@ -609,6 +609,12 @@ impl QuorumHandle {
             .map(|applied| applied.index)
     }
 
+    /// The current term: the metadata log's leader epoch.
+    #[must_use]
+    pub fn term(&self) -> u64 {
+        self.metrics.borrow().current_term
+    }
+
     /// The leader this member knows of.
     #[must_use]
     pub fn leader(&self) -> Leader {
