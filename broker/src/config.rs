@@ -435,24 +435,24 @@ fn topic_defaults(get: &impl Fn(&str) -> String) -> Result<LogConfig, BrokerErro
     Ok(log_defaults)
 }
 
-/// The client listener's bound address and advertised host and port. Only
-/// combined nodes of a static quorum run today: a broker-only or
+/// The client listener's bound address and advertised host and port.
+/// Combined and broker-only nodes of a static quorum run today: a
 /// controller-only node, and a quorum given only by bootstrap servers, are
 /// refused here, after their keys were checked.
 fn client_listener(
     cluster: &ClusterConfig,
     get: &impl Fn(&str) -> String,
 ) -> Result<(SocketAddr, String, u16), BrokerError> {
-    let (Some(broker_listener), ProcessRoles::Combined) =
+    let (Some(broker_listener), ProcessRoles::Combined | ProcessRoles::Broker) =
         (&cluster.broker_listener, cluster.process_roles)
     else {
         return Err(invalid(
             "process.roles",
             &get("process.roles"),
             format!(
-                "process.roles={} is valid but not supported yet: a node that is not both \
-                 broker and controller needs the controller quorum, which lands with the \
-                 controller step; run combined nodes (process.roles=broker,controller)",
+                "process.roles={} is valid but not supported yet: a controller-only node \
+                 serves no clients, and every fjord node is a broker; run combined nodes \
+                 (process.roles=broker,controller) as the voters",
                 cluster.process_roles
             ),
         ));

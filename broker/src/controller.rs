@@ -256,6 +256,7 @@ impl From<ProposeError> for MetadataError {
         let code = match &error {
             ProposeError::NotLeader { .. } | ProposeError::Stopped => ResponseError::NotController,
             ProposeError::Timeout { .. } => ResponseError::RequestTimedOut,
+            ProposeError::NotALearner { .. } => ResponseError::InvalidRequest,
             ProposeError::Batch(_) | ProposeError::Fatal(_) => ResponseError::KafkaStorageError,
             ProposeError::Rejected { .. } | ProposeError::Membership(_) => {
                 tracing::error!(%error, "the controller's change was not applied");
@@ -332,26 +333,45 @@ impl Controller {
         let node_id = NodeId::try_from(config.node_id).map_err(|_| OpenError::NegativeNodeId {
             node: config.node_id,
         })?;
+        let mut voters = BTreeMap::new();
         let mut quorum_config = match &config.cluster.quorum {
             ClusterQuorum::SingleNode => QuorumConfig::lone_voter(node_id, dir.clone()),
-            ClusterQuorum::Configured { voters, .. } => {
-                let voters = resolve_voters(voters)?;
-                let listen = config
-                    .cluster
-                    .controller_listener
-                    .as_ref()
-                    .map(|listener| listener.address)
-                    .ok_or(OpenError::NoControllerListener)?;
-                QuorumConfig::voter(node_id, voters, listen, dir.clone())
+            ClusterQuorum::Configured {
+                voters: configured, ..
+            } => {
+                voters = resolve_voters(configured)?;
+                if config.cluster.process_roles.is_controller() {
+                    let listen = config
+                        .cluster
+                        .controller_listener
+                        .as_ref()
+                        .map(|listener| listener.address)
+                        .ok_or(OpenError::NoControllerListener)?;
+                    QuorumConfig::voter(node_id, voters.clone(), listen, dir.clone())
+                } else {
+                    // A broker-only node listens for the leader's
+                    // replication on a port of the OS's choosing, on its
+                    // client listener's address, and tells the leader.
+                    let listen = SocketAddr::new(config.listener.ip(), 0);
+                    QuorumConfig::learner(node_id, voters.clone(), listen, dir.clone())
+                }
             }
         };
         quorum_config.election_timeout = config.cluster.quorum_election_timeout;
         quorum_config.fetch_timeout = config.cluster.quorum_fetch_timeout;
         quorum_config.request_timeout = config.cluster.quorum_request_timeout;
         let quorum = Quorum::start(quorum_config)?;
-        block_on(quorum.await_caught_up(Duration::from_millis(
-            INITIAL_BROKER_REGISTRATION_TIMEOUT_MS,
-        )))?;
+        let start_timeout = Duration::from_millis(INITIAL_BROKER_REGISTRATION_TIMEOUT_MS);
+        if !config.cluster.process_roles.is_controller() {
+            join_as_learner(
+                &quorum,
+                node,
+                &voters,
+                &config.advertised_host,
+                start_timeout,
+            )?;
+        }
+        block_on(quorum.await_caught_up(start_timeout))?;
         if quorum.leader() == Leader::ThisNode {
             upgrade_previous_metadata(&quorum, &dir, &config.data_dir, node)?;
         }
@@ -611,6 +631,23 @@ impl Controller {
                     rack: rack.clone(),
                 })
                 .map(|(index, epoch)| answer(index, Done::BrokerEpoch(epoch.0))),
+            Change::AddLearner { broker, addr } => {
+                let id = NodeId::try_from(*broker).map_err(|_| {
+                    Refusal::from(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!("broker id {broker} is negative"),
+                    ))
+                })?;
+                let addr: SocketAddr = addr.parse().map_err(|_| {
+                    Refusal::from(MetadataError::new(
+                        ResponseError::InvalidRequest,
+                        format!("{addr:?} is not a socket address"),
+                    ))
+                })?;
+                block_on(self.quorum.add_learner(id, addr))
+                    .map(|index| answer(index, Done::Nothing))
+                    .map_err(Refusal::from)
+            }
             Change::Heartbeat {
                 broker,
                 epoch,
@@ -1612,6 +1649,61 @@ fn quorum_view(description: &QuorumDescription) -> QuorumView {
                 last_caught_up_ms: None,
             })
             .collect(),
+    }
+}
+
+/// Asks the voters, in turn, until the leader answers, to add this
+/// broker-only node as a learner reached at its quorum listener's port on
+/// `advertised_host`.
+fn join_as_learner(
+    quorum: &QuorumHandle,
+    node: BrokerId,
+    voters: &BTreeMap<NodeId, SocketAddr>,
+    advertised_host: &str,
+    timeout: Duration,
+) -> Result<(), OpenError> {
+    let port = quorum.listening().map_or(0, |addr| addr.port());
+    let addr = (advertised_host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| OpenError::UnresolvableVoter {
+            node: node.0,
+            address: format!("{advertised_host}:{port}"),
+            reason: "the advertised host does not resolve".to_owned(),
+        })?;
+    let change = Change::AddLearner {
+        broker: node.0,
+        addr: addr.to_string(),
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut last = String::new();
+        for (&voter, &voter_addr) in voters {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match block_on(quorum.forward(voter_addr, change.clone(), remaining)) {
+                Ok(Ok(_)) => {
+                    tracing::info!(%addr, voter, "following the controller quorum as a learner");
+                    return Ok(());
+                }
+                Ok(Err(refusal)) if refusal.code != ResponseError::NotController.code() => {
+                    return Err(OpenError::Register {
+                        node: node.0,
+                        source: refusal.into(),
+                    });
+                }
+                Ok(Err(refusal)) => last = refusal.message,
+                Err(error) => last = format!("controller {voter} at {voter_addr}: {error}"),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(OpenError::Register {
+                node: node.0,
+                source: not_controller(format!("no voter added this broker as a learner: {last}"))
+                    .into(),
+            });
+        }
+        std::thread::sleep(CHANGE_RETRY_WAIT);
     }
 }
 

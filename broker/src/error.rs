@@ -56,6 +56,13 @@ pub enum BrokerError {
 }
 
 /// The Kafka error code for an engine failure.
+///
+/// Handlers reach the engine only for partitions the metadata image has
+/// (an unknown one is refused before, with `UNKNOWN_TOPIC_OR_PARTITION`),
+/// so a partition the engine does not hold is one this broker has not
+/// opened yet (it acts on a new image within moments): Kafka's
+/// `NOT_LEADER_OR_FOLLOWER` for a broker not yet leading, which clients
+/// retry after refreshing their metadata.
 #[must_use]
 pub fn engine_error_code(error: &EngineError) -> i16 {
     let kind = match error {
@@ -76,10 +83,11 @@ pub fn engine_error_code(error: &EngineError) -> i16 {
         EngineError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         EngineError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         EngineError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
-        EngineError::UnknownPartition(_) => ResponseError::UnknownTopicOrPartition,
+        EngineError::UnknownPartition(_) | EngineError::ShuttingDown => {
+            ResponseError::NotLeaderOrFollower
+        }
         EngineError::PartitionExists(_) => ResponseError::TopicAlreadyExists,
         EngineError::InvalidConfig { .. } => ResponseError::InvalidConfig,
-        EngineError::ShuttingDown => ResponseError::NotLeaderOrFollower,
         EngineError::ShardFailed(_) => ResponseError::UnknownServerError,
         EngineError::CorruptCheckpoint { .. } => ResponseError::KafkaStorageError,
     };

@@ -18,7 +18,8 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.admin import NewTopic as KafkaPythonNewTopic
 
@@ -38,7 +39,8 @@ SESSION_TIMEOUT_MS = 3000
 
 
 class ClusterNode(Broker):
-    """A combined broker and controller of a three-voter quorum."""
+    """A combined broker and controller of a three-voter quorum or, without
+    a controller port, a broker-only node following it."""
 
     def __init__(self, data_dir, node_id, controller_port, voters):
         super().__init__(data_dir)
@@ -49,14 +51,18 @@ class ClusterNode(Broker):
     def launch(self):
         """Starts the process without waiting: a node serves clients only
         once the quorum has a leader, which takes a majority running."""
+        if self.controller_port is None:
+            roles = ["process.roles=broker", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
+        else:
+            roles = ["process.roles=broker,controller",
+                     f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                     f"CONTROLLER://127.0.0.1:{self.controller_port}"]
         settings = [
-            "process.roles=broker,controller",
+            *roles,
             f"node.id={self.node_id}",
             f"cluster.id={CLUSTER_ID}",
             f"controller.quorum.voters={self.voters}",
             "controller.listener.names=CONTROLLER",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
             f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
             f"log.dirs={self.data_dir}",
             # Kafka's 2 s and 9 s, shortened so a killed broker is fenced
@@ -80,13 +86,14 @@ class ClusterNode(Broker):
 
 class Cluster:
     def __init__(self, root):
+        self.root = root
         self.controller_ports = {node_id: free_port() for node_id in NODE_IDS}
-        voters = ",".join(
+        self.voters = ",".join(
             f"{node_id}@127.0.0.1:{port}" for node_id, port in self.controller_ports.items()
         )
         self.nodes = {
             node_id: ClusterNode(root / f"node{node_id}", node_id,
-                                 self.controller_ports[node_id], voters)
+                                 self.controller_ports[node_id], self.voters)
             for node_id in NODE_IDS
         }
 
@@ -282,14 +289,45 @@ def test_killing_the_active_controller_elects_another_and_it_rejoins(cluster, to
     create_topic(rejoined, f"{topic_name}-after", partitions=1)
 
 
-def test_topics_survive_stopping_and_starting_the_whole_cluster(cluster, topic_name):
+def idempotent_producer_id(node, topic):
+    """The producer id kafka-python's idempotent producer gets through
+    `node` (InitProducerId), after one acknowledged record."""
+    producer = KafkaProducer(bootstrap_servers=node.bootstrap, enable_idempotence=True)
+    try:
+        producer.send(topic, b"idempotent").get(timeout=ADMIN_TIMEOUT_SECONDS)
+        return producer._transaction_manager.producer_id_and_epoch.producer_id
+    finally:
+        producer.close()
+
+
+def retention_ms(node, topic):
+    client = AdminClient({"bootstrap.servers": node.bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    described = client.describe_configs([resource])[resource].result(timeout=ADMIN_TIMEOUT_SECONDS)
+    return described["retention.ms"].value
+
+
+def test_topics_configs_and_producer_ids_survive_stopping_and_starting_all(cluster, topic_name):
+    """Stop all three, start them again: every topic, its config overrides
+    and the producer id blocks handed out are still there (a producer id
+    after the restart is above every one before it)."""
     create_topic(cluster.nodes[1], topic_name, partitions=3)
+    client = AdminClient({"bootstrap.servers": cluster.nodes[2].bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic_name,
+                              set_config={"retention.ms": "7200000"})
+    client.alter_configs([resource])[resource].result(timeout=ADMIN_TIMEOUT_SECONDS)
+    ids_before = [idempotent_producer_id(node, topic_name) for node in cluster.nodes.values()]
+    assert len(set(ids_before)) == len(ids_before), f"a producer id given twice: {ids_before}"
+
     cluster.stop_all()
     cluster.start_all()
     for node in cluster.nodes.values():
         leaders = wait_until(lambda: partition_leaders(node, topic_name), ADMIN_TIMEOUT_SECONDS,
                              f"{topic_name} after the restart")
         assert sorted(leaders) == [0, 1, 2]
+        assert retention_ms(node, topic_name) == "7200000"
+    ids_after = [idempotent_producer_id(node, topic_name) for node in cluster.nodes.values()]
+    assert min(ids_after) > max(ids_before), (ids_before, ids_after)
 
 
 def test_a_killed_broker_is_fenced_and_its_partitions_return_with_it(cluster, topic_name):
@@ -322,3 +360,37 @@ def test_a_killed_broker_is_fenced_and_its_partitions_return_with_it(cluster, to
     wait_until(lambda: partition_leaders(observer, topic_name) == before, ADMIN_TIMEOUT_SECONDS,
                f"broker {victim} leading its partitions again")
     assert listed_brokers(observer) == list(NODE_IDS)
+
+
+def test_a_broker_only_node_joins_registers_and_receives_new_partitions(cluster, topic_name):
+    """A fourth node with process.roles=broker follows the quorum as a
+    learner: it registers, every node lists it, a new topic gets partitions
+    on it, and records produced through node 1 to those partitions are read
+    back through it. Stopped cleanly, it is fenced and no longer listed."""
+    fourth = ClusterNode(cluster.root / "node4", 4, None, cluster.voters)
+    fourth.start()
+    try:
+        everyone = [*NODE_IDS, 4]
+        for node in [*cluster.nodes.values(), fourth]:
+            wait_until(lambda: listed_brokers(node) == everyone, ADMIN_TIMEOUT_SECONDS,
+                       f"node {node.node_id} listing the fourth broker")
+        create_topic(fourth, topic_name, partitions=8)
+        leaders = partition_leaders(cluster.nodes[1], topic_name)
+        on_fourth = {partition for partition, leader in leaders.items() if leader == 4}
+        assert on_fourth, leaders
+        for node_id, node in [*cluster.nodes.items(), (4, fourth)]:
+            led_here = {partition for partition, leader in leaders.items() if leader == node_id}
+            wait_until(lambda: held_partitions(node, topic_name) == led_here,
+                       ADMIN_TIMEOUT_SECONDS, f"node {node_id} holding the partitions it leads")
+
+        producer = Producer({"bootstrap.servers": cluster.nodes[1].bootstrap, "acks": "all"})
+        sent = {(partition, f"on-4-{partition}") for partition in on_fourth}
+        for partition, value in sorted(sent):
+            producer.produce(topic_name, value.encode(), partition=partition)
+        assert producer.flush(ADMIN_TIMEOUT_SECONDS) == 0
+        read = {(int(record[0]), record[3]) for record in kcat_consume(fourth, topic_name)}
+        assert read == sent
+    finally:
+        fourth.stop()
+    wait_until(lambda: listed_brokers(cluster.nodes[1]) == list(NODE_IDS),
+               ADMIN_TIMEOUT_SECONDS, "the stopped fourth broker fenced")

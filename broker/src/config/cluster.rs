@@ -1241,7 +1241,7 @@ mod tests {
     }
 
     #[test]
-    fn a_broker_only_node_is_valid_but_refused_until_the_quorum_lands() {
+    fn a_broker_only_node_loads_without_a_controller_listener() {
         let broker = with(
             NODE1,
             &[
@@ -1257,10 +1257,9 @@ mod tests {
             parsed.broker_listener.map(|listener| listener.address),
             Some("127.0.0.1:49092".parse().unwrap())
         );
-        assert_refused(
-            &broker,
-            "process.roles=broker is valid but not supported yet",
-        );
+        let loaded = load(&broker).unwrap();
+        assert_eq!(loaded.listener, "127.0.0.1:49092".parse::<SocketAddr>().unwrap());
+        assert_eq!(loaded.cluster.process_roles, ProcessRoles::Broker);
         assert_refused(
             &with(&broker, &[("controller.listener.names", "")]),
             "controller.listener.names must contain at least one value when running KRaft \

@@ -88,6 +88,14 @@ pub enum Change {
         /// `broker.rack`.
         rack: Option<String>,
     },
+    /// A broker-only node asks to follow the metadata log as a learner of
+    /// the quorum, reached at `addr` (its quorum listener, `host:port`).
+    AddLearner {
+        /// The broker.
+        broker: i32,
+        /// Where the leader replicates to it.
+        addr: String,
+    },
     /// `BrokerHeartbeat`: a broker is alive.
     Heartbeat {
         /// The broker.

@@ -279,7 +279,10 @@ fn changes_are_committed_to_the_quorum_log_and_survive_reopening() {
         "{files:?}"
     );
     let reopened = scratch.controller();
-    assert_eq!(without_start_effects(&reopened.image()), without_start_effects(&image));
+    assert_eq!(
+        without_start_effects(&reopened.image()),
+        without_start_effects(&image)
+    );
 }
 
 /// The local metadata log of the version before the quorum, as it wrote
@@ -351,7 +354,10 @@ fn a_local_metadata_log_is_upgraded_into_the_quorum() {
         scratch.log_files()
     );
     let image = controller.image();
-    assert_eq!(without_start_effects(&image), without_start_effects(&written));
+    assert_eq!(
+        without_start_effects(&image),
+        without_start_effects(&written)
+    );
     assert_eq!(image.topics["orders"].config("retention.ms"), Some("5000"));
     assert!(image.brokers[&BrokerId(1)].epoch > BrokerEpoch(57));
     assert_eq!(controller.allocate_producer_id().unwrap(), 5000);
@@ -441,7 +447,10 @@ fn a_legacy_metadata_file_is_upgraded_in_place() {
     drop(controller);
     let mut expected = without_start_effects(&image);
     expected.next_producer_id = ProducerId(2000);
-    assert_eq!(without_start_effects(&scratch.controller().image()), expected);
+    assert_eq!(
+        without_start_effects(&scratch.controller().image()),
+        expected
+    );
 }
 
 /// A start that converted the legacy file but crashed before removing it

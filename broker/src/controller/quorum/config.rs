@@ -39,9 +39,12 @@ pub struct QuorumConfig {
     /// `controller.quorum.voters`: every voter's id and controller
     /// listener address, this node's included.
     pub voters: BTreeMap<NodeId, SocketAddr>,
-    /// Where this controller listens for its peers; `None` for a lone
-    /// voter, which never sends or receives a message.
+    /// Where this member listens for its peers; `None` for a lone voter,
+    /// which never sends or receives a message.
     pub listen: Option<SocketAddr>,
+    /// Whether this member is a learner: a broker-only node, which follows
+    /// the log the voters commit and never votes.
+    pub learner: bool,
     /// The log directory (`metadata.log.dir/__cluster_metadata-0`).
     pub dir: PathBuf,
     /// `controller.quorum.election.timeout.ms`: how much a follower's
@@ -94,6 +97,21 @@ impl QuorumConfig {
         Self::with_listener(node_id, voters, Some(listen), dir)
     }
 
+    /// The settings of learner `node_id` (a broker-only node) of the quorum
+    /// of `voters`, listening on `listen` for the leader's replication.
+    #[must_use]
+    pub fn learner(
+        node_id: NodeId,
+        voters: BTreeMap<NodeId, SocketAddr>,
+        listen: SocketAddr,
+        dir: PathBuf,
+    ) -> Self {
+        Self {
+            learner: true,
+            ..Self::with_listener(node_id, voters, Some(listen), dir)
+        }
+    }
+
     /// The settings of a quorum whose only voter is `node_id`, with Kafka's
     /// defaults and no listener: a lone voter elects itself and commits
     /// alone, so nothing ever dials it. Its address in the membership is
@@ -114,6 +132,7 @@ impl QuorumConfig {
             node_id,
             voters,
             listen,
+            learner: false,
             dir,
             election_timeout: Duration::from_millis(ELECTION_TIMEOUT_MS_DEFAULT),
             fetch_timeout: Duration::from_millis(FETCH_TIMEOUT_MS_DEFAULT),

@@ -66,6 +66,12 @@ pub enum QuorumError {
         /// This node's id.
         node_id: NodeId,
     },
+    /// A learner's node id is among the voters.
+    #[error("node.id {node_id} is among the controller.quorum.voters, so it cannot be a learner")]
+    LearnerIsAVoter {
+        /// This node's id.
+        node_id: NodeId,
+    },
     /// The controller listener cannot be bound.
     #[error("binding the controller listener {addr}: {source}")]
     Bind {
@@ -189,6 +195,12 @@ pub enum ProposeError {
     /// The quorum was shut down.
     #[error("the controller quorum is shut down")]
     Stopped,
+    /// A voter asked to become a learner.
+    #[error("node {id} is a voter of the controller quorum, not a learner")]
+    NotALearner {
+        /// The node.
+        id: NodeId,
+    },
     /// Not committed in time: the change may still be committed later.
     #[error("the metadata change was not committed within {timeout_ms} ms")]
     Timeout {

@@ -111,6 +111,11 @@ enum Command {
         timeout: Duration,
         reply: oneshot::Sender<Result<(), QuorumError>>,
     },
+    AddLearner {
+        id: NodeId,
+        addr: SocketAddr,
+        reply: oneshot::Sender<Result<Option<u64>, ProposeError>>,
+    },
     Forward {
         leader: SocketAddr,
         change: Change,
@@ -136,9 +141,15 @@ impl Quorum {
     /// invalid, the listener cannot be bound, the log cannot be recovered,
     /// or openraft refuses to start.
     pub fn start(config: QuorumConfig) -> Result<QuorumHandle, QuorumError> {
-        if !config.voters.contains_key(&config.node_id) {
-            return Err(QuorumError::NotAVoter {
-                node_id: config.node_id,
+        if config.learner == config.voters.contains_key(&config.node_id) {
+            return Err(if config.learner {
+                QuorumError::LearnerIsAVoter {
+                    node_id: config.node_id,
+                }
+            } else {
+                QuorumError::NotAVoter {
+                    node_id: config.node_id,
+                }
             });
         }
         let raft_config = Arc::new(config.raft_config()?);
@@ -147,10 +158,12 @@ impl Quorum {
                 let bind = |source| QuorumError::Bind { addr, source };
                 let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
                 listener.set_nonblocking(true).map_err(bind)?;
-                Some((addr, listener))
+                let bound = listener.local_addr().map_err(bind)?;
+                Some((bound, listener))
             }
             None => None,
         };
+        let listening = listener.as_ref().map(|(bound, _)| *bound);
         let log_store = LogStore::open(&config.dir)?;
         let state_machine = StateMachine::open(&config.dir, Arc::clone(&config.image))?;
         let peers = Arc::new(Peers::new(
@@ -163,6 +176,7 @@ impl Quorum {
         let changes = ChangeHandlerSlot::default();
         let member = Member {
             node_id: config.node_id,
+            learner: config.learner,
             voters: config.voters.clone(),
             peers: Arc::clone(&peers),
             changes: Arc::clone(&changes),
@@ -197,6 +211,7 @@ impl Quorum {
         };
         Ok(QuorumHandle {
             node_id: config.node_id,
+            listening,
             commands: Some(commands),
             image: config.image,
             metrics,
@@ -209,6 +224,7 @@ impl Quorum {
 /// What the controller thread runs.
 struct Member {
     node_id: NodeId,
+    learner: bool,
     voters: BTreeMap<NodeId, SocketAddr>,
     peers: Arc<Peers>,
     changes: ChangeHandlerSlot,
@@ -296,6 +312,12 @@ impl Member {
                             }));
                     });
                 }
+                Command::AddLearner { id, addr, reply } => {
+                    let raft = raft.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(add_learner(&raft, id, addr).await);
+                    });
+                }
                 Command::Forward {
                     leader,
                     change,
@@ -344,6 +366,11 @@ impl Member {
         // logs the refusal as an error: ask first.
         if raft.is_initialized().await? {
             self.check_stored_voters(&raft)?;
+            return Ok(raft);
+        }
+        if self.learner {
+            // A learner's membership comes from the leader, once a voter
+            // has added it (see `QuorumHandle::add_learner`).
             return Ok(raft);
         }
         match raft.initialize(members).await {
@@ -504,6 +531,61 @@ async fn await_caught_up(
         .map_err(|_| not_caught_up())?
 }
 
+/// Makes `id` a learner reached at `addr`, or moves a learner it already
+/// is to `addr` (a broker-only node listens on a new port at each start);
+/// returns the index of the membership entry, if one was written.
+async fn add_learner(
+    raft: &Raft<MetadataTypes>,
+    id: NodeId,
+    addr: SocketAddr,
+) -> Result<Option<u64>, ProposeError> {
+    let node = ControllerNode { addr };
+    let known = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .copied();
+    let written = match known {
+        Some(known) if known == node => return Ok(None),
+        // A voter's address is its configuration's, never a learner's.
+        Some(_)
+            if raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|voter| voter == id) =>
+        {
+            return Err(ProposeError::NotALearner { id });
+        }
+        Some(_) => {
+            raft.change_membership(
+                openraft::ChangeMembers::SetNodes(BTreeMap::from([(id, node)])),
+                true,
+            )
+            .await
+        }
+        None => raft.add_learner(id, node, false).await,
+    };
+    match written {
+        Ok(response) => Ok(Some(response.log_id.index)),
+        Err(RaftError::Fatal(fatal)) => Err(fatal.into()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            Err(ProposeError::NotLeader {
+                leader: forward
+                    .leader_id
+                    .zip(forward.leader_node.map(|node| node.addr)),
+            })
+        }
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+            Err(ProposeError::Membership(Box::new(error)))
+        }
+    }
+}
+
 fn voters_text(voters: &BTreeMap<NodeId, SocketAddr>) -> String {
     voters
         .iter()
@@ -516,6 +598,8 @@ fn voters_text(voters: &BTreeMap<NodeId, SocketAddr>) -> String {
 /// it shuts the member down like [`QuorumHandle::shutdown`].
 pub struct QuorumHandle {
     node_id: NodeId,
+    /// Where the member's listener is bound, if it has one.
+    listening: Option<SocketAddr>,
     commands: Option<mpsc::Sender<Command>>,
     image: Arc<ArcSwap<MetadataImage>>,
     metrics: Metrics,
@@ -609,6 +693,13 @@ impl QuorumHandle {
             .map(|applied| applied.index)
     }
 
+    /// Where this member's listener is bound (its port chosen by the OS
+    /// when the configuration gave 0), if it has one.
+    #[must_use]
+    pub fn listening(&self) -> Option<SocketAddr> {
+        self.listening
+    }
+
     /// The current term: the metadata log's leader epoch.
     #[must_use]
     pub fn term(&self) -> u64 {
@@ -638,6 +729,24 @@ impl QuorumHandle {
         if self.changes.set(handler).is_err() {
             tracing::warn!("the controller quorum already serves forwarded changes");
         }
+    }
+
+    /// Makes broker `id` a learner of the quorum reached at `addr` (on the
+    /// leader); returns the membership entry's index, if one was written.
+    ///
+    /// # Errors
+    /// [`ProposeError::NotLeader`] elsewhere, [`ProposeError::NotALearner`]
+    /// for a voter's id, or the quorum's failure.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        addr: SocketAddr,
+    ) -> Result<Option<u64>, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::AddLearner { id, addr, reply })
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        answer.await.map_err(|_| ProposeError::Stopped)?
     }
 
     /// Sends `change` to the leader at `leader` and returns its answer.
