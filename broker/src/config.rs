@@ -212,6 +212,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("broker.rack", ""),
     ("broker.heartbeat.interval.ms", "2000"),
     ("broker.session.timeout.ms", "9000"),
+    ("initial.broker.registration.timeout.ms", "60000"),
     ("controller.quorum.election.timeout.ms", "1000"),
     ("controller.quorum.fetch.timeout.ms", "2000"),
     ("controller.quorum.request.timeout.ms", "2000"),

@@ -87,9 +87,6 @@ const STALE_RETRIES_MAX: usize = 5;
 const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: i32 = 100_000;
-/// Kafka's default `initial.broker.registration.timeout.ms`: how long a
-/// start waits for its controller to lead and register it before failing.
-pub const INITIAL_BROKER_REGISTRATION_TIMEOUT_MS: u64 = 60_000;
 /// Kafka's `SecurityProtocol` id of `PLAINTEXT`, the only listener kind.
 const PLAINTEXT: i16 = 0;
 
@@ -324,7 +321,7 @@ impl Controller {
     ///
     /// # Errors
     /// [`OpenError`] if the quorum cannot start or does not elect this node
-    /// within [`INITIAL_BROKER_REGISTRATION_TIMEOUT_MS`], if old metadata
+    /// within `initial.broker.registration.timeout.ms`, if old metadata
     /// cannot be read, is corrupt or cannot be committed, or if the
     /// registration cannot be committed.
     pub fn open(config: &BrokerConfig) -> Result<Arc<Self>, OpenError> {
@@ -361,7 +358,7 @@ impl Controller {
         quorum_config.fetch_timeout = config.cluster.quorum_fetch_timeout;
         quorum_config.request_timeout = config.cluster.quorum_request_timeout;
         let quorum = Quorum::start(quorum_config)?;
-        let start_timeout = Duration::from_millis(INITIAL_BROKER_REGISTRATION_TIMEOUT_MS);
+        let start_timeout = config.cluster.initial_broker_registration_timeout;
         if !config.cluster.process_roles.is_controller() {
             join_as_learner(
                 &quorum,
@@ -408,9 +405,11 @@ impl Controller {
             source,
         };
         controller
-            .register(config)
+            .register(config, start_timeout)
             .map_err(|refusal| registration_failed(refusal.into()))?;
-        controller.await_unfenced().map_err(registration_failed)?;
+        controller
+            .await_unfenced(start_timeout)
+            .map_err(registration_failed)?;
         heartbeats::start(&controller, config.cluster.broker_heartbeat_interval)
             .map_err(OpenError::Heartbeats)?;
         Ok(controller)
@@ -418,17 +417,17 @@ impl Controller {
 
     /// Heartbeats until the leader unfences this broker (it has caught up
     /// with the metadata log), as a Kafka broker does before it serves.
-    fn await_unfenced(&self) -> Result<(), MetadataError> {
-        let deadline =
-            Instant::now() + Duration::from_millis(INITIAL_BROKER_REGISTRATION_TIMEOUT_MS);
+    fn await_unfenced(&self, timeout: Duration) -> Result<(), MetadataError> {
+        let deadline = Instant::now() + timeout;
         loop {
             if !self.heartbeat()? {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(not_controller(format!(
-                    "broker {} was not unfenced within {INITIAL_BROKER_REGISTRATION_TIMEOUT_MS} ms",
-                    self.node
+                    "broker {} was not unfenced within {} ms",
+                    self.node,
+                    timeout.as_millis()
                 ))
                 .into());
             }
@@ -457,6 +456,12 @@ impl Controller {
     #[must_use]
     pub fn image(&self) -> Arc<MetadataImage> {
         self.quorum.image()
+    }
+
+    /// A receiver that sees a change whenever a new image is published.
+    #[must_use]
+    pub fn image_published(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.quorum.image_published()
     }
 
     /// The metadata quorum as `DescribeQuorum` reports it: the quorum's
@@ -644,9 +649,8 @@ impl Controller {
                         format!("{addr:?} is not a socket address"),
                     ))
                 })?;
-                block_on(self.quorum.add_learner(id, addr))
+                self.make_learner(BrokerId(*broker), id, addr)
                     .map(|index| answer(index, Done::Nothing))
-                    .map_err(Refusal::from)
             }
             Change::Heartbeat {
                 broker,
@@ -664,7 +668,7 @@ impl Controller {
 
     /// Registers this broker (a new epoch for each start), fenced until
     /// its heartbeats say it has caught up.
-    fn register(&self, config: &BrokerConfig) -> Result<(), Refusal> {
+    fn register(&self, config: &BrokerConfig, timeout: Duration) -> Result<(), Refusal> {
         let change = Change::RegisterBroker {
             broker: self.node.0,
             incarnation_id: *Uuid::new_v4().as_bytes(),
@@ -681,8 +685,7 @@ impl Controller {
         // previous process, killed, whose session has not expired yet
         // (another live process with this node.id would be refused for
         // good): Kafka's broker tries again, and so does this one.
-        let deadline =
-            Instant::now() + Duration::from_millis(INITIAL_BROKER_REGISTRATION_TIMEOUT_MS);
+        let deadline = Instant::now() + timeout;
         loop {
             match self.register_again(&change) {
                 Err(refusal)
@@ -868,6 +871,30 @@ impl Controller {
             Registered::Existing(epoch) => Ok((None, epoch)),
             Registered::New { epoch, records } => Ok((self.commit(&mut state, &records)?, epoch)),
         }
+    }
+
+    /// Adds broker `broker` as a learner at `addr`, or moves it there,
+    /// unless it is live at another address: then another process has its
+    /// node id, and moving the learner would take the log away from the
+    /// live one (`DUPLICATE_BROKER_REGISTRATION`, which a restarted broker
+    /// retries until its old session has expired).
+    fn make_learner(
+        &self,
+        broker: BrokerId,
+        id: NodeId,
+        addr: SocketAddr,
+    ) -> Result<Option<u64>, Refusal> {
+        let _state = self.lock();
+        let image = self.image();
+        let live = self.with_sessions(&image, |sessions, now_ms| {
+            sessions.is_live(&image, broker, now_ms)
+        });
+        if live && self.quorum.learner_addr(id) != Some(addr) {
+            return Err(liveness_refusal(LivenessError::DuplicateRegistration {
+                broker,
+            }));
+        }
+        block_on(self.quorum.add_learner(id, addr)).map_err(Refusal::from)
     }
 
     /// A heartbeat: renews the broker's session and unfences it once it
@@ -1677,30 +1704,48 @@ fn join_as_learner(
         addr: addr.to_string(),
     };
     let deadline = Instant::now() + timeout;
+    // The leader's refusal says more than a voter that is not the leader
+    // or cannot be reached: it is what the node reports on giving up.
+    let mut refused: Option<String> = None;
+    let mut unreachable = String::new();
     loop {
-        let mut last = String::new();
         for (&voter, &voter_addr) in voters {
             let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
             match block_on(quorum.forward(voter_addr, change.clone(), remaining)) {
                 Ok(Ok(_)) => {
                     tracing::info!(%addr, voter, "following the controller quorum as a learner");
                     return Ok(());
                 }
-                Ok(Err(refusal)) if refusal.code != ResponseError::NotController.code() => {
+                // This node's previous process, killed, still has a live
+                // session: ask again.
+                Ok(Err(refusal))
+                    if refusal.code == ResponseError::DuplicateBrokerRegistration.code() =>
+                {
+                    refused = Some(refusal.message);
+                }
+                Ok(Err(refusal)) if refusal.code == ResponseError::NotController.code() => {
+                    unreachable = refusal.message;
+                }
+                Ok(Err(refusal)) => {
                     return Err(OpenError::Register {
                         node: node.0,
                         source: refusal.into(),
                     });
                 }
-                Ok(Err(refusal)) => last = refusal.message,
-                Err(error) => last = format!("controller {voter} at {voter_addr}: {error}"),
+                Err(error) => unreachable = format!("controller {voter} at {voter_addr}: {error}"),
             }
         }
         if Instant::now() >= deadline {
+            let reason = refused.unwrap_or(unreachable);
             return Err(OpenError::Register {
                 node: node.0,
-                source: not_controller(format!("no voter added this broker as a learner: {last}"))
-                    .into(),
+                source: not_controller(format!(
+                    "no voter added this broker as a learner: {reason}"
+                ))
+                .into(),
             });
         }
         std::thread::sleep(CHANGE_RETRY_WAIT);

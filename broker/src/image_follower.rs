@@ -32,11 +32,11 @@
 //! round, like a topic to delete, and its new data (already produced to)
 //! would go.
 //!
-//! # Why polling
-//! The image lives in an `ArcSwap` written by the controller's own thread;
-//! shard 0 compares its pointer with the one handled every
-//! [`FOLLOW_PERIOD`], which costs a pointer load when nothing changed. A
-//! later change may replace polling with a notification from the quorum.
+//! # When rounds run
+//! The image lives in an `ArcSwap` written by the controller's own thread,
+//! which also counts its publications in a `tokio::sync::watch` (whose
+//! futures need no runtime): shard 0 runs a round as soon as one is
+//! published, and every [`RETRY_INTERVAL`] while something failed.
 //!
 //! # Partitions on disk the image does not assign here
 //! The engine opens every partition directory it finds at start. Those the
@@ -56,13 +56,9 @@ use crate::metadata::records::{BrokerId, TopicId};
 use crate::metadata::{MetadataImage, TopicImage};
 use crate::server::Broker;
 
-/// How often shard 0 looks for a newly published image, and retries what
-/// failed.
-pub const FOLLOW_PERIOD: Duration = Duration::from_millis(50);
-
 /// How long rounds without a new image leave what failed alone before
-/// retrying it: a failing disk is not asked (and logged about) every
-/// [`FOLLOW_PERIOD`]. A new image retries it at once.
+/// retrying it: a failing disk is not asked (and logged about) at every
+/// round. A new image retries it at once.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Partitions created (or deleted) at once: their directory and file syncs
@@ -185,16 +181,27 @@ pub async fn start(broker: &Rc<Broker>) {
     warn_of_unassigned_partitions(broker).await;
 }
 
-/// A round every [`FOLLOW_PERIOD`] in which the image changed or something
-/// is left to retry, until the broker stops. Runs on shard 0 after
-/// [`start`].
+/// A round whenever a new image is published, and every
+/// [`RETRY_INTERVAL`] while something is left to retry, until the broker
+/// stops. Runs on shard 0 after [`start`].
 pub async fn follow(broker: Rc<Broker>) {
+    let mut published = broker.controller.image_published();
     loop {
         let stopping = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(FOLLOW_PERIOD).await;
-                false
-            },
+            futures_lite::future::or(
+                async {
+                    // A closed channel (the quorum stopped) leaves the
+                    // retries.
+                    if published.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    false
+                },
+                async {
+                    glommio::timer::sleep(RETRY_INTERVAL).await;
+                    false
+                },
+            ),
             async {
                 broker.until_stopping().await;
                 true

@@ -69,6 +69,7 @@ class ClusterNode(Broker):
             # (and a restart after kill -9 registers) within the deadlines.
             f"broker.heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}",
             f"broker.session.timeout.ms={SESSION_TIMEOUT_MS}",
+            *self.extra_settings,
         ]
         arguments = [str(FJORD)]
         for setting in settings:
@@ -390,6 +391,22 @@ def test_a_broker_only_node_joins_registers_and_receives_new_partitions(cluster,
         assert producer.flush(ADMIN_TIMEOUT_SECONDS) == 0
         read = {(int(record[0]), record[3]) for record in kcat_consume(fourth, topic_name)}
         assert read == sent
+
+        # A second process claiming node.id 4 while the first is live is
+        # refused (it would take the metadata log away from it), and the
+        # live one goes on following the log.
+        impostor = ClusterNode(cluster.root / "impostor", 4, None, cluster.voters)
+        impostor.extra_settings = ["initial.broker.registration.timeout.ms=3000"]
+        impostor.launch()
+        assert impostor.process.wait(timeout=ADMIN_TIMEOUT_SECONDS) != 0
+        assert "Another broker is registered with that broker id: 4" in impostor.log_text()
+        later = f"{topic_name}-later"
+        create_topic(cluster.nodes[2], later, partitions=8)
+        later_on_fourth = {partition for partition, leader
+                           in partition_leaders(cluster.nodes[2], later).items() if leader == 4}
+        assert later_on_fourth
+        wait_until(lambda: held_partitions(fourth, later) == later_on_fourth,
+                   ADMIN_TIMEOUT_SECONDS, "the fourth broker still following the log")
     finally:
         fourth.stop()
     wait_until(lambda: listed_brokers(cluster.nodes[1]) == list(NODE_IDS),

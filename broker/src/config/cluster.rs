@@ -13,7 +13,8 @@
 //! - `broker.rack`, `broker.heartbeat.interval.ms`,
 //!   `broker.session.timeout.ms`, `controller.quorum.election.timeout.ms`,
 //!   `controller.quorum.fetch.timeout.ms`,
-//!   `controller.quorum.request.timeout.ms`.
+//!   `controller.quorum.request.timeout.ms`,
+//!   `initial.broker.registration.timeout.ms`.
 //!
 //! **The node with none of them set** (`fjord` with no arguments) is a
 //! combined broker and controller that is, alone, the whole quorum:
@@ -207,6 +208,10 @@ pub struct ClusterConfig {
     pub quorum_fetch_timeout: Duration,
     /// `controller.quorum.request.timeout.ms`.
     pub quorum_request_timeout: Duration,
+    /// `initial.broker.registration.timeout.ms`: how long a start waits for
+    /// the quorum to have a leader and to register and unfence this broker
+    /// before it fails.
+    pub initial_broker_registration_timeout: Duration,
 }
 
 /// Splits a comma-separated list, dropping empty entries.
@@ -496,6 +501,10 @@ impl ClusterConfig {
             quorum_request_timeout: positive_milliseconds(
                 "controller.quorum.request.timeout.ms",
                 &get("controller.quorum.request.timeout.ms"),
+            )?,
+            initial_broker_registration_timeout: positive_milliseconds(
+                "initial.broker.registration.timeout.ms",
+                &get("initial.broker.registration.timeout.ms"),
             )?,
         })
     }
@@ -1258,7 +1267,10 @@ mod tests {
             Some("127.0.0.1:49092".parse().unwrap())
         );
         let loaded = load(&broker).unwrap();
-        assert_eq!(loaded.listener, "127.0.0.1:49092".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            loaded.listener,
+            "127.0.0.1:49092".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(loaded.cluster.process_roles, ProcessRoles::Broker);
         assert_refused(
             &with(&broker, &[("controller.listener.names", "")]),

@@ -132,6 +132,18 @@ impl BrokerSessions {
         self.last_contact_ms.remove(&broker);
     }
 
+    /// Whether `broker` is registered unfenced in `image` with a session
+    /// that has not expired by `now_ms`: another process claiming its node
+    /// id must wait.
+    #[must_use]
+    pub fn is_live(&self, image: &MetadataImage, broker: BrokerId, now_ms: i64) -> bool {
+        image
+            .brokers
+            .get(&broker)
+            .is_some_and(|registration| !registration.fenced)
+            && self.session_live(broker, now_ms)
+    }
+
     fn session_live(&self, broker: BrokerId, now_ms: i64) -> bool {
         self.last_contact_ms
             .get(&broker)

@@ -165,7 +165,9 @@ impl Quorum {
         };
         let listening = listener.as_ref().map(|(bound, _)| *bound);
         let log_store = LogStore::open(&config.dir)?;
-        let state_machine = StateMachine::open(&config.dir, Arc::clone(&config.image))?;
+        let (publications, image_published) = watch::channel(0);
+        let state_machine =
+            StateMachine::open(&config.dir, Arc::clone(&config.image), publications)?;
         let peers = Arc::new(Peers::new(
             config.node_id,
             config.voters.keys().copied(),
@@ -212,6 +214,7 @@ impl Quorum {
         Ok(QuorumHandle {
             node_id: config.node_id,
             listening,
+            image_published,
             commands: Some(commands),
             image: config.image,
             metrics,
@@ -600,6 +603,8 @@ pub struct QuorumHandle {
     node_id: NodeId,
     /// Where the member's listener is bound, if it has one.
     listening: Option<SocketAddr>,
+    /// Changes whenever a new image is published.
+    image_published: watch::Receiver<u64>,
     commands: Option<mpsc::Sender<Command>>,
     image: Arc<ArcSwap<MetadataImage>>,
     metrics: Metrics,
@@ -684,6 +689,14 @@ impl QuorumHandle {
         self.image.load_full()
     }
 
+    /// A receiver that sees a change whenever a new image is published:
+    /// what acting on every image awaits instead of polling (its futures
+    /// need no runtime).
+    #[must_use]
+    pub fn image_published(&self) -> watch::Receiver<u64> {
+        self.image_published.clone()
+    }
+
     /// The index of the last entry this member applied.
     #[must_use]
     pub fn applied_index(&self) -> Option<u64> {
@@ -729,6 +742,17 @@ impl QuorumHandle {
         if self.changes.set(handler).is_err() {
             tracing::warn!("the controller quorum already serves forwarded changes");
         }
+    }
+
+    /// Where the membership says node `id` is reached, if it is a member.
+    #[must_use]
+    pub fn learner_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|node| node.addr)
     }
 
     /// Makes broker `id` a learner of the quorum reached at `addr` (on the

@@ -3,8 +3,9 @@
 //!
 //! Committed entries are applied in log order with the pure
 //! [`MetadataImage::apply`], and every new image is published to the
-//! caller's [`ArcSwap`] once the entries of an `apply` call are in: readers
-//! never see an image of uncommitted records, nor one that goes back. A
+//! caller's [`ArcSwap`] once the entries of an `apply` call are in (and a
+//! counter of publications wakes whoever waits for one): readers never see
+//! an image of uncommitted records, nor one that goes back. A
 //! batch that does not apply leaves the image unchanged, on every voter
 //! alike, and its proposer is told why ([`BatchOutcome`]).
 //!
@@ -36,6 +37,7 @@ use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
+use tokio::sync::watch;
 
 use super::error::QuorumError;
 use super::log_store::{encode_postcard, TEMPORARY_SUFFIX};
@@ -59,6 +61,8 @@ pub struct StateMachine {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, ControllerNode>,
     published: Arc<ArcSwap<MetadataImage>>,
+    /// Counts the images published, for those who wait for the next one.
+    publications: watch::Sender<u64>,
     snapshots: Arc<SnapshotFile>,
     /// Snapshots built by this process, to tell their ids apart.
     snapshots_built: u64,
@@ -157,7 +161,11 @@ impl StateMachine {
     ///
     /// # Errors
     /// [`QuorumError`] if the snapshot cannot be read or does not decode.
-    pub fn open(dir: &Path, published: Arc<ArcSwap<MetadataImage>>) -> Result<Self, QuorumError> {
+    pub fn open(
+        dir: &Path,
+        published: Arc<ArcSwap<MetadataImage>>,
+        publications: watch::Sender<u64>,
+    ) -> Result<Self, QuorumError> {
         let snapshots = SnapshotFile {
             dir: dir.to_path_buf(),
             current: Mutex::new(None),
@@ -179,9 +187,17 @@ impl StateMachine {
             last_applied,
             membership,
             published,
+            publications,
             snapshots: Arc::new(snapshots),
             snapshots_built: 0,
         })
+    }
+
+    /// Publishes the image and wakes whoever waits for a new one.
+    fn publish(&self) {
+        self.published.store(Arc::clone(&self.image));
+        self.publications
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// Applies one entry's payload; returns what the proposer is told.
@@ -278,7 +294,7 @@ impl RaftStateMachine<MetadataTypes> for StateMachine {
             .into_iter()
             .map(|entry| self.apply_entry(entry))
             .collect();
-        self.published.store(Arc::clone(&self.image));
+        self.publish();
         Ok(outcomes)
     }
 
@@ -317,7 +333,7 @@ impl RaftStateMachine<MetadataTypes> for StateMachine {
         self.image = Arc::new(image);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.published.store(Arc::clone(&self.image));
+        self.publish();
         Ok(())
     }
 

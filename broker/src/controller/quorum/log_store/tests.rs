@@ -18,7 +18,8 @@ impl StoreBuilder<MetadataTypes, LogStore, StateMachine, TempDir> for Builder {
             crate::metadata::MetadataImage::default(),
         ));
         let state_machine =
-            StateMachine::open(scratch.path(), image).expect("a fresh state machine");
+            StateMachine::open(scratch.path(), image, tokio::sync::watch::channel(0).0)
+                .expect("a fresh state machine");
         Ok((scratch, log, state_machine))
     }
 }
