@@ -68,7 +68,7 @@ use log::{LogError, MetadataLog, METADATA_LOG_DIR_NAME};
 use placement::{place_replicas, PlacementBroker, PlacementError, PlacementStart};
 use quorum::{
     Leader, NodeId, ProposeError, Quorum, QuorumConfig, QuorumDescription, QuorumError,
-    QuorumHandle,
+    QuorumHandle, VoterDescription,
 };
 
 /// How long a metadata change may take, forwarding, elections and the
@@ -101,6 +101,8 @@ pub struct QuorumView {
     pub high_watermark: i64,
     /// The voters.
     pub voters: Vec<VoterView>,
+    /// The observers: broker-only nodes following the log as learners.
+    pub observers: Vec<VoterView>,
 }
 
 /// One voter of the metadata quorum.
@@ -478,6 +480,7 @@ impl Controller {
                     leader_epoch: -1,
                     high_watermark: -1,
                     voters: Vec::new(),
+                    observers: Vec::new(),
                 }
             }
         }
@@ -1653,29 +1656,27 @@ fn quorum_view(description: &QuorumDescription) -> QuorumView {
     let broker = |id: NodeId| i32::try_from(id).map_or(BrokerId::NONE, BrokerId);
     let offset = |index: u64| i64::try_from(index).unwrap_or(i64::MAX);
     let now = SystemTime::now();
+    let replica = |voter: &VoterDescription| VoterView {
+        id: broker(voter.id),
+        log_end_offset: voter
+            .matched_index
+            .map_or(0, |index| offset(index.saturating_add(1))),
+        // The leader fetches from no one.
+        last_fetch_ms: (Some(voter.id) != description.leader)
+            .then(|| {
+                let at = now.checked_sub(voter.last_contact?)?;
+                let since_epoch = at.duration_since(UNIX_EPOCH).ok()?;
+                i64::try_from(since_epoch.as_millis()).ok()
+            })
+            .flatten(),
+        last_caught_up_ms: None,
+    };
     QuorumView {
         leader: description.leader.map_or(BrokerId::NONE, broker),
         leader_epoch: i32::try_from(description.leader_epoch).unwrap_or(i32::MAX),
         high_watermark: offset(description.high_watermark),
-        voters: description
-            .voters
-            .iter()
-            .map(|voter| VoterView {
-                id: broker(voter.id),
-                log_end_offset: voter
-                    .matched_index
-                    .map_or(0, |index| offset(index.saturating_add(1))),
-                // The leader fetches from no one.
-                last_fetch_ms: (Some(voter.id) != description.leader)
-                    .then(|| {
-                        let at = now.checked_sub(voter.last_contact?)?;
-                        let since_epoch = at.duration_since(UNIX_EPOCH).ok()?;
-                        i64::try_from(since_epoch.as_millis()).ok()
-                    })
-                    .flatten(),
-                last_caught_up_ms: None,
-            })
-            .collect(),
+        voters: description.voters.iter().map(replica).collect(),
+        observers: description.observers.iter().map(replica).collect(),
     }
 }
 

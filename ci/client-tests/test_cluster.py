@@ -375,6 +375,11 @@ def test_a_broker_only_node_joins_registers_and_receives_new_partitions(cluster,
         for node in [*cluster.nodes.values(), fourth]:
             wait_until(lambda: listed_brokers(node) == everyone, ADMIN_TIMEOUT_SECONDS,
                        f"node {node.node_id} listing the fourth broker")
+        # DescribeQuorum names it an observer (a learner), not a voter.
+        leader = cluster.nodes[cluster.leader_id(NODE_IDS)]
+        quorum = cluster.quorum(leader)
+        assert sorted(voter["id"] for voter in quorum["voters"]) == list(NODE_IDS)
+        assert [observer["id"] for observer in quorum["observers"]] == [4]
         create_topic(fourth, topic_name, partitions=8)
         leaders = partition_leaders(cluster.nodes[1], topic_name)
         on_fourth = {partition for partition, leader in leaders.items() if leader == 4}

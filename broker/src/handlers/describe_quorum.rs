@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::controller::VoterView;
 use crate::server::Broker;
 
 /// Versions served.
@@ -44,24 +45,21 @@ pub async fn handle(broker: &Broker, request: &DescribeQuorumRequest) -> Describ
                             .with_leader_epoch(-1)
                             .with_high_watermark(-1);
                     }
-                    let voters = quorum
-                        .voters
-                        .iter()
-                        .map(|voter| {
-                            ReplicaState::default()
-                                .with_replica_id(BrokerId(voter.id.0))
-                                .with_log_end_offset(voter.log_end_offset)
-                                .with_last_fetch_timestamp(voter.last_fetch_ms.unwrap_or(-1))
-                                .with_last_caught_up_timestamp(
-                                    voter.last_caught_up_ms.unwrap_or(-1),
-                                )
-                        })
-                        .collect();
+                    let replica = |voter: &VoterView| {
+                        ReplicaState::default()
+                            .with_replica_id(BrokerId(voter.id.0))
+                            .with_log_end_offset(voter.log_end_offset)
+                            .with_last_fetch_timestamp(voter.last_fetch_ms.unwrap_or(-1))
+                            .with_last_caught_up_timestamp(voter.last_caught_up_ms.unwrap_or(-1))
+                    };
+                    let voters = quorum.voters.iter().map(replica).collect();
+                    let observers = quorum.observers.iter().map(replica).collect();
                     answer
                         .with_leader_id(BrokerId(quorum.leader.0))
                         .with_leader_epoch(quorum.leader_epoch)
                         .with_high_watermark(quorum.high_watermark)
                         .with_current_voters(voters)
+                        .with_observers(observers)
                 })
                 .collect();
             TopicData::default()

@@ -24,7 +24,6 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::describe_quorum_request;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
@@ -32,6 +31,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{describe_quorum_request, describe_quorum_response};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
@@ -180,9 +180,11 @@ pub struct QuorumInfo {
     pub high_watermark: i64,
     /// The voters.
     pub voters: Vec<VoterInfo>,
+    /// The observers: broker-only nodes following the log.
+    pub observers: Vec<VoterInfo>,
 }
 
-/// One voter of [`QuorumInfo`].
+/// One voter (or observer) of [`QuorumInfo`].
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct VoterInfo {
     /// Its node id.
@@ -567,20 +569,18 @@ impl Client {
             partition.error_code,
             partition.error_message.as_deref(),
         )?;
+        let replica = |voter: &describe_quorum_response::ReplicaState| VoterInfo {
+            id: voter.replica_id.0,
+            log_end_offset: voter.log_end_offset,
+            lag: (partition.high_watermark - voter.log_end_offset).max(0),
+            last_fetch_ms: voter.last_fetch_timestamp,
+        };
         Ok(QuorumInfo {
             leader_id: partition.leader_id.0,
             leader_epoch: partition.leader_epoch,
             high_watermark: partition.high_watermark,
-            voters: partition
-                .current_voters
-                .iter()
-                .map(|voter| VoterInfo {
-                    id: voter.replica_id.0,
-                    log_end_offset: voter.log_end_offset,
-                    lag: (partition.high_watermark - voter.log_end_offset).max(0),
-                    last_fetch_ms: voter.last_fetch_timestamp,
-                })
-                .collect(),
+            voters: partition.current_voters.iter().map(replica).collect(),
+            observers: partition.observers.iter().map(replica).collect(),
         })
     }
 }

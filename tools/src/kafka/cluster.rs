@@ -1,6 +1,6 @@
 //! `fjordctl cluster info`: the cluster id, controller and brokers (fenced
 //! or not, rack) from `DescribeCluster`, and the metadata quorum (leader,
-//! epoch, each voter's lag) from `DescribeQuorum`: what
+//! epoch, each voter's and observer's lag) from `DescribeQuorum`: what
 //! `kafka-cluster.sh cluster-id` and `kafka-metadata-quorum.sh describe`
 //! tell between them.
 
@@ -58,6 +58,12 @@ pub fn run(command: &ClusterCommand) -> Result<bool, Error> {
                 println!(
                     "Voter: {} log end {} lag {}",
                     voter.id, voter.log_end_offset, voter.lag
+                );
+            }
+            for observer in &quorum.observers {
+                println!(
+                    "Observer: {} log end {} lag {}",
+                    observer.id, observer.log_end_offset, observer.lag
                 );
             }
         }

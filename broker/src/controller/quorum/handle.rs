@@ -70,9 +70,11 @@ pub struct QuorumDescription {
     pub last_applied: Option<u64>,
     /// The voters, by id.
     pub voters: Vec<VoterDescription>,
+    /// The learners (broker-only nodes following the log), by id.
+    pub observers: Vec<VoterDescription>,
 }
 
-/// One voter in a [`QuorumDescription`].
+/// One voter (or observer) in a [`QuorumDescription`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VoterDescription {
     /// Its `node.id`.
@@ -423,28 +425,31 @@ impl Member {
     ) -> Result<QuorumDescription, Fatal<NodeId>> {
         let metrics = raft.metrics().borrow().clone();
         let committed = raft.with_raft_state(|state| state.committed).await?;
-        let voters = self
-            .voters
-            .keys()
-            .map(|&id| {
-                if id == self.node_id {
-                    VoterDescription {
-                        id,
-                        matched_index: metrics.last_log_index,
-                        last_contact: Some(Duration::ZERO),
-                    }
-                } else {
-                    VoterDescription {
-                        id,
-                        matched_index: metrics
-                            .replication
-                            .as_ref()
-                            .and_then(|replication| replication.get(&id).copied().flatten())
-                            .map(|matched| matched.index),
-                        last_contact: self.peers.last_contact(id).map(|at| at.elapsed()),
-                    }
+        let replica = |id: NodeId| {
+            if id == self.node_id {
+                VoterDescription {
+                    id,
+                    matched_index: metrics.last_log_index,
+                    last_contact: Some(Duration::ZERO),
                 }
-            })
+            } else {
+                VoterDescription {
+                    id,
+                    matched_index: metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|replication| replication.get(&id).copied().flatten())
+                        .map(|matched| matched.index),
+                    last_contact: self.peers.last_contact(id).map(|at| at.elapsed()),
+                }
+            }
+        };
+        let voters = self.voters.keys().map(|&id| replica(id)).collect();
+        let observers = metrics
+            .membership_config
+            .membership()
+            .learner_ids()
+            .map(replica)
             .collect();
         Ok(QuorumDescription {
             leader: metrics.current_leader,
@@ -452,6 +457,7 @@ impl Member {
             high_watermark: committed.map_or(0, |committed| committed.index + 1),
             last_applied: metrics.last_applied.map(|applied| applied.index),
             voters,
+            observers,
         })
     }
 }
