@@ -77,6 +77,10 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The wait before a change asks again for a leader that is unknown,
 /// unreachable or moving.
 const CHANGE_RETRY_WAIT: Duration = Duration::from_millis(50);
+/// How long the quorum leader may take to describe the quorum before
+/// this node describes it as it sees it: a leader answers in moments, and
+/// one cut off (an election pending) must not hold DescribeQuorum long.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The wait before a registration refused as a duplicate is tried again.
 const REGISTRATION_RETRY_WAIT: Duration = Duration::from_millis(200);
 /// How often a topic config edit is computed again after the leader found
@@ -466,12 +470,13 @@ impl Controller {
         self.quorum.image_published()
     }
 
-    /// The metadata quorum as `DescribeQuorum` reports it: the quorum's
-    /// own description, offsets being Raft log indexes (the high watermark
+    /// The metadata quorum as `DescribeQuorum` reports it: the quorum
+    /// leader's description (this node's own when the leader does not
+    /// answer within [`DESCRIBE_TIMEOUT`]), offsets being Raft log indexes (the high watermark
     /// and a voter's log end are the index after the last entry committed
     /// or held). Without an answer (the quorum stopped) there is no leader.
     pub async fn quorum(&self) -> QuorumView {
-        match self.quorum.describe().await {
+        match self.quorum.describe_leader(DESCRIBE_TIMEOUT).await {
             Ok(description) => quorum_view(&description),
             Err(error) => {
                 tracing::warn!(%error, "cannot describe the controller quorum");

@@ -163,6 +163,9 @@ pub enum RpcError {
     /// A response of another RPC than the one asked.
     #[error("the peer answered a different RPC")]
     Mismatched,
+    /// The peer could not answer the request.
+    #[error("the peer refused: {0}")]
+    Refused(String),
 }
 
 /// Why a proposal was not applied.

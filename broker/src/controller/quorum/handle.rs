@@ -28,6 +28,7 @@ use arc_swap::ArcSwap;
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::Raft;
 use openraft::RaftMetrics;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::{millis, QuorumConfig};
@@ -58,7 +59,7 @@ pub struct AppliedAt {
 }
 
 /// The quorum as this member sees it, for `DescribeQuorum`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuorumDescription {
     /// The leader this member knows of.
     pub leader: Option<NodeId>,
@@ -75,7 +76,7 @@ pub struct QuorumDescription {
 }
 
 /// One voter (or observer) in a [`QuorumDescription`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoterDescription {
     /// Its `node.id`.
     pub id: NodeId,
@@ -99,6 +100,11 @@ enum Command {
     },
     Describe {
         reply: oneshot::Sender<Result<QuorumDescription, Fatal<NodeId>>>,
+    },
+    DescribeRemote {
+        leader: SocketAddr,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<QuorumDescription, RpcError>>,
     },
     AwaitLeadership {
         timeout: Duration,
@@ -182,7 +188,11 @@ impl Quorum {
             node_id: config.node_id,
             learner: config.learner,
             voters: config.voters.clone(),
-            peers: Arc::clone(&peers),
+            describer: Arc::new(Describer {
+                node_id: config.node_id,
+                voters: config.voters.keys().copied().collect(),
+                peers: Arc::clone(&peers),
+            }),
             changes: Arc::clone(&changes),
         };
         let thread = std::thread::Builder::new()
@@ -231,7 +241,7 @@ struct Member {
     node_id: NodeId,
     learner: bool,
     voters: BTreeMap<NodeId, SocketAddr>,
-    peers: Arc<Peers>,
+    describer: Arc<Describer>,
     changes: ChangeHandlerSlot,
 }
 
@@ -283,7 +293,16 @@ impl Member {
                     });
                 }
                 Command::Describe { reply } => {
-                    let _ = reply.send(self.describe(&raft).await);
+                    let _ = reply.send(self.describer.describe(&raft).await);
+                }
+                Command::DescribeRemote {
+                    leader,
+                    timeout,
+                    reply,
+                } => {
+                    tokio::spawn(async move {
+                        let _ = reply.send(network::describe(leader, timeout).await);
+                    });
                 }
                 Command::AwaitLeadership { timeout, reply } => {
                     // Waits on its own task: the member keeps answering.
@@ -353,13 +372,14 @@ impl Member {
             ),
             None => None,
         };
-        let network = Network::new(Arc::clone(&self.peers));
+        let network = Network::new(Arc::clone(&self.describer.peers));
         let raft = Raft::new(self.node_id, raft_config, network, log_store, state_machine).await?;
         if let Some(listener) = listener {
             tokio::spawn(server::serve(
                 listener,
                 raft.clone(),
                 Arc::clone(&self.changes),
+                Arc::clone(&self.describer),
             ));
         }
         let members: BTreeMap<NodeId, ControllerNode> = self
@@ -418,8 +438,20 @@ impl Member {
             configured: voters_text(&self.voters),
         })
     }
+}
 
-    async fn describe(
+/// What describes the quorum, on the member's thread and for the peers
+/// that ask it over the network.
+pub(super) struct Describer {
+    node_id: NodeId,
+    voters: Vec<NodeId>,
+    peers: Arc<Peers>,
+}
+
+impl Describer {
+    /// The quorum as `raft` sees it (a leader knows how far each voter
+    /// and observer has the log; a follower only itself).
+    pub(super) async fn describe(
         &self,
         raft: &Raft<MetadataTypes>,
     ) -> Result<QuorumDescription, Fatal<NodeId>> {
@@ -444,7 +476,7 @@ impl Member {
                 }
             }
         };
-        let voters = self.voters.keys().map(|&id| replica(id)).collect();
+        let voters = self.voters.iter().map(|&id| replica(id)).collect();
         let observers = metrics
             .membership_config
             .membership()
@@ -828,6 +860,36 @@ impl QuorumHandle {
         let (reply, answer) = oneshot::channel();
         self.send(Command::AwaitCaughtUp { timeout, reply }).await?;
         answer.await.map_err(|_| QuorumError::Stopped)?
+    }
+
+    /// The quorum as its leader sees it (asked over the controller
+    /// listener when another member leads; as this member sees it when no
+    /// leader is known or the leader does not answer): only the leader
+    /// knows how far the others have the log.
+    ///
+    /// # Errors
+    /// As [`QuorumHandle::describe`].
+    pub async fn describe_leader(
+        &self,
+        timeout: Duration,
+    ) -> Result<QuorumDescription, QuorumError> {
+        let Leader::Other { addr, id } = self.leader() else {
+            return self.describe().await;
+        };
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::DescribeRemote {
+            leader: addr,
+            timeout,
+            reply,
+        })
+        .await?;
+        match answer.await.map_err(|_| QuorumError::Stopped)? {
+            Ok(description) => Ok(description),
+            Err(error) => {
+                tracing::debug!(%error, leader = id, "the quorum leader did not describe the quorum");
+                self.describe().await
+            }
+        }
     }
 
     /// The quorum as this member sees it.

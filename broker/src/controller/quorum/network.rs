@@ -32,6 +32,7 @@ use openraft::RPCTypes;
 use tokio::net::TcpStream;
 
 use super::error::RpcError;
+use super::handle::QuorumDescription;
 use super::rpc::{self, Request, Response};
 use super::types::{ControllerNode, MetadataTypes, NodeId};
 use crate::controller::forward::{Change, Outcome};
@@ -295,15 +296,38 @@ pub async fn forward(
     change: Change,
     timeout: Duration,
 ) -> Result<Outcome, RpcError> {
-    let frame = rpc::encode(&Request::Forward(change))?;
+    match call_once(addr, &Request::Forward(change), timeout).await? {
+        Response::Forward(outcome) => Ok(outcome),
+        _ => Err(RpcError::Mismatched),
+    }
+}
+
+/// Asks the leader's controller listener at `addr` how it sees the quorum,
+/// within `timeout`.
+///
+/// # Errors
+/// [`RpcError`] if the leader cannot be reached, does not answer in time,
+/// or cannot describe the quorum.
+pub async fn describe(addr: SocketAddr, timeout: Duration) -> Result<QuorumDescription, RpcError> {
+    match call_once(addr, &Request::Describe, timeout).await? {
+        Response::Describe(Ok(description)) => Ok(description),
+        Response::Describe(Err(reason)) => Err(RpcError::Refused(reason)),
+        _ => Err(RpcError::Mismatched),
+    }
+}
+
+/// One request and its answer on a connection of their own.
+async fn call_once(
+    addr: SocketAddr,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, RpcError> {
+    let frame = rpc::encode(request)?;
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         rpc::write(&mut stream, &frame).await?;
-        match rpc::read(&mut stream).await? {
-            Response::Forward(outcome) => Ok(outcome),
-            _ => Err(RpcError::Mismatched),
-        }
+        rpc::read(&mut stream).await
     };
     tokio::time::timeout(timeout, exchange)
         .await

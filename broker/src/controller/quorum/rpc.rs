@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::RpcError;
+use super::handle::QuorumDescription;
 use super::log_store::encode_postcard;
 use super::types::{MetadataTypes, NodeId};
 use crate::controller::forward::{Change, Outcome};
@@ -53,6 +54,8 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<MetadataTypes>),
     /// A metadata change for the leader's controller to make.
     Forward(Change),
+    /// The quorum as the leader sees it, for `DescribeQuorum`.
+    Describe,
 }
 
 /// The answer to a [`Request`], of the same kind.
@@ -68,6 +71,8 @@ pub enum Response {
     ),
     /// To [`Request::Forward`].
     Forward(Outcome),
+    /// To [`Request::Describe`]: the description, or why there is none.
+    Describe(Result<QuorumDescription, String>),
 }
 
 /// The frame of `message`.

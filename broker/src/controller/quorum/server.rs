@@ -1,8 +1,9 @@
 //! The receiving side of the controller quorum's network: the controller
 //! listener, handing each peer's requests to the local Raft node (and
 //! forwarded metadata changes to the local controller, through its
-//! [`ChangeHandler`]) and writing its answers back, one at a time per
-//! connection, in order.
+//! [`ChangeHandler`]; descriptions of the quorum, for a member that does
+//! not lead) and writing its answers back, one at a time per connection, in
+//! order.
 //!
 //! At most [`CONNECTIONS_MAX`] connections are served at once (a voter
 //! keeps one per replication stream and election round of each peer); a
@@ -20,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::error::RpcError;
+use super::handle::Describer;
 use super::rpc::{self, Request, Response};
 use super::types::MetadataTypes;
 use crate::controller::forward::{Change, Outcome, Refusal};
@@ -40,7 +42,12 @@ pub const CONNECTIONS_MAX: usize = 64;
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
 
 /// Serves `listener` until the runtime stops.
-pub async fn serve(listener: TcpListener, raft: Raft<MetadataTypes>, changes: ChangeHandlerSlot) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    raft: Raft<MetadataTypes>,
+    changes: ChangeHandlerSlot,
+    describer: Arc<Describer>,
+) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -58,8 +65,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetadataTypes>, changes: Ch
         };
         let raft = raft.clone();
         let changes = Arc::clone(&changes);
+        let describer = Arc::clone(&describer);
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, &raft, &changes).await {
+            if let Err(error) = serve_connection(stream, &raft, &changes, &describer).await {
                 if !matches!(&error, RpcError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
                 {
                     tracing::warn!(%peer, %error, "closing a controller connection");
@@ -74,6 +82,7 @@ async fn serve_connection(
     mut stream: TcpStream,
     raft: &Raft<MetadataTypes>,
     changes: &ChangeHandlerSlot,
+    describer: &Describer,
 ) -> Result<(), RpcError> {
     stream.set_nodelay(true)?;
     loop {
@@ -94,6 +103,12 @@ async fn serve_connection(
                 Response::InstallSnapshot(raft.install_snapshot(request).await)
             }
             Request::Forward(change) => Response::Forward(carry_out(changes, change).await),
+            Request::Describe => Response::Describe(
+                describer
+                    .describe(raft)
+                    .await
+                    .map_err(|fatal| fatal.to_string()),
+            ),
         };
         let frame = rpc::encode(&response)?;
         rpc::write(&mut stream, &frame).await?;
