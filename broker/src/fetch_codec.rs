@@ -31,10 +31,12 @@ pub const VERSION_MIN: i16 = 4;
 pub const VERSION_MAX: i16 = 16;
 /// The first flexible Fetch version.
 const FLEXIBLE_VERSION: i16 = 12;
-/// The first Fetch version that names topics by id instead of by name.
-const TOPIC_ID_VERSION: i16 = 13;
-/// The first Fetch version with the response's `node_endpoints` (tag 0).
-const NODE_ENDPOINTS_VERSION: i16 = 16;
+/// The first Fetch version that names topics by id instead of by name
+/// (KIP-516).
+pub const TOPIC_ID_VERSION: i16 = 13;
+/// The first Fetch version with the response's `node_endpoints` (tag 0,
+/// KIP-951).
+pub const NODE_ENDPOINTS_VERSION: i16 = 16;
 
 /// One piece of a response frame, sent in order by the connection writer.
 #[derive(Clone, Debug)]

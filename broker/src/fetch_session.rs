@@ -49,6 +49,8 @@ use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use crate::fetch_codec::TOPIC_ID_VERSION;
+
 /// The epoch of a full fetch that opens a session.
 pub const INITIAL_EPOCH: i32 = 0;
 /// The epoch of a full fetch that uses no session.
@@ -61,9 +63,6 @@ pub const EVICTION_IDLE: Duration = Duration::from_secs(120);
 /// The most partitions one session may hold; a client asking for more is
 /// served without a session.
 pub const SESSION_PARTITIONS_MAX: usize = 100_000;
-
-/// The first Fetch version that names topics by id (KIP-516).
-pub const TOPIC_ID_VERSION: i16 = 13;
 
 /// A topic as a Fetch names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

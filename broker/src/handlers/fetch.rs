@@ -44,7 +44,7 @@ use kafka_protocol::ResponseError;
 use super::ApiSupport;
 use crate::advertised::advertised_brokers;
 use crate::error::engine_error_code;
-use crate::fetch_codec::{ResponseChunk, ZeroCopyFetch};
+use crate::fetch_codec::{self, ResponseChunk, ZeroCopyFetch};
 use crate::fetch_session::{FetchTarget, PartitionRef, TopicRef};
 use crate::metadata::MetadataImage;
 use crate::partition::{self, PartitionError};
@@ -60,8 +60,13 @@ pub const SUPPORT: ApiSupport = ApiSupport {
     max: 16,
 };
 
-/// The first version whose refusals name the current leader (KIP-951).
-const LEADER_HINT_VERSION: i16 = 16;
+// Every version served is one the zero-copy encoder writes.
+const _: () =
+    assert!(fetch_codec::VERSION_MIN <= SUPPORT.min && SUPPORT.max <= fetch_codec::VERSION_MAX);
+
+/// The first version whose refusals name the current leader: the one
+/// whose response carries the leaders' endpoints (KIP-951).
+const LEADER_HINT_VERSION: i16 = fetch_codec::NODE_ENDPOINTS_VERSION;
 
 /// The longest a fetch may wait, whatever the client asks.
 const MAX_WAIT_LIMIT: Duration = Duration::from_secs(30);
