@@ -6,18 +6,19 @@
 //! Only the bytes around the records (frame size, response header, every
 //! field of `FetchResponse`, `FetchableTopicResponse` and `PartitionData`)
 //! are encoded here by hand; nested structs (aborted transactions, diverging
-//! epoch, current leader, snapshot id) go through the `kafka-protocol`
-//! crate's encoders. The output is byte-for-byte what
-//! `ResponseKind::Fetch(..).encode` produces for Fetch v4..=v12 (v12 is the
+//! epoch, current leader, snapshot id, node endpoints) go through the
+//! `kafka-protocol` crate's encoders. The output is byte-for-byte what
+//! `ResponseKind::Fetch(..).encode` produces for Fetch v4..=v16 (v12 is the
 //! first flexible version: compact arrays and strings, tagged fields, and
-//! response header v1), which the tests below check.
+//! response header v1; v13 names topics by id; v16 adds the leaders'
+//! `node_endpoints`, KIP-951), which the tests below check.
 
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_engine::log::FileRange;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, LeaderIdAndEpoch, PartitionData, SnapshotId,
+    EpochEndOffset, LeaderIdAndEpoch, NodeEndpoint, PartitionData, SnapshotId,
 };
 use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::protocol::Encodable;
@@ -27,9 +28,15 @@ use crate::error::BrokerError;
 /// The oldest Fetch version this encoder writes.
 pub const VERSION_MIN: i16 = 4;
 /// The newest Fetch version this encoder writes.
-pub const VERSION_MAX: i16 = 12;
+pub const VERSION_MAX: i16 = 16;
 /// The first flexible Fetch version.
 const FLEXIBLE_VERSION: i16 = 12;
+/// The first Fetch version that names topics by id instead of by name
+/// (KIP-516).
+pub const TOPIC_ID_VERSION: i16 = 13;
+/// The first Fetch version with the response's `node_endpoints` (tag 0,
+/// KIP-951).
+pub const NODE_ENDPOINTS_VERSION: i16 = 16;
 
 /// One piece of a response frame, sent in order by the connection writer.
 #[derive(Clone, Debug)]
@@ -231,13 +238,17 @@ fn body(out: &mut ChunkWriter, fetch: &ZeroCopyFetch, version: i16) -> Result<()
             "records for every partition"
         );
         let buf = &mut out.pending;
-        let name = topic.topic.0.as_bytes();
-        if version >= FLEXIBLE_VERSION {
-            unsigned_varint(buf, name.len() as u64 + 1);
+        if version >= TOPIC_ID_VERSION {
+            buf.put_slice(topic.topic_id.as_bytes());
         } else {
-            buf.put_i16(i16::try_from(name.len()).map_err(|_| too_large("topic name"))?);
+            let name = topic.topic.0.as_bytes();
+            if version >= FLEXIBLE_VERSION {
+                unsigned_varint(buf, name.len() as u64 + 1);
+            } else {
+                buf.put_i16(i16::try_from(name.len()).map_err(|_| too_large("topic name"))?);
+            }
+            buf.put_slice(name);
         }
-        buf.put_slice(name);
         length(buf, version, Some(topic.partitions.len() as u64))?;
         for (data, records) in topic.partitions.iter().zip(records) {
             partition(out, data, records.as_deref(), version)?;
@@ -249,11 +260,37 @@ fn body(out: &mut ChunkWriter, fetch: &ZeroCopyFetch, version: i16) -> Result<()
         }
     }
     if version >= FLEXIBLE_VERSION {
-        // Node endpoints (tag 0) exist from v16 only.
+        // Node endpoints (tag 0) exist from v16 only; before, the crate
+        // leaves them out, and so does this.
+        let endpoints = version >= NODE_ENDPOINTS_VERSION && !response.node_endpoints.is_empty();
         let buf = &mut out.pending;
-        unsigned_varint(buf, response.unknown_tagged_fields.len() as u64);
+        unsigned_varint(
+            buf,
+            response.unknown_tagged_fields.len() as u64 + u64::from(endpoints),
+        );
+        if endpoints {
+            node_endpoints(buf, &response.node_endpoints, version)?;
+        }
         unknown_tagged_fields(buf, 1, &response.unknown_tagged_fields);
     }
+    Ok(())
+}
+
+/// The response's tagged field 0: a compact array of the leaders'
+/// endpoints, each through the crate's encoder.
+fn node_endpoints(
+    buf: &mut BytesMut,
+    endpoints: &[NodeEndpoint],
+    version: i16,
+) -> Result<(), BrokerError> {
+    let mut array = BytesMut::new();
+    unsigned_varint(&mut array, endpoints.len() as u64 + 1);
+    for endpoint in endpoints {
+        endpoint.encode(&mut array, version).map_err(codec_error)?;
+    }
+    unsigned_varint(buf, 0);
+    unsigned_varint(buf, array.len() as u64);
+    buf.put_slice(&array);
     Ok(())
 }
 
@@ -263,7 +300,7 @@ fn body(out: &mut ChunkWriter, fetch: &ZeroCopyFetch, version: i16) -> Result<()
 /// left out.
 ///
 /// # Errors
-/// [`BrokerError::Malformed`] if `version` is outside v4..=v12, a field is
+/// [`BrokerError::Malformed`] if `version` is outside v4..=v16, a field is
 /// set that the version lacks (as the crate's encoder refuses), or the
 /// frame exceeds 2 GiB.
 ///

@@ -28,16 +28,28 @@
 //! (divided between shards); a full one makes room by evicting a session
 //! idle for [`EVICTION_IDLE`], else the smallest session if the new one is
 //! larger, as Kafka does.
+//!
+//! From Fetch v13 clients name topics by id (KIP-516), before by name. A
+//! session remembers each partition as the client named it
+//! ([`PartitionRef`]); ids are resolved to names against the metadata image
+//! at every fetch by the handler, so a topic deleted and created again under
+//! the same name is a different topic to a session that follows its old
+//! id. A session opened with names cannot go on with ids, or the reverse:
+//! such a request is refused with `FETCH_SESSION_TOPIC_ID_ERROR`, as Kafka
+//! does, and the client starts over with a full fetch.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use fjord_engine::{Offset, TopicPartition};
+use fjord_engine::Offset;
 use indexmap::IndexMap;
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use crate::fetch_codec::TOPIC_ID_VERSION;
 
 /// The epoch of a full fetch that opens a session.
 pub const INITIAL_EPOCH: i32 = 0;
@@ -52,11 +64,40 @@ pub const EVICTION_IDLE: Duration = Duration::from_secs(120);
 /// served without a session.
 pub const SESSION_PARTITIONS_MAX: usize = 100_000;
 
+/// A topic as a Fetch names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TopicRef {
+    /// By name, up to Fetch v12.
+    Name(String),
+    /// By id, from Fetch v13.
+    Id(Uuid),
+}
+
+/// A partition as a Fetch names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PartitionRef {
+    /// Its topic.
+    pub topic: TopicRef,
+    /// Its index in the topic.
+    pub index: i32,
+}
+
+impl PartitionRef {
+    /// Partition `index` of the topic named `name`.
+    #[must_use]
+    pub fn named(name: impl Into<String>, index: i32) -> Self {
+        Self {
+            topic: TopicRef::Name(name.into()),
+            index,
+        }
+    }
+}
+
 /// One partition a fetch reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchTarget {
-    /// The partition.
-    pub partition: TopicPartition,
+    /// The partition, as the client names it.
+    pub partition: PartitionRef,
     /// The offset to read from.
     pub offset: Offset,
     /// The partition's byte limit.
@@ -108,7 +149,9 @@ struct SessionPartition {
 #[derive(Debug)]
 struct Session {
     next_epoch: i32,
-    partitions: IndexMap<TopicPartition, SessionPartition>,
+    /// Whether the client names topics by id (Fetch v13+).
+    uses_topic_ids: bool,
+    partitions: IndexMap<PartitionRef, SessionPartition>,
     last_used: Instant,
 }
 
@@ -150,21 +193,36 @@ impl FetchSessions {
         self.len() == 0
     }
 
-    /// Resolves `request` against the cache: the context of its answer and
-    /// every partition to read, grouped by topic in session order.
+    /// Resolves `request`, of Fetch `version`, against the cache: the
+    /// context of its answer and every partition to read, grouped by topic
+    /// in session order.
     ///
     /// # Errors
     /// `FETCH_SESSION_ID_NOT_FOUND` or `INVALID_FETCH_SESSION_EPOCH` for an
-    /// incremental fetch in a session that is unknown or out of step; the
-    /// whole response carries the error and no partition.
+    /// incremental fetch in a session that is unknown or out of step, and
+    /// `FETCH_SESSION_TOPIC_ID_ERROR` for one that names topics otherwise
+    /// than the fetch that opened the session (by id or by name); the whole
+    /// response carries the error and no partition.
     pub fn begin(
         &self,
         request: &FetchRequest,
+        version: i16,
         now: Instant,
     ) -> Result<(FetchContext, Vec<FetchTarget>), ResponseError> {
+        let uses_topic_ids = version >= TOPIC_ID_VERSION;
+        let topic_ref = |name: &kafka_protocol::messages::TopicName, id: Uuid| {
+            if uses_topic_ids {
+                TopicRef::Id(id)
+            } else {
+                TopicRef::Name(name.0.to_string())
+            }
+        };
         let requested = request.topics.iter().flat_map(|topic| {
-            topic.partitions.iter().map(|partition| FetchTarget {
-                partition: TopicPartition::new(topic.topic.0.to_string(), partition.partition),
+            topic.partitions.iter().map(move |partition| FetchTarget {
+                partition: PartitionRef {
+                    topic: topic_ref(&topic.topic, topic.topic_id),
+                    index: partition.partition,
+                },
                 offset: Offset(partition.fetch_offset),
                 max_bytes: usize::try_from(partition.partition_max_bytes).unwrap_or(0),
                 current_leader_epoch: partition.current_leader_epoch,
@@ -177,7 +235,7 @@ impl FetchSessions {
             }
             let targets: Vec<FetchTarget> = requested.collect();
             let context = if epoch == INITIAL_EPOCH {
-                self.open(&targets, now)
+                self.open(&targets, uses_topic_ids, now)
                     .map_or(FetchContext::Sessionless, FetchContext::Full)
             } else {
                 FetchContext::Sessionless
@@ -190,6 +248,9 @@ impl FetchSessions {
         };
         if epoch != session.next_epoch {
             return Err(ResponseError::InvalidFetchSessionEpoch);
+        }
+        if uses_topic_ids != session.uses_topic_ids {
+            return Err(ResponseError::FetchSessionTopicIdError);
         }
         session.next_epoch = next_epoch(epoch);
         session.last_used = now;
@@ -209,9 +270,10 @@ impl FetchSessions {
         }
         for forgotten in &request.forgotten_topics_data {
             for &index in &forgotten.partitions {
-                session
-                    .partitions
-                    .shift_remove(&TopicPartition::new(forgotten.topic.0.to_string(), index));
+                session.partitions.shift_remove(&PartitionRef {
+                    topic: topic_ref(&forgotten.topic, forgotten.topic_id),
+                    index,
+                });
             }
         }
         if session.partitions.len() > SESSION_PARTITIONS_MAX {
@@ -244,7 +306,7 @@ impl FetchSessions {
     pub fn must_answer(
         &self,
         context: FetchContext,
-        partition: &TopicPartition,
+        partition: &PartitionRef,
         data: &PartitionData,
         has_records: bool,
     ) -> bool {
@@ -272,7 +334,7 @@ impl FetchSessions {
 
     /// Opens a session over `targets`, making room if the cache is full;
     /// `None` if it cannot.
-    fn open(&self, targets: &[FetchTarget], now: Instant) -> Option<i32> {
+    fn open(&self, targets: &[FetchTarget], uses_topic_ids: bool, now: Instant) -> Option<i32> {
         if targets.len() > SESSION_PARTITIONS_MAX {
             return None;
         }
@@ -305,6 +367,7 @@ impl FetchSessions {
             id,
             Session {
                 next_epoch: next_epoch(INITIAL_EPOCH),
+                uses_topic_ids,
                 partitions,
                 last_used: now,
             },
@@ -357,7 +420,7 @@ fn next_epoch(epoch: i32) -> i32 {
 /// `targets` reordered so each topic's partitions are together, topics in
 /// order of first appearance.
 fn group_by_topic(targets: Vec<FetchTarget>) -> Vec<FetchTarget> {
-    let mut topics: IndexMap<String, Vec<FetchTarget>> = IndexMap::new();
+    let mut topics: IndexMap<TopicRef, Vec<FetchTarget>> = IndexMap::new();
     for target in targets {
         topics
             .entry(target.partition.topic.clone())
@@ -374,6 +437,9 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
 
     use super::*;
+
+    /// A Fetch version that names topics by name.
+    const NAMES: i16 = TOPIC_ID_VERSION - 1;
 
     fn request(
         session_id: i32,
@@ -421,11 +487,10 @@ mod tests {
         targets
             .iter()
             .map(|target| {
-                (
-                    target.partition.topic.clone(),
-                    target.partition.partition,
-                    target.offset.0,
-                )
+                let TopicRef::Name(name) = &target.partition.topic else {
+                    panic!("{target:?} is named by id");
+                };
+                (name.clone(), target.partition.index, target.offset.0)
             })
             .collect()
     }
@@ -437,6 +502,7 @@ mod tests {
         let (context, targets) = cache
             .begin(
                 &request(0, 0, &[("a", 0, 5), ("b", 0, 7), ("a", 1, 9)], &[]),
+                NAMES,
                 now,
             )
             .unwrap();
@@ -449,7 +515,7 @@ mod tests {
             [("a".into(), 0, 5), ("a".into(), 1, 9), ("b".into(), 0, 7)]
         );
         let (context, targets) = cache
-            .begin(&request(id, 1, &[("a", 0, 6)], &[("b", 0)]), now)
+            .begin(&request(id, 1, &[("a", 0, 6)], &[("b", 0)]), NAMES, now)
             .unwrap();
         assert_eq!(context, FetchContext::Incremental(id));
         assert_eq!(names(&targets), [("a".into(), 0, 6), ("a".into(), 1, 9)]);
@@ -460,14 +526,14 @@ mod tests {
         let cache = FetchSessions::new(0, 1, 10);
         let now = Instant::now();
         let (full, _) = cache
-            .begin(&request(0, 0, &[("a", 0, 0), ("a", 1, 0)], &[]), now)
+            .begin(&request(0, 0, &[("a", 0, 0), ("a", 1, 0)], &[]), NAMES, now)
             .unwrap();
-        let a0 = TopicPartition::new("a", 0);
-        let a1 = TopicPartition::new("a", 1);
+        let a0 = PartitionRef::named("a", 0);
+        let a1 = PartitionRef::named("a", 1);
         assert!(cache.must_answer(full, &a0, &data(3), false));
         assert!(cache.must_answer(full, &a1, &data(0), false));
         let (incremental, _) = cache
-            .begin(&request(full.session_id(), 1, &[], &[]), now)
+            .begin(&request(full.session_id(), 1, &[], &[]), NAMES, now)
             .unwrap();
         assert!(
             !cache.must_answer(incremental, &a0, &data(3), false),
@@ -490,22 +556,26 @@ mod tests {
         let cache = FetchSessions::new(0, 1, 10);
         let now = Instant::now();
         assert_eq!(
-            cache.begin(&request(42, 1, &[], &[]), now).unwrap_err(),
+            cache
+                .begin(&request(42, 1, &[], &[]), NAMES, now)
+                .unwrap_err(),
             ResponseError::FetchSessionIdNotFound
         );
         let (context, _) = cache
-            .begin(&request(0, 0, &[("a", 0, 0)], &[]), now)
+            .begin(&request(0, 0, &[("a", 0, 0)], &[]), NAMES, now)
             .unwrap();
         let id = context.session_id();
-        cache.begin(&request(id, 1, &[], &[]), now).unwrap();
+        cache.begin(&request(id, 1, &[], &[]), NAMES, now).unwrap();
         assert_eq!(
-            cache.begin(&request(id, 1, &[], &[]), now).unwrap_err(),
+            cache
+                .begin(&request(id, 1, &[], &[]), NAMES, now)
+                .unwrap_err(),
             ResponseError::InvalidFetchSessionEpoch,
             "a replayed epoch"
         );
-        cache.begin(&request(id, 2, &[], &[]), now).unwrap();
+        cache.begin(&request(id, 2, &[], &[]), NAMES, now).unwrap();
         let (context, _) = cache
-            .begin(&request(id, FINAL_EPOCH, &[], &[]), now)
+            .begin(&request(id, FINAL_EPOCH, &[], &[]), NAMES, now)
             .unwrap();
         assert_eq!(context, FetchContext::Sessionless);
         assert!(cache.is_empty(), "a final fetch closes its session");
@@ -516,10 +586,14 @@ mod tests {
         let cache = FetchSessions::new(0, 1, 1);
         let start = Instant::now();
         let (first, _) = cache
-            .begin(&request(0, 0, &[("a", 0, 0), ("a", 1, 0)], &[]), start)
+            .begin(
+                &request(0, 0, &[("a", 0, 0), ("a", 1, 0)], &[]),
+                NAMES,
+                start,
+            )
             .unwrap();
         let (second, _) = cache
-            .begin(&request(0, 0, &[("b", 0, 0)], &[]), start)
+            .begin(&request(0, 0, &[("b", 0, 0)], &[]), NAMES, start)
             .unwrap();
         assert_eq!(
             second,
@@ -529,6 +603,7 @@ mod tests {
         let (third, _) = cache
             .begin(
                 &request(0, 0, &[("c", 0, 0), ("c", 1, 0), ("c", 2, 0)], &[]),
+                NAMES,
                 start,
             )
             .unwrap();
@@ -538,19 +613,67 @@ mod tests {
         );
         assert_eq!(
             cache
-                .begin(&request(first.session_id(), 1, &[], &[]), start)
+                .begin(&request(first.session_id(), 1, &[], &[]), NAMES, start)
                 .unwrap_err(),
             ResponseError::FetchSessionIdNotFound
         );
         let later = start + EVICTION_IDLE;
         let (fourth, _) = cache
-            .begin(&request(0, 0, &[("d", 0, 0)], &[]), later)
+            .begin(&request(0, 0, &[("d", 0, 0)], &[]), NAMES, later)
             .unwrap();
         assert!(
             matches!(fourth, FetchContext::Full(_)),
             "an idle session is evicted"
         );
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_session_follows_topics_by_id_and_refuses_names_then() {
+        let cache = FetchSessions::new(0, 1, 10);
+        let now = Instant::now();
+        let (a, b) = (Uuid::from_u128(0xa), Uuid::from_u128(0xb));
+        let by_id = |id: Uuid, index: i32| {
+            FetchTopic::default()
+                .with_topic_id(id)
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(index)
+                    .with_partition_max_bytes(1024)])
+        };
+        let full = FetchRequest::default()
+            .with_session_epoch(INITIAL_EPOCH)
+            .with_topics(vec![by_id(a, 0), by_id(b, 0), by_id(a, 1)]);
+        let (context, targets) = cache.begin(&full, TOPIC_ID_VERSION, now).unwrap();
+        let id_ref = |id: Uuid, index: i32| PartitionRef {
+            topic: TopicRef::Id(id),
+            index,
+        };
+        let partitions = |targets: Vec<FetchTarget>| {
+            targets
+                .into_iter()
+                .map(|target| target.partition)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            partitions(targets),
+            [id_ref(a, 0), id_ref(a, 1), id_ref(b, 0)],
+            "grouped by topic id"
+        );
+        let forget_b = FetchRequest::default()
+            .with_session_id(context.session_id())
+            .with_session_epoch(1)
+            .with_forgotten_topics_data(vec![ForgottenTopic::default()
+                .with_topic_id(b)
+                .with_partitions(vec![0])]);
+        let (_, targets) = cache.begin(&forget_b, TOPIC_ID_VERSION, now).unwrap();
+        assert_eq!(partitions(targets), [id_ref(a, 0), id_ref(a, 1)]);
+        assert_eq!(
+            cache
+                .begin(&request(context.session_id(), 2, &[], &[]), NAMES, now)
+                .unwrap_err(),
+            ResponseError::FetchSessionTopicIdError,
+            "a session opened with ids goes on with ids"
+        );
     }
 
     #[test]

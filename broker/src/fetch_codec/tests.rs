@@ -1,7 +1,9 @@
 //! The hand-written Fetch encoder against the `kafka-protocol` crate's, byte
 //! for byte, for every served version: seeded random responses with several
 //! topics and partitions, null, empty, in-memory and file-backed records,
-//! aborted transactions absent, empty or listed, errors and tagged fields.
+//! aborted transactions absent, empty or listed, errors and tagged fields,
+//! topics by name or by id, and leaders' node endpoints (set in every
+//! flexible version: before v16 both encoders leave them out).
 //! The seed is printed; `FJORD_FETCH_CODEC_SEED` replays one.
 
 use std::io::Write as _;
@@ -11,8 +13,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use fjord_engine::log::FileRange;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
-    SnapshotId,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData, SnapshotId,
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchResponse, ProducerId, RequestHeader, ResponseKind, TopicName,
@@ -182,6 +184,25 @@ fn random_partition(rng: &mut Rng, version: i16) -> PartitionData {
     data
 }
 
+fn random_endpoints(rng: &mut Rng) -> Vec<NodeEndpoint> {
+    (0..rng.index(4))
+        .map(|_| {
+            let host_len = rng.index(30);
+            let host: String = (0..host_len)
+                .map(|_| char::from(b'a' + u8::try_from(rng.index(26)).expect("letter")))
+                .collect();
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(rng.i32()))
+                .with_host(StrBytes::from_string(host))
+                .with_port(rng.i32())
+                .with_rack(
+                    rng.percent(50)
+                        .then(|| StrBytes::from_string(format!("rack-{}", rng.index(9)))),
+                )
+        })
+        .collect()
+}
+
 fn random_fetch(rng: &mut Rng, version: i16, backing: &BackingFile) -> ZeroCopyFetch {
     let mut response = FetchResponse::default()
         .with_throttle_time_ms(rng.i32())
@@ -195,6 +216,9 @@ fn random_fetch(rng: &mut Rng, version: i16, backing: &BackingFile) -> ZeroCopyF
             .collect();
         let mut topic =
             FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_string(name)));
+        if version >= 13 {
+            topic = topic.with_topic_id(uuid::Uuid::from_u64_pair(rng.next_u64(), rng.next_u64()));
+        }
         let mut topic_records = Vec::new();
         for _ in 0..rng.index(5) {
             topic.partitions.push(random_partition(rng, version));
@@ -207,7 +231,9 @@ fn random_fetch(rng: &mut Rng, version: i16, backing: &BackingFile) -> ZeroCopyF
         records.push(topic_records);
     }
     if version >= 12 {
-        response = response.with_unknown_tagged_fields(tagged(rng, 1));
+        response = response
+            .with_unknown_tagged_fields(tagged(rng, 1))
+            .with_node_endpoints(random_endpoints(rng));
     }
     ZeroCopyFetch { response, records }
 }
@@ -287,7 +313,7 @@ fn fields_a_version_lacks_are_refused_like_the_crate_does() {
         assert!(crate_encoding(1, version, &replica).is_none());
         assert!(encode_fetch_response(1, version, &replica).is_err());
     }
-    for version in [3, 13] {
+    for version in [3, 17] {
         assert!(encode_fetch_response(1, version, &ZeroCopyFetch::default()).is_err());
     }
 }

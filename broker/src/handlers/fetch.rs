@@ -14,8 +14,18 @@
 //! batch. Without transactions the last stable offset is the high watermark.
 //! Fetch sessions (KIP-227, [`crate::fetch_session`]) decide which
 //! partitions are read and which answers are sent.
+//!
+//! From v13 topics are named by id (KIP-516), resolved against the metadata
+//! image at every read; an id no topic has is answered `UNKNOWN_TOPIC_ID`.
+//! From v16 a partition refused with `NOT_LEADER_OR_FOLLOWER` or
+//! `FENCED_LEADER_EPOCH` names its current leader and leader epoch, and the
+//! response carries the endpoint of every live broker so named (KIP-951),
+//! as Kafka does: a consumer whose partition moved goes straight to the new
+//! leader instead of first waiting for a Metadata round trip. The endpoints
+//! are at most the image's brokers, each once.
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -23,24 +33,40 @@ use bytes::Bytes;
 use event_listener::Event;
 use fjord_engine::log::ReadData;
 use fjord_engine::shard::ReadBound;
-use fjord_engine::Offset;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use fjord_engine::{Offset, TopicPartition};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
+use crate::advertised::advertised_brokers;
 use crate::error::engine_error_code;
-use crate::fetch_codec::{ResponseChunk, ZeroCopyFetch};
-use crate::fetch_session::FetchTarget;
+use crate::fetch_codec::{self, ResponseChunk, ZeroCopyFetch};
+use crate::fetch_session::{FetchTarget, PartitionRef, TopicRef};
+use crate::metadata::MetadataImage;
 use crate::partition::{self, PartitionError};
 use crate::server::Broker;
 
-/// Versions served (v13+ address topics by id).
+/// Versions served: v13 names topics by id (KIP-516); v14 only adds an
+/// error for tiered storage, which fjord does not have; v15 moves a
+/// follower's replica id into a tagged replica state (KIP-903), which a
+/// consumer leaves out; v16 names the current leader in refusals (KIP-951).
 pub const SUPPORT: ApiSupport = ApiSupport {
     key: ApiKey::Fetch,
     min: 4,
-    max: 12,
+    max: 16,
 };
+
+// Every version served is one the zero-copy encoder writes.
+const _: () =
+    assert!(fetch_codec::VERSION_MIN <= SUPPORT.min && SUPPORT.max <= fetch_codec::VERSION_MAX);
+
+/// The first version whose refusals name the current leader: the one
+/// whose response carries the leaders' endpoints (KIP-951).
+const LEADER_HINT_VERSION: i16 = fetch_codec::NODE_ENDPOINTS_VERSION;
 
 /// The longest a fetch may wait, whatever the client asks.
 const MAX_WAIT_LIMIT: Duration = Duration::from_secs(30);
@@ -68,10 +94,34 @@ fn batches_to_chunks(batches: Vec<Bytes>) -> Vec<ResponseChunk> {
     batches.into_iter().map(ResponseChunk::Bytes).collect()
 }
 
+/// A partition to read, its topic resolved to a name.
+#[derive(Clone, Debug)]
+struct Wanted {
+    partition: TopicPartition,
+    offset: Offset,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+}
+
+/// `target` with its topic named, a topic id looked up in `image`; `None`
+/// if no topic has the id.
+fn resolve(image: &MetadataImage, target: &FetchTarget) -> Option<Wanted> {
+    let name = match &target.partition.topic {
+        TopicRef::Name(name) => name.clone(),
+        TopicRef::Id(id) => image.topic_by_id(*id)?.name.clone(),
+    };
+    Some(Wanted {
+        partition: TopicPartition::new(name, target.partition.index),
+        offset: target.offset,
+        max_bytes: target.max_bytes,
+        current_leader_epoch: target.current_leader_epoch,
+    })
+}
+
 /// A partition's answer before its offsets are known (-1 each).
-fn offsets_unknown(target: &FetchTarget) -> PartitionData {
+fn offsets_unknown(index: i32) -> PartitionData {
     PartitionData::default()
-        .with_partition_index(target.partition.partition)
+        .with_partition_index(index)
         .with_high_watermark(-1)
         .with_last_stable_offset(-1)
         .with_log_start_offset(-1)
@@ -82,8 +132,8 @@ fn offsets_unknown(target: &FetchTarget) -> PartitionData {
 /// a file range when the batches are not cached, sent later with
 /// `sendfile`. Another shard's partition is read there and comes back as
 /// cached or copied `Bytes`.
-async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize) -> Answer {
-    let data = offsets_unknown(wanted);
+async fn read_partition(broker: &Rc<Broker>, wanted: &Wanted, limit: usize) -> Answer {
+    let data = offsets_unknown(wanted.partition.partition);
     // The caller checked with the partition layer that this broker leads
     // the partition in the epoch the client names.
     let read = if limit == 0 {
@@ -128,11 +178,58 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &FetchTarget, limit: usize)
     }
 }
 
-fn refused(target: &FetchTarget, error: &PartitionError) -> Answer {
+/// The answer refusing `partition` with `error` in Fetch `version`. From
+/// v16 a refusal that sends the client to the leader (not this broker, or
+/// not in the client's epoch) names the leader and its epoch as `image`
+/// has them, as Kafka does.
+fn refused(
+    image: &MetadataImage,
+    partition: &TopicPartition,
+    error: &PartitionError,
+    version: i16,
+) -> Answer {
+    let mut data = offsets_unknown(partition.partition).with_error_code(error.code());
+    let sends_to_leader = matches!(
+        error,
+        PartitionError::NotLeader { .. } | PartitionError::FencedLeaderEpoch
+    );
+    if version >= LEADER_HINT_VERSION && sends_to_leader {
+        data = data.with_current_leader(current_leader(image, partition));
+    }
     Answer {
-        data: offsets_unknown(target).with_error_code(error.code()),
+        data,
         records: Vec::new(),
     }
+}
+
+/// The leader and leader epoch of `partition` in `image`; -1 each for a
+/// partition the image does not have.
+fn current_leader(image: &MetadataImage, partition: &TopicPartition) -> LeaderIdAndEpoch {
+    image
+        .topics
+        .get(&partition.topic)
+        .and_then(|topic| topic.partition(partition.partition))
+        .map_or_else(LeaderIdAndEpoch::default, |state| {
+            LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(state.leader.0))
+                .with_leader_epoch(state.leader_epoch.0)
+        })
+}
+
+/// The client endpoints of the live brokers among `leaders`, by id: at most
+/// every broker of `image`.
+fn leader_endpoints(image: &MetadataImage, leaders: &BTreeSet<i32>) -> Vec<NodeEndpoint> {
+    advertised_brokers(image, false)
+        .into_iter()
+        .filter(|advertised| leaders.contains(&advertised.id.0))
+        .map(|advertised| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(advertised.id.0))
+                .with_host(StrBytes::from_string(advertised.host))
+                .with_port(i32::from(advertised.port))
+                .with_rack(advertised.rack.map(StrBytes::from_string))
+        })
+        .collect()
 }
 
 /// Reads every target, concurrently, within the response's `max_bytes`.
@@ -147,9 +244,15 @@ fn refused(target: &FetchTarget, error: &PartitionError) -> Answer {
 /// partition with data may go over, by one batch (KIP-74).
 async fn read_all(
     broker: &Rc<Broker>,
+    version: i16,
     targets: &[FetchTarget],
     max_bytes: usize,
 ) -> (Vec<Answer>, usize) {
+    let image = broker.controller.image();
+    let resolved: Vec<Option<Wanted>> = targets
+        .iter()
+        .map(|target| resolve(&image, target))
+        .collect();
     let mut answers: Vec<Option<Answer>> = targets.iter().map(|_| None).collect();
     let mut budget = max_bytes;
     let mut total = 0;
@@ -157,24 +260,34 @@ async fn read_all(
     while next < targets.len() {
         let mut reserved = 0usize;
         let mut wave = Vec::new();
-        while let Some(target) = targets.get(next) {
-            // Refused partitions (unknown, led elsewhere, a stale or future
-            // leader epoch) take no share of the budget.
+        while let (Some(target), Some(wanted)) = (targets.get(next), resolved.get(next)) {
+            // Refused partitions (an unknown topic id, partition or topic,
+            // led elsewhere, a stale or future leader epoch) take no share
+            // of the budget.
+            let Some(wanted) = wanted else {
+                answers[next] = Some(Answer {
+                    data: offsets_unknown(target.partition.index)
+                        .with_error_code(ResponseError::UnknownTopicId.code()),
+                    records: Vec::new(),
+                });
+                next += 1;
+                continue;
+            };
             if let Err(error) =
-                partition::led_here(broker, &target.partition, target.current_leader_epoch)
+                partition::led_here(broker, &wanted.partition, wanted.current_leader_epoch)
             {
-                answers[next] = Some(refused(target, &error));
+                answers[next] = Some(refused(&image, &wanted.partition, &error, version));
                 next += 1;
                 continue;
             }
-            let limit = target.max_bytes.min(budget - reserved);
+            let limit = wanted.max_bytes.min(budget - reserved);
             if limit == 0 && reserved > 0 {
                 break;
             }
             let read = glommio::spawn_local({
                 let broker = broker.clone();
-                let target = target.clone();
-                async move { read_partition(&broker, &target, limit).await }
+                let wanted = wanted.clone();
+                async move { read_partition(&broker, &wanted, limit).await }
             });
             wave.push((next, limit, read));
             reserved += limit;
@@ -206,11 +319,12 @@ async fn read_all(
 async fn wait_for_any(broker: &Rc<Broker>, targets: &[FetchTarget], timeout: Duration) {
     let woke = Rc::new((Event::new(), Cell::new(false)));
     let listener = woke.0.listen();
-    for target in targets {
+    let image = broker.controller.image();
+    for wanted in targets.iter().filter_map(|target| resolve(&image, target)) {
         let broker = broker.clone();
         let woke = woke.clone();
-        let partition = target.partition.clone();
-        let offset = target.offset;
+        let partition = wanted.partition;
+        let offset = wanted.offset;
         glommio::spawn_local(async move {
             // An unknown partition has nothing to wait for: it wakes the
             // fetch, whose read reports the error.
@@ -236,11 +350,10 @@ async fn wait_for_any(broker: &Rc<Broker>, targets: &[FetchTarget], timeout: Dur
     .await;
 }
 
-/// Answers Fetch; the records travel beside the response, to be sent
-/// without copying.
-pub async fn handle(broker: &Rc<Broker>, request: FetchRequest) -> ZeroCopyFetch {
+/// Answers Fetch `version`; the records travel beside the response.
+pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) -> ZeroCopyFetch {
     let started = Instant::now();
-    let (context, targets) = match broker.fetch_sessions.begin(&request, started) {
+    let (context, targets) = match broker.fetch_sessions.begin(&request, version, started) {
         Ok(resolved) => resolved,
         Err(error) => {
             return ZeroCopyFetch {
@@ -259,7 +372,7 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest) -> ZeroCopyFetch
         .unwrap_or(0)
         .min(broker.config.fetch_max_bytes);
     let read_committed = request.isolation_level == 1;
-    let (mut answers, mut total) = read_all(broker, &targets, max_bytes).await;
+    let (mut answers, mut total) = read_all(broker, version, &targets, max_bytes).await;
     while total < min_bytes.max(1) && !broker.is_stopping() {
         let elapsed = started.elapsed();
         let any_error = answers.iter().any(|answer| answer.data.error_code != 0);
@@ -267,44 +380,275 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest) -> ZeroCopyFetch
             break;
         }
         wait_for_any(broker, &targets, max_wait.saturating_sub(elapsed)).await;
-        (answers, total) = read_all(broker, &targets, max_bytes).await;
+        (answers, total) = read_all(broker, version, &targets, max_bytes).await;
     }
+    let answered = targets
+        .into_iter()
+        .zip(answers)
+        .filter(|(target, answer)| {
+            broker.fetch_sessions.must_answer(
+                context,
+                &target.partition,
+                &answer.data,
+                !answer.records.is_empty(),
+            )
+        })
+        .map(|(target, mut answer)| {
+            if read_committed {
+                answer.data.aborted_transactions = Some(Vec::new());
+            }
+            (target.partition, answer)
+        });
+    respond(
+        &broker.controller.image(),
+        version,
+        context.session_id(),
+        answered,
+    )
+}
+
+/// The response of Fetch `version` in session `session_id` carrying
+/// `answered`, each partition as the client named it with its answer,
+/// grouped by topic as they come; from v16 with the endpoints of the live
+/// leaders its refusals name.
+fn respond(
+    image: &MetadataImage,
+    version: i16,
+    session_id: i32,
+    answered: impl IntoIterator<Item = (PartitionRef, Answer)>,
+) -> ZeroCopyFetch {
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     let mut records: Vec<Vec<Option<Vec<ResponseChunk>>>> = Vec::new();
-    for (target, answer) in targets.iter().zip(answers) {
-        let has_records = !answer.records.is_empty();
-        let partition = &target.partition;
-        if !broker
-            .fetch_sessions
-            .must_answer(context, partition, &answer.data, has_records)
-        {
-            continue;
+    let mut leaders = BTreeSet::new();
+    let mut last_topic: Option<TopicRef> = None;
+    for (partition, answer) in answered {
+        if answer.data.current_leader.leader_id.0 >= 0 {
+            leaders.insert(answer.data.current_leader.leader_id.0);
         }
-        let data = if read_committed {
-            answer.data.with_aborted_transactions(Some(Vec::new()))
-        } else {
-            answer.data
-        };
-        let same_topic = responses
-            .last()
-            .is_some_and(|topic| topic.topic.0.as_str() == partition.topic);
-        if !same_topic {
-            responses.push(
-                FetchableTopicResponse::default()
-                    .with_topic(TopicName(StrBytes::from_string(partition.topic.clone()))),
-            );
+        if last_topic.as_ref() != Some(&partition.topic) {
+            let topic = FetchableTopicResponse::default();
+            responses.push(match &partition.topic {
+                TopicRef::Name(name) => {
+                    topic.with_topic(TopicName(StrBytes::from_string(name.clone())))
+                }
+                TopicRef::Id(id) => topic.with_topic_id(*id),
+            });
             records.push(Vec::new());
+            last_topic = Some(partition.topic);
         }
         let (Some(topic), Some(topic_records)) = (responses.last_mut(), records.last_mut()) else {
             unreachable!("a topic entry was just ensured");
         };
-        topic.partitions.push(data.with_records(None));
+        topic.partitions.push(answer.data.with_records(None));
         topic_records.push(Some(answer.records));
     }
+    let node_endpoints = if version >= LEADER_HINT_VERSION {
+        leader_endpoints(image, &leaders)
+    } else {
+        Vec::new()
+    };
     ZeroCopyFetch {
         response: FetchResponse::default()
-            .with_session_id(context.session_id())
-            .with_responses(responses),
+            .with_session_id(session_id)
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints),
         records,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Buf, BytesMut};
+    use fjord_engine::LeaderEpoch;
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::Decodable;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::advertised::CLIENT_LISTENER;
+    use crate::fetch_codec::encode_fetch_response;
+    use crate::metadata::records::{
+        BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId as NodeId, MetadataRecord,
+        PartitionEpoch, PartitionRecord, RegisterBrokerRecord, TopicId, TopicRecord,
+    };
+
+    const TOPIC_ID: Uuid = Uuid::from_u128(0x7070);
+
+    fn register(id: i32) -> MetadataRecord {
+        MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+            broker_id: NodeId(id),
+            incarnation_id: [u8::try_from(id).unwrap(); 16],
+            broker_epoch: BrokerEpoch(1),
+            endpoints: vec![BrokerEndpoint {
+                name: CLIENT_LISTENER.to_owned(),
+                host: format!("broker{id}.example"),
+                port: 9090 + u16::try_from(id).unwrap(),
+                security_protocol: 0,
+            }],
+            rack: (id == 2).then(|| "rack-b".to_owned()),
+            fenced: false,
+        })
+    }
+
+    /// Brokers 1, 2 and 3 (3 fenced after its election) and topic `t`
+    /// with partition 0 led by 2 in epoch 5, partition 1 by 3 in epoch 7,
+    /// partition 2 by nobody, partition 3 by 2 in epoch 9.
+    fn image() -> MetadataImage {
+        let topic_id = TopicId::from(TOPIC_ID);
+        let mut records = vec![
+            register(1),
+            register(2),
+            register(3),
+            MetadataRecord::Topic(TopicRecord {
+                name: "t".to_owned(),
+                topic_id,
+            }),
+        ];
+        for (partition_id, leader, epoch) in [(0, 2, 5), (1, 3, 7), (2, -1, 2), (3, 2, 9)] {
+            let replicas = vec![NodeId(if leader < 0 { 1 } else { leader })];
+            records.push(MetadataRecord::Partition(PartitionRecord {
+                partition_id,
+                topic_id,
+                isr: replicas.clone(),
+                replicas,
+                removing_replicas: Vec::new(),
+                adding_replicas: Vec::new(),
+                leader: NodeId(leader),
+                leader_epoch: LeaderEpoch(epoch),
+                partition_epoch: PartitionEpoch(0),
+            }));
+        }
+        records.push(MetadataRecord::FenceBroker(BrokerFencingRecord {
+            id: NodeId(3),
+            epoch: BrokerEpoch(1),
+        }));
+        MetadataImage::default().apply(&records).unwrap()
+    }
+
+    fn not_leader(leader: i32) -> PartitionError {
+        PartitionError::NotLeader {
+            leader: NodeId(leader),
+            leader_epoch: LeaderEpoch(0),
+        }
+    }
+
+    /// What broker 1 answers, in Fetch `version`, for the four partitions
+    /// of `t`: three it does not lead and one whose epoch the client has
+    /// wrong, after an unknown topic; decoded by the crate.
+    fn refusals(version: i16) -> FetchResponse {
+        let image = image();
+        let partition = |index| TopicPartition::new("t", index);
+        let by_id = |index| PartitionRef {
+            topic: TopicRef::Id(TOPIC_ID),
+            index,
+        };
+        let answered = vec![
+            (
+                PartitionRef {
+                    topic: TopicRef::Id(Uuid::from_u128(1)),
+                    index: 0,
+                },
+                refused(&image, &partition(9), &PartitionError::Unknown, version),
+            ),
+            (
+                by_id(0),
+                refused(&image, &partition(0), &not_leader(2), version),
+            ),
+            (
+                by_id(1),
+                refused(&image, &partition(1), &not_leader(3), version),
+            ),
+            (
+                by_id(2),
+                refused(&image, &partition(2), &not_leader(-1), version),
+            ),
+            (
+                by_id(3),
+                refused(
+                    &image,
+                    &partition(3),
+                    &PartitionError::FencedLeaderEpoch,
+                    version,
+                ),
+            ),
+        ];
+        let fetch = respond(&image, version, 0, answered);
+        let mut frame = BytesMut::new();
+        for chunk in encode_fetch_response(41, version, &fetch).unwrap() {
+            let ResponseChunk::Bytes(bytes) = chunk else {
+                panic!("refusals carry no file ranges");
+            };
+            frame.extend_from_slice(&bytes);
+        }
+        let mut frame = frame.freeze();
+        assert_eq!(usize::try_from(frame.get_i32()).unwrap(), frame.len());
+        let header = ResponseHeader::decode(&mut frame, 1).unwrap();
+        assert_eq!(header.correlation_id, 41);
+        let response = FetchResponse::decode(&mut frame, version).unwrap();
+        assert!(frame.is_empty(), "the whole frame is the response");
+        response
+    }
+
+    fn leader(id: i32, epoch: i32) -> LeaderIdAndEpoch {
+        LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(id))
+            .with_leader_epoch(epoch)
+    }
+
+    /// Guards against a v16 consumer refused by a broker that no longer
+    /// leads its partition having to refresh metadata before it can fetch
+    /// again: the refusal names the leader and epoch, and the response
+    /// where that leader listens, unless it is fenced.
+    #[test]
+    fn v16_refusals_name_the_current_leader_and_where_it_listens() {
+        let response = refusals(16);
+        let topics: Vec<Uuid> = response.responses.iter().map(|t| t.topic_id).collect();
+        assert_eq!(topics, [Uuid::from_u128(1), TOPIC_ID], "topics by id");
+        let unknown = &response.responses[0].partitions[0];
+        assert_eq!(
+            unknown.error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert_eq!(
+            unknown.current_leader,
+            LeaderIdAndEpoch::default(),
+            "no leader for an unknown partition"
+        );
+        let found: Vec<(i16, LeaderIdAndEpoch)> = response.responses[1]
+            .partitions
+            .iter()
+            .map(|partition| (partition.error_code, partition.current_leader.clone()))
+            .collect();
+        let not_leader = ResponseError::NotLeaderOrFollower.code();
+        assert_eq!(
+            found,
+            [
+                (not_leader, leader(2, 5)),
+                (not_leader, leader(3, 7)),
+                (not_leader, leader(-1, 2)),
+                (ResponseError::FencedLeaderEpoch.code(), leader(2, 9)),
+            ]
+        );
+        assert_eq!(
+            response.node_endpoints,
+            [NodeEndpoint::default()
+                .with_node_id(BrokerId(2))
+                .with_host(StrBytes::from_static_str("broker2.example"))
+                .with_port(9092)
+                .with_rack(Some(StrBytes::from_static_str("rack-b")))],
+            "broker 2 once; fenced broker 3 and no leader have no endpoint"
+        );
+    }
+
+    /// Guards against the KIP-951 fields leaking into versions whose
+    /// clients do not expect them.
+    #[test]
+    fn v15_refusals_name_no_leader() {
+        let response = refusals(15);
+        for partition in response.responses.iter().flat_map(|t| &t.partitions) {
+            assert_ne!(partition.error_code, 0);
+            assert_eq!(partition.current_leader, LeaderIdAndEpoch::default());
+        }
+        assert!(response.node_endpoints.is_empty());
     }
 }

@@ -155,7 +155,9 @@ async fn run(
     let version = header.request_api_version;
     let client_id = header.client_id.as_deref().unwrap_or_default();
     if let RequestKind::Fetch(request) = request {
-        return Ok(Some(Reply::Fetch(fetch::handle(broker, request).await)));
+        return Ok(Some(Reply::Fetch(
+            fetch::handle(broker, request, version).await,
+        )));
     }
     Ok(Some(Reply::Encoded(match request {
         RequestKind::ApiVersions(request) => {
