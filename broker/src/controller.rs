@@ -79,7 +79,7 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 const CHANGE_RETRY_WAIT: Duration = Duration::from_millis(50);
 /// How long the quorum leader may take to describe the quorum before
 /// this node describes it as it sees it: a leader answers in moments, and
-/// one cut off (an election pending) must not hold DescribeQuorum long.
+/// one cut off (an election pending) must not hold `DescribeQuorum` long.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The wait before a registration refused as a duplicate is tried again.
 const REGISTRATION_RETRY_WAIT: Duration = Duration::from_millis(200);
