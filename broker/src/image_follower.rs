@@ -578,13 +578,12 @@ mod tests {
             eventually(
                 "the partitions and their directories are deleted",
                 || async {
-                    let directory_left = std::fs::read_dir(&broker.config.data_dir)
-                        .map(|entries| {
+                    let directory_left =
+                        std::fs::read_dir(&broker.config.data_dir).map_or(true, |entries| {
                             entries.flatten().any(|entry| {
                                 entry.file_name().to_string_lossy().starts_with("orders-")
                             })
-                        })
-                        .unwrap_or(true);
+                        });
                     held_on_shards(&broker, "orders").await.is_empty() && !directory_left
                 },
             )
