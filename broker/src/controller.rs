@@ -636,12 +636,14 @@ impl Controller {
                 incarnation_id,
                 endpoints,
                 rack,
+                cores,
             } => self
                 .make_registration(Registration {
                     broker_id: BrokerId(*broker),
                     incarnation_id: Uuid::from_bytes(*incarnation_id),
                     endpoints: endpoints.iter().map(broker_endpoint).collect(),
                     rack: rack.clone(),
+                    cores: *cores,
                 })
                 .map(|(index, epoch)| answer(index, Done::BrokerEpoch(epoch.0))),
             Change::AddLearner { broker, addr } => {
@@ -687,6 +689,7 @@ impl Controller {
                 security_protocol: PLAINTEXT,
             }],
             rack: config.cluster.broker_rack.clone(),
+            cores: u32::try_from(config.cores).unwrap_or(u32::MAX),
         };
         self.lock().registration = Some(change.clone());
         // A registration the leader refuses as a duplicate is this node's

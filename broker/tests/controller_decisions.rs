@@ -47,6 +47,8 @@ const TOPICS: [&str; 3] = ["orders", "events", "__consumer_offsets"];
 struct SimulatedBroker {
     id: BrokerId,
     rack: Option<String>,
+    /// How many shards it runs.
+    cores: u32,
     incarnation: Uuid,
     /// The epoch its current registration got, once registered.
     epoch: Option<BrokerEpoch>,
@@ -76,6 +78,7 @@ impl Simulation {
             .map(|id| SimulatedBroker {
                 id: BrokerId(id),
                 rack: racks.then(|| format!("rack-{}", id % 2)),
+                cores: 1 + (rng.next_u64() % 8) as u32,
                 incarnation: Uuid::from_u128(u128::from(rng.next_u64())),
                 epoch: None,
                 running: true,
@@ -162,6 +165,7 @@ impl Simulation {
                 security_protocol: 0,
             }],
             rack: broker.rack.clone(),
+            cores: broker.cores,
         };
         let current = self.image.brokers.get(&broker.id).cloned();
         let epoch = self.take_epoch();
@@ -194,6 +198,11 @@ impl Simulation {
                     "{context}: a new registration starts fenced"
                 );
                 assert_eq!(registered.epoch, epoch, "{context}");
+                assert_eq!(
+                    registered.cores,
+                    Some(broker.cores),
+                    "{context}: the registration carries its cores"
+                );
                 let simulated = &mut self.brokers[index];
                 simulated.epoch = Some(epoch);
                 simulated.last_contact_ms = Some(self.now_ms);

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use fjord_broker::controller::log::{MetadataLog, Recovered, METADATA_LOG_DIR_NAME};
 use fjord_broker::metadata::image::{MetadataImage, PartitionImage};
 use fjord_broker::metadata::records::{
-    BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType, MetadataRecord,
-    PartitionChangeRecord, PartitionEpoch, PartitionRecord, ProducerIdsRecord,
+    BrokerCoresRecord, BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType,
+    MetadataRecord, PartitionChangeRecord, PartitionEpoch, PartitionRecord, ProducerIdsRecord,
     RegisterBrokerRecord, RemoveTopicRecord, TopicId, TopicRecord,
 };
 use fjord_engine::testkit::{run_model_seeds, Rng, SeedRuns};
@@ -225,7 +225,7 @@ fn random_operation(rng: &mut Rng, image: &MetadataImage) -> Vec<MetadataRecord>
                     .get(&broker)
                     .map_or(0, |registration| registration.epoch.0 + 1)
                     + rng.below(5) as i64;
-                return vec![MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+                let mut records = vec![MetadataRecord::RegisterBroker(RegisterBrokerRecord {
                     broker_id: broker,
                     incarnation_id: rng.bytes(16).try_into().unwrap(),
                     broker_epoch: BrokerEpoch(epoch),
@@ -238,6 +238,14 @@ fn random_operation(rng: &mut Rng, image: &MetadataImage) -> Vec<MetadataRecord>
                     rack: rng.chance(1, 2).then(|| format!("rack{}", rng.below(3))),
                     fenced: rng.chance(1, 4),
                 })];
+                if rng.chance(3, 4) {
+                    records.push(MetadataRecord::BrokerCores(BrokerCoresRecord {
+                        id: broker,
+                        epoch: BrokerEpoch(epoch),
+                        cores: rng.between(1, 64) as u32,
+                    }));
+                }
+                return records;
             }
             _ => {}
         }

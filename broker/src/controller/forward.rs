@@ -87,6 +87,8 @@ pub enum Change {
         endpoints: Vec<Endpoint>,
         /// `broker.rack`.
         rack: Option<String>,
+        /// How many cores (shards) it runs.
+        cores: u32,
     },
     /// A broker-only node asks to follow the metadata log as a learner of
     /// the quorum, reached at `addr` (its quorum listener, `host:port`).

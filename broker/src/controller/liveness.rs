@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::election::{after_fencing, after_unfencing};
 use crate::metadata::records::{
-    BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId, MetadataRecord,
+    BrokerCoresRecord, BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId, MetadataRecord,
     RegisterBrokerRecord,
 };
 use crate::metadata::MetadataImage;
@@ -39,6 +39,8 @@ pub struct Registration {
     pub endpoints: Vec<BrokerEndpoint>,
     /// `broker.rack`.
     pub rack: Option<String>,
+    /// How many cores (shards) it runs.
+    pub cores: u32,
 }
 
 /// A broker's heartbeat.
@@ -184,7 +186,12 @@ impl BrokerSessions {
             rack: registration.rack,
             fenced: true,
         });
-        let mut records = vec![record];
+        let cores = MetadataRecord::BrokerCores(BrokerCoresRecord {
+            id: broker,
+            epoch: next_epoch,
+            cores: registration.cores,
+        });
+        let mut records = vec![record, cores];
         if was_unfenced {
             records.extend(follow_up(image, &records, |after| {
                 after_fencing(after, broker)

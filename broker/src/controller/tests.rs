@@ -265,6 +265,11 @@ fn each_start_registers_the_broker_with_a_larger_epoch() {
 fn changes_are_committed_to_the_quorum_log_and_survive_reopening() {
     let scratch = Scratch::new();
     let controller = scratch.controller();
+    // The broker registered with its shard count, and is unfenced.
+    let config = scratch.config();
+    let registration = &controller.image().brokers[&BrokerId(config.node_id)];
+    assert_eq!(registration.cores, u32::try_from(config.cores).ok());
+    assert!(!registration.fenced);
     for index in 0..4 {
         controller
             .create_topic(&format!("t{index}"), 3, 1, None, Vec::new())

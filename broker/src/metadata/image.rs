@@ -20,9 +20,9 @@ use fjord_engine::{LeaderEpoch, ProducerId, TopicPartition};
 use uuid::Uuid;
 
 use super::records::{
-    BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId, ConfigRecord, ConfigResourceType,
-    MetadataRecord, PartitionChangeRecord, PartitionEpoch, PartitionRecord, ProducerIdsRecord,
-    RegisterBrokerRecord, RemoveTopicRecord, TopicId, TopicRecord,
+    BrokerCoresRecord, BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId, ConfigRecord,
+    ConfigResourceType, MetadataRecord, PartitionChangeRecord, PartitionEpoch, PartitionRecord,
+    ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord, TopicId, TopicRecord,
 };
 
 /// One partition's replication state.
@@ -103,6 +103,9 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// Whether it is fenced.
     pub fenced: bool,
+    /// How many cores (shards) it runs, once its `BrokerCoresRecord` is in
+    /// (registrations written before the record have none).
+    pub cores: Option<u32>,
 }
 
 /// The metadata every request sees; see the module documentation.
@@ -231,6 +234,12 @@ pub enum ApplyError {
         /// The record's epoch.
         epoch: i64,
     },
+    /// A `BrokerCoresRecord` of zero cores.
+    #[error("broker {broker} registers with no cores")]
+    NoCores {
+        /// The broker id.
+        broker: i32,
+    },
     /// A `ProducerIdsRecord` that does not move the next producer id forward.
     #[error("next producer id {next} is not above the current {current}")]
     ProducerIdsWentBack {
@@ -298,6 +307,13 @@ impl MetadataImage {
                 rack: broker.rack.clone(),
                 fenced: broker.fenced,
             }));
+            if let Some(cores) = broker.cores {
+                records.push(MetadataRecord::BrokerCores(BrokerCoresRecord {
+                    id: broker.id,
+                    epoch: broker.epoch,
+                    cores,
+                }));
+            }
         }
         for topic in self.topics.values() {
             records.push(MetadataRecord::Topic(TopicRecord {
@@ -349,7 +365,26 @@ impl MetadataImage {
             MetadataRecord::ProducerIds(record) => self.take_producer_ids(record),
             MetadataRecord::FenceBroker(record) => self.set_fenced(record, true),
             MetadataRecord::UnfenceBroker(record) => self.set_fenced(record, false),
+            MetadataRecord::BrokerCores(record) => self.set_cores(record),
         }
+    }
+
+    fn set_cores(&mut self, record: &BrokerCoresRecord) -> Result<(), ApplyError> {
+        if record.cores == 0 {
+            return Err(ApplyError::NoCores {
+                broker: record.id.0,
+            });
+        }
+        let registration = self
+            .brokers
+            .get_mut(&record.id)
+            .filter(|registration| registration.epoch == record.epoch)
+            .ok_or(ApplyError::UnknownBrokerRegistration {
+                broker: record.id.0,
+                epoch: record.epoch.0,
+            })?;
+        registration.cores = Some(record.cores);
+        Ok(())
     }
 
     fn set_fenced(&mut self, record: &BrokerFencingRecord, fenced: bool) -> Result<(), ApplyError> {
@@ -384,6 +419,7 @@ impl MetadataImage {
                 endpoints: record.endpoints.clone(),
                 rack: record.rack.clone(),
                 fenced: record.fenced,
+                cores: None,
             },
         );
         Ok(())

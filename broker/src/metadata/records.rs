@@ -155,6 +155,24 @@ pub enum MetadataRecord {
     FenceBroker(BrokerFencingRecord),
     /// Kafka's `UnfenceBrokerRecord` (api key 8).
     UnfenceBroker(BrokerFencingRecord),
+    /// fjord's own: how many cores (shards) a registration runs.
+    BrokerCores(BrokerCoresRecord),
+}
+
+/// How many cores (shards) a broker registration runs, committed with the
+/// registration: replication links a follower's shard to the leader's
+/// shard of each partition, so every broker must know how its peers are
+/// sharded. Kafka has no such field; a record of its own (rather than a
+/// field of [`RegisterBrokerRecord`]) leaves the archives of existing
+/// registrations readable.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BrokerCoresRecord {
+    /// The broker's `node.id`.
+    pub id: BrokerId,
+    /// The epoch of the registration it applies to.
+    pub epoch: BrokerEpoch,
+    /// Its number of shards, at least 1.
+    pub cores: u32,
 }
 
 /// A broker registration was fenced (it may not lead or stay in an ISR:

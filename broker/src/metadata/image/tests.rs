@@ -68,6 +68,14 @@ fn register(broker: BrokerId, epoch: i64) -> MetadataRecord {
     })
 }
 
+fn cores(broker: BrokerId, epoch: i64, cores: u32) -> MetadataRecord {
+    MetadataRecord::BrokerCores(BrokerCoresRecord {
+        id: broker,
+        epoch: BrokerEpoch(epoch),
+        cores,
+    })
+}
+
 fn producer_ids(next: i64) -> MetadataRecord {
     MetadataRecord::ProducerIds(ProducerIdsRecord {
         broker_id: A,
@@ -394,11 +402,41 @@ fn a_batch_applies_whole_or_not_at_all() {
 }
 
 #[test]
+fn a_registrations_cores_need_that_registration_and_at_least_one() {
+    let registered = MetadataImage::default().apply(&[register(A, 3)]).unwrap();
+    assert_eq!(registered.brokers[&A].cores, None);
+    let image = apply_one(&registered, cores(A, 3, 4)).unwrap();
+    assert_eq!(image.brokers[&A].cores, Some(4));
+    assert_eq!(
+        apply_one(&registered, cores(A, 2, 4)),
+        Err(ApplyError::UnknownBrokerRegistration {
+            broker: A.0,
+            epoch: 2
+        })
+    );
+    assert_eq!(
+        apply_one(&registered, cores(B, 3, 4)),
+        Err(ApplyError::UnknownBrokerRegistration {
+            broker: B.0,
+            epoch: 3
+        })
+    );
+    assert_eq!(
+        apply_one(&registered, cores(A, 3, 0)),
+        Err(ApplyError::NoCores { broker: A.0 })
+    );
+    // A new registration starts without the cores of the one it replaces.
+    let again = apply_one(&image, register(A, 5)).unwrap();
+    assert_eq!(again.brokers[&A].cores, None);
+}
+
+#[test]
 fn an_images_records_rebuild_it() {
     let image = one_topic()
         .apply(&[
             register(A, 0),
             register(B, 4),
+            cores(B, 4, 16),
             topic("u", topic_id(2)),
             MetadataRecord::Partition(partition(topic_id(2), 0, &[B, C])),
             MetadataRecord::Partition(partition(topic_id(2), 1, &[C, A])),
