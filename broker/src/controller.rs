@@ -646,22 +646,9 @@ impl Controller {
                     cores: *cores,
                 })
                 .map(|(index, epoch)| answer(index, Done::BrokerEpoch(epoch.0))),
-            Change::AddLearner { broker, addr } => {
-                let id = NodeId::try_from(*broker).map_err(|_| {
-                    Refusal::from(MetadataError::new(
-                        ResponseError::InvalidRequest,
-                        format!("broker id {broker} is negative"),
-                    ))
-                })?;
-                let addr: SocketAddr = addr.parse().map_err(|_| {
-                    Refusal::from(MetadataError::new(
-                        ResponseError::InvalidRequest,
-                        format!("{addr:?} is not a socket address"),
-                    ))
-                })?;
-                self.make_learner(BrokerId(*broker), id, addr)
-                    .map(|index| answer(index, Done::Nothing))
-            }
+            Change::AddLearner { broker, addr } => self
+                .make_learner(*broker, addr)
+                .map(|index| answer(index, Done::Nothing)),
             Change::Heartbeat {
                 broker,
                 epoch,
@@ -889,12 +876,16 @@ impl Controller {
     /// node id, and moving the learner would take the log away from the
     /// live one (`DUPLICATE_BROKER_REGISTRATION`, which a restarted broker
     /// retries until its old session has expired).
-    fn make_learner(
-        &self,
-        broker: BrokerId,
-        id: NodeId,
-        addr: SocketAddr,
-    ) -> Result<Option<u64>, Refusal> {
+    fn make_learner(&self, broker: i32, addr: &str) -> Result<Option<u64>, Refusal> {
+        let invalid = |message: String| {
+            Refusal::from(MetadataError::new(ResponseError::InvalidRequest, message))
+        };
+        let id = NodeId::try_from(broker)
+            .map_err(|_| invalid(format!("broker id {broker} is negative")))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| invalid(format!("{addr:?} is not a socket address")))?;
+        let broker = BrokerId(broker);
         let _state = self.lock();
         let image = self.image();
         let live = self.with_sessions(&image, |sessions, now_ms| {
