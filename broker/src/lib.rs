@@ -92,9 +92,18 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
         dedupe_buffer_bytes_per_shard: config.cleaner_dedupe_buffer_size / config.cores.max(1),
         backoff: std::time::Duration::from_millis(config.cleaner_backoff_ms),
     };
+    // Weak: shard state the executors leave behind at exit holds copies of
+    // the engine's config, and the controller must have no other holder
+    // when it is shut down below.
     engine.log_config_for = {
-        let controller = controller.clone();
-        Arc::new(move |partition| controller.log_config_for(&partition.topic))
+        let controller = Arc::downgrade(&controller);
+        let defaults = config.log_defaults.clone();
+        Arc::new(move |partition| {
+            controller.upgrade().map_or_else(
+                || defaults.clone(),
+                |controller| controller.log_config_for(&partition.topic),
+            )
+        })
     };
     let mut group_settings = CoordinatorSettings::from_config(&config);
     if let Some(existing) = controller
