@@ -84,27 +84,7 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
         dir: config.metadata_log_dir.clone(),
         source,
     })?;
-    let mut engine = EngineConfig::new(&config.data_dir);
-    engine.shards = config.cores;
-    engine.retention_check_interval = config.retention_check_interval;
-    engine.cleaner = CleanerConfig {
-        enabled: config.cleaner_enable,
-        dedupe_buffer_bytes_per_shard: config.cleaner_dedupe_buffer_size / config.cores.max(1),
-        backoff: std::time::Duration::from_millis(config.cleaner_backoff_ms),
-    };
-    // Weak: shard state the executors leave behind at exit holds copies of
-    // the engine's config, and the controller must have no other holder
-    // when it is shut down below.
-    engine.log_config_for = {
-        let controller = Arc::downgrade(&controller);
-        let defaults = config.log_defaults.clone();
-        Arc::new(move |partition| {
-            controller.upgrade().map_or_else(
-                || defaults.clone(),
-                |controller| controller.log_config_for(&partition.topic),
-            )
-        })
-    };
+    let engine = engine_config(&config, &controller);
     let mut group_settings = CoordinatorSettings::from_config(&config);
     if let Some(existing) = controller
         .image()
@@ -137,9 +117,47 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
         );
         serve_shard(broker)
     });
-    // The shards are gone, and with them every other holder of the
-    // controller but the engine's settings: stop the quorum cleanly.
     drop(engine);
+    shut_down_controller(controller, heartbeat_interval);
+    for outcome in outcomes? {
+        outcome.map_err(|reason| BrokerError::Io {
+            context: "serving".to_owned(),
+            source: std::io::Error::other(reason),
+        })?;
+    }
+    Ok(())
+}
+
+/// The engine's settings from the broker's, partitions' log configs looked
+/// up in the controller's image.
+fn engine_config(config: &BrokerConfig, controller: &Arc<Controller>) -> EngineConfig {
+    let mut engine = EngineConfig::new(&config.data_dir);
+    engine.shards = config.cores;
+    engine.retention_check_interval = config.retention_check_interval;
+    engine.cleaner = CleanerConfig {
+        enabled: config.cleaner_enable,
+        dedupe_buffer_bytes_per_shard: config.cleaner_dedupe_buffer_size / config.cores.max(1),
+        backoff: std::time::Duration::from_millis(config.cleaner_backoff_ms),
+    };
+    // Weak: shard state the executors leave behind at exit holds copies of
+    // the engine's config, and the controller must have no other holder
+    // when it is shut down.
+    engine.log_config_for = {
+        let controller = Arc::downgrade(controller);
+        let defaults = config.log_defaults.clone();
+        Arc::new(move |partition| {
+            controller.upgrade().map_or_else(
+                || defaults.clone(),
+                |controller| controller.log_config_for(&partition.topic),
+            )
+        })
+    };
+    engine
+}
+
+/// Once the shards are gone: asks the quorum to fence this broker (a
+/// controlled shutdown), then stops the quorum through its handle.
+fn shut_down_controller(controller: Arc<Controller>, heartbeat_interval: std::time::Duration) {
     controller.fence_for_shutdown(heartbeat_interval);
     match Arc::try_unwrap(controller) {
         Ok(controller) => {
@@ -154,13 +172,6 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
             );
         }
     }
-    for outcome in outcomes? {
-        outcome.map_err(|reason| BrokerError::Io {
-            context: "serving".to_owned(),
-            source: std::io::Error::other(reason),
-        })?;
-    }
-    Ok(())
 }
 
 /// One shard's life: settles the partitions it recovered, on shard 0 first
