@@ -39,11 +39,16 @@
 //! published, and every [`RETRY_INTERVAL`] while something failed.
 //!
 //! # Partitions on disk the image does not assign here
-//! The engine opens every partition directory it finds at start. Those the
-//! first image does not assign this broker are left as they are, with a
-//! warning: a directory does not record its topic id, so no image proves
-//! that its topic was removed rather than, say, not yet replayed, and
-//! deleting data on that guess could lose acknowledged records.
+//! Every partition this broker creates records its topic id in its
+//! directory (Kafka's `partition.metadata`). The engine opens every
+//! partition directory it finds at start; of those the first image (caught
+//! up before the broker serves) does not assign this broker, one recording
+//! an id no topic of the image has is of a topic deleted while the broker
+//! was down, and is deleted. Any other is left as it is, with a warning:
+//! without an id (a directory written before ids were recorded), no image
+//! proves its topic was removed, and deleting data on that guess could lose
+//! acknowledged records. A directory recording another id than the image's
+//! topic of its name is replaced when that partition is created here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -52,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use fjord_engine::TopicPartition;
 
+use crate::meta_properties::KafkaUuid;
 use crate::metadata::records::{BrokerId, TopicId};
 use crate::metadata::{MetadataImage, TopicImage};
 use crate::server::Broker;
@@ -178,7 +184,7 @@ impl ImageFollower {
 /// Runs on shard 0 before it serves.
 pub async fn start(broker: &Rc<Broker>) {
     broker.image_follower.catch_up(broker).await;
-    warn_of_unassigned_partitions(broker).await;
+    settle_unassigned_partitions(broker).await;
 }
 
 /// A round whenever a new image is published, and every
@@ -302,17 +308,61 @@ async fn delete_partition(
     }
 }
 
-/// Creates (or opens) `partition` with its topic's configuration; one the
-/// shard holds already counts as created.
+/// Creates (or opens) `partition` with its topic's configuration and
+/// records its topic id in the directory (`partition.metadata`). One the
+/// shard holds already counts as created, unless its directory records
+/// another topic id: that is the data of a topic of the same name deleted
+/// while this broker was down, which is deleted before the partition is
+/// created afresh. A directory recording no id (written before ids were
+/// recorded) is taken as this topic's.
 async fn create_partition(
     broker: Rc<Broker>,
     partition: TopicPartition,
 ) -> Result<(), fjord_engine::Error> {
+    let Some(topic_id) = broker
+        .controller
+        .image()
+        .topics
+        .get(&partition.topic)
+        .map(|topic| topic_id_text(topic.id))
+    else {
+        // The topic went meanwhile: nothing to create.
+        return Ok(());
+    };
     let config = broker.controller.log_config_for(&partition.topic);
-    match broker.shard.create_partition(partition, config).await {
-        Ok(()) | Err(fjord_engine::Error::PartitionExists(_)) => Ok(()),
-        Err(error) => Err(error),
+    match broker
+        .shard
+        .create_partition(partition.clone(), config.clone())
+        .await
+    {
+        Ok(()) => {}
+        Err(fjord_engine::Error::PartitionExists(_)) => {
+            match broker.shard.topic_id(partition.clone()).await? {
+                Some(recorded) if recorded == topic_id => return Ok(()),
+                Some(recorded) => {
+                    tracing::warn!(
+                        %partition,
+                        %recorded,
+                        current = %topic_id,
+                        "deleting the data of a deleted topic of the same name"
+                    );
+                    broker.shard.delete_partition(partition.clone()).await?;
+                    broker
+                        .shard
+                        .create_partition(partition.clone(), config)
+                        .await?;
+                }
+                None => {}
+            }
+        }
+        Err(error) => return Err(error),
     }
+    broker.shard.set_topic_id(partition, topic_id).await
+}
+
+/// A topic id as Kafka writes it in `partition.metadata`.
+fn topic_id_text(id: TopicId) -> String {
+    KafkaUuid::from(id.uuid()).to_string()
 }
 
 /// Runs `operation` on every partition, up to [`CONCURRENT_CREATES_MAX`]
@@ -351,11 +401,19 @@ where
     succeeded
 }
 
-/// Logs every partition a shard opened at start that the current image
-/// does not assign this broker (see the module documentation).
-async fn warn_of_unassigned_partitions(broker: &Rc<Broker>) {
+/// Deals with every partition a shard opened at start that the current
+/// image does not assign this broker (see the module documentation): one
+/// whose directory records a topic id the image (caught up before this
+/// runs) has no topic of is of a topic deleted while this broker was down,
+/// and is deleted; any other is kept, with a warning.
+async fn settle_unassigned_partitions(broker: &Rc<Broker>) {
     let image = broker.controller.image();
     let node = BrokerId(broker.config.node_id);
+    let known_ids: BTreeSet<String> = image
+        .topics
+        .values()
+        .map(|topic| topic_id_text(topic.id))
+        .collect();
     for shard in 0..broker.shard.shard_count() {
         let partitions = match broker.shard.list_partitions(shard).await {
             Ok(partitions) => partitions,
@@ -369,12 +427,21 @@ async fn warn_of_unassigned_partitions(broker: &Rc<Broker>) {
                 .topics
                 .get(&partition.topic)
                 .is_some_and(|topic| held(topic, node).any(|index| index == partition.partition));
-            if !assigned {
-                tracing::warn!(
+            if assigned {
+                continue;
+            }
+            match broker.shard.topic_id(partition.clone()).await {
+                Ok(Some(recorded)) if !known_ids.contains(&recorded) => {
+                    tracing::info!(%partition, %recorded, "deleting a partition of a deleted topic");
+                    if let Err(error) = broker.shard.delete_partition(partition.clone()).await {
+                        tracing::warn!(%partition, %error, "deleting partition data failed");
+                    }
+                }
+                _ => tracing::warn!(
                     %partition,
                     "the metadata does not assign this broker a replica of this partition; \
                      its data is kept"
-                );
+                ),
             }
         }
     }
@@ -684,6 +751,91 @@ mod tests {
             match log_end(&broker, &stray).await? {
                 1 => Ok(()),
                 end => Err(format!("the stray partition ends at {end}, not 1")),
+            }
+        })
+        .unwrap();
+    }
+
+    /// A directory recording another topic id than the image's topic of
+    /// that name holds a deleted topic's data (deleted while this broker
+    /// was down): a round that finds it deletes it and creates the
+    /// partition afresh, recording the current id; a directory recording
+    /// the current id keeps its records.
+    #[test]
+    fn a_directory_of_another_topic_of_the_same_name_is_replaced() {
+        with_follower(|broker| async move {
+            commit(&broker, |controller| {
+                controller.create_topic("events", 1, 1, None, Vec::new())
+            })
+            .await?;
+            eventually("the follower handles the creation", || caught_up(&broker)).await?;
+            let partition = TopicPartition::new("events", 0);
+            let current = broker
+                .shard
+                .topic_id(partition.clone())
+                .await
+                .map_err(|error| error.to_string())?
+                .ok_or("the creation recorded no topic id")?;
+            append_one(&broker, partition.clone()).await?;
+            // A fresh follower (as at start) keeps a directory of this topic.
+            ImageFollower::default().catch_up(&broker).await;
+            if log_end(&broker, &partition).await? != 1 {
+                return Err("a directory of the current topic lost its record".to_owned());
+            }
+
+            let other = topic_id_text(TopicId::from(uuid::Uuid::from_u128(7)));
+            broker
+                .shard
+                .set_topic_id(partition.clone(), other)
+                .await
+                .map_err(|error| error.to_string())?;
+            ImageFollower::default().catch_up(&broker).await;
+            if log_end(&broker, &partition).await? != 0 {
+                return Err("another topic's records were kept".to_owned());
+            }
+            let recorded = broker
+                .shard
+                .topic_id(partition)
+                .await
+                .map_err(|error| error.to_string())?;
+            if recorded != Some(current) {
+                return Err(format!("the new directory records {recorded:?}"));
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// At start, a partition the image does not assign this broker whose
+    /// directory records a topic id the image has no topic of is deleted
+    /// (its topic was deleted while the broker was down); one recording no
+    /// id is kept.
+    #[test]
+    fn a_partition_of_a_topic_deleted_meanwhile_is_deleted_at_start() {
+        with_follower(|broker| async move {
+            let gone = TopicPartition::new("gone", 0);
+            let unknown = TopicPartition::new("unknown", 0);
+            for partition in [&gone, &unknown] {
+                broker
+                    .shard
+                    .create_partition(partition.clone(), LogConfig::default())
+                    .await
+                    .map_err(|error| error.to_string())?;
+                append_one(&broker, partition.clone()).await?;
+            }
+            let deleted_id = topic_id_text(TopicId::from(uuid::Uuid::from_u128(9)));
+            broker
+                .shard
+                .set_topic_id(gone.clone(), deleted_id)
+                .await
+                .map_err(|error| error.to_string())?;
+            settle_unassigned_partitions(&broker).await;
+            if !held_on_shards(&broker, "gone").await.is_empty() {
+                return Err("the deleted topic's partition is still held".to_owned());
+            }
+            match log_end(&broker, &unknown).await? {
+                1 => Ok(()),
+                end => Err(format!("the partition without an id ends at {end}, not 1")),
             }
         })
         .unwrap();

@@ -90,6 +90,12 @@ impl KafkaUuid {
     }
 }
 
+impl From<Uuid> for KafkaUuid {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
 impl fmt::Display for KafkaUuid {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0))

@@ -497,6 +497,47 @@ impl<S: Storage> PartitionLog<S> {
         result
     }
 
+    /// The topic id recorded for this partition ([`Self::set_topic_id`]),
+    /// if there is one.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; [`Error::CorruptLog`] for a file that is not Kafka's
+    /// `partition.metadata`.
+    pub async fn topic_id(&self) -> Result<Option<String>> {
+        let path = self.dir.join(PARTITION_METADATA_FILE);
+        let Some(bytes) = self
+            .storage
+            .read_file(&path)
+            .await
+            .map_err(|error| Error::io("reading partition metadata", &path, error))?
+        else {
+            return Ok(None);
+        };
+        parse_partition_metadata(&bytes)
+            .map(Some)
+            .ok_or_else(|| Error::CorruptLog {
+                path: path.clone(),
+                position: 0,
+                reason: "not a partition.metadata file (version: 0, topic_id: ...)".to_owned(),
+            })
+    }
+
+    /// Records, durably, which topic this partition belongs to, as Kafka
+    /// does in `partition.metadata` (`version: 0`, `topic_id: <id>`): a
+    /// directory then tells a topic from another of the same name, one
+    /// deleted while this broker was down, say.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub async fn set_topic_id(&self, topic_id: &str) -> Result<()> {
+        let path = self.dir.join(PARTITION_METADATA_FILE);
+        let content = format!("version: 0\ntopic_id: {topic_id}\n").into_bytes();
+        self.storage
+            .write_file_atomic(&path, content)
+            .await
+            .map_err(|error| Error::io("writing partition metadata", &path, error))
+    }
+
     /// Deletes the partition's directory (DeleteTopics). The log must not be
     /// used afterwards.
     ///
@@ -521,6 +562,29 @@ impl<S: Storage> PartitionLog<S> {
     }
 }
 
+/// Kafka's name for the file recording a partition's topic id.
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// The topic id of a `partition.metadata` file's content: `version: 0`
+/// and `topic_id: <id>` lines.
+fn parse_partition_metadata(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut version = None;
+    let mut topic_id = None;
+    for line in text.lines() {
+        match line.split_once(':') {
+            Some(("version", value)) => version = Some(value.trim()),
+            Some(("topic_id", value)) => topic_id = Some(value.trim()),
+            _ => {}
+        }
+    }
+    (version == Some("0"))
+        .then_some(topic_id)
+        .flatten()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
 fn producer_batch(header: &BatchHeader) -> ProducerBatch {
     ProducerBatch {
         producer_id: header.producer_id,
@@ -543,4 +607,25 @@ async fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset)
         .sync_dir(dir)
         .await
         .map_err(|error| Error::io("syncing partition directory", dir, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_metadata_is_read_as_kafka_writes_it() {
+        assert_eq!(
+            parse_partition_metadata(b"version: 0\ntopic_id: q1yTUn8uQkC2jE1bNj9Atg\n"),
+            Some("q1yTUn8uQkC2jE1bNj9Atg".to_owned())
+        );
+        // Another version, no id, or an empty one: not a file we can read.
+        assert_eq!(
+            parse_partition_metadata(b"version: 1\ntopic_id: q1yTUn8uQkC2jE1bNj9Atg\n"),
+            None
+        );
+        assert_eq!(parse_partition_metadata(b"version: 0\n"), None);
+        assert_eq!(parse_partition_metadata(b"version: 0\ntopic_id: \n"), None);
+        assert_eq!(parse_partition_metadata(&[0xff, 0xfe]), None);
+    }
 }

@@ -331,6 +331,34 @@ impl<S: Storage> Shard<S> {
         .await
     }
 
+    /// The topic id recorded for `partition`, if any
+    /// ([`PartitionLog::topic_id`]).
+    ///
+    /// # Errors
+    /// [`Error::UnknownPartition`]; the storage's error.
+    pub async fn topic_id(self: &Rc<Self>, partition: TopicPartition) -> Result<Option<String>> {
+        self.on_log(partition, Queue::Default, |_, log| async move {
+            log.topic_id().await
+        })
+        .await
+    }
+
+    /// Records, durably, which topic `partition` belongs to
+    /// ([`PartitionLog::set_topic_id`]).
+    ///
+    /// # Errors
+    /// [`Error::UnknownPartition`]; the storage's error.
+    pub async fn set_topic_id(
+        self: &Rc<Self>,
+        partition: TopicPartition,
+        topic_id: String,
+    ) -> Result<()> {
+        self.on_log(partition, Queue::Default, |_, log| async move {
+            log.set_topic_id(&topic_id).await
+        })
+        .await
+    }
+
     /// OffsetForLeaderEpoch: the end of the largest epoch at or below
     /// `epoch`, if the log has one.
     ///
