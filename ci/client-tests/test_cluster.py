@@ -166,6 +166,19 @@ def partition_leaders(node, name):
     return {partition.id: partition.leader for partition in topic.partitions.values()}
 
 
+def described_partitions(node, topic, *filters):
+    """The partitions `fjordctl topics describe` lists for `topic` through
+    `node` with `filters`."""
+    result = subprocess.run(
+        [str(FJORDCTL), "topics", "describe", "--topic", topic, *filters,
+         "--bootstrap-server", node.bootstrap],
+        capture_output=True, text=True, timeout=ADMIN_TIMEOUT_SECONDS,
+    )
+    assert result.returncode == 0, result.stderr
+    return {int(line.split("Partition: ")[1].split("\t")[0])
+            for line in result.stdout.splitlines() if "Partition: " in line}
+
+
 def listed_brokers(node):
     client = AdminClient({"bootstrap.servers": node.bootstrap})
     return sorted(client.list_topics(timeout=ADMIN_TIMEOUT_SECONDS).brokers)
@@ -352,6 +365,10 @@ def test_a_killed_broker_is_fenced_and_its_partitions_return_with_it(cluster, to
                f"broker {victim} fenced")
     after = partition_leaders(observer, topic_name)
     assert {partition for partition, leader in after.items() if leader == -1} == its_partitions
+    # kafka-topics' filters: the leaderless partitions, and no partition
+    # under-replicated (each has its one replica in its ISR).
+    assert described_partitions(observer, topic_name, "--unavailable-partitions") == its_partitions
+    assert described_partitions(observer, topic_name, "--under-replicated-partitions") == set()
     assert all(after[p] == before[p] for p in before if p not in its_partitions)
     placed_while_fenced = f"{topic_name}-fenced"
     create_topic(observer, placed_while_fenced, partitions=4)

@@ -64,6 +64,14 @@ pub struct DescribeArgs {
     /// The topic to describe; every topic when not given.
     #[arg(long)]
     pub topic: Option<String>,
+    /// Only the partitions whose leader is not available (none, or not a
+    /// live broker), without the topic lines, as kafka-topics.
+    #[arg(long)]
+    pub unavailable_partitions: bool,
+    /// Only the partitions with fewer in-sync replicas than replicas,
+    /// without the topic lines, as kafka-topics.
+    #[arg(long)]
+    pub under_replicated_partitions: bool,
 }
 
 /// Options of `topics alter`.
@@ -166,6 +174,12 @@ fn describe(args: &DescribeArgs) -> Result<String, Error> {
     let mut client = args.server.connect()?;
     let wanted = args.topic.clone().map(|topic| vec![topic]);
     let metadata = client.metadata(wanted.as_deref())?;
+    // Metadata lists the live (unfenced) brokers only.
+    let live: Vec<i32> = metadata
+        .brokers
+        .iter()
+        .map(|broker| broker.node_id.0)
+        .collect();
     let mut topics: Vec<_> = metadata.topics.iter().collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = String::new();
@@ -194,13 +208,23 @@ fn describe(args: &DescribeArgs) -> Result<String, Error> {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        writeln!(
-            out,
-            "Topic: {name}\tPartitionCount: {}\tReplicationFactor: {replication_factor}\tConfigs: {configs}",
-            partitions.len()
-        )
-        .expect("writing to a String");
+        let filtered = args.unavailable_partitions || args.under_replicated_partitions;
+        if !filtered {
+            writeln!(
+                out,
+                "Topic: {name}\tPartitionCount: {}\tReplicationFactor: {replication_factor}\tConfigs: {configs}",
+                partitions.len()
+            )
+            .expect("writing to a String");
+        }
         for partition in partitions {
+            let unavailable = !live.contains(&partition.leader_id.0);
+            let under_replicated = partition.isr_nodes.len() < partition.replica_nodes.len();
+            if (args.unavailable_partitions && !unavailable)
+                || (args.under_replicated_partitions && !under_replicated)
+            {
+                continue;
+            }
             writeln!(
                 out,
                 "\tTopic: {name}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
