@@ -85,15 +85,24 @@ class Broker:
     def bootstrap(self):
         return f"localhost:{self.port}"
 
-    def start(self):
-        settings = [
+    def settings(self):
+        """The `--set` settings the process starts with."""
+        return [
             f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
             f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
             f"log.dirs={self.data_dir}",
             *self.extra_settings,
         ]
-        arguments = [str(FJORD)]
-        for setting in settings:
+
+    def command(self):
+        """What runs fjord (a wrapper, such as `ip netns exec`, goes first)."""
+        return [str(FJORD)]
+
+    def launch(self):
+        """Starts the process, its output appended to `log_path`, without
+        waiting for it to serve."""
+        arguments = self.command()
+        for setting in self.settings():
             arguments += ["--set", setting]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -102,6 +111,9 @@ class Broker:
             stderr=subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},
         )
+
+    def start(self):
+        self.launch()
         wait_for_port(self.port, self.process)
 
     def kill9(self):

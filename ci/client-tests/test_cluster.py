@@ -12,7 +12,6 @@ stops taking metadata changes when its leader is killed, a killed node that
 cannot rejoin, and metadata lost across a full stop and start."""
 
 import json
-import os
 import subprocess
 import time
 
@@ -23,7 +22,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.admin import NewTopic as KafkaPythonNewTopic
 
-from conftest import FJORD, Broker, free_port, wait_for_port, wait_until
+from conftest import Broker, free_port, wait_for_port, wait_until
 from test_fjordctl import FJORDCTL
 from test_kcat import consume as kcat_consume
 
@@ -48,16 +47,14 @@ class ClusterNode(Broker):
         self.controller_port = controller_port
         self.voters = voters
 
-    def launch(self):
-        """Starts the process without waiting: a node serves clients only
-        once the quorum has a leader, which takes a majority running."""
+    def settings(self):
         if self.controller_port is None:
             roles = ["process.roles=broker", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
         else:
             roles = ["process.roles=broker,controller",
                      f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
                      f"CONTROLLER://127.0.0.1:{self.controller_port}"]
-        settings = [
+        return [
             *roles,
             f"node.id={self.node_id}",
             f"cluster.id={CLUSTER_ID}",
@@ -71,16 +68,10 @@ class ClusterNode(Broker):
             f"broker.session.timeout.ms={SESSION_TIMEOUT_MS}",
             *self.extra_settings,
         ]
-        arguments = [str(FJORD)]
-        for setting in settings:
-            arguments += ["--set", setting]
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            arguments, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "NO_COLOR": "1"},
-        )
 
     def start(self):
+        # A node serves clients only once the quorum has a leader, which
+        # takes a majority running: launch() starts one without waiting.
         self.launch()
         wait_for_port(self.port, self.process, ELECTION_DEADLINE_SECONDS)
 

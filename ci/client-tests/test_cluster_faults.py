@@ -20,7 +20,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import FJORD, wait_until
+from conftest import FJORD, Broker, wait_until
 from test_fjordctl import FJORDCTL
 
 CLUSTER_ID = "4L6g3nShT-eMCtK--X86sw"
@@ -92,23 +92,27 @@ class Network:
         run("ip", "link", "set", self.host_link(node_id), "up")
 
 
-class Node:
+class Node(Broker):
+    """A combined node of the three, run in its own namespace."""
+
     def __init__(self, network, node_id, data_dir):
+        super().__init__(data_dir)
         self.network = network
         self.node_id = node_id
         self.address = network.addresses[node_id]
-        self.data_dir = data_dir
         self.log_path = data_dir.parent / f"node{node_id}.log"
-        self.process = None
 
     @property
     def bootstrap(self):
         return f"{self.address}:{CLIENT_PORT}"
 
-    def start(self):
+    def command(self):
+        return ["ip", "netns", "exec", self.network.namespace(self.node_id), str(FJORD)]
+
+    def settings(self):
         voters = ",".join(f"{node_id}@{address}:{CONTROLLER_PORT}"
                           for node_id, address in self.network.addresses.items())
-        settings = [
+        return [
             "process.roles=broker,controller",
             f"node.id={self.node_id}",
             f"cluster.id={CLUSTER_ID}",
@@ -121,12 +125,6 @@ class Node:
             "broker.heartbeat.interval.ms=500",
             "broker.session.timeout.ms=3000",
         ]
-        arguments = ["ip", "netns", "exec", self.network.namespace(self.node_id), str(FJORD)]
-        for setting in settings:
-            arguments += ["--set", setting]
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "NO_COLOR": "1"})
 
     def serving(self):
         try:
@@ -136,14 +134,10 @@ class Node:
             return False
 
     def stop(self):
+        # A frozen node must run to handle SIGTERM.
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().stop()
 
     def quorum(self):
         """The quorum as this node reports it, or None if it cannot be asked."""
@@ -158,9 +152,6 @@ class Node:
             return None
         return json.loads(result.stdout)["quorum"]
 
-    def log_tail(self):
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-30:])
 
 
 @pytest.fixture
@@ -173,7 +164,7 @@ def cluster(tmp_path):
     nodes = {node_id: Node(network, node_id, tmp_path / f"node{node_id}") for node_id in NODE_IDS}
     try:
         for node in nodes.values():
-            node.start()
+            node.launch()
         for node in nodes.values():
             wait_until(node.serving, ELECTION_DEADLINE_SECONDS, f"node {node.node_id} serving")
         yield network, nodes

@@ -375,28 +375,27 @@ impl MetadataImage {
                 broker: record.id.0,
             });
         }
-        let registration = self
-            .brokers
-            .get_mut(&record.id)
-            .filter(|registration| registration.epoch == record.epoch)
-            .ok_or(ApplyError::UnknownBrokerRegistration {
-                broker: record.id.0,
-                epoch: record.epoch.0,
-            })?;
-        registration.cores = Some(record.cores);
+        self.registration_mut(record.id, record.epoch)?.cores = Some(record.cores);
         Ok(())
     }
 
-    fn set_fenced(&mut self, record: &BrokerFencingRecord, fenced: bool) -> Result<(), ApplyError> {
-        let registration = self
-            .brokers
-            .get_mut(&record.id)
-            .filter(|registration| registration.epoch == record.epoch)
+    /// The registration of `broker` with `epoch`.
+    fn registration_mut(
+        &mut self,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    ) -> Result<&mut BrokerRegistration, ApplyError> {
+        self.brokers
+            .get_mut(&broker)
+            .filter(|registration| registration.epoch == epoch)
             .ok_or(ApplyError::UnknownBrokerRegistration {
-                broker: record.id.0,
-                epoch: record.epoch.0,
-            })?;
-        registration.fenced = fenced;
+                broker: broker.0,
+                epoch: epoch.0,
+            })
+    }
+
+    fn set_fenced(&mut self, record: &BrokerFencingRecord, fenced: bool) -> Result<(), ApplyError> {
+        self.registration_mut(record.id, record.epoch)?.fenced = fenced;
         Ok(())
     }
 
