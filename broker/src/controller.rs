@@ -464,6 +464,26 @@ impl Controller {
         self.quorum.image()
     }
 
+    /// The broker clients are told to send admin requests to (Metadata's
+    /// and DescribeCluster's `controller_id`): the quorum leader when it is
+    /// a live broker, which makes changes without forwarding them; else
+    /// this broker, which forwards them.
+    #[must_use]
+    pub fn controller_for_clients(&self) -> BrokerId {
+        let Leader::Other { id, .. } = self.quorum.leader() else {
+            return self.node;
+        };
+        i32::try_from(id)
+            .ok()
+            .map(BrokerId)
+            .filter(|leader| {
+                self.image()
+                    .unfenced_brokers()
+                    .any(|registration| registration.id == *leader)
+            })
+            .unwrap_or(self.node)
+    }
+
     /// A receiver that sees a change whenever a new image is published.
     #[must_use]
     pub fn image_published(&self) -> tokio::sync::watch::Receiver<u64> {

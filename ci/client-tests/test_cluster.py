@@ -176,9 +176,14 @@ def listed_brokers(node):
 
 
 def test_every_node_lists_all_three_brokers(cluster):
+    """Metadata through any node lists the three brokers and names the
+    quorum leader as the controller, where admin requests go unforwarded."""
+    leader = cluster.leader_id(NODE_IDS)
     for node in cluster.nodes.values():
         client = AdminClient({"bootstrap.servers": node.bootstrap})
-        brokers = client.list_topics(timeout=ADMIN_TIMEOUT_SECONDS).brokers
+        metadata = client.list_topics(timeout=ADMIN_TIMEOUT_SECONDS)
+        assert metadata.controller_id == leader
+        brokers = metadata.brokers
         assert sorted(brokers) == list(NODE_IDS), cluster.logs()
         assert {broker.port for broker in brokers.values()} == {
             other.port for other in cluster.nodes.values()

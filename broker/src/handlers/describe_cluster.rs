@@ -28,7 +28,7 @@ const BROKER_ENDPOINTS: i8 = 1;
 /// Answers DescribeCluster.
 #[must_use]
 pub fn handle(broker: &Broker, request: &DescribeClusterRequest) -> DescribeClusterResponse {
-    let node = BrokerId(broker.config.node_id);
+    let controller = BrokerId(broker.controller.controller_for_clients().0);
     let response = DescribeClusterResponse::default()
         // Set at start from meta.properties (see `BrokerConfig::cluster_id`).
         .with_cluster_id(StrBytes::from_string(
@@ -38,7 +38,7 @@ pub fn handle(broker: &Broker, request: &DescribeClusterRequest) -> DescribeClus
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
         ))
-        .with_controller_id(node)
+        .with_controller_id(controller)
         // A v0 request decodes as asking for brokers, the only type v0 has.
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_authorized_operations(authorized_operations(

@@ -205,7 +205,7 @@ pub async fn handle(
             topics
         }
     };
-    let node = BrokerId(broker.config.node_id);
+    let controller = BrokerId(broker.controller.controller_for_clients().0);
     MetadataResponse::default()
         .with_brokers(brokers(broker))
         .with_cluster_id(
@@ -214,7 +214,7 @@ pub async fn handle(
                 .cluster_id
                 .map(|id| StrBytes::from_string(id.to_string())),
         )
-        .with_controller_id(node)
+        .with_controller_id(controller)
         .with_topics(topics)
         // Asked for in v8-v10 only (KIP-700 moved it to DescribeCluster).
         .with_cluster_authorized_operations(authorized_operations(
