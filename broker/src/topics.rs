@@ -143,14 +143,12 @@ pub fn check_replica_assignment(
 /// The controller's or the engine's error if it cannot be created or its
 /// partitions here cannot be opened.
 pub async fn ensure_consumer_offsets(broker: &Rc<Broker>) -> Result<(), MetadataError> {
-    let exists = |broker: &Broker| {
-        broker
-            .controller
-            .image()
-            .topics
-            .contains_key(CONSUMER_OFFSETS_TOPIC)
-    };
-    if !exists(broker) {
+    let exists = broker
+        .controller
+        .image()
+        .topics
+        .contains_key(CONSUMER_OFFSETS_TOPIC);
+    if !exists {
         // One node holds the only replica, whatever the configured factor.
         let created = create_topic(
             broker,

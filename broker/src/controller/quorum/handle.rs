@@ -581,27 +581,18 @@ async fn add_learner(
     addr: SocketAddr,
 ) -> Result<Option<u64>, ProposeError> {
     let node = ControllerNode { addr };
-    let known = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .get_node(&id)
-        .copied();
+    let (known, is_voter) = {
+        let metrics = raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        (
+            membership.get_node(&id).copied(),
+            membership.voter_ids().any(|voter| voter == id),
+        )
+    };
     let written = match known {
         Some(known) if known == node => return Ok(None),
         // A voter's address is its configuration's, never a learner's.
-        Some(_)
-            if raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|voter| voter == id) =>
-        {
-            return Err(ProposeError::NotALearner { id });
-        }
+        Some(_) if is_voter => return Err(ProposeError::NotALearner { id }),
         Some(_) => {
             raft.change_membership(
                 openraft::ChangeMembers::SetNodes(BTreeMap::from([(id, node)])),
@@ -614,16 +605,19 @@ async fn add_learner(
     match written {
         Ok(response) => Ok(Some(response.log_id.index)),
         Err(RaftError::Fatal(fatal)) => Err(fatal.into()),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            Err(ProposeError::NotLeader {
-                leader: forward
-                    .leader_id
-                    .zip(forward.leader_node.map(|node| node.addr)),
-            })
-        }
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
-            Err(ProposeError::Membership(Box::new(error)))
-        }
+        Err(RaftError::APIError(error)) => Err(write_refused(error)),
+    }
+}
+
+/// What a write openraft refused means to its proposer.
+fn write_refused(error: ClientWriteError<NodeId, ControllerNode>) -> ProposeError {
+    match error {
+        ClientWriteError::ForwardToLeader(forward) => ProposeError::NotLeader {
+            leader: forward
+                .leader_id
+                .zip(forward.leader_node.map(|node| node.addr)),
+        },
+        ClientWriteError::ChangeMembershipError(error) => ProposeError::Membership(Box::new(error)),
     }
 }
 
@@ -710,14 +704,7 @@ impl QuorumHandle {
                     }),
                 }
             }
-            Err(ClientWriteError::ForwardToLeader(forward)) => Err(ProposeError::NotLeader {
-                leader: forward
-                    .leader_id
-                    .zip(forward.leader_node.map(|node| node.addr)),
-            }),
-            Err(ClientWriteError::ChangeMembershipError(error)) => {
-                Err(ProposeError::Membership(Box::new(error)))
-            }
+            Err(refused) => Err(write_refused(refused)),
         }
     }
 
