@@ -91,8 +91,15 @@ pub struct EpochEnd {
 }
 
 impl<S: Storage> Shard<S> {
-    /// Runs `operation` with the log of `partition` on its shard.
-    async fn on_log<T, F, Fut>(
+    /// Runs `operation` with the log of `partition` on its shard: the
+    /// broker's partition layer keeps its per-partition work (a leader's
+    /// follower progress, a follower's appends) on the core that owns the
+    /// log, whatever core a request arrived on.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPartition`] if no shard holds it; the operation's
+    /// own error; [`Error::ShuttingDown`] once the owner has stopped.
+    pub async fn on_log<T, F, Fut>(
         self: &Rc<Self>,
         partition: TopicPartition,
         queue: Queue,
