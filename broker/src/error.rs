@@ -88,7 +88,11 @@ pub fn engine_error_code(error: &EngineError) -> i16 {
         }
         EngineError::PartitionExists(_) => ResponseError::TopicAlreadyExists,
         EngineError::InvalidConfig { .. } => ResponseError::InvalidConfig,
-        EngineError::ShardFailed(_) => ResponseError::UnknownServerError,
+        // A follower's own fault in following its leader, never a client's
+        // (Kafka's `UnexpectedAppendOffsetException` has no code either).
+        EngineError::ShardFailed(_) | EngineError::OffsetMismatch { .. } => {
+            ResponseError::UnknownServerError
+        }
         EngineError::CorruptCheckpoint { .. } => ResponseError::KafkaStorageError,
     };
     kind.code()

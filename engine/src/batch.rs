@@ -48,6 +48,10 @@
 //! Timestamp bounds (`message.timestamp.*.max.ms`) need the topic's config and
 //! are not checked here.
 //!
+//! A follower appends its leader's batches as they are, offsets and all;
+//! [`validate_replicated`] checks only what protects the log itself
+//! (framing, CRC, offsets it can hold), since the leader checked the rest.
+//!
 //! All parsing is bounds-checked: no input, however malformed, makes these
 //! functions panic, except the documented `# Panics` of the rewriting
 //! functions, which take batches already validated.
@@ -416,6 +420,58 @@ pub fn validate_incoming(batch: &[u8], max_message_bytes: usize) -> Result<Batch
             record?;
         }
     }
+    Ok(header)
+}
+
+/// Validates one batch a follower received from its leader, to append as
+/// is: the framing (`12 + batchLength` is exactly the bytes given), magic 2,
+/// the CRC ([`scan_batch`]), a known codec, and offsets the log can hold
+/// (`baseOffset >= 0`, `lastOffsetDelta >= 0`, the last offset within
+/// `i64`). Nothing else: the leader validated the records when it accepted
+/// them, and a compacted leader log legitimately holds batches Kafka's
+/// produce checks refuse (fewer records than `lastOffsetDelta + 1`, even
+/// none), as Kafka's follower append (`ignoreRecordSize`, no
+/// `LogValidator`) trusts them too. `max.message.bytes` is the leader's.
+///
+/// # Errors
+/// [`Error::InvalidBatch`], naming the failed check.
+pub fn validate_replicated(batch: &[u8]) -> Result<BatchHeader> {
+    let header = match scan_batch(batch) {
+        ScanOutcome::Valid(header) => header,
+        ScanOutcome::Incomplete => {
+            return Err(invalid(format!(
+                "{} bytes hold less than the batch they start",
+                batch.len()
+            )))
+        }
+        ScanOutcome::Invalid(reason) => return Err(invalid(reason)),
+    };
+    if header.total_bytes() != batch.len() {
+        return Err(invalid(format!(
+            "batchLength {} declares a {}-byte batch but {} bytes were given",
+            header.batch_length,
+            header.total_bytes(),
+            batch.len()
+        )));
+    }
+    if header.base_offset < Offset::ZERO || header.last_offset_delta < 0 {
+        return Err(invalid(format!(
+            "offsets {}+{} are not an offset range",
+            header.base_offset, header.last_offset_delta
+        )));
+    }
+    if header
+        .base_offset
+        .0
+        .checked_add(i64::from(header.last_offset_delta))
+        .is_none()
+    {
+        return Err(invalid(format!(
+            "baseOffset {} + lastOffsetDelta {} overflows",
+            header.base_offset, header.last_offset_delta
+        )));
+    }
+    header.compression()?;
     Ok(header)
 }
 
@@ -1173,6 +1229,39 @@ mod tests {
     const KAFKA_PYTHON_HEADERS: &str = "0000000000000000000000510000000002b8c67b64000000000001\
         0000018bcfe568000000018bcfe56805ffffffffffffffffffffffffffff000000022e000000066b65\
         790a76616c7565040468310278046832010e000a0201027600";
+
+    /// A follower stores what its leader stored: a batch at any offset,
+    /// with a leader epoch, even one compaction emptied (record count 0
+    /// under a last offset delta of 2); it refuses what would damage its
+    /// log.
+    #[test]
+    fn replicated_batches_are_checked_for_framing_crc_and_offsets_only() {
+        let mut stored = sample();
+        set_base_offset(&mut stored, Offset(1_000));
+        set_partition_leader_epoch(&mut stored, LeaderEpoch(4));
+        let header = validate_replicated(&stored).unwrap();
+        assert_eq!(header.base_offset, Offset(1_000));
+        assert_eq!(header.last_offset(), Offset(1_002));
+        let emptied = with_field(stored.clone(), RECORD_COUNT_AT, &0i32.to_be_bytes());
+        assert!(validate_incoming(&emptied, MAX).is_err());
+        assert_eq!(validate_replicated(&emptied).unwrap().record_count, 0);
+
+        let mut flipped = stored.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(invalid_reason(validate_replicated(&flipped)).contains("CRC"));
+        assert!(validate_replicated(&stored[..stored.len() - 1]).is_err());
+        let mut long = stored.clone();
+        long.push(0);
+        assert!(invalid_reason(validate_replicated(&long)).contains("bytes were given"));
+        let backwards = with_field(stored.clone(), LAST_OFFSET_DELTA_AT, &(-1i32).to_be_bytes());
+        assert!(invalid_reason(validate_replicated(&backwards)).contains("offset range"));
+        let mut negative = stored.clone();
+        set_base_offset(&mut negative, Offset(-5));
+        assert!(invalid_reason(validate_replicated(&negative)).contains("offset range"));
+        let mut overflowing = stored;
+        set_base_offset(&mut overflowing, Offset(i64::MAX - 1));
+        assert!(invalid_reason(validate_replicated(&overflowing)).contains("overflows"));
+    }
 
     #[test]
     fn build_batch_matches_kafka_python_byte_for_byte() {

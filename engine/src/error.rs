@@ -105,6 +105,20 @@ pub enum Error {
         log_end: Offset,
     },
 
+    /// A follower was given a batch that does not follow its log: it starts
+    /// below the log end or overlaps the batch before it (Kafka's
+    /// `UnexpectedAppendOffsetException` and `OffsetsOutOfOrderException`).
+    /// Its log and the leader's disagree, so it must truncate or fetch
+    /// again from its log end; nothing was appended.
+    #[error("replicated batch starts at offset {found}, expected at least {expected}")]
+    OffsetMismatch {
+        /// The lowest base offset the batch could have had: the log end, or
+        /// the offset after the previous batch of the same append.
+        expected: Offset,
+        /// The batch's base offset.
+        found: Offset,
+    },
+
     /// An idempotent producer's batch does not continue its sequence
     /// (Kafka: `OUT_OF_ORDER_SEQUENCE_NUMBER`).
     #[error(

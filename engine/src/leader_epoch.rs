@@ -14,9 +14,13 @@
 //!
 //! # Durability contract
 //! The cache is in memory only. It is persisted in the partition checkpoint
-//! (see [`crate::checkpoint::PartitionCheckpoint::leader_epochs`]) by the
-//! caller, after any mutation that returned `true`, and before the appended
-//! data it describes is acknowledged as committed.
+//! (see [`crate::checkpoint::PartitionCheckpoint::leader_epochs`]) with
+//! every recovery point; the epochs of batches written since are rebuilt
+//! from the batches themselves when the log is recovered (each batch
+//! carries its `partitionLeaderEpoch`), as Kafka's segment recovery does.
+//! An epoch a new leader recorded at its log end before writing anything
+//! is lost by a crash, which is harmless: it covers no data, and the
+//! leader records it again when it next takes leadership.
 
 use std::path::Path;
 

@@ -16,8 +16,8 @@ use crate::types::{LeaderEpoch, Offset, TimestampMs};
 use super::admission::AdmissionTicket;
 use super::record_checks::RecordChecks;
 use super::{
-    producer_batch, AppendInfo, LogState, NextWrite, PartitionLog, PendingBatch, Role, RoleGuard,
-    PENDING_BYTES_MAX, WRITE_BYTES_MAX,
+    producer_batch, replay_leader_epoch, replay_producer_batch, AppendInfo, LogState, NextWrite,
+    PartitionLog, PendingBatch, Role, RoleGuard, PENDING_BYTES_MAX, WRITE_BYTES_MAX,
 };
 
 impl<S: Storage> PartitionLog<S> {
@@ -102,6 +102,114 @@ impl<S: Storage> PartitionLog<S> {
             self.apply_flush_policy(records).await?;
         }
         Ok(info)
+    }
+
+    /// Appends record batches a follower fetched from its leader, exactly as
+    /// the leader wrote them: offsets, partition leader epochs, producer
+    /// ids, epochs and sequences, timestamps and CRCs are kept, and
+    /// returns once they are *written* (the caller flushes, with
+    /// [`PartitionLog::flush_to`], when it must). Each batch is checked only
+    /// for what protects this log ([`batch::validate_replicated`]: framing,
+    /// CRC, offsets): not against `max.message.bytes`, the record checks or
+    /// the producer sequences, which the leader applied when it accepted
+    /// them. Applies `flush.messages` like any append.
+    ///
+    /// The first batch must start at or after the log end and each next one
+    /// after the one before. A gap is allowed, as in Kafka: the cleaner
+    /// removes whole batches from a compacted leader log, so its batches
+    /// need not be contiguous.
+    ///
+    /// As the batches are admitted the leader-epoch cache takes every epoch
+    /// newer than its latest (starting at that batch's base offset) and the
+    /// producer-state table records every idempotent batch without a
+    /// sequence check, so the follower's state matches the leader's and a
+    /// follower that becomes leader refuses duplicates and out-of-order
+    /// sequences as the old leader would have. The batches go through the
+    /// admission line, writer, segment rolls and indexes of every append,
+    /// so checkpoints, producer snapshots and recovery treat them alike.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBatch`] for no batch or a batch that fails its
+    /// checks; [`Error::OffsetMismatch`] for a batch that starts below the
+    /// log end or overlaps the one before (nothing is appended then: the
+    /// follower's log and the leader's disagree); [`Error::Poisoned`],
+    /// [`Error::ShuttingDown`], or the [`Error::Io`] that poisoned the log.
+    pub async fn append_as_follower<B: AsRef<[u8]>>(&self, batches: &[B]) -> Result<AppendInfo> {
+        if batches.is_empty() {
+            return Err(Error::InvalidBatch("no record batch".to_owned()));
+        }
+        let mut headers = Vec::with_capacity(batches.len());
+        for bytes in batches {
+            let header = batch::validate_replicated(bytes.as_ref())?;
+            if let Some(previous) = headers.last().map(BatchHeader::last_offset) {
+                if header.base_offset <= previous {
+                    return Err(Error::OffsetMismatch {
+                        expected: previous.next(),
+                        found: header.base_offset,
+                    });
+                }
+            }
+            headers.push(header);
+        }
+        let ticket = self.admission_ticket();
+        let total_bytes = batches.iter().map(|bytes| bytes.as_ref().len()).sum();
+        ticket.wait_for_turn().await;
+        self.wait_for_queue_room(total_bytes).await?;
+        let info = self.admit_replicated(batches, &headers)?;
+        drop(ticket);
+        self.wait_written(info.last_offset.next()).await?;
+        let records = headers
+            .iter()
+            .map(|header| i64::from(header.record_count.max(0)))
+            .sum();
+        self.apply_flush_policy(records).await?;
+        Ok(info)
+    }
+
+    /// Queues a follower's validated batches at their own offsets, with the
+    /// epoch cache and producer state they imply. Never awaits, so the log
+    /// end it checks against is the one the batches land on.
+    /// Each batch is copied into a buffer of its own: the batch cache keeps
+    /// it, and a slice of the fetch response it came in would pin the whole
+    /// response.
+    fn admit_replicated<B: AsRef<[u8]>>(
+        &self,
+        batches: &[B],
+        headers: &[BatchHeader],
+    ) -> Result<AppendInfo> {
+        let mut state = self.state.borrow_mut();
+        self.usable(&state)?;
+        let (Some(first), Some(last)) = (headers.first(), headers.last()) else {
+            return Err(Error::InvalidBatch("no record batch".to_owned()));
+        };
+        if first.base_offset < state.assigned_offset {
+            return Err(Error::OffsetMismatch {
+                expected: state.assigned_offset,
+                found: first.base_offset,
+            });
+        }
+        // An epoch this node took as leader at its log end wrote nothing
+        // here (else the log would end past it): the leader's batches say
+        // which epochs these offsets belong to.
+        state.epochs.truncate_from_end(first.base_offset);
+        for (header, bytes) in headers.iter().zip(batches) {
+            replay_leader_epoch(&mut state.epochs, header);
+            replay_producer_batch(&mut state.producers, header);
+            let bytes = Bytes::copy_from_slice(bytes.as_ref());
+            state.pending_bytes += bytes.len();
+            state.pending.push_back(PendingBatch {
+                header: *header,
+                bytes,
+            });
+        }
+        state.assigned_offset = last.last_offset().next();
+        Ok(AppendInfo {
+            base_offset: first.base_offset,
+            last_offset: last.last_offset(),
+            log_append_time: TimestampMs::NONE,
+            log_start_offset: state.log_start_offset,
+            duplicate: false,
+        })
     }
 
     /// Checks incoming batches against the producer state and queues them

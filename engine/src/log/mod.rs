@@ -5,6 +5,8 @@
 //! - [`PartitionLog::append`] returns once the batch is *written*: its DMA
 //!   completed and readers can see it. It survives a process crash (`kill
 //!   -9`) but not necessarily a power loss.
+//! - [`PartitionLog::append_as_follower`] appends a leader's batches as they
+//!   are, with the same *written* point.
 //! - [`PartitionLog::flush`] returns once everything appended before the call
 //!   is *flushed* (fdatasync completed): it survives power loss. Concurrent
 //!   flushes share one fdatasync (group commit).
@@ -45,6 +47,8 @@
 pub mod admission;
 mod append;
 pub mod cleaner;
+#[cfg(test)]
+mod follower_tests;
 mod index_load;
 mod read;
 pub mod read_ahead;
@@ -583,6 +587,34 @@ fn parse_partition_metadata(bytes: &[u8]) -> Option<String> {
         .flatten()
         .filter(|id| !id.is_empty())
         .map(str::to_owned)
+}
+
+/// Records a batch that is already the log's (replayed by recovery, or
+/// copied from the leader by a follower) in the producer state without a
+/// sequence check, as Kafka's replication-origin appends and recovery do:
+/// the log is the truth, so a follower's table ends as its leader's and a
+/// reopened log's as before the crash. Control batches (transaction
+/// markers) carry no sequence and are left out, as Kafka leaves them out of
+/// the sequence cache; the transaction state they end is not kept yet.
+fn replay_producer_batch(producers: &mut ProducerStateTable, header: &BatchHeader) {
+    if header.is_idempotent() && !header.is_control() {
+        producers.record(
+            &producer_batch(header),
+            header.base_offset,
+            header.last_offset(),
+        );
+    }
+}
+
+/// Records in the epoch cache that the batch's leader epoch starts at its
+/// base offset when that epoch is newer than every known one, as Kafka's
+/// follower append and segment recovery do. Batches written before leader
+/// epochs existed ([`crate::types::LeaderEpoch::UNKNOWN`]) say nothing.
+fn replay_leader_epoch(epochs: &mut LeaderEpochCache, header: &BatchHeader) {
+    let epoch = header.partition_leader_epoch;
+    if epoch.0 >= 0 && epochs.latest_epoch().is_none_or(|latest| epoch > latest) {
+        epochs.assign(epoch, header.base_offset);
+    }
 }
 
 fn producer_batch(header: &BatchHeader) -> ProducerBatch {

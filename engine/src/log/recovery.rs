@@ -2,7 +2,9 @@
 //! recovery point are trusted without reading; the segment holding it is
 //! scanned from its index entry; later ones are scanned whole, every CRC
 //! verified, the log cut at the first torn or corrupt batch. Producer state
-//! and leader epochs are rebuilt from the last snapshot and checkpoint.
+//! and leader epochs are rebuilt from the last snapshot and checkpoint and
+//! the batches scanned after them, whether a leader or a follower wrote
+//! them (their bytes have one form).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -24,7 +26,10 @@ use crate::storage::Storage;
 use crate::types::{Offset, TopicPartition};
 
 use super::read_ahead::ReadAhead;
-use super::{cleaner, producer_batch, remove_segment_files, LogState, PartitionLog};
+use super::{
+    cleaner, remove_segment_files, replay_leader_epoch, replay_producer_batch, LogState,
+    PartitionLog,
+};
 
 impl<S: Storage + Clone> PartitionLog<S> {
     /// Opens (creating if needed) the log of `partition` under `data_dir`,
@@ -92,8 +97,9 @@ impl<S: Storage + Clone> PartitionLog<S> {
             replay_from,
             index_policy: config.index_policy(),
         };
+        let mut epochs = checkpointed_epochs(checkpoint.as_ref(), &checkpoint_path)?;
         recovery
-            .recover_segments(&bases, &mut segments, &mut producers)
+            .recover_segments(&bases, &mut segments, &mut producers, &mut epochs)
             .await?;
         remove_snapshots_after(&storage, &dir, &snapshots, recovery_point).await?;
         let log_end = segments
@@ -102,7 +108,8 @@ impl<S: Storage + Clone> PartitionLog<S> {
             .map_or(checkpoint_start, |segment| segment.next_offset);
         let first_base = *segments.keys().next().expect("at least one segment");
         let log_start = checkpoint_start.max(first_base).min(log_end);
-        let epochs = recovered_epochs(checkpoint.as_ref(), &checkpoint_path, log_start, log_end)?;
+        epochs.truncate_from_end(log_end);
+        epochs.truncate_from_start(log_start);
         producers.truncate_start(log_start);
         let high_watermark = checkpoint
             .as_ref()
@@ -169,11 +176,17 @@ impl<S: Storage> LogRecovery<'_, S> {
     /// Opens every segment, scanning those at or past the recovery point:
     /// their CRCs are verified, a torn or corrupt tail is cut, and every
     /// later segment is deleted (a valid log has nothing after a torn batch).
+    /// The scanned batches rebuild the producer state (from the snapshot's
+    /// offset) and the leader epochs the checkpoint did not know yet, as
+    /// Kafka's segment recovery does: epochs are checkpointed only with the
+    /// recovery point, so those of batches written since come from the
+    /// batches themselves.
     pub(super) async fn recover_segments(
         &self,
         bases: &[Offset],
         segments: &mut BTreeMap<Offset, Segment<S>>,
         producers: &mut ProducerStateTable,
+        epochs: &mut LeaderEpochCache,
     ) -> Result<()> {
         let mut cut = false;
         for (number, &base) in bases.iter().enumerate() {
@@ -206,13 +219,10 @@ impl<S: Storage> LogRecovery<'_, S> {
             let replay_from = self.replay_from;
             let scan = segment
                 .recover_from(position, position_offset, self.index_policy, |header| {
-                    if header.is_idempotent() && header.base_offset >= replay_from {
-                        producers.record(
-                            &producer_batch(header),
-                            header.base_offset,
-                            header.last_offset(),
-                        );
+                    if header.base_offset >= replay_from {
+                        replay_producer_batch(producers, header);
                     }
+                    replay_leader_epoch(epochs, header);
                 })
                 .await?;
             if let Some((at, reason)) = scan.truncated_at {
@@ -254,22 +264,18 @@ pub(super) async fn remove_snapshots_after<S: Storage>(
     Ok(())
 }
 
-/// The checkpointed leader epochs, cut to the recovered log.
-pub(super) fn recovered_epochs(
+/// The checkpointed leader epochs, which recovery completes from the
+/// batches it scans and then cuts to the recovered log.
+pub(super) fn checkpointed_epochs(
     checkpoint: Option<&PartitionCheckpoint>,
     path: &Path,
-    log_start: Offset,
-    log_end: Offset,
 ) -> Result<LeaderEpochCache> {
-    let mut epochs = match checkpoint {
+    match checkpoint {
         Some(checkpoint) => {
-            LeaderEpochCache::from_checkpoint_entries(path, &checkpoint.leader_epochs)?
+            LeaderEpochCache::from_checkpoint_entries(path, &checkpoint.leader_epochs)
         }
-        None => LeaderEpochCache::default(),
-    };
-    epochs.truncate_from_end(log_end);
-    epochs.truncate_from_start(log_start);
-    Ok(epochs)
+        None => Ok(LeaderEpochCache::default()),
+    }
 }
 
 /// Reads and decodes the partition checkpoint, if there is one.
