@@ -14,9 +14,13 @@
 //! The table is in memory. It is rebuilt at open from the newest snapshot
 //! (file [`snapshot_file_name`]`(offset)`, written by the caller from
 //! [`ProducerStateTable::encode_snapshot`]) followed by [`ProducerStateTable::record`]
-//! of every batch in the log from the snapshot offset on. A snapshot whose
-//! offset is beyond the recovered log end must be discarded (or the loaded
-//! table passed through [`ProducerStateTable::truncate_to`]) before replay.
+//! of every batch in the log from the snapshot offset on. A snapshot must
+//! hold the state of exactly the offsets below its own (the log writes them
+//! from its table of written batches), and one whose offset is beyond the
+//! recovered log end must be discarded before replay. A truncated log
+//! rebuilds its table the same way, from the newest snapshot at or below
+//! the truncation offset: the table itself cannot be cut back, since it
+//! keeps only the newest epoch's last batches.
 
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::path::Path;
@@ -296,20 +300,6 @@ impl ProducerStateTable {
                 entry.batches.push(metadata);
             }
         }
-    }
-
-    /// Forgets batches at or beyond `offset`, after the log was truncated to
-    /// end there; a producer left with no batch is forgotten.
-    ///
-    /// Exact for what it keeps, but it cannot bring back what the cache
-    /// dropped earlier: a producer whose whole current epoch is truncated is
-    /// forgotten rather than reverted to its previous epoch. Where that
-    /// matters, rebuild from a snapshot below `offset` and replay.
-    pub fn truncate_to(&mut self, offset: Offset) {
-        self.producers.retain(|_, entry| {
-            entry.batches.retain(|batch| batch.last_offset < offset);
-            !entry.batches.is_empty()
-        });
     }
 
     /// Forgets producers whose last batch ends before `log_start`, after the
@@ -708,30 +698,6 @@ mod tests {
     }
 
     #[test]
-    fn truncate_to_drops_batches_at_or_after_the_offset_and_emptied_producers() {
-        let mut p = Partition::new();
-        p.produce(batch(0, 0, 1)).unwrap(); // offsets 0..=1
-        let other = ProducerBatch {
-            producer_id: ProducerId(8),
-            ..batch(0, 0, 0)
-        };
-        p.produce(other).unwrap(); // offset 2
-        p.produce(batch(0, 2, 3)).unwrap(); // offsets 3..=4
-        p.table.truncate_to(Offset(4));
-        assert_eq!(p.table.get(PRODUCER).unwrap().batches().len(), 1);
-        assert_eq!(p.table.len(), 2);
-        assert_eq!(
-            p.table.check(&batch(0, 2, 3)).unwrap(),
-            SequenceCheck::Accept
-        );
-        p.table.truncate_to(Offset(2));
-        assert_eq!(p.table.len(), 1);
-        assert!(p.table.get(ProducerId(8)).is_none());
-        p.table.truncate_to(Offset::ZERO);
-        assert!(p.table.is_empty());
-    }
-
-    #[test]
     fn truncate_start_forgets_producers_wholly_before_the_log_start() {
         let mut p = Partition::new();
         p.produce(batch(0, 0, 1)).unwrap(); // 0..=1
@@ -1004,14 +970,6 @@ mod tests {
             }
         }
 
-        fn truncate_to(&mut self, offset: i64) {
-            for (_, cached) in self.producers.values_mut() {
-                cached.retain(|&(_, _, _, last_offset)| last_offset < offset);
-            }
-            self.producers.retain(|_, (_, cached)| !cached.is_empty());
-            self.log_end = self.log_end.min(offset);
-        }
-
         /// A first sequence worth trying: the expected next one, a cached
         /// batch's (a retry), zero, or anything.
         fn pick_batch(&self, id: i64, kind: u8, any: i32, extra_records: i32) -> (i32, i32) {
@@ -1041,26 +999,31 @@ mod tests {
         }
     }
 
+    /// A batch a producer sends.
     #[derive(Clone, Debug)]
-    enum Op {
-        Produce {
-            id: i64,
-            epoch: i16,
-            kind: u8,
-            any: i32,
-            extra_records: i32,
-        },
-        TruncateTo {
-            back: i64,
-        },
+    struct Produce {
+        id: i64,
+        epoch: i16,
+        kind: u8,
+        any: i32,
+        extra_records: i32,
     }
 
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            8 => (0..3i64, 0..3i16, 0..4u8, prop_oneof![0..12i32, Just(i32::MAX - 1), Just(i32::MAX)], 0..3i32)
-                .prop_map(|(id, epoch, kind, any, extra_records)| Op::Produce { id, epoch, kind, any, extra_records }),
-            1 => (0..8i64).prop_map(|back| Op::TruncateTo { back }),
-        ]
+    fn produce() -> impl Strategy<Value = Produce> {
+        (
+            0..3i64,
+            0..3i16,
+            0..4u8,
+            prop_oneof![0..12i32, Just(i32::MAX - 1), Just(i32::MAX)],
+            0..3i32,
+        )
+            .prop_map(|(id, epoch, kind, any, extra_records)| Produce {
+                id,
+                epoch,
+                kind,
+                any,
+                extra_records,
+            })
     }
 
     proptest! {
@@ -1070,40 +1033,31 @@ mod tests {
         /// exactly as the model caches them, and the table survives a snapshot
         /// round trip at every step.
         #[test]
-        fn sequence_rules_match_the_model(ops in proptest::collection::vec(op(), 1..80)) {
+        fn sequence_rules_match_the_model(ops in proptest::collection::vec(produce(), 1..80)) {
             let mut table = ProducerStateTable::new();
             let mut model = Model::default();
-            for op in ops {
-                match op {
-                    Op::Produce { id, epoch, kind, any, extra_records } => {
-                        let (first, last) = model.pick_batch(id, kind, any, extra_records);
-                        let batch = ProducerBatch {
-                            producer_id: ProducerId(id),
-                            producer_epoch: ProducerEpoch(epoch),
-                            first_sequence: first,
-                            last_sequence: last,
-                            max_timestamp: TimestampMs(model.log_end),
-                        };
-                        let expected = model.expect(id, epoch, first, last);
-                        let actual = match table.check(&batch) {
-                            Ok(SequenceCheck::Accept) => Expected::Accept,
-                            Ok(SequenceCheck::Duplicate(meta)) => Expected::Duplicate(meta.first_offset.0, meta.last_offset.0),
-                            Err(Error::ProducerFenced { .. }) => Expected::Fenced,
-                            Err(Error::OutOfOrderSequence { expected, .. }) => Expected::OutOfOrder(expected),
-                            Err(other) => panic!("unexpected error {other}"),
-                        };
-                        prop_assert_eq!(&actual, &expected);
-                        if actual == Expected::Accept {
-                            let records = i64::from(span(first, last)) + 1;
-                            table.record(&batch, Offset(model.log_end), Offset(model.log_end + records - 1));
-                            model.append(id, epoch, first, last, records);
-                        }
-                    }
-                    Op::TruncateTo { back } => {
-                        let offset = (model.log_end - back).max(0);
-                        table.truncate_to(Offset(offset));
-                        model.truncate_to(offset);
-                    }
+            for Produce { id, epoch, kind, any, extra_records } in ops {
+                let (first, last) = model.pick_batch(id, kind, any, extra_records);
+                let batch = ProducerBatch {
+                    producer_id: ProducerId(id),
+                    producer_epoch: ProducerEpoch(epoch),
+                    first_sequence: first,
+                    last_sequence: last,
+                    max_timestamp: TimestampMs(model.log_end),
+                };
+                let expected = model.expect(id, epoch, first, last);
+                let actual = match table.check(&batch) {
+                    Ok(SequenceCheck::Accept) => Expected::Accept,
+                    Ok(SequenceCheck::Duplicate(meta)) => Expected::Duplicate(meta.first_offset.0, meta.last_offset.0),
+                    Err(Error::ProducerFenced { .. }) => Expected::Fenced,
+                    Err(Error::OutOfOrderSequence { expected, .. }) => Expected::OutOfOrder(expected),
+                    Err(other) => panic!("unexpected error {other}"),
+                };
+                prop_assert_eq!(&actual, &expected);
+                if actual == Expected::Accept {
+                    let records = i64::from(span(first, last)) + 1;
+                    table.record(&batch, Offset(model.log_end), Offset(model.log_end + records - 1));
+                    model.append(id, epoch, first, last, records);
                 }
                 prop_assert_eq!(table.len(), model.producers.len());
                 for (id, (epoch, cached)) in &model.producers {

@@ -438,6 +438,9 @@ impl<S: Storage> PartitionLog<S> {
             state
                 .active_mut()
                 .commit_append(&run, commit, policy, self.now_ms());
+            for (header, _) in &run {
+                replay_producer_batch(&mut state.written_producers, header);
+            }
             let end = run.last().map_or(state.written_offset, |(header, _)| {
                 header.last_offset().next()
             });
@@ -520,38 +523,72 @@ impl<S: Storage> PartitionLog<S> {
         result
     }
 
+    /// A producer snapshot is written with the checkpoint only when the
+    /// recovery point is the written offset (a roll, a close, a
+    /// truncation, a recovery point that caught up): the snapshot must hold
+    /// the producer state of exactly the offsets below it, and only the
+    /// written table is known exactly. Otherwise the newest older snapshot
+    /// stays, and recovery replays from it.
     pub(super) async fn write_checkpoint_exclusively(&self, recovery_point: Offset) -> Result<()> {
         let (snapshot, checkpoint) = {
             let mut state = self.state.borrow_mut();
             state.recovery_point = recovery_point;
-            // The snapshot describes the log below the recovery point only:
-            // the table already holds batches admitted (even unwritten) past
-            // it, and recovery replays those from the log.
-            let mut covered = state.producers.clone();
-            covered.truncate_to(recovery_point);
-            (
-                covered.encode_snapshot(recovery_point),
-                state.checkpoint().encode(),
-            )
+            let snapshot = (recovery_point == state.written_offset)
+                .then(|| state.written_producers.encode_snapshot(recovery_point));
+            (snapshot, state.checkpoint().encode())
         };
-        let files = vec![
-            (self.dir.join(snapshot_file_name(recovery_point)), snapshot),
-            (self.dir.join(PARTITION_CHECKPOINT_FILE), checkpoint),
-        ];
+        let mut files = Vec::with_capacity(2);
+        if let Some(snapshot) = snapshot {
+            files.push((self.dir.join(snapshot_file_name(recovery_point)), snapshot));
+        }
+        files.push((self.dir.join(PARTITION_CHECKPOINT_FILE), checkpoint));
         write_files(&self.storage, files).await?;
-        // Older snapshots are superseded.
+        // Older snapshots are superseded, except the newest one at or below
+        // the recovery point (recovery starts from it) and those taken at
+        // the base of a segment that still exists (a roll takes one):
+        // truncation reloads the producer state from the newest snapshot
+        // below its offset, so these bound its replay to about a segment.
+        let (segment_bases, first_base) = {
+            let state = self.state.borrow();
+            let bases: Vec<Offset> = state.segments.keys().copied().collect();
+            let first = bases.first().copied().unwrap_or(recovery_point);
+            (bases, first)
+        };
+        let snapshots = self.snapshot_offsets().await?;
+        let newest_usable = snapshots
+            .iter()
+            .rev()
+            .find(|&&offset| offset <= recovery_point)
+            .copied();
+        let superseded = snapshots
+            .into_iter()
+            .filter(|&offset| {
+                offset < recovery_point
+                    && Some(offset) != newest_usable
+                    && (offset < first_base || segment_bases.binary_search(&offset).is_err())
+            })
+            .map(|offset| self.dir.join(snapshot_file_name(offset)))
+            .collect();
+        remove_files(&self.storage, superseded).await
+    }
+
+    /// The offsets of the producer snapshots in the partition directory,
+    /// ascending.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory cannot be listed.
+    pub(super) async fn snapshot_offsets(&self) -> Result<Vec<Offset>> {
         let names = self
             .storage
             .list_dir(&self.dir)
             .await
             .map_err(|error| Error::io("listing partition directory", &self.dir, error))?;
-        let superseded = names
+        let mut offsets: Vec<Offset> = names
             .iter()
             .filter_map(|name| parse_snapshot_file_name(name))
-            .filter(|&offset| offset < recovery_point)
-            .map(|offset| self.dir.join(snapshot_file_name(offset)))
             .collect();
-        remove_files(&self.storage, superseded).await
+        offsets.sort_unstable();
+        Ok(offsets)
     }
 
     /// Moves the recovery point up to the flushed offset, so a restart after

@@ -359,6 +359,63 @@ fn a_reopened_follower_log_recovers_the_state_it_had() {
     assert_eq!(state(&reopened), expected, "after a clean close");
 }
 
+/// Guards against truncation leaving producer state or epochs of the cut
+/// records behind (the follower would refuse the leader's next batches or
+/// answer OffsetForLeaderEpoch with epochs that wrote nothing), and
+/// against a follower that cannot go on from the offset it truncated to.
+#[test]
+fn a_truncated_follower_continues_from_the_leaders_batches() {
+    let (leader, _) = leader_workload(17);
+    let batches = batches_from(&leader, Offset::ZERO);
+    let follower = open(&MemoryStorage::new(18), 1);
+    let keep = batches.len() / 2;
+    replicate(&follower, &batches[..keep], &mut Rng::new(9));
+    // A tail the leader never had: this node led epoch 9 for a while.
+    let cut = follower.offsets().log_end;
+    follower.assign_leader_epoch(LeaderEpoch(9));
+    let mut divergent = Producer::new(7);
+    divergent.epoch = ProducerEpoch(5);
+    let mut rng = Rng::new(19);
+    for _ in 0..6 {
+        block_on(follower.append(&divergent.batch(&mut rng), LeaderEpoch(9))).expect("append");
+    }
+    assert_eq!(
+        follower.leader_epochs().last(),
+        Some(&(LeaderEpoch(9), cut))
+    );
+
+    assert_eq!(block_on(follower.truncate_to(cut)).expect("truncate"), cut);
+    // What a follower that never had the tail holds.
+    let reference = open(&MemoryStorage::new(21), 2);
+    replicate(&reference, &batches[..keep], &mut Rng::new(9));
+    assert_eq!(follower.leader_epochs(), reference.leader_epochs());
+    assert_eq!(producer_state(&follower), producer_state(&reference));
+
+    replicate(&follower, &batches[keep..], &mut Rng::new(10));
+    assert_eq!(batches_from(&follower, Offset::ZERO), batches);
+    let mut expected_epochs = leader.leader_epochs();
+    expected_epochs.pop();
+    assert_eq!(follower.leader_epochs(), expected_epochs);
+    assert_eq!(producer_state(&follower), producer_state(&leader));
+
+    // Deeper, below the recovery point and several segments back: the
+    // producer state comes from an older segment's snapshot.
+    block_on(follower.checkpoint_recovery_point()).expect("checkpoint");
+    let keep = batches.len() / 4;
+    let cut = header(&batches[keep]).base_offset;
+    assert!(cut < follower.state.borrow().recovery_point);
+    let segments = follower.segment_count();
+    assert_eq!(block_on(follower.truncate_to(cut)).expect("truncate"), cut);
+    assert!(follower.segment_count() < segments);
+    let reference = open(&MemoryStorage::new(22), 3);
+    replicate(&reference, &batches[..keep], &mut Rng::new(11));
+    assert_eq!(follower.leader_epochs(), reference.leader_epochs());
+    assert_eq!(producer_state(&follower), producer_state(&reference));
+    replicate(&follower, &batches[keep..], &mut Rng::new(12));
+    assert_eq!(batches_from(&follower, Offset::ZERO), batches);
+    assert_eq!(producer_state(&follower), producer_state(&leader));
+}
+
 /// Guards against a new leader whose epoch, taken at its log end before any
 /// batch of it exists, is missing from OffsetForLeaderEpoch's answers (a
 /// follower of the old epoch would not learn where it ends), and against a

@@ -32,7 +32,8 @@
 //! # Recovery
 //! On open, segments wholly before the checkpointed recovery point are
 //! trusted without reading; the segment holding the recovery point is scanned
-//! from the recovery point's index entry; later segments are scanned whole.
+//! from the recovery point's index entry (or the producer snapshot's, if
+//! that is older); later segments are scanned whole.
 //! Scanning verifies every CRC and cuts the log at the first torn or corrupt
 //! batch. Startup cost therefore depends on the data written since the last
 //! checkpoint, not on the log's size.
@@ -209,7 +210,15 @@ struct LogState<S: Storage> {
     syncer_active: bool,
     poisoned: Option<String>,
     closed: bool,
+    /// The producer state of every admitted batch: what appends are
+    /// checked against.
     producers: ProducerStateTable,
+    /// The producer state of exactly the written batches (below
+    /// `written_offset`): what a snapshot at the written offset holds.
+    /// `producers` runs ahead of it by the batches still queued, and cannot
+    /// be cut back to an offset exactly (it keeps five batches of one
+    /// epoch per producer), so snapshots come from this one.
+    written_producers: ProducerStateTable,
     epochs: LeaderEpochCache,
     unflushed_records: i64,
     oldest_unflushed_ms: Option<i64>,
@@ -253,6 +262,7 @@ impl<S: Storage> LogState<S> {
             syncer_active: false,
             poisoned: None,
             closed: false,
+            written_producers: producers.clone(),
             producers,
             epochs,
             unflushed_records: 0,

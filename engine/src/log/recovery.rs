@@ -75,25 +75,17 @@ impl<S: Storage + Clone> PartitionLog<S> {
             let segment = Segment::create(&storage, &dir, checkpoint_start).await?;
             segments.insert(checkpoint_start, segment);
         }
-        // The segment holding the recovery point is the first one scanned.
-        let scan_from_base = bases
-            .iter()
-            .rev()
-            .find(|&&base| base <= recovery_point)
-            .or(bases.first())
-            .copied()
-            .unwrap_or(checkpoint_start);
-
+        let snapshot = load_producer_snapshot(&storage, &dir, &snapshots, recovery_point).await;
+        let (scan_point, scan_from_base) =
+            scan_start(&bases, recovery_point, snapshot.as_ref(), checkpoint_start);
         let (mut producers, replay_from) =
-            load_producer_snapshot(&storage, &dir, &snapshots, recovery_point)
-                .await
-                .unwrap_or((ProducerStateTable::default(), scan_from_base));
+            snapshot.unwrap_or((ProducerStateTable::default(), scan_from_base));
         let recovery = LogRecovery {
             storage: &storage,
             dir: &dir,
             partition: &partition,
             scan_from_base,
-            recovery_point,
+            scan_point,
             replay_from,
             index_policy: config.index_policy(),
         };
@@ -166,7 +158,9 @@ pub(super) struct LogRecovery<'a, S: Storage> {
     partition: &'a TopicPartition,
     /// Segments below this base are trusted; from it on they are scanned.
     scan_from_base: Offset,
-    recovery_point: Offset,
+    /// Where the scan starts within the segment at `scan_from_base`: the
+    /// recovery point, or the producer snapshot's offset if older.
+    scan_point: Offset,
     /// Idempotent batches from this offset on rebuild the producer state.
     replay_from: Offset,
     index_policy: IndexPolicy,
@@ -207,11 +201,11 @@ impl<S: Storage> LogRecovery<'_, S> {
             }
             // Mid-segment, start at the recovery point's index entry.
             let (position, position_offset) =
-                if base == self.scan_from_base && self.recovery_point > base {
+                if base == self.scan_from_base && self.scan_point > base {
                     segment.load_indexes(self.storage).await;
                     (
-                        segment.start_position_for(self.recovery_point),
-                        segment.index_entry_for(self.recovery_point),
+                        segment.start_position_for(self.scan_point),
+                        segment.index_entry_for(self.scan_point),
                     )
                 } else {
                     (0, base)
@@ -244,6 +238,27 @@ impl<S: Storage> LogRecovery<'_, S> {
         }
         Ok(())
     }
+}
+
+/// Where recovery starts scanning, and the base of the segment holding it:
+/// the recovery point, or the producer snapshot's offset if that is older
+/// (a checkpoint whose recovery point was not the written offset keeps the
+/// snapshot before it), so every batch after the snapshot is replayed.
+fn scan_start(
+    bases: &[Offset],
+    recovery_point: Offset,
+    snapshot: Option<&(ProducerStateTable, Offset)>,
+    checkpoint_start: Offset,
+) -> (Offset, Offset) {
+    let scan_point = snapshot.map_or(recovery_point, |(_, offset)| recovery_point.min(*offset));
+    let scan_from_base = bases
+        .iter()
+        .rev()
+        .find(|&&base| base <= scan_point)
+        .or(bases.first())
+        .copied()
+        .unwrap_or(checkpoint_start);
+    (scan_point, scan_from_base)
 }
 
 /// Removes producer snapshots taken past the recovery point: they describe

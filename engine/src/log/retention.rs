@@ -31,6 +31,7 @@ impl<S: Storage> PartitionLog<S> {
             if offset > state.log_start_offset {
                 state.log_start_offset = offset;
                 state.producers.truncate_start(offset);
+                state.written_producers.truncate_start(offset);
                 state.epochs.truncate_from_start(offset);
             }
         }
@@ -119,6 +120,7 @@ impl<S: Storage> PartitionLog<S> {
                     tracing::info!(partition = %self.partition, log_start = new_start.0, "retention moved the log start");
                     state.log_start_offset = new_start;
                     state.producers.truncate_start(new_start);
+                    state.written_producers.truncate_start(new_start);
                     state.epochs.truncate_from_start(new_start);
                 }
                 unloaded

@@ -1,13 +1,16 @@
 //! Truncation (a follower or an old leader cutting what the leader does not
-//! have): takes the writer role exclusively, cuts the segments, indexes,
-//! producer state and leader epochs to the offset, and checkpoints.
+//! have): takes the writer role exclusively, cuts the segments, indexes and
+//! leader epochs to the offset, rebuilds the producer state of what is kept
+//! from a snapshot and the log, and checkpoints.
 
 use crate::error::{Error, Result};
-use crate::segment::{remove_files, Segment};
+use crate::producer_state::{snapshot_file_name, ProducerStateTable};
+use crate::segment::{remove_files, Segment, SegmentHandle};
 use crate::storage::Storage;
 use crate::types::Offset;
 
-use super::{remove_segment_files, LogState, PartitionLog, Role, RoleGuard};
+use super::recovery::load_producer_snapshot;
+use super::{remove_segment_files, replay_producer_batch, LogState, PartitionLog, Role, RoleGuard};
 
 impl<S: Storage> PartitionLog<S> {
     /// Waits until no append is queued or being written and takes the writer
@@ -59,42 +62,23 @@ impl<S: Storage> PartitionLog<S> {
         self.read_ahead.forget();
         // The segment holding `offset` becomes the active one.
         self.load_indexes_holding(offset).await;
-        let (removed, segment) = {
-            let mut state = self.state.borrow_mut();
+        let offset = {
+            let state = self.state.borrow();
             if offset >= state.written_offset {
                 return Ok(state.written_offset);
             }
-            let offset = offset.max(state.log_start_offset);
-            let first_base = *state.segments.keys().next().expect("a log has segments");
-            let keep_from = if offset <= first_base {
-                first_base
-            } else {
-                offset
-            };
-            let later: Vec<Offset> = state
-                .segments
-                .range(keep_from.next()..)
-                .map(|(base, _)| *base)
-                .collect();
-            let removed: Vec<Segment<S>> = later
-                .into_iter()
-                .filter_map(|base| state.segments.remove(&base))
-                .collect();
-            let segment = state.active_mut();
-            (
-                removed,
-                (
-                    segment.handle(),
-                    segment.start_position_for(offset),
-                    segment.size(),
-                    !matches!(segment.indexes, crate::segment::Indexes::Loaded(..)),
-                ),
-            )
+            offset.max(state.log_start_offset)
         };
+        let (removed, active) = self.detach_segments_after(offset);
         for segment in &removed {
             remove_segment_files(&self.storage, &self.dir, segment.base_offset).await?;
         }
-        let (handle, position, size, index_unavailable) = segment;
+        let ActiveCut {
+            handle,
+            position,
+            size,
+            index_unavailable,
+        } = active;
         let located = handle
             .read(position, size, offset, 1, Offset(i64::MAX))
             .await?;
@@ -136,6 +120,7 @@ impl<S: Storage> PartitionLog<S> {
             .await
             .map_err(|error| Error::io("syncing partition directory", &self.dir, error))?;
         let tail = handle.read_tail(cut).await?;
+        let producers = self.producers_below(cut_offset, cut).await?;
         let (new_end, recovery_point) = {
             let mut state = self.state.borrow_mut();
             let policy = state.config.index_policy();
@@ -151,7 +136,8 @@ impl<S: Storage> PartitionLog<S> {
             state.high_watermark = state.high_watermark.min(new_end);
             state.recovery_point = state.recovery_point.min(new_end);
             state.log_start_offset = state.log_start_offset.min(new_end);
-            state.producers.truncate_to(new_end);
+            state.written_producers.clone_from(&producers);
+            state.producers = producers;
             state.epochs.truncate_from_end(new_end);
             state.check_invariants();
             self.cache.borrow_mut().truncate(self.cache_key, new_end);
@@ -161,4 +147,120 @@ impl<S: Storage> PartitionLog<S> {
         self.write_checkpoint(recovery_point).await?;
         Ok(new_end)
     }
+
+    /// Takes every segment after the one holding `offset` out of the log
+    /// (the caller removes their files); the one holding it becomes the
+    /// active segment, to be cut at `offset`.
+    fn detach_segments_after(&self, offset: Offset) -> (Vec<Segment<S>>, ActiveCut<S>) {
+        let mut state = self.state.borrow_mut();
+        let first_base = *state.segments.keys().next().expect("a log has segments");
+        let keep_from = offset.max(first_base);
+        let later: Vec<Offset> = state
+            .segments
+            .range(keep_from.next()..)
+            .map(|(base, _)| *base)
+            .collect();
+        let removed = later
+            .into_iter()
+            .filter_map(|base| state.segments.remove(&base))
+            .collect();
+        let segment = state.active_mut();
+        let active = ActiveCut {
+            handle: segment.handle(),
+            position: segment.start_position_for(offset),
+            size: segment.size(),
+            index_unavailable: !matches!(segment.indexes, crate::segment::Indexes::Loaded(..)),
+        };
+        (removed, active)
+    }
+
+    /// The producer state of the log's first `end` offsets, as Kafka's
+    /// `truncateAndReload` rebuilds it: the newest producer snapshot at or
+    /// below `end`, then every batch from there to `end` replayed. Cutting
+    /// the table instead would be wrong where the cut removed a producer's
+    /// newer epoch or its newest batches: the table no longer holds what
+    /// came before them (it keeps five batches of one epoch), so the
+    /// producer would be forgotten, and a retry of a batch the log still
+    /// holds accepted again. Snapshots past `end` are removed first: they
+    /// describe records the cut removed, and a later truncation must not
+    /// load one. Segments roll with a snapshot at their base, kept while
+    /// the segment lives ([`PartitionLog::write_checkpoint`]), so the
+    /// replay reads at most the segments from the one holding `end`'s
+    /// newest snapshot: the active segment's part below `cut_position`,
+    /// and the whole of any earlier one.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; [`Error::CorruptLog`] if a batch below `end` does not
+    /// verify.
+    async fn producers_below(&self, end: Offset, cut_position: u64) -> Result<ProducerStateTable> {
+        let snapshots = self.snapshot_offsets().await?;
+        let past_end = snapshots
+            .iter()
+            .filter(|&&offset| offset > end)
+            .map(|&offset| self.dir.join(snapshot_file_name(offset)))
+            .collect();
+        remove_files(&self.storage, past_end).await?;
+        let (mut producers, replay_from) =
+            match load_producer_snapshot(&self.storage, &self.dir, &snapshots, end).await {
+                Some(loaded) => loaded,
+                None => (ProducerStateTable::default(), Offset::ZERO),
+            };
+        self.load_indexes_holding(replay_from).await;
+        let sources: Vec<(SegmentHandle<S>, u64, Offset, u64)> = {
+            let state = self.state.borrow();
+            let active_base = state.active().base_offset;
+            state
+                .segments
+                .values()
+                .filter(|segment| segment.next_offset > replay_from && segment.base_offset < end)
+                .map(|segment| {
+                    let limit = if segment.base_offset == active_base {
+                        cut_position
+                    } else {
+                        segment.size()
+                    };
+                    let (position, position_offset) = if segment.base_offset < replay_from {
+                        (
+                            segment.start_position_for(replay_from),
+                            segment.index_entry_for(replay_from),
+                        )
+                    } else {
+                        (0, segment.base_offset)
+                    };
+                    (segment.handle(), position, position_offset, limit)
+                })
+                .collect()
+        };
+        for (handle, position, position_offset, limit) in sources {
+            let scan = handle
+                .scan(position, limit, position_offset, |header, _| {
+                    if header.base_offset >= replay_from && header.base_offset < end {
+                        replay_producer_batch(&mut producers, header);
+                    }
+                })
+                .await?;
+            if let Some(reason) = scan.stopped_by {
+                return Err(Error::CorruptLog {
+                    path: handle.path().to_path_buf(),
+                    position: scan.end_position,
+                    reason,
+                });
+            }
+        }
+        producers.truncate_start(self.state.borrow().log_start_offset);
+        Ok(producers)
+    }
+}
+
+/// The segment a truncation cuts, as it was before the cut.
+struct ActiveCut<S: Storage> {
+    handle: SegmentHandle<S>,
+    /// Where the batch holding the truncation offset may start (an index
+    /// entry at or before it).
+    position: u64,
+    /// The segment's size.
+    size: u64,
+    /// Its indexes are not loaded (their files were lost): they are
+    /// rebuilt from the kept batches.
+    index_unavailable: bool,
 }
