@@ -95,8 +95,8 @@ pub struct BrokerConfig {
 pub struct GroupCoordinatorConfig {
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
     pub offsets_topic_num_partitions: i32,
-    /// `offsets.topic.replication.factor`: accepted; one node holds the
-    /// only replica.
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets`
+    /// when it is created, capped at the live brokers then.
     pub offsets_topic_replication_factor: i16,
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets`.
     pub offsets_topic_segment_bytes: u64,

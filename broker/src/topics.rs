@@ -58,6 +58,17 @@ pub fn consumer_offsets_configs(config: &BrokerConfig) -> Vec<(String, String)> 
     ]
 }
 
+/// The replication factor `__consumer_offsets` is created with:
+/// `offsets.topic.replication.factor`, capped at the live (unfenced)
+/// brokers, as Kafka caps it, so a cluster smaller than the factor (a
+/// single node, with the default 3) can still create it. It stays at what
+/// it was created with when brokers join later.
+#[must_use]
+pub fn consumer_offsets_replication_factor(configured: i16, live_brokers: usize) -> i16 {
+    let live = i16::try_from(live_brokers).unwrap_or(i16::MAX).max(1);
+    configured.min(live)
+}
+
 /// Runs `change` on the controller from the shard's blocking pool, so that
 /// syncing the metadata log never holds the core; see the module
 /// documentation.
@@ -149,12 +160,18 @@ pub async fn ensure_consumer_offsets(broker: &Rc<Broker>) -> Result<(), Metadata
         .topics
         .contains_key(CONSUMER_OFFSETS_TOPIC);
     if !exists {
-        // One node holds the only replica, whatever the configured factor.
+        let live_brokers = broker.controller.image().unfenced_brokers().count();
         let created = create_topic(
             broker,
             CONSUMER_OFFSETS_TOPIC,
             broker.config.group_coordinator.offsets_topic_num_partitions,
-            1,
+            consumer_offsets_replication_factor(
+                broker
+                    .config
+                    .group_coordinator
+                    .offsets_topic_replication_factor,
+                live_brokers,
+            ),
             None,
             consumer_offsets_configs(&broker.config),
         )
@@ -298,4 +315,20 @@ pub async fn delete_topic(
     broker.image_follower.catch_up(broker).await;
     tracing::info!(topic = name, "deleted topic");
     Ok(topic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consumer_offsets_replication_factor;
+
+    #[test]
+    fn consumer_offsets_take_the_configured_factor_capped_at_the_live_brokers() {
+        assert_eq!(consumer_offsets_replication_factor(3, 1), 1);
+        assert_eq!(consumer_offsets_replication_factor(3, 2), 2);
+        assert_eq!(consumer_offsets_replication_factor(3, 5), 3);
+        assert_eq!(consumer_offsets_replication_factor(1, 3), 1);
+        // No live broker seen yet: one replica, which placement refuses
+        // until a broker is live, rather than a factor of zero.
+        assert_eq!(consumer_offsets_replication_factor(3, 0), 1);
+    }
 }
