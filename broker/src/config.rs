@@ -85,6 +85,8 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// The group coordinator's keys.
     pub group_coordinator: GroupCoordinatorConfig,
+    /// The partition replication keys.
+    pub replication: ReplicationConfig,
     /// The keys set by the properties file or `--set`, with their values
     /// (DescribeConfigs reports these as `STATIC_BROKER_CONFIG`).
     pub explicit_settings: BTreeMap<String, String>,
@@ -118,6 +120,70 @@ pub struct GroupCoordinatorConfig {
     pub consumer_session_timeout: Duration,
     /// `group.consumer.assignors` as short names (`uniform`, `range`).
     pub consumer_assignors: Vec<String>,
+}
+
+/// The partition replication keys (Kafka's names and defaults).
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// `replica.fetch.max.bytes`: record bytes a follower's fetch asks per
+    /// partition (at least one batch still comes, as in Kafka).
+    pub replica_fetch_max_bytes: usize,
+    /// `replica.fetch.wait.max.ms`: how long a leader holds a follower's
+    /// fetch for `replica.fetch.min.bytes` to arrive; at most
+    /// `replica.lag.time.max.ms`, or idle followers would leave the ISR.
+    pub replica_fetch_wait_max: Duration,
+    /// `replica.fetch.min.bytes`: bytes a follower's fetch waits for.
+    pub replica_fetch_min_bytes: usize,
+    /// `replica.fetch.response.max.bytes`: record bytes of a follower's
+    /// whole fetch response.
+    pub replica_fetch_response_max_bytes: usize,
+    /// `replica.fetch.backoff.ms`: a follower's pause after a failed fetch.
+    pub replica_fetch_backoff: Duration,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up with
+    /// the leader's log end for this long leaves the ISR.
+    pub replica_lag_time_max: Duration,
+    /// `unclean.leader.election.enable`: the default of the topic config:
+    /// whether a partition with no live ISR member may elect another
+    /// replica, losing the records only the ISR had.
+    pub unclean_leader_election_enable: bool,
+    /// `controlled.shutdown.enable`: whether a broker that is stopped hands
+    /// its leaderships over before it stops
+    /// ([`crate::controller::Controller::shut_down_controlled`]).
+    pub controlled_shutdown_enable: bool,
+}
+
+impl ReplicationConfig {
+    fn parse(get: &impl Fn(&str) -> String) -> Result<Self, BrokerError> {
+        let milliseconds = |key: &str, min: u64| -> Result<Duration, BrokerError> {
+            Ok(Duration::from_millis(parse_at_least(key, &get(key), min)?))
+        };
+        let bytes = |key: &str, min: usize| parse_at_least(key, &get(key), min);
+        let replica_fetch_wait_max = milliseconds("replica.fetch.wait.max.ms", 0)?;
+        let replica_lag_time_max = milliseconds("replica.lag.time.max.ms", 1)?;
+        if replica_fetch_wait_max > replica_lag_time_max {
+            return Err(invalid(
+                "replica.fetch.wait.max.ms",
+                &get("replica.fetch.wait.max.ms"),
+                "must not exceed replica.lag.time.max.ms, or idle followers would leave the ISR",
+            ));
+        }
+        Ok(Self {
+            replica_fetch_max_bytes: bytes("replica.fetch.max.bytes", 0)?,
+            replica_fetch_wait_max,
+            replica_fetch_min_bytes: bytes("replica.fetch.min.bytes", 0)?,
+            replica_fetch_response_max_bytes: bytes("replica.fetch.response.max.bytes", 0)?,
+            replica_fetch_backoff: milliseconds("replica.fetch.backoff.ms", 0)?,
+            replica_lag_time_max,
+            unclean_leader_election_enable: parse_boolean(
+                "unclean.leader.election.enable",
+                &get("unclean.leader.election.enable"),
+            )?,
+            controlled_shutdown_enable: parse_boolean(
+                "controlled.shutdown.enable",
+                &get("controlled.shutdown.enable"),
+            )?,
+        })
+    }
 }
 
 impl GroupCoordinatorConfig {
@@ -261,6 +327,14 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("group.consumer.heartbeat.interval.ms", "5000"),
     ("group.consumer.session.timeout.ms", "45000"),
     ("group.consumer.assignors", "uniform,range"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("replica.fetch.min.bytes", "1"),
+    ("replica.fetch.response.max.bytes", "10485760"),
+    ("replica.fetch.backoff.ms", "1000"),
+    ("replica.lag.time.max.ms", "30000"),
+    ("unclean.leader.election.enable", "false"),
+    ("controlled.shutdown.enable", "true"),
     ("cores", ""),
 ];
 
@@ -309,6 +383,15 @@ where
         return Err(invalid(key, value, format!("must be at least {min}")));
     }
     Ok(parsed)
+}
+
+/// A boolean as Kafka reads one: `true` or `false`, in any case.
+fn parse_boolean(key: &str, value: &str) -> Result<bool, BrokerError> {
+    match value.trim() {
+        text if text.eq_ignore_ascii_case("true") => Ok(true),
+        text if text.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(invalid(key, value, "must be true or false")),
+    }
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, BrokerError> {
@@ -554,6 +637,7 @@ impl BrokerConfig {
         };
         Ok(Self {
             group_coordinator: GroupCoordinatorConfig::parse(&get)?,
+            replication: ReplicationConfig::parse(&get)?,
             node_id,
             listener,
             advertised_host,
@@ -683,6 +767,38 @@ mod tests {
             BrokerConfig::load(&[], &pairs(&[("log.index.size.max.bytes", "4096")])).unwrap();
         assert_eq!(config.log_defaults.segment_index_bytes, 4096);
         assert!(BrokerConfig::load(&[], &pairs(&[("log.index.size.max.bytes", "3")])).is_err());
+    }
+
+    #[test]
+    fn replication_keys_carry_kafka_defaults_and_refuse_bad_values() {
+        let replication = BrokerConfig::load(&[], &[]).unwrap().replication;
+        assert_eq!(replication.replica_fetch_max_bytes, 1_048_576);
+        assert_eq!(
+            replication.replica_fetch_wait_max,
+            Duration::from_millis(500)
+        );
+        assert_eq!(replication.replica_fetch_min_bytes, 1);
+        assert_eq!(replication.replica_fetch_response_max_bytes, 10_485_760);
+        assert_eq!(replication.replica_fetch_backoff, Duration::from_secs(1));
+        assert_eq!(replication.replica_lag_time_max, Duration::from_secs(30));
+        assert!(!replication.unclean_leader_election_enable);
+        assert!(replication.controlled_shutdown_enable);
+        let set = |pairs_: &[(&str, &str)]| BrokerConfig::load(&[], &pairs(pairs_));
+        let replication = set(&[
+            ("unclean.leader.election.enable", "TRUE"),
+            ("controlled.shutdown.enable", "false"),
+            ("replica.lag.time.max.ms", "10000"),
+        ])
+        .unwrap()
+        .replication;
+        assert!(replication.unclean_leader_election_enable);
+        assert!(!replication.controlled_shutdown_enable);
+        assert_eq!(replication.replica_lag_time_max, Duration::from_secs(10));
+        assert!(set(&[("unclean.leader.election.enable", "yes")]).is_err());
+        assert!(set(&[("replica.fetch.max.bytes", "-1")]).is_err());
+        assert!(set(&[("replica.lag.time.max.ms", "0")]).is_err());
+        let waits_longer = set(&[("replica.fetch.wait.max.ms", "40000")]).unwrap_err();
+        assert!(waits_longer.to_string().contains("replica.lag.time.max.ms"));
     }
 
     #[test]

@@ -33,6 +33,7 @@
 //! start that finds old files next to a quorum that already holds metadata
 //! (an earlier start crashed between the two) only removes them.
 
+pub mod alter_partition;
 pub mod election;
 pub mod forward;
 mod heartbeats;
@@ -61,7 +62,9 @@ use crate::metadata::records::{
     BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType, MetadataRecord,
     PartitionEpoch, PartitionRecord, ProducerIdsRecord, RemoveTopicRecord, TopicId, TopicRecord,
 };
-use crate::metadata::{ApplyError, MetadataImage, TopicImage};
+use crate::metadata::{ApplyError, MetadataImage, PartitionImage, TopicImage};
+use alter_partition::{alter_partition, IsrProposal, Proposer};
+use election::{after_config_change, movable_leaderships};
 use forward::{Answer, Change, Done, Endpoint, Outcome, Refusal};
 use liveness::{BrokerSessions, Heartbeat, LivenessError, Registered, Registration};
 use log::{LogError, MetadataLog, METADATA_LOG_DIR_NAME};
@@ -308,6 +311,8 @@ struct Sessions {
 pub struct Controller {
     node: BrokerId,
     log_defaults: LogConfig,
+    /// `controlled.shutdown.enable`.
+    controlled_shutdown_enable: bool,
     /// Held while a change is validated and committed.
     state: Mutex<ControllerState>,
     /// The broker sessions this node keeps while it leads the quorum.
@@ -381,6 +386,7 @@ impl Controller {
         let controller = Arc::new(Self {
             node,
             log_defaults: config.log_defaults.clone(),
+            controlled_shutdown_enable: config.replication.controlled_shutdown_enable,
             state: Mutex::new(ControllerState {
                 broker_epoch: BrokerEpoch::NONE,
                 registered_at: None,
@@ -390,7 +396,10 @@ impl Controller {
             }),
             sessions: Mutex::new(Sessions {
                 term: None,
-                sessions: BrokerSessions::new(config.cluster.broker_session_timeout),
+                sessions: BrokerSessions::new(
+                    config.cluster.broker_session_timeout,
+                    config.replication.unclean_leader_election_enable,
+                ),
             }),
             clock_origin: Instant::now(),
             heartbeat_stop: Mutex::new(None),
@@ -680,6 +689,16 @@ impl Controller {
                 caught_up: *caught_up,
                 want_fence: *want_fence,
             }),
+            Change::AlterPartition {
+                broker,
+                epoch,
+                proposal,
+            } => self
+                .make_isr_change(BrokerId(*broker), BrokerEpoch(*epoch), proposal)
+                .map(|index| answer(index, Done::Nothing)),
+            Change::ControlledShutdown { broker, epoch } => {
+                self.make_controlled_shutdown(BrokerId(*broker), BrokerEpoch(*epoch))
+            }
         }
     }
 
@@ -795,6 +814,145 @@ impl Controller {
                  session to expire"
             ),
         }
+    }
+
+    /// Has the quorum leader commit `proposal`, this broker's (the
+    /// partition's leader's) new ISR for one partition, with Kafka's
+    /// AlterPartition rules ([`alter_partition`]), and returns the
+    /// partition as this node's image shows it once it has applied the
+    /// change (a proposal of the current ISR commits nothing and returns the
+    /// current state). The broker id and epoch are this node's
+    /// registration's.
+    ///
+    /// # Errors
+    /// A [`MetadataError`] whose code tells what to do:
+    /// `INVALID_UPDATE_VERSION` or `FENCED_LEADER_EPOCH` (the proposal was
+    /// made from a stale partition state: wait for the next image and
+    /// propose again from it), `NOT_LEADER_OR_FOLLOWER` (this broker no
+    /// longer leads), `STALE_BROKER_EPOCH`, `INELIGIBLE_REPLICA`,
+    /// `INVALID_REQUEST`, `UNKNOWN_TOPIC_OR_PARTITION`; `NOT_CONTROLLER`,
+    /// `REQUEST_TIMED_OUT` or `KAFKA_STORAGE_ERROR` if it could not be
+    /// committed within `timeout`.
+    pub fn alter_partition(
+        &self,
+        proposal: &IsrProposal,
+        timeout: Duration,
+    ) -> Result<PartitionImage, MetadataError> {
+        let change = Change::AlterPartition {
+            broker: self.node.0,
+            epoch: self.lock().broker_epoch.0,
+            proposal: proposal.into(),
+        };
+        self.change(&change, timeout)?;
+        self.image()
+            .topics
+            .get(&proposal.topic)
+            .and_then(|topic| topic.partition(proposal.partition))
+            .cloned()
+            .ok_or_else(|| {
+                MetadataError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!(
+                        "partition {}-{} was deleted meanwhile",
+                        proposal.topic, proposal.partition
+                    ),
+                )
+            })
+    }
+
+    fn make_isr_change(
+        &self,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+        proposal: &forward::IsrChange,
+    ) -> Result<Option<u64>, Refusal> {
+        let proposer = Proposer { broker, epoch };
+        let proposal = IsrProposal::from(proposal);
+        let mut state = self.lock();
+        let image = self.image();
+        let records = self
+            .with_sessions(&image, |sessions, _| {
+                alter_partition(&image, sessions.rules(), proposer, &proposal)
+            })
+            .map_err(|error| MetadataError::new(error.kafka_error(), error.to_string()))?;
+        Ok(self.commit(&mut state, &records)?)
+    }
+
+    /// Kafka's controlled shutdown, when `controlled.shutdown.enable`: asks
+    /// the quorum leader to move every leadership of this broker to another
+    /// eligible ISR member and take it out of the ISRs, and to elect it
+    /// nowhere until it is fenced ([`election::after_controlled_shutdown`]),
+    /// asking again (of a new leader too) until the leader answers that
+    /// nothing is left to move and this node has applied that, or `timeout`
+    /// passes. Partitions whose ISR has no other eligible member stay led
+    /// by this broker; [`Controller::fence_for_shutdown`] then ends them.
+    /// Does nothing with `controlled.shutdown.enable=false`.
+    ///
+    /// With a quorum, one commit moves everything, so a short `timeout`
+    /// suffices; the broker's exit bounds it by a heartbeat interval, as
+    /// the fencing that follows, since without a quorum (the last nodes of
+    /// a cluster stopping) it would wait out the whole `timeout`. Kafka's
+    /// `controlled.shutdown.max.retries` and
+    /// `controlled.shutdown.retry.backoff.ms` are ZooKeeper-era keys that
+    /// KRaft ignores; fjord does not take them.
+    ///
+    /// # Errors
+    /// `REQUEST_TIMED_OUT` if leaderships are left at `timeout`;
+    /// `NOT_CONTROLLER` if no quorum leader answered; `STALE_BROKER_EPOCH`
+    /// if this registration is no longer the broker's.
+    pub fn shut_down_controlled(&self, timeout: Duration) -> Result<(), MetadataError> {
+        if !self.controlled_shutdown_enable {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let change = Change::ControlledShutdown {
+                broker: self.node.0,
+                epoch: self.lock().broker_epoch.0,
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let answer = self.change(&change, remaining)?;
+            let left = match answer.done {
+                Done::ControlledShutdown { leaderships_left } => leaderships_left,
+                other => return Err(unexpected_answer(&other)),
+            };
+            if left == 0 {
+                tracing::info!("controlled shutdown: this broker's leaderships moved away");
+                return Ok(());
+            }
+            if Instant::now() + CHANGE_RETRY_WAIT >= deadline {
+                return Err(MetadataError::new(
+                    ResponseError::RequestTimedOut,
+                    format!(
+                        "controlled shutdown: {left} leadership(s) of broker {} still to move                          after {} ms",
+                        self.node,
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+            std::thread::sleep(CHANGE_RETRY_WAIT);
+        }
+    }
+
+    fn make_controlled_shutdown(&self, broker: BrokerId, epoch: BrokerEpoch) -> Outcome {
+        let mut state = self.lock();
+        let image = self.image();
+        let records = self
+            .with_sessions(&image, |sessions, now_ms| {
+                sessions.controlled_shutdown(&image, broker, epoch, now_ms)
+            })
+            .map_err(liveness_refusal)?;
+        let applied_index = self.commit(&mut state, &records)?;
+        let after = self.image();
+        let left = self.with_sessions(&after, |sessions, _| {
+            movable_leaderships(&after, sessions.rules(), broker)
+        });
+        Ok(Answer {
+            applied_index,
+            done: Done::ControlledShutdown {
+                leaderships_left: u32::try_from(left).unwrap_or(u32::MAX),
+            },
+        })
     }
 
     /// On the quorum leader: fences every broker whose session expired
@@ -1140,7 +1298,14 @@ impl Controller {
             .iter()
             .filter(|(key, value)| topic.config(key) != Some(value.as_str()))
             .map(|(key, value)| config_record(key, Some(value)));
-        let records: Vec<MetadataRecord> = removed.chain(set).collect();
+        let mut records: Vec<MetadataRecord> = removed.chain(set).collect();
+        // A topic that now allows unclean elections gets leaders for its
+        // offline partitions at once, as Kafka's controller does.
+        let image = self.image();
+        let after = image.apply(&records)?;
+        records.extend(self.with_sessions(&image, |sessions, _| {
+            after_config_change(&after, sessions.rules(), name)
+        }));
         Ok(Answer {
             applied_index: self.commit(&mut state, &records)?,
             done: Done::Nothing,
@@ -1821,8 +1986,16 @@ fn check_partition_increase(current: i32, requested: i32) -> Result<(), Metadata
 }
 
 /// Topic configs the broker (not the engine) interprets; every other topic
-/// config is one of [`LogConfig::KEYS`].
-pub const BROKER_SIDE_TOPIC_CONFIGS: [&str; 2] = ["compression.type", "min.insync.replicas"];
+/// config is one of [`LogConfig::KEYS`]. `write.caching` is fjord's (as
+/// Redpanda's): `false`, the default, acknowledges an `acks=all` record
+/// once every ISR member has *flushed* it; `true` once every one has
+/// *written* it, Kafka's behaviour.
+pub const BROKER_SIDE_TOPIC_CONFIGS: [&str; 4] = [
+    "compression.type",
+    "min.insync.replicas",
+    election::UNCLEAN_LEADER_ELECTION_ENABLE,
+    "write.caching",
+];
 
 /// Validates one of [`BROKER_SIDE_TOPIC_CONFIGS`].
 fn validate_broker_side_topic_config(key: &str, value: &str) -> Result<(), MetadataError> {
@@ -1831,6 +2004,9 @@ fn validate_broker_side_topic_config(key: &str, value: &str) -> Result<(), Metad
             ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&value)
         }
         "min.insync.replicas" => value.parse::<i32>().is_ok_and(|replicas| replicas >= 1),
+        election::UNCLEAN_LEADER_ELECTION_ENABLE | "write.caching" => {
+            value.trim().eq_ignore_ascii_case("true") || value.trim().eq_ignore_ascii_case("false")
+        }
         _ => false,
     };
     if valid {

@@ -9,30 +9,46 @@
 //! Simulated: three to five brokers (with racks or without) that heartbeat,
 //! crash (stop heartbeating), restart with a new incarnation (refused while
 //! the old session is live), send a heartbeat with a stale epoch, ask to be
-//! fenced; the controller expiring sessions; a new active controller that
-//! knows no contact times. Time is the simulation's.
+//! fenced, ask for a controlled shutdown; partition leaders proposing ISR
+//! changes (AlterPartition), some from a stale view or malformed; topics
+//! switching `unclean.leader.election.enable` (its broker default chosen
+//! per seed); the controller expiring sessions; a new active controller
+//! that knows no contact times nor shutdowns. Time is the simulation's.
 //!
 //! Checked after every step: a partition's leader is an unfenced member of
-//! its ISR, or there is none only when no ISR member is unfenced; ISRs never
-//! empty; the leader epoch moves up by one exactly when the leader changes
-//! and the partition epoch never goes back; a broker heard from within the
-//! session timeout is never fenced by expiry; one not heard from for longer
-//! is fenced by it; duplicate and stale requests are refused as Kafka does.
+//! its ISR; there is none only when no ISR member is eligible (unfenced and
+//! never in controlled shutdown since it registered) and, where the topic
+//! allows unclean elections, no replica is; ISRs never empty; the leader
+//! epoch moves up by one exactly when the leader changes, one leader per
+//! epoch, and the partition epoch never goes back; a broker in controlled
+//! shutdown is never elected, and after its shutdown leads nothing it
+//! could hand over and sits in no ISR it could leave; AlterPartition
+//! commits exactly what a model of Kafka's rules accepts and refuses the
+//! rest with the model's error; a broker heard from within the session
+//! timeout is never fenced by expiry; one not heard from for longer is
+//! fenced by it; duplicate and stale requests are refused as Kafka does.
 //!
 //! `FJORD_MODEL_SEED=<n>` replays one seed; `FJORD_MODEL_CASES=<n>` sets how
 //! many seeds run; `FJORD_MODEL_STEPS=<n>` the steps per seed.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use fjord_broker::controller::alter_partition::{alter_partition, IsrProposal, Proposer};
+use fjord_broker::controller::election::{
+    after_config_change, movable_leaderships, UNCLEAN_LEADER_ELECTION_ENABLE,
+};
 use fjord_broker::controller::liveness::{
     BrokerSessions, Heartbeat, LivenessError, Registered, Registration,
 };
 use fjord_broker::controller::new_partitions;
 use fjord_broker::metadata::records::{
-    BrokerEndpoint, BrokerEpoch, BrokerId, MetadataRecord, TopicId, TopicRecord,
+    BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType, MetadataRecord,
+    PartitionEpoch, TopicId, TopicRecord,
 };
-use fjord_broker::metadata::MetadataImage;
+use fjord_broker::metadata::{MetadataImage, PartitionImage};
 use fjord_engine::testkit::{run_model_seeds, Rng, SeedRuns};
+use fjord_engine::LeaderEpoch;
 use uuid::Uuid;
 
 const DEFAULTS: SeedRuns = SeedRuns {
@@ -67,6 +83,17 @@ struct Simulation {
     sessions: BrokerSessions,
     brokers: Vec<SimulatedBroker>,
     next_epoch: i64,
+    /// The broker default of `unclean.leader.election.enable`.
+    unclean_default: bool,
+    /// The brokers the active controller must remember in controlled
+    /// shutdown: marked by a shutdown, forgotten when fenced, registered
+    /// again, or by a controller that takes over.
+    shutting_down: BTreeSet<BrokerId>,
+    /// The brokers that asked for a controlled shutdown since they last
+    /// registered or were fenced, whatever the controller remembers.
+    ever_shut_down: BTreeSet<BrokerId>,
+    /// The leader of each (topic, partition, leader epoch) seen.
+    leaders_by_epoch: BTreeMap<(String, usize, LeaderEpoch), BrokerId>,
 }
 
 impl Simulation {
@@ -85,16 +112,54 @@ impl Simulation {
                 last_contact_ms: None,
             })
             .collect();
+        let unclean_default = rng.chance(1, 3);
         Self {
             seed,
             step: 0,
             rng,
             now_ms: 1_000_000,
             image: MetadataImage::default(),
-            sessions: BrokerSessions::new(Duration::from_millis(SESSION_TIMEOUT_MS as u64)),
+            sessions: BrokerSessions::new(
+                Duration::from_millis(SESSION_TIMEOUT_MS as u64),
+                unclean_default,
+            ),
             brokers,
             next_epoch: 1,
+            unclean_default,
+            shutting_down: BTreeSet::new(),
+            ever_shut_down: BTreeSet::new(),
+            leaders_by_epoch: BTreeMap::new(),
         }
+    }
+
+    /// Whether `topic` allows unclean elections, read from its configs
+    /// here rather than through the controller's code.
+    fn unclean_allowed(&self, topic: &str) -> bool {
+        self.image.topics[topic]
+            .configs
+            .iter()
+            .find(|(key, _)| key == UNCLEAN_LEADER_ELECTION_ENABLE)
+            .map_or(self.unclean_default, |(_, value)| value == "true")
+    }
+
+    fn live(&self, broker: BrokerId) -> bool {
+        self.image
+            .brokers
+            .get(&broker)
+            .is_some_and(|registration| !registration.fenced)
+    }
+
+    /// A broker fenced or registered again is no longer shutting down.
+    fn forget_shutdowns_of_fenced(&mut self) {
+        let image = &self.image;
+        let fenced = |broker: &BrokerId| {
+            image
+                .brokers
+                .get(broker)
+                .is_none_or(|registration| registration.fenced)
+        };
+        self.shutting_down.retain(|broker| !fenced(broker));
+        self.ever_shut_down.retain(|broker| !fenced(broker));
     }
 
     fn context(&self) -> String {
@@ -120,32 +185,59 @@ impl Simulation {
                         assert_eq!(new.leader_epoch, old.leader_epoch, "{context}");
                     } else {
                         assert_eq!(new.leader_epoch.0, old.leader_epoch.0 + 1, "{context}");
+                        assert!(
+                            !self.shutting_down.contains(&new.leader),
+                            "{context}: elected broker {} in controlled shutdown",
+                            new.leader
+                        );
                     }
                     assert!(new.partition_epoch >= old.partition_epoch, "{context}");
                 }
             }
             self.image = next;
         }
+        self.forget_shutdowns_of_fenced();
         self.check_leaders();
     }
 
-    fn check_leaders(&self) {
-        let live = |id: BrokerId| self.image.brokers.get(&id).is_some_and(|b| !b.fenced);
+    fn check_leaders(&mut self) {
+        let eligible = |id: BrokerId| self.live(id) && !self.ever_shut_down.contains(&id);
+        let mut seen = Vec::new();
         for (name, topic) in &self.image.topics {
+            let unclean = self.unclean_allowed(name);
             for (index, partition) in topic.partitions.iter().enumerate() {
                 let context = format!("{}: {name}-{index} {partition:?}", self.context());
                 assert!(!partition.isr.is_empty(), "{context}: empty ISR");
                 if partition.leader == BrokerId::NONE {
                     assert!(
-                        !partition.isr.iter().any(|&member| live(member)),
-                        "{context}: leaderless with a live ISR member"
+                        !partition.isr.iter().any(|&member| eligible(member)),
+                        "{context}: leaderless with an eligible ISR member"
+                    );
+                    assert!(
+                        !unclean || !partition.replicas.iter().any(|&replica| eligible(replica)),
+                        "{context}: leaderless with an eligible replica and unclean elections on"
                     );
                 } else {
                     assert!(partition.isr.contains(&partition.leader), "{context}");
-                    assert!(live(partition.leader), "{context}: fenced leader");
+                    assert!(self.live(partition.leader), "{context}: fenced leader");
                 }
+                seen.push((
+                    (name.clone(), index, partition.leader_epoch),
+                    partition.leader,
+                    context,
+                ));
             }
         }
+        for (key, leader, context) in seen {
+            let first = *self.leaders_by_epoch.entry(key).or_insert(leader);
+            assert_eq!(first, leader, "{context}: two leaders in one epoch");
+        }
+        assert_eq!(
+            self.sessions.rules().shutting_down,
+            self.shutting_down,
+            "{}: the controller's memory of shutdowns",
+            self.context()
+        );
     }
 
     fn take_epoch(&mut self) -> BrokerEpoch {
@@ -191,6 +283,8 @@ impl Simulation {
                             .is_some_and(|last| self.now_ms - last <= SESSION_TIMEOUT_MS);
                     assert!(!other_live, "{context}: registered over a live session");
                 }
+                self.shutting_down.remove(&broker.id);
+                self.ever_shut_down.remove(&broker.id);
                 self.commit(&records);
                 let registered = &self.image.brokers[&broker.id];
                 assert!(
@@ -314,8 +408,229 @@ impl Simulation {
                 new_partitions(&self.image, topic_id, 0..partitions, factor, None)
                     .expect("enough brokers"),
             );
+            if self.rng.chance(1, 3) {
+                records.push(unclean_config(name, Some(self.rng.chance(1, 2))));
+            }
             self.commit(&records);
         }
+    }
+
+    /// A topic's `unclean.leader.election.enable` set or removed, with the
+    /// elections the controller makes after it.
+    fn switch_unclean(&mut self) {
+        let name = *self.rng.pick(&TOPICS);
+        let value = match self.rng.below(3) {
+            0 => None,
+            choice => Some(choice == 1),
+        };
+        let config = vec![unclean_config(name, value)];
+        let after = self.image.apply(&config).expect("a config applies");
+        let elections = after_config_change(&after, self.sessions.rules(), name);
+        self.commit(&config.into_iter().chain(elections).collect::<Vec<_>>());
+    }
+
+    /// A controlled shutdown of a running broker, sometimes with a stale
+    /// epoch; then it leads nothing it could hand over and sits in no ISR
+    /// it could leave.
+    fn controlled_shutdown(&mut self, index: usize) {
+        let broker = self.brokers[index].clone();
+        let Some(epoch) = broker.epoch.filter(|_| broker.running) else {
+            return;
+        };
+        let stale = self.rng.chance(1, 10);
+        let sent_epoch = if stale {
+            BrokerEpoch(epoch.0 - 1)
+        } else {
+            epoch
+        };
+        let registered = self.image.brokers[&broker.id].clone();
+        let result =
+            self.sessions
+                .controlled_shutdown(&self.image, broker.id, sent_epoch, self.now_ms);
+        let context = self.context();
+        let records = match result {
+            Ok(records) => records,
+            Err(LivenessError::StaleEpoch { .. }) => {
+                assert_ne!(
+                    sent_epoch, registered.epoch,
+                    "{context}: current epoch refused"
+                );
+                return;
+            }
+            Err(error) => panic!("{context}: controlled shutdown: {error}"),
+        };
+        assert_eq!(
+            sent_epoch, registered.epoch,
+            "{context}: stale epoch accepted"
+        );
+        self.brokers[index].last_contact_ms = Some(self.now_ms);
+        if registered.fenced {
+            assert!(
+                records.is_empty(),
+                "{context}: a fenced broker has nothing to move"
+            );
+            return;
+        }
+        self.shutting_down.insert(broker.id);
+        self.ever_shut_down.insert(broker.id);
+        self.commit(&records);
+        let eligible = |id: BrokerId| self.live(id) && !self.shutting_down.contains(&id);
+        for (name, topic) in &self.image.topics {
+            for (number, partition) in topic.partitions.iter().enumerate() {
+                let context = format!("{context}: {name}-{number} {partition:?}");
+                let others = partition.isr.iter().filter(|&&member| member != broker.id);
+                if partition.leader == broker.id {
+                    assert!(
+                        !others.clone().any(|&member| eligible(member)),
+                        "{context}: still leads with an eligible ISR member"
+                    );
+                } else if partition.isr.contains(&broker.id) {
+                    assert_eq!(partition.isr, [broker.id], "{context}: stayed in the ISR");
+                }
+            }
+        }
+        assert_eq!(
+            movable_leaderships(&self.image, self.sessions.rules(), broker.id),
+            0,
+            "{context}"
+        );
+    }
+
+    /// A partition leader's ISR proposal, often from a stale view or
+    /// malformed; the controller's verdict must be the model's.
+    fn alter_partition(&mut self) {
+        let name = *self.rng.pick(&TOPICS);
+        let topic = self.image.topics[name].clone();
+        let number = self.rng.index(topic.partitions.len());
+        let partition = topic.partitions[number].clone();
+        let mut proposer = partition.leader;
+        if proposer == BrokerId::NONE || self.rng.chance(1, 10) {
+            proposer = self.brokers[self.rng.index(self.brokers.len())].id;
+        }
+        let Some(registration) = self.image.brokers.get(&proposer).cloned() else {
+            return;
+        };
+        let mut epoch = registration.epoch;
+        if self.rng.chance(1, 20) {
+            epoch = BrokerEpoch(epoch.0 - 1);
+        }
+        let mut proposal = IsrProposal {
+            topic: name.to_owned(),
+            partition: i32::try_from(number).expect("few partitions"),
+            leader_epoch: partition.leader_epoch,
+            partition_epoch: partition.partition_epoch,
+            isr: self.proposed_isr(&partition),
+        };
+        match self.rng.below(20) {
+            0 => proposal.leader_epoch = LeaderEpoch(proposal.leader_epoch.0 - 1),
+            1 => proposal.partition_epoch = PartitionEpoch(proposal.partition_epoch.0 + 1),
+            2 => proposal.isr.clear(),
+            3 => proposal.isr.retain(|&member| member != proposer),
+            4 => proposal.isr.push(proposer),
+            5 => proposal.isr.push(BrokerId(99)),
+            6 => proposal.partition = 1_000,
+            _ => {}
+        }
+        let expected = self.expected_verdict(proposer, epoch, &partition, &proposal);
+        let result = alter_partition(
+            &self.image,
+            self.sessions.rules(),
+            Proposer {
+                broker: proposer,
+                epoch,
+            },
+            &proposal,
+        );
+        let context = format!("{}: {proposal:?} by {proposer}", self.context());
+        match (result, expected) {
+            (Ok(records), Ok(())) => {
+                self.commit(&records);
+                let after = &self.image.topics[name].partitions[number];
+                assert_eq!(after.isr, proposal.isr, "{context}");
+                assert_eq!(after.leader, partition.leader, "{context}");
+                assert_eq!(after.leader_epoch, partition.leader_epoch, "{context}");
+                let bump = i32::from(proposal.isr != partition.isr);
+                assert_eq!(
+                    after.partition_epoch.0,
+                    partition.partition_epoch.0 + bump,
+                    "{context}"
+                );
+            }
+            (Err(error), Err(expected)) => {
+                assert_eq!(error.kafka_error(), expected, "{context}: {error}");
+            }
+            (result, expected) => panic!("{context}: got {result:?}, the model says {expected:?}"),
+        }
+    }
+
+    /// An ISR a leader could propose: the current one less a follower,
+    /// or with a replica added, or as it is.
+    fn proposed_isr(&mut self, partition: &PartitionImage) -> Vec<BrokerId> {
+        let mut isr = partition.isr.clone();
+        let followers: Vec<BrokerId> = isr
+            .iter()
+            .copied()
+            .filter(|&member| member != partition.leader)
+            .collect();
+        let outside: Vec<BrokerId> = partition
+            .replicas
+            .iter()
+            .copied()
+            .filter(|replica| !isr.contains(replica))
+            .collect();
+        match self.rng.below(3) {
+            0 if !followers.is_empty() => {
+                let leaving = *self.rng.pick(&followers);
+                isr.retain(|&member| member != leaving);
+            }
+            1 if !outside.is_empty() => isr.push(*self.rng.pick(&outside)),
+            _ => {}
+        }
+        isr
+    }
+
+    /// Kafka's AlterPartition rules, written out again for the model.
+    fn expected_verdict(
+        &self,
+        proposer: BrokerId,
+        epoch: BrokerEpoch,
+        partition: &PartitionImage,
+        proposal: &IsrProposal,
+    ) -> Result<(), kafka_protocol::ResponseError> {
+        use kafka_protocol::ResponseError as Kafka;
+        if self.image.brokers[&proposer].epoch != epoch {
+            return Err(Kafka::StaleBrokerEpoch);
+        }
+        let Some(current) = self.image.topics[&proposal.topic].partition(proposal.partition) else {
+            return Err(Kafka::UnknownTopicOrPartition);
+        };
+        assert_eq!(current, partition);
+        if partition.leader != proposer {
+            return Err(Kafka::NotLeaderOrFollower);
+        }
+        if proposal.leader_epoch != partition.leader_epoch {
+            return Err(Kafka::FencedLeaderEpoch);
+        }
+        if proposal.partition_epoch != partition.partition_epoch {
+            return Err(Kafka::InvalidUpdateVersion);
+        }
+        let distinct: BTreeSet<BrokerId> = proposal.isr.iter().copied().collect();
+        if proposal.isr.is_empty()
+            || !proposal.isr.contains(&proposer)
+            || distinct.len() != proposal.isr.len()
+        {
+            return Err(Kafka::InvalidRequest);
+        }
+        let joining_ineligible = proposal.isr.iter().any(|member| {
+            !partition.isr.contains(member)
+                && (!partition.replicas.contains(member)
+                    || !self.live(*member)
+                    || self.shutting_down.contains(member))
+        });
+        if joining_ineligible {
+            return Err(Kafka::IneligibleReplica);
+        }
+        Ok(())
     }
 
     fn run(mut self, steps: u64) {
@@ -346,13 +661,20 @@ impl Simulation {
                         self.register(index);
                     }
                 }
-                80..=94 => self.expire(),
+                80..=88 => self.expire(),
+                89..=92 => self.alter_partition(),
+                93 | 94 => self.controlled_shutdown(index),
+                95 => self.switch_unclean(),
                 _ => {
                     // Another controller takes over: it knows no contact
-                    // times and gives every broker a fresh session.
-                    self.sessions =
-                        BrokerSessions::new(Duration::from_millis(SESSION_TIMEOUT_MS as u64));
+                    // times nor shutdowns and gives every broker a fresh
+                    // session.
+                    self.sessions = BrokerSessions::new(
+                        Duration::from_millis(SESSION_TIMEOUT_MS as u64),
+                        self.unclean_default,
+                    );
                     self.sessions.activate(&self.image, self.now_ms);
+                    self.shutting_down.clear();
                     let now = self.now_ms;
                     for broker in &mut self.brokers {
                         if self.image.brokers.contains_key(&broker.id) {
@@ -384,6 +706,16 @@ impl Simulation {
         self.commit(&records);
         assert!(!self.image.brokers[&broker.id].fenced, "{}", self.context());
     }
+}
+
+/// `name`'s `unclean.leader.election.enable` set to `value`, or removed.
+fn unclean_config(name: &str, value: Option<bool>) -> MetadataRecord {
+    MetadataRecord::Config(ConfigRecord {
+        resource_type: ConfigResourceType::Topic,
+        resource_name: name.to_owned(),
+        name: UNCLEAN_LEADER_ELECTION_ENABLE.to_owned(),
+        value: value.map(|value| value.to_string()),
+    })
 }
 
 #[test]

@@ -1,17 +1,65 @@
-//! Leader elections the controller makes when a broker's fencing changes,
-//! as pure functions from an image to the `PartitionChangeRecord`s that
-//! follow, so the simulation drives exactly the code the controller runs.
+//! Leader elections the controller makes when a broker's fencing or
+//! shutdown changes, or a topic's configs do, as pure functions from an
+//! image to the `PartitionChangeRecord`s that follow, so the simulation
+//! drives exactly the code the controller runs.
 //!
 //! Kafka's rules (KRaft, without eligible leader replicas): a leader comes
-//! only from the ISR, in the partition's replica order (so the preferred
-//! leader wins when it can), and only among unfenced brokers; unclean
-//! election is the replication issue's. A fenced broker leaves every ISR it
-//! is in, except that an ISR never becomes empty: its last member stays, so
-//! the partition stays offline (leader none) until that broker returns,
-//! rather than electing a replica that may lack acknowledged records.
+//! from the ISR, in the partition's replica order (so the preferred leader
+//! wins when it can), and only among *eligible* brokers: unfenced and not
+//! in controlled shutdown. A fenced broker leaves every ISR it is in,
+//! except that an ISR never becomes empty: its last member stays, so the
+//! partition stays offline (leader none) until that broker returns, rather
+//! than electing a replica that may lack acknowledged records. A topic
+//! with `unclean.leader.election.enable=true` (or the broker default of
+//! that name) takes that risk instead: a partition with no eligible ISR
+//! member gets the first eligible replica in replica order as leader, with
+//! an ISR of that replica alone, when a broker is fenced or unfenced or
+//! the config is switched on, as Kafka does.
+//!
+//! A broker in controlled shutdown ([`after_controlled_shutdown`]) hands
+//! every leadership it can to the first eligible member of the rest of the
+//! ISR and leaves every ISR that keeps another member; a partition whose
+//! ISR has no other eligible member stays with it until it is fenced.
+
+use std::collections::BTreeSet;
 
 use crate::metadata::records::{BrokerId, MetadataRecord, PartitionChangeRecord};
-use crate::metadata::{MetadataImage, PartitionImage};
+use crate::metadata::{MetadataImage, PartitionImage, TopicImage};
+
+/// The topic config (and broker default) that allows unclean elections.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
+/// What elections need to know beyond the image: the active controller's
+/// memory of brokers in controlled shutdown, and the broker default of
+/// `unclean.leader.election.enable`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ElectionRules {
+    /// Brokers in controlled shutdown: unfenced, but neither elected nor
+    /// added to an ISR until they are fenced or register again.
+    pub shutting_down: BTreeSet<BrokerId>,
+    /// `unclean.leader.election.enable` for topics that do not set it.
+    pub unclean_leader_election_default: bool,
+}
+
+impl ElectionRules {
+    /// Whether `broker` may lead or join an ISR: registered, unfenced, and
+    /// not in controlled shutdown.
+    #[must_use]
+    pub fn is_eligible(&self, image: &MetadataImage, broker: BrokerId) -> bool {
+        is_live(image, broker) && !self.shutting_down.contains(&broker)
+    }
+
+    /// Whether `topic` allows unclean leader elections: its override, else
+    /// the broker default.
+    #[must_use]
+    pub fn unclean_enabled(&self, topic: &TopicImage) -> bool {
+        topic
+            .config(UNCLEAN_LEADER_ELECTION_ENABLE)
+            .map_or(self.unclean_leader_election_default, |value| {
+                value.trim().eq_ignore_ascii_case("true")
+            })
+    }
+}
 
 /// Whether `broker` is registered and unfenced in `image`.
 #[must_use]
@@ -23,10 +71,11 @@ pub fn is_live(image: &MetadataImage, broker: BrokerId) -> bool {
 }
 
 /// The leader `partition` gets with `isr`: its first replica that is in
-/// `isr` and live, or [`BrokerId::NONE`].
+/// `isr` and eligible, or [`BrokerId::NONE`].
 #[must_use]
 pub fn elect_leader(
     image: &MetadataImage,
+    rules: &ElectionRules,
     partition: &PartitionImage,
     isr: &[BrokerId],
 ) -> BrokerId {
@@ -34,63 +83,170 @@ pub fn elect_leader(
         .replicas
         .iter()
         .copied()
-        .find(|&replica| isr.contains(&replica) && is_live(image, replica))
+        .find(|&replica| isr.contains(&replica) && rules.is_eligible(image, replica))
         .unwrap_or(BrokerId::NONE)
+}
+
+/// The (ISR, leader) a partition of `topic` gets from an election with
+/// `isr`: a leader from `isr`, else, if the topic allows it, the first
+/// eligible replica alone (unclean), else none.
+fn elect(
+    image: &MetadataImage,
+    rules: &ElectionRules,
+    topic: &TopicImage,
+    partition: &PartitionImage,
+    isr: Vec<BrokerId>,
+) -> (Vec<BrokerId>, BrokerId) {
+    let leader = elect_leader(image, rules, partition, &isr);
+    if leader != BrokerId::NONE || !rules.unclean_enabled(topic) {
+        return (isr, leader);
+    }
+    match partition
+        .replicas
+        .iter()
+        .copied()
+        .find(|&replica| rules.is_eligible(image, replica))
+    {
+        Some(replica) => (vec![replica], replica),
+        None => (isr, BrokerId::NONE),
+    }
 }
 
 /// The changes after `broker` was fenced (`image` already shows it
 /// fenced): it leaves every ISR that keeps another member, and every
-/// partition it led gets a new leader from the rest of its ISR, or none.
+/// partition it led gets a new leader from the rest of its ISR, or
+/// (unclean, if allowed) from its replicas, or none.
 #[must_use]
-pub fn after_fencing(image: &MetadataImage, broker: BrokerId) -> Vec<MetadataRecord> {
-    changes(image, |partition| {
+pub fn after_fencing(
+    image: &MetadataImage,
+    rules: &ElectionRules,
+    broker: BrokerId,
+) -> Vec<MetadataRecord> {
+    changes(image, |topic, partition| {
         if partition.leader != broker && !partition.isr.contains(&broker) {
             return None;
         }
-        let isr: Vec<BrokerId> = if partition.isr.len() > 1 {
-            partition
-                .isr
-                .iter()
-                .copied()
-                .filter(|&member| member != broker)
-                .collect()
-        } else {
+        let isr = without(&partition.isr, broker);
+        let isr = if isr.is_empty() {
             partition.isr.clone()
-        };
-        let leader = if partition.leader == broker {
-            elect_leader(image, partition, &isr)
         } else {
-            partition.leader
+            isr
         };
-        Some((isr, leader))
+        Some(if partition.leader == broker {
+            elect(image, rules, topic, partition, isr)
+        } else {
+            (isr, partition.leader)
+        })
     })
 }
 
 /// The changes after `broker` was unfenced (`image` already shows it
-/// unfenced): every leaderless partition whose ISR it is in gets a leader.
+/// unfenced): every leaderless partition whose ISR it is in gets a leader,
+/// and so does, if its topic allows unclean elections, every leaderless
+/// partition it is a replica of.
 #[must_use]
-pub fn after_unfencing(image: &MetadataImage, broker: BrokerId) -> Vec<MetadataRecord> {
-    changes(image, |partition| {
-        if partition.leader != BrokerId::NONE || !partition.isr.contains(&broker) {
+pub fn after_unfencing(
+    image: &MetadataImage,
+    rules: &ElectionRules,
+    broker: BrokerId,
+) -> Vec<MetadataRecord> {
+    changes(image, |topic, partition| {
+        let concerned = partition.isr.contains(&broker)
+            || (partition.replicas.contains(&broker) && rules.unclean_enabled(topic));
+        if partition.leader != BrokerId::NONE || !concerned {
             return None;
         }
-        Some((
+        Some(elect(image, rules, topic, partition, partition.isr.clone()))
+    })
+}
+
+/// The changes after `topic`'s configs changed: each of its leaderless
+/// partitions gets a leader if one can be elected now (unclean elections
+/// switched on).
+#[must_use]
+pub fn after_config_change(
+    image: &MetadataImage,
+    rules: &ElectionRules,
+    topic: &str,
+) -> Vec<MetadataRecord> {
+    changes(image, |candidate, partition| {
+        if candidate.name != topic || partition.leader != BrokerId::NONE {
+            return None;
+        }
+        Some(elect(
+            image,
+            rules,
+            candidate,
+            partition,
             partition.isr.clone(),
-            elect_leader(image, partition, &partition.isr),
         ))
     })
+}
+
+/// The changes when `broker` enters controlled shutdown (`rules` already
+/// count it as shutting down): each partition it leads whose ISR has
+/// another eligible member gets the first of them (in replica order) as
+/// leader, and it leaves every ISR that keeps another member, except
+/// those of the partitions it still leads. No unclean election: its own
+/// records would go with the leadership.
+#[must_use]
+pub fn after_controlled_shutdown(
+    image: &MetadataImage,
+    rules: &ElectionRules,
+    broker: BrokerId,
+) -> Vec<MetadataRecord> {
+    changes(image, |_, partition| {
+        if !partition.isr.contains(&broker) {
+            return None;
+        }
+        let rest = without(&partition.isr, broker);
+        if partition.leader == broker {
+            let leader = elect_leader(image, rules, partition, &rest);
+            return (leader != BrokerId::NONE).then_some((rest, leader));
+        }
+        (!rest.is_empty()).then_some((rest, partition.leader))
+    })
+}
+
+/// How many partitions `broker` leads whose ISR has another eligible
+/// member: the leaderships a controlled shutdown has yet to move.
+#[must_use]
+pub fn movable_leaderships(
+    image: &MetadataImage,
+    rules: &ElectionRules,
+    broker: BrokerId,
+) -> usize {
+    image
+        .topics
+        .values()
+        .flat_map(|topic| &topic.partitions)
+        .filter(|partition| {
+            partition.leader == broker
+                && partition
+                    .isr
+                    .iter()
+                    .any(|&member| member != broker && rules.is_eligible(image, member))
+        })
+        .count()
+}
+
+fn without(isr: &[BrokerId], broker: BrokerId) -> Vec<BrokerId> {
+    isr.iter()
+        .copied()
+        .filter(|&member| member != broker)
+        .collect()
 }
 
 /// A `PartitionChangeRecord` for every partition whose (ISR, leader)
 /// `decide` changes, carrying only what changed.
 fn changes(
     image: &MetadataImage,
-    mut decide: impl FnMut(&PartitionImage) -> Option<(Vec<BrokerId>, BrokerId)>,
+    mut decide: impl FnMut(&TopicImage, &PartitionImage) -> Option<(Vec<BrokerId>, BrokerId)>,
 ) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics.values() {
         for (partition_id, partition) in (0..).zip(&topic.partitions) {
-            let Some((isr, leader)) = decide(partition) else {
+            let Some((isr, leader)) = decide(topic, partition) else {
                 continue;
             };
             let isr_changed = isr != partition.isr;

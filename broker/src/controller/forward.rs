@@ -109,6 +109,39 @@ pub enum Change {
         /// Whether it asks to be fenced (it is shutting down).
         want_fence: bool,
     },
+    /// `AlterPartition` for one partition: its leader proposes a new ISR
+    /// (see [`super::alter_partition`]).
+    AlterPartition {
+        /// The proposing broker.
+        broker: i32,
+        /// Its registration epoch.
+        epoch: i64,
+        /// What it proposes.
+        proposal: IsrChange,
+    },
+    /// A broker shutting down asks to hand its leaderships over (Kafka's
+    /// controlled shutdown, `BrokerHeartbeat` with `WantShutDown`).
+    ControlledShutdown {
+        /// The broker.
+        broker: i32,
+        /// Its registration epoch.
+        epoch: i64,
+    },
+}
+
+/// An ISR proposal ([`super::alter_partition::IsrProposal`]) on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsrChange {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The leader epoch the proposer leads in.
+    pub leader_epoch: i32,
+    /// The partition epoch the proposal was made from.
+    pub partition_epoch: i32,
+    /// The proposed ISR.
+    pub isr: Vec<i32>,
 }
 
 /// One listener of a registering broker.
@@ -144,6 +177,13 @@ pub enum Done {
     Heartbeat {
         /// Fenced.
         fenced: bool,
+    },
+    /// What a controlled shutdown has yet to move.
+    ControlledShutdown {
+        /// Partitions the broker still leads whose ISR has another
+        /// eligible member (0 once the change is committed, unless a
+        /// broker became eligible meanwhile).
+        leaderships_left: u32,
     },
 }
 

@@ -15,13 +15,22 @@
 //! back (a retried request). Contact times are the active controller's
 //! memory, not records: a controller that takes over gives every broker a
 //! fresh session ([`BrokerSessions::activate`]), as Kafka's does.
+//!
+//! A broker shutting down asks for a controlled shutdown
+//! ([`BrokerSessions::controlled_shutdown`]): its leaderships move to other
+//! ISR members and it leaves the ISRs ([`super::election`]), and until it
+//! is fenced or registers again it is neither elected nor let into an ISR.
+//! That mark, too, is the active controller's memory, as in Kafka's
+//! `BrokerHeartbeatManager`: a controller that takes over has none, and
+//! the broker, which asks until it leads nothing it could hand over, asks
+//! the new one again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::election::{after_fencing, after_unfencing};
+use super::election::{after_controlled_shutdown, after_fencing, after_unfencing, ElectionRules};
 use crate::metadata::records::{
     BrokerCoresRecord, BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId, MetadataRecord,
     RegisterBrokerRecord,
@@ -109,22 +118,39 @@ pub struct BrokerSessions {
     /// The last contact (registration or heartbeat) per broker, in the
     /// caller's milliseconds.
     last_contact_ms: BTreeMap<BrokerId, i64>,
+    /// What elections go by: the brokers in controlled shutdown, and the
+    /// broker default of `unclean.leader.election.enable`.
+    rules: ElectionRules,
 }
 
 impl BrokerSessions {
-    /// Sessions that expire after `session_timeout` without contact.
+    /// Sessions that expire after `session_timeout` without contact, with
+    /// `unclean_leader_election_default` for topics that do not set
+    /// `unclean.leader.election.enable`.
     #[must_use]
-    pub fn new(session_timeout: Duration) -> Self {
+    pub fn new(session_timeout: Duration, unclean_leader_election_default: bool) -> Self {
         Self {
             session_timeout_ms: i64::try_from(session_timeout.as_millis()).unwrap_or(i64::MAX),
             last_contact_ms: BTreeMap::new(),
+            rules: ElectionRules {
+                shutting_down: std::collections::BTreeSet::new(),
+                unclean_leader_election_default,
+            },
         }
     }
 
+    /// What elections go by now.
+    #[must_use]
+    pub fn rules(&self) -> &ElectionRules {
+        &self.rules
+    }
+
     /// Gives every broker registered in `image` a fresh session from
-    /// `now_ms`: this controller just became active and knows no contact.
+    /// `now_ms`: this controller just became active and knows no contact,
+    /// nor which brokers are shutting down.
     pub fn activate(&mut self, image: &MetadataImage, now_ms: i64) {
         self.last_contact_ms = image.brokers.keys().map(|&id| (id, now_ms)).collect();
+        self.rules.shutting_down.clear();
     }
 
     /// Ends `broker`'s session: the caller knows its process is gone (the
@@ -178,6 +204,7 @@ impl BrokerSessions {
             }
         }
         let was_unfenced = current.is_some_and(|current| !current.fenced);
+        self.rules.shutting_down.remove(&broker);
         let record = MetadataRecord::RegisterBroker(RegisterBrokerRecord {
             broker_id: broker,
             incarnation_id: registration.incarnation_id.into_bytes(),
@@ -193,8 +220,9 @@ impl BrokerSessions {
         });
         let mut records = vec![record, cores];
         if was_unfenced {
+            let rules = &self.rules;
             records.extend(follow_up(image, &records, |after| {
-                after_fencing(after, broker)
+                after_fencing(after, rules, broker)
             }));
         }
         self.last_contact_ms.insert(broker, now_ms);
@@ -217,18 +245,7 @@ impl BrokerSessions {
         now_ms: i64,
     ) -> Result<Vec<MetadataRecord>, LivenessError> {
         let broker = heartbeat.broker_id;
-        let current = image
-            .brokers
-            .get(&broker)
-            .ok_or(LivenessError::NotRegistered { broker })?;
-        if current.epoch != heartbeat.epoch {
-            return Err(LivenessError::StaleEpoch {
-                broker,
-                epoch: heartbeat.epoch,
-                current: current.epoch,
-            });
-        }
-        self.last_contact_ms.insert(broker, now_ms);
+        let current = self.contact(image, broker, heartbeat.epoch, now_ms)?;
         let fencing = BrokerFencingRecord {
             id: broker,
             epoch: current.epoch,
@@ -236,12 +253,61 @@ impl BrokerSessions {
         Ok(match (current.fenced, heartbeat.want_fence) {
             (true, false) if heartbeat.caught_up => {
                 let records = vec![MetadataRecord::UnfenceBroker(fencing)];
-                let elections = follow_up(image, &records, |after| after_unfencing(after, broker));
+                let elections = follow_up(image, &records, |after| {
+                    after_unfencing(after, &self.rules, broker)
+                });
                 records.into_iter().chain(elections).collect()
             }
-            (false, true) => fence(image, fencing),
+            (false, true) => self.fence(image, fencing),
             _ => Vec::new(),
         })
+    }
+
+    /// A controlled shutdown: renews the session, marks the broker as
+    /// shutting down (until it is fenced or registers again) and returns
+    /// the records that move its leaderships away and take it out of the
+    /// ISRs ([`after_controlled_shutdown`]); nothing for a fenced broker,
+    /// which leads nothing. A retry (or a request to a controller that
+    /// took over) returns what is left to move.
+    ///
+    /// # Errors
+    /// [`LivenessError::NotRegistered`], [`LivenessError::StaleEpoch`].
+    pub fn controlled_shutdown(
+        &mut self,
+        image: &MetadataImage,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+        now_ms: i64,
+    ) -> Result<Vec<MetadataRecord>, LivenessError> {
+        if self.contact(image, broker, epoch, now_ms)?.fenced {
+            return Ok(Vec::new());
+        }
+        self.rules.shutting_down.insert(broker);
+        Ok(after_controlled_shutdown(image, &self.rules, broker))
+    }
+
+    /// Renews `broker`'s session for a request carrying `epoch`, and
+    /// returns its registration.
+    fn contact<'a>(
+        &mut self,
+        image: &'a MetadataImage,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+        now_ms: i64,
+    ) -> Result<&'a crate::metadata::BrokerRegistration, LivenessError> {
+        let current = image
+            .brokers
+            .get(&broker)
+            .ok_or(LivenessError::NotRegistered { broker })?;
+        if current.epoch != epoch {
+            return Err(LivenessError::StaleEpoch {
+                broker,
+                epoch,
+                current: current.epoch,
+            });
+        }
+        self.last_contact_ms.insert(broker, now_ms);
+        Ok(current)
     }
 
     /// Fences every unfenced broker whose session expired by `now_ms`, in
@@ -254,7 +320,7 @@ impl BrokerSessions {
             if registration.fenced || self.session_live(registration.id, now_ms) {
                 continue;
             }
-            let fencing = fence(
+            let fencing = self.fence(
                 &current,
                 BrokerFencingRecord {
                     id: registration.id,
@@ -268,14 +334,22 @@ impl BrokerSessions {
         }
         records
     }
-}
 
-/// The fencing record and the elections that follow it.
-fn fence(image: &MetadataImage, fencing: BrokerFencingRecord) -> Vec<MetadataRecord> {
-    let broker = fencing.id;
-    let records = vec![MetadataRecord::FenceBroker(fencing)];
-    let elections = follow_up(image, &records, |after| after_fencing(after, broker));
-    records.into_iter().chain(elections).collect()
+    /// The fencing record and the elections that follow it; a fenced
+    /// broker's controlled shutdown is over.
+    fn fence(
+        &mut self,
+        image: &MetadataImage,
+        fencing: BrokerFencingRecord,
+    ) -> Vec<MetadataRecord> {
+        let broker = fencing.id;
+        self.rules.shutting_down.remove(&broker);
+        let records = vec![MetadataRecord::FenceBroker(fencing)];
+        let elections = follow_up(image, &records, |after| {
+            after_fencing(after, &self.rules, broker)
+        });
+        records.into_iter().chain(elections).collect()
+    }
 }
 
 /// What `decide` makes of `image` after `records`; nothing if they do not

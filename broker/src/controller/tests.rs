@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::controller::alter_partition::IsrProposal;
 use crate::controller::legacy::{LegacyMetadata, LegacyTopic};
 use crate::metadata::records::RegisterBrokerRecord;
 
@@ -561,4 +562,347 @@ fn producer_id_blocks_need_the_current_broker_epoch_and_never_overlap() {
         after_restart >= block.end,
         "{after_restart} reuses {block:?}"
     );
+}
+
+/// Brokers 2.. of a cluster whose controller is the test's node 1: each
+/// registered with the controller and unfenced, as its own heartbeats
+/// would make it. Sessions last long enough that expiry never interferes.
+struct Cluster {
+    _scratch: Scratch,
+    controller: std::sync::Arc<Controller>,
+    epochs: BTreeMap<i32, BrokerEpoch>,
+}
+
+impl Cluster {
+    fn new(others: &[i32], settings: &[(&str, &str)]) -> Self {
+        let mut scratch = Scratch::new().with("broker.session.timeout.ms", "600000");
+        for (key, value) in settings {
+            scratch = scratch.with(key, value);
+        }
+        let controller = scratch.controller();
+        let mut cluster = Self {
+            _scratch: scratch,
+            controller,
+            epochs: BTreeMap::new(),
+        };
+        for &broker in others {
+            cluster.register(broker);
+            cluster.heartbeat(broker, false);
+        }
+        cluster
+    }
+
+    fn register(&mut self, broker: i32) {
+        let change = Change::RegisterBroker {
+            broker,
+            incarnation_id: *Uuid::new_v4().as_bytes(),
+            endpoints: Vec::new(),
+            rack: None,
+            cores: 1,
+        };
+        let answer = self.controller.change(&change, CHANGE_TIMEOUT).unwrap();
+        let Done::BrokerEpoch(epoch) = answer.done else {
+            panic!("{answer:?}");
+        };
+        self.epochs.insert(broker, BrokerEpoch(epoch));
+    }
+
+    /// Broker `broker`'s heartbeat: it asks to be fenced, or to be unfenced.
+    fn heartbeat(&self, broker: i32, want_fence: bool) {
+        let change = Change::Heartbeat {
+            broker,
+            epoch: self.epochs[&broker].0,
+            caught_up: true,
+            want_fence,
+        };
+        self.controller.change(&change, CHANGE_TIMEOUT).unwrap();
+        let fenced = self.controller.image().brokers[&BrokerId(broker)].fenced;
+        assert_eq!(fenced, want_fence, "broker {broker}");
+    }
+
+    fn create(&self, name: &str, assignment: &[&[i32]], configs: &[(&str, &str)]) {
+        let assignment: Vec<Vec<BrokerId>> = assignment
+            .iter()
+            .map(|replicas| replicas.iter().copied().map(BrokerId).collect())
+            .collect();
+        let count = i32::try_from(assignment.len()).unwrap();
+        let factor = i16::try_from(assignment[0].len()).unwrap();
+        self.controller
+            .create_topic(name, count, factor, Some(&assignment), pairs(configs))
+            .unwrap();
+    }
+
+    fn partition(&self, name: &str, index: i32) -> PartitionImage {
+        self.controller.image().topics[name]
+            .partition(index)
+            .unwrap()
+            .clone()
+    }
+
+    /// A proposal of `isr` for `name`-`index` from its current state.
+    fn proposal(&self, name: &str, index: i32, isr: &[i32]) -> IsrProposal {
+        let partition = self.partition(name, index);
+        IsrProposal {
+            topic: name.to_owned(),
+            partition: index,
+            leader_epoch: partition.leader_epoch,
+            partition_epoch: partition.partition_epoch,
+            isr: isr.iter().copied().map(BrokerId).collect(),
+        }
+    }
+
+    /// `proposal` from broker `broker` (another than this node).
+    fn alter_partition_as(&self, broker: i32, proposal: &IsrProposal) -> Result<(), i16> {
+        self.alter_partition_with_epoch(broker, self.epochs[&broker], proposal)
+    }
+
+    /// `proposal` from broker `broker` with registration epoch `epoch`.
+    fn alter_partition_with_epoch(
+        &self,
+        broker: i32,
+        epoch: BrokerEpoch,
+        proposal: &IsrProposal,
+    ) -> Result<(), i16> {
+        let change = Change::AlterPartition {
+            broker,
+            epoch: epoch.0,
+            proposal: proposal.into(),
+        };
+        self.controller
+            .change(&change, CHANGE_TIMEOUT)
+            .map(|_| ())
+            .map_err(|refusal| refusal.code)
+    }
+
+    fn shut_down(&self, broker: i32) -> Done {
+        let change = Change::ControlledShutdown {
+            broker,
+            epoch: self.epochs[&broker].0,
+        };
+        self.controller
+            .change(&change, CHANGE_TIMEOUT)
+            .unwrap()
+            .done
+    }
+}
+
+fn ids(list: &[i32]) -> Vec<BrokerId> {
+    list.iter().copied().map(BrokerId).collect()
+}
+
+const SOON: Duration = Duration::from_secs(10);
+
+/// Guards against an ISR change committed from a stale view (undoing a
+/// newer leader's or controller's decision), from a broker that does not
+/// lead, or that lets in a broker that cannot follow.
+#[test]
+fn alter_partition_commits_the_leaders_isr_and_refuses_what_kafka_refuses() {
+    let cluster = Cluster::new(&[2, 3, 4], &[]);
+    let controller = &cluster.controller;
+    cluster.create("t", &[&[1, 2, 3]], &[]);
+    cluster.create("theirs", &[&[2, 1]], &[]);
+    let code = |result: Result<PartitionImage, MetadataError>| result.unwrap_err().code;
+
+    let shrunk = controller
+        .alter_partition(&cluster.proposal("t", 0, &[1, 2]), SOON)
+        .unwrap();
+    assert_eq!(shrunk.isr, ids(&[1, 2]));
+    assert_eq!(shrunk.leader, BrokerId(1));
+    assert_eq!(shrunk.leader_epoch, LeaderEpoch(0));
+    assert_eq!(shrunk.partition_epoch, PartitionEpoch(1));
+    assert_eq!(cluster.partition("t", 0), shrunk);
+
+    let mut stale = cluster.proposal("t", 0, &[1]);
+    stale.partition_epoch = PartitionEpoch(0);
+    assert_eq!(
+        code(controller.alter_partition(&stale, SOON)),
+        ResponseError::InvalidUpdateVersion.code()
+    );
+    let mut fenced_epoch = cluster.proposal("t", 0, &[1]);
+    fenced_epoch.leader_epoch = LeaderEpoch(-1);
+    assert_eq!(
+        code(controller.alter_partition(&fenced_epoch, SOON)),
+        ResponseError::FencedLeaderEpoch.code()
+    );
+    for isr in [&[][..], &[2], &[1, 2, 1]] {
+        assert_eq!(
+            code(controller.alter_partition(&cluster.proposal("t", 0, isr), SOON)),
+            ResponseError::InvalidRequest.code(),
+            "{isr:?}"
+        );
+    }
+    // 4 is no replica; 3 is fenced.
+    cluster.heartbeat(3, true);
+    for isr in [&[1, 2, 4][..], &[1, 2, 3]] {
+        assert_eq!(
+            code(controller.alter_partition(&cluster.proposal("t", 0, isr), SOON)),
+            ResponseError::IneligibleReplica.code(),
+            "{isr:?}"
+        );
+    }
+    assert_eq!(
+        code(controller.alter_partition(&cluster.proposal("theirs", 0, &[1]), SOON)),
+        ResponseError::NotLeaderOrFollower.code()
+    );
+    let mut unknown = cluster.proposal("t", 0, &[1]);
+    unknown.partition = 3;
+    assert_eq!(
+        code(controller.alter_partition(&unknown, SOON)),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    unknown.topic = "nope".to_owned();
+    unknown.partition = 0;
+    assert_eq!(
+        code(controller.alter_partition(&unknown, SOON)),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let previous_registration = BrokerEpoch(cluster.epochs[&2].0 - 1);
+    assert_eq!(
+        cluster.alter_partition_with_epoch(
+            2,
+            previous_registration,
+            &cluster.proposal("theirs", 0, &[2])
+        ),
+        Err(ResponseError::StaleBrokerEpoch.code())
+    );
+    assert_eq!(cluster.partition("t", 0), shrunk, "refusals change nothing");
+
+    // The same ISR again commits nothing; a live replica may join.
+    let same = controller
+        .alter_partition(&cluster.proposal("t", 0, &[1, 2]), SOON)
+        .unwrap();
+    assert_eq!(same, shrunk);
+    cluster.heartbeat(3, false);
+    let grown = controller
+        .alter_partition(&cluster.proposal("t", 0, &[1, 2, 3]), SOON)
+        .unwrap();
+    assert_eq!(grown.isr, ids(&[1, 2, 3]));
+    assert_eq!(grown.partition_epoch, PartitionEpoch(2));
+    // Nor one in controlled shutdown: it is leaving.
+    assert_eq!(
+        cluster.shut_down(3),
+        Done::ControlledShutdown {
+            leaderships_left: 0
+        }
+    );
+    assert_eq!(cluster.partition("t", 0).isr, ids(&[1, 2]));
+    assert_eq!(
+        code(controller.alter_partition(&cluster.proposal("t", 0, &[1, 2, 3]), SOON)),
+        ResponseError::IneligibleReplica.code()
+    );
+}
+
+/// Guards against a broker that stops while it still leads partitions
+/// another ISR member could lead (clients would wait out its session), and
+/// against the controller electing it again while it goes.
+#[test]
+fn controlled_shutdown_moves_leaderships_and_the_broker_is_not_elected_again() {
+    let cluster = Cluster::new(&[2, 3], &[]);
+    let controller = &cluster.controller;
+    cluster.create("a", &[&[1, 2, 3], &[1, 2], &[1], &[2, 1]], &[]);
+    cluster.create(
+        "b",
+        &[&[2, 1]],
+        &[("unclean.leader.election.enable", "true")],
+    );
+    controller.shut_down_controlled(SOON).unwrap();
+    assert_eq!(
+        leader_and_isr(&cluster, "a", 0),
+        (BrokerId(2), ids(&[2, 3]))
+    );
+    assert_eq!(leader_and_isr(&cluster, "a", 1), (BrokerId(2), ids(&[2])));
+    // Nothing to hand over: it keeps this one until it is fenced.
+    assert_eq!(leader_and_isr(&cluster, "a", 2), (BrokerId(1), ids(&[1])));
+    assert_eq!(leader_and_isr(&cluster, "a", 3), (BrokerId(2), ids(&[2])));
+    assert_eq!(leader_and_isr(&cluster, "b", 0), (BrokerId(2), ids(&[2])));
+
+    // Its partners fail: it is live, but neither in an ISR nor, for the
+    // topic that allows unclean elections, elected from outside.
+    cluster.heartbeat(2, true);
+    assert_eq!(leader_and_isr(&cluster, "a", 0), (BrokerId(3), ids(&[3])));
+    assert_eq!(
+        leader_and_isr(&cluster, "a", 1),
+        (BrokerId::NONE, ids(&[2]))
+    );
+    assert_eq!(
+        leader_and_isr(&cluster, "b", 0),
+        (BrokerId::NONE, ids(&[2]))
+    );
+    // A retry finds nothing left to move.
+    controller.shut_down_controlled(SOON).unwrap();
+}
+
+fn leader_and_isr(cluster: &Cluster, name: &str, index: i32) -> (BrokerId, Vec<BrokerId>) {
+    let partition = cluster.partition(name, index);
+    (partition.leader, partition.isr)
+}
+
+/// Guards against `controlled.shutdown.enable=false` moving anything.
+#[test]
+fn a_disabled_controlled_shutdown_moves_nothing() {
+    let cluster = Cluster::new(&[2], &[("controlled.shutdown.enable", "false")]);
+    cluster.create("a", &[&[1, 2]], &[]);
+    cluster.controller.shut_down_controlled(SOON).unwrap();
+    assert_eq!(
+        leader_and_isr(&cluster, "a", 0),
+        (BrokerId(1), ids(&[1, 2]))
+    );
+}
+
+/// Guards against electing a replica outside the ISR (losing what only the
+/// ISR had) where the topic does not allow it, and against leaving a
+/// partition offline where it does: at fencing, at a replica's unfencing,
+/// and when the config is switched on.
+#[test]
+fn unclean_elections_happen_only_where_the_topic_allows_them() {
+    let cluster = Cluster::new(&[2, 3], &[]);
+    let controller = &cluster.controller;
+    cluster.create("clean", &[&[2, 1]], &[]);
+    cluster.create(
+        "unclean",
+        &[&[2, 1], &[2, 3]],
+        &[("unclean.leader.election.enable", "true")],
+    );
+    // Broker 2, the leader, leaves only itself in each ISR.
+    for (name, index) in [("clean", 0), ("unclean", 0), ("unclean", 1)] {
+        cluster
+            .alter_partition_as(2, &cluster.proposal(name, index, &[2]))
+            .unwrap();
+    }
+    cluster.heartbeat(3, true);
+    cluster.heartbeat(2, true);
+    assert_eq!(
+        leader_and_isr(&cluster, "clean", 0),
+        (BrokerId::NONE, ids(&[2]))
+    );
+    assert_eq!(
+        leader_and_isr(&cluster, "unclean", 0),
+        (BrokerId(1), ids(&[1]))
+    );
+    // No live replica at the fencing; one when broker 3 comes back.
+    assert_eq!(
+        leader_and_isr(&cluster, "unclean", 1),
+        (BrokerId::NONE, ids(&[2]))
+    );
+    cluster.heartbeat(3, false);
+    assert_eq!(
+        leader_and_isr(&cluster, "unclean", 1),
+        (BrokerId(3), ids(&[3]))
+    );
+
+    let offline_epoch = cluster.partition("clean", 0).leader_epoch;
+    controller
+        .alter_topic_configs("clean", false, |_| {
+            Ok(pairs(&[("unclean.leader.election.enable", "true")]))
+        })
+        .unwrap();
+    let elected = cluster.partition("clean", 0);
+    assert_eq!((elected.leader, elected.isr), (BrokerId(1), ids(&[1])));
+    assert_eq!(elected.leader_epoch.0, offline_epoch.0 + 1);
+    let bad = controller
+        .alter_topic_configs("clean", false, |_| {
+            Ok(pairs(&[("unclean.leader.election.enable", "maybe")]))
+        })
+        .unwrap_err();
+    assert_eq!(bad.code, ResponseError::InvalidConfig.code());
 }

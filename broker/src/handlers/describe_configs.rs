@@ -81,7 +81,8 @@ pub struct TopicConfigSpec {
     pub name: &'static str,
     /// The broker keys that set its default, most specific first (Kafka's
     /// synonyms; `min.insync.replicas` names Kafka's key, which fjord's
-    /// broker does not take).
+    /// broker does not take, and `write.caching` its own name: it has no
+    /// broker key).
     pub broker_keys: &'static [&'static str],
     /// Its [`config_type`].
     pub config_type: i8,
@@ -90,7 +91,7 @@ pub struct TopicConfigSpec {
 }
 
 /// Every topic config fjord implements, in the order they are described.
-pub const TOPIC_CONFIGS: [TopicConfigSpec; 19] = [
+pub const TOPIC_CONFIGS: [TopicConfigSpec; 21] = [
     spec("cleanup.policy", &["log.cleanup.policy"], config_type::LIST,
         "\"delete\" (retention by time and size) and/or \"compact\" (keep the latest value per key)."),
     spec("compression.type", &["compression.type"], config_type::STRING,
@@ -131,6 +132,10 @@ pub const TOPIC_CONFIGS: [TopicConfigSpec; 19] = [
         "The largest a segment's offset or time index grows; a full index rolls the segment."),
     spec("segment.ms", &["log.roll.ms"], config_type::LONG,
         "Roll to a new segment this long after a segment's first append."),
+    spec("unclean.leader.election.enable", &["unclean.leader.election.enable"], config_type::BOOLEAN,
+        "Elect a replica outside the ISR when no ISR member is live, losing the records only the ISR had."),
+    spec("write.caching", &["write.caching"], config_type::BOOLEAN,
+        "Acknowledge an acks=all record once every ISR member wrote it (Kafka's), not once each flushed it."),
 ];
 
 const fn spec(
@@ -179,6 +184,11 @@ pub(crate) fn topic_default(name: &str, broker: &BrokerConfig) -> String {
     match name {
         "compression.type" => broker.compression_type.clone(),
         "min.insync.replicas" => "1".to_owned(),
+        "unclean.leader.election.enable" => broker
+            .replication
+            .unclean_leader_election_enable
+            .to_string(),
+        "write.caching" => "false".to_owned(),
         key => broker.log_defaults.get(key).unwrap_or_default(),
     }
 }
@@ -188,6 +198,7 @@ fn kafka_default(name: &str) -> String {
     match name {
         "compression.type" => "producer".to_owned(),
         "min.insync.replicas" => "1".to_owned(),
+        "unclean.leader.election.enable" | "write.caching" => "false".to_owned(),
         key => fjord_engine::config::LogConfig::default()
             .get(key)
             .unwrap_or_default(),
@@ -247,7 +258,10 @@ pub fn describe_topic(
 /// The Kafka type of a broker key fjord knows.
 fn broker_config_type(key: &str) -> i8 {
     match key {
-        "auto.create.topics.enable" | "log.cleaner.enable" => config_type::BOOLEAN,
+        "auto.create.topics.enable"
+        | "log.cleaner.enable"
+        | "unclean.leader.election.enable"
+        | "controlled.shutdown.enable" => config_type::BOOLEAN,
         "listeners"
         | "advertised.listeners"
         | "log.dirs"
@@ -266,7 +280,8 @@ fn broker_config_type(key: &str) -> i8 {
         | "log.cleaner.min.compaction.lag.ms"
         | "log.cleaner.max.compaction.lag.ms"
         | "log.message.timestamp.before.max.ms"
-        | "log.message.timestamp.after.max.ms" => config_type::LONG,
+        | "log.message.timestamp.after.max.ms"
+        | "replica.lag.time.max.ms" => config_type::LONG,
         "log.message.timestamp.type"
         | "compression.type"
         | "cluster.id"
@@ -464,6 +479,33 @@ mod tests {
         assert_eq!(cleanup.value.as_deref(), Some("delete"));
         assert_eq!(cleanup.source, config_source::DEFAULT_CONFIG);
         assert!(configs.iter().all(|config| !config.read_only));
+    }
+
+    #[test]
+    fn replication_topic_configs_follow_the_broker_default() {
+        let configs = describe_topic(&[], &broker_config(&[]));
+        let unclean = find(&configs, "unclean.leader.election.enable");
+        assert_eq!(unclean.value.as_deref(), Some("false"));
+        assert_eq!(unclean.source, config_source::DEFAULT_CONFIG);
+        assert_eq!(unclean.config_type, config_type::BOOLEAN);
+        let caching = find(&configs, "write.caching");
+        assert_eq!(caching.value.as_deref(), Some("false"));
+        let broker = broker_config(&[("unclean.leader.election.enable", "true")]);
+        let overrides = vec![("write.caching".to_owned(), "true".to_owned())];
+        let configs = describe_topic(&overrides, &broker);
+        let unclean = find(&configs, "unclean.leader.election.enable");
+        assert_eq!(unclean.value.as_deref(), Some("true"));
+        assert_eq!(unclean.source, config_source::STATIC_BROKER_CONFIG);
+        let caching = find(&configs, "write.caching");
+        assert_eq!(caching.value.as_deref(), Some("true"));
+        assert_eq!(caching.source, config_source::DYNAMIC_TOPIC_CONFIG);
+        let broker_configs = describe_broker(&broker);
+        let lag = find(&broker_configs, "replica.lag.time.max.ms");
+        assert_eq!(lag.value.as_deref(), Some("30000"));
+        assert_eq!(lag.config_type, config_type::LONG);
+        let shutdown = find(&broker_configs, "controlled.shutdown.enable");
+        assert_eq!(shutdown.value.as_deref(), Some("true"));
+        assert_eq!(shutdown.config_type, config_type::BOOLEAN);
     }
 
     #[test]
