@@ -155,9 +155,14 @@ fn engine_config(config: &BrokerConfig, controller: &Arc<Controller>) -> EngineC
     engine
 }
 
-/// Once the shards are gone: asks the quorum to fence this broker (a
-/// controlled shutdown), then stops the quorum through its handle.
+/// Once the shards are gone: hands this broker's leaderships over and asks
+/// the quorum to fence it (a controlled shutdown), each bounded by a
+/// heartbeat interval (the last nodes of a cluster stopping have no
+/// quorum), then stops the quorum through its handle.
 fn shut_down_controller(controller: Arc<Controller>, heartbeat_interval: std::time::Duration) {
+    controller
+        .shut_down_controlled(heartbeat_interval)
+        .unwrap_or_else(|error| tracing::warn!(%error, "controlled shutdown incomplete"));
     controller.fence_for_shutdown(heartbeat_interval);
     match Arc::try_unwrap(controller) {
         Ok(controller) => {
