@@ -277,8 +277,8 @@ pub type KeyValueRecord = (Vec<u8>, Option<Vec<u8>>);
 /// the offset of the first record.
 ///
 /// # Errors
-/// The Kafka error of the failed append (`COORDINATOR_NOT_AVAILABLE` for
-/// storage failures, as Kafka answers group requests whose write failed).
+/// The coordinator error Kafka maps the partition's error to
+/// ([`write_error`]).
 pub async fn append(
     broker: &Broker,
     partition: i32,
@@ -298,12 +298,38 @@ pub async fn append(
         Ok(info) => Ok(info.base_offset.0),
         Err(error) => {
             tracing::warn!(%partition, %error, "cannot write to the group log");
-            Err(if error.code() == ResponseError::MessageTooLarge.code() {
-                ResponseError::RecordListTooLarge
-            } else {
-                ResponseError::CoordinatorNotAvailable
-            })
+            Err(write_error(error.code()))
         }
+    }
+}
+
+/// The coordinator error for a write to the group log that failed with
+/// `code`, as Kafka's group coordinator maps them
+/// (`GroupCoordinatorService.handleOperationException`, and
+/// `GroupMetadataManager` for `NOT_ENOUGH_REPLICAS_AFTER_APPEND`): a write
+/// that could not be replicated is retried against the same coordinator
+/// (`COORDINATOR_NOT_AVAILABLE`), one whose partition moved or whose disk
+/// failed sends the client to look the coordinator up again
+/// (`NOT_COORDINATOR`), and a batch too large is the server's fault.
+#[must_use]
+pub fn write_error(code: i16) -> ResponseError {
+    use ResponseError as E;
+    match E::try_from_code(code) {
+        Some(
+            E::UnknownTopicOrPartition
+            | E::NotEnoughReplicas
+            | E::NotEnoughReplicasAfterAppend
+            | E::RequestTimedOut,
+        ) => E::CoordinatorNotAvailable,
+        Some(
+            E::NotLeaderOrFollower
+            | E::FencedLeaderEpoch
+            | E::UnknownLeaderEpoch
+            | E::KafkaStorageError,
+        ) => E::NotCoordinator,
+        Some(E::MessageTooLarge | E::RecordListTooLarge | E::InvalidFetchSize | E::Unknown(_))
+        | None => E::UnknownServerError,
+        Some(other) => other,
     }
 }
 
@@ -649,5 +675,30 @@ mod tests {
         });
         assert!(java < 0);
         assert_eq!(partition_for(negative, 50), (java & 0x7fff_ffff) % 50);
+    }
+
+    /// The partition layer's errors become the coordinator errors Kafka
+    /// answers for a failed write.
+    #[test]
+    fn write_errors_map_to_coordinator_errors_as_in_kafka() {
+        use ResponseError as E;
+        for (partition_error, coordinator_error) in [
+            (E::NotEnoughReplicas, E::CoordinatorNotAvailable),
+            (E::NotEnoughReplicasAfterAppend, E::CoordinatorNotAvailable),
+            (E::RequestTimedOut, E::CoordinatorNotAvailable),
+            (E::UnknownTopicOrPartition, E::CoordinatorNotAvailable),
+            (E::NotLeaderOrFollower, E::NotCoordinator),
+            (E::FencedLeaderEpoch, E::NotCoordinator),
+            (E::KafkaStorageError, E::NotCoordinator),
+            (E::MessageTooLarge, E::UnknownServerError),
+            (E::CorruptMessage, E::CorruptMessage),
+        ] {
+            assert_eq!(
+                write_error(partition_error.code()),
+                coordinator_error,
+                "{partition_error:?}"
+            );
+        }
+        assert_eq!(write_error(i16::MAX), E::UnknownServerError);
     }
 }
