@@ -319,10 +319,11 @@ fn listening_socket(line: &str) -> Option<(std::net::IpAddr, u16)> {
     Some((ip, port))
 }
 
-/// Creates `__consumer_offsets` if needed, loads the groups from it, then
-/// runs their expiry, in the background of shard 0 so that the other
-/// requests are served meanwhile (group requests answer
-/// `COORDINATOR_LOAD_IN_PROGRESS` until the load ends).
+/// Creates `__consumer_offsets` if needed, then runs the coordinator
+/// ([`groups::run`]: loading and unloading the groups of its partitions as
+/// their leadership changes, and their expiry), in the background of
+/// shard 0 so that the other requests are served meanwhile (group requests
+/// answer `COORDINATOR_LOAD_IN_PROGRESS` until their partition is loaded).
 fn start_group_coordinator(broker: &Rc<Broker>) {
     let broker = Rc::clone(broker);
     glommio::spawn_local(async move {
@@ -333,8 +334,7 @@ fn start_group_coordinator(broker: &Rc<Broker>) {
             );
             return;
         }
-        groups::load(&broker).await;
-        groups::run_expiry(broker).await;
+        groups::run(broker).await;
     })
     .detach();
 }

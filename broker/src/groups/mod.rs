@@ -6,9 +6,17 @@
 //! agree), and every change to it is a record in that partition: offset
 //! commits, group metadata after each completed rebalance, tombstones for
 //! deletions and expiry, all in Kafka's schemas ([`records`]). A commit is
-//! acknowledged only once its record is flushed. On start shard 0 reads
-//! every partition back and rebuilds the groups; until a partition is
-//! loaded its groups answer `COORDINATOR_LOAD_IN_PROGRESS`.
+//! acknowledged as an acks=all write: once its record is committed on the
+//! partition's in-sync replicas.
+//!
+//! This broker coordinates the groups of the partitions it leads, and
+//! follows their leadership as the metadata images change it
+//! ([`leadership`]): a partition it comes to lead is read back from the
+//! log (its groups answer `COORDINATOR_LOAD_IN_PROGRESS` meanwhile), one
+//! it stops leading is dropped (`NOT_COORDINATOR`, so clients look the
+//! coordinator up again). Every write names the leader epoch whose state
+//! it was decided on ([`CoordinatorEpoch`]) and is refused in any other:
+//! a decision made on one leadership's state never lands in another's log.
 //!
 //! A connection's requests run on whichever shard accepted it, so the state
 //! is shared by all shards: one [`std::sync::Mutex`] per `__consumer_offsets`
@@ -21,6 +29,7 @@
 
 pub mod consumer;
 pub mod group;
+pub mod leadership;
 pub mod records;
 
 use std::collections::HashMap;
@@ -31,11 +40,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fjord_engine::batch::{build_batch, records as batch_records, BatchHeader};
 use fjord_engine::shard::{ReadBound, ReadRequest};
-use fjord_engine::{TimestampMs, TopicPartition};
+use fjord_engine::{LeaderEpoch, TimestampMs, TopicPartition};
 use kafka_protocol::ResponseError;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::metadata::records::BrokerId;
 use crate::partition;
 use crate::server::Broker;
 use crate::topics::CONSUMER_OFFSETS_TOPIC;
@@ -105,16 +115,61 @@ impl CoordinatorSettings {
     }
 }
 
+/// How this broker stands towards one `__consumer_offsets` partition, as
+/// the last reconcile round ([`leadership`]) or load left it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Coordination {
+    /// No metadata image looked at yet (the broker is starting):
+    /// `COORDINATOR_LOAD_IN_PROGRESS`.
+    #[default]
+    Starting,
+    /// Another broker leads the partition, or none does: `NOT_COORDINATOR`.
+    NotCoordinator,
+    /// Led here in this epoch; its groups are being read back from the
+    /// log: `COORDINATOR_LOAD_IN_PROGRESS`.
+    Loading(LeaderEpoch),
+    /// Led here in this epoch, but reading it back failed; the next round
+    /// tries again: `COORDINATOR_LOAD_IN_PROGRESS` (forgetting commits
+    /// would be worse than waiting).
+    LoadFailed(LeaderEpoch),
+    /// Led here in this epoch and loaded: its groups are served.
+    Active(LeaderEpoch),
+}
+
+impl Coordination {
+    /// The leader epoch whose groups are served.
+    ///
+    /// # Errors
+    /// The Kafka error a group request gets while they are not served.
+    pub fn served(self) -> GroupResult<LeaderEpoch> {
+        match self {
+            Self::Active(leader_epoch) => Ok(leader_epoch),
+            Self::NotCoordinator => Err(ResponseError::NotCoordinator),
+            Self::Starting | Self::Loading(_) | Self::LoadFailed(_) => {
+                Err(ResponseError::CoordinatorLoadInProgress)
+            }
+        }
+    }
+}
+
 /// The groups of one `__consumer_offsets` partition.
 #[derive(Debug, Default)]
 pub struct PartitionGroups {
-    /// Whether the partition has been read back since start.
-    pub loaded: bool,
-    /// Whether another broker led the partition when the coordinator
-    /// loaded: its groups are coordinated there (`NOT_COORDINATOR` here).
-    pub led_elsewhere: bool,
-    /// Groups by id.
+    /// Whether this broker coordinates them, and in which leader epoch.
+    pub coordination: Coordination,
+    /// Groups by id (empty unless [`Coordination::Active`]).
     pub groups: HashMap<String, Group>,
+}
+
+/// A `__consumer_offsets` partition and the leader epoch in which this
+/// broker loaded it: what a write of the coordinator is bound to. Kafka's
+/// coordinator epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoordinatorEpoch {
+    /// The partition.
+    pub partition: i32,
+    /// The leader epoch its groups were loaded in.
+    pub leader_epoch: LeaderEpoch,
 }
 
 /// The coordinator shared by every shard; see the module documentation.
@@ -154,22 +209,60 @@ impl GroupCoordinator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// How this broker stands towards `__consumer_offsets` partition
+    /// `partition`.
+    #[must_use]
+    pub fn coordination(&self, partition: i32) -> Coordination {
+        self.lock_partition(partition).coordination
+    }
+
     /// Runs `change` on the groups of `group_id`'s partition.
     ///
     /// # Errors
-    /// `NOT_COORDINATOR` if another broker leads the partition,
-    /// `COORDINATOR_LOAD_IN_PROGRESS` until the partition is loaded.
+    /// `NOT_COORDINATOR` if this broker does not lead the partition,
+    /// `COORDINATOR_LOAD_IN_PROGRESS` until it is loaded.
     pub fn with_partition<T>(
         &self,
         group_id: &str,
         change: impl FnOnce(&mut PartitionGroups) -> T,
     ) -> GroupResult<T> {
-        let mut partition = self.lock_partition(self.partition_of(group_id));
-        if partition.led_elsewhere {
+        self.with_partition_for_write(group_id, change)
+            .map(|(answer, _)| answer)
+    }
+
+    /// [`Self::with_partition`] for a change to write: also returns the
+    /// coordinator epoch the state it saw belongs to, for [`append`].
+    ///
+    /// # Errors
+    /// As [`Self::with_partition`].
+    pub fn with_partition_for_write<T>(
+        &self,
+        group_id: &str,
+        change: impl FnOnce(&mut PartitionGroups) -> T,
+    ) -> GroupResult<(T, CoordinatorEpoch)> {
+        let index = self.partition_of(group_id);
+        let mut partition = self.lock_partition(index);
+        let leader_epoch = partition.coordination.served()?;
+        let epoch = CoordinatorEpoch {
+            partition: index,
+            leader_epoch,
+        };
+        Ok((change(&mut partition), epoch))
+    }
+
+    /// Runs `change` on the groups of `epoch`'s partition if they are
+    /// still those of that leader epoch: what applies a write's outcome.
+    ///
+    /// # Errors
+    /// `NOT_COORDINATOR` once the partition was unloaded or loaded again.
+    pub fn with_partition_in<T>(
+        &self,
+        epoch: CoordinatorEpoch,
+        change: impl FnOnce(&mut PartitionGroups) -> T,
+    ) -> GroupResult<T> {
+        let mut partition = self.lock_partition(epoch.partition);
+        if partition.coordination != Coordination::Active(epoch.leader_epoch) {
             return Err(ResponseError::NotCoordinator);
-        }
-        if !partition.loaded {
-            return Err(ResponseError::CoordinatorLoadInProgress);
         }
         Ok(change(&mut partition))
     }
@@ -177,7 +270,7 @@ impl GroupCoordinator {
     /// Runs `change` on `group_id` if it exists.
     ///
     /// # Errors
-    /// `COORDINATOR_LOAD_IN_PROGRESS` until the partition is loaded.
+    /// As [`Self::with_partition`].
     pub fn with_group<T>(
         &self,
         group_id: &str,
@@ -188,27 +281,16 @@ impl GroupCoordinator {
         })
     }
 
-    /// Whether every partition coordinated here is loaded.
-    #[must_use]
-    pub fn is_loaded(&self) -> bool {
-        (0..self.settings.partitions).all(|partition| {
-            let partition = self.lock_partition(partition);
-            partition.loaded || partition.led_elsewhere
-        })
-    }
-
-    /// Runs `visit` on every group of every loaded partition; `None` if
-    /// some partition is still loading.
+    /// Runs `visit` on every group of every partition coordinated here;
+    /// `None` if some partition is still loading.
     pub fn visit_groups(&self, mut visit: impl FnMut(&Group)) -> Option<()> {
         for partition in 0..self.settings.partitions {
             let partition = self.lock_partition(partition);
-            if partition.led_elsewhere {
-                continue;
+            match partition.coordination.served() {
+                Ok(_) => partition.groups.values().for_each(&mut visit),
+                Err(ResponseError::NotCoordinator) => {}
+                Err(_) => return None,
             }
-            if !partition.loaded {
-                return None;
-            }
-            partition.groups.values().for_each(&mut visit);
         }
         Some(())
     }
@@ -233,7 +315,8 @@ impl GroupCoordinator {
 /// broker is shutting down (a waiting request must not hold it up).
 ///
 /// # Errors
-/// `COORDINATOR_LOAD_IN_PROGRESS` if the partition is not loaded.
+/// As [`GroupCoordinator::with_partition`]: `NOT_COORDINATOR` once the
+/// partition is unloaded, which wakes every waiter.
 pub async fn wait_for<T>(
     broker: &Broker,
     group_id: &str,
@@ -272,38 +355,75 @@ pub async fn wait_for<T>(
 /// A record to write: key and value (`None`: a tombstone).
 pub type KeyValueRecord = (Vec<u8>, Option<Vec<u8>>);
 
-/// Appends `records` as one batch to `__consumer_offsets` partition
-/// `partition` on its owning shard and waits until it is flushed. Returns
-/// the offset of the first record.
+/// Appends `records` as one batch to `epoch`'s `__consumer_offsets`
+/// partition as an acks=all write, if this broker still leads it in that
+/// epoch, and waits until the write is committed. Returns the offset of
+/// the first record.
 ///
 /// # Errors
-/// The Kafka error of the failed append (`COORDINATOR_NOT_AVAILABLE` for
-/// storage failures, as Kafka answers group requests whose write failed).
+/// `NOT_COORDINATOR` if the partition is no longer led here in `epoch`
+/// (by the image or by the coordinator's own state, which follows the
+/// image a round later); else the coordinator error Kafka maps the
+/// partition's error to ([`write_error`]).
 pub async fn append(
     broker: &Broker,
-    partition: i32,
+    epoch: CoordinatorEpoch,
     records: &[KeyValueRecord],
 ) -> GroupResult<i64> {
     if records.is_empty() {
         return Ok(-1);
+    }
+    let partition = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, epoch.partition);
+    let node = BrokerId(broker.config.node_id);
+    let led_in_epoch = partition::state(broker, &partition)
+        .is_ok_and(|state| state.leader == node && state.leader_epoch == epoch.leader_epoch);
+    let loaded_in_epoch =
+        broker.groups.coordination(epoch.partition) == Coordination::Active(epoch.leader_epoch);
+    if !(led_in_epoch && loaded_in_epoch) {
+        return Err(ResponseError::NotCoordinator);
     }
     let pairs: Vec<_> = records
         .iter()
         .map(|(key, value)| (Some(key.as_slice()), value.as_deref()))
         .collect();
     let batch = build_batch(&pairs, TimestampMs::now(), None);
-    let partition = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, partition);
-    // acks=-1: a commit is answered once it is flushed and committed.
+    // acks=-1: answered once the high watermark passes the batch.
     match partition::append(broker, partition.clone(), vec![Bytes::from(batch)], -1).await {
         Ok(info) => Ok(info.base_offset.0),
         Err(error) => {
             tracing::warn!(%partition, %error, "cannot write to the group log");
-            Err(if error.code() == ResponseError::MessageTooLarge.code() {
-                ResponseError::RecordListTooLarge
-            } else {
-                ResponseError::CoordinatorNotAvailable
-            })
+            Err(write_error(error.code()))
         }
+    }
+}
+
+/// The coordinator error for a write to the group log that failed with
+/// `code`, as Kafka's group coordinator maps them
+/// (`GroupCoordinatorService.handleOperationException`, and
+/// `GroupMetadataManager` for `NOT_ENOUGH_REPLICAS_AFTER_APPEND`): a write
+/// that could not be replicated is retried against the same coordinator
+/// (`COORDINATOR_NOT_AVAILABLE`), one whose partition moved or whose disk
+/// failed sends the client to look the coordinator up again
+/// (`NOT_COORDINATOR`), and a batch too large is the server's fault.
+#[must_use]
+pub fn write_error(code: i16) -> ResponseError {
+    use ResponseError as E;
+    match E::try_from_code(code) {
+        Some(
+            E::UnknownTopicOrPartition
+            | E::NotEnoughReplicas
+            | E::NotEnoughReplicasAfterAppend
+            | E::RequestTimedOut,
+        ) => E::CoordinatorNotAvailable,
+        Some(
+            E::NotLeaderOrFollower
+            | E::FencedLeaderEpoch
+            | E::UnknownLeaderEpoch
+            | E::KafkaStorageError,
+        ) => E::NotCoordinator,
+        Some(E::MessageTooLarge | E::RecordListTooLarge | E::InvalidFetchSize | E::Unknown(_))
+        | None => E::UnknownServerError,
+        Some(other) => other,
     }
 }
 
@@ -311,57 +431,27 @@ pub async fn append(
 /// gone).
 ///
 /// # Errors
-/// As [`append`].
+/// As [`GroupCoordinator::with_partition`] and [`append`].
 pub async fn store_group(broker: &Broker, group_id: &str) -> GroupResult<()> {
-    let coordinator = &broker.groups;
-    let value = coordinator.with_group(group_id, |group| {
-        group.map(|group| group.to_stored().encode())
-    })?;
+    let (value, epoch) = broker
+        .groups
+        .with_partition_for_write(group_id, |partition| {
+            partition
+                .groups
+                .get(group_id)
+                .map(|group| group.to_stored().encode())
+        })?;
     let key = RecordKey::Group(group_id.to_owned()).encode();
-    append(broker, coordinator.partition_of(group_id), &[(key, value)]).await?;
+    append(broker, epoch, &[(key, value)]).await?;
     Ok(())
 }
 
-/// Reads every `__consumer_offsets` partition this broker leads back into
-/// the coordinator (shard 0, at start); those another broker leads are
-/// marked so, and their groups answer `NOT_COORDINATOR`. A partition that
-/// cannot be read is logged and stays unloaded: its groups keep answering
-/// `COORDINATOR_LOAD_IN_PROGRESS` rather than forgetting commits.
-pub async fn load(broker: &Rc<Broker>) {
-    let started = Instant::now();
-    let node = crate::metadata::records::BrokerId(broker.config.node_id);
-    let image = broker.controller.image();
-    if let Some(topic) = image.topics.get(CONSUMER_OFFSETS_TOPIC) {
-        for (index, partition) in (0..).zip(&topic.partitions) {
-            broker.groups.lock_partition(index).led_elsewhere = partition.leader != node;
-        }
-    }
-    // Every partition at once: each is read on its own shard, and one
-    // slow partition does not hold up the groups of the others.
-    let tasks: Vec<_> = (0..broker.groups.settings.partitions)
-        .filter(|&partition| !broker.groups.lock_partition(partition).led_elsewhere)
-        .map(|partition| {
-            let broker = Rc::clone(broker);
-            glommio::spawn_local(async move {
-                match read_partition(&broker, partition).await {
-                    Ok(groups) => {
-                        let mut state = broker.groups.lock_partition(partition);
-                        state.groups = groups;
-                        state.loaded = true;
-                    }
-                    Err(error) => {
-                        tracing::error!(partition, %error, "cannot load group state");
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await;
-    }
-    tracing::info!(elapsed = ?started.elapsed(), "group coordinator loaded");
-}
-
+/// Reads `__consumer_offsets` partition `index` back into groups, up to
+/// its log end: what a new leader's coordinator starts from, since its
+/// log is the one every replica will agree with.
+///
+/// # Errors
+/// The engine's, if the partition cannot be read.
 async fn read_partition(
     broker: &Broker,
     index: i32,
@@ -371,13 +461,13 @@ async fn read_partition(
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut next = offsets.log_start;
     let now = Instant::now();
-    while next < offsets.high_watermark {
+    while next < offsets.log_end {
         let read = ReadRequest {
             partition: partition.clone(),
             offset: next,
             max_bytes: LOAD_READ_BYTES,
-            upper_bound: offsets.high_watermark,
-            bound: ReadBound::HighWatermark,
+            upper_bound: offsets.log_end,
+            bound: ReadBound::LogEnd,
         };
         let batches = broker.shard.read(read).await?.batches;
         if batches.is_empty() {
@@ -462,6 +552,15 @@ fn apply_record(
     Ok(())
 }
 
+/// Shard 0's coordinator work until shutdown: following the leadership of
+/// `__consumer_offsets` ([`leadership::follow`], whose first round is the
+/// load at start) and the expiry of members and offsets ([`run_expiry`]).
+pub async fn run(broker: Rc<Broker>) {
+    let following = glommio::spawn_local(leadership::follow(Rc::clone(&broker)));
+    run_expiry(broker).await;
+    following.await;
+}
+
 /// Shard 0's background work until shutdown: every [`TICK`] ends join
 /// phases at their deadline and expires sessions (storing groups that
 /// became empty); every retention check interval expires offsets of empty
@@ -477,14 +576,16 @@ pub async fn run_expiry(broker: Rc<Broker>) {
             next_retention_check = now + broker.groups.settings.retention_check_interval;
         }
         for partition in 0..broker.groups.settings.partitions {
-            let (emptied, tombstones) =
-                expire_partition(&broker.groups, partition, now, check_retention);
-            for group_id in emptied {
+            let Some(expired) = expire_partition(&broker.groups, partition, now, check_retention)
+            else {
+                continue;
+            };
+            for group_id in expired.emptied {
                 if let Err(error) = store_group(&broker, &group_id).await {
                     tracing::warn!(group = %group_id, ?error, "cannot store the emptied group");
                 }
             }
-            if let Err(error) = append(&broker, partition, &tombstones).await {
+            if let Err(error) = append(&broker, expired.epoch, &expired.tombstones).await {
                 tracing::warn!(
                     partition,
                     ?error,
@@ -495,19 +596,32 @@ pub async fn run_expiry(broker: Rc<Broker>) {
     }
 }
 
+/// What one expiry pass over a partition's groups left to write.
+struct Expired {
+    /// The leadership the pass ran in.
+    epoch: CoordinatorEpoch,
+    /// Groups that lost their last member.
+    emptied: Vec<String>,
+    /// Tombstones of expired offsets and removed groups.
+    tombstones: Vec<KeyValueRecord>,
+}
+
+/// Expires members, and offsets if `check_retention`, of `partition`'s
+/// groups; `None` unless they are served here.
 fn expire_partition(
     coordinator: &GroupCoordinator,
     partition: i32,
     now: Instant,
     check_retention: bool,
-) -> (Vec<String>, Vec<KeyValueRecord>) {
+) -> Option<Expired> {
     let settings = &coordinator.settings;
     let mut state = coordinator.lock_partition(partition);
+    let epoch = CoordinatorEpoch {
+        partition,
+        leader_epoch: state.coordination.served().ok()?,
+    };
     let mut emptied = Vec::new();
     let mut tombstones = Vec::new();
-    if !state.loaded {
-        return (emptied, tombstones);
-    }
     let now_ms = TimestampMs::now().0;
     let retention_ms = i64::try_from(settings.offsets_retention.as_millis()).unwrap_or(i64::MAX);
     let mut dead = Vec::new();
@@ -559,7 +673,11 @@ fn expire_partition(
         emptied.retain(|emptied| *emptied != id);
         tombstones.push((RecordKey::Group(id).encode(), None));
     }
-    (emptied, tombstones)
+    Some(Expired {
+        epoch,
+        emptied,
+        tombstones,
+    })
 }
 
 #[cfg(test)]
@@ -597,7 +715,7 @@ mod tests {
         let now_ms = TimestampMs::now().0;
         {
             let mut partition = coordinator.lock_partition(0);
-            partition.loaded = true;
+            partition.coordination = Coordination::Active(LeaderEpoch(0));
             let mut old = Group::new("old".to_owned());
             old.protocol_type = Some("consumer".to_owned());
             old.state_timestamp_ms = now_ms - 61_000;
@@ -608,8 +726,9 @@ mod tests {
             partition.groups.insert("old".to_owned(), old);
             partition.groups.insert("recent".to_owned(), recent);
         }
-        let (_, tombstones) = expire_partition(&coordinator, 0, Instant::now(), true);
-        let keys: Vec<RecordKey> = tombstones
+        let expired = expire_partition(&coordinator, 0, Instant::now(), true).unwrap();
+        let keys: Vec<RecordKey> = expired
+            .tombstones
             .iter()
             .map(|(key, value)| {
                 assert!(value.is_none());
@@ -649,5 +768,30 @@ mod tests {
         });
         assert!(java < 0);
         assert_eq!(partition_for(negative, 50), (java & 0x7fff_ffff) % 50);
+    }
+
+    /// The partition layer's errors become the coordinator errors Kafka
+    /// answers for a failed write.
+    #[test]
+    fn write_errors_map_to_coordinator_errors_as_in_kafka() {
+        use ResponseError as E;
+        for (partition_error, coordinator_error) in [
+            (E::NotEnoughReplicas, E::CoordinatorNotAvailable),
+            (E::NotEnoughReplicasAfterAppend, E::CoordinatorNotAvailable),
+            (E::RequestTimedOut, E::CoordinatorNotAvailable),
+            (E::UnknownTopicOrPartition, E::CoordinatorNotAvailable),
+            (E::NotLeaderOrFollower, E::NotCoordinator),
+            (E::FencedLeaderEpoch, E::NotCoordinator),
+            (E::KafkaStorageError, E::NotCoordinator),
+            (E::MessageTooLarge, E::UnknownServerError),
+            (E::CorruptMessage, E::CorruptMessage),
+        ] {
+            assert_eq!(
+                write_error(partition_error.code()),
+                coordinator_error,
+                "{partition_error:?}"
+            );
+        }
+        assert_eq!(write_error(i16::MAX), E::UnknownServerError);
     }
 }

@@ -109,7 +109,7 @@ pub fn handle(
         consumer.heartbeat(heartbeat, &topics, assignors, Instant::now())
     });
     let answer = match answer {
-        Err(error) => return failed(error, "the coordinator is loading".to_owned()),
+        Err(error) => return failed(error, error.to_string()),
         Ok(Err((error, message))) => return failed(error, message),
         Ok(Ok(answer)) => answer,
     };

@@ -23,7 +23,7 @@ pub const SUPPORT: ApiSupport = ApiSupport {
 
 async fn delete(broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
     let coordinator = &broker.groups;
-    let tombstones = coordinator.with_partition(group_id, |partition| {
+    let (decided, epoch) = coordinator.with_partition_for_write(group_id, |partition| {
         let Some(group) = partition.groups.get(group_id) else {
             return Err(ResponseError::GroupIdNotFound);
         };
@@ -45,8 +45,9 @@ async fn delete(broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
         tombstones.push((RecordKey::Group(group_id.to_owned()).encode(), None));
         partition.groups.remove(group_id);
         Ok(tombstones)
-    })??;
-    append(broker, coordinator.partition_of(group_id), &tombstones).await?;
+    })?;
+    let tombstones = decided?;
+    append(broker, epoch, &tombstones).await?;
     Ok(())
 }
 

@@ -1,8 +1,12 @@
 //! FindCoordinator: a group's coordinator is the leader of its
-//! `__consumer_offsets` partition (Kafka's rule), named with its client
-//! endpoint; `COORDINATOR_NOT_AVAILABLE` until that topic exists and while
-//! the partition has no leader. A single node coordinates every group.
-//! Batched keys (v4+) are answered one by one.
+//! `__consumer_offsets` partition (Kafka's rule) in the latest image, named
+//! with its client endpoint; `COORDINATOR_NOT_AVAILABLE` until that topic
+//! exists and while the partition has no live leader (an election is
+//! under way, or every in-sync replica is down), which clients retry. The
+//! leader's coordinator follows the same images
+//! ([`crate::groups::leadership`]), so a client sent there finds the group
+//! loaded or loading, never refused. Batched keys (v4+) are answered one
+//! by one.
 //! Transactions have no coordinator yet: key type 1 (a transactional id)
 //! gets `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`, as InitProducerId does,
 //! which clients treat as fatal at once. `COORDINATOR_NOT_AVAILABLE` would
@@ -37,49 +41,54 @@ fn find(broker: &Broker, key: StrBytes, key_type: i8) -> Coordinator {
         .with_key(key)
         .with_node_id(BrokerId(-1))
         .with_port(-1);
-    let error = match key_type {
+    let (error, message) = match key_type {
         GROUP_KEY => match group_coordinator(
             &broker.controller.image(),
             &group_id,
             broker.groups.settings.partitions,
         ) {
-            Some(coordinator) => {
+            Ok(coordinator) => {
                 return answer
                     .with_node_id(BrokerId(coordinator.id.0))
                     .with_host(StrBytes::from_string(coordinator.host))
                     .with_port(i32::from(coordinator.port));
             }
-            None => ResponseError::CoordinatorNotAvailable,
+            Err(reason) => (ResponseError::CoordinatorNotAvailable, reason),
         },
-        TRANSACTION_KEY => ResponseError::TransactionalIdAuthorizationFailed,
-        _ => ResponseError::InvalidRequest,
+        TRANSACTION_KEY => (
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported yet",
+        ),
+        _ => (ResponseError::InvalidRequest, "unknown key type"),
     };
     answer
         .with_error_code(error.code())
-        .with_error_message(Some(StrBytes::from_static_str(
-            if key_type == TRANSACTION_KEY {
-                "transactions are not supported yet"
-            } else if key_type == GROUP_KEY {
-                "the group coordinator is starting"
-            } else {
-                "unknown key type"
-            },
-        )))
+        .with_error_message(Some(StrBytes::from_static_str(message)))
 }
 
 /// The coordinator of `group_id`: the live leader of its partition of
-/// `__consumer_offsets` (of `partitions`), if the topic exists and that
-/// partition has one.
+/// `__consumer_offsets` (of `partitions`).
+///
+/// # Errors
+/// Why there is none: the topic does not exist yet, or the partition has
+/// no live leader.
 fn group_coordinator(
     image: &MetadataImage,
     group_id: &str,
     partitions: i32,
-) -> Option<AdvertisedBroker> {
-    let topic = image.topics.get(CONSUMER_OFFSETS_TOPIC)?;
-    let leader = topic.partition(partition_for(group_id, partitions))?.leader;
+) -> Result<AdvertisedBroker, &'static str> {
+    let topic = image
+        .topics
+        .get(CONSUMER_OFFSETS_TOPIC)
+        .ok_or("the group coordinator is starting")?;
+    let leader = topic
+        .partition(partition_for(group_id, partitions))
+        .map(|partition| partition.leader)
+        .ok_or("the group coordinator is starting")?;
     advertised_brokers(image, false)
         .into_iter()
         .find(|broker| broker.id == leader)
+        .ok_or("the group's partition of __consumer_offsets has no live leader")
 }
 
 /// Answers FindCoordinator.
@@ -114,7 +123,8 @@ mod tests {
     use crate::advertised::CLIENT_LISTENER;
     use crate::metadata::records::{
         BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId as NodeId, MetadataRecord,
-        PartitionEpoch, PartitionRecord, RegisterBrokerRecord, TopicId, TopicRecord,
+        PartitionChangeRecord, PartitionEpoch, PartitionRecord, RegisterBrokerRecord, TopicId,
+        TopicRecord,
     };
 
     fn register(id: i32) -> MetadataRecord {
@@ -179,20 +189,44 @@ mod tests {
         let image = image();
         let found = group_coordinator(&image, &group_on(0), 3).unwrap();
         assert_eq!((found.id, found.host.as_str()), (NodeId(1), "broker1"));
+        let no_leader = Err("the group's partition of __consumer_offsets has no live leader");
         assert_eq!(
             group_coordinator(&image, &group_on(1), 3),
-            None,
+            no_leader,
             "fenced leader"
         );
         assert_eq!(
             group_coordinator(&image, &group_on(2), 3),
-            None,
+            no_leader,
             "no leader"
         );
         assert_eq!(
             group_coordinator(&MetadataImage::default(), &group_on(0), 3),
-            None,
+            Err("the group coordinator is starting"),
             "no offsets topic"
         );
+    }
+
+    /// A leadership change moves the coordinator with it: the answer
+    /// comes from the latest image, so a client that lost its coordinator
+    /// is sent to the new leader, not back to the old one.
+    #[test]
+    fn the_coordinator_moves_with_its_partition_leader() {
+        let moved = image()
+            .apply(&[
+                register(3),
+                MetadataRecord::PartitionChange(PartitionChangeRecord {
+                    partition_id: 0,
+                    topic_id: TopicId([7; 16]),
+                    isr: Some(vec![NodeId(1), NodeId(3)]),
+                    leader: Some(NodeId(3)),
+                    replicas: Some(vec![NodeId(1), NodeId(3)]),
+                    removing_replicas: None,
+                    adding_replicas: None,
+                }),
+            ])
+            .unwrap();
+        let found = group_coordinator(&moved, &group_on(0), 3).unwrap();
+        assert_eq!((found.id, found.host.as_str()), (NodeId(3), "broker3"));
     }
 }

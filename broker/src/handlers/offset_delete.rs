@@ -26,7 +26,7 @@ pub const SUPPORT: ApiSupport = ApiSupport {
 pub async fn handle(broker: &Rc<Broker>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let coordinator = &broker.groups;
     let group_id = request.group_id.to_string();
-    let decided = coordinator.with_partition(&group_id, |partition| {
+    let decided = coordinator.with_partition_for_write(&group_id, |partition| {
         let Some(group) = partition.groups.get_mut(&group_id) else {
             return Err(ResponseError::GroupIdNotFound);
         };
@@ -64,11 +64,12 @@ pub async fn handle(broker: &Rc<Broker>, request: OffsetDeleteRequest) -> Offset
             .collect();
         Ok((outcomes, tombstones))
     });
-    let (outcomes, tombstones) = match decided.and_then(|decided| decided) {
+    let decided = decided.and_then(|(decided, epoch)| decided.map(|decided| (decided, epoch)));
+    let ((outcomes, tombstones), epoch) = match decided {
         Ok(decided) => decided,
         Err(error) => return OffsetDeleteResponse::default().with_error_code(error.code()),
     };
-    if let Err(error) = append(broker, coordinator.partition_of(&group_id), &tombstones).await {
+    if let Err(error) = append(broker, epoch, &tombstones).await {
         return OffsetDeleteResponse::default().with_error_code(error.code());
     }
     let topics = request

@@ -1,8 +1,10 @@
 //! SyncGroup: the leader hands in the assignment computed from JoinGroup;
 //! every member gets its own. The assignment is stored in
-//! `__consumer_offsets` (flushed) before anyone gets it, so a coordinator
-//! restart brings the group back Stable in the same generation. Followers
-//! wait until the leader's SyncGroup lands or a new rebalance starts.
+//! `__consumer_offsets` (an acks=all write) before anyone gets it, so a
+//! coordinator restart or a new coordinator brings the group back Stable
+//! in the same generation. Followers wait until the leader's SyncGroup
+//! lands or a new rebalance starts; a coordinator that loses the group's
+//! partition meanwhile answers them `NOT_COORDINATOR`.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -110,23 +112,21 @@ pub async fn handle(broker: &Rc<Broker>, request: SyncGroupRequest) -> SyncGroup
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
     let generation = request.generation_id;
-    let step = match coordinator.with_group(&group_id, |group| first_step(group, &request)) {
-        Ok(step) => step,
+    let decided = coordinator.with_partition_for_write(&group_id, |partition| {
+        first_step(partition.groups.get_mut(&group_id), &request)
+    });
+    let (step, epoch) = match decided {
+        Ok(decided) => decided,
         Err(error) => return failed(error),
     };
     let outcome = match step {
         Step::Answer(outcome) => outcome,
         Step::Store(value, assignments) => {
             let key = RecordKey::Group(group_id.clone()).encode();
-            let stored = append(
-                broker,
-                coordinator.partition_of(&group_id),
-                &[(key, Some(value))],
-            )
-            .await;
+            let stored = append(broker, epoch, &[(key, Some(value))]).await;
             coordinator
-                .with_group(&group_id, |group| {
-                    let group = group.filter(|group| {
+                .with_partition_in(epoch, |partition| {
+                    let group = partition.groups.get_mut(&group_id).filter(|group| {
                         group.generation == generation
                             && group.state == GroupState::CompletingRebalance
                     });
