@@ -104,6 +104,10 @@ pub struct FetchTarget {
     pub max_bytes: usize,
     /// The leader epoch the client knows (KIP-320), or `-1`.
     pub current_leader_epoch: i32,
+    /// A follower's: the epoch of the last batch it has, or `-1` (KIP-595:
+    /// the leader answers a diverging epoch when the follower's log
+    /// diverged from its own).
+    pub last_fetched_epoch: i32,
 }
 
 /// How a fetch relates to the session cache.
@@ -143,6 +147,7 @@ struct SessionPartition {
     offset: Offset,
     max_bytes: usize,
     current_leader_epoch: i32,
+    last_fetched_epoch: i32,
     reported: Option<Reported>,
 }
 
@@ -226,6 +231,7 @@ impl FetchSessions {
                 offset: Offset(partition.fetch_offset),
                 max_bytes: usize::try_from(partition.partition_max_bytes).unwrap_or(0),
                 current_leader_epoch: partition.current_leader_epoch,
+                last_fetched_epoch: partition.last_fetched_epoch,
             })
         });
         let epoch = request.session_epoch;
@@ -262,11 +268,13 @@ impl FetchSessions {
                     offset: target.offset,
                     max_bytes: target.max_bytes,
                     current_leader_epoch: target.current_leader_epoch,
+                    last_fetched_epoch: target.last_fetched_epoch,
                     reported: None,
                 });
             entry.offset = target.offset;
             entry.max_bytes = target.max_bytes;
             entry.current_leader_epoch = target.current_leader_epoch;
+            entry.last_fetched_epoch = target.last_fetched_epoch;
         }
         for forgotten in &request.forgotten_topics_data {
             for &index in &forgotten.partitions {
@@ -291,6 +299,7 @@ impl FetchSessions {
                 offset: cached.offset,
                 max_bytes: cached.max_bytes,
                 current_leader_epoch: cached.current_leader_epoch,
+                last_fetched_epoch: cached.last_fetched_epoch,
             })
             .collect();
         Ok((
@@ -358,6 +367,7 @@ impl FetchSessions {
                         offset: target.offset,
                         max_bytes: target.max_bytes,
                         current_leader_epoch: target.current_leader_epoch,
+                        last_fetched_epoch: target.last_fetched_epoch,
                         reported: None,
                     },
                 )

@@ -467,6 +467,7 @@ mod tests {
     use crate::config::BrokerConfig;
     use crate::controller::{Controller, MetadataError};
     use crate::groups::{CoordinatorSettings, GroupCoordinator};
+    use crate::replication::Replication;
     use crate::topics::on_controller;
 
     /// How long the follower may take to act on an image.
@@ -494,6 +495,7 @@ mod tests {
             &config,
         )));
         let follower = Arc::new(ImageFollower::default());
+        let replication = Arc::new(Replication::new(config.node_id, config.replication.clone()));
         let config = Arc::new(config);
         let stop = Arc::new(AtomicBool::new(false));
         let outcomes = shard::run(&engine, move |shard| {
@@ -503,6 +505,7 @@ mod tests {
                 Arc::clone(&controller),
                 Arc::clone(&groups),
                 Arc::clone(&follower),
+                Arc::clone(&replication),
                 Arc::clone(&stop),
             );
             let scenario = scenario.clone();

@@ -21,6 +21,7 @@ pub mod meta_properties;
 pub mod metadata;
 pub mod partition;
 pub mod recompress;
+pub mod replication;
 mod send_progress;
 pub mod server;
 #[cfg(feature = "testkit")]
@@ -32,7 +33,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fjord_engine::shard::{self, CleanerConfig, EngineConfig};
@@ -42,6 +43,7 @@ use crate::controller::Controller;
 use crate::error::BrokerError;
 use crate::groups::{CoordinatorSettings, GroupCoordinator};
 use crate::image_follower::ImageFollower;
+use crate::replication::Replication;
 use crate::server::Broker;
 
 /// Runs a broker until `stop` is set, then shuts down cleanly: stops
@@ -103,9 +105,18 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
     }
     let groups = Arc::new(GroupCoordinator::new(group_settings));
     let image_follower = Arc::new(ImageFollower::default());
+    let replication = Arc::new(Replication::new(config.node_id, config.replication.clone()));
     let config = Arc::new(config);
     let heartbeat_interval = config.cluster.broker_heartbeat_interval;
     let shard_controller = Arc::clone(&controller);
+    let shards_stop = Arc::new(AtomicBool::new(false));
+    let shutdown = spawn_controlled_shutdown(
+        &controller,
+        CONTROLLED_SHUTDOWN_HEARTBEATS * heartbeat_interval,
+        stop,
+        Arc::clone(&shards_stop),
+    );
+    let stop = Arc::clone(&shards_stop);
     let outcomes = shard::run(&engine, move |shard| {
         let broker = Broker::new(
             shard,
@@ -113,11 +124,18 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
             shard_controller.clone(),
             groups.clone(),
             image_follower.clone(),
+            replication.clone(),
             stop.clone(),
         );
         serve_shard(broker)
     });
     drop(engine);
+    // The shards ended (stopped, or a listener failed): the shutdown
+    // thread has nothing left to move.
+    shards_stop.store(true, Ordering::Relaxed);
+    if shutdown.join().is_err() {
+        tracing::warn!("the controlled shutdown thread panicked");
+    }
     shut_down_controller(controller, heartbeat_interval);
     for outcome in outcomes? {
         outcome.map_err(|reason| BrokerError::Io {
@@ -127,6 +145,44 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
     }
     Ok(())
 }
+
+/// How often the shutdown thread looks at the signal flag.
+const STOP_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Waits for `stop` (a signal), then moves this broker's leaderships to
+/// other in-sync replicas while the shards still serve (Kafka's controlled
+/// shutdown, [`Controller::shut_down_controlled`]: clients see
+/// `NOT_LEADER_OR_FOLLOWER` and go to the new leaders; nothing waits for a
+/// session to expire), then sets `shards_stop`. Bounded by `timeout`: the
+/// last nodes of a stopping cluster have no quorum to ask, and stop anyway.
+fn spawn_controlled_shutdown(
+    controller: &Arc<Controller>,
+    timeout: std::time::Duration,
+    stop: Arc<AtomicBool>,
+    shards_stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let controller = Arc::downgrade(controller);
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if shards_stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(STOP_POLL_INTERVAL);
+        }
+        if let Some(controller) = controller.upgrade() {
+            let started = std::time::Instant::now();
+            match controller.shut_down_controlled(timeout) {
+                Ok(()) => tracing::info!(elapsed = ?started.elapsed(), "leaderships moved away"),
+                Err(error) => tracing::warn!(%error, "controlled shutdown incomplete"),
+            }
+        }
+        shards_stop.store(true, Ordering::Relaxed);
+    })
+}
+
+/// How many heartbeat intervals a controlled shutdown waits for
+/// leaderships to move: one commit moves them all when a quorum answers.
+const CONTROLLED_SHUTDOWN_HEARTBEATS: u32 = 2;
 
 /// The engine's settings from the broker's, partitions' log configs looked
 /// up in the controller's image.
@@ -155,14 +211,11 @@ fn engine_config(config: &BrokerConfig, controller: &Arc<Controller>) -> EngineC
     engine
 }
 
-/// Once the shards are gone: hands this broker's leaderships over and asks
-/// the quorum to fence it (a controlled shutdown), each bounded by a
-/// heartbeat interval (the last nodes of a cluster stopping have no
-/// quorum), then stops the quorum through its handle.
+/// Once the shards are gone: asks the quorum to fence this broker (the
+/// end of a controlled shutdown; its leaderships moved before the shards
+/// stopped, [`spawn_controlled_shutdown`]), bounded by a heartbeat
+/// interval, then stops the quorum through its handle.
 fn shut_down_controller(controller: Arc<Controller>, heartbeat_interval: std::time::Duration) {
-    controller
-        .shut_down_controlled(heartbeat_interval)
-        .unwrap_or_else(|error| tracing::warn!(%error, "controlled shutdown incomplete"));
     controller.fence_for_shutdown(heartbeat_interval);
     match Arc::try_unwrap(controller) {
         Ok(controller) => {
@@ -193,14 +246,18 @@ async fn serve_shard(broker: Rc<Broker>) -> Result<(), String> {
     } else {
         None
     };
+    let roles = glommio::spawn_local(replication::run(Rc::clone(&broker)));
     let outcome = server::serve(Rc::clone(&broker)).await;
     if let Err(error) = &outcome {
         tracing::error!(%error, "listener failed");
     }
-    // It ends once the broker stops; a listener that never bound never
-    // stops it, and dropping it cancels it instead.
+    // They end once the broker stops; a listener that never bound never
+    // stops it, and dropping them cancels them instead.
     if let (Some(follower), Ok(())) = (follower, &outcome) {
         follower.await;
+    }
+    if outcome.is_ok() {
+        roles.await;
     }
     outcome.map_err(|error| error.to_string())
 }
@@ -319,24 +376,15 @@ fn listening_socket(line: &str) -> Option<(std::net::IpAddr, u16)> {
     Some((ip, port))
 }
 
-/// Creates `__consumer_offsets` if needed, then runs the coordinator
-/// ([`groups::run`]: loading and unloading the groups of its partitions as
-/// their leadership changes, and their expiry), in the background of
-/// shard 0 so that the other requests are served meanwhile (group requests
-/// answer `COORDINATOR_LOAD_IN_PROGRESS` until their partition is loaded).
+/// Runs the group coordinator ([`groups::run`]: loading and unloading
+/// the groups of the `__consumer_offsets` partitions as their leadership
+/// changes, and their expiry) in the background of shard 0, so that the
+/// other requests are served meanwhile (group requests answer
+/// `COORDINATOR_LOAD_IN_PROGRESS` until their partition is loaded). The
+/// topic is created at the first FindCoordinator
+/// ([`handlers::find_coordinator`]).
 fn start_group_coordinator(broker: &Rc<Broker>) {
-    let broker = Rc::clone(broker);
-    glommio::spawn_local(async move {
-        if let Err(error) = topics::ensure_consumer_offsets(&broker).await {
-            tracing::error!(
-                error = %error.message,
-                "cannot create __consumer_offsets; groups stay unavailable"
-            );
-            return;
-        }
-        groups::run(broker).await;
-    })
-    .detach();
+    glommio::spawn_local(groups::run(Rc::clone(broker))).detach();
 }
 
 #[cfg(test)]

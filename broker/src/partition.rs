@@ -12,17 +12,23 @@
 //! owning shard. Fetch checks each partition here once ([`led_here`]),
 //! before it shares out the response's budget, and then reads from the
 //! engine up to the high watermark, which is also the last stable offset
-//! while there are no transactions.
+//! while there are no transactions. An `acks=-1` append answers once the
+//! high watermark, which the ISR moves ([`crate::replication`]), passes
+//! it.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_engine::log::AppendInfo;
-use fjord_engine::shard::{AppendRequest, PendingAnswer};
+use fjord_engine::shard::{AppendRequest, LocalFuture, ReadBound};
 use fjord_engine::{LeaderEpoch, TopicPartition};
 use kafka_protocol::ResponseError;
 
 use crate::error::engine_error_code;
 use crate::metadata::image::PartitionImage;
 use crate::metadata::records::BrokerId;
+use crate::replication;
 use crate::server::Broker;
 
 /// `current_leader_epoch` when the client does not know it (`-1`): not
@@ -71,6 +77,15 @@ pub enum PartitionError {
     FencedLeaderEpoch,
     /// The client's leader epoch is newer than this broker knows.
     UnknownLeaderEpoch,
+    /// acks=all with the ISR smaller than `min.insync.replicas`: nothing
+    /// was appended.
+    NotEnoughReplicas,
+    /// acks=all appended, but the ISR became smaller than
+    /// `min.insync.replicas` before the ISR had the records.
+    NotEnoughReplicasAfterAppend,
+    /// acks=all appended, but the ISR did not have the records within the
+    /// request's timeout.
+    TimedOut,
     /// The engine failed.
     Engine(fjord_engine::Error),
 }
@@ -84,6 +99,11 @@ impl PartitionError {
             Self::NotLeader { .. } => ResponseError::NotLeaderOrFollower.code(),
             Self::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch.code(),
             Self::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch.code(),
+            Self::NotEnoughReplicas => ResponseError::NotEnoughReplicas.code(),
+            Self::NotEnoughReplicasAfterAppend => {
+                ResponseError::NotEnoughReplicasAfterAppend.code()
+            }
+            Self::TimedOut => ResponseError::RequestTimedOut.code(),
             Self::Engine(error) => engine_error_code(error),
         }
     }
@@ -96,6 +116,13 @@ impl std::fmt::Display for PartitionError {
             Self::NotLeader { .. } => f.write_str("this broker does not lead the partition"),
             Self::FencedLeaderEpoch => f.write_str("the leader epoch is older than the leader's"),
             Self::UnknownLeaderEpoch => f.write_str("the leader epoch is newer than the leader's"),
+            Self::NotEnoughReplicas => {
+                f.write_str("the in-sync replicas are fewer than min.insync.replicas")
+            }
+            Self::NotEnoughReplicasAfterAppend => f.write_str(
+                "appended, but the in-sync replicas fell below min.insync.replicas before they had it",
+            ),
+            Self::TimedOut => f.write_str("the in-sync replicas did not have it in time"),
             Self::Engine(error) => error.fmt(f),
         }
     }
@@ -162,56 +189,172 @@ fn sole_in_sync_replica(broker: &Broker, state: &PartitionState) -> bool {
     state.isr == [BrokerId(broker.config.node_id)]
 }
 
-/// Hands a request's batches for `partition` to its shard as leader and
-/// returns, once they have their place in the partition's admission line,
-/// the future of their answer ([`fjord_engine::shard::Shard::submit_append`]):
-/// `acks=1` answers once they are written, `acks=-1` once they are
-/// flushed and committed.
+/// An append's answer: its offsets once it is as durable as its `acks`
+/// asked.
+pub type PendingAppend = LocalFuture<Result<AppendInfo, PartitionError>>;
+
+/// How long a group coordinator's write may wait for the ISR (Kafka's
+/// `offsets.commit.timeout.ms` default).
+pub const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The engine append of a request's batches for `partition`, which this
+/// broker leads in `state`: flushed for `acks=-1` unless the topic sets
+/// `write.caching`, committed at once when this broker is the whole ISR
+/// and `min.insync.replicas` allows it.
 ///
 /// # Errors
-/// As [`led_here`], before anything is appended.
-pub async fn submit_append(
-    broker: &Broker,
-    partition: TopicPartition,
-    batches: Vec<Bytes>,
-    acks: i16,
-) -> Result<PendingAnswer<AppendInfo>, PartitionError> {
-    let state = led_here(broker, &partition, NO_LEADER_EPOCH)?;
-    Ok(submit_append_as_leader(broker, &state, partition, batches, acks).await)
-}
-
-/// [`submit_append`] for a caller that has just checked with [`led_here`]
-/// that this broker leads `partition` in `state`.
-pub async fn submit_append_as_leader(
+/// [`PartitionError::NotEnoughReplicas`] for `acks=-1` when the ISR is
+/// smaller than `min.insync.replicas`.
+fn leader_append(
     broker: &Broker,
     state: &PartitionState,
     partition: TopicPartition,
     batches: Vec<Bytes>,
     acks: i16,
-) -> PendingAnswer<AppendInfo> {
-    let append = AppendRequest {
+) -> Result<AppendRequest, PartitionError> {
+    let min_insync = replication::min_insync_replicas(broker, &partition.topic);
+    if acks == -1 && state.isr.len() < min_insync {
+        return Err(PartitionError::NotEnoughReplicas);
+    }
+    Ok(AppendRequest {
+        flush: acks == -1 && !replication::write_caching(broker, &partition.topic),
+        advance_high_watermark: sole_in_sync_replica(broker, state) && min_insync <= 1,
         partition,
         batches,
         leader_epoch: state.leader_epoch,
-        flush: acks == -1,
-        advance_high_watermark: sole_in_sync_replica(broker, state),
-    };
-    broker.shard.submit_append(append).await
+    })
 }
 
-/// Appends as leader and waits for the answer; see [`submit_append`].
+/// Hands a request's batches for `partition`, which this broker was just
+/// checked ([`led_here`]) to lead in `state`, to its shard, and returns,
+/// once they have their place in the partition's admission line, the
+/// future of their answer: `acks=1` answers once they are written,
+/// `acks=-1` once every ISR member has them (flushed, unless the topic
+/// sets `write.caching`) and the high watermark passed them, within
+/// `timeout`. An `acks=-1` append is refused with `NOT_ENOUGH_REPLICAS`
+/// when the ISR is smaller than `min.insync.replicas`, before anything is
+/// appended.
+pub async fn submit_append_as_leader(
+    broker: &Rc<Broker>,
+    state: &PartitionState,
+    partition: TopicPartition,
+    batches: Vec<Bytes>,
+    acks: i16,
+    timeout: Duration,
+) -> PendingAppend {
+    let deadline = Instant::now() + timeout;
+    let append = match leader_append(broker, state, partition.clone(), batches, acks) {
+        Ok(append) => append,
+        Err(error) => return Box::pin(async { Err(error) }),
+    };
+    let written = broker.shard.submit_append(append).await;
+    let broker = Rc::clone(broker);
+    let leader_epoch = state.leader_epoch;
+    Box::pin(async move {
+        let info = written.await?;
+        if acks == -1 {
+            await_committed(
+                &broker,
+                &partition,
+                leader_epoch,
+                info.last_offset,
+                deadline,
+            )
+            .await?;
+        }
+        Ok(info)
+    })
+}
+
+/// Waits until the high watermark of `partition` passes `last_offset`,
+/// while this broker leads it in `leader_epoch`, until `deadline`.
 ///
 /// # Errors
-/// As [`submit_append`], or the engine's.
+/// [`PartitionError::NotLeader`] once another broker leads,
+/// [`PartitionError::NotEnoughReplicasAfterAppend`] once the ISR is
+/// smaller than `min.insync.replicas`, [`PartitionError::TimedOut`].
+async fn await_committed(
+    broker: &Broker,
+    partition: &TopicPartition,
+    leader_epoch: LeaderEpoch,
+    last_offset: fjord_engine::Offset,
+    deadline: Instant,
+) -> Result<(), PartitionError> {
+    let mut published = broker.controller.image_published();
+    loop {
+        if broker
+            .shard
+            .offsets(partition.clone())
+            .await?
+            .high_watermark
+            > last_offset
+        {
+            return Ok(());
+        }
+        let state = state(broker, partition)?;
+        if state.leader != BrokerId(broker.config.node_id) || state.leader_epoch != leader_epoch {
+            return Err(PartitionError::NotLeader {
+                leader: state.leader,
+                leader_epoch: state.leader_epoch,
+            });
+        }
+        if state.isr.len() < replication::min_insync_replicas(broker, &partition.topic) {
+            return Err(PartitionError::NotEnoughReplicasAfterAppend);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(PartitionError::TimedOut);
+        }
+        // The high watermark moved, or the image did (leader, ISR).
+        futures_lite::future::or(
+            async {
+                let _ = broker
+                    .shard
+                    .wait_for_data(
+                        partition.clone(),
+                        last_offset,
+                        ReadBound::HighWatermark,
+                        left,
+                    )
+                    .await;
+            },
+            async {
+                if published.changed().await.is_err() {
+                    glommio::timer::sleep(left).await;
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Appends as leader and waits for the answer, at most
+/// [`OFFSETS_COMMIT_TIMEOUT`] for the ISR; see
+/// [`submit_append_as_leader`].
+///
+/// # Errors
+/// As [`led_here`] and [`submit_append_as_leader`], or the engine's.
 pub async fn append(
     broker: &Broker,
     partition: TopicPartition,
     batches: Vec<Bytes>,
     acks: i16,
 ) -> Result<AppendInfo, PartitionError> {
-    Ok(submit_append(broker, partition, batches, acks)
-        .await?
-        .await?)
+    let deadline = Instant::now() + OFFSETS_COMMIT_TIMEOUT;
+    let state = led_here(broker, &partition, NO_LEADER_EPOCH)?;
+    let append = leader_append(broker, &state, partition.clone(), batches, acks)?;
+    let info = broker.shard.submit_append(append).await.await?;
+    if acks == -1 {
+        await_committed(
+            broker,
+            &partition,
+            state.leader_epoch,
+            info.last_offset,
+            deadline,
+        )
+        .await?;
+    }
+    Ok(info)
 }
 
 /// Raises the high watermark of every partition this shard recovered whose
@@ -225,8 +368,10 @@ pub async fn commit_recovered_partitions(broker: &Broker) {
         return;
     };
     for partition in partitions {
-        let sole =
-            state(broker, &partition).is_ok_and(|state| sole_in_sync_replica(broker, &state));
+        let sole = state(broker, &partition).is_ok_and(|state| {
+            sole_in_sync_replica(broker, &state)
+                && replication::min_insync_replicas(broker, &partition.topic) <= 1
+        });
         if let (true, Ok(log)) = (sole, broker.shard.local_log(&partition)) {
             log.advance_high_watermark(log.offsets().log_end);
         }

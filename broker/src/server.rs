@@ -52,6 +52,7 @@ use crate::groups::GroupCoordinator;
 use crate::handlers::produce::{LegacyProduce, OLDEST_APPENDED_VERSION};
 use crate::handlers::{self, Reply};
 use crate::image_follower::ImageFollower;
+use crate::replication::Replication;
 use crate::send_progress::SendProgress;
 
 /// Requests of one connection being processed at once; the reader waits
@@ -75,6 +76,8 @@ pub struct Broker {
     /// What this broker did with the metadata images (shared by every
     /// shard).
     pub image_follower: Arc<ImageFollower>,
+    /// The leaders' view of their followers (shared by every shard).
+    pub replication: Arc<Replication>,
     stop_flag: Arc<AtomicBool>,
     stopping: Event,
     stopped: Cell<bool>,
@@ -89,6 +92,7 @@ impl Broker {
         controller: Arc<Controller>,
         groups: Arc<GroupCoordinator>,
         image_follower: Arc<ImageFollower>,
+        replication: Arc<Replication>,
         stop_flag: Arc<AtomicBool>,
     ) -> Rc<Self> {
         // Shard counts are core counts: far below u32::MAX.
@@ -106,6 +110,7 @@ impl Broker {
             controller,
             groups,
             image_follower,
+            replication,
             stop_flag,
             stopping: Event::new(),
             stopped: Cell::new(false),

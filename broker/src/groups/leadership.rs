@@ -245,6 +245,7 @@ mod tests {
     use crate::groups::{append, CoordinatorEpoch, CoordinatorSettings};
     use crate::handlers::{find_coordinator, join_group, offset_commit};
     use crate::image_follower::ImageFollower;
+    use crate::replication::Replication;
     use crate::topics::{create_topic, ensure_consumer_offsets, on_controller};
 
     /// How long the coordinator may take to follow a change.
@@ -286,6 +287,7 @@ mod tests {
             &config,
         )));
         let follower = Arc::new(ImageFollower::default());
+        let replication = Arc::new(Replication::new(config.node_id, config.replication.clone()));
         let config = Arc::new(config);
         let stop = Arc::new(AtomicBool::new(false));
         let outcomes = shard::run(&engine, move |shard| {
@@ -295,6 +297,7 @@ mod tests {
                 Arc::clone(&controller),
                 Arc::clone(&groups),
                 Arc::clone(&follower),
+                Arc::clone(&replication),
                 Arc::clone(&stop),
             );
             let scenario = scenario.clone();
@@ -445,7 +448,7 @@ mod tests {
     }
 
     /// FindCoordinator's error code for [`GROUP`].
-    fn find_coordinator_error(broker: &Broker) -> i16 {
+    fn find_coordinator_error(broker: &Rc<Broker>) -> i16 {
         let request = FindCoordinatorRequest::default()
             .with_key(StrBytes::from_static_str(GROUP))
             .with_key_type(0);

@@ -178,6 +178,10 @@ pub struct GroupCoordinator {
     /// Its settings.
     pub settings: CoordinatorSettings,
     partitions: Vec<Mutex<PartitionGroups>>,
+    /// Whether this broker is creating `__consumer_offsets` (at the first
+    /// FindCoordinator, as Kafka, so that the brokers of a cluster started
+    /// together are all there to hold its replicas).
+    creating_offsets_topic: std::sync::atomic::AtomicBool,
 }
 
 /// A failed group operation: the Kafka error.
@@ -191,7 +195,23 @@ impl GroupCoordinator {
         Self {
             settings,
             partitions: (0..count).map(|_| Mutex::default()).collect(),
+            creating_offsets_topic: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Claims the creation of `__consumer_offsets` for the caller: `false`
+    /// while another request of this broker is creating it.
+    pub fn claim_offsets_topic_creation(&self) -> bool {
+        !self
+            .creating_offsets_topic
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Ends a creation claimed with
+    /// [`GroupCoordinator::claim_offsets_topic_creation`].
+    pub fn release_offsets_topic_creation(&self) {
+        self.creating_offsets_topic
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// The `__consumer_offsets` partition of `group_id`.

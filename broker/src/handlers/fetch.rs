@@ -23,19 +23,27 @@
 //! as Kafka does: a consumer whose partition moved goes straight to the new
 //! leader instead of first waiting for a Metadata round trip. The endpoints
 //! are at most the image's brokers, each once.
+//!
+//! A Fetch with a replica id (in the replica state from v15) comes from a
+//! follower: each partition is read on its owning shard up to the log end
+//! rather than the high watermark, the fetch offset is recorded as the
+//! follower's log end (which moves the high watermark,
+//! [`crate::replication`]), and a follower whose last fetched epoch ends
+//! earlier here gets the diverging epoch instead of records.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use event_listener::Event;
-use fjord_engine::log::ReadData;
-use fjord_engine::shard::ReadBound;
-use fjord_engine::{Offset, TopicPartition};
+use fjord_engine::log::{LogOffsets, ReadData, ZeroCopyRead};
+use fjord_engine::shard::{Queue, ReadBound};
+use fjord_engine::{LeaderEpoch, Offset, TopicPartition};
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -46,8 +54,10 @@ use crate::advertised::advertised_brokers;
 use crate::error::engine_error_code;
 use crate::fetch_codec::{self, ResponseChunk, ZeroCopyFetch};
 use crate::fetch_session::{FetchTarget, PartitionRef, TopicRef};
+use crate::metadata::records::BrokerId as NodeId;
 use crate::metadata::MetadataImage;
 use crate::partition::{self, PartitionError};
+use crate::replication::{self, leader::diverging_epoch};
 use crate::server::Broker;
 
 /// Versions served: v13 names topics by id (KIP-516); v14 only adds an
@@ -101,6 +111,7 @@ struct Wanted {
     offset: Offset,
     max_bytes: usize,
     current_leader_epoch: i32,
+    last_fetched_epoch: i32,
 }
 
 /// `target` with its topic named, a topic id looked up in `image`; `None`
@@ -115,6 +126,7 @@ fn resolve(image: &MetadataImage, target: &FetchTarget) -> Option<Wanted> {
         offset: target.offset,
         max_bytes: target.max_bytes,
         current_leader_epoch: target.current_leader_epoch,
+        last_fetched_epoch: target.last_fetched_epoch,
     })
 }
 
@@ -170,6 +182,98 @@ async fn read_partition(broker: &Rc<Broker>, wanted: &Wanted, limit: usize) -> A
                 .with_last_stable_offset(found.high_watermark.0)
                 .with_log_start_offset(found.log_start.0),
             records: found.records,
+        },
+        Err(error) => Answer {
+            data: data.with_error_code(engine_error_code(&error)),
+            records: Vec::new(),
+        },
+    }
+}
+
+/// What a follower's read of a partition found on its leader.
+enum FollowerRead {
+    /// The follower's log diverged: its last epoch ends here on the leader.
+    Diverging(LeaderEpoch, Offset, LogOffsets),
+    /// Batches from the fetch offset, up to the log end.
+    Read(ZeroCopyRead),
+    /// The fetching broker is not a replica of the partition here.
+    NotAReplica,
+}
+
+/// Reads one partition for `follower` on the partition's owning shard:
+/// records the fetch offset as the follower's log end (which may move the
+/// high watermark, [`crate::replication::Replication::follower_fetched`]),
+/// then reads up to the log end rather than the high watermark. A
+/// follower whose last fetched epoch ends earlier here than its fetch
+/// offset, or is not an epoch of this log, gets the diverging epoch
+/// instead of records (KIP-595's field, KIP-279's rule).
+async fn read_for_follower(
+    broker: &Rc<Broker>,
+    wanted: &Wanted,
+    follower: NodeId,
+    limit: usize,
+) -> Answer {
+    let data = offsets_unknown(wanted.partition.partition);
+    let replication = Arc::clone(&broker.replication);
+    let min_insync = replication::min_insync_replicas(broker, &wanted.partition.topic);
+    let partition = wanted.partition.clone();
+    let offset = wanted.offset;
+    let last_fetched_epoch = wanted.last_fetched_epoch;
+    let read = broker
+        .shard
+        .on_log(
+            wanted.partition.clone(),
+            Queue::Default,
+            move |_, log| async move {
+                let offsets = log.offsets();
+                let local_end = log.end_offset_for_epoch(LeaderEpoch(last_fetched_epoch.max(0)));
+                if let Some((epoch, end)) = diverging_epoch(local_end, last_fetched_epoch, offset) {
+                    return Ok(FollowerRead::Diverging(epoch, end, offsets));
+                }
+                offsets.check_readable(offset)?;
+                let Ok(high_watermark) = replication.follower_fetched(
+                    &partition,
+                    follower,
+                    offset,
+                    offsets.log_end,
+                    min_insync,
+                ) else {
+                    return Ok(FollowerRead::NotAReplica);
+                };
+                if let Some(high_watermark) = high_watermark {
+                    log.advance_high_watermark(high_watermark);
+                }
+                let end = log.offsets().log_end;
+                Ok(FollowerRead::Read(
+                    log.read_zero_copy(offset, limit, end).await?,
+                ))
+            },
+        )
+        .await;
+    let with_offsets = |data: PartitionData, offsets: LogOffsets| {
+        data.with_high_watermark(offsets.high_watermark.0)
+            .with_last_stable_offset(offsets.high_watermark.0)
+            .with_log_start_offset(offsets.log_start.0)
+    };
+    match read {
+        Ok(FollowerRead::Diverging(epoch, end, offsets)) => Answer {
+            data: with_offsets(data, offsets).with_diverging_epoch(
+                EpochEndOffset::default()
+                    .with_epoch(epoch.0)
+                    .with_end_offset(end.0),
+            ),
+            records: Vec::new(),
+        },
+        Ok(FollowerRead::Read(read)) => Answer {
+            data: with_offsets(data, read.offsets),
+            records: match read.data {
+                ReadData::Batches(batches) => batches_to_chunks(batches),
+                ReadData::File(range) => vec![ResponseChunk::File(range)],
+            },
+        },
+        Ok(FollowerRead::NotAReplica) => Answer {
+            data: data.with_error_code(ResponseError::NotLeaderOrFollower.code()),
+            records: Vec::new(),
         },
         Err(error) => Answer {
             data: data.with_error_code(engine_error_code(&error)),
@@ -247,6 +351,7 @@ async fn read_all(
     version: i16,
     targets: &[FetchTarget],
     max_bytes: usize,
+    follower: Option<NodeId>,
 ) -> (Vec<Answer>, usize) {
     let image = broker.controller.image();
     let resolved: Vec<Option<Wanted>> = targets
@@ -287,7 +392,14 @@ async fn read_all(
             let read = glommio::spawn_local({
                 let broker = broker.clone();
                 let wanted = wanted.clone();
-                async move { read_partition(&broker, &wanted, limit).await }
+                async move {
+                    match follower {
+                        Some(follower) => {
+                            read_for_follower(&broker, &wanted, follower, limit).await
+                        }
+                        None => read_partition(&broker, &wanted, limit).await,
+                    }
+                }
             });
             wave.push((next, limit, read));
             reserved += limit;
@@ -314,9 +426,14 @@ async fn read_all(
     (answers, total)
 }
 
-/// Waits until one of the partitions gets committed data past its fetch
-/// offset, or `timeout` passes.
-async fn wait_for_any(broker: &Rc<Broker>, targets: &[FetchTarget], timeout: Duration) {
+/// Waits until one of the partitions gets data past its fetch offset
+/// (below `bound`), or `timeout` passes.
+async fn wait_for_any(
+    broker: &Rc<Broker>,
+    targets: &[FetchTarget],
+    bound: ReadBound,
+    timeout: Duration,
+) {
     let woke = Rc::new((Event::new(), Cell::new(false)));
     let listener = woke.0.listen();
     let image = broker.controller.image();
@@ -330,7 +447,7 @@ async fn wait_for_any(broker: &Rc<Broker>, targets: &[FetchTarget], timeout: Dur
             // fetch, whose read reports the error.
             let _ = broker
                 .shard
-                .wait_for_data(partition, offset, ReadBound::HighWatermark, timeout)
+                .wait_for_data(partition, offset, bound, timeout)
                 .await;
             woke.1.set(true);
             woke.0.notify(usize::MAX);
@@ -372,15 +489,23 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) ->
         .unwrap_or(0)
         .min(broker.config.fetch_max_bytes);
     let read_committed = request.isolation_level == 1;
-    let (mut answers, mut total) = read_all(broker, version, &targets, max_bytes).await;
+    let follower = fetching_replica(&request, version);
+    // A follower reads up to the log end; a consumer up to the high
+    // watermark.
+    let bound = if follower.is_some() {
+        ReadBound::LogEnd
+    } else {
+        ReadBound::HighWatermark
+    };
+    let (mut answers, mut total) = read_all(broker, version, &targets, max_bytes, follower).await;
     while total < min_bytes.max(1) && !broker.is_stopping() {
         let elapsed = started.elapsed();
         let any_error = answers.iter().any(|answer| answer.data.error_code != 0);
         if elapsed >= max_wait || any_error {
             break;
         }
-        wait_for_any(broker, &targets, max_wait.saturating_sub(elapsed)).await;
-        (answers, total) = read_all(broker, version, &targets, max_bytes).await;
+        wait_for_any(broker, &targets, bound, max_wait.saturating_sub(elapsed)).await;
+        (answers, total) = read_all(broker, version, &targets, max_bytes, follower).await;
     }
     let answered = targets
         .into_iter()
@@ -405,6 +530,18 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) ->
         context.session_id(),
         answered,
     )
+}
+
+/// The broker a Fetch comes from when a follower sends it: the replica id
+/// (v15 moved it into the replica state, KIP-903); `None` for a consumer
+/// (`-1`).
+fn fetching_replica(request: &FetchRequest, version: i16) -> Option<NodeId> {
+    let id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    (id >= 0).then_some(NodeId(id))
 }
 
 /// The response of Fetch `version` in session `session_id` carrying

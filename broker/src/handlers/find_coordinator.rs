@@ -1,7 +1,10 @@
 //! FindCoordinator: a group's coordinator is the leader of its
 //! `__consumer_offsets` partition (Kafka's rule) in the latest image, named
 //! with its client endpoint; `COORDINATOR_NOT_AVAILABLE` until that topic
-//! exists and while the partition has no live leader (an election is
+//! exists (the first FindCoordinator for a group creates it, as in Kafka:
+//! by then the brokers of a cluster started together have registered, and
+//! `offsets.topic.replication.factor` is capped at fewer of them) and while
+//! the partition has no live leader (an election is
 //! under way, or every in-sync replica is down), which clients retry. The
 //! leader's coordinator follows the same images
 //! ([`crate::groups::leadership`]), so a client sent there finds the group
@@ -13,6 +16,8 @@
 //! be retried: `init_transactions()` would block for its whole timeout
 //! before failing.
 
+use std::rc::Rc;
+
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -23,7 +28,7 @@ use crate::advertised::{advertised_brokers, AdvertisedBroker};
 use crate::groups::partition_for;
 use crate::metadata::MetadataImage;
 use crate::server::Broker;
-use crate::topics::CONSUMER_OFFSETS_TOPIC;
+use crate::topics::{ensure_consumer_offsets, CONSUMER_OFFSETS_TOPIC};
 
 /// Versions served.
 pub const SUPPORT: ApiSupport = ApiSupport {
@@ -91,13 +96,37 @@ fn group_coordinator(
         .ok_or("the group's partition of __consumer_offsets has no live leader")
 }
 
+/// Starts creating `__consumer_offsets` in the background if it does not
+/// exist and this broker is not creating it already.
+fn create_offsets_topic(broker: &Rc<Broker>) {
+    let exists = broker
+        .controller
+        .image()
+        .topics
+        .contains_key(CONSUMER_OFFSETS_TOPIC);
+    if exists || !broker.groups.claim_offsets_topic_creation() {
+        return;
+    }
+    let broker = Rc::clone(broker);
+    glommio::spawn_local(async move {
+        if let Err(error) = ensure_consumer_offsets(&broker).await {
+            tracing::warn!(error = %error.message, "cannot create __consumer_offsets yet");
+        }
+        broker.groups.release_offsets_topic_creation();
+    })
+    .detach();
+}
+
 /// Answers FindCoordinator.
 #[must_use]
 pub fn handle(
-    broker: &Broker,
+    broker: &Rc<Broker>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
+    if request.key_type == GROUP_KEY {
+        create_offsets_topic(broker);
+    }
     if version >= 4 {
         let coordinators = request
             .coordinator_keys

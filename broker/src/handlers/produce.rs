@@ -1,7 +1,9 @@
 //! Produce: appends each partition's record batches on its owning shard.
 //!
 //! `acks=0` sends no response, `acks=1` answers once the batch is written,
-//! `acks=-1` once it is flushed (on a single replica that is the whole ISR).
+//! `acks=-1` once every in-sync replica has it (flushed, unless the topic
+//! sets `write.caching`) and the high watermark passed it, within the
+//! request's `timeout_ms` ([`partition::submit_append_as_leader`]).
 //! A batch refused for some of its records (a keyless record on a compacted
 //! topic, a timestamp out of range) names them in `record_errors` (KIP-467).
 //! A connection's requests are put in line on their partitions one after
@@ -17,11 +19,11 @@
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_engine::batch::split_batches;
 use fjord_engine::log::AppendInfo;
-use fjord_engine::shard::PendingAnswer;
 use fjord_engine::Error as EngineError;
 use fjord_engine::TopicPartition;
 use kafka_protocol::messages::produce_response::{
@@ -34,8 +36,8 @@ use kafka_protocol::ResponseError;
 
 use super::ApiSupport;
 use crate::advertised::advertised_brokers;
-use crate::error::{engine_error_code, BrokerError};
-use crate::partition::{self, PartitionError, NO_LEADER_EPOCH};
+use crate::error::BrokerError;
+use crate::partition::{self, PartitionError, PendingAppend, NO_LEADER_EPOCH};
 use crate::recompress;
 use crate::server::Broker;
 use crate::topics;
@@ -139,7 +141,7 @@ enum PartitionAppend {
     /// Refused before anything was appended.
     Refused(PartitionProduceResponse),
     /// Appending on the owning shard.
-    Appending(i32, PendingAnswer<AppendInfo>),
+    Appending(i32, PendingAppend),
 }
 
 /// Checks every partition of `request` and hands each one's batches to
@@ -150,6 +152,7 @@ enum PartitionAppend {
 /// shard it goes to, or the order the tasks that finish them run in.
 pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInLine {
     let acks = request.acks;
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let transactional = request.transactional_id.is_some();
     let mut topics = Vec::with_capacity(request.topic_data.len());
     let mut leaders_elsewhere = BTreeSet::new();
@@ -202,8 +205,10 @@ pub async fn line_up(broker: &Rc<Broker>, request: ProduceRequest) -> ProduceInL
             partitions.push(match leading {
                 Ok((state, batches)) => PartitionAppend::Appending(
                     data.index,
-                    partition::submit_append_as_leader(broker, &state, partition, batches, acks)
-                        .await,
+                    partition::submit_append_as_leader(
+                        broker, &state, partition, batches, acks, timeout,
+                    )
+                    .await,
                 ),
                 Err(refused) => PartitionAppend::Refused(refused),
             });
@@ -285,7 +290,7 @@ impl ProduceInLine {
 }
 
 /// The answer for partition `index` from its shard's.
-fn appended(index: i32, appended: fjord_engine::Result<AppendInfo>) -> PartitionProduceResponse {
+fn appended(index: i32, appended: Result<AppendInfo, PartitionError>) -> PartitionProduceResponse {
     match appended {
         Ok(info) => PartitionProduceResponse::default()
             .with_index(index)
@@ -294,7 +299,7 @@ fn appended(index: i32, appended: fjord_engine::Result<AppendInfo>) -> Partition
             .with_log_start_offset(info.log_start_offset.0),
         Err(error) => {
             let record_errors = match &error {
-                EngineError::InvalidRecords { records, .. } => records
+                PartitionError::Engine(EngineError::InvalidRecords { records, .. }) => records
                     .iter()
                     .map(|record| {
                         BatchIndexAndErrorMessage::default()
@@ -308,7 +313,7 @@ fn appended(index: i32, appended: fjord_engine::Result<AppendInfo>) -> Partition
             };
             PartitionProduceResponse::default()
                 .with_index(index)
-                .with_error_code(engine_error_code(&error))
+                .with_error_code(error.code())
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1)

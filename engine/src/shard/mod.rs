@@ -37,7 +37,7 @@ use event_listener::Event;
 use glommio::channels::channel_mesh::Senders;
 use glommio::{executor, Latency, Shares, TaskQueueHandle};
 
-pub use calls::{PendingAnswer, Queue};
+pub use calls::{LocalFuture, PendingAnswer, Queue};
 pub use executor::run;
 #[cfg(any(test, feature = "testkit"))]
 pub use executor::run_alone;

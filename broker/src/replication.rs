@@ -1,0 +1,390 @@
+//! Partition replication, Kafka's ISR model: every partition has a leader
+//! and followers on other brokers; followers fetch the leader's batches
+//! with Kafka's own Fetch and append them as they are; the in-sync
+//! replicas decide what is committed (the high watermark).
+//!
+//! Roles come from the metadata image only. Each shard runs [`run`] for
+//! the partitions it owns: on every image it takes leadership of the
+//! partitions the image gives this broker (recording the new leader epoch
+//! at its log end, so a follower's diverging epoch is found against it),
+//! hands the partitions it follows to the fetcher of their leader
+//! ([`fetcher`]: one connection per shard and leader, so replication
+//! traffic is spread over the cores like the partitions; the leader reads
+//! each partition on the shard that owns it, wherever the connection
+//! landed), and proposes the ISR changes its leaders' follower progress
+//! calls for ([`leader::LeaderState`]) to the controller, acting on the
+//! committed ISR only. Roles and ISRs are looked at on every image and
+//! every second.
+//!
+//! The leaders' state is shared by every shard ([`Replication`], one
+//! `std::sync::Mutex`, never held across an `.await`): a follower's Fetch
+//! may arrive on any shard, and its bookkeeping runs on the partition's
+//! owning shard with the log ([`fjord_engine::shard::Shard::on_log`]).
+//!
+//! Durability: a follower fetches from its log end, so the offset it
+//! reports is what it has appended; unless the topic sets
+//! `write.caching=true` it also flushes before it fetches again, so an
+//! acks=all record is acknowledged only once every ISR member flushed it.
+
+pub mod fetcher;
+pub mod leader;
+mod link;
+
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use fjord_engine::{LeaderEpoch, Offset, TopicPartition};
+
+use crate::config::ReplicationConfig;
+use crate::controller::alter_partition::IsrProposal;
+use crate::controller::election::is_live;
+use crate::metadata::records::BrokerId;
+use crate::metadata::{MetadataImage, PartitionImage};
+use crate::server::Broker;
+use leader::{IsrChange, LeaderState};
+
+/// The leaders' state of every partition this broker leads, shared by
+/// every shard.
+pub struct Replication {
+    node: BrokerId,
+    /// The settings (`replica.*`).
+    pub settings: ReplicationConfig,
+    leaders: Mutex<HashMap<TopicPartition, LeaderState>>,
+    started: Instant,
+}
+
+/// A fetch from a broker that is not a replica of the partition.
+#[derive(Debug)]
+pub struct NotAReplica;
+
+impl Replication {
+    /// The replication of broker `node`.
+    #[must_use]
+    pub fn new(node: i32, settings: ReplicationConfig) -> Self {
+        Self {
+            node: BrokerId(node),
+            settings,
+            leaders: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<TopicPartition, LeaderState>> {
+        // A panic elsewhere cannot leave a leader's state half-written:
+        // every update is one method of `LeaderState`.
+        self.leaders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Milliseconds since this broker started: the leaders' clock.
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Takes `image`'s state of `partition`, which this broker leads; a
+    /// new leader epoch starts at `log_end`. Returns whether the epoch is
+    /// new here (the caller then records it in the log).
+    pub fn lead(
+        &self,
+        partition: &TopicPartition,
+        image: &PartitionImage,
+        log_end: Offset,
+    ) -> bool {
+        let now = self.now_ms();
+        let mut leaders = self.lock();
+        match leaders.get_mut(partition) {
+            Some(state) if state.leader_epoch == image.leader_epoch => {
+                state.update(image, now);
+                false
+            }
+            _ => {
+                leaders.insert(
+                    partition.clone(),
+                    LeaderState::new(self.node, image, log_end, now),
+                );
+                true
+            }
+        }
+    }
+
+    /// Forgets the leader state of `partition` (led elsewhere now, or gone).
+    pub fn resign(&self, partition: &TopicPartition) {
+        self.lock().remove(partition);
+    }
+
+    /// The leader epoch this broker leads `partition` in, if it does.
+    #[must_use]
+    pub fn leader_epoch(&self, partition: &TopicPartition) -> Option<LeaderEpoch> {
+        self.lock().get(partition).map(|state| state.leader_epoch)
+    }
+
+    /// The high watermark the ISR of `partition` allows with the leader's
+    /// log ending at `leader_end`; `None` if this broker does not lead it
+    /// or the high watermark may not move.
+    #[must_use]
+    pub fn high_watermark(
+        &self,
+        partition: &TopicPartition,
+        leader_end: Offset,
+        min_insync: usize,
+    ) -> Option<Offset> {
+        self.lock()
+            .get(partition)?
+            .high_watermark(leader_end, min_insync)
+    }
+
+    /// Records a fetch of `partition` by `follower` from `fetch_offset`;
+    /// returns the high watermark it allows, as
+    /// [`Replication::high_watermark`].
+    ///
+    /// # Errors
+    /// [`NotAReplica`] if this broker does not lead `partition` or
+    /// `follower` is not one of its replicas.
+    pub fn follower_fetched(
+        &self,
+        partition: &TopicPartition,
+        follower: BrokerId,
+        fetch_offset: Offset,
+        leader_end: Offset,
+        min_insync: usize,
+    ) -> Result<Option<Offset>, NotAReplica> {
+        let now = self.now_ms();
+        let mut leaders = self.lock();
+        let state = leaders.get_mut(partition).ok_or(NotAReplica)?;
+        if !state.on_fetch(follower, fetch_offset, leader_end, now) {
+            return Err(NotAReplica);
+        }
+        Ok(state.high_watermark(leader_end, min_insync))
+    }
+
+    /// The ISR change `partition` calls for now, with its high watermark
+    /// at `high_watermark`; see [`LeaderState::propose`].
+    pub fn propose(
+        &self,
+        partition: &TopicPartition,
+        high_watermark: Offset,
+        image: &MetadataImage,
+    ) -> Option<IsrChange> {
+        let now = self.now_ms();
+        let lag_max =
+            i64::try_from(self.settings.replica_lag_time_max.as_millis()).unwrap_or(i64::MAX);
+        self.lock()
+            .get_mut(partition)?
+            .propose(high_watermark, now, lag_max, |broker| {
+                is_live(image, broker)
+            })
+    }
+
+    /// Forgets a proposal the controller did not commit.
+    pub fn proposal_failed(&self, partition: &TopicPartition, proposal: &IsrChange) {
+        if let Some(state) = self.lock().get_mut(partition) {
+            state.proposal_failed(proposal);
+        }
+    }
+
+    /// How far each follower of `partition` is behind `leader_end`, for
+    /// describes: `(follower, lag)`; `None` for one not heard from in this
+    /// epoch.
+    #[must_use]
+    pub fn follower_lags(
+        &self,
+        partition: &TopicPartition,
+        leader_end: Offset,
+    ) -> Vec<(BrokerId, Option<i64>)> {
+        let leaders = self.lock();
+        let Some(state) = leaders.get(partition) else {
+            return Vec::new();
+        };
+        state
+            .replicas
+            .iter()
+            .filter(|&&replica| replica != self.node)
+            .map(|&replica| {
+                (
+                    replica,
+                    state
+                        .follower_log_end(replica)
+                        .map(|end| leader_end.0 - end.0),
+                )
+            })
+            .collect()
+    }
+}
+
+/// `min.insync.replicas` of `topic`.
+#[must_use]
+pub fn min_insync_replicas(broker: &Broker, topic: &str) -> usize {
+    broker
+        .controller
+        .topic_config(topic, "min.insync.replicas")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Whether `topic` acknowledges acks=all records once written rather than
+/// flushed on every ISR member (`write.caching=true`).
+#[must_use]
+pub fn write_caching(broker: &Broker, topic: &str) -> bool {
+    broker
+        .controller
+        .topic_config(topic, "write.caching")
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+}
+
+/// Follows the image's roles for the partitions this shard owns until the
+/// broker stops; see the module documentation.
+pub async fn run(broker: Rc<Broker>) {
+    let mut published = broker.controller.image_published();
+    let mut fetchers = fetcher::Fetchers::default();
+    loop {
+        apply_roles(&broker, &mut fetchers).await;
+        propose_isr_changes(&broker);
+        let stopping = futures_lite::future::or(
+            futures_lite::future::or(
+                async {
+                    if published.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    false
+                },
+                async {
+                    glommio::timer::sleep(ROLE_RETRY_INTERVAL).await;
+                    false
+                },
+            ),
+            async {
+                broker.until_stopping().await;
+                true
+            },
+        )
+        .await;
+        if stopping {
+            break;
+        }
+    }
+    fetchers.stop_all().await;
+}
+
+/// How often roles and ISRs are looked at again without a new image:
+/// partitions the image follower opened since, followers that caught up
+/// (Kafka looks at every fetch; a second is well within any lag time) or
+/// fell behind for `replica.lag.time.max.ms`.
+const ROLE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Gives every partition this shard owns the role the current image gives
+/// it.
+async fn apply_roles(broker: &Rc<Broker>, fetchers: &mut fetcher::Fetchers) {
+    let image = broker.controller.image();
+    let node = BrokerId(broker.config.node_id);
+    let Ok(owned) = broker.shard.list_partitions(broker.shard.id()).await else {
+        return;
+    };
+    let mut followed = BTreeSet::new();
+    for partition in owned {
+        let Some(state) = image
+            .topics
+            .get(&partition.topic)
+            .and_then(|topic| topic.partition(partition.partition))
+        else {
+            broker.replication.resign(&partition);
+            continue;
+        };
+        if state.leader == node {
+            take_leadership(broker, &partition, state);
+        } else {
+            broker.replication.resign(&partition);
+            if state.leader != BrokerId::NONE && state.replicas.contains(&node) {
+                followed.insert(partition.clone());
+                fetchers.follow(broker, &image, partition, state);
+            }
+        }
+    }
+    fetchers.retain(|partition| followed.contains(partition));
+}
+
+/// Makes this broker the leader of `partition` in `state`'s epoch: a new
+/// epoch is recorded at the log end, and the high watermark moves to what
+/// the committed ISR allows.
+fn take_leadership(broker: &Broker, partition: &TopicPartition, state: &PartitionImage) {
+    let Ok(log) = broker.shard.local_log(partition) else {
+        return;
+    };
+    let log_end = log.offsets().log_end;
+    if broker.replication.lead(partition, state, log_end) {
+        tracing::info!(
+            %partition,
+            epoch = state.leader_epoch.0,
+            %log_end,
+            "leading"
+        );
+        log.assign_leader_epoch(state.leader_epoch);
+    }
+    let min_insync = min_insync_replicas(broker, &partition.topic);
+    if let Some(high_watermark) =
+        broker
+            .replication
+            .high_watermark(partition, log.offsets().log_end, min_insync)
+    {
+        log.advance_high_watermark(high_watermark);
+    }
+}
+
+/// Sends the controller the ISR changes this shard's leaders call for, each
+/// on the blocking pool (the controller call waits for the commit); the
+/// committed ISR comes back in an image.
+fn propose_isr_changes(broker: &Rc<Broker>) {
+    let image = broker.controller.image();
+    for partition in owned_leaders(broker) {
+        let Ok(log) = broker.shard.local_log(&partition) else {
+            continue;
+        };
+        let Some(proposal) = broker
+            .replication
+            .propose(&partition, log.high_watermark(), &image)
+        else {
+            continue;
+        };
+        tracing::info!(
+            %partition,
+            isr = ?proposal.isr,
+            "proposing an ISR change"
+        );
+        let broker = Rc::clone(broker);
+        glommio::spawn_local(async move {
+            let controller = Arc::clone(&broker.controller);
+            let sent = IsrProposal {
+                topic: partition.topic.clone(),
+                partition: partition.partition,
+                leader_epoch: proposal.leader_epoch,
+                partition_epoch: proposal.partition_epoch,
+                isr: proposal.isr.clone(),
+            };
+            let outcome = glommio::executor()
+                .spawn_blocking(move || controller.alter_partition(&sent, ALTER_PARTITION_TIMEOUT))
+                .await;
+            if let Err(error) = outcome {
+                tracing::info!(%partition, %error, "ISR change not committed");
+                broker.replication.proposal_failed(&partition, &proposal);
+            }
+        })
+        .detach();
+    }
+}
+
+/// How long one ISR change may take to commit.
+const ALTER_PARTITION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The partitions this shard owns and this broker leads.
+fn owned_leaders(broker: &Broker) -> Vec<TopicPartition> {
+    let shard = broker.shard.id();
+    broker
+        .replication
+        .lock()
+        .keys()
+        .filter(|partition| broker.shard.owner_of(partition) == shard)
+        .cloned()
+        .collect()
+}
