@@ -146,6 +146,10 @@ pub struct ReplicationConfig {
     /// whether a partition with no live ISR member may elect another
     /// replica, losing the records only the ISR had.
     pub unclean_leader_election_enable: bool,
+    /// `min.insync.replicas`: the default of the topic config: the fewest
+    /// in-sync replicas an acks=all write needs, and below which the high
+    /// watermark does not move.
+    pub min_insync_replicas: usize,
     /// `controlled.shutdown.enable`: whether a broker that is stopped hands
     /// its leaderships over before it stops
     /// ([`crate::controller::Controller::shut_down_controlled`]).
@@ -181,6 +185,11 @@ impl ReplicationConfig {
             controlled_shutdown_enable: parse_boolean(
                 "controlled.shutdown.enable",
                 &get("controlled.shutdown.enable"),
+            )?,
+            min_insync_replicas: parse_at_least(
+                "min.insync.replicas",
+                &get("min.insync.replicas"),
+                1,
             )?,
         })
     }
@@ -334,6 +343,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("replica.fetch.backoff.ms", "1000"),
     ("replica.lag.time.max.ms", "30000"),
     ("unclean.leader.election.enable", "false"),
+    ("min.insync.replicas", "1"),
     ("controlled.shutdown.enable", "true"),
     ("cores", ""),
 ];

@@ -214,14 +214,14 @@ impl Replication {
     }
 }
 
-/// `min.insync.replicas` of `topic`.
+/// `min.insync.replicas` of `topic`: its override, else the broker's.
 #[must_use]
 pub fn min_insync_replicas(broker: &Broker, topic: &str) -> usize {
     broker
         .controller
         .topic_config(topic, "min.insync.replicas")
         .and_then(|value| value.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(broker.config.replication.min_insync_replicas)
 }
 
 /// Whether `topic` acknowledges acks=all records once written rather than

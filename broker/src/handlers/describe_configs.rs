@@ -183,7 +183,7 @@ pub struct DescribedConfig {
 pub(crate) fn topic_default(name: &str, broker: &BrokerConfig) -> String {
     match name {
         "compression.type" => broker.compression_type.clone(),
-        "min.insync.replicas" => "1".to_owned(),
+        "min.insync.replicas" => broker.replication.min_insync_replicas.to_string(),
         "unclean.leader.election.enable" => broker
             .replication
             .unclean_leader_election_enable

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use event_listener::Event;
-use fjord_engine::batch::split_batches;
+use fjord_engine::batch::{split_batches, BatchHeader};
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::Storage;
 use fjord_engine::{LeaderEpoch, Offset, TopicPartition};
@@ -259,7 +259,14 @@ async fn fetch_from(broker: Rc<Broker>, leader: BrokerId, followed: Rc<Followed>
                     continue;
                 }
                 if let Err(refusal) = take_answer(&broker, partition, data).await {
-                    tracing::debug!(%partition, %refusal, "replica fetch of a partition refused");
+                    match refusal {
+                        Refusal::Leader(_) => {
+                            tracing::debug!(%partition, %refusal, "replica fetch of a partition refused");
+                        }
+                        Refusal::Engine(_) => {
+                            tracing::warn!(%partition, %refusal, "cannot take the leader's batches");
+                        }
+                    }
                     if let Some(following) = followed.partitions.borrow_mut().get_mut(partition) {
                         following.backoff_until =
                             Some(Instant::now() + settings.replica_fetch_backoff);
@@ -418,7 +425,7 @@ async fn take_answer(
         return Ok(());
     }
     if let Some(records) = data.records.filter(|records| !records.is_empty()) {
-        let batches = whole_batches(&records);
+        let batches = batches_from(&records, log.offsets().log_end);
         if !batches.is_empty() {
             log.append_as_follower(&batches).await?;
             if !write_caching(broker, &partition.topic) {
@@ -431,12 +438,17 @@ async fn take_answer(
     Ok(())
 }
 
-/// The whole batches of a fetch answer, each a slice of `records`; a
-/// batch cut short (a leader under a byte limit may end with one) is left
-/// for the next fetch.
-fn whole_batches(records: &Bytes) -> Vec<Bytes> {
+/// The whole batches of a fetch answer from `log_end` on, each a slice of
+/// `records`. A leader may start its answer at an earlier batch (a read
+/// that starts at an index entry, as consumers allow), so batches that end
+/// below `log_end` are skipped; a batch cut short (a leader under a byte
+/// limit may end with one) is left for the next fetch.
+fn batches_from(records: &Bytes, log_end: Offset) -> Vec<Bytes> {
     split_batches(records)
         .map_while(Result::ok)
+        .filter(|batch| {
+            BatchHeader::parse(batch).is_ok_and(|header| header.last_offset() >= log_end)
+        })
         .map(|batch| records.slice_ref(batch))
         .collect()
 }

@@ -213,9 +213,14 @@ impl LeaderState {
             })
             .collect();
         for (&replica, progress) in &self.followers {
+            // Kafka looks at a replica's joining when it fetches; here the
+            // check is periodic, so a replica must also be caught up by the
+            // lag rule, or one that stopped fetching where an idle leader's
+            // high watermark stands would be put back at once.
             let caught_up = progress
                 .log_end
-                .is_some_and(|end| end >= high_watermark && end >= self.epoch_start);
+                .is_some_and(|end| end >= high_watermark && end >= self.epoch_start)
+                && now_ms.saturating_sub(progress.last_caught_up_ms) <= lag_max_ms;
             // Only replicas outside the committed ISR join: a member
             // dropped above is not put back in the same proposal.
             if !self.isr.contains(&replica) && caught_up && live(replica) {
@@ -415,6 +420,31 @@ mod tests {
             truncation_offset(None, LeaderEpoch(3), Offset(100), Offset(60)),
             Offset(60)
         );
+    }
+
+    #[test]
+    fn a_replica_that_stopped_fetching_is_not_put_back_on_an_idle_partition() {
+        let mut state = LeaderState::new(LEADER, &partition(&[1, 2, 3]), Offset(0), 0);
+        state.on_fetch(B, Offset(10), Offset(10), 1_000);
+        state.on_fetch(C, Offset(10), Offset(10), 1_000);
+        // C stops fetching; the partition is idle, so C's log end is the
+        // high watermark.
+        state.on_fetch(B, Offset(10), Offset(10), 20_000);
+        let proposal = state.propose(Offset(10), 20_000, 10_000, |_| true).unwrap();
+        assert_eq!(proposal.isr, vec![LEADER, B]);
+        state.update(
+            &PartitionImage {
+                partition_epoch: PartitionEpoch(8),
+                ..partition(&[1, 2])
+            },
+            20_100,
+        );
+        state.on_fetch(B, Offset(10), Offset(10), 21_000);
+        assert_eq!(state.propose(Offset(10), 21_000, 10_000, |_| true), None);
+        // C fetches again, caught up: it joins.
+        state.on_fetch(C, Offset(10), Offset(10), 22_000);
+        let proposal = state.propose(Offset(10), 22_000, 10_000, |_| true).unwrap();
+        assert_eq!(proposal.isr, vec![LEADER, B, C]);
     }
 
     #[test]
