@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use fjord_engine::Offset;
 use indexmap::IndexMap;
-use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::fetch_response::{EpochEndOffset, PartitionData};
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
@@ -310,8 +310,8 @@ impl FetchSessions {
 
     /// Records what the answer for `partition` tells the client and whether
     /// the answer must be sent: always in a full fetch; in an incremental
-    /// one only with records, an error, or offsets that moved since the
-    /// client last heard.
+    /// one only with records, an error, a diverging epoch (a follower's),
+    /// or offsets that moved since the client last heard.
     pub fn must_answer(
         &self,
         context: FetchContext,
@@ -338,7 +338,12 @@ impl FetchSessions {
         };
         let moved = cached.reported != Some(now);
         cached.reported = Some(now);
-        matches!(context, FetchContext::Full(_)) || has_records || data.error_code != 0 || moved
+        let diverging = data.diverging_epoch != EpochEndOffset::default();
+        matches!(context, FetchContext::Full(_))
+            || has_records
+            || data.error_code != 0
+            || diverging
+            || moved
     }
 
     /// Opens a session over `targets`, making room if the cache is full;
@@ -559,6 +564,12 @@ mod tests {
         );
         let error = data(3).with_error_code(ResponseError::NotLeaderOrFollower.code());
         assert!(cache.must_answer(incremental, &a0, &error, false), "error");
+        let diverging = data(3)
+            .with_diverging_epoch(EpochEndOffset::default().with_epoch(2).with_end_offset(7));
+        assert!(
+            cache.must_answer(incremental, &a0, &diverging, false),
+            "a follower's diverging epoch"
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ use fjord_engine::batch::{split_batches, BatchHeader};
 use fjord_engine::log::PartitionLog;
 use fjord_engine::storage::Storage;
 use fjord_engine::{LeaderEpoch, Offset, TopicPartition};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::fetch_request::{
+    FetchPartition, FetchTopic, ForgottenTopic, ReplicaState,
+};
 use kafka_protocol::messages::fetch_response::{EpochEndOffset, PartitionData};
 use kafka_protocol::messages::{ApiKey, BrokerId as WireBrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
@@ -178,6 +180,7 @@ impl Fetchers {
 async fn fetch_from(broker: Rc<Broker>, leader: BrokerId, followed: Rc<Followed>) {
     let settings = broker.replication.settings.clone();
     let mut link: Option<Link> = None;
+    let mut session = Session::default();
     while !followed.stopped.get() && !broker.is_stopping() {
         let now = Instant::now();
         let ready: Vec<(TopicPartition, Following)> = followed
@@ -201,6 +204,8 @@ async fn fetch_from(broker: Rc<Broker>, leader: BrokerId, followed: Rc<Followed>
             continue;
         }
         if link.is_none() {
+            // A session lives on the leader's shard the connection landed on.
+            session = Session::default();
             link = connect(&broker, leader).await;
             if link.is_none() {
                 pause(&broker, &followed, settings.replica_fetch_backoff).await;
@@ -210,7 +215,7 @@ async fn fetch_from(broker: Rc<Broker>, leader: BrokerId, followed: Rc<Followed>
         let Some(connection) = link.as_mut() else {
             continue;
         };
-        let request = fetch_request(&broker, &ready);
+        let (request, wanted) = fetch_request(&broker, &ready, &session);
         let timeout = settings.replica_fetch_wait_max + FETCH_DEADLINE_SLACK;
         let response: FetchResponse = match connection
             .call(ApiKey::Fetch, FETCH_VERSION, &request, timeout)
@@ -225,52 +230,72 @@ async fn fetch_from(broker: Rc<Broker>, leader: BrokerId, followed: Rc<Followed>
             }
         };
         if response.error_code != 0 {
-            tracing::info!(
-                leader = leader.0,
-                error = response.error_code,
-                "replica fetch refused"
-            );
-            pause(&broker, &followed, settings.replica_fetch_backoff).await;
+            let session_lost = [
+                ResponseError::FetchSessionIdNotFound.code(),
+                ResponseError::InvalidFetchSessionEpoch.code(),
+            ]
+            .contains(&response.error_code);
+            session = Session::default();
+            if !session_lost {
+                tracing::info!(
+                    leader = leader.0,
+                    error = response.error_code,
+                    "replica fetch refused"
+                );
+                pause(&broker, &followed, settings.replica_fetch_backoff).await;
+            }
             continue;
         }
-        let by_id: HashMap<(Uuid, i32), (TopicPartition, LeaderEpoch)> = ready
-            .into_iter()
-            .map(|(partition, following)| {
-                (
-                    (following.topic_id, partition.partition),
-                    (partition, following.leader_epoch),
-                )
-            })
-            .collect();
-        for topic in response.responses {
-            for data in topic.partitions {
-                let Some((partition, epoch)) = by_id.get(&(topic.topic_id, data.partition_index))
-                else {
-                    continue;
-                };
-                // Still followed in the epoch it was fetched in: an image
-                // may have moved it while the fetch was out.
-                let current = followed
-                    .partitions
-                    .borrow()
-                    .get(partition)
-                    .is_some_and(|following| following.leader_epoch == *epoch);
-                if !current {
-                    continue;
+        session.advance(response.session_id, &wanted);
+        take_answers(&broker, &followed, response, wanted).await;
+    }
+}
+
+/// Takes the leader's answer to a fetch that asked `wanted`, partition by
+/// partition; a partition whose answer was refused backs off.
+async fn take_answers(
+    broker: &Broker,
+    followed: &Followed,
+    response: FetchResponse,
+    wanted: BTreeMap<TopicPartition, Sent>,
+) {
+    let backoff = broker.replication.settings.replica_fetch_backoff;
+    let by_id: HashMap<(Uuid, i32), (TopicPartition, LeaderEpoch)> = wanted
+        .into_iter()
+        .map(|(partition, sent)| {
+            (
+                (sent.topic_id, partition.partition),
+                (partition, sent.leader_epoch),
+            )
+        })
+        .collect();
+    for topic in response.responses {
+        for data in topic.partitions {
+            let Some((partition, epoch)) = by_id.get(&(topic.topic_id, data.partition_index))
+            else {
+                continue;
+            };
+            // Still followed in the epoch it was fetched in: an image may
+            // have moved it while the fetch was out.
+            let current = followed
+                .partitions
+                .borrow()
+                .get(partition)
+                .is_some_and(|following| following.leader_epoch == *epoch);
+            if !current {
+                continue;
+            }
+            if let Err(refusal) = take_answer(broker, partition, data).await {
+                match refusal {
+                    Refusal::Leader(_) => {
+                        tracing::debug!(%partition, %refusal, "replica fetch of a partition refused");
+                    }
+                    Refusal::Engine(_) => {
+                        tracing::warn!(%partition, %refusal, "cannot take the leader's batches");
+                    }
                 }
-                if let Err(refusal) = take_answer(&broker, partition, data).await {
-                    match refusal {
-                        Refusal::Leader(_) => {
-                            tracing::debug!(%partition, %refusal, "replica fetch of a partition refused");
-                        }
-                        Refusal::Engine(_) => {
-                            tracing::warn!(%partition, %refusal, "cannot take the leader's batches");
-                        }
-                    }
-                    if let Some(following) = followed.partitions.borrow_mut().get_mut(partition) {
-                        following.backoff_until =
-                            Some(Instant::now() + settings.replica_fetch_backoff);
-                    }
+                if let Some(following) = followed.partitions.borrow_mut().get_mut(partition) {
+                    following.backoff_until = Some(Instant::now() + backoff);
                 }
             }
         }
@@ -317,8 +342,56 @@ async fn connect(broker: &Broker, leader: BrokerId) -> Option<Link> {
     }
 }
 
-/// The replica Fetch for `ready`, each from its log end.
-fn fetch_request(broker: &Broker, ready: &[(TopicPartition, Following)]) -> FetchRequest {
+/// What a fetch asked of one partition; the leader's session keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sent {
+    topic_id: Uuid,
+    leader_epoch: LeaderEpoch,
+    fetch_offset: Offset,
+    last_fetched_epoch: i32,
+    log_start: Offset,
+}
+
+/// The incremental fetch session (KIP-227) a fetcher keeps with its
+/// leader: after a full fetch opens it, a fetch names only the partitions
+/// whose fetch state changed (and those it forgets), and the leader
+/// answers only partitions with news; with many partitions followed,
+/// an idle fetch costs next to nothing on either side.
+#[derive(Debug, Default)]
+struct Session {
+    /// 0 while there is none.
+    id: i32,
+    epoch: i32,
+    sent: BTreeMap<TopicPartition, Sent>,
+}
+
+impl Session {
+    /// Takes the leader's answer to a fetch that asked `wanted`: the
+    /// session it opened (or 0), or the next epoch of this one.
+    fn advance(&mut self, session_id: i32, wanted: &BTreeMap<TopicPartition, Sent>) {
+        if self.id == 0 {
+            self.id = session_id;
+            self.epoch = 1;
+        } else {
+            // Kafka's next epoch: 1 after i32::MAX (0 opens, -1 closes).
+            self.epoch = self.epoch.checked_add(1).unwrap_or(1);
+        }
+        self.sent = if self.id == 0 {
+            BTreeMap::new()
+        } else {
+            wanted.clone()
+        };
+    }
+}
+
+/// The replica Fetch for `ready`, each from its log end, in `session`:
+/// a full fetch opening one when there is none, else only the partitions
+/// whose state changed; with the state of every partition it asks.
+fn fetch_request(
+    broker: &Broker,
+    ready: &[(TopicPartition, Following)],
+    session: &Session,
+) -> (FetchRequest, BTreeMap<TopicPartition, Sent>) {
     let settings = &broker.replication.settings;
     let node = broker.config.node_id;
     let broker_epoch = broker
@@ -327,32 +400,63 @@ fn fetch_request(broker: &Broker, ready: &[(TopicPartition, Following)]) -> Fetc
         .brokers
         .get(&BrokerId(node))
         .map_or(-1, |registration| registration.epoch.0);
+    let wanted: BTreeMap<TopicPartition, Sent> = ready
+        .iter()
+        .filter_map(|(partition, following)| {
+            let log = broker.shard.local_log(partition).ok()?;
+            let offsets = log.offsets();
+            Some((
+                partition.clone(),
+                Sent {
+                    topic_id: following.topic_id,
+                    leader_epoch: following.leader_epoch,
+                    fetch_offset: offsets.log_end,
+                    last_fetched_epoch: log.leader_epochs().last().map_or(-1, |(epoch, _)| epoch.0),
+                    log_start: offsets.log_start,
+                },
+            ))
+        })
+        .collect();
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for (partition, following) in ready {
-        let Ok(log) = broker.shard.local_log(partition) else {
-            continue;
-        };
-        let offsets = log.offsets();
-        let last_fetched_epoch = log.leader_epochs().last().map_or(-1, |(epoch, _)| epoch.0);
+    let changed = wanted
+        .iter()
+        .filter(|(partition, sent)| session.id == 0 || session.sent.get(*partition) != Some(*sent));
+    for (partition, sent) in changed {
         let fetch = FetchPartition::default()
             .with_partition(partition.partition)
-            .with_current_leader_epoch(following.leader_epoch.0)
-            .with_fetch_offset(offsets.log_end.0)
-            .with_last_fetched_epoch(last_fetched_epoch)
-            .with_log_start_offset(offsets.log_start.0)
+            .with_current_leader_epoch(sent.leader_epoch.0)
+            .with_fetch_offset(sent.fetch_offset.0)
+            .with_last_fetched_epoch(sent.last_fetched_epoch)
+            .with_log_start_offset(sent.log_start.0)
             .with_partition_max_bytes(
                 i32::try_from(settings.replica_fetch_max_bytes).unwrap_or(i32::MAX),
             );
         match topics.last_mut() {
-            Some(topic) if topic.topic_id == following.topic_id => topic.partitions.push(fetch),
+            Some(topic) if topic.topic_id == sent.topic_id => topic.partitions.push(fetch),
             _ => topics.push(
                 FetchTopic::default()
-                    .with_topic_id(following.topic_id)
+                    .with_topic_id(sent.topic_id)
                     .with_partitions(vec![fetch]),
             ),
         }
     }
-    FetchRequest::default()
+    let mut forgotten: Vec<ForgottenTopic> = Vec::new();
+    for (partition, sent) in &session.sent {
+        if wanted.contains_key(partition) {
+            continue;
+        }
+        match forgotten.last_mut() {
+            Some(topic) if topic.topic_id == sent.topic_id => {
+                topic.partitions.push(partition.partition);
+            }
+            _ => forgotten.push(
+                ForgottenTopic::default()
+                    .with_topic_id(sent.topic_id)
+                    .with_partitions(vec![partition.partition]),
+            ),
+        }
+    }
+    let request = FetchRequest::default()
         .with_replica_state(
             ReplicaState::default()
                 .with_replica_id(WireBrokerId(node))
@@ -365,9 +469,11 @@ fn fetch_request(broker: &Broker, ready: &[(TopicPartition, Following)]) -> Fetc
         .with_max_bytes(
             i32::try_from(settings.replica_fetch_response_max_bytes).unwrap_or(i32::MAX),
         )
-        .with_session_id(0)
-        .with_session_epoch(-1)
+        .with_session_id(session.id)
+        .with_session_epoch(if session.id == 0 { 0 } else { session.epoch })
         .with_topics(topics)
+        .with_forgotten_topics_data(forgotten);
+    (request, wanted)
 }
 
 /// Why a partition's answer was not taken.
@@ -463,4 +569,65 @@ fn truncation_point<S: Storage>(log: &PartitionLog<S>, diverging: &EpochEndOffse
         Offset(diverging.end_offset),
         log.offsets().log_end,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use fjord_engine::testkit::values_batch;
+    use fjord_engine::TimestampMs;
+
+    use super::*;
+
+    /// A batch of `count` records at `base`.
+    fn batch(base: i64, count: usize) -> Vec<u8> {
+        let mut bytes = values_batch(&vec![b"v".to_vec(); count], TimestampMs(1), None);
+        bytes[..8].copy_from_slice(&base.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn batches_below_the_log_end_are_skipped_and_a_cut_batch_left() {
+        let mut records = Vec::new();
+        for (base, count) in [(0, 3), (3, 2), (5, 4)] {
+            records.extend(batch(base, count));
+        }
+        let whole = records.len();
+        records.extend(&batch(9, 2)[..20]);
+        let records = Bytes::from(records);
+        let offsets = |batches: Vec<Bytes>| -> Vec<i64> {
+            batches
+                .iter()
+                .map(|batch| BatchHeader::parse(batch).unwrap().base_offset.0)
+                .collect()
+        };
+        assert_eq!(offsets(batches_from(&records, Offset(0))), [0, 3, 5]);
+        assert_eq!(offsets(batches_from(&records, Offset(5))), [5]);
+        // A batch holding the log end is kept (the append refuses it: the
+        // logs diverged within one epoch).
+        assert_eq!(offsets(batches_from(&records, Offset(4))), [3, 5]);
+        assert!(batches_from(&records.slice(..whole), Offset(9)).is_empty());
+    }
+
+    #[test]
+    fn a_session_opens_on_the_leaders_id_and_counts_epochs() {
+        let partition = TopicPartition::new("t", 0);
+        let sent = Sent {
+            topic_id: Uuid::from_u128(1),
+            leader_epoch: LeaderEpoch(3),
+            fetch_offset: Offset(10),
+            last_fetched_epoch: 3,
+            log_start: Offset(0),
+        };
+        let wanted = BTreeMap::from([(partition.clone(), sent)]);
+        let mut session = Session::default();
+        session.advance(0, &wanted);
+        assert_eq!(session.id, 0, "the leader opened none");
+        assert!(session.sent.is_empty());
+        session.advance(77, &wanted);
+        assert_eq!((session.id, session.epoch), (77, 1));
+        assert!(session.sent.contains_key(&partition));
+        session.epoch = i32::MAX;
+        session.advance(77, &wanted);
+        assert_eq!(session.epoch, 1, "the epoch wraps to 1");
+    }
 }
