@@ -16,7 +16,9 @@ adds the rest once the cluster has healed and the producer has stopped):
     high watermark read from the beginning after healing;
   - high_watermarks: partition -> the leader's high watermark then;
   - replica_batches: partition -> node id -> that replica's record batches
-    (`fjordctl dump-log --json` shapes), read after healing.
+    (`fjordctl dump-log --json` shapes), read after healing;
+  - leaders_seen: (node, topic, partition, leader epoch, leader) of every
+    Metadata answer the scenario polled.
 
 The invariants, each a function returning the violations it finds (empty
 when it holds):
@@ -38,7 +40,10 @@ when it holds):
   - `log_gaps`: the healed log holds every offset below the high watermark
     once (no compaction, no transactions here);
   - `replica_divergence`: every replica holds the same batches (offsets,
-    leader epoch, CRC, size, producer) up to the high watermark."""
+    leader epoch, CRC, size, producer) up to the high watermark;
+  - `leaders_per_epoch`: no two nodes, nor one node at two times, name two
+    leaders (-1, none, counting as one) for one leader epoch of a
+    partition: every change of leader bumps the epoch."""
 
 # The fields of a batch two replicas must agree on. The CRC covers
 # attributes through the records, producer id and sequence included; the
@@ -170,6 +175,15 @@ def replica_divergence(high_watermarks, replica_batches):
     return violations
 
 
+def leaders_per_epoch(leaders_seen):
+    named = {}
+    for node, topic, partition, epoch, leader in sorted(leaders_seen):
+        named.setdefault((topic, partition, epoch), {}).setdefault(leader, node)
+    return [f"{topic} partition {partition} leader epoch {epoch}: leaders "
+            + ", ".join(f"{leader} (as node {node} told)" for leader, node in sorted(leaders.items()))
+            for (topic, partition, epoch), leaders in sorted(named.items()) if len(leaders) > 1]
+
+
 def violations(history):
     """Every invariant's violations for one run, the first SHOWN_MAX of
     each and a count of the rest."""
@@ -185,6 +199,7 @@ def violations(history):
         "gaps in the healed log": log_gaps(history["healed_log"], history["high_watermarks"]),
         "replicas differing below the high watermark": replica_divergence(
             history["high_watermarks"], history["replica_batches"]),
+        "two leaders in one leader epoch": leaders_per_epoch(history["leaders_seen"]),
     }
     report = []
     for invariant, listed in found.items():

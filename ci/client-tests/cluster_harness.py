@@ -24,10 +24,12 @@ down, cut from everyone. `tc netem` delays and random loss are not among
 the faults: the kernels the tests run on here are built without sch_netem
 (`tc qdisc add ... netem` answers "Specified qdisc kind is unknown").
 
-Names carry the test process's id (`fjh<pid>...`) so concurrent runs never
-collide; what a killed run left behind (its namespaces, the fjord processes
-in them, its bridge) is removed at the next start, and a cluster removes
-its own in its finalizer, whatever the test's outcome."""
+Names carry the test process's id and a count of its clusters
+(`fjh<pid>x<n>...`), so concurrent runs never collide, nor one test with
+what the kernel is still tearing down of the previous one; what a killed
+run left behind (its namespaces, the fjord processes in them, its bridge)
+is removed at the next start, and a cluster removes its own in its
+finalizer, whatever the test's outcome."""
 
 import contextlib
 import json
@@ -36,11 +38,14 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from kafka.protocol.consumer import ListOffsetsRequest, ListOffsetsResponse
 from kafka.protocol.metadata import MetadataRequest, MetadataResponse
+from kafka.protocol.producer import ProduceRequest, ProduceResponse
+from kafka.record.memory_records import MemoryRecordsBuilder
 
 from conftest import FJORD, Broker, wait_until
 from raw_fetch import call
@@ -61,6 +66,8 @@ QUERY_TIMEOUT_SECONDS = 5
 LOG_TAIL_LINES = 60
 METADATA_VERSION = 12
 LIST_OFFSETS_VERSION = 7
+PRODUCE_VERSION = 7
+RECORD_BATCH_MAGIC = 2
 LATEST_TIMESTAMP = -1
 NAME_PREFIX = "fjh"
 # Data on 10.233.S.0/24, control on 10.234.S.0/24; the bridge holds
@@ -71,7 +78,9 @@ GATEWAY_HOST = 254
 
 
 def run(*command):
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)}: exit {result.returncode}: {result.stderr.strip()}")
 
 
 def can_make_namespaces():
@@ -80,7 +89,7 @@ def can_make_namespaces():
         run("ip", "netns", "add", probe)
         run("ip", "netns", "del", probe)
         return True
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, RuntimeError):
         return False
 
 
@@ -93,7 +102,7 @@ def remove_stale_networks():
     of harness runs whose test process is gone."""
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     for line in namespaces.splitlines():
-        match = re.fullmatch(rf"({NAME_PREFIX}(\d+)n\d+)", line.split()[0]) if line else None
+        match = re.fullmatch(rf"({NAME_PREFIX}(\d+)x\d+n\d+)", line.split()[0]) if line else None
         if match and not process_alive(int(match.group(2))):
             pids = subprocess.run(["ip", "netns", "pids", match.group(1)],
                                   capture_output=True, text=True).stdout.split()
@@ -103,7 +112,7 @@ def remove_stale_networks():
             subprocess.run(["ip", "netns", "del", match.group(1)], capture_output=True)
     bridges = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"],
                              capture_output=True, text=True).stdout
-    for name in re.findall(rf"^\d+: ({NAME_PREFIX}(\d+)br)[:@]", bridges, re.MULTILINE):
+    for name in re.findall(rf"^\d+: ({NAME_PREFIX}(\d+)x\d+br)[:@]", bridges, re.MULTILINE):
         if not process_alive(int(name[1])):
             subprocess.run(["ip", "link", "del", name[0]], capture_output=True)
 
@@ -121,9 +130,14 @@ def free_subnet():
 class Network:
     """The bridge, the namespaces and the veth pairs of one cluster."""
 
+    # Interface names hold 15 characters: `fjh` + 7 digits of pid + `x` +
+    # 2 of count + `h1` at most.
+    created = 0
+
     def __init__(self, node_ids=NODE_IDS):
         self.node_ids = tuple(node_ids)
-        self.prefix = f"{NAME_PREFIX}{os.getpid()}"
+        self.prefix = f"{NAME_PREFIX}{os.getpid()}x{Network.created % 100}"
+        Network.created += 1
         self.bridge = f"{self.prefix}br"
         self.subnet = None
         self.dropped = set()
@@ -167,6 +181,9 @@ class Network:
 
     def destroy(self):
         for node_id in self.node_ids:
+            # Deleting one end of a veth pair deletes both at once; a
+            # namespace's own devices go only when the kernel gets to it.
+            subprocess.run(["ip", "link", "del", self.host_link(node_id)], capture_output=True)
             subprocess.run(["ip", "netns", "del", self.namespace(node_id)], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         self.dropped.clear()
@@ -376,6 +393,28 @@ class Node(Broker):
         [answer] = response.topics[0].partitions
         return answer.offset if answer.error_code == 0 else None
 
+    def produce(self, topic, partition, value, acks, timeout_ms):
+        """Produces one record (`value`, bytes) to this node whatever
+        Metadata says, waiting up to `timeout_ms` for `acks` (-1: all);
+        returns the partition's error code, 0 when acknowledged."""
+        builder = MemoryRecordsBuilder(magic=RECORD_BATCH_MAGIC, compression_type=0,
+                                       batch_size=len(value) + 1024)
+        builder.append(timestamp=int(time.time() * 1000), key=None, value=value)
+        builder.close()
+        request = ProduceRequest(
+            transactional_id=None,
+            acks=acks,
+            timeout_ms=timeout_ms,
+            topic_data=[ProduceRequest.TopicProduceData(
+                name=topic,
+                partition_data=[ProduceRequest.TopicProduceData.PartitionProduceData(
+                    index=partition, records=bytes(builder.buffer()))],
+            )],
+        )
+        response = call((self.address, CLIENT_PORT), request, ProduceResponse, PRODUCE_VERSION,
+                        timeout_seconds=timeout_ms / 1000 + QUERY_TIMEOUT_SECONDS)
+        return response.responses[0].partition_responses[0].error_code
+
     def batches(self, topic, partition):
         """The record batches of this node's replica of a partition, read
         from its segment files by `fjordctl dump-log --json` (the node may
@@ -406,6 +445,9 @@ class Cluster:
         self.nodes = {node_id: Node(self.network, node_id, Path(root) / f"node{node_id}",
                                     extra_settings)
                       for node_id in NODE_IDS}
+        # (node, topic, partition, leader epoch, leader) of every view of a
+        # topic asked for: checker.leaders_per_epoch's input.
+        self.leaders_seen = set()
 
     @property
     def bootstrap(self):
@@ -457,7 +499,11 @@ class Cluster:
     def agreed_view(self, topic, asked=None):
         """`topic` as every node in `asked` (default: the running ones)
         tells it, if they all answer the same partitions; else None."""
-        views = [self.nodes[node_id].topic_view(topic) for node_id in asked or self.running()]
+        asked = asked or self.running()
+        views = [self.nodes[node_id].topic_view(topic) for node_id in asked]
+        for node_id, view in zip(asked, views):
+            for partition, state in (view.partitions.items() if view else ()):
+                self.leaders_seen.add((node_id, topic, partition, state.leader_epoch, state.leader))
         if not views or any(view is None for view in views):
             return None
         if any(view.partitions != views[0].partitions for view in views):

@@ -55,6 +55,10 @@ def correct_run():
         "healed_log": {0: [(0, "0"), (1, "2"), (2, "4")], 1: [(0, "1"), (1, "3"), (2, "6")]},
         "high_watermarks": {0: 3, 1: 3},
         "replica_batches": {0: replicas, 1: copy.deepcopy(replicas)},
+        # Node 3 still names the old leader of epoch 0 after the others
+        # have moved to epoch 1, and leader none in epoch 2.
+        "leaders_seen": {(1, "t", 0, 0, 1), (3, "t", 0, 0, 1), (1, "t", 0, 1, 2), (2, "t", 0, 1, 2),
+                         (2, "t", 0, 2, -1)},
     }
 
 
@@ -171,6 +175,13 @@ def test_a_replica_short_of_the_high_watermark_or_with_a_bad_crc_diverges():
                                     "from their batch 1: {'base_offset': 2,")
     assert violations[2].endswith(" against no batch")
     assert len(violations) == 3
+
+
+def test_two_leaders_named_for_one_epoch():
+    history = correct_run()
+    history["leaders_seen"] |= {(3, "t", 0, 2, 3), (3, "t", 1, 0, 2)}
+    assert checker.leaders_per_epoch(history["leaders_seen"]) == [
+        "t partition 0 leader epoch 2: leaders -1 (as node 2 told), 3 (as node 3 told)"]
 
 
 def test_the_report_names_each_broken_invariant_and_counts_beyond_the_first_few():
