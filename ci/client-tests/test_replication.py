@@ -53,6 +53,9 @@ FAILOVER_DEADLINE_SECONDS = 20
 # A follower lagging for replica.lag.time.max.ms leaves the ISR: the
 # leader's check, then the controller's commit.
 ISR_SHRINK_DEADLINE_SECONDS = REPLICA_LAG_TIME_MAX_MS / 1000 + 10
+# A follower that cannot fetch stays out of the ISR at least this long
+# once dropped from it (nothing may bring it back).
+CUT_FOLLOWER_HOLD_SECONDS = 2
 # A node restarted (or thawed, or reconnected) back in every ISR.
 REJOIN_DEADLINE_SECONDS = 60
 # Acks on one partition that show acks=all goes on (about 1.5 s of the
@@ -319,7 +322,8 @@ def test_with_every_isr_member_down_the_partition_stays_offline_until_one_return
     first lacks acknowledged records); restarted, the old leader leads
     again and every acknowledged record is there. Guards against an
     unclean election with it disabled (acknowledged records lost), an ISR
-    emptied by fencing, and acks=all completing below min.insync.replicas."""
+    emptied by fencing, a follower taken back into the ISR before it has
+    fetched, and acks=all completing below min.insync.replicas."""
     view = scenario.start()
     partition = 0
     old = view.partitions[partition]
@@ -330,6 +334,13 @@ def test_with_every_isr_member_down_the_partition_stays_offline_until_one_return
         scenario.cluster.network.drop_link(leader, cut, planes=("data",))
         scenario.view(lambda partitions: set(partitions[partition].isr) == isr,
                       ISR_SHRINK_DEADLINE_SECONDS, f"node {cut} leaving the ISR for lag")
+
+        def cut_follower_stays_out():
+            now = scenario.cluster.agreed_view(scenario.topic)
+            assert now is None or cut not in now.partitions[partition].isr, \
+                f"node {cut} back in the ISR though it cannot fetch: {now}"
+
+        holds_throughout(cut_follower_stays_out, CUT_FOLLOWER_HOLD_SECONDS)
         if len(isr) == 2:
             scenario.wait_for_acks(f"acks=all without node {cut}", partition=partition)
     scenario.nodes[leader].kill9()
