@@ -6,15 +6,17 @@ idempotent acks=all producer and three consumers (workload.Workload) run
 through one fault sequence per scenario.
 
 Every scenario ends the same way: the faults healed, every node running,
-every replica back in every ISR, more records acknowledged, the workload
+every replica back in every ISR, more records acknowledged, the producer
 stopped, the cluster settled (every replica's log ending at the high
-watermark), the topic read back from the beginning; then checker.py's
-invariants must all hold: no acknowledged record lost or moved, no
-duplicate, no consumer's offsets going back, nothing read that was never
-sent or that the healed log does not hold, every replica identical below
-the high watermark, one leader per leader epoch. Each scenario also checks
-what its fault must cause, as it happens. The failures guarded against are
-named in each scenario's header.
+watermark), the consumers given time to read up to it, the topic read
+back from the beginning; then checker.py's invariants must all hold: no
+acknowledged record lost or moved, no duplicate, no consumer's offsets
+going back, nothing read that was never sent or that the healed log does
+not hold, every replica identical below the high watermark, one leader
+per leader epoch; and every consumer, the group member too, must have
+ridden through the faults to the high watermark. Each scenario also
+checks what its fault must cause, as it happens. The failures guarded
+against are named in each scenario's header.
 
 Each step polls a condition with a deadline; a scenario is bounded by its
 steps' deadlines and by SCENARIO_TIMEOUT_SECONDS."""
@@ -63,6 +65,9 @@ REJOIN_DEADLINE_SECONDS = 60
 ACKS_PER_STEP = 100
 PROGRESS_DEADLINE_SECONDS = 30
 SETTLE_DEADLINE_SECONDS = 30
+# After the producer stops: every consumer (the group member rejoined and
+# resumed from its commits) has read up to every high watermark.
+CONSUMERS_CATCH_UP_DEADLINE_SECONDS = 30
 READ_DEADLINE_SECONDS = 60
 # A SIGTERM'd node moves every leadership away, then exits.
 CONTROLLED_SHUTDOWN_DEADLINE_SECONDS = 30
@@ -138,9 +143,11 @@ class Scenario:
         return view, high_watermarks
 
     def finish(self, absent_values=()):
-        """Heals every fault, checks acks=all goes on, stops the workload,
-        settles the cluster, reads it all back and asserts the checker's
-        invariants, and that no value of `absent_values` was kept."""
+        """Heals every fault, checks acks=all goes on, stops the producer,
+        settles the cluster, gives the consumers time to read everything,
+        stops them, reads it all back and asserts the checker's invariants,
+        that no value of `absent_values` was kept, and that every consumer
+        read up to the high watermarks."""
         self.cluster.network.heal()
         for node in self.nodes.values():
             if node.frozen:
@@ -149,9 +156,18 @@ class Scenario:
                 node.start()
         self.cluster.wait_fully_replicated(self.topic, REJOIN_DEADLINE_SECONDS)
         self.wait_for_acks("after healing")
-        history = self.workload.stop()
+        history = self.workload.stop_producer()
         view, high_watermarks = wait_until(self.settled, SETTLE_DEADLINE_SECONDS,
                                            "every replica ending at the high watermark")
+        # Liveness, asserted after the checker's safety: every consumer
+        # rode through the faults and reads on to the high watermark.
+        try:
+            wait_until(lambda: not self.workload.lagging_consumers(high_watermarks),
+                       CONSUMERS_CATCH_UP_DEADLINE_SECONDS, "every consumer reading everything")
+        except TimeoutError:
+            pass
+        lagging = self.workload.lagging_consumers(high_watermarks)
+        history.update(self.workload.stop_consumers())
         history["high_watermarks"] = high_watermarks
         history["healed_log"] = read_partitions(self.cluster.bootstrap, self.topic, high_watermarks,
                                                 READ_DEADLINE_SECONDS)
@@ -166,6 +182,8 @@ class Scenario:
         assert report == [], "\n".join(report)
         kept = {value for records in history["healed_log"].values() for _, value in records}
         assert kept.isdisjoint(absent_values), f"kept: {kept & set(absent_values)}"
+        assert lagging == {}, (f"consumers that stopped short of the high watermarks "
+                               f"{high_watermarks} (name: partition -> read up to): {lagging}")
 
     def close(self):
         try:

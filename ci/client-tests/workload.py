@@ -14,7 +14,7 @@ that a reader thread gathers:
 
 `Workload` runs one producer and three consumers (one of each kind) against
 a cluster while a scenario injects faults, then hands checker.py its
-history."""
+history, after telling whether every consumer went on to read everything."""
 
 import json
 import signal
@@ -201,22 +201,35 @@ class Workload:
         wait_until(lambda: self.producer.acked_count(partition) >= target, deadline_seconds,
                    f"{more} more acks{'' if partition is None else f' on partition {partition}'}: {what}")
 
-    def stop(self):
-        """Stops the producer (waiting for its outstanding deliveries) and
-        the consumers; returns the history checker.py takes: produced,
-        deliveries, consumers."""
+    def stop_producer(self):
+        """Stops the producer and waits for its outstanding deliveries;
+        returns the history's produced and deliveries."""
         returncode, stderr = self.producer.stop(DEADLINE_SECONDS)
         assert returncode == 0, f"producer: {self.producer.lines[-3:]} {stderr[-2000:]}"
-        for consumer in self.consumers:
-            consumer.stop()
         deliveries = [{"value": str(number), "partition": partition, "offset": offset}
                       for partition, offset, number in self.producer.acks()]
         deliveries += [{"value": line.split()[1], "error": line} for line in self.producer.errors()]
-        return {
-            "produced": self.producer.produced(),
-            "deliveries": deliveries,
-            "consumers": {consumer.name: consumer.snapshot() for consumer in self.consumers},
-        }
+        return {"produced": self.producer.produced(), "deliveries": deliveries}
+
+    def lagging_consumers(self, ends):
+        """name -> {partition: the offset after the last it read} of the
+        consumers that have not yet read every partition up to `ends`
+        (partition -> offset)."""
+        lagging = {}
+        for consumer in self.consumers:
+            read_to = dict.fromkeys(ends, 0)
+            for event in consumer.of_kind("record"):
+                partition = event["partition"]
+                read_to[partition] = max(read_to[partition], event["offset"] + 1)
+            if any(read_to[partition] < end for partition, end in ends.items()):
+                lagging[consumer.name] = read_to
+        return lagging
+
+    def stop_consumers(self):
+        """Stops the consumers; returns the history's consumers."""
+        for consumer in self.consumers:
+            consumer.stop()
+        return {"consumers": {consumer.name: consumer.snapshot() for consumer in self.consumers}}
 
     def kill(self):
         """Ends every process at once (a failed scenario's cleanup)."""
