@@ -47,6 +47,17 @@ def wait_until(condition, deadline_seconds, what):
         time.sleep(0.05)
 
 
+def holds_throughout(check, seconds):
+    """Calls `check`, which asserts what must stay true, every 50 ms for
+    `seconds`: for what must not happen during a window (a stale leader
+    elected, an ack while a partition is offline), as `wait_until` is for
+    what must happen within one."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        check()
+        time.sleep(0.05)
+
+
 def produce_when_room(producer, topic, value, partition, on_delivery=None):
     """Produces one record, serving delivery reports while librdkafka's
     queue is full instead of failing with BufferError."""
@@ -163,10 +174,18 @@ def topic_name(request):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """On failure, attach the tail of the test's broker log to the report."""
+    """On failure, attach the tail of the test's broker log to the report,
+    and what a fixture with `report_sections()` (a cluster, a scenario)
+    tells about itself."""
     report = yield
-    broker = getattr(item, "funcargs", {}).get("broker")
-    if report.failed and isinstance(broker, Broker):
+    if not report.failed:
+        return report
+    funcargs = getattr(item, "funcargs", {})
+    broker = funcargs.get("broker")
+    if isinstance(broker, Broker):
         tail = broker.log_text().splitlines()[-LOG_TAIL_LINES:]
         report.sections.append((f"fjord log tail ({broker.log_path})", "\n".join(tail)))
+    for value in funcargs.values():
+        if callable(getattr(value, "report_sections", None)):
+            report.sections += value.report_sections()
     return report

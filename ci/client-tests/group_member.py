@@ -1,13 +1,16 @@
-"""One consumer-group member for test_groups.py, in its own process so a
-test can SIGKILL it (no LeaveGroup) or stop it cleanly (SIGTERM: close()).
+"""One consumer-group member for test_groups.py and the replication workload,
+in its own process so a test can SIGKILL it (no LeaveGroup) or stop it
+cleanly (SIGTERM: close()).
 
 Usage: group_member.py BOOTSTRAP TOPIC GROUP NAME [JSON_CONFIG_OVERRIDES]
 
 Prints one JSON object per line: {"event": "assigned"|"revoked"|"lost",
 "partitions": [...]} from the rebalance callbacks, {"event": "record",
 "partition", "offset", "value"} for each record processed, and
-{"event": "committed"} after each synchronous commit of what was processed
-(so every record is processed before its offset is committed)."""
+{"event": "committed", "offsets": {partition: next offset}} after each
+synchronous commit of what was processed (so every record is processed
+before its offset is committed), naming the offsets the group coordinator
+acknowledged."""
 
 import json
 import signal
@@ -65,8 +68,10 @@ while running:
         processed = True
     if processed:
         try:
-            consumer.commit(asynchronous=False)
-            emit(event="committed")
+            committed = consumer.commit(asynchronous=False)
+            emit(event="committed", offsets={
+                str(tp.partition): tp.offset for tp in committed if tp.error is None and tp.offset >= 0
+            })
         except KafkaException as error:
             emit(event="commit_failed", error=str(error))
 consumer.close()

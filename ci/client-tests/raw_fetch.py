@@ -1,8 +1,11 @@
-"""Fetch requests written by hand, for tests that need what no client
-library lets them do: ask for more than a client would, or never read the
-answer."""
+"""Requests written by hand, for tests that need what no client library
+lets them do: ask for more than a client would, never read the answer, or
+ask one chosen node (a client library sends where its metadata says)."""
 
+import socket
 import struct
+
+IO_TIMEOUT_SECONDS = 30
 
 
 def kafka_string(value):
@@ -37,3 +40,21 @@ def response_size(connection):
     (size,) = struct.unpack(">i", receive_exactly(connection, 4))
     receive_exactly(connection, size)
     return size
+
+
+def call(address, request, response_class, version, correlation_id=1,
+         timeout_seconds=IO_TIMEOUT_SECONDS):
+    """Sends `request` (a kafka-python protocol message, encoded by
+    kafka-python from Kafka's own schemas) as `version` to `address`, a
+    (host, port), on a connection of its own, and decodes the answer.
+    Raises OSError if the node cannot be reached or does not answer within
+    `timeout_seconds`."""
+    request.with_header(correlation_id=correlation_id, client_id="fjord-tests")
+    frame = request.encode(version=version, header=True, framed=True)
+    with socket.create_connection(address, timeout=timeout_seconds) as connection:
+        connection.sendall(frame)
+        (size,) = struct.unpack(">i", receive_exactly(connection, 4))
+        body = receive_exactly(connection, size)
+    response = response_class.decode(body, version=version, header=True)
+    assert response.header.correlation_id == correlation_id
+    return response

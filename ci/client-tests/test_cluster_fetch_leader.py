@@ -12,15 +12,12 @@ Metadata names, an endpoint missing, wrong or repeated, topic ids (Fetch
 v13+) not resolved to the partitions they name, and the KIP-951 fields
 leaking into v15, whose clients do not expect them."""
 
-import socket
-import struct
-
 import pytest
 from kafka.protocol.consumer import FetchRequest, FetchResponse
 from kafka.protocol.metadata import MetadataRequest, MetadataResponse
 
 from conftest import wait_until
-from raw_fetch import receive_exactly
+from raw_fetch import call
 from test_cluster import ADMIN_TIMEOUT_SECONDS, NODE_IDS, Cluster, create_topic
 
 PARTITIONS = 6
@@ -28,7 +25,6 @@ NOT_LEADER_OR_FOLLOWER = 6
 # Fetch v16 is the first with current leaders and node endpoints.
 LEADER_HINT_VERSION = 16
 METADATA_VERSION = 12
-IO_TIMEOUT_SECONDS = 30
 PARTITION_MAX_BYTES = 1 << 20
 
 
@@ -42,20 +38,6 @@ def cluster(tmp_path_factory):
         instance.stop_all()
 
 
-def call(node, request, response_class, version, correlation_id):
-    """Sends `request` as `version` to `node` on a connection of its own
-    and decodes the answer with kafka-python."""
-    request.with_header(correlation_id=correlation_id, client_id="fetch-leader-test")
-    frame = request.encode(version=version, header=True, framed=True)
-    with socket.create_connection(("127.0.0.1", node.port), timeout=IO_TIMEOUT_SECONDS) as c:
-        c.sendall(frame)
-        (size,) = struct.unpack(">i", receive_exactly(c, 4))
-        body = receive_exactly(c, size)
-    response = response_class.decode(body, version=version, header=True)
-    assert response.header.correlation_id == correlation_id
-    return response
-
-
 def metadata(node, name):
     """`node`'s view of topic `name` and of the brokers, once it has a
     leader for every partition: (topic id, partition -> (leader, leader
@@ -66,7 +48,7 @@ def metadata(node, name):
             allow_auto_topic_creation=False,
             include_topic_authorized_operations=False,
         )
-        response = call(node, request, MetadataResponse, METADATA_VERSION, 1)
+        response = call(("127.0.0.1", node.port), request, MetadataResponse, METADATA_VERSION, 1)
         [topic] = response.topics
         leaders = {p.partition_index: (p.leader_id, p.leader_epoch) for p in topic.partitions}
         if topic.error_code != 0 or len(leaders) != PARTITIONS or any(
@@ -104,7 +86,7 @@ def fetch_every_partition(node, topic_id, version):
         forgotten_topics_data=[],
         rack_id="",
     )
-    response = call(node, request, FetchResponse, version, 2)
+    response = call(("127.0.0.1", node.port), request, FetchResponse, version, 2)
     assert response.error_code == 0
     [topic] = response.responses
     assert topic.topic_id == topic_id

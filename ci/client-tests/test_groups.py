@@ -4,9 +4,7 @@ without a LeaveGroup), cooperative-sticky and static membership, kcat's and
 kafka-python's group consumers, the AdminClient's group operations, and
 committed offsets and group metadata across broker restarts."""
 
-import json
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,8 +15,8 @@ from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker, running_broker, wait_until
+from workload import Member
 
-MEMBER = Path(__file__).with_name("group_member.py")
 PARTITIONS = 6
 SESSION_TIMEOUT_SECONDS = 6
 DEADLINE_SECONDS = 60
@@ -44,58 +42,6 @@ def kip848_broker(tmp_path_factory):
 @pytest.fixture
 def group_name(request):
     return f"group-{request.node.name.removeprefix('test_')[:30]}-{uuid.uuid4().hex[:8]}"
-
-
-class Member:
-    """group_member.py in a subprocess; its events gathered by a thread."""
-
-    def __init__(self, broker, topic, group, name, **overrides):
-        self.name = name
-        self.process = subprocess.Popen(
-            [sys.executable, str(MEMBER), broker.bootstrap, topic, group, name, json.dumps(overrides)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.events = []
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.process.stdout:
-            with self.lock:
-                self.events.append(json.loads(line))
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.events)
-
-    def owned(self):
-        owned = set()
-        for event in self.snapshot():
-            if event["event"] == "assigned":
-                owned |= set(event["partitions"])
-            elif event["event"] in ("revoked", "lost"):
-                owned -= set(event["partitions"])
-        return owned
-
-    def of_kind(self, kind):
-        return [event for event in self.snapshot() if event["event"] == kind]
-
-    def values(self):
-        return {event["value"] for event in self.of_kind("record")}
-
-    def kill9(self):
-        self.process.kill()
-        self.process.wait(timeout=30)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=DEADLINE_SECONDS)
-        self.reader.join(timeout=10)
-        assert self.of_kind("closed"), f"{self.name} did not close cleanly: {self.process.stderr.read()[-2000:]}"
 
 
 def split_is_exact(members, partitions=PARTITIONS):

@@ -2,52 +2,16 @@
 a full-speed idempotent produce, restart on the same data, and check what a
 consumer reads against every acknowledgement."""
 
-import subprocess
-import sys
-import threading
-from pathlib import Path
-
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import wait_until
+from workload import ProducerProcess
 
 PARTITIONS = 3
 ACKS_BEFORE_KILL = 3000
 RECORDS = 30000
 DEADLINE_SECONDS = 120
-PRODUCER = Path(__file__).with_name("numbered_producer.py")
-
-
-class ProducerProcess:
-    """numbered_producer.py in a subprocess, its report lines collected by a
-    reader thread."""
-
-    def __init__(self, bootstrap, topic):
-        self.process = subprocess.Popen(
-            [sys.executable, str(PRODUCER), bootstrap, topic, str(PARTITIONS), str(RECORDS)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.append(line.split())
-
-    def acks(self):
-        return [(int(p), int(o), int(v)) for kind, p, o, v in (l for l in self.lines if l[0] == "ack")]
-
-    def errors(self):
-        return [" ".join(line) for line in self.lines if line[0] == "error"]
-
-    def finish(self, deadline_seconds):
-        returncode = self.process.wait(timeout=deadline_seconds)
-        self.reader.join(timeout=deadline_seconds)
-        return returncode, self.process.stderr.read()
 
 
 def read_everything(broker, topic):
@@ -90,7 +54,7 @@ def test_acked_records_survive_kill_9_exactly_once_in_order(broker, topic_name):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(topic_name, PARTITIONS, 1)])[topic_name].result(timeout=30)
 
-    producer = ProducerProcess(broker.bootstrap, topic_name)
+    producer = ProducerProcess(broker.bootstrap, topic_name, PARTITIONS, RECORDS)
     wait_until(lambda: len(producer.acks()) >= ACKS_BEFORE_KILL, DEADLINE_SECONDS, "acks before the kill")
     acks_at_kill = len(producer.acks())
     broker.restart_after_kill9()
