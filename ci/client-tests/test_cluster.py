@@ -139,11 +139,11 @@ def cluster(tmp_path_factory):
         instance.stop_all()
 
 
-def create_topic(node, name, partitions):
+def create_topic(node, name, partitions, replication_factor=1):
     """CreateTopics through `node` alone (librdkafka), awaited."""
     client = AdminClient({"bootstrap.servers": node.bootstrap})
     futures = client.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+        [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)],
         request_timeout=ADMIN_TIMEOUT_SECONDS,
     )
     futures[name].result(timeout=ADMIN_TIMEOUT_SECONDS)
@@ -168,6 +168,25 @@ def described_partitions(node, topic, *filters):
     assert result.returncode == 0, result.stderr
     return {int(line.split("Partition: ")[1].split("\t")[0])
             for line in result.stdout.splitlines() if "Partition: " in line}
+
+
+def replica_lags(node, topic):
+    """Partition -> {broker: lag or None} from `fjordctl topics describe
+    --replica-lag` through `node` (None: the broker did not answer)."""
+    result = subprocess.run(
+        [str(FJORDCTL), "topics", "describe", "--topic", topic, "--replica-lag",
+         "--bootstrap-server", node.bootstrap],
+        capture_output=True, text=True, timeout=ADMIN_TIMEOUT_SECONDS,
+    )
+    assert result.returncode == 0, result.stderr
+    lags = {}
+    for line in result.stdout.splitlines():
+        if "Lag: " not in line:
+            continue
+        partition = int(line.split("Partition: ")[1].split("\t")[0])
+        pairs = (entry.split(":") for entry in line.split("Lag: ")[1].split(","))
+        lags[partition] = {int(broker): None if lag == "?" else int(lag) for broker, lag in pairs}
+    return lags
 
 
 def listed_brokers(node):
@@ -374,6 +393,38 @@ def test_a_killed_broker_is_fenced_and_its_partitions_return_with_it(cluster, to
     wait_until(lambda: partition_leaders(observer, topic_name) == before, ADMIN_TIMEOUT_SECONDS,
                f"broker {victim} leading its partitions again")
     assert listed_brokers(observer) == list(NODE_IDS)
+
+
+def test_replica_lag_follows_a_killed_follower_and_its_catch_up(cluster, topic_name):
+    """RF=3: once acks=all records are in, every replica's log ends where
+    the leader's does (lag 0, each broker asked with the debugging replica
+    id); a follower killed with kill -9 shows no lag (`?`) while records
+    go on through the other two, and after its restart it fetches what it
+    missed until its lag is 0 again. Guards against followers that do not
+    replicate, a lag read from the wrong replica, and a restarted follower
+    that never catches up."""
+    create_topic(cluster.nodes[1], topic_name, partitions=1, replication_factor=3)
+    leader = wait_until(lambda: partition_leaders(cluster.nodes[1], topic_name).get(0, -1) in NODE_IDS and
+                        partition_leaders(cluster.nodes[1], topic_name)[0], ADMIN_TIMEOUT_SECONDS, "a leader")
+    producer = Producer({"bootstrap.servers": cluster.nodes[leader].bootstrap, "acks": "all"})
+    for i in range(20):
+        producer.produce(topic_name, value=f"a-{i}".encode(), partition=0)
+    assert producer.flush(ADMIN_TIMEOUT_SECONDS) == 0
+    observer = cluster.nodes[leader]
+    wait_until(lambda: replica_lags(observer, topic_name) == {0: {n: 0 for n in NODE_IDS}},
+               ADMIN_TIMEOUT_SECONDS, "every replica at the leader's log end")
+    quorum_leader = cluster.leader_id(NODE_IDS)
+    victim = next(n for n in NODE_IDS if n not in (leader, quorum_leader))
+    cluster.nodes[victim].kill9()
+    acks_one = Producer({"bootstrap.servers": cluster.nodes[leader].bootstrap, "acks": "1"})
+    for i in range(30):
+        acks_one.produce(topic_name, value=f"b-{i}".encode(), partition=0)
+    assert acks_one.flush(ADMIN_TIMEOUT_SECONDS) == 0
+    lags = replica_lags(observer, topic_name)[0]
+    assert lags[victim] is None and all(lags[n] is not None for n in NODE_IDS if n != victim), lags
+    cluster.nodes[victim].start()
+    wait_until(lambda: replica_lags(observer, topic_name) == {0: {n: 0 for n in NODE_IDS}},
+               SESSION_TIMEOUT_MS / 1000 + ADMIN_TIMEOUT_SECONDS, f"broker {victim} caught up")
 
 
 def test_a_broker_only_node_joins_registers_and_receives_new_partitions(cluster, topic_name):

@@ -374,8 +374,10 @@ def test_consumer_protocol_members_join_split_and_leave(kip848_broker, topic_nam
     produce(broker, topic_name, values)
     members = [Member(broker, topic_name, group_name, f"m{i}", **CONSUMER_PROTOCOL) for i in range(3)]
     try:
-        wait_until(lambda: split_is_exact(members), DEADLINE_SECONDS, "three members splitting the topic")
-        assert sorted(len(m.owned()) for m in members) == [2, 2, 2]
+        # The uniform assignor moves partitions one revocation at a time: an
+        # exact but uneven split is a step on the way, not the end.
+        wait_until(lambda: split_is_exact(members) and sorted(len(m.owned()) for m in members) == [2, 2, 2],
+                   DEADLINE_SECONDS, "three members splitting the topic evenly")
         wait_until(lambda: set().union(*(m.values() for m in members)) >= set(values), DEADLINE_SECONDS, "every record read")
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         listed = {g.group_id: g for g in admin.list_consumer_groups().result(timeout=30).valid}

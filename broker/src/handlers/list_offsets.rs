@@ -3,6 +3,11 @@
 //! is at or after a given time. The leader epoch answered (v4+) is the
 //! partition's; a stale or future `current_leader_epoch` is refused
 //! (KIP-320).
+//!
+//! As in Kafka, a request from the debugging replica id (-2) is answered
+//! by any replica of the partition, not only its leader, and its latest
+//! offset is that replica's log end: tools compare the replicas with it
+//! (`fjordctl topics describe --replica-lag`).
 
 use std::rc::Rc;
 
@@ -27,6 +32,10 @@ pub const SUPPORT: ApiSupport = ApiSupport {
     max: 7,
 };
 
+/// The replica id of a tool asking any replica (Kafka's
+/// `DEBUGGING_REPLICA_ID`).
+const DEBUGGING_REPLICA: i32 = -2;
+
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
@@ -36,6 +45,7 @@ async fn list_one(
     partition: TopicPartition,
     wanted: &ListOffsetsPartition,
     version: i16,
+    any_replica: bool,
 ) -> ListOffsetsPartitionResponse {
     let timestamp = wanted.timestamp;
     let response = ListOffsetsPartitionResponse::default()
@@ -43,7 +53,12 @@ async fn list_one(
         .with_timestamp(-1)
         .with_offset(-1)
         .with_leader_epoch(-1);
-    let state = match partition::led_here(broker, &partition, wanted.current_leader_epoch) {
+    let checked = if any_replica {
+        partition::state(broker, &partition)
+    } else {
+        partition::led_here(broker, &partition, wanted.current_leader_epoch)
+    };
+    let state = match checked {
         Ok(state) => state,
         Err(error) => return response.with_error_code(error.code()),
     };
@@ -56,7 +71,11 @@ async fn list_one(
     if timestamp == LATEST {
         return match broker.shard.offsets(partition).await {
             Ok(offsets) => response
-                .with_offset(offsets.high_watermark.0)
+                .with_offset(if any_replica {
+                    offsets.log_end.0
+                } else {
+                    offsets.high_watermark.0
+                })
                 .with_leader_epoch(epoch),
             Err(error) => response.with_error_code(engine_error_code(&error)),
         };
@@ -87,13 +106,14 @@ pub async fn handle(
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let any_replica = request.replica_id.0 == DEBUGGING_REPLICA;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let partition_id = TopicPartition::new(name.clone(), partition.partition_index);
-            partitions.push(list_one(broker, partition_id, &partition, version).await);
+            partitions.push(list_one(broker, partition_id, &partition, version, any_replica).await);
         }
         topics.push(
             ListOffsetsTopicResponse::default()

@@ -598,8 +598,46 @@ pub fn list_offsets(
     partitions: &[i32],
     timestamp: i64,
 ) -> Result<BTreeMap<i32, i64>, Error> {
+    list_offsets_as(connection, CONSUMER_REPLICA, topic, partitions, timestamp)
+}
+
+/// The replica id of a consumer.
+const CONSUMER_REPLICA: i32 = -1;
+
+/// The replica id of a tool that asks any replica, not only the leader
+/// (Kafka's `DEBUGGING_REPLICA_ID`); its latest offset is that replica's
+/// log end.
+const DEBUGGING_REPLICA: i32 = -2;
+
+/// The log end of each of `partitions` on the broker behind `connection`,
+/// which holds a replica of them (leader or follower).
+///
+/// # Errors
+/// As [`list_offsets`].
+pub fn replica_log_ends(
+    connection: &mut Connection,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, i64>, Error> {
+    list_offsets_as(
+        connection,
+        DEBUGGING_REPLICA,
+        topic,
+        partitions,
+        LATEST_TIMESTAMP,
+    )
+}
+
+/// [`list_offsets`] as replica `replica_id`.
+fn list_offsets_as(
+    connection: &mut Connection,
+    replica_id: i32,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<BTreeMap<i32, i64>, Error> {
     let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
+        .with_replica_id(BrokerId(replica_id))
         .with_isolation_level(0)
         .with_topics(vec![ListOffsetsTopic::default()
             .with_name(topic_name(topic))

@@ -2,9 +2,12 @@
 //! `kafka-topics.sh` (the output of `describe` has the same shape, so tools
 //! that grep it keep working).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use clap::Subcommand;
+use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
+use kafka_protocol::messages::MetadataResponse;
 
 use super::ServerArgs;
 use crate::client::TopicSpec;
@@ -72,6 +75,11 @@ pub struct DescribeArgs {
     /// without the topic lines, as kafka-topics.
     #[arg(long)]
     pub under_replicated_partitions: bool,
+    /// Also each replica's lag: how many offsets its log ends behind the
+    /// leader's (`Lag: broker:offsets`, `?` for a replica whose broker did
+    /// not answer), asked of every replica's broker.
+    #[arg(long)]
+    pub replica_lag: bool,
 }
 
 /// Options of `topics alter`.
@@ -217,6 +225,11 @@ fn describe(args: &DescribeArgs) -> Result<String, Error> {
             )
             .expect("writing to a String");
         }
+        let log_ends = if args.replica_lag {
+            replica_log_ends(&mut client, &metadata, &name, &partitions)
+        } else {
+            BTreeMap::new()
+        };
         for partition in partitions {
             let unavailable = !live.contains(&partition.leader_id.0);
             let under_replicated = partition.isr_nodes.len() < partition.replica_nodes.len();
@@ -225,7 +238,7 @@ fn describe(args: &DescribeArgs) -> Result<String, Error> {
             {
                 continue;
             }
-            writeln!(
+            write!(
                 out,
                 "\tTopic: {name}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
                 partition.partition_index,
@@ -234,14 +247,92 @@ fn describe(args: &DescribeArgs) -> Result<String, Error> {
                 ids(&partition.isr_nodes)
             )
             .expect("writing to a String");
+            if args.replica_lag {
+                write!(out, "\tLag: {}", replica_lags(partition, &log_ends))
+                    .expect("writing to a String");
+            }
+            out.push('\n');
         }
     }
     Ok(out)
 }
 
+/// The log end of every replica of `partitions` of `topic`, by broker
+/// and partition, asked of each broker that holds some (any replica
+/// answers the debugging replica id); a broker that does not answer is
+/// left out.
+fn replica_log_ends(
+    client: &mut crate::client::Client,
+    metadata: &MetadataResponse,
+    topic: &str,
+    partitions: &[&MetadataResponsePartition],
+) -> BTreeMap<i32, BTreeMap<i32, i64>> {
+    let mut log_ends = BTreeMap::new();
+    for broker in &metadata.brokers {
+        let held: Vec<i32> = partitions
+            .iter()
+            .filter(|partition| partition.replica_nodes.contains(&broker.node_id))
+            .map(|partition| partition.partition_index)
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let address = format!("{}:{}", broker.host, broker.port);
+        let answered = client
+            .connection_to(&address)
+            .and_then(|connection| crate::client::replica_log_ends(connection, topic, &held));
+        if let Ok(ends) = answered {
+            log_ends.insert(broker.node_id.0, ends);
+        }
+    }
+    log_ends
+}
+
+/// `broker:lag` for each replica of `partition`, in replica order: how far
+/// its log end is behind the leader's; `?` where either is unknown.
+fn replica_lags(
+    partition: &MetadataResponsePartition,
+    log_ends: &BTreeMap<i32, BTreeMap<i32, i64>>,
+) -> String {
+    let log_end = |broker: i32| {
+        log_ends
+            .get(&broker)
+            .and_then(|ends| ends.get(&partition.partition_index))
+            .copied()
+    };
+    let leader_end = log_end(partition.leader_id.0);
+    partition
+        .replica_nodes
+        .iter()
+        .map(|replica| match (leader_end, log_end(replica.0)) {
+            (Some(leader), Some(end)) => format!("{}:{}", replica.0, (leader - end).max(0)),
+            _ => format!("{}:?", replica.0),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replica_lags_count_from_the_leaders_log_end() {
+        use kafka_protocol::messages::BrokerId;
+
+        let partition = MetadataResponsePartition::default()
+            .with_partition_index(0)
+            .with_leader_id(BrokerId(1))
+            .with_replica_nodes(vec![BrokerId(1), BrokerId(2), BrokerId(3)]);
+        let log_ends = BTreeMap::from([
+            (1, BTreeMap::from([(0, 100)])),
+            (2, BTreeMap::from([(0, 100)])),
+            (3, BTreeMap::from([(0, 85)])),
+        ]);
+        assert_eq!(replica_lags(&partition, &log_ends), "1:0,2:0,3:15");
+        let without_leader = BTreeMap::from([(3, BTreeMap::from([(0, 85)]))]);
+        assert_eq!(replica_lags(&partition, &without_leader), "1:?,2:?,3:?");
+    }
 
     #[test]
     fn configs_are_key_equals_value() {
