@@ -286,6 +286,10 @@ class Node(Broker):
             f"log.dirs={self.data_dir}",
             f"broker.heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}",
             f"broker.session.timeout.ms={SESSION_TIMEOUT_MS}",
+            # The last node runs one shard, the others their default: brokers
+            # with different core counts replicate (a leader routes each
+            # partition a follower fetches to the shard that owns it).
+            *(["cores=1"] if self.node_id == network.node_ids[-1] else []),
             *self.extra_settings,
         ]
 

@@ -1,5 +1,8 @@
 //! Runs a workload: creates its topics, starts consumers then producers,
-//! shows progress every second, and turns the meters into a report.
+//! shows progress every second, and turns the meters into a report. Over a
+//! cluster, every leader broker of a topic gets the workload's producers
+//! and consumers for its partitions: `producersPerTopic` and
+//! `consumerPerSubscription` count per topic and leader.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,7 @@ use super::report::{Figures, RunReport, SeriesPoint};
 use super::{RunArgs, Workload};
 use crate::engine::BenchResult;
 use crate::latency;
-use crate::wire::{produce::partitions_of_producer, single_leader, CLIENT_ID};
+use crate::wire::{by_leader, produce::partitions_of_producer, CLIENT_ID};
 
 /// Bytes of the payload pool values are cut from.
 const PAYLOAD_POOL_BYTES: usize = 4 << 20;
@@ -179,6 +182,54 @@ pub fn run(args: &RunArgs) -> BenchResult<RunReport> {
     Ok(report)
 }
 
+/// The partitions of one topic that one broker leads, and the producer
+/// and consumer threads that load them.
+struct LoadGroup {
+    topic: String,
+    address: String,
+    partitions: Vec<i32>,
+    producers: usize,
+    consumers: usize,
+}
+
+/// Each leader broker of each topic with its partitions: a run over a
+/// cluster gives every leader the workload's producers and consumers (one
+/// connection each), a leader with fewer partitions one per partition.
+///
+/// # Errors
+/// A consumer group over partitions of several leaders (its members fetch
+/// from one broker).
+fn load_groups(
+    workload: &Workload,
+    topics: &[String],
+    leaders: &[Vec<fjord_tools::client::PartitionLeader>],
+) -> BenchResult<Vec<LoadGroup>> {
+    let mut groups = Vec::new();
+    for (topic, leaders) in topics.iter().zip(leaders) {
+        let by_leader = by_leader(leaders);
+        if workload.use_consumer_group && by_leader.len() > 1 {
+            return Err(crate::Error::Measurement(
+                "a consumer group spans the partitions of one broker per run",
+            ));
+        }
+        for (address, partitions) in by_leader {
+            let threads = |wanted: u32| {
+                usize::try_from(wanted)
+                    .unwrap_or(usize::MAX)
+                    .min(partitions.len())
+            };
+            groups.push(LoadGroup {
+                topic: topic.clone(),
+                producers: threads(workload.producers_per_topic),
+                consumers: threads(workload.consumer_per_subscription),
+                address,
+                partitions,
+            });
+        }
+    }
+    Ok(groups)
+}
+
 /// Every thread's plan, the sampling loop, and the figures.
 fn drive(
     workload: &Arc<Workload>,
@@ -203,21 +254,22 @@ fn drive(
         workload.payload_randomness,
         PAYLOAD_POOL_BYTES,
     ));
-    let producers_total = workload.topics * workload.producers_per_topic;
+    let groups = load_groups(workload, topics, leaders)?;
+    let producers_total: usize = groups.iter().map(|group| group.producers).sum();
+    let producers_total = u32::try_from(producers_total).unwrap_or(u32::MAX);
     let interval = (workload.producer_rate > 0).then(|| {
         Duration::from_secs_f64(f64::from(producers_total) / workload.producer_rate as f64)
     });
     let mut consumers = Vec::new();
     let mut producers = Vec::new();
-    for (topic, leaders) in topics.iter().zip(leaders) {
-        let address = single_leader(leaders)?;
-        let partitions: Vec<i32> = leaders.iter().map(|leader| leader.partition).collect();
-        let count = workload.consumer_per_subscription as usize;
+    for group in &groups {
+        let (topic, address, partitions) = (&group.topic, &group.address, &group.partitions);
+        let count = group.consumers;
         for index in 0..count {
             let plan = ConsumerPlan {
                 address: address.clone(),
                 topic: topic.clone(),
-                partitions: partitions_of_producer(index, count, &partitions),
+                partitions: partitions_of_producer(index, count, partitions),
                 group: workload
                     .use_consumer_group
                     .then(|| format!("{topic}-subscription")),
@@ -226,7 +278,7 @@ fn drive(
             };
             consumers.push(std::thread::spawn(move || consumer::run(&plan)));
         }
-        let count = workload.producers_per_topic as usize;
+        let count = group.producers;
         for index in 0..count {
             let stagger = interval.map_or(Duration::ZERO, |interval| {
                 interval.mul_f64(producers.len() as f64 / f64::from(producers_total))
@@ -234,7 +286,7 @@ fn drive(
             let plan = ProducerPlan {
                 address: address.clone(),
                 topic: topic.clone(),
-                partitions: partitions_of_producer(index, count, &partitions),
+                partitions: partitions_of_producer(index, count, partitions),
                 workload: workload.clone(),
                 clock: clock.clone(),
                 interval,

@@ -65,9 +65,43 @@ pub fn single_leader(leaders: &[PartitionLeader]) -> BenchResult<String> {
     Ok(first.address.clone())
 }
 
+/// The partitions of `leaders` grouped by leader address, in the order
+/// the leaders first appear: a run over a cluster gives each leader broker
+/// its own producers and consumers (one connection each).
+#[must_use]
+pub fn by_leader(leaders: &[PartitionLeader]) -> Vec<(String, Vec<i32>)> {
+    let mut groups: Vec<(String, Vec<i32>)> = Vec::new();
+    for leader in leaders {
+        match groups
+            .iter_mut()
+            .find(|(address, _)| *address == leader.address)
+        {
+            Some((_, partitions)) => partitions.push(leader.partition),
+            None => groups.push((leader.address.clone(), vec![leader.partition])),
+        }
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_are_grouped_by_leader_in_first_seen_order() {
+        let leader = |partition, address: &str| PartitionLeader {
+            partition,
+            address: address.to_owned(),
+        };
+        let leaders = [leader(0, "b:1"), leader(1, "a:1"), leader(2, "b:1")];
+        assert_eq!(
+            by_leader(&leaders),
+            vec![
+                ("b:1".to_owned(), vec![0, 2]),
+                ("a:1".to_owned(), vec![1])
+            ]
+        );
+    }
 
     #[test]
     fn one_broker_per_run() {
