@@ -462,6 +462,28 @@ fn an_epoch_taken_at_the_log_end_answers_before_any_batch() {
     );
 }
 
+/// A node that took an epoch at its log end and lost the leadership
+/// before writing follows a leader that never had that epoch: the leader
+/// answers that the node's previous epoch ends at this very log end, and
+/// the truncation there must drop the unwritten epoch, or the next fetch
+/// gets the same answer, forever (found by the replication simulation:
+/// `seed_100_a_follower_with_an_epoch_it_never_wrote_in_catches_up`).
+#[test]
+fn a_truncation_at_the_log_end_drops_an_epoch_never_written_in() {
+    let log = open(&MemoryStorage::new(21), 1);
+    let batch = build_batch(&[(None, Some(b"v"))], TimestampMs(1), None);
+    for _ in 0..3 {
+        block_on(log.append(&batch, LeaderEpoch(1))).expect("append");
+    }
+    log.assign_leader_epoch(LeaderEpoch(2));
+    let end = Offset(3);
+    assert_eq!(block_on(log.truncate_to(end)).expect("truncate"), end);
+    assert_eq!(log.leader_epochs(), vec![(LeaderEpoch(1), Offset::ZERO)]);
+    assert_eq!(log.offsets().log_end, end);
+    assert_eq!(block_on(log.truncate_to(Offset(9))).expect("truncate"), end);
+    assert_eq!(log.leader_epochs(), vec![(LeaderEpoch(1), Offset::ZERO)]);
+}
+
 /// One-record batches as a leader stores them, at consecutive offsets.
 struct BytesFrom {
     next_offset: Offset,

@@ -43,7 +43,8 @@ impl<S: Storage> PartitionLog<S> {
     /// does this when its log diverged from the new leader's). Like Kafka, a
     /// batch that holds `offset` is removed whole, so the log end may land
     /// below `offset`. The high watermark, producer state, leader epochs and
-    /// cache follow.
+    /// cache follow. At or past the log end nothing is cut, but leader
+    /// epochs starting at the log end (taken, never written in) are dropped.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::CorruptLog`].
@@ -63,9 +64,16 @@ impl<S: Storage> PartitionLog<S> {
         // The segment holding `offset` becomes the active one.
         self.load_indexes_holding(offset).await;
         let offset = {
-            let state = self.state.borrow();
+            let mut state = self.state.borrow_mut();
             if offset >= state.written_offset {
-                return Ok(state.written_offset);
+                // Nothing to cut, but an epoch this node took as leader at
+                // its log end and never wrote in goes, as in Kafka's
+                // `truncateTo`: a follower whose latest epoch the leader
+                // never had would otherwise be told the same diverging
+                // epoch, and truncate to its own end, forever.
+                let end = state.written_offset;
+                state.epochs.truncate_from_end(end);
+                return Ok(end);
             }
             offset.max(state.log_start_offset)
         };
