@@ -29,6 +29,8 @@
 pub mod fetcher;
 pub mod leader;
 mod link;
+#[cfg(test)]
+mod simulation;
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;

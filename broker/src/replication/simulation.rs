@@ -1,0 +1,132 @@
+//! The deterministic simulation of partition replication (issue #17):
+//! brokers' partition layers and the controller's decisions, on in-memory
+//! logs, a simulated network and a simulated clock, with crashes,
+//! restarts, pauses, network partitions, delays and drops chosen by a
+//! seed, and the invariants of [`oracle`] checked after every event. It
+//! drives the code the brokers and the controller run where that code is
+//! pure: [`super::leader::LeaderState`] for every leader decision,
+//! [`super::leader::diverging_epoch`] and
+//! [`super::leader::truncation_offset`] for truncation, the engine's
+//! leader-epoch cache, the controller's sessions and elections, and
+//! [`crate::metadata::MetadataImage::apply`] for every commit; the
+//! asynchronous glue around them (role loop, fetcher, Fetch and Produce
+//! handlers) is mirrored in [`world`], step for step.
+//!
+//! Guards against: an acknowledged acks=all record lost (from the
+//! committed log, from an ISR member, by a failover), the committed prefix
+//! rewritten, replicas that disagree below their high watermarks, a
+//! leader's high watermark going back, two leaders in one epoch, a leader
+//! from outside the ISR, an empty ISR, and a cluster that does not heal
+//! once the faults stop (a follower that never catches up, a partition
+//! left offline).
+//!
+//! Each family of seeds is a test. `FJORD_SIM_SEED=<n>` runs seed `n`
+//! alone with its trace on stderr (`cargo test -p fjord-broker --lib
+//! replication::simulation::<family> -- --nocapture`);
+//! `FJORD_SIM_SEEDS=<n>` sets how many seeds each family runs. A failing
+//! seed prints the command that replays it.
+
+mod controller;
+mod oracle;
+mod replica_log;
+mod world;
+
+use fjord_engine::testkit::Rng;
+use world::{Shape, Stats, World};
+
+/// Three brokers, every partition on all three, `min.insync.replicas=2`:
+/// the issue's cluster.
+const THREE_BROKERS: Shape = Shape {
+    brokers: (3, 3),
+    partitions: (1, 2),
+    replication_factor: 3,
+    min_insync: 2,
+};
+
+/// Kafka's default `min.insync.replicas=1`: a lone leader commits.
+const MIN_INSYNC_ONE: Shape = Shape {
+    brokers: (3, 3),
+    partitions: (1, 2),
+    replication_factor: 3,
+    min_insync: 1,
+};
+
+/// More brokers than replicas: partitions led and followed by different
+/// sets of brokers.
+const FOUR_OR_FIVE_BROKERS: Shape = Shape {
+    brokers: (4, 5),
+    partitions: (2, 3),
+    replication_factor: 3,
+    min_insync: 2,
+};
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|value| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value} is not a number"))
+    })
+}
+
+/// Runs `seed` of `shape`; a failure names the seed and how to replay it.
+fn run_seed(family: &str, shape: &Shape, seed: u64, tracing: bool) -> Stats {
+    let replay = format!(
+        "replay: FJORD_SIM_SEED={seed} cargo test -p fjord-broker --lib \
+         replication::simulation::{family} -- --nocapture"
+    );
+    let outcome = std::panic::catch_unwind(|| World::new(shape, Rng::new(seed), tracing).run());
+    match outcome {
+        Ok(Ok(stats)) => stats,
+        Ok(Err(failure)) => panic!(
+            "{family}: seed {seed} failed at {} ms: {}\n{replay}",
+            failure.at_ms, failure.violation
+        ),
+        Err(panic) => {
+            eprintln!("{family}: seed {seed} panicked\n{replay}");
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// Runs the family's seeds (or the one `FJORD_SIM_SEED` names, traced)
+/// and checks that together they did what the simulation is for.
+fn run_family(family: &str, shape: &Shape, seeds: u64) {
+    if let Some(seed) = env_u64("FJORD_SIM_SEED") {
+        let stats = run_seed(family, shape, seed, true);
+        eprintln!("{family}: seed {seed}: {stats:?}");
+        return;
+    }
+    let seeds = env_u64("FJORD_SIM_SEEDS").unwrap_or(seeds);
+    let mut total = Stats::default();
+    for seed in 0..seeds {
+        total += run_seed(family, shape, seed, false);
+    }
+    eprintln!("{family}: {seeds} seeds: {total:?}");
+    assert_exercised(&total, seeds);
+}
+
+/// The seeds did what the simulation is for: records acknowledged,
+/// failovers, truncations, ISR changes, crashes.
+fn assert_exercised(stats: &Stats, seeds: u64) {
+    assert!(stats.acked_batches as u64 > 30 * seeds, "{stats:?}");
+    assert!(stats.elections as u64 > seeds, "{stats:?}");
+    assert!(stats.truncations as u64 > seeds / 4, "{stats:?}");
+    assert!(stats.isr_shrinks as u64 > seeds, "{stats:?}");
+    assert!(stats.isr_expansions as u64 > seeds, "{stats:?}");
+    assert!(stats.crashes as u64 > seeds, "{stats:?}");
+}
+
+#[test]
+fn three_brokers_min_insync_two() {
+    run_family("three_brokers_min_insync_two", &THREE_BROKERS, 1_200);
+}
+
+#[test]
+fn three_brokers_min_insync_one() {
+    run_family("three_brokers_min_insync_one", &MIN_INSYNC_ONE, 600);
+}
+
+#[test]
+fn four_or_five_brokers() {
+    run_family("four_or_five_brokers", &FOUR_OR_FIVE_BROKERS, 600);
+}
