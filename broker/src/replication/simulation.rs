@@ -24,7 +24,8 @@
 //! alone with its trace on stderr (`cargo test -p fjord-broker --lib
 //! replication::simulation::<family> -- --nocapture`);
 //! `FJORD_SIM_SEEDS=<n>` sets how many seeds each family runs. A failing
-//! seed prints the command that replays it.
+//! seed prints the command that replays it; failures found are kept below
+//! as named tests.
 
 mod controller;
 mod oracle;
@@ -129,4 +130,72 @@ fn three_brokers_min_insync_one() {
 #[test]
 fn four_or_five_brokers() {
     run_family("four_or_five_brokers", &FOUR_OR_FIVE_BROKERS, 600);
+}
+
+// Failures the simulation found, each kept as the seed that showed it;
+// each seed failed with the fix undone and passes with it.
+
+/// A broker took a leader epoch at its log end and was fenced before
+/// writing in it; following the new leader, which never had that epoch,
+/// it was told its previous epoch ends at its own log end, truncated
+/// there, which did nothing, and asked again forever, never rejoining the
+/// ISR. Fixed in the engine's `truncate_to` (Kafka's `truncateTo` drops
+/// the epochs from the log end even when it cuts nothing).
+#[test]
+fn seed_100_a_follower_with_an_epoch_it_never_wrote_in_catches_up() {
+    run_seed("three_brokers_min_insync_two", &THREE_BROKERS, 100, false);
+}
+
+/// A follower cut off from its leader but not from the controller stayed
+/// in the ISR forever: `LeaderState::propose` dropped it for lag and added
+/// it straight back (its log end is at the high watermark, the lowest of
+/// the ISR's), and proposed the ISR the controller had, which left the
+/// proposal pending for good. Fixed in `LeaderState::propose`.
+#[test]
+fn seed_296_a_follower_that_stops_fetching_leaves_the_isr() {
+    run_seed("three_brokers_min_insync_two", &THREE_BROKERS, 296, false);
+}
+
+/// With `min.insync.replicas=1` and the image's ISR the leader alone, an
+/// append moved the high watermark to the log end while the leader's
+/// proposal adding a follower was in flight: an acks=all record was
+/// acknowledged that the member the controller then added lacked. The
+/// simulation takes the high watermark from the leader's state (its
+/// maximal ISR) after every append; fjord's `leader_append` must too.
+#[test]
+fn seed_35_an_isr_expansion_in_flight_holds_the_high_watermark() {
+    run_seed("three_brokers_min_insync_one", &MIN_INSYNC_ONE, 35, false);
+}
+
+/// An AlterPartition adding a follower timed out at the leader, which
+/// forgot it and computed the high watermark without the follower, while
+/// the controller had committed it: acks=all records were acknowledged
+/// that an ISR member lacked. The simulation keeps a proposal in flight
+/// until an answer that says it was not applied or a new partition epoch
+/// (Kafka's rule), resending it on a timeout; fjord's
+/// `propose_isr_changes` must too.
+#[test]
+fn seed_1328_an_alter_partition_without_answer_stays_in_flight() {
+    run_seed("four_or_five_brokers", &FOUR_OR_FIVE_BROKERS, 1_328, false);
+}
+
+/// A heartbeat of a killed broker's previous process, delayed in the
+/// network, was answered to the new process, which took the answer for
+/// its own and served before registering. The simulation's answers go to
+/// the process that asked, as on a real connection.
+#[test]
+fn seed_935_an_answer_goes_to_the_process_that_asked() {
+    run_seed("three_brokers_min_insync_two", &THREE_BROKERS, 935, false);
+}
+
+/// A leader acknowledged acks=1 records unflushed; its follower fetched
+/// them (the high watermark passed them) and was fenced out of the ISR;
+/// the leader lost power and, the ISR's last member, led again without
+/// them, writing other records at their offsets. That is the acks=1
+/// contract (a committed record survives while one ISR member holds it),
+/// not a loss of acknowledged acks=all records: the oracle cuts such
+/// records from its committed log rather than call it a rewrite.
+#[test]
+fn seed_744_acks_one_records_a_power_loss_took_leave_the_committed_log() {
+    run_seed("three_brokers_min_insync_one", &MIN_INSYNC_ONE, 744, false);
 }
