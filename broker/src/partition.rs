@@ -182,11 +182,14 @@ pub fn led_here(
     Ok(state)
 }
 
-/// Whether this broker is the partition's whole ISR: then an append is
-/// committed (the high watermark passes it) as soon as it is acknowledged
-/// locally.
-fn sole_in_sync_replica(broker: &Broker, state: &PartitionState) -> bool {
-    state.isr == [BrokerId(broker.config.node_id)]
+/// Whether this broker is the partition's only replica: then an append is
+/// committed (the high watermark passes it) as soon as it is written. With
+/// other replicas, even outside the ISR, the leader's replication state
+/// decides ([`replication::Replication::high_watermark`]): an ISR
+/// expansion in flight counts, or a record could be acknowledged that the
+/// joining member lacks.
+fn sole_replica(broker: &Broker, state: &PartitionState) -> bool {
+    state.replicas == [BrokerId(broker.config.node_id)]
 }
 
 /// An append's answer: its offsets once it is as durable as its `acks`
@@ -218,7 +221,7 @@ fn leader_append(
     }
     Ok(AppendRequest {
         flush: acks == -1 && !replication::write_caching(broker, &partition.topic),
-        advance_high_watermark: sole_in_sync_replica(broker, state) && min_insync <= 1,
+        advance_high_watermark: sole_replica(broker, state) && min_insync <= 1,
         partition,
         batches,
         leader_epoch: state.leader_epoch,
@@ -248,10 +251,14 @@ pub async fn submit_append_as_leader(
         Err(error) => return Box::pin(async { Err(error) }),
     };
     let written = broker.shard.submit_append(append).await;
+    let replicated = !sole_replica(broker, state);
     let broker = Rc::clone(broker);
     let leader_epoch = state.leader_epoch;
     Box::pin(async move {
         let info = written.await?;
+        if replicated {
+            replication::commit_written(&broker, &partition).await?;
+        }
         if acks == -1 {
             await_committed(
                 &broker,
@@ -344,6 +351,9 @@ pub async fn append(
     let state = led_here(broker, &partition, NO_LEADER_EPOCH)?;
     let append = leader_append(broker, &state, partition.clone(), batches, acks)?;
     let info = broker.shard.submit_append(append).await.await?;
+    if !sole_replica(broker, &state) {
+        replication::commit_written(broker, &partition).await?;
+    }
     if acks == -1 {
         await_committed(
             broker,
@@ -358,18 +368,19 @@ pub async fn append(
 }
 
 /// Raises the high watermark of every partition this shard recovered whose
-/// whole ISR is this broker to its log end, before the shard serves anyone:
-/// every record recovery kept is then on every in-sync replica. Without
-/// this, records acknowledged before a restart would stay invisible to
-/// consumers until the next produce. A partition with other in-sync
-/// replicas learns its high watermark from them.
+/// only replica is this broker to its log end, before the shard serves
+/// anyone: every record recovery kept is then on every in-sync replica.
+/// Without this, records acknowledged before a restart would stay
+/// invisible to consumers until the next produce. A partition with other
+/// replicas learns its high watermark from them
+/// ([`crate::replication`]).
 pub async fn commit_recovered_partitions(broker: &Broker) {
     let Ok(partitions) = broker.shard.list_partitions(broker.shard.id()).await else {
         return;
     };
     for partition in partitions {
         let sole = state(broker, &partition).is_ok_and(|state| {
-            sole_in_sync_replica(broker, &state)
+            sole_replica(broker, &state)
                 && replication::min_insync_replicas(broker, &partition.topic) <= 1
         });
         if let (true, Ok(log)) = (sole, broker.shard.local_log(&partition)) {

@@ -37,6 +37,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use fjord_engine::shard::Queue;
 use fjord_engine::{LeaderEpoch, Offset, TopicPartition};
 
 use crate::config::ReplicationConfig;
@@ -44,6 +45,7 @@ use crate::controller::alter_partition::IsrProposal;
 use crate::controller::election::is_live;
 use crate::metadata::records::BrokerId;
 use crate::metadata::{MetadataImage, PartitionImage};
+use crate::partition::PartitionError;
 use crate::server::Broker;
 use leader::{IsrChange, LeaderState};
 
@@ -180,6 +182,15 @@ impl Replication {
             })
     }
 
+    /// Whether `proposal` is still the ISR change in flight for
+    /// `partition` (no image has ended it).
+    #[must_use]
+    pub fn in_flight(&self, partition: &TopicPartition, proposal: &IsrChange) -> bool {
+        self.lock()
+            .get(partition)
+            .is_some_and(|state| state.pending() == Some(proposal))
+    }
+
     /// Forgets a proposal the controller did not commit.
     pub fn proposal_failed(&self, partition: &TopicPartition, proposal: &IsrChange) {
         if let Some(state) = self.lock().get_mut(partition) {
@@ -214,6 +225,38 @@ impl Replication {
             })
             .collect()
     }
+}
+
+/// Moves the high watermark of `partition`, which this broker leads, to
+/// what its ISR allows now that an append is written: the ISR may be this
+/// broker alone (the records are then committed at once, unless
+/// `min.insync.replicas` or an ISR expansion in flight holds them).
+///
+/// # Errors
+/// [`PartitionError::Engine`] if the partition is gone from its shard.
+pub async fn commit_written(
+    broker: &Broker,
+    partition: &TopicPartition,
+) -> Result<(), PartitionError> {
+    let replication = Arc::clone(&broker.replication);
+    let min_insync = min_insync_replicas(broker, &partition.topic);
+    let target = partition.clone();
+    broker
+        .shard
+        .on_log(
+            partition.clone(),
+            Queue::Default,
+            move |_, log| async move {
+                if let Some(high_watermark) =
+                    replication.high_watermark(&target, log.offsets().log_end, min_insync)
+                {
+                    log.advance_high_watermark(high_watermark);
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    Ok(())
 }
 
 /// `min.insync.replicas` of `topic`: its override, else the broker's.
@@ -354,25 +397,78 @@ fn propose_isr_changes(broker: &Rc<Broker>) {
             isr = ?proposal.isr,
             "proposing an ISR change"
         );
-        let broker = Rc::clone(broker);
-        glommio::spawn_local(async move {
-            let controller = Arc::clone(&broker.controller);
-            let sent = IsrProposal {
-                topic: partition.topic.clone(),
-                partition: partition.partition,
-                leader_epoch: proposal.leader_epoch,
-                partition_epoch: proposal.partition_epoch,
-                isr: proposal.isr.clone(),
-            };
-            let outcome = glommio::executor()
-                .spawn_blocking(move || controller.alter_partition(&sent, ALTER_PARTITION_TIMEOUT))
-                .await;
-            if let Err(error) = outcome {
-                tracing::info!(%partition, %error, "ISR change not committed");
+        glommio::spawn_local(send_isr_change(Rc::clone(broker), partition, proposal)).detach();
+    }
+}
+
+/// What the leader does after the controller answered an ISR change with
+/// an error (Kafka's `handleAlterPartitionError`).
+#[derive(Debug, PartialEq, Eq)]
+enum AfterRefusal {
+    /// Not applied, and the leader's state is current: decide again.
+    Forget,
+    /// The controller has a newer partition state: the next image brings
+    /// it and ends the proposal.
+    AwaitImage,
+    /// Whether it was committed is unknown (a timeout, no controller):
+    /// send it again while it is still the one in flight. Forgetting it
+    /// could drop an expansion the controller did commit, and the leader
+    /// would then acknowledge records the new member lacks.
+    Resend,
+}
+
+fn after_refusal(code: i16) -> AfterRefusal {
+    use kafka_protocol::ResponseError as E;
+    if code == E::IneligibleReplica.code() {
+        AfterRefusal::Forget
+    } else if [
+        E::UnknownTopicOrPartition.code(),
+        E::NotLeaderOrFollower.code(),
+        E::FencedLeaderEpoch.code(),
+        E::InvalidUpdateVersion.code(),
+        E::StaleBrokerEpoch.code(),
+    ]
+    .contains(&code)
+    {
+        AfterRefusal::AwaitImage
+    } else {
+        AfterRefusal::Resend
+    }
+}
+
+/// Sends `proposal` for `partition` to the controller until it is
+/// answered for sure, on the blocking pool (the controller call waits for
+/// the commit); the committed ISR comes back in an image.
+async fn send_isr_change(broker: Rc<Broker>, partition: TopicPartition, proposal: IsrChange) {
+    loop {
+        let controller = Arc::clone(&broker.controller);
+        let sent = IsrProposal {
+            topic: partition.topic.clone(),
+            partition: partition.partition,
+            leader_epoch: proposal.leader_epoch,
+            partition_epoch: proposal.partition_epoch,
+            isr: proposal.isr.clone(),
+        };
+        let outcome = glommio::executor()
+            .spawn_blocking(move || controller.alter_partition(&sent, ALTER_PARTITION_TIMEOUT))
+            .await;
+        let Err(error) = outcome else {
+            return;
+        };
+        tracing::info!(%partition, %error, "ISR change not committed");
+        match after_refusal(error.code) {
+            AfterRefusal::Forget => {
                 broker.replication.proposal_failed(&partition, &proposal);
+                return;
             }
-        })
-        .detach();
+            AfterRefusal::AwaitImage => return,
+            AfterRefusal::Resend => {
+                glommio::timer::sleep(ROLE_RETRY_INTERVAL).await;
+                if broker.is_stopping() || !broker.replication.in_flight(&partition, &proposal) {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -389,4 +485,29 @@ fn owned_leaders(broker: &Broker) -> Vec<TopicPartition> {
         .filter(|partition| broker.shard.owner_of(partition) == shard)
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::ResponseError;
+
+    use super::*;
+
+    #[test]
+    fn only_an_ineligible_replica_forgets_a_proposal_and_unknown_outcomes_resend_it() {
+        assert_eq!(
+            after_refusal(ResponseError::IneligibleReplica.code()),
+            AfterRefusal::Forget
+        );
+        for stale in [
+            ResponseError::InvalidUpdateVersion,
+            ResponseError::FencedLeaderEpoch,
+            ResponseError::NotLeaderOrFollower,
+        ] {
+            assert_eq!(after_refusal(stale.code()), AfterRefusal::AwaitImage);
+        }
+        for unknown in [ResponseError::RequestTimedOut, ResponseError::NotController] {
+            assert_eq!(after_refusal(unknown.code()), AfterRefusal::Resend);
+        }
+    }
 }

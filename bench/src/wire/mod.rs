@@ -96,10 +96,7 @@ mod tests {
         let leaders = [leader(0, "b:1"), leader(1, "a:1"), leader(2, "b:1")];
         assert_eq!(
             by_leader(&leaders),
-            vec![
-                ("b:1".to_owned(), vec![0, 2]),
-                ("a:1".to_owned(), vec![1])
-            ]
+            vec![("b:1".to_owned(), vec![0, 2]), ("a:1".to_owned(), vec![1])]
         );
     }
 

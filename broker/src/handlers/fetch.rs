@@ -500,8 +500,12 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) ->
     let (mut answers, mut total) = read_all(broker, version, &targets, max_bytes, follower).await;
     while total < min_bytes.max(1) && !broker.is_stopping() {
         let elapsed = started.elapsed();
-        let any_error = answers.iter().any(|answer| answer.data.error_code != 0);
-        if elapsed >= max_wait || any_error {
+        // An error or a follower's diverging epoch is news at once: the
+        // follower truncates before it fetches again.
+        let news_without_bytes = answers.iter().any(|answer| {
+            answer.data.error_code != 0 || answer.data.diverging_epoch != EpochEndOffset::default()
+        });
+        if elapsed >= max_wait || news_without_bytes {
             break;
         }
         wait_for_any(broker, &targets, bound, max_wait.saturating_sub(elapsed)).await;

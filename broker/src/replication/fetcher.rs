@@ -251,10 +251,12 @@ async fn fetch_from(broker: Rc<Broker>, leader: BrokerId, followed: Rc<Followed>
     }
 }
 
-/// Takes the leader's answer to a fetch that asked `wanted`, partition by
-/// partition; a partition whose answer was refused backs off.
+/// Takes the leader's answer to a fetch that asked `wanted`, every
+/// partition at once (their appends and flushes overlap: one fetch round
+/// costs one flush's time, not one per partition); a partition whose
+/// answer was refused backs off.
 async fn take_answers(
-    broker: &Broker,
+    broker: &Rc<Broker>,
     followed: &Followed,
     response: FetchResponse,
     wanted: BTreeMap<TopicPartition, Sent>,
@@ -269,6 +271,7 @@ async fn take_answers(
             )
         })
         .collect();
+    let mut taking = Vec::new();
     for topic in response.responses {
         for data in topic.partitions {
             let Some((partition, epoch)) = by_id.get(&(topic.topic_id, data.partition_index))
@@ -285,19 +288,29 @@ async fn take_answers(
             if !current {
                 continue;
             }
-            if let Err(refusal) = take_answer(broker, partition, data).await {
-                match refusal {
-                    Refusal::Leader(_) => {
-                        tracing::debug!(%partition, %refusal, "replica fetch of a partition refused");
-                    }
-                    Refusal::Engine(_) => {
-                        tracing::warn!(%partition, %refusal, "cannot take the leader's batches");
-                    }
-                }
-                if let Some(following) = followed.partitions.borrow_mut().get_mut(partition) {
-                    following.backoff_until = Some(Instant::now() + backoff);
-                }
+            let broker = Rc::clone(broker);
+            let partition = partition.clone();
+            taking.push(glommio::spawn_local(async move {
+                let taken = take_answer(&broker, &partition, data).await;
+                (partition, taken)
+            }));
+        }
+    }
+    for task in taking {
+        let (partition, taken) = task.await;
+        let Err(refusal) = taken else {
+            continue;
+        };
+        match refusal {
+            Refusal::Leader(_) => {
+                tracing::debug!(%partition, %refusal, "replica fetch of a partition refused");
             }
+            Refusal::Engine(_) => {
+                tracing::warn!(%partition, %refusal, "cannot take the leader's batches");
+            }
+        }
+        if let Some(following) = followed.partitions.borrow_mut().get_mut(&partition) {
+            following.backoff_until = Some(Instant::now() + backoff);
         }
     }
 }

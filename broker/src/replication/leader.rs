@@ -249,6 +249,12 @@ impl LeaderState {
         }
     }
 
+    /// The ISR change in flight, if any.
+    #[must_use]
+    pub fn pending(&self) -> Option<&IsrChange> {
+        self.pending.as_ref()
+    }
+
     /// The log end of `follower` as last reported in this epoch.
     #[must_use]
     pub fn follower_log_end(&self, follower: BrokerId) -> Option<Offset> {
