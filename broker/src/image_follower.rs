@@ -192,33 +192,39 @@ pub async fn start(broker: &Rc<Broker>) {
 /// stops. Runs on shard 0 after [`start`].
 pub async fn follow(broker: Rc<Broker>) {
     let mut published = broker.controller.image_published();
-    loop {
-        let stopping = futures_lite::future::or(
-            futures_lite::future::or(
-                async {
-                    // A closed channel (the quorum stopped) leaves the
-                    // retries.
-                    if published.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                    false
-                },
-                async {
-                    glommio::timer::sleep(RETRY_INTERVAL).await;
-                    false
-                },
-            ),
-            async {
-                broker.until_stopping().await;
-                true
-            },
-        )
-        .await;
-        if stopping {
-            return;
-        }
+    while next_round(&broker, &mut published, RETRY_INTERVAL).await {
         broker.image_follower.catch_up(&broker).await;
     }
+}
+
+/// Waits for the next round of a loop that follows the metadata images:
+/// a newly published image, or `interval` (a closed channel, the quorum
+/// stopping, leaves the periodic rounds); `false` once the broker stops.
+pub async fn next_round(
+    broker: &Broker,
+    published: &mut tokio::sync::watch::Receiver<u64>,
+    interval: Duration,
+) -> bool {
+    let stopping = futures_lite::future::or(
+        futures_lite::future::or(
+            async {
+                if published.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                false
+            },
+            async {
+                glommio::timer::sleep(interval).await;
+                false
+            },
+        ),
+        async {
+            broker.until_stopping().await;
+            true
+        },
+    )
+    .await;
+    !stopping
 }
 
 /// The partitions of `topic` the image assigns `node` a replica of.

@@ -43,6 +43,7 @@ use fjord_engine::{LeaderEpoch, Offset, TopicPartition};
 use crate::config::ReplicationConfig;
 use crate::controller::alter_partition::IsrProposal;
 use crate::controller::election::is_live;
+use crate::image_follower::next_round;
 use crate::metadata::records::BrokerId;
 use crate::metadata::{MetadataImage, PartitionImage};
 use crate::partition::PartitionError;
@@ -287,26 +288,7 @@ pub async fn run(broker: Rc<Broker>) {
     loop {
         apply_roles(&broker, &mut fetchers).await;
         propose_isr_changes(&broker);
-        let stopping = futures_lite::future::or(
-            futures_lite::future::or(
-                async {
-                    if published.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                    false
-                },
-                async {
-                    glommio::timer::sleep(ROLE_RETRY_INTERVAL).await;
-                    false
-                },
-            ),
-            async {
-                broker.until_stopping().await;
-                true
-            },
-        )
-        .await;
-        if stopping {
+        if !next_round(&broker, &mut published, ROLE_RETRY_INTERVAL).await {
             break;
         }
     }

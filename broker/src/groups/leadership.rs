@@ -39,7 +39,7 @@ use std::time::Instant;
 use fjord_engine::{LeaderEpoch, TopicPartition};
 
 use super::{read_partition, Coordination, GroupCoordinator};
-use crate::image_follower::RETRY_INTERVAL;
+use crate::image_follower::{next_round, RETRY_INTERVAL};
 use crate::metadata::records::BrokerId;
 use crate::metadata::MetadataImage;
 use crate::partition;
@@ -181,28 +181,7 @@ pub async fn follow(broker: Rc<Broker>) {
                 }
             }
         }
-        let stopping = futures_lite::future::or(
-            async {
-                broker.until_stopping().await;
-                true
-            },
-            futures_lite::future::or(
-                async {
-                    // A closed channel (the quorum stopped) leaves the
-                    // periodic rounds.
-                    if published.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                    false
-                },
-                async {
-                    glommio::timer::sleep(RETRY_INTERVAL).await;
-                    false
-                },
-            ),
-        )
-        .await;
-        if stopping {
+        if !next_round(&broker, &mut published, RETRY_INTERVAL).await {
             return;
         }
     }
