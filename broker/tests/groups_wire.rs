@@ -38,9 +38,32 @@ fn group() -> GroupId {
     GroupId(StrBytes::from_static_str(GROUP))
 }
 
-/// Waits until the coordinator has loaded (ListGroups without error).
+/// Waits until the group has a coordinator (FindCoordinator) and it has
+/// loaded its groups (ListGroups without error).
 fn wait_loaded(client: &mut Connection) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    // As a client does: FindCoordinator first, which creates
+    // `__consumer_offsets` at the first ask (Kafka's way), until the group
+    // has a coordinator.
+    let find = RequestKind::FindCoordinator(
+        FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str(GROUP))
+            .with_key_type(0),
+    );
+    loop {
+        let ResponseKind::FindCoordinator(found) = client.call(ApiKey::FindCoordinator, 3, &find)
+        else {
+            panic!("not a FindCoordinator response");
+        };
+        if found.error_code == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never had a coordinator"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     loop {
         let response = client.call(
             ApiKey::ListGroups,
