@@ -250,6 +250,9 @@ pub async fn submit_append_as_leader(
         Ok(append) => append,
         Err(error) => return Box::pin(async { Err(error) }),
     };
+    // An only replica's append is committed once written (flushed for
+    // acks=all): the engine moves the high watermark itself.
+    let committed_when_written = append.advance_high_watermark;
     let written = broker.shard.submit_append(append).await;
     let replicated = !sole_replica(broker, state);
     let broker = Rc::clone(broker);
@@ -259,7 +262,8 @@ pub async fn submit_append_as_leader(
         if replicated {
             replication::commit_written(&broker, &partition).await?;
         }
-        if acks == -1 {
+        // A duplicate's original may still be on its way to the disk.
+        if acks == -1 && (!committed_when_written || info.duplicate) {
             await_committed(
                 &broker,
                 &partition,
@@ -350,11 +354,12 @@ pub async fn append(
     let deadline = Instant::now() + OFFSETS_COMMIT_TIMEOUT;
     let state = led_here(broker, &partition, NO_LEADER_EPOCH)?;
     let append = leader_append(broker, &state, partition.clone(), batches, acks)?;
+    let committed_when_written = append.advance_high_watermark;
     let info = broker.shard.submit_append(append).await.await?;
     if !sole_replica(broker, &state) {
         replication::commit_written(broker, &partition).await?;
     }
-    if acks == -1 {
+    if acks == -1 && (!committed_when_written || info.duplicate) {
         await_committed(
             broker,
             &partition,
