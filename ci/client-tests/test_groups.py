@@ -73,11 +73,20 @@ def committed_offsets(broker, group, topic, partitions=PARTITIONS):
 
 
 def coordinator_loaded(broker):
-    """Whether the coordinator has read its groups back: until then group
-    requests answer COORDINATOR_LOAD_IN_PROGRESS, which the AdminClient
-    returns rather than retries (as against Kafka)."""
+    """Whether `__consumer_offsets` exists with a leader for every partition
+    (the first FindCoordinator creates it, as in Kafka: a probe group's
+    describe asks one) and the coordinator has read its groups back: until
+    then group requests answer COORDINATOR_LOAD_IN_PROGRESS, which the
+    AdminClient and a synchronous commit return rather than retry (as
+    against Kafka)."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     try:
+        offsets_topic = admin.list_topics(timeout=10).topics.get("__consumer_offsets")
+        probe = admin.describe_consumer_groups(["coordinator-probe"])["coordinator-probe"]
+        if probe.exception(timeout=10) is not None:
+            return False
+        if offsets_topic is None or any(p.leader < 0 for p in offsets_topic.partitions.values()):
+            return False
         # A broker's error comes back in `errors`, not as an exception.
         return not admin.list_consumer_groups().result(timeout=10).errors
     except KafkaException:
