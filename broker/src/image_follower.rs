@@ -460,65 +460,29 @@ mod tests {
     //! another node of a cluster looks like to this one.
 
     use std::future::Future;
-    use std::sync::atomic::AtomicBool;
 
     use bytes::Bytes;
     use fjord_engine::config::LogConfig;
-    use fjord_engine::shard::{self, AppendRequest, EngineConfig};
+    use fjord_engine::shard::AppendRequest;
     use fjord_engine::testkit::values_batch;
     use fjord_engine::types::TimestampMs;
     use fjord_engine::LeaderEpoch;
 
     use super::*;
-    use crate::config::BrokerConfig;
     use crate::controller::{Controller, MetadataError};
-    use crate::groups::{CoordinatorSettings, GroupCoordinator};
-    use crate::replication::Replication;
+    use crate::in_process::{eventually, on_shard_zero};
     use crate::topics::on_controller;
 
-    /// How long the follower may take to act on an image.
-    const DEADLINE: Duration = Duration::from_secs(20);
-
-    /// Runs `scenario` on shard 0 of a broker with two shards (one where
-    /// the machine has a single CPU), a lone-voter controller and the
-    /// follower running; returns what the scenario found wrong.
+    /// Runs `scenario` on shard 0 of an in-process broker with the
+    /// follower running.
     fn with_follower<F, Fut>(scenario: F) -> Result<(), String>
     where
         F: Fn(Rc<Broker>) -> Fut + Send + Clone + 'static,
         Fut: Future<Output = Result<(), String>> + 'static,
     {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = vec![("log.dirs".to_owned(), dir.path().display().to_string())];
-        let config = BrokerConfig::load(&settings, &[]).unwrap();
-        let controller = Arc::new(Controller::open(&config).unwrap());
-        let mut engine = EngineConfig::new(&config.data_dir);
-        engine.shards = engine.shards.min(2);
-        engine.log_config_for = {
-            let controller = Arc::clone(&controller);
-            Arc::new(move |partition| controller.log_config_for(&partition.topic))
-        };
-        let groups = Arc::new(GroupCoordinator::new(CoordinatorSettings::from_config(
-            &config,
-        )));
-        let follower = Arc::new(ImageFollower::default());
-        let replication = Arc::new(Replication::new(config.node_id, config.replication.clone()));
-        let config = Arc::new(config);
-        let stop = Arc::new(AtomicBool::new(false));
-        let outcomes = shard::run(&engine, move |shard| {
-            let broker = Broker::new(
-                shard,
-                Arc::clone(&config),
-                Arc::clone(&controller),
-                Arc::clone(&groups),
-                Arc::clone(&follower),
-                Arc::clone(&replication),
-                Arc::clone(&stop),
-            );
+        on_shard_zero(&[], move |broker| {
             let scenario = scenario.clone();
             async move {
-                if broker.shard.id() != 0 {
-                    return Ok(());
-                }
                 start(&broker).await;
                 let following = glommio::spawn_local(follow(Rc::clone(&broker)));
                 let outcome = scenario(broker).await;
@@ -527,8 +491,6 @@ mod tests {
                 outcome
             }
         })
-        .unwrap();
-        outcomes.into_iter().collect()
     }
 
     /// Commits `change` through the controller alone.
@@ -539,21 +501,6 @@ mod tests {
         on_controller(broker, change)
             .await
             .map_err(|error| error.message)
-    }
-
-    /// Waits until `check` holds, failing after [`DEADLINE`].
-    async fn eventually<Fut: Future<Output = bool>>(
-        what: &str,
-        mut check: impl FnMut() -> Fut,
-    ) -> Result<(), String> {
-        let deadline = Instant::now() + DEADLINE;
-        while !check().await {
-            if Instant::now() > deadline {
-                return Err(format!("{what}: not within {DEADLINE:?}"));
-            }
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
     }
 
     /// The partitions of `topic` every shard holds, sorted by index.

@@ -17,6 +17,8 @@ pub mod fetch_session;
 pub mod groups;
 pub mod handlers;
 pub mod image_follower;
+#[cfg(test)]
+mod in_process;
 pub mod meta_properties;
 pub mod metadata;
 pub mod partition;
@@ -137,13 +139,7 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
         tracing::warn!("the controlled shutdown thread panicked");
     }
     shut_down_controller(controller, heartbeat_interval);
-    for outcome in outcomes? {
-        outcome.map_err(|reason| BrokerError::Io {
-            context: "serving".to_owned(),
-            source: std::io::Error::other(reason),
-        })?;
-    }
-    Ok(())
+    outcomes?.into_iter().collect()
 }
 
 /// How often the shutdown thread looks at the signal flag.
@@ -236,7 +232,7 @@ fn shut_down_controller(controller: Arc<Controller>, heartbeat_interval: std::ti
 /// brings the partitions in line with the metadata image and keeps
 /// following it ([`image_follower`]) and starts the group coordinator,
 /// then serves clients until the broker stops.
-async fn serve_shard(broker: Rc<Broker>) -> Result<(), String> {
+async fn serve_shard(broker: Rc<Broker>) -> Result<(), BrokerError> {
     partition::commit_recovered_partitions(&broker).await;
     let follower = if broker.shard.id() == 0 {
         image_follower::start(&broker).await;
@@ -259,7 +255,7 @@ async fn serve_shard(broker: Rc<Broker>) -> Result<(), String> {
     if outcome.is_ok() {
         roles.await;
     }
-    outcome.map_err(|error| error.to_string())
+    outcome
 }
 
 /// The file in the data directory that one broker process holds locked, as

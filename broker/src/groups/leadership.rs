@@ -199,13 +199,12 @@ mod tests {
     //! this broker as a follower's append to its log.
 
     use std::future::Future;
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use std::time::Duration;
 
     use bytes::Bytes;
     use fjord_engine::batch::build_batch;
-    use fjord_engine::shard::{self, AppendRequest, EngineConfig};
+    use fjord_engine::shard::AppendRequest;
     use fjord_engine::TimestampMs;
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::offset_commit_request::{
@@ -223,67 +222,33 @@ mod tests {
     use crate::groups::records::{OffsetValue, RecordKey};
     use crate::groups::{append, CoordinatorEpoch, CoordinatorSettings};
     use crate::handlers::{find_coordinator, join_group, offset_commit};
-    use crate::image_follower::ImageFollower;
-    use crate::replication::Replication;
+    use crate::in_process::{eventually, on_shard_zero, DEADLINE};
     use crate::topics::{create_topic, ensure_consumer_offsets, on_controller};
 
-    /// How long the coordinator may take to follow a change.
-    const DEADLINE: Duration = Duration::from_secs(20);
     const GROUP: &str = "payments";
     /// The topic the group commits offsets of.
     const TOPIC: &str = "orders";
 
-    /// Runs `scenario` on shard 0 of a broker with two shards (one where
-    /// the machine has a single CPU), a lone-voter controller,
+    /// Runs `scenario` on shard 0 of an in-process broker with
     /// `__consumer_offsets` of three partitions and [`TOPIC`] created, and
-    /// `extra` settings; the coordinator is not running. Returns what the
-    /// scenario found wrong.
+    /// `extra` settings; the coordinator is not running.
     fn with_broker<F, Fut>(extra: &[(&str, &str)], scenario: F) -> Result<(), String>
     where
         F: Fn(Rc<Broker>) -> Fut + Send + Clone + 'static,
         Fut: Future<Output = Result<(), String>> + 'static,
     {
-        let dir = tempfile::tempdir().unwrap();
-        let settings: Vec<(String, String)> = [
-            ("log.dirs", dir.path().display().to_string().as_str()),
+        let settings: Vec<(&str, &str)> = [
             ("offsets.topic.num.partitions", "3"),
             ("broker.heartbeat.interval.ms", "3600000"),
             ("broker.session.timeout.ms", "7200000"),
         ]
         .iter()
         .chain(extra)
-        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .copied()
         .collect();
-        let config = BrokerConfig::load(&settings, &[]).unwrap();
-        let controller = Controller::open(&config).unwrap();
-        let mut engine = EngineConfig::new(&config.data_dir);
-        engine.shards = engine.shards.min(2);
-        engine.log_config_for = {
-            let controller = Arc::clone(&controller);
-            Arc::new(move |partition| controller.log_config_for(&partition.topic))
-        };
-        let groups = Arc::new(GroupCoordinator::new(CoordinatorSettings::from_config(
-            &config,
-        )));
-        let follower = Arc::new(ImageFollower::default());
-        let replication = Arc::new(Replication::new(config.node_id, config.replication.clone()));
-        let config = Arc::new(config);
-        let stop = Arc::new(AtomicBool::new(false));
-        let outcomes = shard::run(&engine, move |shard| {
-            let broker = Broker::new(
-                shard,
-                Arc::clone(&config),
-                Arc::clone(&controller),
-                Arc::clone(&groups),
-                Arc::clone(&follower),
-                Arc::clone(&replication),
-                Arc::clone(&stop),
-            );
+        on_shard_zero(&settings, move |broker| {
             let scenario = scenario.clone();
             async move {
-                if broker.shard.id() != 0 {
-                    return Ok(());
-                }
                 ensure_consumer_offsets(&broker)
                     .await
                     .map_err(|error| error.message)?;
@@ -293,20 +258,6 @@ mod tests {
                 scenario(broker).await
             }
         })
-        .unwrap();
-        outcomes.into_iter().collect()
-    }
-
-    /// Waits until `check` holds, failing after [`DEADLINE`].
-    async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Result<(), String> {
-        let deadline = Instant::now() + DEADLINE;
-        while !check() {
-            if Instant::now() > deadline {
-                return Err(format!("{what}: not within {DEADLINE:?}"));
-            }
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
     }
 
     /// The `__consumer_offsets` partition of [`GROUP`].
@@ -327,10 +278,10 @@ mod tests {
         let index = broker.groups.partition_of(GROUP);
         let mut epoch = LeaderEpoch(-1);
         eventually("the group's partition is loaded", || {
-            image_epoch(broker).is_ok_and(|image| {
+            std::future::ready(image_epoch(broker).is_ok_and(|image| {
                 epoch = image;
                 broker.groups.coordination(index) == Coordination::Active(image)
-            })
+            }))
         })
         .await?;
         Ok(epoch)
@@ -454,7 +405,9 @@ mod tests {
             lose_leadership(&broker).await?;
             let index = broker.groups.partition_of(GROUP);
             eventually("the group's partition is unloaded", || {
-                broker.groups.coordination(index) == Coordination::NotCoordinator
+                std::future::ready(
+                    broker.groups.coordination(index) == Coordination::NotCoordinator,
+                )
             })
             .await?;
             let not_coordinator = ResponseError::NotCoordinator.code();
@@ -524,12 +477,14 @@ mod tests {
                 async move { join_group::handle(&broker, request, 3, "test", None).await }
             });
             eventually("the member waits in the join phase", || {
-                broker
-                    .groups
-                    .with_group(GROUP, |group| {
-                        group.is_some_and(|group| group.members.len() == 1)
-                    })
-                    .unwrap_or(false)
+                std::future::ready(
+                    broker
+                        .groups
+                        .with_group(GROUP, |group| {
+                            group.is_some_and(|group| group.members.len() == 1)
+                        })
+                        .unwrap_or(false),
+                )
             })
             .await?;
             let lost = Instant::now();
