@@ -154,6 +154,16 @@ pub struct ReplicationConfig {
     /// its leaderships over before it stops
     /// ([`crate::controller::Controller::shut_down_controlled`]).
     pub controlled_shutdown_enable: bool,
+    /// `auto.leader.rebalance.enable`: whether the active controller gives
+    /// leaderships back to preferred replicas
+    /// ([`crate::controller::election::rebalancing_elections`]).
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often it looks.
+    pub leader_imbalance_check_interval: Duration,
+    /// `leader.imbalance.per.broker.percentage`: the share of a broker's
+    /// preferred leaderships that may be led elsewhere before they move
+    /// back.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl ReplicationConfig {
@@ -190,6 +200,20 @@ impl ReplicationConfig {
                 "min.insync.replicas",
                 &get("min.insync.replicas"),
                 1,
+            )?,
+            auto_leader_rebalance_enable: parse_boolean(
+                "auto.leader.rebalance.enable",
+                &get("auto.leader.rebalance.enable"),
+            )?,
+            leader_imbalance_check_interval: Duration::from_secs(parse_at_least(
+                "leader.imbalance.check.interval.seconds",
+                &get("leader.imbalance.check.interval.seconds"),
+                1,
+            )?),
+            leader_imbalance_per_broker_percentage: parse_at_least(
+                "leader.imbalance.per.broker.percentage",
+                &get("leader.imbalance.per.broker.percentage"),
+                0,
             )?,
         })
     }
@@ -345,6 +369,9 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("unclean.leader.election.enable", "false"),
     ("min.insync.replicas", "1"),
     ("controlled.shutdown.enable", "true"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
+    ("leader.imbalance.per.broker.percentage", "10"),
     ("cores", ""),
 ];
 
@@ -793,6 +820,12 @@ mod tests {
         assert_eq!(replication.replica_lag_time_max, Duration::from_secs(30));
         assert!(!replication.unclean_leader_election_enable);
         assert!(replication.controlled_shutdown_enable);
+        assert!(replication.auto_leader_rebalance_enable);
+        assert_eq!(
+            replication.leader_imbalance_check_interval,
+            Duration::from_secs(300)
+        );
+        assert_eq!(replication.leader_imbalance_per_broker_percentage, 10);
         let set = |pairs_: &[(&str, &str)]| BrokerConfig::load(&[], &pairs(pairs_));
         let replication = set(&[
             ("unclean.leader.election.enable", "TRUE"),
@@ -805,6 +838,8 @@ mod tests {
         assert!(!replication.controlled_shutdown_enable);
         assert_eq!(replication.replica_lag_time_max, Duration::from_secs(10));
         assert!(set(&[("unclean.leader.election.enable", "yes")]).is_err());
+        assert!(set(&[("leader.imbalance.check.interval.seconds", "0")]).is_err());
+        assert!(set(&[("leader.imbalance.per.broker.percentage", "-1")]).is_err());
         assert!(set(&[("replica.fetch.max.bytes", "-1")]).is_err());
         assert!(set(&[("replica.lag.time.max.ms", "0")]).is_err());
         let waits_longer = set(&[("replica.fetch.wait.max.ms", "40000")]).unwrap_err();

@@ -64,8 +64,8 @@ use crate::metadata::records::{
 };
 use crate::metadata::{ApplyError, MetadataImage, PartitionImage, TopicImage};
 use alter_partition::{alter_partition, IsrProposal, Proposer};
-use election::{after_config_change, movable_leaderships};
-use forward::{Answer, Change, Done, Endpoint, Outcome, Refusal};
+use election::{after_config_change, movable_leaderships, ElectionRefusal, ElectionType};
+use forward::{Answer, Change, Done, ElectionOutcome, Endpoint, Outcome, Refusal};
 use liveness::{BrokerSessions, Heartbeat, LivenessError, Registered, Registration};
 use log::{LogError, MetadataLog, METADATA_LOG_DIR_NAME};
 use placement::{place_replicas, PlacementBroker, PlacementError, PlacementStart};
@@ -300,6 +300,15 @@ struct ControllerState {
     producer_ids_taken: u64,
 }
 
+/// `auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`
+/// and `leader.imbalance.per.broker.percentage`.
+#[derive(Clone, Copy, Debug)]
+struct AutoLeaderRebalance {
+    enable: bool,
+    check_interval: Duration,
+    imbalance_percentage: u32,
+}
+
 /// The active controller's broker sessions and the term they belong to.
 struct Sessions {
     term: Option<u64>,
@@ -313,6 +322,8 @@ pub struct Controller {
     log_defaults: LogConfig,
     /// `controlled.shutdown.enable`.
     controlled_shutdown_enable: bool,
+    /// `auto.leader.rebalance.enable` and its settings.
+    auto_leader_rebalance: AutoLeaderRebalance,
     /// Held while a change is validated and committed.
     state: Mutex<ControllerState>,
     /// The broker sessions this node keeps while it leads the quorum.
@@ -387,6 +398,11 @@ impl Controller {
             node,
             log_defaults: config.log_defaults.clone(),
             controlled_shutdown_enable: config.replication.controlled_shutdown_enable,
+            auto_leader_rebalance: AutoLeaderRebalance {
+                enable: config.replication.auto_leader_rebalance_enable,
+                check_interval: config.replication.leader_imbalance_check_interval,
+                imbalance_percentage: config.replication.leader_imbalance_per_broker_percentage,
+            },
             state: Mutex::new(ControllerState {
                 broker_epoch: BrokerEpoch::NONE,
                 registered_at: None,
@@ -647,18 +663,7 @@ impl Controller {
                 validate_only,
             } => self.make_topic_configs(name, current, overrides, *validate_only),
             Change::AllocateProducerIds { broker, epoch } => {
-                let mut state = self.lock();
-                self.take_producer_id_block(&mut state, BrokerId(*broker), BrokerEpoch(*epoch))
-                    .map(|(index, ids)| {
-                        answer(
-                            Some(index),
-                            Done::ProducerIds {
-                                start: ids.start,
-                                end: ids.end,
-                            },
-                        )
-                    })
-                    .map_err(Refusal::from)
+                self.make_producer_id_block(BrokerId(*broker), BrokerEpoch(*epoch))
             }
             Change::RegisterBroker {
                 broker,
@@ -699,7 +704,23 @@ impl Controller {
             Change::ControlledShutdown { broker, epoch } => {
                 self.make_controlled_shutdown(BrokerId(*broker), BrokerEpoch(*epoch))
             }
+            Change::ElectLeaders {
+                unclean,
+                partitions,
+            } => self.make_elections(*unclean, partitions.as_deref()),
         }
+    }
+
+    fn make_producer_id_block(&self, broker: BrokerId, epoch: BrokerEpoch) -> Outcome {
+        let mut state = self.lock();
+        let (index, ids) = self.take_producer_id_block(&mut state, broker, epoch)?;
+        Ok(Answer {
+            applied_index: Some(index),
+            done: Done::ProducerIds {
+                start: ids.start,
+                end: ids.end,
+            },
+        })
     }
 
     /// Registers this broker (a new epoch for each start), fenced until
@@ -924,7 +945,8 @@ impl Controller {
                 return Err(MetadataError::new(
                     ResponseError::RequestTimedOut,
                     format!(
-                        "controlled shutdown: {left} leadership(s) of broker {} still to move                          after {} ms",
+                        "controlled shutdown: {left} leadership(s) of broker {} still to move \
+                         after {} ms",
                         self.node,
                         timeout.as_millis()
                     ),
@@ -953,6 +975,133 @@ impl Controller {
                 leaderships_left: u32::try_from(left).unwrap_or(u32::MAX),
             },
         })
+    }
+
+    /// Kafka's ElectLeaders: has the quorum leader elect, for each of
+    /// `partitions` (or every partition), its preferred replica or, with
+    /// [`ElectionType::Unclean`], any eligible replica if it has no leader
+    /// ([`election::requested_election`]). Returns each partition's
+    /// outcome; asked for every partition, only those where something was
+    /// elected or refused for another reason than `ELECTION_NOT_NEEDED`,
+    /// as Kafka answers.
+    ///
+    /// # Errors
+    /// `NOT_CONTROLLER`, `REQUEST_TIMED_OUT` or `KAFKA_STORAGE_ERROR` if
+    /// the elections could not be committed within `timeout`.
+    pub fn elect_leaders(
+        &self,
+        kind: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+        timeout: Duration,
+    ) -> Result<Vec<ElectionOutcome>, MetadataError> {
+        let change = Change::ElectLeaders {
+            unclean: kind == ElectionType::Unclean,
+            partitions,
+        };
+        match self.change(&change, timeout)?.done {
+            Done::Elections(outcomes) => Ok(outcomes),
+            other => Err(unexpected_answer(&other)),
+        }
+    }
+
+    fn make_elections(&self, unclean: bool, asked: Option<&[(String, i32)]>) -> Outcome {
+        let kind = if unclean {
+            ElectionType::Unclean
+        } else {
+            ElectionType::Preferred
+        };
+        let mut state = self.lock();
+        let image = self.image();
+        let every_partition: Vec<(String, i32)>;
+        let partitions = if let Some(partitions) = asked {
+            partitions
+        } else {
+            every_partition = image
+                .topics
+                .values()
+                .flat_map(|topic| {
+                    (0..)
+                        .zip(&topic.partitions)
+                        .map(|(index, _)| (topic.name.clone(), index))
+                })
+                .collect();
+            &every_partition
+        };
+        let mut records = Vec::new();
+        let mut outcomes = Vec::new();
+        self.with_sessions(&image, |sessions, _| {
+            for (topic_name, index) in partitions {
+                let found = image
+                    .topics
+                    .get(topic_name)
+                    .and_then(|topic| Some((topic, topic.partition(*index)?)));
+                let result = match found {
+                    None => Err((
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("no partition {topic_name}-{index}"),
+                    )),
+                    Some((topic, partition)) => election::requested_election(
+                        &image,
+                        sessions.rules(),
+                        kind,
+                        topic,
+                        *index,
+                        partition,
+                    )
+                    .map_err(|refusal| election_refusal(refusal, topic_name, *index)),
+                };
+                let (code, message) = match result {
+                    Ok(record) => {
+                        records.push(record);
+                        (0, None)
+                    }
+                    Err((ResponseError::ElectionNotNeeded, _)) if asked.is_none() => continue,
+                    Err((error, message)) => (error.code(), Some(message)),
+                };
+                outcomes.push(ElectionOutcome {
+                    topic: topic_name.clone(),
+                    partition: *index,
+                    code,
+                    message,
+                });
+            }
+        });
+        let applied_index = self.commit(&mut state, &records)?;
+        Ok(Answer {
+            applied_index,
+            done: Done::Elections(outcomes),
+        })
+    }
+
+    /// On the quorum leader, with `auto.leader.rebalance.enable`: gives
+    /// leaderships back to their preferred replicas where a broker's
+    /// imbalance passed `leader.imbalance.per.broker.percentage`
+    /// ([`election::rebalancing_elections`]). Elsewhere it does nothing.
+    ///
+    /// # Errors
+    /// `NOT_CONTROLLER` or `KAFKA_STORAGE_ERROR` if the elections cannot
+    /// be committed.
+    pub fn rebalance_leaders(&self) -> Result<(), MetadataError> {
+        if !self.auto_leader_rebalance.enable || self.quorum.leader() != Leader::ThisNode {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        let image = self.image();
+        let records = self.with_sessions(&image, |sessions, _| {
+            election::rebalancing_elections(
+                &image,
+                sessions.rules(),
+                self.auto_leader_rebalance.imbalance_percentage,
+            )
+        });
+        if !records.is_empty() {
+            tracing::info!(
+                partitions = records.len(),
+                "giving leaderships back to their preferred replicas"
+            );
+        }
+        self.commit(&mut state, &records)?;
+        Ok(())
     }
 
     /// On the quorum leader: fences every broker whose session expired
@@ -1593,6 +1742,28 @@ fn liveness_refusal(error: LivenessError) -> Refusal {
         code: code.code(),
         message: error.to_string(),
         stale: None,
+    }
+}
+
+/// Kafka's error for an election refused on `topic`-`partition`.
+fn election_refusal(
+    refusal: ElectionRefusal,
+    topic: &str,
+    partition: i32,
+) -> (ResponseError, String) {
+    match refusal {
+        ElectionRefusal::NotNeeded => (
+            ResponseError::ElectionNotNeeded,
+            format!("{topic}-{partition} already has the leader asked for"),
+        ),
+        ElectionRefusal::PreferredNotAvailable => (
+            ResponseError::PreferredLeaderNotAvailable,
+            format!("the preferred replica of {topic}-{partition} is not a live in-sync replica"),
+        ),
+        ElectionRefusal::NoEligibleReplica => (
+            ResponseError::EligibleLeadersNotAvailable,
+            format!("no replica of {topic}-{partition} is live"),
+        ),
     }
 }
 

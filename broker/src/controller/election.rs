@@ -21,7 +21,7 @@
 //! ISR and leaves every ISR that keeps another member; a partition whose
 //! ISR has no other eligible member stays with it until it is fenced.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::metadata::records::{BrokerId, MetadataRecord, PartitionChangeRecord};
 use crate::metadata::{MetadataImage, PartitionImage, TopicImage};
@@ -87,18 +87,18 @@ pub fn elect_leader(
         .unwrap_or(BrokerId::NONE)
 }
 
-/// The (ISR, leader) a partition of `topic` gets from an election with
-/// `isr`: a leader from `isr`, else, if the topic allows it, the first
-/// eligible replica alone (unclean), else none.
+/// The (ISR, leader) a partition gets from an election with `isr`: a
+/// leader from `isr`, else, if `unclean_allowed`, the first eligible
+/// replica alone (unclean), else none.
 fn elect(
     image: &MetadataImage,
     rules: &ElectionRules,
-    topic: &TopicImage,
+    unclean_allowed: bool,
     partition: &PartitionImage,
     isr: Vec<BrokerId>,
 ) -> (Vec<BrokerId>, BrokerId) {
     let leader = elect_leader(image, rules, partition, &isr);
-    if leader != BrokerId::NONE || !rules.unclean_enabled(topic) {
+    if leader != BrokerId::NONE || !unclean_allowed {
         return (isr, leader);
     }
     match partition
@@ -133,7 +133,7 @@ pub fn after_fencing(
             isr
         };
         Some(if partition.leader == broker {
-            elect(image, rules, topic, partition, isr)
+            elect(image, rules, rules.unclean_enabled(topic), partition, isr)
         } else {
             (isr, partition.leader)
         })
@@ -156,7 +156,13 @@ pub fn after_unfencing(
         if partition.leader != BrokerId::NONE || !concerned {
             return None;
         }
-        Some(elect(image, rules, topic, partition, partition.isr.clone()))
+        Some(elect(
+            image,
+            rules,
+            rules.unclean_enabled(topic),
+            partition,
+            partition.isr.clone(),
+        ))
     })
 }
 
@@ -176,7 +182,7 @@ pub fn after_config_change(
         Some(elect(
             image,
             rules,
-            candidate,
+            rules.unclean_enabled(candidate),
             partition,
             partition.isr.clone(),
         ))
@@ -230,6 +236,112 @@ pub fn movable_leaderships(
         .count()
 }
 
+/// The elections an administrator asks for with ElectLeaders
+/// (`kafka-leader-election.sh --election-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionType {
+    /// The partition's first replica, its preferred leader, if it is an
+    /// eligible ISR member (Kafka's type 0).
+    Preferred,
+    /// A leader for a leaderless partition: an eligible ISR member, else
+    /// the first eligible replica alone, whatever the topic's
+    /// `unclean.leader.election.enable` says (Kafka's type 1).
+    Unclean,
+}
+
+/// Why an election asked for does not happen (Kafka's ElectLeaders
+/// errors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionRefusal {
+    /// The partition already has the leader asked for
+    /// (`ELECTION_NOT_NEEDED`).
+    NotNeeded,
+    /// The preferred replica is not an eligible ISR member
+    /// (`PREFERRED_LEADER_NOT_AVAILABLE`).
+    PreferredNotAvailable,
+    /// No replica is eligible (`ELIGIBLE_LEADERS_NOT_AVAILABLE`).
+    NoEligibleReplica,
+}
+
+/// The change an election of `kind` makes to partition `partition_id` of
+/// `topic`.
+///
+/// # Errors
+/// [`ElectionRefusal`] when it changes nothing.
+pub fn requested_election(
+    image: &MetadataImage,
+    rules: &ElectionRules,
+    kind: ElectionType,
+    topic: &TopicImage,
+    partition_id: i32,
+    partition: &PartitionImage,
+) -> Result<MetadataRecord, ElectionRefusal> {
+    let (isr, leader) = match kind {
+        ElectionType::Preferred => {
+            let preferred = partition.replicas[0];
+            if partition.leader == preferred {
+                return Err(ElectionRefusal::NotNeeded);
+            }
+            if !partition.isr.contains(&preferred) || !rules.is_eligible(image, preferred) {
+                return Err(ElectionRefusal::PreferredNotAvailable);
+            }
+            (partition.isr.clone(), preferred)
+        }
+        ElectionType::Unclean => {
+            if partition.leader != BrokerId::NONE {
+                return Err(ElectionRefusal::NotNeeded);
+            }
+            let (isr, leader) = elect(image, rules, true, partition, partition.isr.clone());
+            if leader == BrokerId::NONE {
+                return Err(ElectionRefusal::NoEligibleReplica);
+            }
+            (isr, leader)
+        }
+    };
+    change_record(topic, partition_id, partition, isr, leader).ok_or(ElectionRefusal::NotNeeded)
+}
+
+/// The preferred-leader elections of `auto.leader.rebalance.enable`: for
+/// every broker that does not lead more than `imbalance_percentage` percent
+/// of the partitions it is the preferred leader of (Kafka's
+/// `leader.imbalance.per.broker.percentage`), each of those partitions where
+/// it is an eligible ISR member gets it back as leader. Leaderships moved by
+/// failover or a controlled shutdown thus return once their broker is back
+/// in sync, and a restarted cluster does not stay led by the node that
+/// came back first.
+#[must_use]
+pub fn rebalancing_elections(
+    image: &MetadataImage,
+    rules: &ElectionRules,
+    imbalance_percentage: u32,
+) -> Vec<MetadataRecord> {
+    // Per preferred broker: (partitions it prefers, those it does not lead).
+    let mut preferred_counts: BTreeMap<BrokerId, (u64, u64)> = BTreeMap::new();
+    for partition in image.topics.values().flat_map(|topic| &topic.partitions) {
+        let counts = preferred_counts.entry(partition.replicas[0]).or_default();
+        counts.0 += 1;
+        counts.1 += u64::from(partition.leader != partition.replicas[0]);
+    }
+    let imbalanced: BTreeSet<BrokerId> = preferred_counts
+        .into_iter()
+        .filter(|(_, (preferred, not_led))| {
+            not_led * 100 > preferred * u64::from(imbalance_percentage)
+        })
+        .map(|(broker, _)| broker)
+        .collect();
+    if imbalanced.is_empty() {
+        return Vec::new();
+    }
+    changes(image, |_, partition| {
+        let preferred = partition.replicas[0];
+        (partition.leader != preferred
+            && imbalanced.contains(&preferred)
+            && partition.isr.contains(&preferred)
+            && rules.is_eligible(image, preferred))
+        .then(|| (partition.isr.clone(), preferred))
+    })
+}
+
 fn without(isr: &[BrokerId], broker: BrokerId) -> Vec<BrokerId> {
     isr.iter()
         .copied()
@@ -249,20 +361,33 @@ fn changes(
             let Some((isr, leader)) = decide(topic, partition) else {
                 continue;
             };
-            let isr_changed = isr != partition.isr;
-            let leader_changed = leader != partition.leader;
-            if isr_changed || leader_changed {
-                records.push(MetadataRecord::PartitionChange(PartitionChangeRecord {
-                    partition_id,
-                    topic_id: topic.id,
-                    isr: isr_changed.then_some(isr),
-                    leader: leader_changed.then_some(leader),
-                    replicas: None,
-                    removing_replicas: None,
-                    adding_replicas: None,
-                }));
-            }
+            records.extend(change_record(topic, partition_id, partition, isr, leader));
         }
     }
     records
+}
+
+/// The `PartitionChangeRecord` that gives `partition` (`partition_id` of
+/// `topic`) `isr` and `leader`, carrying only what changed; none if
+/// nothing does.
+fn change_record(
+    topic: &TopicImage,
+    partition_id: i32,
+    partition: &PartitionImage,
+    isr: Vec<BrokerId>,
+    leader: BrokerId,
+) -> Option<MetadataRecord> {
+    let isr_changed = isr != partition.isr;
+    let leader_changed = leader != partition.leader;
+    (isr_changed || leader_changed).then(|| {
+        MetadataRecord::PartitionChange(PartitionChangeRecord {
+            partition_id,
+            topic_id: topic.id,
+            isr: isr_changed.then_some(isr),
+            leader: leader_changed.then_some(leader),
+            replicas: None,
+            removing_replicas: None,
+            adding_replicas: None,
+        })
+    })
 }

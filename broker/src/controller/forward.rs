@@ -127,6 +127,13 @@ pub enum Change {
         /// Its registration epoch.
         epoch: i64,
     },
+    /// `ElectLeaders`: an administrator's elections.
+    ElectLeaders {
+        /// Kafka's `UNCLEAN` type, else `PREFERRED`.
+        unclean: bool,
+        /// The (topic, partition)s, or every partition.
+        partitions: Option<Vec<(String, i32)>>,
+    },
 }
 
 /// An ISR proposal ([`super::alter_partition::IsrProposal`]) on the wire.
@@ -185,6 +192,22 @@ pub enum Done {
         /// broker became eligible meanwhile).
         leaderships_left: u32,
     },
+    /// Each partition's outcome of `ElectLeaders`.
+    Elections(Vec<ElectionOutcome>),
+}
+
+/// One partition's outcome of `ElectLeaders`, with Kafka's error code
+/// (0: a leader was elected).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionOutcome {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Kafka's error code.
+    pub code: i16,
+    /// Why, when it failed.
+    pub message: Option<String>,
 }
 
 /// A change carried out.

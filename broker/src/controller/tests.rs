@@ -906,3 +906,188 @@ fn unclean_elections_happen_only_where_the_topic_allows_them() {
         .unwrap_err();
     assert_eq!(bad.code, ResponseError::InvalidConfig.code());
 }
+
+/// The outcome codes of `elect_leaders`, by (topic, partition).
+fn election_codes(outcomes: &[ElectionOutcome]) -> Vec<(&str, i32, i16)> {
+    outcomes
+        .iter()
+        .map(|outcome| (outcome.topic.as_str(), outcome.partition, outcome.code))
+        .collect()
+}
+
+/// Guards against leaderships that failover moved staying away for good
+/// (clients then all go to the broker that came back first), against
+/// electing a preferred replica outside the ISR, and against an unclean
+/// election where a leader exists: Kafka's ElectLeaders answers.
+#[test]
+fn elect_leaders_gives_leaderships_back_to_in_sync_preferred_replicas() {
+    let cluster = Cluster::new(&[2, 3], &[]);
+    let controller = &cluster.controller;
+    cluster.create("t", &[&[2, 1], &[3, 1], &[1, 2]], &[]);
+    // Broker 2 fails: partition 0 moves to 1. Broker 3 leaves partition
+    // 1's ISR first, so its failover leaves it out.
+    cluster
+        .alter_partition_as(3, &cluster.proposal("t", 1, &[3, 1]))
+        .unwrap();
+    cluster.heartbeat(2, true);
+    cluster.heartbeat(3, true);
+    assert_eq!(leader_and_isr(&cluster, "t", 0), (BrokerId(1), ids(&[1])));
+    assert_eq!(leader_and_isr(&cluster, "t", 1), (BrokerId(1), ids(&[1])));
+    cluster.heartbeat(2, false);
+    cluster.heartbeat(3, false);
+    // Live again, but not in sync: nothing to elect.
+    let asked = || {
+        Some(vec![
+            ("t".to_owned(), 0),
+            ("t".to_owned(), 2),
+            ("gone".to_owned(), 0),
+        ])
+    };
+    let outcomes = controller
+        .elect_leaders(ElectionType::Preferred, asked(), SOON)
+        .unwrap();
+    assert_eq!(
+        election_codes(&outcomes),
+        [
+            ("t", 0, ResponseError::PreferredLeaderNotAvailable.code()),
+            ("t", 2, ResponseError::ElectionNotNeeded.code()),
+            ("gone", 0, ResponseError::UnknownTopicOrPartition.code()),
+        ]
+    );
+    // Broker 2 catches up and rejoins: its preferred leadership comes
+    // back in a new leader epoch, the ISR unchanged.
+    cluster
+        .controller
+        .alter_partition(&cluster.proposal("t", 0, &[1, 2]), SOON)
+        .unwrap();
+    let before = cluster.partition("t", 0);
+    let outcomes = controller
+        .elect_leaders(ElectionType::Preferred, asked(), SOON)
+        .unwrap();
+    assert_eq!(election_codes(&outcomes)[0], ("t", 0, 0));
+    let after = cluster.partition("t", 0);
+    assert_eq!((after.leader, after.isr), (BrokerId(2), ids(&[1, 2])));
+    assert!(after.leader_epoch > before.leader_epoch);
+    // Asked for every partition, only what happened is listed: partition
+    // 1's preferred replica is still out of sync.
+    let outcomes = controller
+        .elect_leaders(ElectionType::Preferred, None, SOON)
+        .unwrap();
+    assert_eq!(
+        election_codes(&outcomes),
+        [("t", 1, ResponseError::PreferredLeaderNotAvailable.code())]
+    );
+    // An unclean election is not needed where there is a leader.
+    let outcomes = controller
+        .elect_leaders(ElectionType::Unclean, Some(vec![("t".to_owned(), 1)]), SOON)
+        .unwrap();
+    assert_eq!(
+        election_codes(&outcomes),
+        [("t", 1, ResponseError::ElectionNotNeeded.code())]
+    );
+}
+
+/// Guards against an offline partition staying offline when an
+/// administrator asks for an unclean election, whatever the topic's
+/// config, and against one electing nobody when no replica is live.
+#[test]
+fn an_unclean_election_asked_for_elects_any_live_replica() {
+    let cluster = Cluster::new(&[2, 3], &[]);
+    let controller = &cluster.controller;
+    cluster.create("t", &[&[2, 1], &[2, 3]], &[]);
+    for index in [0, 1] {
+        cluster
+            .alter_partition_as(2, &cluster.proposal("t", index, &[2]))
+            .unwrap();
+    }
+    cluster.heartbeat(3, true);
+    cluster.heartbeat(2, true);
+    assert_eq!(
+        leader_and_isr(&cluster, "t", 0),
+        (BrokerId::NONE, ids(&[2]))
+    );
+    let asked = Some(vec![("t".to_owned(), 0), ("t".to_owned(), 1)]);
+    let outcomes = controller
+        .elect_leaders(ElectionType::Unclean, asked, SOON)
+        .unwrap();
+    assert_eq!(
+        election_codes(&outcomes),
+        [
+            ("t", 0, 0),
+            ("t", 1, ResponseError::EligibleLeadersNotAvailable.code()),
+        ]
+    );
+    assert_eq!(leader_and_isr(&cluster, "t", 0), (BrokerId(1), ids(&[1])));
+    assert_eq!(
+        leader_and_isr(&cluster, "t", 1),
+        (BrokerId::NONE, ids(&[2]))
+    );
+}
+
+/// Guards against `auto.leader.rebalance.enable` moving leaderships of a
+/// broker within `leader.imbalance.per.broker.percentage`, or not moving
+/// them beyond it, or moving them to a replica out of sync.
+#[test]
+fn leaderships_are_rebalanced_past_the_imbalance_percentage() {
+    let cluster = Cluster::new(&[2, 3], &[("leader.imbalance.per.broker.percentage", "40")]);
+    cluster.create("t", &[&[2, 1], &[2, 1], &[2, 3], &[3, 1], &[3, 1]], &[]);
+    // Brokers 2 and 3 fail and come back: 1 leads every partition but
+    // partition 2, which waited for 3 (its last ISR member).
+    cluster.heartbeat(2, true);
+    cluster.heartbeat(3, true);
+    cluster.heartbeat(2, false);
+    cluster.heartbeat(3, false);
+    let leaders = |cluster: &Cluster| -> Vec<i32> {
+        (0..5)
+            .map(|index| cluster.partition("t", index).leader.0)
+            .collect()
+    };
+    assert_eq!(leaders(&cluster), [1, 1, 3, 1, 1]);
+    // Only partitions 0 and 3 have their preferred replica back in sync.
+    cluster
+        .controller
+        .alter_partition(&cluster.proposal("t", 0, &[1, 2]), SOON)
+        .unwrap();
+    cluster
+        .controller
+        .alter_partition(&cluster.proposal("t", 3, &[1, 3]), SOON)
+        .unwrap();
+    cluster.controller.rebalance_leaders().unwrap();
+    assert_eq!(leaders(&cluster), [2, 1, 3, 3, 1]);
+    assert_eq!(cluster.partition("t", 0).isr, ids(&[1, 2]));
+
+    // Broker 2 leads one of its two preferred partitions: 50% led
+    // elsewhere is within 50%, so nothing moves.
+    let lenient = Cluster::new(&[2], &[("leader.imbalance.per.broker.percentage", "50")]);
+    lenient.create("t", &[&[2, 1], &[2, 1]], &[]);
+    lenient.heartbeat(2, true);
+    lenient.heartbeat(2, false);
+    for index in [0, 1] {
+        lenient
+            .controller
+            .alter_partition(&lenient.proposal("t", index, &[1, 2]), SOON)
+            .unwrap();
+    }
+    lenient
+        .controller
+        .elect_leaders(
+            ElectionType::Preferred,
+            Some(vec![("t".to_owned(), 1)]),
+            SOON,
+        )
+        .unwrap();
+    let epoch = lenient.partition("t", 0).leader_epoch;
+    lenient.controller.rebalance_leaders().unwrap();
+    assert_eq!(lenient.partition("t", 0).leader, BrokerId(1));
+    assert_eq!(lenient.partition("t", 0).leader_epoch, epoch);
+    // Switched off, nothing moves either.
+    let off = Cluster::new(&[2], &[("auto.leader.rebalance.enable", "false")]);
+    off.create("t", &[&[2, 1]], &[]);
+    off.heartbeat(2, true);
+    off.heartbeat(2, false);
+    off.controller
+        .alter_partition(&off.proposal("t", 0, &[1, 2]), SOON)
+        .unwrap();
+    off.controller.rebalance_leaders().unwrap();
+    assert_eq!(off.partition("t", 0).leader, BrokerId(1));
+}

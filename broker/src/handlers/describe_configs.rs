@@ -261,7 +261,8 @@ fn broker_config_type(key: &str) -> i8 {
         "auto.create.topics.enable"
         | "log.cleaner.enable"
         | "unclean.leader.election.enable"
-        | "controlled.shutdown.enable" => config_type::BOOLEAN,
+        | "controlled.shutdown.enable"
+        | "auto.leader.rebalance.enable" => config_type::BOOLEAN,
         "listeners"
         | "advertised.listeners"
         | "log.dirs"
@@ -281,7 +282,8 @@ fn broker_config_type(key: &str) -> i8 {
         | "log.cleaner.max.compaction.lag.ms"
         | "log.message.timestamp.before.max.ms"
         | "log.message.timestamp.after.max.ms"
-        | "replica.lag.time.max.ms" => config_type::LONG,
+        | "replica.lag.time.max.ms"
+        | "leader.imbalance.check.interval.seconds" => config_type::LONG,
         "log.message.timestamp.type"
         | "compression.type"
         | "cluster.id"

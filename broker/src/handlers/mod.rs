@@ -28,6 +28,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -76,6 +77,7 @@ pub const SUPPORTED: &[ApiSupport] = &[
     describe_cluster::SUPPORT,
     describe_quorum::SUPPORT,
     describe_topic_partitions::SUPPORT,
+    elect_leaders::SUPPORT,
     find_coordinator::SUPPORT,
     join_group::SUPPORT,
     sync_group::SUPPORT,
@@ -195,6 +197,9 @@ async fn run(
         }
         RequestKind::CreatePartitions(request) => {
             ResponseKind::CreatePartitions(create_partitions::handle(broker, request).await)
+        }
+        RequestKind::ElectLeaders(request) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(broker, request).await)
         }
         RequestKind::IncrementalAlterConfigs(request) => ResponseKind::IncrementalAlterConfigs(
             incremental_alter_configs::handle(broker, request).await,

@@ -107,7 +107,7 @@ fn run_family(family: &str, shape: &Shape, seeds: u64) {
 }
 
 /// The seeds did what the simulation is for: records acknowledged,
-/// failovers, truncations, ISR changes, crashes.
+/// failovers, truncations, ISR changes, crashes, leaderships given back.
 fn assert_exercised(stats: &Stats, seeds: u64) {
     assert!(stats.acked_batches as u64 > 30 * seeds, "{stats:?}");
     assert!(stats.elections as u64 > seeds, "{stats:?}");
@@ -115,6 +115,7 @@ fn assert_exercised(stats: &Stats, seeds: u64) {
     assert!(stats.isr_shrinks as u64 > seeds, "{stats:?}");
     assert!(stats.isr_expansions as u64 > seeds, "{stats:?}");
     assert!(stats.crashes as u64 > seeds, "{stats:?}");
+    assert!(stats.rebalances as u64 > seeds / 4, "{stats:?}");
 }
 
 #[test]

@@ -17,6 +17,7 @@ use kafka_protocol::messages::delete_records_request::{
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -38,7 +39,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     AlterConfigsRequest, CreatePartitionsRequest, DeleteRecordsRequest, DescribeClusterRequest,
     DescribeConfigsRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
-    DescribeTopicPartitionsRequest, IncrementalAlterConfigsRequest, OffsetForLeaderEpochRequest,
+    DescribeTopicPartitionsRequest, ElectLeadersRequest, IncrementalAlterConfigsRequest,
+    OffsetForLeaderEpochRequest,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
@@ -213,6 +215,7 @@ pub fn sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<Reque
     group_sample_request(api_key, version, name)
         .or_else(|| consumer_group_sample_request(api_key, version, name))
         .or_else(|| describe_sample_request(api_key, name))
+        .or_else(|| leadership_sample_request(api_key, name))
         .or_else(|| other_sample_request(api_key, version, name))
 }
 
@@ -238,6 +241,31 @@ fn describe_sample_request(api_key: ApiKey, name: &str) -> Option<RequestKind> {
                 .with_topics(vec![TopicRequest::default().with_name(topic(name))])
                 .with_response_partition_limit(10)
                 .with_cursor(Some(Cursor::default().with_topic_name(topic(name)))),
+        ),
+        _ => return None,
+    })
+}
+
+/// A populated request of an API about partition leaders and their
+/// epochs, `None` for other APIs.
+fn leadership_sample_request(api_key: ApiKey, name: &str) -> Option<RequestKind> {
+    Some(match api_key {
+        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(
+            OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![OffsetForLeaderTopic::default()
+                    .with_topic(topic(name))
+                    .with_partitions(vec![OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(-1)
+                        .with_leader_epoch(0)])]),
+        ),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topic_partitions(Some(vec![TopicPartitions::default()
+                    .with_topic(topic(name))
+                    .with_partitions(vec![0])])),
         ),
         _ => return None,
     })
@@ -348,16 +376,6 @@ fn other_sample_request(api_key: ApiKey, version: i16, name: &str) -> Option<Req
                     .with_partitions(vec![DeleteRecordsPartition::default()
                         .with_partition_index(0)
                         .with_offset(0)])]),
-        ),
-        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(
-            OffsetForLeaderEpochRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![OffsetForLeaderTopic::default()
-                    .with_topic(topic(name))
-                    .with_partitions(vec![OffsetForLeaderPartition::default()
-                        .with_partition(0)
-                        .with_current_leader_epoch(-1)
-                        .with_leader_epoch(0)])]),
         ),
         other => panic!("{other:?} is not served"),
     })

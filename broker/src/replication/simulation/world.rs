@@ -42,7 +42,7 @@ use super::oracle::{Oracle, Violation};
 use super::replica_log::{Batch, ReplicaLog};
 use crate::config::ReplicationConfig;
 use crate::controller::alter_partition::{alter_partition, IsrProposal, Proposer};
-use crate::controller::election::is_live;
+use crate::controller::election::{is_live, rebalancing_elections};
 use crate::controller::liveness::{Heartbeat, LivenessError, Registered, Registration};
 use crate::metadata::records::{BrokerEpoch, BrokerId, MetadataRecord};
 use crate::metadata::{MetadataImage, PartitionImage};
@@ -61,10 +61,18 @@ const SETTINGS: ReplicationConfig = ReplicationConfig {
     unclean_leader_election_enable: false,
     min_insync_replicas: 1,
     controlled_shutdown_enable: true,
+    auto_leader_rebalance_enable: true,
+    leader_imbalance_check_interval: Duration::from_secs(5),
+    leader_imbalance_per_broker_percentage: 10,
 };
 
 /// `broker.heartbeat.interval.ms`.
 const HEARTBEAT_INTERVAL_MS: i64 = 400;
+
+/// `leader.imbalance.check.interval.seconds`, in milliseconds.
+fn rebalance_interval_ms() -> i64 {
+    i64::try_from(SETTINGS.leader_imbalance_check_interval.as_millis()).unwrap_or(i64::MAX)
+}
 /// `broker.session.timeout.ms`.
 const SESSION_TIMEOUT_MS: u64 = 2_000;
 /// How long a replica fetch may take beyond its wait before the fetcher
@@ -179,6 +187,8 @@ pub struct Stats {
     pub truncations: usize,
     /// Crashes, clean stops included.
     pub crashes: usize,
+    /// Leaderships given back to preferred replicas.
+    pub rebalances: usize,
     /// Events handled.
     pub events: usize,
 }
@@ -192,6 +202,7 @@ impl std::ops::AddAssign for Stats {
         self.isr_expansions += other.isr_expansions;
         self.truncations += other.truncations;
         self.crashes += other.crashes;
+        self.rebalances += other.rebalances;
         self.events += other.events;
     }
 }
@@ -501,6 +512,9 @@ pub struct World {
     controller: Controller,
     /// The active controller's term; none is active while `None`.
     controller_term: Option<u64>,
+    /// When the active controller next looks for leaderships to give back
+    /// to preferred replicas (`auto.leader.rebalance.enable`).
+    next_rebalance: i64,
     terms: u64,
     brokers: Vec<BrokerSlot>,
     producers: Vec<Producer>,
@@ -555,6 +569,7 @@ impl World {
                 SETTINGS.unclean_leader_election_enable,
             ),
             controller_term: Some(0),
+            next_rebalance: rebalance_interval_ms(),
             terms: 0,
             brokers: (0..config.brokers)
                 .map(|_| BrokerSlot {
@@ -1846,8 +1861,10 @@ impl World {
         }
     }
 
-    /// Fences the brokers whose sessions expired (the controller's
-    /// heartbeat thread), every heartbeat interval.
+    /// Fences the brokers whose sessions expired and, every
+    /// `leader.imbalance.check.interval.seconds`, gives leaderships back to
+    /// preferred replicas (the controller's heartbeat thread), every
+    /// heartbeat interval.
     fn controller_tick(&mut self, term: u64) -> Result<(), Violation> {
         if self.controller_term != Some(term) {
             return Ok(());
@@ -1855,6 +1872,17 @@ impl World {
         let (sessions, image) = self.controller.sessions();
         let records = sessions.expire(image, self.now);
         self.commit(&records)?;
+        if SETTINGS.auto_leader_rebalance_enable && self.now >= self.next_rebalance {
+            self.next_rebalance = self.now + rebalance_interval_ms();
+            let (sessions, image) = self.controller.sessions();
+            let records = rebalancing_elections(
+                image,
+                sessions.rules(),
+                SETTINGS.leader_imbalance_per_broker_percentage,
+            );
+            self.stats.rebalances += records.len();
+            self.commit(&records)?;
+        }
         self.schedule(
             self.now + HEARTBEAT_INTERVAL_MS,
             Event::ControllerTick { term },
