@@ -65,6 +65,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // As the JVM does for Kafka: the soft limit up to the hard one, so that
+    // partitions (a descriptor each) are bounded by what the system allows
+    // rather than by a login default.
+    match fjord_engine::limits::raise_open_files_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit (RLIMIT_NOFILE)"),
+        Err(error) => tracing::warn!(%error, "cannot read RLIMIT_NOFILE"),
+    }
     tracing::info!(node_id = config.node_id, roles = %config.cluster.process_roles,
         listener = %config.listener, data = %config.data_dir.display(),
         shards = config.cores, "starting fjord");

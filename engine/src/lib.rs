@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod leader_epoch;
+pub mod limits;
 pub mod log;
 pub mod producer_state;
 pub mod segment;

@@ -70,7 +70,7 @@ pub fn run(args: &IdleMemoryArgs) -> BenchResult<IdleMemoryReport> {
     let data_dir = DataDir::new(args.engine.dir.as_deref())?;
     let wanted_files = args.partitions as u64 + 4096;
     let config = args.engine.engine_config(data_dir.path(), wanted_files);
-    let open_files_limit = system::raise_open_files_limit(wanted_files)?;
+    let open_files_limit = fjord_engine::limits::raise_open_files_limit(wanted_files)?;
     let shards = config.shards;
     let partitions = workload::partitions(args.partitions);
     let barrier = Arc::new(Barrier::new(shards));

@@ -79,7 +79,7 @@ impl EngineArgs {
     /// locks it) and `RLIMIT_NOFILE` (one descriptor per open segment).
     #[must_use]
     pub fn engine_config(&self, data_dir: &Path, open_files: u64) -> EngineConfig {
-        if let Err(error) = system::raise_memlock_limit() {
+        if let Err(error) = fjord_engine::limits::raise_memlock_limit() {
             // Root has CAP_IPC_LOCK, which io_uring honours instead of the
             // limit; without it glommio falls back to unregistered buffers.
             eprintln!(
@@ -88,7 +88,7 @@ impl EngineArgs {
                 self.io_memory_bytes
             );
         }
-        match system::raise_open_files_limit(open_files) {
+        match fjord_engine::limits::raise_open_files_limit(open_files) {
             Ok(limit) if limit < open_files => {
                 eprintln!("warning: RLIMIT_NOFILE is {limit}, below the {open_files} wanted");
             }

@@ -1,0 +1,74 @@
+"""The broker raises its soft open-files limit to the hard one at start, as
+the JVM does for Kafka: each partition holds a descriptor, and services
+often start with a soft limit of 1,024 under a far higher hard one.
+
+The failure guarded against: a broker started with a low soft limit runs
+out of descriptors once it holds more partitions than that (its metadata
+log and new connections fail with EMFILE), although the system allows
+more."""
+
+import resource
+import subprocess
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker
+
+SOFT_LIMIT = 256
+PARTITIONS = 300
+
+
+class LowSoftLimitBroker(Broker):
+    """A broker whose process starts with `SOFT_LIMIT` open files (soft),
+    the hard limit left as this process has it."""
+
+    def launch(self):
+        arguments = self.command()
+        for setting in self.settings():
+            arguments += ["--set", setting]
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            arguments,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT_LIMIT, hard)),
+        )
+
+
+def open_files_limits(pid):
+    with open(f"/proc/{pid}/limits") as limits:
+        line = next(line for line in limits if line.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+def test_more_partitions_than_the_soft_limit_at_start(tmp_path, topic_name):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard > PARTITIONS * 2, "the test needs a hard limit above its partitions"
+    broker = LowSoftLimitBroker(tmp_path / "data")
+    broker.start()
+    try:
+        assert open_files_limits(broker.process.pid) == (hard, hard)
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic(topic_name, PARTITIONS, 1)])[topic_name].result(60)
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+        for partition in range(PARTITIONS):
+            producer.produce(topic_name, value=b"%d" % partition, partition=partition)
+        assert producer.flush(60) == 0
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": topic_name,
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition(topic_name, partition, 0)
+                         for partition in range(PARTITIONS)])
+        values = set()
+        for _ in range(600):
+            for message in consumer.consume(num_messages=PARTITIONS, timeout=0.1):
+                assert message.error() is None, message.error()
+                values.add(int(message.value()))
+            if len(values) == PARTITIONS:
+                break
+        consumer.close()
+        assert values == set(range(PARTITIONS))
+    finally:
+        broker.stop()
