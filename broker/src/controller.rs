@@ -483,6 +483,13 @@ impl Controller {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Why the quorum member of this node stopped, if it failed (see
+    /// [`QuorumHandle::failure`]): the broker cannot go on without it.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.quorum.failure()
+    }
+
     /// The current image.
     #[must_use]
     pub fn image(&self) -> Arc<MetadataImage> {
@@ -576,6 +583,14 @@ impl Controller {
     fn change(&self, change: &Change, timeout: Duration) -> Result<Answer, Refusal> {
         let deadline = Instant::now() + timeout;
         loop {
+            if let Some(reason) = self.quorum.failure() {
+                // No retry can succeed: the broker is stopping.
+                return Err(Refusal {
+                    code: ResponseError::KafkaStorageError.code(),
+                    message: format!("this node's controller quorum member failed: {reason}"),
+                    stale: None,
+                });
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let last_error = match self.quorum.leader() {
                 Leader::ThisNode => match self.make(change) {

@@ -30,6 +30,13 @@ pub enum BrokerError {
         #[source]
         source: crate::controller::OpenError,
     },
+    /// This node's controller quorum member stopped on a fatal error while
+    /// the broker ran.
+    #[error("the controller quorum member failed: {reason}")]
+    ControllerFailed {
+        /// openraft's error.
+        reason: String,
+    },
     /// A data directory's `meta.properties` forbids this node to start on
     /// it, or cannot be read or written.
     #[error(transparent)]

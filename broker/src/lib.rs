@@ -135,14 +135,18 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
     // The shards ended (stopped, or a listener failed): the shutdown
     // thread has nothing left to move.
     shards_stop.store(true, Ordering::Relaxed);
-    if shutdown.join().is_err() {
+    let controller_failure = shutdown.join().unwrap_or_else(|_| {
         tracing::warn!("the controlled shutdown thread panicked");
-    }
+        None
+    });
     shut_down_controller(controller, heartbeat_interval);
+    if let Some(reason) = controller_failure {
+        return Err(BrokerError::ControllerFailed { reason });
+    }
     outcomes?.into_iter().collect()
 }
 
-/// How often the shutdown thread looks at the signal flag.
+/// How often the shutdown thread looks at the signal flag and the quorum.
 const STOP_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Waits for `stop` (a signal), then moves this broker's leaderships to
@@ -151,17 +155,32 @@ const STOP_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 /// `NOT_LEADER_OR_FOLLOWER` and go to the new leaders; nothing waits for a
 /// session to expire), then sets `shards_stop`. Bounded by `timeout`: the
 /// last nodes of a stopping cluster have no quorum to ask, and stop anyway.
+///
+/// If this node's quorum member fails meanwhile (openraft stops on a
+/// metadata log it cannot write, a full disk or no descriptors left), the
+/// broker stops too and the thread returns why: it could neither follow
+/// the image nor vote, and serving on would answer clients from a frozen
+/// view while the cluster moved on. Kafka's controller halts the process
+/// on such faults; a supervisor restarts it.
 fn spawn_controlled_shutdown(
     controller: &Arc<Controller>,
     timeout: std::time::Duration,
     stop: Arc<AtomicBool>,
     shards_stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+) -> std::thread::JoinHandle<Option<String>> {
     let controller = Arc::downgrade(controller);
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             if shards_stop.load(Ordering::Relaxed) {
-                return;
+                return None;
+            }
+            if let Some(reason) = controller
+                .upgrade()
+                .and_then(|controller| controller.failure())
+            {
+                tracing::error!(%reason, "the controller quorum member failed; stopping");
+                shards_stop.store(true, Ordering::Relaxed);
+                return Some(reason);
             }
             std::thread::sleep(STOP_POLL_INTERVAL);
         }
@@ -173,6 +192,7 @@ fn spawn_controlled_shutdown(
             }
         }
         shards_stop.store(true, Ordering::Relaxed);
+        None
     })
 }
 

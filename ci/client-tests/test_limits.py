@@ -10,7 +10,9 @@ more."""
 import resource
 import subprocess
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+import pytest
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker
@@ -72,3 +74,29 @@ def test_more_partitions_than_the_soft_limit_at_start(tmp_path, topic_name):
         assert values == set(range(PARTITIONS))
     finally:
         broker.stop()
+
+
+
+def test_a_metadata_log_that_cannot_be_written_stops_the_broker(tmp_path, topic_name):
+    """openraft stops this node's quorum member once its metadata log
+    cannot be written (here: the directory made immutable, as a failing
+    disk would refuse writes): the broker exits with an error saying so,
+    for a supervisor to restart it, instead of serving on from a frozen
+    image that no longer follows the cluster."""
+    broker = Broker(tmp_path / "data")
+    broker.start()
+    log_dir = tmp_path / "data" / "__cluster_metadata-0"
+    try:
+        if subprocess.run(["chattr", "+i", str(log_dir)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is refused on this file system")
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        try:
+            admin.create_topics([NewTopic(topic_name, 1, 1)])[topic_name].result(30)
+        except KafkaException:
+            pass  # refused (KAFKA_STORAGE_ERROR) or cut off: what matters is how the broker ends
+        assert broker.process.wait(timeout=60) != 0
+        assert "the controller quorum member failed" in broker.log_text()
+    finally:
+        subprocess.run(["chattr", "-i", str(log_dir)], capture_output=True)
+        if broker.process.poll() is None:
+            broker.process.kill()

@@ -731,6 +731,19 @@ impl QuorumHandle {
             .map(|applied| applied.index)
     }
 
+    /// Why openraft stopped this member, if it did (a storage failure: the
+    /// metadata log can no longer be written, so this node can neither
+    /// vote nor follow the image).
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.metrics
+            .borrow()
+            .running_state
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+    }
+
     /// Where this member's listener is bound (its port chosen by the OS
     /// when the configuration gave 0), if it has one.
     #[must_use]
