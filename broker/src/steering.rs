@@ -286,8 +286,8 @@ fn local_port_range() -> RangeInclusive<u16> {
     parsed.unwrap_or(DEFAULT_LOCAL_PORTS)
 }
 
-/// Binds `socket` to the first of `candidates` that is free, on the
-/// unspecified address of `family`, trying at most
+/// Binds `socket` to the first of `candidates` that is free, on
+/// `unspecified` (the peer family's any-address), trying at most
 /// [`SOURCE_PORT_ATTEMPTS_MAX`]. `Ok(None)` when every one tried is in
 /// use.
 fn bind_source_port(
@@ -347,6 +347,8 @@ pub async fn connect(
                 SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
                 SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
             };
+            // A random start (a fresh hasher's keys), so the shards and
+            // restarts do not all try the same ports first.
             let range = local_port_range();
             let span = u64::from(range.end() - range.start()) + 1;
             let offset = RandomState::new().hash_one(address) % span;

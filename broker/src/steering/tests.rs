@@ -219,3 +219,49 @@ fn a_refused_connection_fails_at_once() {
         assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
     });
 }
+
+#[test]
+fn a_follower_shard_aims_at_the_same_index_of_a_leader_with_enough_shards() {
+    use crate::metadata::records::{
+        BrokerCoresRecord, BrokerEndpoint, BrokerEpoch, MetadataRecord, RegisterBrokerRecord,
+    };
+    let register = |id: i32| {
+        MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+            broker_id: BrokerId(id),
+            incarnation_id: [1; 16],
+            broker_epoch: BrokerEpoch(10),
+            endpoints: vec![BrokerEndpoint {
+                name: "PLAINTEXT".to_owned(),
+                host: "localhost".to_owned(),
+                port: 9092,
+                security_protocol: 0,
+            }],
+            rack: None,
+            fenced: false,
+        })
+    };
+    let cores = |id: i32, cores: u32| {
+        MetadataRecord::BrokerCores(BrokerCoresRecord {
+            id: BrokerId(id),
+            epoch: BrokerEpoch(10),
+            cores,
+        })
+    };
+    let image = MetadataImage::default()
+        .apply(&[
+            register(1),
+            cores(1, 4),
+            register(2),
+            cores(2, 1),
+            register(3),
+        ])
+        .unwrap();
+    let four = |shard| SteerTo { shard, shards: 4 };
+    assert_eq!(SteerTo::toward(&image, BrokerId(1), 2), Some(four(2)));
+    // A follower with more shards than its leader spreads over them.
+    assert_eq!(SteerTo::toward(&image, BrokerId(1), 6), Some(four(2)));
+    // One shard, or a count not yet known, leaves nothing to aim at.
+    assert_eq!(SteerTo::toward(&image, BrokerId(2), 0), None);
+    assert_eq!(SteerTo::toward(&image, BrokerId(3), 0), None);
+    assert_eq!(SteerTo::toward(&image, BrokerId(4), 0), None);
+}
