@@ -1,7 +1,8 @@
 //! fjord-broker: the Kafka wire protocol on fjord's storage engine.
 //!
-//! A thin shell: every shard of the engine also runs a listener on the
-//! broker port; requests are decoded with the `kafka-protocol` crate's
+//! A thin shell: every shard of the engine also accepts on the broker
+//! port (one socket per shard, steered by source port, [`steering`]);
+//! requests are decoded with the `kafka-protocol` crate's
 //! generated codecs, served by one handler per API (`handlers/`), and turned
 //! into partition operations routed to the owning shard. Cluster metadata
 //! (topics, partitions, configs, brokers, producer ids) is a log of records
@@ -26,6 +27,7 @@ pub mod recompress;
 pub mod replication;
 mod send_progress;
 pub mod server;
+pub mod steering;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topics;
@@ -47,6 +49,7 @@ use crate::groups::{CoordinatorSettings, GroupCoordinator};
 use crate::image_follower::ImageFollower;
 use crate::replication::Replication;
 use crate::server::Broker;
+use crate::steering::ShardListeners;
 
 /// Runs a broker until `stop` is set, then shuts down cleanly: stops
 /// accepting, finishes requests already read, flushes and checkpoints every
@@ -119,6 +122,15 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
         Arc::clone(&shards_stop),
     );
     let stop = Arc::clone(&shards_stop);
+    // Bound before the shards start (a taken address fails the start, a
+    // port 0 is picked once); each socket listens, in shard order, once
+    // its shard serves ([`steering`]).
+    let listeners = Arc::new(ShardListeners::bind(config.listener, config.cores).map_err(
+        |source| BrokerError::Io {
+            context: format!("binding {}", config.listener),
+            source,
+        },
+    )?);
     let outcomes = shard::run(&engine, move |shard| {
         let broker = Broker::new(
             shard,
@@ -129,7 +141,7 @@ pub fn run(mut config: BrokerConfig, stop: Arc<AtomicBool>) -> Result<(), Broker
             replication.clone(),
             stop.clone(),
         );
-        serve_shard(broker)
+        serve_shard(broker, Arc::clone(&listeners))
     });
     drop(engine);
     // The shards ended (stopped, or a listener failed): the shutdown
@@ -251,8 +263,12 @@ fn shut_down_controller(controller: Arc<Controller>, heartbeat_interval: std::ti
 /// One shard's life: settles the partitions it recovered, on shard 0 first
 /// brings the partitions in line with the metadata image and keeps
 /// following it ([`image_follower`]) and starts the group coordinator,
-/// then serves clients until the broker stops.
-async fn serve_shard(broker: Rc<Broker>) -> Result<(), BrokerError> {
+/// then serves clients on its socket of `listeners` until the broker
+/// stops.
+async fn serve_shard(
+    broker: Rc<Broker>,
+    listeners: Arc<ShardListeners>,
+) -> Result<(), BrokerError> {
     partition::commit_recovered_partitions(&broker).await;
     let follower = if broker.shard.id() == 0 {
         image_follower::start(&broker).await;
@@ -263,11 +279,11 @@ async fn serve_shard(broker: Rc<Broker>) -> Result<(), BrokerError> {
         None
     };
     let roles = glommio::spawn_local(replication::run(Rc::clone(&broker)));
-    let outcome = server::serve(Rc::clone(&broker)).await;
+    let outcome = server::serve(Rc::clone(&broker), &listeners).await;
     if let Err(error) = &outcome {
         tracing::error!(%error, "listener failed");
     }
-    // They end once the broker stops; a listener that never bound never
+    // They end once the broker stops; a listener that never listened never
     // stops it, and dropping them cancels them instead.
     if let (Some(follower), Ok(())) = (follower, &outcome) {
         follower.await;
@@ -309,7 +325,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, BrokerError> {
     Ok(file)
 }
 
-/// Fails if a socket already listens on `address`. Every shard binds it
+/// Fails if a socket already listens on `address`. Every shard listens on it
 /// with `SO_REUSEPORT`, which the kernel grants to any socket of the same
 /// user that also sets it: without this check a second broker would start
 /// and silently take a share of the first one's connections. A test bind

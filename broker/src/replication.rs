@@ -9,9 +9,11 @@
 //! at its log end, so a follower's diverging epoch is found against it),
 //! hands the partitions it follows to the fetcher of their leader
 //! ([`fetcher`]: one connection per shard and leader, so replication
-//! traffic is spread over the cores like the partitions; the leader reads
-//! each partition on the shard that owns it, wherever the connection
-//! landed), and proposes the ISR changes its leaders' follower progress
+//! traffic is spread over the cores like the partitions; the connection
+//! lands on the leader's shard with the same index ([`crate::steering`]),
+//! which owns the same partitions when both brokers run the same `cores`;
+//! otherwise the leader reads each partition on the shard that owns it,
+//! wherever the connection landed), and proposes the ISR changes its leaders' follower progress
 //! calls for ([`leader::LeaderState`]) to the controller, acting on the
 //! committed ISR only. Roles and ISRs are looked at on every image and
 //! every second.

@@ -1,7 +1,10 @@
 //! The Kafka listener on every shard.
 //!
-//! Each shard binds the same address (glommio sets `SO_REUSEPORT`), so the
-//! kernel spreads connections over the cores. A connection's requests are
+//! Each shard accepts on the same address with a socket of its own
+//! (`SO_REUSEPORT`): the kernel hands each connection to the shard its TCP
+//! source port steers to ([`crate::steering`]), so a follower's shard lands
+//! on the leader's shard that owns its partitions, and ordinary clients'
+//! ports spread them over the cores. A connection's requests are
 //! decoded on the shard that read them and run as concurrent tasks, up to
 //! [`IN_FLIGHT_REQUESTS_MAX`] per connection but only one Fetch at a time
 //! (a Fetch response can hold `fetch.max.bytes`); a writer task sends the
@@ -24,9 +27,10 @@
 //! pending responses still go out first). Nothing a client sends can panic
 //! the broker.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,6 +58,7 @@ use crate::handlers::{self, Reply};
 use crate::image_follower::ImageFollower;
 use crate::replication::Replication;
 use crate::send_progress::SendProgress;
+use crate::steering::ShardListeners;
 
 /// Requests of one connection being processed at once; the reader waits
 /// for the oldest response beyond this.
@@ -78,6 +83,9 @@ pub struct Broker {
     pub image_follower: Arc<ImageFollower>,
     /// The leaders' view of their followers (shared by every shard).
     pub replication: Arc<Replication>,
+    /// The followers (broker ids) whose fetch read a partition another
+    /// shard owns, each logged once ([`handlers::fetch`]).
+    pub(crate) followers_reading_across_shards: RefCell<HashSet<i32>>,
     stop_flag: Arc<AtomicBool>,
     stopping: Event,
     stopped: Cell<bool>,
@@ -111,6 +119,7 @@ impl Broker {
             groups,
             image_follower,
             replication,
+            followers_reading_across_shards: RefCell::new(HashSet::new()),
             stop_flag,
             stopping: Event::new(),
             stopped: Cell::new(false),
@@ -143,21 +152,41 @@ impl Broker {
     }
 }
 
-/// Accepts and serves connections on this shard until the stop flag is set,
-/// then lets every connection finish the requests it already read.
+/// Accepts and serves connections on this shard's socket of `listeners`
+/// (once the shards before it listen) until the stop flag is set, then
+/// lets every connection finish the requests it already read.
 ///
 /// # Errors
-/// [`BrokerError::Io`] if the listener cannot be bound.
-pub async fn serve(broker: Rc<Broker>) -> Result<(), BrokerError> {
-    let listener = TcpListener::bind(broker.config.listener).map_err(|error| BrokerError::Io {
-        context: format!("binding {}", broker.config.listener),
-        source: error.into(),
-    })?;
-    tracing::info!(shard = broker.shard.id(), address = %broker.config.listener, "listening");
+/// [`BrokerError::Io`] if the socket cannot listen.
+pub async fn serve(broker: Rc<Broker>, listeners: &ShardListeners) -> Result<(), BrokerError> {
     let watcher = glommio::spawn_local({
         let broker = broker.clone();
         async move { broker.watch_stop_flag().await }
     });
+    let address = listeners.address();
+    let turn = futures_lite::future::or(
+        async { Some(listeners.listen(broker.shard.id()).await) },
+        async {
+            broker.until_stopping().await;
+            None
+        },
+    )
+    .await;
+    let listener = match turn {
+        None => {
+            watcher.await;
+            return Ok(());
+        }
+        Some(Err(source)) => {
+            return Err(BrokerError::Io {
+                context: format!("listening on {address}"),
+                source,
+            })
+        }
+        // SAFETY: a listening TCP socket this shard now owns alone.
+        Some(Ok(socket)) => unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) },
+    };
+    tracing::info!(shard = broker.shard.id(), %address, "listening");
     let open_connections = Rc::new((Cell::new(0usize), Event::new()));
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {

@@ -41,8 +41,8 @@ class ClusterNode(Broker):
     """A combined broker and controller of a three-voter quorum or, without
     a controller port, a broker-only node following it."""
 
-    def __init__(self, data_dir, node_id, controller_port, voters):
-        super().__init__(data_dir)
+    def __init__(self, data_dir, node_id, controller_port, voters, extra_settings=()):
+        super().__init__(data_dir, extra_settings)
         self.node_id = node_id
         self.controller_port = controller_port
         self.voters = voters
@@ -77,7 +77,9 @@ class ClusterNode(Broker):
 
 
 class Cluster:
-    def __init__(self, root):
+    """Three combined nodes on loopback; `extra_settings` go to each."""
+
+    def __init__(self, root, extra_settings=()):
         self.root = root
         self.controller_ports = {node_id: free_port() for node_id in NODE_IDS}
         self.voters = ",".join(
@@ -85,7 +87,7 @@ class Cluster:
         )
         self.nodes = {
             node_id: ClusterNode(root / f"node{node_id}", node_id,
-                                 self.controller_ports[node_id], self.voters)
+                                 self.controller_ports[node_id], self.voters, extra_settings)
             for node_id in NODE_IDS
         }
 
@@ -480,3 +482,44 @@ def test_a_broker_only_node_joins_registers_and_receives_new_partitions(cluster,
         fourth.stop()
     wait_until(lambda: listed_brokers(cluster.nodes[1]) == list(NODE_IDS),
                ADMIN_TIMEOUT_SECONDS, "the stopped fourth broker fenced")
+
+
+# What a leader logs the first time a follower's fetch reads a partition
+# on a shard other than the one the connection landed on.
+READ_ACROSS_SHARDS = "a follower's fetch reads a partition another shard owns"
+
+
+def test_followers_fetch_each_partition_from_the_leaders_shard_that_owns_it(
+        tmp_path_factory, topic_name):
+    """Three nodes with two shards each, a topic of 12 partitions at RF=3:
+    every follower shard's connection to a leader lands on the leader's
+    shard with the same index (its source port steers it there), which
+    owns the partitions that follower shard fetches, so once acks=all
+    records reached every replica no leader has read a follower's
+    partition on another shard. Guards against links left to the kernel's
+    reuseport hash, where about half of them land on the wrong shard and
+    every fetch of theirs crosses cores."""
+    partitions = 12
+    cluster = Cluster(tmp_path_factory.mktemp("two-shards"), ["cores=2"])
+    cluster.start_all()
+    try:
+        node = cluster.nodes[cluster.leader_id(NODE_IDS)]
+        create_topic(node, topic_name, partitions, replication_factor=3)
+        leaders = partition_leaders(node, topic_name)
+        # Each node leads some partitions on each shard: every follower
+        # shard has a link to every other node.
+        assert set(leaders.values()) == set(NODE_IDS), leaders
+        producer = Producer({"bootstrap.servers": node.bootstrap, "acks": "all"})
+        for partition in range(partitions):
+            for i in range(10):
+                producer.produce(topic_name, value=f"{partition}-{i}".encode(),
+                                 partition=partition)
+        assert producer.flush(ADMIN_TIMEOUT_SECONDS) == 0
+        caught_up = {partition: {n: 0 for n in NODE_IDS} for partition in range(partitions)}
+        wait_until(lambda: replica_lags(node, topic_name) == caught_up,
+                   ADMIN_TIMEOUT_SECONDS, "every replica at its leader's log end")
+        crossings = [f"node {node_id}: {line}" for node_id, each in cluster.nodes.items()
+                     for line in each.log_text().splitlines() if READ_ACROSS_SHARDS in line]
+        assert not crossings, "\n".join(crossings)
+    finally:
+        cluster.stop_all()

@@ -29,7 +29,11 @@
 //! rather than the high watermark, the fetch offset is recorded as the
 //! follower's log end (which moves the high watermark,
 //! [`crate::replication`]), and a follower whose last fetched epoch ends
-//! earlier here gets the diverging epoch instead of records.
+//! earlier here gets the diverging epoch instead of records. A follower
+//! shard's connection lands on the shard that owns its partitions when
+//! both brokers run the same `cores` ([`crate::steering`]); the first read
+//! of a follower's partition on another shard is logged (once per follower
+//! and shard), as the sign that its reads cross cores.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -389,6 +393,9 @@ async fn read_all(
             if limit == 0 && reserved > 0 {
                 break;
             }
+            if let Some(follower) = follower {
+                note_read_across_shards(broker, follower, &wanted.partition);
+            }
             let read = glommio::spawn_local({
                 let broker = broker.clone();
                 let wanted = wanted.clone();
@@ -424,6 +431,29 @@ async fn read_all(
         .map(|answer| answer.expect("every target is answered"))
         .collect();
     (answers, total)
+}
+
+/// Logs, once per follower and shard, a follower's read of a partition
+/// another shard owns: its connection landed on a shard that does not own
+/// the partition (the brokers run different `cores`, or the kernel does
+/// not steer connections, [`crate::steering`]), so each of its reads
+/// crosses cores.
+fn note_read_across_shards(broker: &Broker, follower: NodeId, partition: &TopicPartition) {
+    let owner = broker.shard.owner_of(partition);
+    if owner != broker.shard.id()
+        && broker
+            .followers_reading_across_shards
+            .borrow_mut()
+            .insert(follower.0)
+    {
+        tracing::info!(
+            follower = follower.0,
+            %partition,
+            shard = broker.shard.id(),
+            owner,
+            "a follower's fetch reads a partition another shard owns"
+        );
+    }
 }
 
 /// Waits until one of the partitions gets data past its fetch offset

@@ -45,6 +45,7 @@ use crate::advertised::advertised_brokers;
 use crate::metadata::records::BrokerId;
 use crate::metadata::{MetadataImage, PartitionImage};
 use crate::server::Broker;
+use crate::steering::SteerTo;
 
 /// The Fetch version followers send: topic ids (v13) and the replica state
 /// with the broker epoch (v15, KIP-903).
@@ -346,7 +347,8 @@ async fn connect(broker: &Broker, leader: BrokerId) -> Option<Link> {
         broker.config.node_id,
         broker.shard.id()
     );
-    match Link::connect(&address, client_id, CONNECT_TIMEOUT, limit).await {
+    let steer = SteerTo::toward(&image, leader, broker.shard.id());
+    match Link::connect(&address, client_id, steer, CONNECT_TIMEOUT, limit).await {
         Ok(link) => Some(link),
         Err(error) => {
             tracing::info!(leader = leader.0, %address, %error, "cannot reach the leader");

@@ -1,7 +1,11 @@
 //! One connection from a follower's shard to a partition leader, speaking
 //! Kafka's wire protocol: a follower is a Kafka client of its leader, as in
 //! Kafka, so the leader serves it with the same Fetch code (and the same
-//! zero-copy sends) as consumers.
+//! zero-copy sends) as consumers. The connection comes from a source port
+//! that the leader's listeners steer to the shard with the same index
+//! ([`crate::steering`]): with equal `cores` on both brokers that shard
+//! owns every partition this follower shard fetches, so the leader reads
+//! them without a cross-core hop.
 //!
 //! One request at a time, each bounded by a deadline; a response larger
 //! than the link's limit closes the connection rather than growing a
@@ -14,6 +18,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::steering::{self, SteerTo};
 
 /// Why a request over a link failed; the link is closed after any.
 #[derive(Debug)]
@@ -51,20 +57,27 @@ pub struct Link {
 }
 
 impl Link {
-    /// Connects to `address` (`host:port`) within `timeout`; responses
-    /// larger than `response_limit` bytes are refused.
+    /// Connects to `address` (`host:port`) within `timeout`, from a source
+    /// port that lands on the leader's shard `steer` names
+    /// ([`steering::connect`]); responses larger than `response_limit`
+    /// bytes are refused.
     ///
     /// # Errors
     /// [`LinkError::Io`] or [`LinkError::TimedOut`].
     pub async fn connect(
         address: &str,
         client_id: String,
+        steer: Option<SteerTo>,
         timeout: Duration,
         response_limit: usize,
     ) -> Result<Self, LinkError> {
-        let stream = TcpStream::connect_timeout(address, timeout)
-            .await
-            .map_err(|error| LinkError::Io(error.into()))?;
+        let stream =
+            steering::connect(address, steer, timeout)
+                .await
+                .map_err(|error| match error.kind() {
+                    std::io::ErrorKind::TimedOut => LinkError::TimedOut,
+                    _ => LinkError::Io(error),
+                })?;
         stream
             .set_nodelay(true)
             .map_err(|error| LinkError::Io(error.into()))?;
