@@ -16,13 +16,15 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.admin import NewTopic as KafkaPythonNewTopic
+from kafka.protocol.consumer import ListOffsetsRequest, ListOffsetsResponse
 
 from conftest import Broker, free_port, wait_for_port, wait_until
+from raw_fetch import call
 from test_fjordctl import FJORDCTL
 from test_kcat import consume as kcat_consume
 
@@ -427,6 +429,93 @@ def test_replica_lag_follows_a_killed_follower_and_its_catch_up(cluster, topic_n
     cluster.nodes[victim].start()
     wait_until(lambda: replica_lags(observer, topic_name) == {0: {n: 0 for n in NODE_IDS}},
                SESSION_TIMEOUT_MS / 1000 + ADMIN_TIMEOUT_SECONDS, f"broker {victim} caught up")
+
+
+def replica_offsets(node, topic, partition):
+    """(log start, log end) of `node`'s own replica of a partition:
+    ListOffsets earliest and latest with the debugging replica id (-2),
+    which any replica answers with its own offsets; None while the node
+    refuses or cannot be asked."""
+    offsets = []
+    for timestamp in (-2, -1):
+        request = ListOffsetsRequest(
+            replica_id=-2,
+            isolation_level=0,
+            topics=[ListOffsetsRequest.ListOffsetsTopic(
+                name=topic,
+                partitions=[ListOffsetsRequest.ListOffsetsTopic.ListOffsetsPartition(
+                    partition_index=partition, current_leader_epoch=-1, timestamp=timestamp)],
+            )],
+        )
+        try:
+            response = call(("127.0.0.1", node.port), request, ListOffsetsResponse, 7)
+        except OSError:
+            return None
+        [answer] = response.topics[0].partitions
+        if answer.error_code != 0:
+            return None
+        offsets.append(answer.offset)
+    return tuple(offsets)
+
+
+def partition_isr(node, name, partition):
+    """The ISR of a partition as Metadata from `node` alone tells it."""
+    client = AdminClient({"bootstrap.servers": node.bootstrap})
+    topic = client.list_topics(name, timeout=ADMIN_TIMEOUT_SECONDS).topics[name]
+    return set(topic.partitions[partition].isrs)
+
+
+def test_a_follower_behind_the_leaders_log_start_starts_afresh_and_rejoins(cluster, topic_name):
+    """RF=3: a follower killed with kill -9 misses records, and
+    DeleteRecords moves the leader's log start past the follower's log end,
+    inside a batch. Restarted, the follower is answered OFFSET_OUT_OF_RANGE
+    with the leader's log start, drops its whole log, starts afresh there,
+    catches up and rejoins the ISR, every replica's log start and end the
+    leader's. Guards against a follower that backs off forever outside the
+    ISR (acks=all left with two for good), and one that keeps records the
+    partition deleted."""
+    create_topic(cluster.nodes[1], topic_name, partitions=1, replication_factor=3)
+    leader = wait_until(lambda: partition_leaders(cluster.nodes[1], topic_name).get(0, -1) in NODE_IDS and
+                        partition_leaders(cluster.nodes[1], topic_name)[0], ADMIN_TIMEOUT_SECONDS, "a leader")
+    observer = cluster.nodes[leader]
+    producer = Producer({"bootstrap.servers": observer.bootstrap, "acks": "all", "linger.ms": 20})
+    for i in range(20):
+        producer.produce(topic_name, value=f"a-{i}".encode(), partition=0)
+    assert producer.flush(ADMIN_TIMEOUT_SECONDS) == 0
+    wait_until(lambda: partition_isr(observer, topic_name, 0) == set(NODE_IDS),
+               ADMIN_TIMEOUT_SECONDS, "every replica in the ISR")
+    victim = next(n for n in NODE_IDS if n not in (leader, cluster.leader_id(NODE_IDS)))
+    wait_until(lambda: replica_offsets(cluster.nodes[victim], topic_name, 0) == (0, 20),
+               ADMIN_TIMEOUT_SECONDS, f"broker {victim} holding the first records")
+    cluster.nodes[victim].kill9()
+    wait_until(lambda: victim not in partition_isr(observer, topic_name, 0),
+               SESSION_TIMEOUT_MS / 1000 + ADMIN_TIMEOUT_SECONDS, f"broker {victim} out of the ISR")
+    # Batches of many records (linger; flushed every 50), so the new log
+    # start falls inside one, past the first.
+    for i in range(200):
+        producer.produce(topic_name, value=f"b-{i}".encode(), partition=0)
+        if i % 50 == 49:
+            assert producer.flush(ADMIN_TIMEOUT_SECONDS) == 0
+    log_start = 151
+    admin = AdminClient({"bootstrap.servers": observer.bootstrap})
+    deleted = admin.delete_records([TopicPartition(topic_name, 0, log_start)],
+                                   request_timeout=ADMIN_TIMEOUT_SECONDS)
+    [future] = deleted.values()
+    assert future.result(timeout=ADMIN_TIMEOUT_SECONDS).low_watermark == log_start
+    assert replica_offsets(observer, topic_name, 0) == (log_start, 220)
+
+    cluster.nodes[victim].start()
+    wait_until(lambda: partition_isr(observer, topic_name, 0) == set(NODE_IDS),
+               SESSION_TIMEOUT_MS / 1000 + ADMIN_TIMEOUT_SECONDS, f"broker {victim} back in the ISR")
+    wait_until(lambda: all(replica_offsets(node, topic_name, 0) == (log_start, 220)
+                           for node in cluster.nodes.values()),
+               ADMIN_TIMEOUT_SECONDS, "every replica starting and ending where the leader does")
+    segments = sorted((cluster.nodes[victim].data_dir / f"{topic_name}-0").glob("*.log"))
+    # One segment, from the batch holding the log start on (past the
+    # records the victim had).
+    bases = [int(segment.stem) for segment in segments]
+    assert len(bases) == 1 and 20 < bases[0] <= log_start, \
+        f"broker {victim} kept segments of deleted records: {segments}"
 
 
 def test_a_broker_only_node_joins_registers_and_receives_new_partitions(cluster, topic_name):

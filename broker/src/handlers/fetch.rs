@@ -279,6 +279,16 @@ async fn read_for_follower(
             data: data.with_error_code(ResponseError::NotLeaderOrFollower.code()),
             records: Vec::new(),
         },
+        // A follower below the log start (retention or DeleteRecords ran
+        // while it was away) learns where the log starts now, and starts
+        // its own there. Kafka's leader leaves the offsets unknown here and
+        // its follower asks ListOffsets; the answer saves that round trip.
+        Err(error @ fjord_engine::Error::OffsetOutOfRange { log_start, .. }) => Answer {
+            data: data
+                .with_error_code(engine_error_code(&error))
+                .with_log_start_offset(log_start.0),
+            records: Vec::new(),
+        },
         Err(error) => Answer {
             data: data.with_error_code(engine_error_code(&error)),
             records: Vec::new(),

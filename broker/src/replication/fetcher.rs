@@ -14,6 +14,15 @@
 //! of that epoch when this log has the epoch, else to this log's end of
 //! its own nearest epoch, and the next fetch asks again.
 //!
+//! A follower whose log ends below the leader's log start (retention or
+//! DeleteRecords ran on the leader while it was away) is answered
+//! `OFFSET_OUT_OF_RANGE` with that log start: nothing it holds is the
+//! partition's any more, so it drops its log and starts an empty one there
+//! (Kafka's `truncateFullyAndStartAt`), then fetches from it. Where the
+//! leader's log start lies inside a batch, the empty log starts again at
+//! the batch's base to take it. Each answer's log start moves this log's
+//! up as far as the high watermark allows, as Kafka's follower does.
+//!
 //! A partition refused by the leader (not the leader any more, another
 //! epoch) waits `replica.fetch.backoff.ms` or until the next image gives
 //! it a new leader or epoch; a failed connection is opened again after the
@@ -524,11 +533,7 @@ async fn take_answer(
 ) -> Result<(), Refusal> {
     if data.error_code != 0 {
         if data.error_code == ResponseError::OffsetOutOfRange.code() {
-            tracing::warn!(
-                %partition,
-                leader_log_start = data.log_start_offset,
-                "this replica's log end is out of the leader's range"
-            );
+            return start_at_leaders_log_start(broker, partition, data.log_start_offset).await;
         }
         return Err(Refusal::Leader(data.error_code));
     }
@@ -546,8 +551,16 @@ async fn take_answer(
         return Ok(());
     }
     if let Some(records) = data.records.filter(|records| !records.is_empty()) {
-        let batches = batches_from(&records, log.offsets().log_end);
-        if !batches.is_empty() {
+        let offsets = log.offsets();
+        let batches = batches_from(&records, offsets.log_end);
+        if let Some(first) = batches.first() {
+            let base =
+                BatchHeader::parse(first).map_or(offsets.log_end, |header| header.base_offset);
+            if base < offsets.log_end && offsets.log_start == offsets.log_end {
+                // An empty log started at the leader's log start, which lies
+                // inside this batch.
+                log.truncate_fully_and_start_at(base).await?;
+            }
             log.append_as_follower(&batches).await?;
             if !write_caching(broker, &partition.topic) {
                 log.flush().await?;
@@ -556,6 +569,42 @@ async fn take_answer(
     }
     let log_end = log.offsets().log_end;
     log.advance_high_watermark(Offset(data.high_watermark).min(log_end));
+    let log_start = Offset(data.log_start_offset).min(log.offsets().high_watermark);
+    if log_start > log.offsets().log_start {
+        log.delete_records(log_start).await?;
+    }
+    Ok(())
+}
+
+/// Takes the leader's `OFFSET_OUT_OF_RANGE` answer to a fetch from this
+/// log's end: a leader log start past it means this replica was away while
+/// retention or DeleteRecords moved it, and starts afresh there (Kafka's
+/// `handleOutOfRangeError`). A log end past the leader's is cut by the
+/// diverging epoch instead, so any other answer is refused as it came.
+async fn start_at_leaders_log_start(
+    broker: &Broker,
+    partition: &TopicPartition,
+    leader_log_start: i64,
+) -> Result<(), Refusal> {
+    let log = broker.shard.local_log(partition)?;
+    let log_end = log.offsets().log_end;
+    if leader_log_start <= log_end.0 {
+        tracing::warn!(
+            %partition,
+            leader_log_start,
+            log_end = %log_end,
+            "this replica's log end is out of the leader's range"
+        );
+        return Err(Refusal::Leader(ResponseError::OffsetOutOfRange.code()));
+    }
+    tracing::warn!(
+        %partition,
+        leader_log_start,
+        log_end = %log_end,
+        "this replica's log ends below the leader's log start: truncating it fully"
+    );
+    log.truncate_fully_and_start_at(Offset(leader_log_start))
+        .await?;
     Ok(())
 }
 

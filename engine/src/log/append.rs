@@ -16,8 +16,9 @@ use crate::types::{LeaderEpoch, Offset, TimestampMs};
 use super::admission::AdmissionTicket;
 use super::record_checks::RecordChecks;
 use super::{
-    producer_batch, replay_leader_epoch, replay_producer_batch, AppendInfo, LogState, NextWrite,
-    PartitionLog, PendingBatch, Role, RoleGuard, PENDING_BYTES_MAX, WRITE_BYTES_MAX,
+    producer_batch, replay_leader_epoch, replay_producer_batch, AppendInfo, CheckpointTurn,
+    LogState, NextWrite, PartitionLog, PendingBatch, Role, RoleGuard, PENDING_BYTES_MAX,
+    WRITE_BYTES_MAX,
 };
 
 impl<S: Storage> PartitionLog<S> {
@@ -510,17 +511,21 @@ impl<S: Storage> PartitionLog<S> {
     /// Checkpoints of one log are written one at a time, in call order, so
     /// an older one never lands over a newer one nor removes its snapshot.
     pub(super) async fn write_checkpoint(&self, recovery_point: Offset) -> Result<()> {
+        let _turn = self.checkpoint_turn().await;
+        self.write_checkpoint_exclusively(recovery_point).await
+    }
+
+    /// Waits until no checkpoint of this log is being written and holds
+    /// that right until the turn is dropped: whoever holds it may write
+    /// the checkpoint file, and no other checkpoint lands meanwhile.
+    pub(super) async fn checkpoint_turn(&self) -> CheckpointTurn<'_, S> {
         loop {
             let listener = self.checkpoint_done.listen();
             if !self.checkpointing.replace(true) {
-                break;
+                return CheckpointTurn { log: self };
             }
             listener.await;
         }
-        let result = self.write_checkpoint_exclusively(recovery_point).await;
-        self.checkpointing.set(false);
-        self.checkpoint_done.notify(1);
-        result
     }
 
     /// A producer snapshot is written with the checkpoint only when the

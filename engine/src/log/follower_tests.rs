@@ -18,7 +18,7 @@ use crate::clock::SystemClock;
 use crate::config::LogConfig;
 use crate::error::Error;
 use crate::producer_state::ProducerStateTable;
-use crate::storage::memory::MemoryStorage;
+use crate::storage::memory::{Faults, MemoryStorage};
 use crate::testkit::Rng;
 use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TimestampMs, TopicPartition};
 
@@ -482,6 +482,137 @@ fn a_truncation_at_the_log_end_drops_an_epoch_never_written_in() {
     assert_eq!(log.offsets().log_end, end);
     assert_eq!(block_on(log.truncate_to(Offset(9))).expect("truncate"), end);
     assert_eq!(log.leader_epochs(), vec![(LeaderEpoch(1), Offset::ZERO)]);
+}
+
+/// The index of the first batch at or after `from` holding more than one
+/// record: DeleteRecords can leave the log start inside it.
+fn multi_record_batch_from(batches: &[Bytes], from: usize) -> usize {
+    (from..batches.len())
+        .find(|&index| header(&batches[index]).last_offset() > header(&batches[index]).base_offset)
+        .expect("the workload writes two-record batches")
+}
+
+/// Guards against a follower that was away while retention or
+/// DeleteRecords moved its leader's log start past its log end: it must
+/// drop everything it holds and go on from the leader's log start, with
+/// no leader epoch or producer of the dropped records left, even when
+/// that log start lies inside a batch (the follower starts again at the
+/// batch's base to take it, then follows the leader's log start).
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_afresh_there() {
+    let (leader, _) = leader_workload(23);
+    let batches = batches_from(&leader, Offset::ZERO);
+    let follower = open(&MemoryStorage::new(24), 1);
+    replicate(&follower, &batches[..batches.len() / 4], &mut Rng::new(25));
+    let follower_end = follower.offsets().log_end;
+    let leader_end = leader.offsets().log_end;
+    leader.advance_high_watermark(leader_end);
+    let straddling = multi_record_batch_from(&batches, batches.len() / 2);
+    let leader_start = header(&batches[straddling]).base_offset.next();
+    assert!(leader_start > follower_end);
+    block_on(leader.delete_records(leader_start)).expect("delete records");
+
+    // Below its log end the leader's log start is refused, as a full
+    // truncation there could leave old records above the new start.
+    assert!(matches!(
+        block_on(follower.truncate_fully_and_start_at(Offset::ZERO)),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    block_on(follower.truncate_fully_and_start_at(leader_start)).expect("truncate fully");
+    let offsets = follower.offsets();
+    assert_eq!(
+        (offsets.log_start, offsets.high_watermark, offsets.log_end),
+        (leader_start, leader_start, leader_start)
+    );
+    assert_eq!(follower.segment_count(), 1);
+    assert!(follower.leader_epochs().is_empty());
+    assert_eq!(producer_state(&follower), ProducerStateTable::default());
+
+    // The leader answers from the batch holding its log start.
+    let from_leader = batches_from(&leader, leader_start);
+    assert_eq!(from_leader[0], batches[straddling]);
+    assert!(matches!(
+        block_on(follower.append_as_follower(&from_leader[..1])),
+        Err(Error::OffsetMismatch { .. })
+    ));
+    let base = header(&from_leader[0]).base_offset;
+    block_on(follower.truncate_fully_and_start_at(base)).expect("start at the batch");
+    replicate(&follower, &from_leader, &mut Rng::new(26));
+    follower.advance_high_watermark(leader_end);
+    block_on(follower.delete_records(leader_start)).expect("follow the log start");
+    let offsets = |log: &Log| {
+        let offsets = log.offsets();
+        (offsets.log_start, offsets.high_watermark, offsets.log_end)
+    };
+    assert_eq!(offsets(&follower), offsets(&leader));
+    assert_eq!(batches_from(&follower, leader_start), from_leader);
+    let mut expected_epochs = leader.leader_epochs();
+    expected_epochs.pop();
+    assert_eq!(follower.leader_epochs(), expected_epochs);
+}
+
+/// Guards against a full truncation that a crash cuts short coming back
+/// as a log that is neither the old one nor the new empty one: old
+/// records above the new log start, a log start over records that were
+/// removed, or leader epochs and producer snapshots of removed records.
+/// Every file removal and every checkpoint write of the truncation fails
+/// in turn; what a `kill -9` and a power loss at that moment leave must
+/// open as one of the two logs.
+#[test]
+fn a_full_truncation_cut_short_recovers_the_old_log_or_the_new_one() {
+    let (leader, _) = leader_workload(27);
+    let batches = batches_from(&leader, Offset::ZERO);
+    let new_start = leader.offsets().log_end.next();
+    let (mut saw_old, mut saw_new) = (false, false);
+    let removals = (0..).map(|failing| Faults {
+        dir_error_in: Some(failing),
+        ..Faults::default()
+    });
+    let checkpoints = (0..).map(|failing| Faults {
+        sync_error_in: Some(failing),
+        ..Faults::default()
+    });
+    for (seed, faults) in (28..).zip(checkpoints.take(2).chain(removals)) {
+        let storage = MemoryStorage::new(seed);
+        let log = open(&storage, 1);
+        replicate(&log, &batches, &mut Rng::new(29));
+        block_on(log.flush()).expect("flush");
+        block_on(log.checkpoint_recovery_point()).expect("checkpoint");
+        assert!(log.segment_count() > 1);
+        let old = log.offsets();
+        let old_epochs = log.leader_epochs();
+        let failing = format!("{faults:?}");
+        storage.set_faults(faults);
+        let finished = block_on(log.truncate_fully_and_start_at(new_start)).is_ok();
+        for restarted in [storage.copy(), storage.after_crash()] {
+            let reopened = open(&restarted, 2);
+            let offsets = reopened.offsets();
+            if offsets.log_end == new_start {
+                saw_new = true;
+                assert_eq!(offsets.log_start, new_start, "failing {failing}");
+                assert_eq!(reopened.segment_count(), 1, "failing {failing}");
+                assert!(reopened.leader_epochs().is_empty(), "failing {failing}");
+                assert_eq!(producer_state(&reopened), ProducerStateTable::default());
+            } else {
+                assert!(!finished, "failing {failing}: a finished truncation stays");
+                saw_old = true;
+                assert_eq!(
+                    (offsets.log_start, offsets.log_end),
+                    (old.log_start, old.log_end),
+                    "failing {failing}"
+                );
+                assert_eq!(batches_from(&reopened, Offset::ZERO), batches);
+                assert_eq!(reopened.leader_epochs(), old_epochs, "failing {failing}");
+            }
+        }
+        if finished && failing.contains("dir_error_in") {
+            break;
+        }
+    }
+    assert!(
+        saw_old && saw_new,
+        "the faults hit before and after the commit"
+    );
 }
 
 /// One-record batches as a leader stores them, at consecutive offsets.

@@ -385,6 +385,20 @@ struct RoleGuard<'a, S: Storage> {
     finished: bool,
 }
 
+/// The right to write the log's checkpoint file
+/// ([`PartitionLog::checkpoint_turn`]), given back when dropped, also by a
+/// task cancelled mid-write.
+struct CheckpointTurn<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+}
+
+impl<S: Storage> Drop for CheckpointTurn<'_, S> {
+    fn drop(&mut self) {
+        self.log.checkpointing.set(false);
+        self.log.checkpoint_done.notify(1);
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Role {
     Writer,

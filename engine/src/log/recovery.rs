@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::index::IndexPolicy;
 use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{parse_snapshot_file_name, snapshot_file_name, ProducerStateTable};
-use crate::segment::{parse_segment_file_name, write_files, Segment};
+use crate::segment::{parse_segment_file_name, remove_files, write_files, Segment};
 use crate::storage::Storage;
 use crate::types::{Offset, TopicPartition};
 
@@ -94,6 +94,12 @@ impl<S: Storage + Clone> PartitionLog<S> {
             .recover_segments(&bases, &mut segments, &mut producers, &mut epochs)
             .await?;
         remove_snapshots_after(&storage, &dir, &snapshots, recovery_point).await?;
+        if recovery
+            .finish_full_truncation(&mut segments, &snapshots, checkpoint_start, recovery_point)
+            .await?
+        {
+            (producers, epochs) = Default::default();
+        }
         let log_end = segments
             .values()
             .next_back()
@@ -167,6 +173,45 @@ pub(super) struct LogRecovery<'a, S: Storage> {
 }
 
 impl<S: Storage> LogRecovery<'_, S> {
+    /// Finishes a full truncation a crash cut short (see `truncate`): when
+    /// every record recovered is below the checkpointed log start, and the log
+    /// ends below its recovery point, which only flushed records pass (a power
+    /// loss never takes them), the truncation had committed. Nothing left is
+    /// the partition's any more: every segment and producer snapshot goes and
+    /// an empty segment starts at the log start, as Kafka's log loader does.
+    /// Returns whether it did; the caller then clears the producer state and
+    /// leader epochs it recovered.
+    async fn finish_full_truncation(
+        &self,
+        segments: &mut BTreeMap<Offset, Segment<S>>,
+        snapshots: &[Offset],
+        checkpoint_start: Offset,
+        recovery_point: Offset,
+    ) -> Result<bool> {
+        let (storage, dir) = (self.storage, self.dir);
+        let recovered_end = segments
+            .values()
+            .next_back()
+            .map_or(checkpoint_start, |segment| segment.next_offset);
+        if recovered_end >= checkpoint_start || recovered_end >= recovery_point {
+            return Ok(false);
+        }
+        tracing::warn!(partition = %self.partition, log_end = recovered_end.0,
+            log_start = checkpoint_start.0,
+            "finishing a full truncation: starting the log afresh at its log start");
+        for base in std::mem::take(segments).into_keys() {
+            remove_segment_files(storage, dir, base).await?;
+        }
+        let stale = snapshots
+            .iter()
+            .map(|&offset| dir.join(snapshot_file_name(offset)))
+            .collect();
+        remove_files(storage, stale).await?;
+        let segment = Segment::create(storage, dir, checkpoint_start).await?;
+        segments.insert(checkpoint_start, segment);
+        Ok(true)
+    }
+
     /// Opens every segment, scanning those at or past the recovery point:
     /// their CRCs are verified, a torn or corrupt tail is cut, and every
     /// later segment is deleted (a valid log has nothing after a torn batch).

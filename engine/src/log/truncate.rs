@@ -2,10 +2,29 @@
 //! have): takes the writer role exclusively, cuts the segments, indexes and
 //! leader epochs to the offset, rebuilds the producer state of what is kept
 //! from a snapshot and the log, and checkpoints.
+//!
+//! Full truncation (a follower whose log ends below its leader's log start:
+//! retention or DeleteRecords ran on the leader while it was away) drops
+//! every segment and starts an empty log at the leader's log start.
+//!
+//! # Durability contract
+//! A full truncation commits with one atomic checkpoint write naming the
+//! new log start and recovery point (with no leader epochs) before any
+//! file goes; recovery treats a log ending below both as a full
+//! truncation to finish (as Kafka's log loader does with its log start:
+//! the recovery point, which a power loss never goes below, tells the
+//! truncation from a power loss that took records above the log start). A crash therefore
+//! comes back to the old log, or to the new empty one; never to a log
+//! that claims records it lacks. A log that holds nothing may start again
+//! lower: there, the old log and the new one both hold nothing.
 
+use std::collections::BTreeMap;
+
+use crate::checkpoint::{PartitionCheckpoint, PARTITION_CHECKPOINT_FILE};
 use crate::error::{Error, Result};
+use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{snapshot_file_name, ProducerStateTable};
-use crate::segment::{remove_files, Segment, SegmentHandle};
+use crate::segment::{remove_files, write_files, Segment, SegmentHandle};
 use crate::storage::Storage;
 use crate::types::Offset;
 
@@ -154,6 +173,103 @@ impl<S: Storage> PartitionLog<S> {
         };
         self.write_checkpoint(recovery_point).await?;
         Ok(new_end)
+    }
+
+    /// Removes every record and starts the log afresh at `offset`, as its
+    /// log start and log end (Kafka's `truncateFullyAndStartAt`): a
+    /// follower does this when its log ends below the leader's log start,
+    /// since nothing it holds is still the partition's. The leader epochs
+    /// and producer state are cleared, the high watermark is `offset`.
+    /// See the module documentation for what a crash midway leaves.
+    ///
+    /// A log that holds nothing (one empty segment) may also start again
+    /// lower: a follower that started at its leader's log start, which
+    /// DeleteRecords left inside a batch, starts again at that batch's
+    /// base to take it (as Kafka's follower does on an
+    /// `UnexpectedAppendOffsetException` into an empty log).
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] if `offset` is not past the log end of a
+    /// log holding records (an ordinary truncation or a DeleteRecords is
+    /// what fits then, and a crash midway could leave old records above
+    /// the new start); [`Error::Io`], which poisons the log.
+    pub async fn truncate_fully_and_start_at(&self, offset: Offset) -> Result<()> {
+        let mut guard = self.exclusive().await?;
+        let result = self.truncate_fully_locked(offset).await;
+        if let Err(error) = &result {
+            if !matches!(error, Error::OffsetOutOfRange { .. }) {
+                self.poison(error);
+            }
+        }
+        guard.finished = true;
+        result
+    }
+
+    async fn truncate_fully_locked(&self, offset: Offset) -> Result<()> {
+        self.wait_for_swap().await;
+        self.read_ahead.forget();
+        {
+            let state = self.state.borrow();
+            let holds_nothing = state.segments.len() == 1 && state.active().size() == 0;
+            if offset <= state.written_offset && !holds_nothing {
+                return Err(Error::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: state.log_start_offset,
+                    log_end: state.written_offset,
+                });
+            }
+        }
+        // No other checkpoint may land between the commit below and the
+        // state that matches it: one written from the old state would undo
+        // the commit with the old segments half gone.
+        let turn = self.checkpoint_turn().await;
+        let commit = PartitionCheckpoint {
+            recovery_point: offset.0,
+            log_start_offset: offset.0,
+            high_watermark: offset.0,
+            leader_epochs: Vec::new(),
+        };
+        write_files(
+            &self.storage,
+            vec![(self.dir.join(PARTITION_CHECKPOINT_FILE), commit.encode())],
+        )
+        .await?;
+        let bases: Vec<Offset> = self.state.borrow().segments.keys().copied().collect();
+        for base in bases.into_iter().rev() {
+            remove_segment_files(&self.storage, &self.dir, base).await?;
+        }
+        let snapshots = self
+            .snapshot_offsets()
+            .await?
+            .into_iter()
+            .map(|at| self.dir.join(snapshot_file_name(at)))
+            .collect();
+        remove_files(&self.storage, snapshots).await?;
+        let segment = Segment::create(&self.storage, &self.dir, offset).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.segments = BTreeMap::from([(offset, segment)]);
+            state.log_start_offset = offset;
+            state.assigned_offset = offset;
+            state.written_offset = offset;
+            state.flushed_offset = offset;
+            state.high_watermark = offset;
+            state.producers = ProducerStateTable::default();
+            state.written_producers = ProducerStateTable::default();
+            state.epochs = LeaderEpochCache::default();
+            state.unflushed_records = 0;
+            state.oldest_unflushed_ms = None;
+            state.first_dirty_offset = offset;
+            state.tombstone_horizon = None;
+            state.check_invariants();
+        }
+        self.cache.borrow_mut().remove_partition(self.cache_key);
+        tracing::warn!(partition = %self.partition, log_start = offset.0,
+            "truncated the whole log and started it afresh");
+        // The empty producer snapshot at the new start, with the checkpoint.
+        let result = self.write_checkpoint_exclusively(offset).await;
+        drop(turn);
+        result
     }
 
     /// Takes every segment after the one holding `offset` out of the log
