@@ -50,7 +50,7 @@ use crate::metadata::records::BrokerId;
 use crate::metadata::{MetadataImage, PartitionImage};
 use crate::partition::PartitionError;
 use crate::server::Broker;
-use leader::{IsrChange, LeaderState};
+use leader::{Follower, IsrChange, LeaderState};
 
 /// The leaders' state of every partition this broker leads, shared by
 /// every shard.
@@ -148,12 +148,13 @@ impl Replication {
     /// [`Replication::high_watermark`].
     ///
     /// # Errors
-    /// [`NotAReplica`] if this broker does not lead `partition` or
-    /// `follower` is not one of its replicas.
+    /// [`NotAReplica`] if this broker does not lead `partition`, `follower`
+    /// is not one of its replicas, or the fetch names an older broker
+    /// epoch than one it fetched with before.
     pub fn follower_fetched(
         &self,
         partition: &TopicPartition,
-        follower: BrokerId,
+        follower: Follower,
         fetch_offset: Offset,
         leader_end: Offset,
         min_insync: usize,
@@ -432,6 +433,7 @@ async fn send_isr_change(broker: Rc<Broker>, partition: TopicPartition, proposal
             leader_epoch: proposal.leader_epoch,
             partition_epoch: proposal.partition_epoch,
             isr: proposal.isr.clone(),
+            broker_epochs: proposal.broker_epochs.clone(),
         };
         let outcome = glommio::executor()
             .spawn_blocking(move || controller.alter_partition(&sent, ALTER_PARTITION_TIMEOUT))

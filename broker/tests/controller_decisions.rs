@@ -10,7 +10,8 @@
 //! crash (stop heartbeating), restart with a new incarnation (refused while
 //! the old session is live), send a heartbeat with a stale epoch, ask to be
 //! fenced, ask for a controlled shutdown; partition leaders proposing ISR
-//! changes (AlterPartition), some from a stale view or malformed; topics
+//! changes (AlterPartition), some from a stale view or malformed, naming
+//! the broker epochs their followers fetched with (KIP-903); topics
 //! switching `unclean.leader.election.enable` (its broker default chosen
 //! per seed); the controller expiring sessions; a new active controller
 //! that knows no contact times nor shutdowns. Time is the simulation's.
@@ -520,7 +521,26 @@ impl Simulation {
             leader_epoch: partition.leader_epoch,
             partition_epoch: partition.partition_epoch,
             isr: self.proposed_isr(&partition),
+            broker_epochs: BTreeMap::new(),
         };
+        // The epochs the leader saw its followers fetch with: mostly their
+        // registration's, sometimes a previous incarnation's (they
+        // restarted since), sometimes unknown.
+        for &member in &proposal.isr {
+            let Some(registration) = self.image.brokers.get(&member) else {
+                continue;
+            };
+            match self.rng.below(8) {
+                0 => {}
+                1 => {
+                    let previous = BrokerEpoch(registration.epoch.0 - 1);
+                    proposal.broker_epochs.insert(member, previous);
+                }
+                _ => {
+                    proposal.broker_epochs.insert(member, registration.epoch);
+                }
+            }
+        }
         match self.rng.below(20) {
             0 => proposal.leader_epoch = LeaderEpoch(proposal.leader_epoch.0 - 1),
             1 => proposal.partition_epoch = PartitionEpoch(proposal.partition_epoch.0 + 1),
@@ -621,11 +641,18 @@ impl Simulation {
         {
             return Err(Kafka::InvalidRequest);
         }
+        let another_incarnation = |member: &BrokerId| {
+            proposal
+                .broker_epochs
+                .get(member)
+                .is_some_and(|&epoch| self.image.brokers[member].epoch != epoch)
+        };
         let joining_ineligible = proposal.isr.iter().any(|member| {
             !partition.isr.contains(member)
                 && (!partition.replicas.contains(member)
                     || !self.live(*member)
-                    || self.shutting_down.contains(member))
+                    || self.shutting_down.contains(member)
+                    || another_incarnation(member))
         });
         if joining_ineligible {
             return Err(Kafka::IneligibleReplica);

@@ -20,11 +20,17 @@
 //! - `INVALID_REQUEST`: an empty ISR, one without the leader, or one naming
 //!   a broker twice.
 //! - `INELIGIBLE_REPLICA`: a broker the ISR would gain is not a replica,
-//!   is fenced, or is in controlled shutdown (members it keeps are not
-//!   checked: fencing removes those).
+//!   is fenced, is in controlled shutdown, or fetched with another broker
+//!   epoch than its current registration's (KIP-903: it restarted since it
+//!   caught up, and may have lost unflushed records; it must catch up
+//!   again under its new epoch). Members it keeps are not checked: fencing
+//!   removes those. A joining member with no epoch named is not checked
+//!   for it (Kafka's -1).
 //!
 //! The committed change keeps the leader and bumps the partition epoch; a
 //! proposal of the current ISR commits nothing.
+
+use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
 
@@ -49,6 +55,9 @@ pub struct IsrProposal {
     pub partition_epoch: PartitionEpoch,
     /// The proposed ISR, the leader included.
     pub isr: Vec<BrokerId>,
+    /// The broker epoch each member fetched with, where the leader knows
+    /// it (KIP-903's `NewIsrWithEpochs`).
+    pub broker_epochs: BTreeMap<BrokerId, BrokerEpoch>,
 }
 
 impl From<&IsrChange> for IsrProposal {
@@ -59,6 +68,11 @@ impl From<&IsrChange> for IsrProposal {
             leader_epoch: LeaderEpoch(change.leader_epoch),
             partition_epoch: PartitionEpoch(change.partition_epoch),
             isr: change.isr.iter().copied().map(BrokerId).collect(),
+            broker_epochs: change
+                .broker_epochs
+                .iter()
+                .map(|&(broker, epoch)| (BrokerId(broker), BrokerEpoch(epoch)))
+                .collect(),
         }
     }
 }
@@ -71,6 +85,11 @@ impl From<&IsrProposal> for IsrChange {
             leader_epoch: proposal.leader_epoch.0,
             partition_epoch: proposal.partition_epoch.0,
             isr: proposal.isr.iter().map(|broker| broker.0).collect(),
+            broker_epochs: proposal
+                .broker_epochs
+                .iter()
+                .map(|(broker, epoch)| (broker.0, epoch.0))
+                .collect(),
         }
     }
 }
@@ -239,6 +258,13 @@ pub fn alter_partition(
             "fenced"
         } else if rules.shutting_down.contains(&member) {
             "in controlled shutdown"
+        } else if proposal.broker_epochs.get(&member).is_some_and(|&epoch| {
+            image
+                .brokers
+                .get(&member)
+                .is_none_or(|registration| registration.epoch != epoch)
+        }) {
+            "it fetched with another broker epoch than its registration's"
         } else {
             continue;
         };

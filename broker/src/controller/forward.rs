@@ -149,6 +149,8 @@ pub struct IsrChange {
     pub partition_epoch: i32,
     /// The proposed ISR.
     pub isr: Vec<i32>,
+    /// (broker, broker epoch) of the members whose epoch the leader knows.
+    pub broker_epochs: Vec<(i32, i64)>,
 }
 
 /// One listener of a registering broker.

@@ -648,6 +648,7 @@ impl Cluster {
             leader_epoch: partition.leader_epoch,
             partition_epoch: partition.partition_epoch,
             isr: isr.iter().copied().map(BrokerId).collect(),
+            broker_epochs: BTreeMap::new(),
         }
     }
 
@@ -790,6 +791,52 @@ fn alter_partition_commits_the_leaders_isr_and_refuses_what_kafka_refuses() {
         code(controller.alter_partition(&cluster.proposal("t", 0, &[1, 2, 3]), SOON)),
         ResponseError::IneligibleReplica.code()
     );
+}
+
+/// Guards against an ISR expansion that adds a replica which restarted
+/// after the leader saw it catch up (KIP-903): the new incarnation may
+/// have lost unflushed records the old one fetched, so it must catch up
+/// again under its new broker epoch before it may join.
+#[test]
+fn alter_partition_refuses_a_joining_replica_of_another_broker_epoch() {
+    let mut cluster = Cluster::new(&[2, 3], &[]);
+    cluster.create("t", &[&[1, 2, 3]], &[]);
+    let code = |result: Result<PartitionImage, MetadataError>| result.unwrap_err().code;
+    cluster
+        .controller
+        .alter_partition(&cluster.proposal("t", 0, &[1, 2]), SOON)
+        .unwrap();
+    let old_epoch = cluster.epochs[&3];
+    // 3 restarts: its old session ends (it asks to be fenced as it
+    // stops), and it registers again.
+    cluster.heartbeat(3, true);
+    cluster.register(3);
+    cluster.heartbeat(3, false);
+    let new_epoch = cluster.epochs[&3];
+    assert!(new_epoch > old_epoch);
+
+    let mut caught_up_before_restart = cluster.proposal("t", 0, &[1, 2, 3]);
+    caught_up_before_restart.broker_epochs = BTreeMap::from([(BrokerId(3), old_epoch)]);
+    assert_eq!(
+        code(
+            cluster
+                .controller
+                .alter_partition(&caught_up_before_restart, SOON)
+        ),
+        ResponseError::IneligibleReplica.code()
+    );
+    assert_eq!(cluster.partition("t", 0).isr, ids(&[1, 2]));
+
+    // Caught up under its new epoch: it joins. A kept member's epoch is
+    // not checked (fencing removes a member that went away).
+    let mut caught_up_again = cluster.proposal("t", 0, &[1, 2, 3]);
+    caught_up_again.broker_epochs =
+        BTreeMap::from([(BrokerId(2), BrokerEpoch(0)), (BrokerId(3), new_epoch)]);
+    let grown = cluster
+        .controller
+        .alter_partition(&caught_up_again, SOON)
+        .unwrap();
+    assert_eq!(grown.isr, ids(&[1, 2, 3]));
 }
 
 /// Guards against a broker that stops while it still leads partitions

@@ -58,10 +58,11 @@ use crate::advertised::advertised_brokers;
 use crate::error::engine_error_code;
 use crate::fetch_codec::{self, ResponseChunk, ZeroCopyFetch};
 use crate::fetch_session::{FetchTarget, PartitionRef, TopicRef};
-use crate::metadata::records::BrokerId as NodeId;
+use crate::metadata::records::{BrokerEpoch, BrokerId as NodeId};
 use crate::metadata::MetadataImage;
 use crate::partition::{self, PartitionError};
-use crate::replication::{self, leader::diverging_epoch};
+use crate::replication;
+use crate::replication::leader::{diverging_epoch, Follower};
 use crate::server::Broker;
 
 /// Versions served: v13 names topics by id (KIP-516); v14 only adds an
@@ -214,7 +215,7 @@ enum FollowerRead {
 async fn read_for_follower(
     broker: &Rc<Broker>,
     wanted: &Wanted,
-    follower: NodeId,
+    follower: Follower,
     limit: usize,
 ) -> Answer {
     let data = offsets_unknown(wanted.partition.partition);
@@ -365,7 +366,7 @@ async fn read_all(
     version: i16,
     targets: &[FetchTarget],
     max_bytes: usize,
-    follower: Option<NodeId>,
+    follower: Option<Follower>,
 ) -> (Vec<Answer>, usize) {
     let image = broker.controller.image();
     let resolved: Vec<Option<Wanted>> = targets
@@ -404,7 +405,7 @@ async fn read_all(
                 break;
             }
             if let Some(follower) = follower {
-                note_read_across_shards(broker, follower, &wanted.partition);
+                note_read_across_shards(broker, follower.broker, &wanted.partition);
             }
             let read = glommio::spawn_local({
                 let broker = broker.clone();
@@ -576,16 +577,22 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) ->
     )
 }
 
-/// The broker a Fetch comes from when a follower sends it: the replica id
-/// (v15 moved it into the replica state, KIP-903); `None` for a consumer
-/// (`-1`).
-fn fetching_replica(request: &FetchRequest, version: i16) -> Option<NodeId> {
-    let id = if version >= 15 {
-        request.replica_state.replica_id.0
+/// The broker a Fetch comes from when a follower sends it, with its
+/// broker epoch: the replica state (v15, KIP-903), or before v15 the
+/// replica id alone (no epoch, -1); `None` for a consumer (`-1`).
+fn fetching_replica(request: &FetchRequest, version: i16) -> Option<Follower> {
+    let (id, broker_epoch) = if version >= 15 {
+        (
+            request.replica_state.replica_id.0,
+            request.replica_state.replica_epoch,
+        )
     } else {
-        request.replica_id.0
+        (request.replica_id.0, -1)
     };
-    (id >= 0).then_some(NodeId(id))
+    (id >= 0).then_some(Follower {
+        broker: NodeId(id),
+        broker_epoch: BrokerEpoch(broker_epoch),
+    })
 }
 
 /// The response of Fetch `version` in session `session_id` carrying

@@ -21,12 +21,18 @@
 //!   start of this leader's epoch is proposed in. One proposal at a time;
 //!   the leader acts on the committed ISR only, which comes back through
 //!   the metadata image.
+//! - Each follower's fetch names its broker epoch (KIP-903); the proposal
+//!   carries the epoch each member fetched with, so the controller refuses
+//!   to add a replica that restarted since (it may have lost unflushed
+//!   records it had acknowledged fetching): it must catch up again under
+//!   its new epoch. A fetch with an older epoch than one already seen
+//!   comes from a previous incarnation and is refused.
 
 use std::collections::BTreeMap;
 
 use fjord_engine::{LeaderEpoch, Offset};
 
-use crate::metadata::records::{BrokerId, PartitionEpoch};
+use crate::metadata::records::{BrokerEpoch, BrokerId, PartitionEpoch};
 use crate::metadata::PartitionImage;
 
 /// A follower's progress as its fetches report it.
@@ -39,6 +45,29 @@ struct Progress {
     /// When it last fetched, and the leader's log end then.
     last_fetch_ms: i64,
     leader_end_at_last_fetch: Offset,
+    /// The broker epoch of its latest fetch that named one.
+    broker_epoch: Option<BrokerEpoch>,
+}
+
+/// Who fetches: a replica's broker and the epoch of its registration as
+/// its Fetch names it (`ReplicaState.ReplicaEpoch`, -1 where unknown:
+/// Fetch before v15, or a broker not registered yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Follower {
+    /// The broker.
+    pub broker: BrokerId,
+    /// Its registration's epoch, or -1.
+    pub broker_epoch: BrokerEpoch,
+}
+
+impl From<BrokerId> for Follower {
+    /// A follower whose fetch names no broker epoch.
+    fn from(broker: BrokerId) -> Self {
+        Self {
+            broker,
+            broker_epoch: BrokerEpoch(-1),
+        }
+    }
 }
 
 /// An ISR change sent to the controller and not yet seen committed.
@@ -50,6 +79,9 @@ pub struct IsrChange {
     pub leader_epoch: LeaderEpoch,
     /// The partition epoch it was made from.
     pub partition_epoch: PartitionEpoch,
+    /// The broker epoch each follower in `isr` last fetched with, where
+    /// known (KIP-903's `NewIsrWithEpochs`; absent is Kafka's -1).
+    pub broker_epochs: BTreeMap<BrokerId, BrokerEpoch>,
 }
 
 /// A leader's view of one partition's replicas.
@@ -91,10 +123,8 @@ impl LeaderState {
                 (
                     replica,
                     Progress {
-                        log_end: None,
                         last_caught_up_ms: caught_up,
-                        last_fetch_ms: 0,
-                        leader_end_at_last_fetch: Offset(0),
+                        ..Progress::default()
                     },
                 )
             })
@@ -135,18 +165,30 @@ impl LeaderState {
     }
 
     /// Records a fetch by `follower` from `fetch_offset` at `now_ms`, when
-    /// the leader's log ended at `leader_end`. Returns whether `follower`
-    /// is a replica (others are refused by the caller).
+    /// the leader's log ended at `leader_end`. Returns whether the fetch
+    /// counts: `follower` is a replica, and its broker epoch is not older
+    /// than one it fetched with before (Kafka's stale fetch state: a fetch
+    /// of a previous incarnation). The caller refuses others.
     pub fn on_fetch(
         &mut self,
-        follower: BrokerId,
+        follower: impl Into<Follower>,
         fetch_offset: Offset,
         leader_end: Offset,
         now_ms: i64,
     ) -> bool {
-        let Some(progress) = self.followers.get_mut(&follower) else {
+        let follower = follower.into();
+        let Some(progress) = self.followers.get_mut(&follower.broker) else {
             return false;
         };
+        if follower.broker_epoch.0 >= 0 {
+            if progress
+                .broker_epoch
+                .is_some_and(|seen| seen > follower.broker_epoch)
+            {
+                return false;
+            }
+            progress.broker_epoch = Some(follower.broker_epoch);
+        }
         if fetch_offset >= leader_end {
             progress.last_caught_up_ms = progress.last_caught_up_ms.max(now_ms);
         } else if fetch_offset >= progress.leader_end_at_last_fetch && progress.last_fetch_ms > 0 {
@@ -232,10 +274,18 @@ impl LeaderState {
         }
         // Replica order, as Kafka lists an ISR.
         isr.sort_by_key(|member| self.replicas.iter().position(|replica| replica == member));
+        let broker_epochs = isr
+            .iter()
+            .filter_map(|member| {
+                let epoch = self.followers.get(member)?.broker_epoch?;
+                Some((*member, epoch))
+            })
+            .collect();
         let proposal = IsrChange {
             isr,
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
+            broker_epochs,
         };
         self.pending = Some(proposal.clone());
         Some(proposal)
@@ -451,6 +501,40 @@ mod tests {
         state.on_fetch(C, Offset(10), Offset(10), 22_000);
         let proposal = state.propose(Offset(10), 22_000, 10_000, |_| true).unwrap();
         assert_eq!(proposal.isr, vec![LEADER, B, C]);
+    }
+
+    fn incarnation(broker: BrokerId, epoch: i64) -> Follower {
+        Follower {
+            broker,
+            broker_epoch: BrokerEpoch(epoch),
+        }
+    }
+
+    /// Guards against an expansion that lets the controller add a replica
+    /// without knowing which incarnation caught up (KIP-903), and against
+    /// a fetch of a previous incarnation, still in flight, counting for
+    /// the restarted one.
+    #[test]
+    fn a_proposal_names_the_broker_epoch_each_member_fetched_with() {
+        let mut state = LeaderState::new(LEADER, &partition(&[1, 2]), Offset(0), 0);
+        assert!(state.on_fetch(incarnation(B, 11), Offset(10), Offset(10), 100));
+        assert!(state.on_fetch(incarnation(C, 20), Offset(10), Offset(10), 100));
+        let proposal = state.propose(Offset(10), 100, 10_000, |_| true).unwrap();
+        assert_eq!(proposal.isr, vec![LEADER, B, C]);
+        assert_eq!(
+            proposal.broker_epochs,
+            BTreeMap::from([(B, BrokerEpoch(11)), (C, BrokerEpoch(20))])
+        );
+        state.proposal_failed(&proposal);
+
+        // C restarted (a new registration): its old incarnation's fetches
+        // no longer count; a fetch naming no epoch keeps the one known.
+        assert!(state.on_fetch(incarnation(C, 25), Offset(4), Offset(10), 200));
+        assert!(!state.on_fetch(incarnation(C, 20), Offset(10), Offset(10), 210));
+        assert_eq!(state.follower_log_end(C), Some(Offset(4)));
+        assert!(state.on_fetch(C, Offset(10), Offset(10), 220));
+        let proposal = state.propose(Offset(10), 220, 10_000, |_| true).unwrap();
+        assert_eq!(proposal.broker_epochs.get(&C), Some(&BrokerEpoch(25)));
     }
 
     #[test]

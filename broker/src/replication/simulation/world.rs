@@ -46,7 +46,9 @@ use crate::controller::election::{is_live, rebalancing_elections};
 use crate::controller::liveness::{Heartbeat, LivenessError, Registered, Registration};
 use crate::metadata::records::{BrokerEpoch, BrokerId, MetadataRecord};
 use crate::metadata::{MetadataImage, PartitionImage};
-use crate::replication::leader::{diverging_epoch, truncation_offset, IsrChange, LeaderState};
+use crate::replication::leader::{
+    diverging_epoch, truncation_offset, Follower, IsrChange, LeaderState,
+};
 
 /// The `replica.*` settings of the simulated brokers, Kafka's defaults
 /// scaled down (see the module documentation); `min.insync.replicas` is
@@ -231,6 +233,9 @@ impl std::fmt::Debug for Node {
 struct FetchRequest {
     follower: usize,
     follower_incarnation: u64,
+    /// The follower's registration epoch when it sent the fetch (KIP-903),
+    /// -1 before it registered.
+    follower_epoch: BrokerEpoch,
     request: u64,
     partition: usize,
     current_leader_epoch: LeaderEpoch,
@@ -1357,6 +1362,7 @@ impl World {
         let fetch = FetchRequest {
             follower: broker,
             follower_incarnation: process.incarnation,
+            follower_epoch: process.registration.unwrap_or(BrokerEpoch(-1)),
             request,
             partition,
             current_leader_epoch: following.leader_epoch,
@@ -1561,12 +1567,11 @@ impl World {
             return refuse(ResponseError::NotLeaderOrFollower);
         };
         let log_end = log.log_end();
-        if !leader.on_fetch(
-            broker_id(request.follower),
-            request.fetch_offset,
-            log_end,
-            now,
-        ) {
+        let follower = Follower {
+            broker: broker_id(request.follower),
+            broker_epoch: request.follower_epoch,
+        };
+        if !leader.on_fetch(follower, request.fetch_offset, log_end, now) {
             return refuse(ResponseError::NotLeaderOrFollower);
         }
         if let Some(high_watermark) = leader.high_watermark(log_end, min_insync) {
@@ -1850,6 +1855,7 @@ impl World {
             leader_epoch: proposal.leader_epoch,
             partition_epoch: proposal.partition_epoch,
             isr: proposal.isr,
+            broker_epochs: proposal.broker_epochs,
         };
         let (sessions, image) = self.controller.sessions();
         match alter_partition(image, sessions.rules(), proposer, &proposal) {
