@@ -1066,8 +1066,8 @@ impl Controller {
                     .map_err(|refusal| election_refusal(refusal, topic_name, *index)),
                 };
                 let (code, message) = match result {
-                    Ok(record) => {
-                        records.push(record);
+                    Ok(changes) => {
+                        records.extend(changes);
                         (0, None)
                     }
                     Err((ResponseError::ElectionNotNeeded, _)) if asked.is_none() => continue,

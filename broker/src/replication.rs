@@ -46,7 +46,7 @@ use crate::config::ReplicationConfig;
 use crate::controller::alter_partition::IsrProposal;
 use crate::controller::election::is_live;
 use crate::image_follower::next_round;
-use crate::metadata::records::BrokerId;
+use crate::metadata::records::{BrokerId, LeaderRecoveryState};
 use crate::metadata::{MetadataImage, PartitionImage};
 use crate::partition::PartitionError;
 use crate::server::Broker;
@@ -434,6 +434,8 @@ async fn send_isr_change(broker: Rc<Broker>, partition: TopicPartition, proposal
             partition_epoch: proposal.partition_epoch,
             isr: proposal.isr.clone(),
             broker_epochs: proposal.broker_epochs.clone(),
+            // A leader that proposes has taken the leadership: recovered.
+            leader_recovery_state: LeaderRecoveryState::Recovered,
         };
         let outcome = glommio::executor()
             .spawn_blocking(move || controller.alter_partition(&sent, ALTER_PARTITION_TIMEOUT))

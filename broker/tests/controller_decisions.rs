@@ -19,7 +19,9 @@
 //! Checked after every step: a partition's leader is an unfenced member of
 //! its ISR; there is none only when no ISR member is eligible (unfenced and
 //! never in controlled shutdown since it registered) and, where the topic
-//! allows unclean elections, no replica is; ISRs never empty; the leader
+//! allows unclean elections, no replica is; an unclean election leaves the
+//! partition recovering (KIP-704), and a recovering ISR holds only its
+//! leader; ISRs never empty; the leader
 //! epoch moves up by one exactly when the leader changes, one leader per
 //! epoch, and the partition epoch never goes back; a broker in controlled
 //! shutdown is never elected, and after its shutdown leads nothing it
@@ -44,8 +46,8 @@ use fjord_broker::controller::liveness::{
 };
 use fjord_broker::controller::new_partitions;
 use fjord_broker::metadata::records::{
-    BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType, MetadataRecord,
-    PartitionEpoch, TopicId, TopicRecord,
+    BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType, LeaderRecoveryState,
+    MetadataRecord, PartitionEpoch, TopicId, TopicRecord,
 };
 use fjord_broker::metadata::{MetadataImage, PartitionImage};
 use fjord_engine::testkit::{run_model_seeds, Rng, SeedRuns};
@@ -170,6 +172,7 @@ impl Simulation {
     /// Applies `records` to the image one by one, checking the invariants
     /// that relate each image to the one before, then the leaders.
     fn commit(&mut self, records: &[MetadataRecord]) {
+        let before_batch = self.image.clone();
         for record in records {
             let next = self.image.apply([record]).unwrap_or_else(|error| {
                 panic!("{}: {record:?} does not apply: {error}", self.context())
@@ -197,8 +200,35 @@ impl Simulation {
             }
             self.image = next;
         }
+        self.check_unclean_elections(&before_batch);
         self.forget_shutdowns_of_fenced();
         self.check_leaders();
+    }
+
+    /// A batch that gave a partition a leader from outside its ISR left it
+    /// recovering (KIP-704).
+    fn check_unclean_elections(&self, before: &MetadataImage) {
+        for (name, topic) in &self.image.topics {
+            let Some(old_topic) = before.topics.get(name) else {
+                continue;
+            };
+            for (index, (old, new)) in old_topic
+                .partitions
+                .iter()
+                .zip(&topic.partitions)
+                .enumerate()
+            {
+                let unclean = new.leader != BrokerId::NONE
+                    && new.leader != old.leader
+                    && !old.isr.contains(&new.leader);
+                assert!(
+                    !unclean || new.leader_recovery_state == LeaderRecoveryState::Recovering,
+                    "{}: {name}-{index} elected {} uncleanly and is not recovering",
+                    self.context(),
+                    new.leader
+                );
+            }
+        }
     }
 
     fn check_leaders(&mut self) {
@@ -221,6 +251,9 @@ impl Simulation {
                 } else {
                     assert!(partition.isr.contains(&partition.leader), "{context}");
                     assert!(self.live(partition.leader), "{context}: fenced leader");
+                }
+                if partition.leader_recovery_state == LeaderRecoveryState::Recovering {
+                    assert_eq!(partition.isr.len(), 1, "{context}: a recovering ISR grew");
                 }
                 seen.push((
                     (name.clone(), index, partition.leader_epoch),
@@ -522,6 +555,13 @@ impl Simulation {
             partition_epoch: partition.partition_epoch,
             isr: self.proposed_isr(&partition),
             broker_epochs: BTreeMap::new(),
+            // A leader names the partition recovered (it has taken the
+            // leadership); a malformed one sometimes recovering.
+            leader_recovery_state: if self.rng.chance(1, 10) {
+                LeaderRecoveryState::Recovering
+            } else {
+                LeaderRecoveryState::Recovered
+            },
         };
         // The epochs the leader saw its followers fetch with: mostly their
         // registration's, sometimes a previous incarnation's (they
@@ -569,7 +609,14 @@ impl Simulation {
                 assert_eq!(after.isr, proposal.isr, "{context}");
                 assert_eq!(after.leader, partition.leader, "{context}");
                 assert_eq!(after.leader_epoch, partition.leader_epoch, "{context}");
-                let bump = i32::from(proposal.isr != partition.isr);
+                assert_eq!(
+                    after.leader_recovery_state, proposal.leader_recovery_state,
+                    "{context}"
+                );
+                let bump = i32::from(
+                    proposal.isr != partition.isr
+                        || proposal.leader_recovery_state != partition.leader_recovery_state,
+                );
                 assert_eq!(
                     after.partition_epoch.0,
                     partition.partition_epoch.0 + bump,
@@ -638,6 +685,13 @@ impl Simulation {
         if proposal.isr.is_empty()
             || !proposal.isr.contains(&proposer)
             || distinct.len() != proposal.isr.len()
+        {
+            return Err(Kafka::InvalidRequest);
+        }
+        let recovering = proposal.leader_recovery_state == LeaderRecoveryState::Recovering;
+        if recovering
+            && (proposal.isr.len() > 1
+                || partition.leader_recovery_state == LeaderRecoveryState::Recovered)
         {
             return Err(Kafka::InvalidRequest);
         }

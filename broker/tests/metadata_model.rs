@@ -1,6 +1,7 @@
 //! Model test of the metadata state machine: a seeded workload of valid
 //! metadata changes (topics created with their partitions and configs,
-//! partitions added, replaced and changed, configs set and removed, topics
+//! partitions added, replaced and changed (leader recovery states among
+//! the changes), configs set and removed, topics
 //! removed, producer id blocks taken, brokers registered), each change one
 //! batch of records, applied record by record to the model image and, as
 //! whole batches, appended to a real metadata log, with snapshots taken at
@@ -22,8 +23,9 @@ use fjord_broker::controller::log::{MetadataLog, Recovered, METADATA_LOG_DIR_NAM
 use fjord_broker::metadata::image::{MetadataImage, PartitionImage};
 use fjord_broker::metadata::records::{
     BrokerCoresRecord, BrokerEndpoint, BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType,
-    MetadataRecord, PartitionChangeRecord, PartitionEpoch, PartitionRecord, ProducerIdsRecord,
-    RegisterBrokerRecord, RemoveTopicRecord, TopicId, TopicRecord,
+    LeaderRecoveryRecord, LeaderRecoveryState, MetadataRecord, PartitionChangeRecord,
+    PartitionEpoch, PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord,
+    TopicId, TopicRecord,
 };
 use fjord_engine::testkit::{run_model_seeds, Rng, SeedRuns};
 use fjord_engine::{LeaderEpoch, ProducerId};
@@ -183,9 +185,7 @@ fn random_operation(rng: &mut Rng, image: &MetadataImage) -> Vec<MetadataRecord>
             3 if !with_partitions.is_empty() => {
                 let topic = &with_partitions[rng.below(with_partitions.len() as u64) as usize];
                 let index = rng.below(topic.partitions.len() as u64) as usize;
-                let record =
-                    change_partition(rng, topic.id, index as i32, &topic.partitions[index]);
-                return vec![record];
+                return change_partition(rng, topic.id, index as i32, &topic.partitions[index]);
             }
             4 if !with_partitions.is_empty() => {
                 let topic = &with_partitions[rng.below(with_partitions.len() as u64) as usize];
@@ -330,6 +330,7 @@ fn random_state(rng: &mut Rng) -> PartitionImage {
         leader,
         leader_epoch: LeaderEpoch(0),
         partition_epoch: PartitionEpoch(0),
+        leader_recovery_state: LeaderRecoveryState::Recovered,
     }
 }
 
@@ -349,13 +350,15 @@ fn new_partition(rng: &mut Rng, topic_id: TopicId, partition_id: i32) -> Partiti
 }
 
 /// A `PartitionChangeRecord` to a random valid state: every field that
-/// changes is set, and an unchanged one sometimes too.
+/// changes is set, and an unchanged one sometimes too; sometimes followed
+/// by a `LeaderRecoveryRecord`, as an election's or a leader's change of
+/// the recovery state goes with its `PartitionChangeRecord`.
 fn change_partition(
     rng: &mut Rng,
     topic_id: TopicId,
     partition_id: i32,
     current: &PartitionImage,
-) -> MetadataRecord {
+) -> Vec<MetadataRecord> {
     let target = random_state(rng);
     let mut field = |new: &Vec<BrokerId>, old: &Vec<BrokerId>| {
         (new != old || rng.chance(1, 4)).then(|| new.clone())
@@ -365,7 +368,7 @@ fn change_partition(
     let removing_replicas = field(&target.removing_replicas, &current.removing_replicas);
     let adding_replicas = field(&target.adding_replicas, &current.adding_replicas);
     let leader = (target.leader != current.leader || rng.chance(1, 4)).then_some(target.leader);
-    MetadataRecord::PartitionChange(PartitionChangeRecord {
+    let mut records = vec![MetadataRecord::PartitionChange(PartitionChangeRecord {
         partition_id,
         topic_id,
         isr,
@@ -373,5 +376,18 @@ fn change_partition(
         replicas,
         removing_replicas,
         adding_replicas,
-    })
+    })];
+    if rng.chance(1, 3) {
+        let state = if rng.chance(1, 2) {
+            LeaderRecoveryState::Recovering
+        } else {
+            LeaderRecoveryState::Recovered
+        };
+        records.push(MetadataRecord::LeaderRecovery(LeaderRecoveryRecord {
+            partition_id,
+            topic_id,
+            state,
+        }));
+    }
+    records
 }

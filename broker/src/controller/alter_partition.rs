@@ -27,8 +27,16 @@
 //!   removes those. A joining member with no epoch named is not checked
 //!   for it (Kafka's -1).
 //!
+//! - `INVALID_REQUEST` too, for the leader recovery state (KIP-704): a
+//!   proposal that keeps a partition recovering (its leader came from an
+//!   unclean election and has not recovered) may not grow its ISR beyond
+//!   the leader, and a recovered partition may not go back to recovering.
+//!
 //! The committed change keeps the leader and bumps the partition epoch; a
-//! proposal of the current ISR commits nothing.
+//! proposal of a recovered partition names it recovered, and a leader that
+//! took over a recovering one names it recovered once it has (Kafka's
+//! leader does so at once: fjord's has no state to rebuild beyond its log);
+//! a proposal of the current ISR and recovery state commits nothing.
 
 use std::collections::BTreeMap;
 
@@ -37,9 +45,10 @@ use kafka_protocol::ResponseError;
 use super::election::ElectionRules;
 use super::forward::IsrChange;
 use crate::metadata::records::{
-    BrokerEpoch, BrokerId, MetadataRecord, PartitionChangeRecord, PartitionEpoch,
+    BrokerEpoch, BrokerId, LeaderRecoveryRecord, LeaderRecoveryState, MetadataRecord,
+    PartitionChangeRecord, PartitionEpoch,
 };
-use crate::metadata::MetadataImage;
+use crate::metadata::{MetadataImage, PartitionImage};
 use fjord_engine::LeaderEpoch;
 
 /// A leader's proposal of a new ISR for one partition.
@@ -58,6 +67,8 @@ pub struct IsrProposal {
     /// The broker epoch each member fetched with, where the leader knows
     /// it (KIP-903's `NewIsrWithEpochs`).
     pub broker_epochs: BTreeMap<BrokerId, BrokerEpoch>,
+    /// The leader recovery state the leader is in (KIP-704).
+    pub leader_recovery_state: LeaderRecoveryState,
 }
 
 impl From<&IsrChange> for IsrProposal {
@@ -73,6 +84,11 @@ impl From<&IsrChange> for IsrProposal {
                 .iter()
                 .map(|&(broker, epoch)| (BrokerId(broker), BrokerEpoch(epoch)))
                 .collect(),
+            leader_recovery_state: if change.recovering {
+                LeaderRecoveryState::Recovering
+            } else {
+                LeaderRecoveryState::Recovered
+            },
         }
     }
 }
@@ -90,6 +106,7 @@ impl From<&IsrProposal> for IsrChange {
                 .iter()
                 .map(|(broker, epoch)| (broker.0, epoch.0))
                 .collect(),
+            recovering: proposal.leader_recovery_state == LeaderRecoveryState::Recovering,
         }
     }
 }
@@ -232,21 +249,7 @@ pub fn alter_partition(
             current: partition.partition_epoch,
         });
     }
-    let invalid = |reason| AlterPartitionError::InvalidIsr {
-        isr: proposal.isr.clone(),
-        reason,
-    };
-    if proposal.isr.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if !proposal.isr.contains(&proposer.broker) {
-        return Err(invalid("it does not hold the leader"));
-    }
-    let mut sorted = proposal.isr.clone();
-    sorted.sort_unstable();
-    if sorted.windows(2).any(|pair| pair[0] == pair[1]) {
-        return Err(invalid("it names a broker twice"));
-    }
+    check_shape(proposer.broker, partition, proposal)?;
     for &member in proposal
         .isr
         .iter()
@@ -273,18 +276,65 @@ pub fn alter_partition(
             reason,
         });
     }
-    if proposal.isr == partition.isr {
+    let isr_changed = proposal.isr != partition.isr;
+    let recovery_changed = proposal.leader_recovery_state != partition.leader_recovery_state;
+    if !isr_changed && !recovery_changed {
         return Ok(Vec::new());
     }
-    Ok(vec![MetadataRecord::PartitionChange(
-        PartitionChangeRecord {
+    // The change bumps the partition epoch, so the leader sees its
+    // proposal end, whatever it changed.
+    let mut records = vec![MetadataRecord::PartitionChange(PartitionChangeRecord {
+        partition_id: proposal.partition,
+        topic_id: topic.id,
+        isr: isr_changed.then(|| proposal.isr.clone()),
+        leader: None,
+        replicas: None,
+        removing_replicas: None,
+        adding_replicas: None,
+    })];
+    if recovery_changed {
+        records.push(MetadataRecord::LeaderRecovery(LeaderRecoveryRecord {
             partition_id: proposal.partition,
             topic_id: topic.id,
-            isr: Some(proposal.isr.clone()),
-            leader: None,
-            replicas: None,
-            removing_replicas: None,
-            adding_replicas: None,
-        },
-    )])
+            state: proposal.leader_recovery_state,
+        }));
+    }
+    Ok(records)
+}
+
+/// The `INVALID_REQUEST` checks: an ISR that is empty, lacks the leader or
+/// names a broker twice, and a leader recovery state the partition may
+/// not take with it.
+fn check_shape(
+    leader: BrokerId,
+    partition: &PartitionImage,
+    proposal: &IsrProposal,
+) -> Result<(), AlterPartitionError> {
+    let invalid = |reason| AlterPartitionError::InvalidIsr {
+        isr: proposal.isr.clone(),
+        reason,
+    };
+    if proposal.isr.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if !proposal.isr.contains(&leader) {
+        return Err(invalid("it does not hold the leader"));
+    }
+    let mut sorted = proposal.isr.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(invalid("it names a broker twice"));
+    }
+    let recovering = proposal.leader_recovery_state == LeaderRecoveryState::Recovering;
+    if recovering && proposal.isr.len() > 1 {
+        return Err(invalid(
+            "it holds more than the leader while the leader is recovering",
+        ));
+    }
+    if recovering && partition.leader_recovery_state == LeaderRecoveryState::Recovered {
+        return Err(invalid(
+            "a recovered partition cannot go back to recovering",
+        ));
+    }
+    Ok(())
 }

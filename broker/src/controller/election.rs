@@ -14,7 +14,10 @@
 //! that name) takes that risk instead: a partition with no eligible ISR
 //! member gets the first eligible replica in replica order as leader, with
 //! an ISR of that replica alone, when a broker is fenced or unfenced or
-//! the config is switched on, as Kafka does.
+//! the config is switched on, as Kafka does. Such a partition is marked
+//! recovering (KIP-704) until its new leader, having taken the leadership,
+//! says it recovered ([`super::alter_partition`]); meanwhile its ISR may
+//! not grow.
 //!
 //! A broker in controlled shutdown ([`after_controlled_shutdown`]) hands
 //! every leadership it can to the first eligible member of the rest of the
@@ -23,7 +26,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::metadata::records::{BrokerId, MetadataRecord, PartitionChangeRecord};
+use crate::metadata::records::{
+    BrokerId, LeaderRecoveryRecord, LeaderRecoveryState, MetadataRecord, PartitionChangeRecord,
+};
 use crate::metadata::{MetadataImage, PartitionImage, TopicImage};
 
 /// The topic config (and broker default) that allows unclean elections.
@@ -87,19 +92,38 @@ pub fn elect_leader(
         .unwrap_or(BrokerId::NONE)
 }
 
-/// The (ISR, leader) a partition gets from an election with `isr`: a
-/// leader from `isr`, else, if `unclean_allowed`, the first eligible
-/// replica alone (unclean), else none.
+/// What a decision leaves a partition with.
+struct Decided {
+    isr: Vec<BrokerId>,
+    leader: BrokerId,
+    /// The leader comes from outside the ISR: the partition is marked
+    /// recovering (KIP-704).
+    unclean: bool,
+}
+
+impl Decided {
+    fn clean(isr: Vec<BrokerId>, leader: BrokerId) -> Self {
+        Self {
+            isr,
+            leader,
+            unclean: false,
+        }
+    }
+}
+
+/// What a partition gets from an election with `isr`: a leader from
+/// `isr`, else, if `unclean_allowed`, the first eligible replica alone
+/// (unclean), else none.
 fn elect(
     image: &MetadataImage,
     rules: &ElectionRules,
     unclean_allowed: bool,
     partition: &PartitionImage,
     isr: Vec<BrokerId>,
-) -> (Vec<BrokerId>, BrokerId) {
+) -> Decided {
     let leader = elect_leader(image, rules, partition, &isr);
     if leader != BrokerId::NONE || !unclean_allowed {
-        return (isr, leader);
+        return Decided::clean(isr, leader);
     }
     match partition
         .replicas
@@ -107,8 +131,12 @@ fn elect(
         .copied()
         .find(|&replica| rules.is_eligible(image, replica))
     {
-        Some(replica) => (vec![replica], replica),
-        None => (isr, BrokerId::NONE),
+        Some(replica) => Decided {
+            isr: vec![replica],
+            leader: replica,
+            unclean: true,
+        },
+        None => Decided::clean(isr, BrokerId::NONE),
     }
 }
 
@@ -135,7 +163,7 @@ pub fn after_fencing(
         Some(if partition.leader == broker {
             elect(image, rules, rules.unclean_enabled(topic), partition, isr)
         } else {
-            (isr, partition.leader)
+            Decided::clean(isr, partition.leader)
         })
     })
 }
@@ -208,9 +236,9 @@ pub fn after_controlled_shutdown(
         let rest = without(&partition.isr, broker);
         if partition.leader == broker {
             let leader = elect_leader(image, rules, partition, &rest);
-            return (leader != BrokerId::NONE).then_some((rest, leader));
+            return (leader != BrokerId::NONE).then(|| Decided::clean(rest, leader));
         }
-        (!rest.is_empty()).then_some((rest, partition.leader))
+        (!rest.is_empty()).then(|| Decided::clean(rest, partition.leader))
     })
 }
 
@@ -263,8 +291,9 @@ pub enum ElectionRefusal {
     NoEligibleReplica,
 }
 
-/// The change an election of `kind` makes to partition `partition_id` of
-/// `topic`.
+/// The changes an election of `kind` makes to partition `partition_id` of
+/// `topic`: its `PartitionChangeRecord`, and for a leader from outside the
+/// ISR the `LeaderRecoveryRecord` marking it recovering.
 ///
 /// # Errors
 /// [`ElectionRefusal`] when it changes nothing.
@@ -275,8 +304,8 @@ pub fn requested_election(
     topic: &TopicImage,
     partition_id: i32,
     partition: &PartitionImage,
-) -> Result<MetadataRecord, ElectionRefusal> {
-    let (isr, leader) = match kind {
+) -> Result<Vec<MetadataRecord>, ElectionRefusal> {
+    let decided = match kind {
         ElectionType::Preferred => {
             let preferred = partition.replicas[0];
             if partition.leader == preferred {
@@ -285,20 +314,24 @@ pub fn requested_election(
             if !partition.isr.contains(&preferred) || !rules.is_eligible(image, preferred) {
                 return Err(ElectionRefusal::PreferredNotAvailable);
             }
-            (partition.isr.clone(), preferred)
+            Decided::clean(partition.isr.clone(), preferred)
         }
         ElectionType::Unclean => {
             if partition.leader != BrokerId::NONE {
                 return Err(ElectionRefusal::NotNeeded);
             }
-            let (isr, leader) = elect(image, rules, true, partition, partition.isr.clone());
-            if leader == BrokerId::NONE {
+            let decided = elect(image, rules, true, partition, partition.isr.clone());
+            if decided.leader == BrokerId::NONE {
                 return Err(ElectionRefusal::NoEligibleReplica);
             }
-            (isr, leader)
+            decided
         }
     };
-    change_record(topic, partition_id, partition, isr, leader).ok_or(ElectionRefusal::NotNeeded)
+    let records = change_records(topic, partition_id, partition, decided);
+    if records.is_empty() {
+        return Err(ElectionRefusal::NotNeeded);
+    }
+    Ok(records)
 }
 
 /// The preferred-leader elections of `auto.leader.rebalance.enable`: for
@@ -338,7 +371,7 @@ pub fn rebalancing_elections(
             && imbalanced.contains(&preferred)
             && partition.isr.contains(&preferred)
             && rules.is_eligible(image, preferred))
-        .then(|| (partition.isr.clone(), preferred))
+        .then(|| Decided::clean(partition.isr.clone(), preferred))
     })
 }
 
@@ -349,45 +382,60 @@ fn without(isr: &[BrokerId], broker: BrokerId) -> Vec<BrokerId> {
         .collect()
 }
 
-/// A `PartitionChangeRecord` for every partition whose (ISR, leader)
-/// `decide` changes, carrying only what changed.
+/// The changes of every partition whose (ISR, leader) `decide` changes
+/// ([`change_records`]).
 fn changes(
     image: &MetadataImage,
-    mut decide: impl FnMut(&TopicImage, &PartitionImage) -> Option<(Vec<BrokerId>, BrokerId)>,
+    mut decide: impl FnMut(&TopicImage, &PartitionImage) -> Option<Decided>,
 ) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics.values() {
         for (partition_id, partition) in (0..).zip(&topic.partitions) {
-            let Some((isr, leader)) = decide(topic, partition) else {
+            let Some(decided) = decide(topic, partition) else {
                 continue;
             };
-            records.extend(change_record(topic, partition_id, partition, isr, leader));
+            records.extend(change_records(topic, partition_id, partition, decided));
         }
     }
     records
 }
 
 /// The `PartitionChangeRecord` that gives `partition` (`partition_id` of
-/// `topic`) `isr` and `leader`, carrying only what changed; none if
-/// nothing does.
-fn change_record(
+/// `topic`) what was `decided`, carrying only what changed, followed for
+/// an unclean election by the `LeaderRecoveryRecord` marking it
+/// recovering unless it already is (Kafka's `PartitionChangeBuilder`);
+/// none if nothing changes.
+fn change_records(
     topic: &TopicImage,
     partition_id: i32,
     partition: &PartitionImage,
-    isr: Vec<BrokerId>,
-    leader: BrokerId,
-) -> Option<MetadataRecord> {
+    decided: Decided,
+) -> Vec<MetadataRecord> {
+    let Decided {
+        isr,
+        leader,
+        unclean,
+    } = decided;
     let isr_changed = isr != partition.isr;
     let leader_changed = leader != partition.leader;
-    (isr_changed || leader_changed).then(|| {
-        MetadataRecord::PartitionChange(PartitionChangeRecord {
+    if !isr_changed && !leader_changed {
+        return Vec::new();
+    }
+    let mut records = vec![MetadataRecord::PartitionChange(PartitionChangeRecord {
+        partition_id,
+        topic_id: topic.id,
+        isr: isr_changed.then_some(isr),
+        leader: leader_changed.then_some(leader),
+        replicas: None,
+        removing_replicas: None,
+        adding_replicas: None,
+    })];
+    if unclean && partition.leader_recovery_state != LeaderRecoveryState::Recovering {
+        records.push(MetadataRecord::LeaderRecovery(LeaderRecoveryRecord {
             partition_id,
             topic_id: topic.id,
-            isr: isr_changed.then_some(isr),
-            leader: leader_changed.then_some(leader),
-            replicas: None,
-            removing_replicas: None,
-            adding_replicas: None,
-        })
-    })
+            state: LeaderRecoveryState::Recovering,
+        }));
+    }
+    records
 }

@@ -151,6 +151,8 @@ pub struct IsrChange {
     pub isr: Vec<i32>,
     /// (broker, broker epoch) of the members whose epoch the leader knows.
     pub broker_epochs: Vec<(i32, i64)>,
+    /// The leader is still recovering from an unclean election (KIP-704).
+    pub recovering: bool,
 }
 
 /// One listener of a registering broker.

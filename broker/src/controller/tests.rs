@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::controller::alter_partition::IsrProposal;
 use crate::controller::legacy::{LegacyMetadata, LegacyTopic};
-use crate::metadata::records::RegisterBrokerRecord;
+use crate::metadata::records::{LeaderRecoveryState, RegisterBrokerRecord};
 
 /// A data directory for controllers, removed when dropped.
 struct Scratch {
@@ -649,6 +649,7 @@ impl Cluster {
             partition_epoch: partition.partition_epoch,
             isr: isr.iter().copied().map(BrokerId).collect(),
             broker_epochs: BTreeMap::new(),
+            leader_recovery_state: LeaderRecoveryState::Recovered,
         }
     }
 
@@ -896,6 +897,74 @@ fn a_disabled_controlled_shutdown_moves_nothing() {
     );
 }
 
+/// Guards against an ISR that grows while its leader, elected uncleanly,
+/// has not recovered (KIP-704: followers would be counted in sync with a
+/// log whose history the election may have rewritten), and against a
+/// partition that stays recovering once its leader says it recovered, or
+/// goes back to it.
+#[test]
+fn a_recovering_partition_grows_its_isr_only_once_its_leader_recovered() {
+    let cluster = Cluster::new(&[2], &[]);
+    let controller = &cluster.controller;
+    cluster.create(
+        "t",
+        &[&[2, 1]],
+        &[("unclean.leader.election.enable", "true")],
+    );
+    cluster
+        .alter_partition_as(2, &cluster.proposal("t", 0, &[2]))
+        .unwrap();
+    cluster.heartbeat(2, true);
+    cluster.heartbeat(2, false);
+    let elected = cluster.partition("t", 0);
+    assert_eq!(
+        (elected.leader, elected.isr.clone()),
+        (BrokerId(1), ids(&[1]))
+    );
+    assert_eq!(
+        elected.leader_recovery_state,
+        LeaderRecoveryState::Recovering
+    );
+    // A snapshot's records keep it.
+    let image = controller.image();
+    let rebuilt = MetadataImage::default().apply(&image.records()).unwrap();
+    assert_eq!(rebuilt.topics["t"].partitions, image.topics["t"].partitions);
+    let code = |result: Result<PartitionImage, MetadataError>| result.unwrap_err().code;
+    let recovering = |isr: &[i32]| IsrProposal {
+        leader_recovery_state: LeaderRecoveryState::Recovering,
+        ..cluster.proposal("t", 0, isr)
+    };
+
+    assert_eq!(
+        code(controller.alter_partition(&recovering(&[1, 2]), SOON)),
+        ResponseError::InvalidRequest.code()
+    );
+    // Still recovering, the same ISR: nothing to commit.
+    assert_eq!(
+        controller.alter_partition(&recovering(&[1]), SOON).unwrap(),
+        elected
+    );
+    let recovered = controller
+        .alter_partition(&cluster.proposal("t", 0, &[1]), SOON)
+        .unwrap();
+    assert_eq!(
+        recovered.leader_recovery_state,
+        LeaderRecoveryState::Recovered
+    );
+    assert_eq!(recovered.isr, ids(&[1]));
+    assert_eq!(recovered.partition_epoch.0, elected.partition_epoch.0 + 1);
+    assert_eq!(recovered.leader_epoch, elected.leader_epoch);
+    assert_eq!(
+        code(controller.alter_partition(&recovering(&[1]), SOON)),
+        ResponseError::InvalidRequest.code(),
+        "recovered cannot go back to recovering"
+    );
+    let grown = controller
+        .alter_partition(&cluster.proposal("t", 0, &[1, 2]), SOON)
+        .unwrap();
+    assert_eq!(grown.isr, ids(&[1, 2]));
+}
+
 /// Guards against electing a replica outside the ISR (losing what only the
 /// ISR had) where the topic does not allow it, and against leaving a
 /// partition offline where it does: at fencing, at a replica's unfencing,
@@ -946,6 +1015,14 @@ fn unclean_elections_happen_only_where_the_topic_allows_them() {
     let elected = cluster.partition("clean", 0);
     assert_eq!((elected.leader, elected.isr), (BrokerId(1), ids(&[1])));
     assert_eq!(elected.leader_epoch.0, offline_epoch.0 + 1);
+    // Every unclean election marked its partition recovering (KIP-704).
+    for (name, index) in [("clean", 0), ("unclean", 0), ("unclean", 1)] {
+        assert_eq!(
+            cluster.partition(name, index).leader_recovery_state,
+            LeaderRecoveryState::Recovering,
+            "{name}-{index}"
+        );
+    }
     let bad = controller
         .alter_topic_configs("clean", false, |_| {
             Ok(pairs(&[("unclean.leader.election.enable", "maybe")]))
@@ -1065,6 +1142,11 @@ fn an_unclean_election_asked_for_elects_any_live_replica() {
         ]
     );
     assert_eq!(leader_and_isr(&cluster, "t", 0), (BrokerId(1), ids(&[1])));
+    assert_eq!(
+        cluster.partition("t", 0).leader_recovery_state,
+        LeaderRecoveryState::Recovering,
+        "elected from outside the ISR (KIP-704)"
+    );
     assert_eq!(
         leader_and_isr(&cluster, "t", 1),
         (BrokerId::NONE, ids(&[2]))

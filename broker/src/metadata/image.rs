@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 use super::records::{
     BrokerCoresRecord, BrokerEndpoint, BrokerEpoch, BrokerFencingRecord, BrokerId, ConfigRecord,
-    ConfigResourceType, MetadataRecord, PartitionChangeRecord, PartitionEpoch, PartitionRecord,
-    ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord, TopicId, TopicRecord,
+    ConfigResourceType, LeaderRecoveryRecord, LeaderRecoveryState, MetadataRecord,
+    PartitionChangeRecord, PartitionEpoch, PartitionRecord, ProducerIdsRecord,
+    RegisterBrokerRecord, RemoveTopicRecord, TopicId, TopicRecord,
 };
 
 /// One partition's replication state.
@@ -42,6 +43,9 @@ pub struct PartitionImage {
     pub leader_epoch: LeaderEpoch,
     /// Bumped by every change to the partition.
     pub partition_epoch: PartitionEpoch,
+    /// Whether its leader came from an unclean election not yet recovered
+    /// from (KIP-704).
+    pub leader_recovery_state: LeaderRecoveryState,
 }
 
 /// One topic.
@@ -332,6 +336,13 @@ impl MetadataImage {
                     leader_epoch: partition.leader_epoch,
                     partition_epoch: partition.partition_epoch,
                 }));
+                if partition.leader_recovery_state != LeaderRecoveryState::Recovered {
+                    records.push(MetadataRecord::LeaderRecovery(LeaderRecoveryRecord {
+                        partition_id: index,
+                        topic_id: topic.id,
+                        state: partition.leader_recovery_state,
+                    }));
+                }
             }
             for (name, value) in &topic.configs {
                 records.push(MetadataRecord::Config(ConfigRecord {
@@ -366,6 +377,7 @@ impl MetadataImage {
             MetadataRecord::FenceBroker(record) => self.set_fenced(record, true),
             MetadataRecord::UnfenceBroker(record) => self.set_fenced(record, false),
             MetadataRecord::BrokerCores(record) => self.set_cores(record),
+            MetadataRecord::LeaderRecovery(record) => self.set_leader_recovery(record),
         }
     }
 
@@ -477,6 +489,8 @@ impl MetadataImage {
             leader: record.leader,
             leader_epoch: record.leader_epoch,
             partition_epoch: record.partition_epoch,
+            // A `LeaderRecoveryRecord` after it says otherwise.
+            leader_recovery_state: LeaderRecoveryState::Recovered,
         };
         check_replicas(record.topic_id, record.partition_id, &partition)?;
         let count = topic.partition_count();
@@ -538,9 +552,23 @@ impl MetadataImage {
                 LeaderEpoch(current.leader_epoch.0 + 1)
             },
             partition_epoch: PartitionEpoch(current.partition_epoch.0 + 1),
+            leader_recovery_state: current.leader_recovery_state,
         };
         check_replicas(record.topic_id, record.partition_id, &changed)?;
         *current = changed;
+        Ok(())
+    }
+
+    fn set_leader_recovery(&mut self, record: &LeaderRecoveryRecord) -> Result<(), ApplyError> {
+        let topic = self.topic_mut(record.topic_id)?;
+        let partition = usize::try_from(record.partition_id)
+            .ok()
+            .and_then(|index| topic.partitions.get_mut(index))
+            .ok_or(ApplyError::UnknownPartition {
+                topic: record.topic_id,
+                partition: record.partition_id,
+            })?;
+        partition.leader_recovery_state = record.state;
         Ok(())
     }
 

@@ -157,6 +157,40 @@ pub enum MetadataRecord {
     UnfenceBroker(BrokerFencingRecord),
     /// fjord's own: how many cores (shards) a registration runs.
     BrokerCores(BrokerCoresRecord),
+    /// Kafka's `LeaderRecoveryState` field of `PartitionRecord` and
+    /// `PartitionChangeRecord` (KIP-704), as a record of its own.
+    LeaderRecovery(LeaderRecoveryRecord),
+}
+
+/// Whether a partition's leader came from an unclean election and has
+/// not yet taken it as recovered (KIP-704, Kafka's `LeaderRecoveryState`):
+/// while it is recovering, the ISR may not grow beyond the leader.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub enum LeaderRecoveryState {
+    /// Kafka's 0: the normal state.
+    #[default]
+    Recovered,
+    /// Kafka's 1: elected uncleanly, recovery not yet done.
+    Recovering,
+}
+
+/// A partition's leader recovery state changed (KIP-704). Kafka carries it
+/// as a field of `PartitionRecord` and `PartitionChangeRecord`; a record of
+/// its own (rather than a field, which would change those records' rkyv
+/// layout) leaves the metadata logs and snapshots already written
+/// readable. It follows the `PartitionChangeRecord` it goes with in one
+/// batch (that one bumps the partition epoch), or the partition's
+/// `PartitionRecord` in a snapshot; a partition without one is recovered.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LeaderRecoveryRecord {
+    /// The partition index within its topic.
+    pub partition_id: i32,
+    /// The topic it belongs to.
+    pub topic_id: TopicId,
+    /// The new state.
+    pub state: LeaderRecoveryState,
 }
 
 /// How many cores (shards) a broker registration runs, committed with the

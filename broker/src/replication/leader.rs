@@ -27,12 +27,18 @@
 //!   records it had acknowledged fetching): it must catch up again under
 //!   its new epoch. A fetch with an older epoch than one already seen
 //!   comes from a previous incarnation and is refused.
+//! - A partition whose leader came from an unclean election is
+//!   *recovering* (KIP-704) until its leader says otherwise; having taken
+//!   the leadership (its epoch recorded in the log, so nothing is left to
+//!   recover in fjord), the leader's next proposal names it recovered, as
+//!   Kafka's leader does at once, even with the ISR unchanged. Every
+//!   proposal names the partition recovered.
 
 use std::collections::BTreeMap;
 
 use fjord_engine::{LeaderEpoch, Offset};
 
-use crate::metadata::records::{BrokerEpoch, BrokerId, PartitionEpoch};
+use crate::metadata::records::{BrokerEpoch, BrokerId, LeaderRecoveryState, PartitionEpoch};
 use crate::metadata::PartitionImage;
 
 /// A follower's progress as its fetches report it.
@@ -100,6 +106,8 @@ pub struct LeaderState {
     /// The leader's log end when it took over: a replica joins the ISR only
     /// once it has everything of earlier epochs.
     pub epoch_start: Offset,
+    /// The committed state is recovering from an unclean election.
+    recovering: bool,
     followers: BTreeMap<BrokerId, Progress>,
     pending: Option<IsrChange>,
 }
@@ -136,6 +144,7 @@ impl LeaderState {
             replicas: partition.replicas.clone(),
             isr: partition.isr.clone(),
             epoch_start: log_end,
+            recovering: partition.leader_recovery_state == LeaderRecoveryState::Recovering,
             followers,
             pending: None,
         }
@@ -162,6 +171,7 @@ impl LeaderState {
         self.partition_epoch = partition.partition_epoch;
         self.replicas.clone_from(&partition.replicas);
         self.isr.clone_from(&partition.isr);
+        self.recovering = partition.leader_recovery_state == LeaderRecoveryState::Recovering;
     }
 
     /// Records a fetch by `follower` from `fetch_offset` at `now_ms`, when
@@ -232,7 +242,9 @@ impl LeaderState {
     /// The ISR change to propose now, if any and none is in flight: members
     /// not caught up for `lag_max_ms` leave (never the leader), replicas
     /// that reached `high_watermark` and the epoch's start join. `live`
-    /// says which brokers may join (registered and unfenced).
+    /// says which brokers may join (registered and unfenced). A recovering
+    /// partition gets a proposal even with its ISR unchanged: it names the
+    /// partition recovered.
     pub fn propose(
         &mut self,
         high_watermark: Offset,
@@ -269,7 +281,7 @@ impl LeaderState {
                 isr.push(replica);
             }
         }
-        if isr == self.isr {
+        if isr == self.isr && !self.recovering {
             return None;
         }
         // Replica order, as Kafka lists an ISR.
@@ -368,6 +380,7 @@ mod tests {
             leader: LEADER,
             leader_epoch: LeaderEpoch(4),
             partition_epoch: PartitionEpoch(7),
+            leader_recovery_state: LeaderRecoveryState::Recovered,
         }
     }
 
@@ -535,6 +548,29 @@ mod tests {
         assert!(state.on_fetch(C, Offset(10), Offset(10), 220));
         let proposal = state.propose(Offset(10), 220, 10_000, |_| true).unwrap();
         assert_eq!(proposal.broker_epochs.get(&C), Some(&BrokerEpoch(25)));
+    }
+
+    /// Guards against a leader elected uncleanly that never says it
+    /// recovered (the controller would refuse every replica joining its
+    /// ISR, for good).
+    #[test]
+    fn a_leader_of_a_recovering_partition_proposes_it_recovered() {
+        let recovering = PartitionImage {
+            leader_recovery_state: LeaderRecoveryState::Recovering,
+            ..partition(&[1])
+        };
+        let mut state = LeaderState::new(LEADER, &recovering, Offset(10), 0);
+        let proposal = state.propose(Offset(10), 10, 10_000, |_| true).unwrap();
+        assert_eq!(proposal.isr, vec![LEADER], "the ISR unchanged");
+        assert_eq!(state.propose(Offset(10), 10, 10_000, |_| true), None);
+        state.update(
+            &PartitionImage {
+                partition_epoch: PartitionEpoch(8),
+                ..partition(&[1])
+            },
+            20,
+        );
+        assert_eq!(state.propose(Offset(10), 20, 10_000, |_| true), None);
     }
 
     #[test]

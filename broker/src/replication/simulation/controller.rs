@@ -12,7 +12,8 @@ use std::time::Duration;
 use crate::controller::election::{elect_leader, ElectionRules};
 use crate::controller::liveness::BrokerSessions;
 use crate::metadata::records::{
-    BrokerEpoch, BrokerId, MetadataRecord, PartitionEpoch, PartitionRecord, TopicId, TopicRecord,
+    BrokerEpoch, BrokerId, LeaderRecoveryState, MetadataRecord, PartitionEpoch, PartitionRecord,
+    TopicId, TopicRecord,
 };
 use crate::metadata::{ApplyError, MetadataImage, PartitionImage};
 use fjord_engine::LeaderEpoch;
@@ -103,6 +104,7 @@ pub fn create_topic(
             leader: BrokerId::NONE,
             leader_epoch: LeaderEpoch(0),
             partition_epoch: PartitionEpoch(0),
+            leader_recovery_state: LeaderRecoveryState::Recovered,
         };
         partition.leader = elect_leader(image, rules, &partition, &partition.isr);
         records.push(MetadataRecord::Partition(PartitionRecord {

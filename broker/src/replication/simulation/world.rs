@@ -44,7 +44,7 @@ use crate::config::ReplicationConfig;
 use crate::controller::alter_partition::{alter_partition, IsrProposal, Proposer};
 use crate::controller::election::{is_live, rebalancing_elections};
 use crate::controller::liveness::{Heartbeat, LivenessError, Registered, Registration};
-use crate::metadata::records::{BrokerEpoch, BrokerId, MetadataRecord};
+use crate::metadata::records::{BrokerEpoch, BrokerId, LeaderRecoveryState, MetadataRecord};
 use crate::metadata::{MetadataImage, PartitionImage};
 use crate::replication::leader::{
     diverging_epoch, truncation_offset, Follower, IsrChange, LeaderState,
@@ -1856,6 +1856,7 @@ impl World {
             partition_epoch: proposal.partition_epoch,
             isr: proposal.isr,
             broker_epochs: proposal.broker_epochs,
+            leader_recovery_state: LeaderRecoveryState::Recovered,
         };
         let (sessions, image) = self.controller.sessions();
         match alter_partition(image, sessions.rules(), proposer, &proposal) {
