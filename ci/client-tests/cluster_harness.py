@@ -42,13 +42,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kafka.protocol.consumer import ListOffsetsRequest, ListOffsetsResponse
 from kafka.protocol.metadata import MetadataRequest, MetadataResponse
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
 from kafka.record.memory_records import MemoryRecordsBuilder
 
 from conftest import FJORD, Broker, wait_until
-from raw_fetch import call
+from raw_fetch import call, list_offset
 from test_fjordctl import FJORDCTL
 
 CLUSTER_ID = "4L6g3nShT-eMCtK--X86sw"
@@ -379,23 +378,8 @@ class Node(Broker):
         """ListOffsets latest, asked of this node whatever Metadata says: the
         high watermark it serves consumers, or None when it refuses (an
         error code) or cannot be asked."""
-        request = ListOffsetsRequest(
-            replica_id=-1,
-            isolation_level=0,
-            topics=[ListOffsetsRequest.ListOffsetsTopic(
-                name=topic,
-                partitions=[ListOffsetsRequest.ListOffsetsTopic.ListOffsetsPartition(
-                    partition_index=partition, current_leader_epoch=-1,
-                    timestamp=LATEST_TIMESTAMP)],
-            )],
-        )
-        try:
-            response = call((self.address, CLIENT_PORT), request, ListOffsetsResponse,
-                            LIST_OFFSETS_VERSION, timeout_seconds=QUERY_TIMEOUT_SECONDS)
-        except OSError:
-            return None
-        [answer] = response.topics[0].partitions
-        return answer.offset if answer.error_code == 0 else None
+        return list_offset((self.address, CLIENT_PORT), topic, partition, LATEST_TIMESTAMP,
+                           version=LIST_OFFSETS_VERSION, timeout_seconds=QUERY_TIMEOUT_SECONDS)
 
     def produce(self, topic, partition, value, acks, timeout_ms):
         """Produces one record (`value`, bytes) to this node whatever

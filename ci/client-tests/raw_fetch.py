@@ -5,6 +5,8 @@ ask one chosen node (a client library sends where its metadata says)."""
 import socket
 import struct
 
+from kafka.protocol.consumer import ListOffsetsRequest, ListOffsetsResponse
+
 IO_TIMEOUT_SECONDS = 30
 
 
@@ -58,3 +60,28 @@ def call(address, request, response_class, version, correlation_id=1,
     response = response_class.decode(body, version=version, header=True)
     assert response.header.correlation_id == correlation_id
     return response
+
+
+def list_offset(address, topic, partition, timestamp, replica_id=-1, version=7,
+                timeout_seconds=IO_TIMEOUT_SECONDS):
+    """ListOffsets for one partition at `timestamp` (-1 latest, -2
+    earliest), asked of `address` alone as `replica_id` (-1 a consumer,
+    -2 the debugging id any replica answers with its own offsets): the
+    offset, or None when the node refuses (an error code) or cannot be
+    asked."""
+    request = ListOffsetsRequest(
+        replica_id=replica_id,
+        isolation_level=0,
+        topics=[ListOffsetsRequest.ListOffsetsTopic(
+            name=topic,
+            partitions=[ListOffsetsRequest.ListOffsetsTopic.ListOffsetsPartition(
+                partition_index=partition, current_leader_epoch=-1, timestamp=timestamp)],
+        )],
+    )
+    try:
+        response = call(address, request, ListOffsetsResponse, version,
+                        timeout_seconds=timeout_seconds)
+    except OSError:
+        return None
+    [answer] = response.topics[0].partitions
+    return answer.offset if answer.error_code == 0 else None

@@ -21,10 +21,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.admin import NewTopic as KafkaPythonNewTopic
-from kafka.protocol.consumer import ListOffsetsRequest, ListOffsetsResponse
 
 from conftest import Broker, free_port, wait_for_port, wait_until
-from raw_fetch import call
+from raw_fetch import list_offset
 from test_fjordctl import FJORDCTL
 from test_kcat import consume as kcat_consume
 
@@ -436,26 +435,9 @@ def replica_offsets(node, topic, partition):
     ListOffsets earliest and latest with the debugging replica id (-2),
     which any replica answers with its own offsets; None while the node
     refuses or cannot be asked."""
-    offsets = []
-    for timestamp in (-2, -1):
-        request = ListOffsetsRequest(
-            replica_id=-2,
-            isolation_level=0,
-            topics=[ListOffsetsRequest.ListOffsetsTopic(
-                name=topic,
-                partitions=[ListOffsetsRequest.ListOffsetsTopic.ListOffsetsPartition(
-                    partition_index=partition, current_leader_epoch=-1, timestamp=timestamp)],
-            )],
-        )
-        try:
-            response = call(("127.0.0.1", node.port), request, ListOffsetsResponse, 7)
-        except OSError:
-            return None
-        [answer] = response.topics[0].partitions
-        if answer.error_code != 0:
-            return None
-        offsets.append(answer.offset)
-    return tuple(offsets)
+    offsets = tuple(list_offset(("127.0.0.1", node.port), topic, partition, timestamp,
+                                replica_id=-2) for timestamp in (-2, -1))
+    return None if None in offsets else offsets
 
 
 def partition_isr(node, name, partition):

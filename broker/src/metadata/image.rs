@@ -479,6 +479,21 @@ impl MetadataImage {
         Ok(Arc::make_mut(topic))
     }
 
+    fn partition_mut(
+        &mut self,
+        topic_id: TopicId,
+        partition_id: i32,
+    ) -> Result<&mut PartitionImage, ApplyError> {
+        let topic = self.topic_mut(topic_id)?;
+        usize::try_from(partition_id)
+            .ok()
+            .and_then(|index| topic.partitions.get_mut(index))
+            .ok_or(ApplyError::UnknownPartition {
+                topic: topic_id,
+                partition: partition_id,
+            })
+    }
+
     fn set_partition(&mut self, record: &PartitionRecord) -> Result<(), ApplyError> {
         let topic = self.topic_mut(record.topic_id)?;
         let partition = PartitionImage {
@@ -522,14 +537,7 @@ impl MetadataImage {
     }
 
     fn change_partition(&mut self, record: &PartitionChangeRecord) -> Result<(), ApplyError> {
-        let topic = self.topic_mut(record.topic_id)?;
-        let current = usize::try_from(record.partition_id)
-            .ok()
-            .and_then(|index| topic.partitions.get_mut(index))
-            .ok_or(ApplyError::UnknownPartition {
-                topic: record.topic_id,
-                partition: record.partition_id,
-            })?;
+        let current = self.partition_mut(record.topic_id, record.partition_id)?;
         let leader = record.leader.unwrap_or(current.leader);
         let changed = PartitionImage {
             replicas: record
@@ -560,15 +568,8 @@ impl MetadataImage {
     }
 
     fn set_leader_recovery(&mut self, record: &LeaderRecoveryRecord) -> Result<(), ApplyError> {
-        let topic = self.topic_mut(record.topic_id)?;
-        let partition = usize::try_from(record.partition_id)
-            .ok()
-            .and_then(|index| topic.partitions.get_mut(index))
-            .ok_or(ApplyError::UnknownPartition {
-                topic: record.topic_id,
-                partition: record.partition_id,
-            })?;
-        partition.leader_recovery_state = record.state;
+        self.partition_mut(record.topic_id, record.partition_id)?
+            .leader_recovery_state = record.state;
         Ok(())
     }
 
@@ -662,4 +663,4 @@ fn check_replicas(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -222,24 +222,8 @@ fn a_refused_connection_fails_at_once() {
 
 #[test]
 fn a_follower_shard_aims_at_the_same_index_of_a_leader_with_enough_shards() {
-    use crate::metadata::records::{
-        BrokerCoresRecord, BrokerEndpoint, BrokerEpoch, MetadataRecord, RegisterBrokerRecord,
-    };
-    let register = |id: i32| {
-        MetadataRecord::RegisterBroker(RegisterBrokerRecord {
-            broker_id: BrokerId(id),
-            incarnation_id: [1; 16],
-            broker_epoch: BrokerEpoch(10),
-            endpoints: vec![BrokerEndpoint {
-                name: "PLAINTEXT".to_owned(),
-                host: "localhost".to_owned(),
-                port: 9092,
-                security_protocol: 0,
-            }],
-            rack: None,
-            fenced: false,
-        })
-    };
+    use crate::metadata::image::tests::register;
+    use crate::metadata::records::{BrokerCoresRecord, BrokerEpoch, MetadataRecord};
     let cores = |id: i32, cores: u32| {
         MetadataRecord::BrokerCores(BrokerCoresRecord {
             id: BrokerId(id),
@@ -249,11 +233,11 @@ fn a_follower_shard_aims_at_the_same_index_of_a_leader_with_enough_shards() {
     };
     let image = MetadataImage::default()
         .apply(&[
-            register(1),
+            register(BrokerId(1), 10),
             cores(1, 4),
-            register(2),
+            register(BrokerId(2), 10),
             cores(2, 1),
-            register(3),
+            register(BrokerId(3), 10),
         ])
         .unwrap();
     let four = |shard| SteerTo { shard, shards: 4 };

@@ -52,7 +52,8 @@ fn config(topic: &str, name: &str, value: Option<&str>) -> MetadataRecord {
     })
 }
 
-fn register(broker: BrokerId, epoch: i64) -> MetadataRecord {
+/// A registration of `broker` in epoch `epoch` with one PLAINTEXT endpoint.
+pub(crate) fn register(broker: BrokerId, epoch: i64) -> MetadataRecord {
     MetadataRecord::RegisterBroker(RegisterBrokerRecord {
         broker_id: broker,
         incarnation_id: [7; 16],
