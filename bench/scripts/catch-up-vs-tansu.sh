@@ -39,15 +39,8 @@ if [ -z "${TANSU:-}" ]; then
 fi
 
 start_tansu() {
-  if (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null; then echo "another broker listens on 19092"; exit 1; fi
-  "$TANSU" broker --listener-url tcp://127.0.0.1:19092 \
-    --advertised-listener-url tcp://localhost:19092 --storage-engine memory://tansu/ \
-    > broker.log 2>&1 & echo $! > broker.pid
-  for _ in $(seq 600); do
-    (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null && return
-    sleep 0.1
-  done
-  echo "no Tansu"; exit 1
+  start_broker "$TANSU" broker --listener-url tcp://127.0.0.1:19092 \
+    --advertised-listener-url tcp://localhost:19092 --storage-engine memory://tansu/
 }
 restart_cold() { stop; sync; echo 3 > /proc/sys/vm/drop_caches; start; }
 rate() { "$PYTHON" -c 'import json,sys; print(round(json.load(open(sys.argv[1]))[sys.argv[2]], 1))' "$1" "$2"; }

@@ -10,15 +10,21 @@ F=${FJORD:-$RELEASE/fjord}; B=$RELEASE/fjord-bench
 if [ "${PIN:-0}" = 1 ]; then F="taskset -c 0 $F --set cores=1"; B="taskset -c 1 $B"; fi
 C=$RELEASE/fjordctl
 S="--bootstrap-server localhost:19092"
-start() {
+# start_broker COMMAND...: runs a broker (any Kafka-compatible one) on
+# 127.0.0.1:19092, its pid in ./broker.pid and its output in ./broker.log,
+# and returns once it accepts connections.
+start_broker() {
   if (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null; then echo "another broker listens on 19092"; exit 1; fi
-  $F --set log.dirs="$DATA" --set listeners=PLAINTEXT://127.0.0.1:19092 --set advertised.listeners=PLAINTEXT://localhost:19092 > broker.log 2>&1 & echo $! > broker.pid
+  "$@" > broker.log 2>&1 & echo $! > broker.pid
   for i in $(seq 600); do
     kill -0 "$(cat broker.pid)" 2>/dev/null || { echo "broker exited:"; tail -3 broker.log; exit 1; }
     (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null && return
     sleep 0.1
   done
   echo "no broker"; exit 1
+}
+start() {
+  start_broker $F --set log.dirs="$DATA" --set listeners=PLAINTEXT://127.0.0.1:19092 --set advertised.listeners=PLAINTEXT://localhost:19092
 }
 stop() { kill "$(cat broker.pid)"; while kill -0 "$(cat broker.pid)" 2>/dev/null; do sleep 0.1; done; }
 # produce_under_reader LABEL RUN: consumes `cold` from the beginning in the

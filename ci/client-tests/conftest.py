@@ -109,6 +109,10 @@ class Broker:
         """What runs fjord (a wrapper, such as `ip netns exec`, goes first)."""
         return [str(FJORD)]
 
+    # What runs in the child before fjord starts (process limits, say);
+    # none by default, so that the child forks without a Python callback.
+    before_exec = None
+
     def launch(self):
         """Starts the process, its output appended to `log_path`, without
         waiting for it to serve."""
@@ -121,6 +125,7 @@ class Broker:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},
+            preexec_fn=self.before_exec,
         )
 
     def start(self):

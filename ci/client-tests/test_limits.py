@@ -25,18 +25,9 @@ class LowSoftLimitBroker(Broker):
     """A broker whose process starts with `SOFT_LIMIT` open files (soft),
     the hard limit left as this process has it."""
 
-    def launch(self):
-        arguments = self.command()
-        for setting in self.settings():
-            arguments += ["--set", setting]
+    def before_exec(self):
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            arguments,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT_LIMIT, hard)),
-        )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT_LIMIT, hard))
 
 
 def open_files_limits(pid):
