@@ -1035,9 +1035,7 @@ impl Controller {
                 .topics
                 .values()
                 .flat_map(|topic| {
-                    (0..)
-                        .zip(&topic.partitions)
-                        .map(|(index, _)| (topic.name.clone(), index))
+                    (0..topic.partition_count()).map(|index| (topic.name.clone(), index))
                 })
                 .collect();
             &every_partition
