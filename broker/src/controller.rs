@@ -429,7 +429,7 @@ impl Controller {
             serving
                 .upgrade()
                 .ok_or_else(|| not_controller("this controller is shutting down"))?
-                .make(&change)
+                .make(&change, CHANGE_TIMEOUT)
         }));
         let registration_failed = |source: MetadataError| OpenError::Register {
             node: config.node_id,
@@ -593,7 +593,7 @@ impl Controller {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let last_error = match self.quorum.leader() {
-                Leader::ThisNode => match self.make(change) {
+                Leader::ThisNode => match self.make(change, remaining) {
                     Err(refusal)
                         if refusal.code == ResponseError::NotController.code()
                             && !remaining.is_zero() =>
@@ -632,13 +632,13 @@ impl Controller {
     /// Makes `change` on this node, which must lead the quorum and have
     /// applied everything committed before its term; what a forwarded
     /// change runs on the leader.
-    fn make(&self, change: &Change) -> Outcome {
+    fn make(&self, change: &Change, timeout: Duration) -> Outcome {
         if self.quorum.leader() != Leader::ThisNode {
             return Err(not_controller(
                 "this node does not lead the controller quorum",
             ));
         }
-        block_on(self.quorum.await_leadership(CHANGE_TIMEOUT))
+        block_on(self.quorum.await_leadership(timeout))
             .map_err(|error| not_controller(error.to_string()))?;
         let answer = |applied_index, done| Answer {
             applied_index,
