@@ -14,7 +14,8 @@
 //! request's stamps to the reader over a channel of that capacity before
 //! writing it, and blocks when it is full.
 
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,11 +24,13 @@ use fjord_engine::batch::build_batch;
 use fjord_engine::TimestampMs;
 use fjord_tools::client::records::{encode_batch, Codec, OutgoingRecord};
 use fjord_tools::client::{produce_request, produce_result, Connection, PRODUCE_VERSION};
+use hdrhistogram::Histogram;
 use kafka_protocol::messages::{ApiKey, ProduceResponse};
 
-use super::run::{Clock, Meter};
+use super::run::{Clock, Meter, PublishParts};
 use super::{Workload, STAMP_BYTES};
 use crate::engine::BenchResult;
+use crate::latency;
 use crate::wire::CLIENT_ID;
 
 /// What one producer does.
@@ -50,12 +53,17 @@ pub struct ProducerPlan {
     pub payload: Arc<Vec<u8>>,
     /// Publish counts and latency.
     pub meter: Arc<Meter>,
+    /// Where the publish latency went.
+    pub parts: Arc<PublishParts>,
 }
 
-/// A request sent and not yet acknowledged: its messages' stamps.
+/// A request sent and not yet acknowledged: its messages' stamps, and the
+/// stamp of its writing to the socket (set by the sender right after it
+/// hands this over, before the write).
 struct Outstanding {
     correlation_id: i32,
     stamps: Vec<u64>,
+    written: Arc<AtomicU64>,
 }
 
 /// `len + message_size` bytes from which values are cut at rolling
@@ -108,6 +116,7 @@ pub fn run(plan: &ProducerPlan) -> BenchResult<()> {
     let mut next_slot = plan.first_slot;
     let mut payload_at = 0usize;
     let pool_len = plan.payload.len() - message_size;
+    let mut delays = latency::new_histogram();
     let send = |batch: &mut OpenBatch,
                 partition_index: &mut usize,
                 connection: &mut Connection|
@@ -123,12 +132,7 @@ pub fn run(plan: &ProducerPlan) -> BenchResult<()> {
             plan.meter
                 .count(stamps.len() as u64, batch.values.len() as u64);
         } else {
-            handoff
-                .send(Outstanding {
-                    correlation_id,
-                    stamps,
-                })
-                .map_err(|_| crate::Error::Measurement("the acknowledgement reader stopped"))?;
+            hand_over(&handoff, correlation_id, stamps, &plan.clock)?;
         }
         connection.send_frame(&frame)?;
         batch.values.clear();
@@ -166,6 +170,9 @@ pub fn run(plan: &ProducerPlan) -> BenchResult<()> {
             if !batch.stamps.is_empty() && batch.values.len() + message_size > batch_size {
                 send(&mut batch, &mut partition_index, &mut connection)?;
             }
+            if intended >= plan.clock.measure {
+                latency::record(&mut delays, now - intended);
+            }
             let stamp = plan.clock.stamp(intended);
             batch.values.extend_from_slice(&stamp.to_be_bytes());
             batch.values.extend_from_slice(
@@ -181,6 +188,7 @@ pub fn run(plan: &ProducerPlan) -> BenchResult<()> {
         Ok(())
     })();
     drop(handoff);
+    plan.parts.add_delays(&delays);
     // The reader's error is the cause when both fail (the sender only sees
     // that the reader stopped), so it wins.
     let read = reader.map_or(Ok(()), |reader| {
@@ -210,6 +218,27 @@ fn encode(values: &[u8], message_size: usize, codec: Codec) -> BenchResult<Bytes
     Ok(encode_batch(&records, timestamp.0, codec)?)
 }
 
+/// Hands a request's stamps to the acknowledgement reader, waiting while
+/// `maxInFlight` requests are outstanding, and stamps the request as
+/// written: the caller writes it next.
+fn hand_over(
+    handoff: &SyncSender<Outstanding>,
+    correlation_id: i32,
+    stamps: Vec<u64>,
+    clock: &Clock,
+) -> BenchResult<()> {
+    let written = Arc::new(AtomicU64::new(0));
+    handoff
+        .send(Outstanding {
+            correlation_id,
+            stamps,
+            written: written.clone(),
+        })
+        .map_err(|_| crate::Error::Measurement("the acknowledgement reader stopped"))?;
+    written.store(clock.stamp(Instant::now()), Ordering::Release);
+    Ok(())
+}
+
 /// Starts the thread that reads `plan`'s acknowledgements on a clone of
 /// `connection`.
 fn spawn_reader(
@@ -218,22 +247,35 @@ fn spawn_reader(
     outstanding: Receiver<Outstanding>,
 ) -> BenchResult<std::thread::JoinHandle<BenchResult<()>>> {
     let connection = connection.try_clone()?;
-    let (clock, meter) = (plan.clock.clone(), plan.meter.clone());
+    let (clock, meter, parts) = (plan.clock.clone(), plan.meter.clone(), plan.parts.clone());
     let message_size = u64::from(plan.workload.message_size);
     Ok(std::thread::spawn(move || {
-        read_acknowledgements(connection, &outstanding, &clock, &meter, message_size)
+        let mut requests = latency::new_histogram();
+        let read = read_acknowledgements(
+            connection,
+            &outstanding,
+            &clock,
+            &meter,
+            &mut requests,
+            message_size,
+        );
+        parts.add_requests(&requests);
+        read
     }))
 }
 
 /// Reads responses in order, recording each message's publish latency
-/// from its stamp.
+/// from its stamp and, from the end of warm-up, its request's time from
+/// written to acknowledged into `requests`.
 fn read_acknowledgements(
     mut connection: Connection,
     outstanding: &Receiver<Outstanding>,
     clock: &Clock,
     meter: &Meter,
+    requests: &mut Histogram<u64>,
     message_size: u64,
 ) -> BenchResult<()> {
+    let measure = clock.stamp(clock.measure);
     while let Ok(request) = outstanding.recv() {
         let response: ProduceResponse = connection.receive_response(
             ApiKey::Produce,
@@ -243,6 +285,13 @@ fn read_acknowledgements(
         let now = clock.stamp(Instant::now());
         produce_result(&response)?;
         meter.record(&request.stamps, now, message_size);
+        let written = request.written.load(Ordering::Acquire);
+        if written >= measure {
+            let took = Duration::from_nanos(now.saturating_sub(written));
+            for _ in &request.stamps {
+                latency::record(requests, took);
+            }
+        }
     }
     Ok(())
 }

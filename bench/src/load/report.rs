@@ -76,6 +76,14 @@ pub struct RunReport {
     pub seconds: f64,
     /// Send to acknowledgement.
     pub publish: Figures,
+    /// Schedule slot to the producer taking the message
+    /// ([`super::run::PublishParts`]); zero in reports written before it.
+    #[serde(default)]
+    pub publish_delay: LatencySummary,
+    /// Request written to acknowledged, per message
+    /// ([`super::run::PublishParts`]); zero in reports written before it.
+    #[serde(default)]
+    pub publish_request: LatencySummary,
     /// Send to consumed.
     pub end_to_end: Figures,
     /// Throughput every second, warm-up included.
@@ -98,6 +106,8 @@ impl RunReport {
                 .map_or(0, |elapsed| elapsed.as_millis() as u64),
             seconds: f64::from(workload.test_duration_seconds),
             publish,
+            publish_delay: LatencySummary::default(),
+            publish_request: LatencySummary::default(),
             end_to_end,
             series,
         }
@@ -204,7 +214,7 @@ pub fn throughput_plot(title: &str, reports: &[RunReport]) -> String {
 /// The rows of the summary: label and how to get the figure.
 type Row = (&'static str, fn(&RunReport) -> f64);
 
-const ROWS: [Row; 16] = [
+const ROWS: [Row; 20] = [
     ("publish msg/s", |r| r.publish.msgs_per_sec),
     ("publish MB/s", |r| r.publish.mb_per_sec),
     ("publish p50 ms", |r| r.publish.latency.p50_us / 1e3),
@@ -213,6 +223,10 @@ const ROWS: [Row; 16] = [
     ("publish p99.9 ms", |r| r.publish.latency.p999_us / 1e3),
     ("publish p99.99 ms", |r| r.publish.latency.p9999_us / 1e3),
     ("publish max ms", |r| r.publish.latency.max_us / 1e3),
+    ("  delay p50 ms", |r| r.publish_delay.p50_us / 1e3),
+    ("  delay p99 ms", |r| r.publish_delay.p99_us / 1e3),
+    ("  request p50 ms", |r| r.publish_request.p50_us / 1e3),
+    ("  request p99 ms", |r| r.publish_request.p99_us / 1e3),
     ("consume msg/s", |r| r.end_to_end.msgs_per_sec),
     ("consume MB/s", |r| r.end_to_end.mb_per_sec),
     ("e2e p50 ms", |r| r.end_to_end.latency.p50_us / 1e3),

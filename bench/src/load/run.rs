@@ -17,7 +17,7 @@ use super::producer::{self, payload_pool, ProducerPlan};
 use super::report::{Figures, RunReport, SeriesPoint};
 use super::{RunArgs, Workload};
 use crate::engine::BenchResult;
-use crate::latency;
+use crate::latency::{self, LatencySummary};
 use crate::wire::{by_leader, produce::partitions_of_producer, CLIENT_ID};
 
 /// Bytes of the payload pool values are cut from.
@@ -51,6 +51,67 @@ impl Clock {
     pub fn stamp(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
+}
+
+/// The two parts of a publish latency that say where it went, each
+/// recorded once per message from the end of warm-up: the *delay* from a
+/// message's schedule slot to the producer taking it (the `OpenMessaging`
+/// Benchmark's publish delay: how far the load generator fell behind its
+/// own schedule), and the *request* time from its request being written to
+/// the socket to the acknowledgement (the broker, the network and the
+/// reader thread). What remains of the publish latency is the batch
+/// filling (`lingerMs`) and the wait for a request slot (`maxInFlight`).
+/// Each thread keeps its own histogram and adds it here once, at its end.
+pub struct PublishParts {
+    delay: Mutex<Histogram<u64>>,
+    request: Mutex<Histogram<u64>>,
+}
+
+impl Default for PublishParts {
+    fn default() -> Self {
+        Self {
+            delay: Mutex::new(latency::new_histogram()),
+            request: Mutex::new(latency::new_histogram()),
+        }
+    }
+}
+
+impl PublishParts {
+    /// Adds one producer thread's delays.
+    ///
+    /// # Panics
+    /// If another thread panicked while holding the histogram.
+    pub fn add_delays(&self, delays: &Histogram<u64>) {
+        add_histogram(&self.delay, delays);
+    }
+
+    /// Adds one acknowledgement reader's request times.
+    ///
+    /// # Panics
+    /// If another thread panicked while holding the histogram.
+    pub fn add_requests(&self, requests: &Histogram<u64>) {
+        add_histogram(&self.request, requests);
+    }
+
+    /// The delay and request summaries.
+    ///
+    /// # Panics
+    /// If another thread panicked while holding a histogram.
+    #[must_use]
+    pub fn summaries(&self) -> (LatencySummary, LatencySummary) {
+        let of = |histogram: &Mutex<Histogram<u64>>| {
+            LatencySummary::of(&histogram.lock().expect("publish parts lock"))
+        };
+        (of(&self.delay), of(&self.request))
+    }
+}
+
+fn add_histogram(total: &Mutex<Histogram<u64>>, part: &Histogram<u64>) {
+    total
+        .lock()
+        .expect("publish parts lock")
+        .add(part)
+        .expect("histograms of the same bounds add");
 }
 
 /// Counts and a latency histogram that many threads add to.
@@ -248,6 +309,7 @@ fn drive(
         drained: end + DRAIN,
     };
     let publish = Arc::new(Meter::default());
+    let publish_parts = Arc::new(PublishParts::default());
     let end_to_end = Arc::new(Meter::default());
     let payload = Arc::new(payload_pool(
         workload.message_size as usize,
@@ -293,6 +355,7 @@ fn drive(
                 first_slot: start + stagger,
                 payload: payload.clone(),
                 meter: publish.clone(),
+                parts: publish_parts.clone(),
             };
             producers.push(std::thread::spawn(move || producer::run(&plan)));
         }
@@ -313,12 +376,14 @@ fn drive(
         });
     }
     let seconds = (clock.end - clock.measure).as_secs_f64();
-    Ok(RunReport::new(
+    let mut report = RunReport::new(
         workload,
         Figures::new(publish_window.publish, seconds, &publish.histogram()),
         Figures::new(publish_window.end_to_end, seconds, &end_to_end.histogram()),
         series.points,
-    ))
+    );
+    (report.publish_delay, report.publish_request) = publish_parts.summaries();
+    Ok(report)
 }
 
 /// Messages and bytes counted inside the measured window.
