@@ -145,7 +145,7 @@ pub fn state(
     let image = broker.controller.image();
     image
         .topics
-        .get(&partition.topic)
+        .get(&*partition.topic)
         .and_then(|topic| topic.partition(partition.partition))
         .map(PartitionState::from)
         .ok_or(PartitionError::Unknown)
@@ -318,17 +318,11 @@ async fn await_committed(
         }
         // The high watermark moved, or the image did (leader, ISR).
         futures_lite::future::or(
-            async {
-                let _ = broker
-                    .shard
-                    .wait_for_data(
-                        partition.clone(),
-                        last_offset,
-                        ReadBound::HighWatermark,
-                        left,
-                    )
-                    .await;
-            },
+            broker.shard.wait_for_any_data(
+                vec![(partition.clone(), last_offset)],
+                ReadBound::HighWatermark,
+                left,
+            ),
             async {
                 if published.changed().await.is_err() {
                     glommio::timer::sleep(left).await;

@@ -5,13 +5,15 @@
 mod common;
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{leader_append, read_batches};
 use fjord_engine::batch::{build_batch, BatchHeader};
 use fjord_engine::config::LogConfig;
-use fjord_engine::shard::{self, EngineConfig, Shard};
+use fjord_engine::log::ReadData;
+use fjord_engine::shard::{self, EngineConfig, ReadBound, Shard};
 use fjord_engine::{Error, Offset, TimestampMs, TopicPartition};
 
 const PARTITIONS: i32 = 8;
@@ -101,6 +103,169 @@ fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
     for shard_counts in counts {
         for count in shard_counts {
             assert_eq!(count, (shards * BATCHES_PER_SHARD_AND_PARTITION) as i64);
+        }
+    }
+}
+
+/// Guards against a Fetch's long poll (one wait over partitions of every
+/// shard) that an append on another shard does not end, that ends before
+/// its timeout with no data, or that waits on a partition the engine does
+/// not have instead of letting the read report it.
+#[test]
+fn a_wait_on_partitions_of_every_shard_ends_at_the_first_append_or_its_timeout() {
+    const NO_DATA_TIMEOUT: Duration = Duration::from_millis(300);
+    const LONG_TIMEOUT: Duration = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let config = engine_config(dir.path());
+    let shards = config.shards;
+    shard::run(&config, |shard: Rc<Shard>| async move {
+        create_all(&shard).await;
+    })
+    .unwrap();
+    // Appended to by its own shard, the last: another one than the
+    // waiting shard 0 whenever there are several.
+    let appended = partitions()
+        .into_iter()
+        .find(|partition| shard::shard_for(partition, shards) == shards - 1)
+        .expect("a partition on the last shard");
+    let at_start = || -> Vec<(TopicPartition, Offset)> {
+        partitions()
+            .into_iter()
+            .map(|partition| (partition, Offset(0)))
+            .collect()
+    };
+    let long_wait_began = Arc::new(AtomicBool::new(false));
+    let waited = shard::run(&config, move |shard: Rc<Shard>| {
+        let (appended, long_wait_began) = (appended.clone(), long_wait_began.clone());
+        async move {
+            let news = (shard.id() == shards - 1).then(|| {
+                let shard = shard.clone();
+                let long_wait_began = long_wait_began.clone();
+                glommio::spawn_local(async move {
+                    while !long_wait_began.load(Ordering::SeqCst) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    let batch =
+                        build_batch(&[(None, Some(&b"news"[..]))], TimestampMs::now(), None);
+                    shard
+                        .append(leader_append(&appended, batch, false))
+                        .await
+                        .expect("append");
+                })
+            });
+            let mut waited = None;
+            if shard.id() == 0 {
+                let started = Instant::now();
+                shard
+                    .wait_for_any_data(at_start(), ReadBound::LogEnd, NO_DATA_TIMEOUT)
+                    .await;
+                let timed_out = started.elapsed();
+                let started = Instant::now();
+                long_wait_began.store(true, Ordering::SeqCst);
+                shard
+                    .wait_for_any_data(at_start(), ReadBound::LogEnd, LONG_TIMEOUT)
+                    .await;
+                let woken = started.elapsed();
+                let started = Instant::now();
+                let absent = vec![(TopicPartition::new("absent", 0), Offset(0))];
+                shard
+                    .wait_for_any_data(absent, ReadBound::LogEnd, LONG_TIMEOUT)
+                    .await;
+                waited = Some((timed_out, woken, started.elapsed()));
+            }
+            if let Some(news) = news {
+                news.await;
+            }
+            waited
+        }
+    })
+    .unwrap();
+    let (timed_out, woken, absent) = waited.into_iter().flatten().next().expect("shard 0 waited");
+    assert!(
+        timed_out >= NO_DATA_TIMEOUT,
+        "a wait with no data ended after {timed_out:?}"
+    );
+    assert!(
+        timed_out < LONG_TIMEOUT / 2,
+        "a {NO_DATA_TIMEOUT:?} wait took {timed_out:?}"
+    );
+    assert!(
+        woken < LONG_TIMEOUT / 2,
+        "the append did not end the wait ({woken:?})"
+    );
+    assert!(
+        absent < LONG_TIMEOUT / 2,
+        "waited {absent:?} on an unknown partition"
+    );
+}
+
+/// Guards against a Fetch's reads of many partitions (one engine call for
+/// all, one operation per owning shard) answering a partition with
+/// another's data, or losing the answer of one that fails: every shard
+/// reads every partition, in an order unlike their shards', with an
+/// unknown one among them.
+#[test]
+fn reads_of_partitions_on_every_shard_answer_each_in_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = engine_config(dir.path());
+    shard::run(&config, |shard: Rc<Shard>| async move {
+        create_all(&shard).await;
+        if shard.id() != 0 {
+            return;
+        }
+        for (number, partition) in partitions().iter().enumerate() {
+            for _ in 0..=number {
+                let batch = build_batch(&[(None, Some(&b"record"[..]))], TimestampMs::now(), None);
+                shard
+                    .append(leader_append(partition, batch, true))
+                    .await
+                    .expect("append");
+            }
+        }
+    })
+    .unwrap();
+    let mut asked: Vec<TopicPartition> = partitions().into_iter().rev().collect();
+    asked.insert(3, TopicPartition::new("absent", 0));
+    let answers = shard::run(&config, move |shard: Rc<Shard>| {
+        let asked = asked.clone();
+        async move {
+            let reads = asked
+                .iter()
+                .map(|partition| (partition.clone(), Offset(0), 1 << 20))
+                .collect();
+            let found = shard.read_zero_copy_many(reads).await;
+            asked
+                .into_iter()
+                .zip(found)
+                .map(|(partition, read)| match read {
+                    Ok(read) => {
+                        let holds_data = match read.data {
+                            ReadData::Batches(batches) => !batches.is_empty(),
+                            ReadData::File(range) => range.len > 0,
+                        };
+                        (partition, Some((read.offsets.high_watermark, holds_data)))
+                    }
+                    Err(Error::UnknownPartition(unknown)) => {
+                        assert_eq!(unknown, partition);
+                        (partition, None)
+                    }
+                    Err(error) => panic!("reading {partition}: {error}"),
+                })
+                .collect::<Vec<_>>()
+        }
+    })
+    .unwrap();
+    assert_eq!(answers.len(), config.shards);
+    for answers in answers {
+        assert_eq!(answers.len(), PARTITIONS as usize + 1);
+        for (partition, answer) in answers {
+            if &*partition.topic == "absent" {
+                assert_eq!(answer, None);
+            } else {
+                let appended = i64::from(partition.partition) + 1;
+                assert_eq!(answer, Some((Offset(appended), true)), "{partition}");
+            }
         }
     }
 }

@@ -35,14 +35,12 @@
 //! of a follower's partition on another shard is logged (once per follower
 //! and shard), as the sign that its reads cross cores.
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use event_listener::Event;
 use fjord_engine::log::{LogOffsets, ReadData, ZeroCopyRead};
 use fjord_engine::shard::{Queue, ReadBound};
 use fjord_engine::{LeaderEpoch, Offset, TopicPartition};
@@ -144,42 +142,53 @@ fn offsets_unknown(index: i32) -> PartitionData {
         .with_log_start_offset(-1)
 }
 
-/// Reads one partition, up to `limit` bytes (at least one batch, KIP-74),
-/// below the high watermark. A partition this shard owns is read in place:
-/// a file range when the batches are not cached, sent later with
-/// `sendfile`. Another shard's partition is read there and comes back as
-/// cached or copied `Bytes`.
-async fn read_partition(broker: &Rc<Broker>, wanted: &Wanted, limit: usize) -> Answer {
+/// Reads the consumer's partitions `reads` (each with its byte limit, at
+/// least one batch each, KIP-74), below their high watermarks, in one
+/// engine call ([`Shard::read_zero_copy_many`](fjord_engine::shard::Shard::read_zero_copy_many)):
+/// a partition this shard owns is read in place, as a file range when its
+/// batches are not cached (sent later with `sendfile`); another shard's
+/// partition is read there and comes back as cached or copied `Bytes`.
+async fn read_partitions(broker: &Rc<Broker>, reads: &[(Wanted, usize)]) -> Vec<Answer> {
+    let asked = reads
+        .iter()
+        .map(|(wanted, limit)| (wanted.partition.clone(), wanted.offset, *limit))
+        .collect();
+    let found = broker.shard.read_zero_copy_many(asked).await;
+    reads
+        .iter()
+        .zip(found)
+        .map(|((wanted, _), read)| {
+            answer(
+                wanted,
+                read.map(|read| Found {
+                    high_watermark: read.offsets.high_watermark,
+                    log_start: read.offsets.log_start,
+                    records: match read.data {
+                        ReadData::Batches(batches) => batches_to_chunks(batches),
+                        ReadData::File(range) => vec![ResponseChunk::File(range)],
+                    },
+                }),
+            )
+        })
+        .collect()
+}
+
+/// A consumer's answer for a partition with no budget left: its offsets.
+async fn offsets_only(broker: &Rc<Broker>, wanted: &Wanted) -> Answer {
+    let offsets = broker.shard.offsets(wanted.partition.clone()).await;
+    answer(
+        wanted,
+        offsets.map(|offsets| Found {
+            high_watermark: offsets.high_watermark,
+            log_start: offsets.log_start,
+            records: Vec::new(),
+        }),
+    )
+}
+
+/// A consumer's answer for `wanted` from what its read found.
+fn answer(wanted: &Wanted, read: Result<Found, fjord_engine::Error>) -> Answer {
     let data = offsets_unknown(wanted.partition.partition);
-    // The caller checked with the partition layer that this broker leads
-    // the partition in the epoch the client names.
-    let read = if limit == 0 {
-        // With no budget left only the offsets are reported.
-        broker
-            .shard
-            .offsets(wanted.partition.clone())
-            .await
-            .map(|offsets| Found {
-                high_watermark: offsets.high_watermark,
-                log_start: offsets.log_start,
-                records: Vec::new(),
-            })
-    } else {
-        // The owning shard answers with its cache's Bytes or a verified file
-        // range; either way nothing is copied, on this shard or across.
-        broker
-            .shard
-            .read_zero_copy(wanted.partition.clone(), wanted.offset, limit)
-            .await
-            .map(|read| Found {
-                high_watermark: read.offsets.high_watermark,
-                log_start: read.offsets.log_start,
-                records: match read.data {
-                    ReadData::Batches(batches) => batches_to_chunks(batches),
-                    ReadData::File(range) => vec![ResponseChunk::File(range)],
-                },
-            })
-    };
     match read {
         Ok(found) => Answer {
             data: data
@@ -326,7 +335,7 @@ fn refused(
 fn current_leader(image: &MetadataImage, partition: &TopicPartition) -> LeaderIdAndEpoch {
     image
         .topics
-        .get(&partition.topic)
+        .get(&*partition.topic)
         .and_then(|topic| topic.partition(partition.partition))
         .map_or_else(LeaderIdAndEpoch::default, |state| {
             LeaderIdAndEpoch::default()
@@ -351,6 +360,13 @@ fn leader_endpoints(image: &MetadataImage, leaders: &BTreeSet<i32>) -> Vec<NodeE
         .collect()
 }
 
+/// A partition's answer in a wave of [`read_all`]: one of the consumer
+/// reads made together, or a task of its own.
+enum Pending {
+    Read(usize),
+    Task(glommio::Task<Answer>),
+}
+
 /// Reads every target, concurrently, within the response's `max_bytes`.
 ///
 /// Partitions are read in waves: each partition of a wave is given its own
@@ -360,7 +376,8 @@ fn leader_endpoints(image: &MetadataImage, leaders: &BTreeSet<i32>) -> Vec<NodeE
 /// was really used. A consumer's fetch (limits well under the total) thus
 /// reads all its partitions at once, on every shard and the disk in
 /// parallel, and the response never exceeds the budget. Only the first
-/// partition with data may go over, by one batch (KIP-74).
+/// partition with data may go over, by one batch (KIP-74). A consumer's
+/// reads of a wave are made together, in one engine call.
 async fn read_all(
     broker: &Rc<Broker>,
     version: i16,
@@ -380,6 +397,7 @@ async fn read_all(
     while next < targets.len() {
         let mut reserved = 0usize;
         let mut wave = Vec::new();
+        let mut consumer_reads = Vec::new();
         while let (Some(target), Some(wanted)) = (targets.get(next), resolved.get(next)) {
             // Refused partitions (an unknown topic id, partition or topic,
             // led elsewhere, a stale or future leader epoch) take no share
@@ -404,27 +422,37 @@ async fn read_all(
             if limit == 0 && reserved > 0 {
                 break;
             }
-            if let Some(follower) = follower {
-                note_read_across_shards(broker, follower.broker, &wanted.partition);
-            }
-            let read = glommio::spawn_local({
-                let broker = broker.clone();
-                let wanted = wanted.clone();
-                async move {
-                    match follower {
-                        Some(follower) => {
-                            read_for_follower(&broker, &wanted, follower, limit).await
-                        }
-                        None => read_partition(&broker, &wanted, limit).await,
-                    }
+            let read = match follower {
+                None if limit > 0 => {
+                    consumer_reads.push((wanted.clone(), limit));
+                    Pending::Read(consumer_reads.len() - 1)
                 }
-            });
+                None => Pending::Task(glommio::spawn_local({
+                    let (broker, wanted) = (broker.clone(), wanted.clone());
+                    async move { offsets_only(&broker, &wanted).await }
+                })),
+                Some(follower) => {
+                    note_read_across_shards(broker, follower.broker, &wanted.partition);
+                    Pending::Task(glommio::spawn_local({
+                        let (broker, wanted) = (broker.clone(), wanted.clone());
+                        async move { read_for_follower(&broker, &wanted, follower, limit).await }
+                    }))
+                }
+            };
             wave.push((next, limit, read));
             reserved += limit;
             next += 1;
         }
-        for (index, limit, read) in wave {
-            let mut answer = read.await;
+        let mut read = read_partitions(broker, &consumer_reads)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect::<Vec<_>>();
+        for (index, limit, pending) in wave {
+            let mut answer = match pending {
+                Pending::Read(at) => read[at].take().expect("each read answers once"),
+                Pending::Task(task) => task.await,
+            };
             let mut bytes = usize::try_from(answer.records_bytes()).unwrap_or(usize::MAX);
             if bytes > limit && total > 0 {
                 // Only the first partition with data may exceed its limit
@@ -475,35 +503,18 @@ async fn wait_for_any(
     bound: ReadBound,
     timeout: Duration,
 ) {
-    let woke = Rc::new((Event::new(), Cell::new(false)));
-    let listener = woke.0.listen();
     let image = broker.controller.image();
-    for wanted in targets.iter().filter_map(|target| resolve(&image, target)) {
-        let broker = broker.clone();
-        let woke = woke.clone();
-        let partition = wanted.partition;
-        let offset = wanted.offset;
-        glommio::spawn_local(async move {
-            // An unknown partition has nothing to wait for: it wakes the
-            // fetch, whose read reports the error.
-            let _ = broker
-                .shard
-                .wait_for_data(partition, offset, bound, timeout)
-                .await;
-            woke.1.set(true);
-            woke.0.notify(usize::MAX);
-        })
-        .detach();
-    }
-    if woke.1.get() {
-        return;
-    }
+    let waits = targets
+        .iter()
+        .filter_map(|target| resolve(&image, target))
+        .map(|wanted| (wanted.partition, wanted.offset))
+        .collect();
     // Shutdown answers a long poll at once, with what there is, so a
     // consumer polling with a long `fetch.max.wait.ms` does not hold the
     // broker's exit for that long.
     futures_lite::future::or(
-        listener,
-        futures_lite::future::or(glommio::timer::sleep(timeout), broker.until_stopping()),
+        broker.shard.wait_for_any_data(waits, bound, timeout),
+        broker.until_stopping(),
     )
     .await;
 }

@@ -2,13 +2,17 @@
 //! request and answer types, run on the shard that owns the partition
 //! ([`super::calls`]).
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 
-use super::calls::{PendingAnswer, Queue};
+use super::calls::{LocalFuture, PendingAnswer, Queue};
 use super::Shard;
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
@@ -187,31 +191,78 @@ impl<S: Storage> Shard<S> {
         self.submit_append(append).await.await
     }
 
-    /// Waits until the partition's log end (or high watermark, for
-    /// [`ReadBound::HighWatermark`]) passes `offset`, or `timeout` passes.
+    /// Waits until any of `waits` (each a partition and the offset its
+    /// reader is at) has data past that offset (its log end, or its high
+    /// watermark for [`ReadBound::HighWatermark`]), or `timeout` passes; at
+    /// once when one of them is not on its shard (the reader's next read
+    /// reports it) or the shard is stopping.
     ///
-    /// # Errors
-    /// [`Error::UnknownPartition`].
-    pub async fn wait_for_data(
+    /// A long-polling Fetch waits on every partition it reads, and a busy
+    /// broker answers thousands of them a second, so the wait costs one
+    /// operation per owning shard (one task there, one timer, a listener
+    /// per partition), not one per partition. Dropping the future cancels
+    /// the wait on this shard; another shard's ends with its first data or
+    /// its timeout.
+    pub async fn wait_for_any_data(
         self: &Rc<Self>,
-        partition: TopicPartition,
-        offset: Offset,
+        waits: Vec<(TopicPartition, Offset)>,
         bound: ReadBound,
         timeout: Duration,
-    ) -> Result<()> {
+    ) {
         let queue = match bound {
             ReadBound::HighWatermark => Queue::ConsumerRead,
             ReadBound::LogEnd => Queue::Default,
         };
-        self.on_log(partition, queue, move |shard, log| async move {
-            let committed = bound == ReadBound::HighWatermark;
-            futures_lite::future::or(log.wait_for_data_beyond(offset, committed), async {
-                shard.clock.sleep(timeout).await;
+        let committed = bound == ReadBound::HighWatermark;
+        let mut by_owner: BTreeMap<usize, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
+        for (partition, offset) in waits {
+            by_owner
+                .entry(self.owner_of(&partition))
+                .or_default()
+                .push((partition, offset));
+        }
+        let per_owner = by_owner
+            .into_iter()
+            .map(|(owner, waits)| {
+                let shard = Rc::clone(self);
+                Box::pin(async move {
+                    let _ = shard
+                        .run_on(owner, queue, move |owner| {
+                            let owner = Rc::clone(owner);
+                            Box::pin(async move {
+                                owner.wait_here_for_any(waits, committed, timeout).await;
+                                Ok(())
+                            })
+                        })
+                        .await;
+                }) as LocalFuture<()>
             })
-            .await;
-            Ok(())
-        })
-        .await
+            .collect();
+        futures_lite::future::or(FirstOf(per_owner), self.clock.sleep(timeout)).await;
+    }
+
+    /// [`Shard::wait_for_any_data`] for partitions of this shard.
+    async fn wait_here_for_any(
+        &self,
+        waits: Vec<(TopicPartition, Offset)>,
+        committed: bool,
+        timeout: Duration,
+    ) {
+        let Ok(logs) = waits
+            .iter()
+            .map(|(partition, offset)| Ok((self.local(partition)?, *offset)))
+            .collect::<Result<Vec<_>>>()
+        else {
+            return;
+        };
+        let waiting = logs
+            .into_iter()
+            .map(|(log, offset)| {
+                Box::pin(async move { log.wait_for_data_beyond(offset, committed).await })
+                    as LocalFuture<()>
+            })
+            .collect();
+        futures_lite::future::or(FirstOf(waiting), self.clock.sleep(timeout)).await;
     }
 
     /// Reads batches into memory.
@@ -230,31 +281,78 @@ impl<S: Storage> Shard<S> {
         .await
     }
 
-    /// Reads for a consumer without copying: batches up to the high
+    /// Reads partitions for a consumer without copying, each from the
+    /// offset it names up to its byte limit: batches up to the high
     /// watermark as cached `Bytes` or a verified file range to send; reads
-    /// the next chunk ahead when the reader is catching up from disk.
+    /// the next chunk ahead when a reader is catching up from disk.
+    /// Answers in the order of `reads`.
     ///
-    /// # Errors
-    /// As [`PartitionLog::read_zero_copy`].
-    pub async fn read_zero_copy(
+    /// A Fetch names many partitions, and at a steady rate most have
+    /// nothing new, so the reads cost one operation per owning shard, not
+    /// one per partition; a shard's partitions are read concurrently there
+    /// (and on the disk), every shard's at once.
+    pub async fn read_zero_copy_many(
+        self: &Rc<Self>,
+        reads: Vec<(TopicPartition, Offset, usize)>,
+    ) -> Vec<Result<ZeroCopyRead>> {
+        let count = reads.len();
+        let mut by_owner: BTreeMap<usize, Vec<(usize, TopicPartition, Offset, usize)>> =
+            BTreeMap::new();
+        for (index, (partition, offset, max_bytes)) in reads.into_iter().enumerate() {
+            by_owner
+                .entry(self.owner_of(&partition))
+                .or_default()
+                .push((index, partition, offset, max_bytes));
+        }
+        let per_owner = by_owner.into_iter().map(|(owner, reads)| {
+            let shard = Rc::clone(self);
+            async move {
+                let indexes: Vec<usize> = reads.iter().map(|read| read.0).collect();
+                let answers = shard
+                    .run_on(owner, Queue::ConsumerRead, move |owner| {
+                        let owner = Rc::clone(owner);
+                        Box::pin(async move {
+                            let reads =
+                                reads.into_iter().map(|(_, partition, offset, max_bytes)| {
+                                    owner.read_zero_copy_here(partition, offset, max_bytes)
+                                });
+                            Ok(join_all(reads).await)
+                        })
+                    })
+                    .await;
+                (indexes, answers)
+            }
+        });
+        let mut answers = Vec::with_capacity(count);
+        for (indexes, owner_answers) in join_all(per_owner).await {
+            match owner_answers {
+                Ok(owner_answers) => answers.extend(indexes.into_iter().zip(owner_answers)),
+                // The operation itself never fails: its shard stopped.
+                Err(_) => answers.extend(
+                    indexes
+                        .into_iter()
+                        .map(|index| (index, Err(Error::ShuttingDown))),
+                ),
+            }
+        }
+        answers.sort_unstable_by_key(|(index, _)| *index);
+        answers.into_iter().map(|(_, answer)| answer).collect()
+    }
+
+    /// One read of [`Shard::read_zero_copy_many`], on the owning shard.
+    async fn read_zero_copy_here(
         self: &Rc<Self>,
         partition: TopicPartition,
         offset: Offset,
         max_bytes: usize,
     ) -> Result<ZeroCopyRead> {
-        self.on_log(
-            partition,
-            Queue::ConsumerRead,
-            move |shard, log| async move {
-                let bound = log.high_watermark();
-                let read = log.read_zero_copy(offset, max_bytes, bound).await?;
-                if log.read_ahead_due() {
-                    shard.read_ahead(log, max_bytes);
-                }
-                Ok(read)
-            },
-        )
-        .await
+        let log = self.local(&partition)?;
+        let bound = log.high_watermark();
+        let read = log.read_zero_copy(offset, max_bytes, bound).await?;
+        if log.read_ahead_due() {
+            self.read_ahead(log, max_bytes);
+        }
+        Ok(read)
     }
 
     /// Flushes everything appended so far; returns the flushed offset.
@@ -407,5 +505,23 @@ impl<S: Storage> Shard<S> {
             Box::pin(async move { Ok(partitions) })
         })
         .await
+    }
+}
+
+/// Completes when the first of its futures does; never, for none. Polls
+/// every future at each wake: they are a Fetch's partitions of one shard,
+/// or one per shard.
+struct FirstOf(Vec<LocalFuture<()>>);
+
+impl Future for FirstOf {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        for future in &mut self.get_mut().0 {
+            if future.as_mut().poll(context).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
     }
 }
