@@ -138,7 +138,7 @@ impl ImageFollower {
         // dropped once the image no longer assigns its topic's partition
         // here.
         state.creates.retain(|partition, id| {
-            current.topics.get(&partition.topic).is_some_and(|topic| {
+            current.topics.get(&*partition.topic).is_some_and(|topic| {
                 topic.id == *id && held(topic, node).any(|index| index == partition.partition)
             })
         });
@@ -329,7 +329,7 @@ async fn create_partition(
         .controller
         .image()
         .topics
-        .get(&partition.topic)
+        .get(&*partition.topic)
         .map(|topic| topic_id_text(topic.id))
     else {
         // The topic went meanwhile: nothing to create.
@@ -431,7 +431,7 @@ async fn settle_unassigned_partitions(broker: &Rc<Broker>) {
         for partition in partitions {
             let assigned = image
                 .topics
-                .get(&partition.topic)
+                .get(&*partition.topic)
                 .is_some_and(|topic| held(topic, node).any(|index| index == partition.partition));
             if assigned {
                 continue;
@@ -508,7 +508,7 @@ mod tests {
         let mut indexes = Vec::new();
         for shard in 0..broker.shard.shard_count() {
             for partition in broker.shard.list_partitions(shard).await.unwrap() {
-                if partition.topic == topic {
+                if *partition.topic == *topic {
                     indexes.push(partition.partition);
                 }
             }

@@ -316,7 +316,7 @@ async fn apply_roles(broker: &Rc<Broker>, fetchers: &mut fetcher::Fetchers) {
     for partition in owned {
         let Some(state) = image
             .topics
-            .get(&partition.topic)
+            .get(&*partition.topic)
             .and_then(|topic| topic.partition(partition.partition))
         else {
             broker.replication.resign(&partition);
@@ -428,7 +428,7 @@ async fn send_isr_change(broker: Rc<Broker>, partition: TopicPartition, proposal
     loop {
         let controller = Arc::clone(&broker.controller);
         let sent = IsrProposal {
-            topic: partition.topic.clone(),
+            topic: partition.topic.to_string(),
             partition: partition.partition,
             leader_epoch: proposal.leader_epoch,
             partition_epoch: proposal.partition_epoch,

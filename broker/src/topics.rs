@@ -232,7 +232,7 @@ async fn act_on_commit(broker: &Rc<Broker>, name: &str) -> Result<(), MetadataEr
     let failures = broker.image_follower.catch_up(broker).await;
     match failures
         .into_iter()
-        .find(|failure| failure.partition.topic == name)
+        .find(|failure| *failure.partition.topic == *name)
     {
         Some(failure) => Err(MetadataError {
             code: ResponseError::KafkaStorageError.code(),

@@ -6,6 +6,7 @@
 //! Each gets its own type so the compiler keeps them apart.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A record's position in a partition: dense, starting at the log start
 /// offset, never reused. Kafka's offsets are signed 64-bit integers.
@@ -110,10 +111,12 @@ impl TimestampMs {
 }
 
 /// A topic partition: the unit the engine stores, orders and shards.
+/// Requests name thousands of them and every layer keys by them, so the
+/// name is shared: a clone is a reference count, not an allocation.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
     /// Kafka topic name: `[a-zA-Z0-9._-]{1,249}`.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Partition index within the topic.
     pub partition: i32,
 }
@@ -121,7 +124,7 @@ pub struct TopicPartition {
 impl TopicPartition {
     /// Builds a topic partition from its name and index.
     #[must_use]
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
         Self {
             topic: topic.into(),
             partition,

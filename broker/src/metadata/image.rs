@@ -267,7 +267,7 @@ impl MetadataImage {
     #[must_use]
     pub fn contains(&self, partition: &TopicPartition) -> bool {
         self.topics
-            .get(&partition.topic)
+            .get(&*partition.topic)
             .is_some_and(|topic| topic.partition(partition.partition).is_some())
     }
 

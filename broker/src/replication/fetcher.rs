@@ -110,7 +110,11 @@ impl Fetchers {
         partition: TopicPartition,
         state: &PartitionImage,
     ) {
-        let Some(topic_id) = image.topics.get(&partition.topic).map(|topic| topic.uuid()) else {
+        let Some(topic_id) = image
+            .topics
+            .get(&*partition.topic)
+            .map(|topic| topic.uuid())
+        else {
             return;
         };
         for (&leader, fetcher) in &self.by_leader {
