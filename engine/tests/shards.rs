@@ -45,6 +45,28 @@ async fn create_all(shard: &Rc<Shard>) {
     }
 }
 
+/// Creates every partition and has shard 0 append to the partition
+/// numbered `n` (in [`partitions`] order) `batches(n)` one-record batches,
+/// each flushed; then stops the engine cleanly.
+fn create_and_fill(config: &EngineConfig, batches: fn(usize) -> usize) {
+    shard::run(config, move |shard: Rc<Shard>| async move {
+        create_all(&shard).await;
+        if shard.id() != 0 {
+            return;
+        }
+        for (number, partition) in partitions().iter().enumerate() {
+            for _ in 0..batches(number) {
+                let batch = build_batch(&[(None, Some(&b"kept"[..]))], TimestampMs::now(), None);
+                shard
+                    .append(leader_append(partition, batch, true))
+                    .await
+                    .expect("append");
+            }
+        }
+    })
+    .unwrap();
+}
+
 #[test]
 fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
     let dir = tempfile::tempdir().unwrap();
@@ -209,22 +231,7 @@ fn a_wait_on_partitions_of_every_shard_ends_at_the_first_append_or_its_timeout()
 fn reads_of_partitions_on_every_shard_answer_each_in_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let config = engine_config(dir.path());
-    shard::run(&config, |shard: Rc<Shard>| async move {
-        create_all(&shard).await;
-        if shard.id() != 0 {
-            return;
-        }
-        for (number, partition) in partitions().iter().enumerate() {
-            for _ in 0..=number {
-                let batch = build_batch(&[(None, Some(&b"record"[..]))], TimestampMs::now(), None);
-                shard
-                    .append(leader_append(partition, batch, true))
-                    .await
-                    .expect("append");
-            }
-        }
-    })
-    .unwrap();
+    create_and_fill(&config, |number| number + 1);
     let mut asked: Vec<TopicPartition> = partitions().into_iter().rev().collect();
     asked.insert(3, TopicPartition::new("absent", 0));
     let answers = shard::run(&config, move |shard: Rc<Shard>| {
@@ -280,20 +287,7 @@ fn reads_of_partitions_on_every_shard_answer_each_in_its_place() {
 fn a_shard_that_cannot_open_its_partitions_stops_the_engine_with_its_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = engine_config(dir.path());
-    shard::run(&config, |shard: Rc<Shard>| async move {
-        create_all(&shard).await;
-        if shard.id() != 0 {
-            return;
-        }
-        for partition in partitions() {
-            let batch = build_batch(&[(None, Some(&b"kept"[..]))], TimestampMs::now(), None);
-            shard
-                .append(leader_append(&partition, batch, true))
-                .await
-                .expect("append");
-        }
-    })
-    .unwrap();
+    create_and_fill(&config, |_| 1);
     let broken = dir
         .path()
         .join(TopicPartition::new("spread", 3).dir_name())
