@@ -54,10 +54,11 @@ impl Clock {
 }
 
 /// The two parts of a publish latency that say where it went, each
-/// recorded once per message from the end of warm-up: the *delay* from a
-/// message's schedule slot to the producer taking it (the `OpenMessaging`
-/// Benchmark's publish delay: how far the load generator fell behind its
-/// own schedule), and the *request* time from its request being written to
+/// recorded once per message from the end of warm-up: the *delay* from
+/// when the producer planned to take a message (its schedule slot, or the
+/// later wake it planned for the message's batch) to when it did (the
+/// `OpenMessaging` Benchmark's publish delay: how far the load generator
+/// fell behind its own schedule), and the *request* time from its request being written to
 /// the socket to the acknowledgement (the broker, the network and the
 /// reader thread). What remains of the publish latency is the batch
 /// filling (`lingerMs`) and the wait for a request slot (`maxInFlight`).
