@@ -4,7 +4,8 @@
 # both are on the same file system). Usage:
 #   bench/run-engine-benchmarks.sh OUT_DIR
 # Sizes can be lowered for a quick run: APPEND_BYTES, FLUSH_BYTES,
-# RESTART_BIG_BYTES (defaults 4GiB, 256MiB, 10GiB).
+# RESTART_BIG_BYTES (defaults 4GiB, 256MiB, 10GiB), FLUSH_FILE_BYTES (each
+# of the 8 files of the like-for-like fdatasync baseline, default 32MiB).
 set -euo pipefail
 out=${1:?usage: $0 OUT_DIR}
 mkdir -p "$out"
@@ -45,8 +46,14 @@ fio_write seq1m-qd4 1m 4 "$append_bytes"
 "$bench" engine append --batch-bytes 1MiB --concurrency 4 --total-bytes "$append_bytes" \
   --json "$out/append-1m-c4.json"
 
-# Durability latency: flush after every 64 KiB batch, vs fio fdatasync per write.
+# Durability latency: flush after every 64 KiB batch, vs fio fdatasync per
+# write: one file, and like for like with the engine's 8 partitions, 8 files
+# with one write + fdatasync in flight each (#18 target 4 compares with this).
 fio_write fdatasync64k-qd1 64k 1 "$flush_bytes" --fdatasync=1
+fio --name=fdatasync64k-8files --directory=. --direct=1 --ioengine=io_uring --rw=write \
+  --bs=64k --iodepth=1 --numjobs=8 --size="${FLUSH_FILE_BYTES:-32MiB}" --fdatasync=1 \
+  --group_reporting --output-format=json+ > "$out/fio-fdatasync64k-8files.json"
+rm -f ./fdatasync64k-8files.*
 "$bench" engine append --batch-bytes 64KiB --concurrency 1 --flush-every-batch \
   --total-bytes "$flush_bytes" --json "$out/append-64k-flush.json"
 
