@@ -18,7 +18,11 @@
 //! leader's high watermark going back, two leaders in one epoch, a leader
 //! from outside the ISR, an empty ISR, and a cluster that does not heal
 //! once the faults stop (a follower that never catches up, a partition
-//! left offline).
+//! left offline). With unclean leader election enabled (its own family),
+//! a leader from outside the ISR is allowed only when no ISR member is
+//! eligible, marked recovering (KIP-704) with an ISR that does not grow
+//! until it reports recovered; it may lose only the acknowledged records
+//! it lacked, and nothing acknowledged in its epochs.
 //!
 //! Each family of seeds is a test. `FJORD_SIM_SEED=<n>` runs seed `n`
 //! alone with its trace on stderr (`cargo test -p fjord-broker --lib
@@ -42,6 +46,7 @@ const THREE_BROKERS: Shape = Shape {
     partitions: (1, 2),
     replication_factor: 3,
     min_insync: 2,
+    unclean_leader_election: false,
 };
 
 /// Kafka's default `min.insync.replicas=1`: a lone leader commits.
@@ -50,6 +55,7 @@ const MIN_INSYNC_ONE: Shape = Shape {
     partitions: (1, 2),
     replication_factor: 3,
     min_insync: 1,
+    unclean_leader_election: false,
 };
 
 /// More brokers than replicas: partitions led and followed by different
@@ -59,6 +65,18 @@ const FOUR_OR_FIVE_BROKERS: Shape = Shape {
     partitions: (2, 3),
     replication_factor: 3,
     min_insync: 2,
+    unclean_leader_election: false,
+};
+
+/// Unclean leader election enabled, with Kafka's default
+/// `min.insync.replicas=1`: a partition whose whole ISR is down is led by
+/// a live replica outside it, which may lack acknowledged records.
+const UNCLEAN: Shape = Shape {
+    brokers: (3, 3),
+    partitions: (1, 2),
+    replication_factor: 3,
+    min_insync: 1,
+    unclean_leader_election: true,
 };
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -104,6 +122,12 @@ fn run_family(family: &str, shape: &Shape, seeds: u64) {
     }
     eprintln!("{family}: {seeds} seeds: {total:?}");
     assert_exercised(&total, seeds);
+    if shape.unclean_leader_election {
+        // Unclean elections happened and lost acknowledged records, so the
+        // invariants that allow it were put to work.
+        assert!(total.unclean_elections as u64 > seeds / 20, "{total:?}");
+        assert!(total.acked_batches_lost as u64 > seeds / 20, "{total:?}");
+    }
 }
 
 /// The seeds did what the simulation is for: records acknowledged,
@@ -131,6 +155,11 @@ fn three_brokers_min_insync_one() {
 #[test]
 fn four_or_five_brokers() {
     run_family("four_or_five_brokers", &FOUR_OR_FIVE_BROKERS, 600);
+}
+
+#[test]
+fn unclean_leader_election() {
+    run_family("unclean_leader_election", &UNCLEAN, 300);
 }
 
 // Failures the simulation found, each kept as the seed that showed it;

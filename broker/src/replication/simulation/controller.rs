@@ -9,11 +9,11 @@
 
 use std::time::Duration;
 
-use crate::controller::election::{elect_leader, ElectionRules};
+use crate::controller::election::{elect_leader, ElectionRules, UNCLEAN_LEADER_ELECTION_ENABLE};
 use crate::controller::liveness::BrokerSessions;
 use crate::metadata::records::{
-    BrokerEpoch, BrokerId, LeaderRecoveryState, MetadataRecord, PartitionEpoch, PartitionRecord,
-    TopicId, TopicRecord,
+    BrokerEpoch, BrokerId, ConfigRecord, ConfigResourceType, LeaderRecoveryState, MetadataRecord,
+    PartitionEpoch, PartitionRecord, TopicId, TopicRecord,
 };
 use crate::metadata::{ApplyError, MetadataImage, PartitionImage};
 use fjord_engine::LeaderEpoch;
@@ -45,6 +45,11 @@ impl Controller {
     pub fn sessions(&mut self) -> (&mut BrokerSessions, &MetadataImage) {
         let image = self.images.last().expect("the log starts with an image");
         (&mut self.sessions, image)
+    }
+
+    /// What the active controller's elections go by.
+    pub fn rules(&self) -> &ElectionRules {
+        self.sessions.rules()
     }
 
     /// The index of the last commit.
@@ -85,11 +90,14 @@ impl Controller {
 }
 
 /// The records that create the topic: `replicas[p]` for partition `p`,
-/// every replica in the ISR, led by its first eligible replica.
+/// every replica in the ISR, led by its first eligible replica; then, if
+/// `unclean_override`, its `unclean.leader.election.enable=true` override
+/// (in the controller's order: topic, partitions, configs).
 pub fn create_topic(
     image: &MetadataImage,
     rules: &ElectionRules,
     replicas: &[Vec<BrokerId>],
+    unclean_override: bool,
 ) -> Vec<MetadataRecord> {
     let mut records = vec![MetadataRecord::Topic(TopicRecord {
         name: TOPIC.to_owned(),
@@ -117,6 +125,14 @@ pub fn create_topic(
             leader: partition.leader,
             leader_epoch: partition.leader_epoch,
             partition_epoch: partition.partition_epoch,
+        }));
+    }
+    if unclean_override {
+        records.push(MetadataRecord::Config(ConfigRecord {
+            resource_type: ConfigResourceType::Topic,
+            resource_name: TOPIC.to_owned(),
+            name: UNCLEAN_LEADER_ELECTION_ENABLE.to_owned(),
+            value: Some("true".to_owned()),
         }));
     }
     records

@@ -17,12 +17,30 @@
 //! - **Acknowledged records.** An acks=all batch, once acknowledged, is in
 //!   the committed log at the offset it was acknowledged with, and in the
 //!   log of every member of the partition's committed ISR, alive or not
-//!   (its disk is): an election from the ISR then keeps it.
+//!   (its disk is): an election from the ISR then keeps it. The one way to
+//!   lose it is an unclean election of a replica that lacks it: the
+//!   batches of older epochs the elected replica lacks when the election
+//!   is committed, and when the partition is first led after it (the
+//!   replica's log may change in between, as a follower of a leader that
+//!   does not know it was deposed), are forfeited, and so are those such a
+//!   deposed leader acknowledges later in an older epoch, if the elected
+//!   replica lacked them. The latest unclean election decides: a later one
+//!   may bring back a branch an earlier one deposed. Everything else stays
+//!   bound by the rules above; in particular whatever the new leader's
+//!   epochs acknowledge is never lost. The unclean election's ISR is the
+//!   new leader alone, so the cut below takes the committed log back to
+//!   what that leader holds; a replica holding a batch the election may
+//!   lose is compared only below it until it truncates it away.
 //! - **Leaders.** A leader epoch has one leader, in the images and among
 //!   the brokers acting as leaders; a leader's high watermark never goes
 //!   back within its epoch.
-//! - **Images.** The ISR is never empty and holds the leader; a new leader
-//!   comes from the previous ISR (unclean election is off).
+//! - **Images.** The ISR is never empty and holds the leader. A new leader
+//!   comes from the previous ISR, unless the run allows unclean elections,
+//!   no member of that ISR is eligible, and the new leader becomes the
+//!   whole ISR with the partition marked recovering (KIP-704). A partition
+//!   is marked recovering by such an election only; while it is, its ISR
+//!   does not grow, and it becomes recovered only by its leader's report,
+//!   before any follower joins that leader's ISR.
 //!
 //! Verification is incremental: the prefix of each replica already found
 //! equal to the committed log is not compared again until a truncation or
@@ -33,7 +51,8 @@ use std::collections::BTreeMap;
 use fjord_engine::{LeaderEpoch, Offset};
 
 use super::replica_log::{Batch, ReplicaLog};
-use crate::metadata::records::BrokerId;
+use crate::controller::election::ElectionRules;
+use crate::metadata::records::{BrokerId, LeaderRecoveryState};
 use crate::metadata::{MetadataImage, PartitionImage};
 
 /// A broken invariant, described for the failure message.
@@ -66,16 +85,88 @@ struct PartitionFacts {
     /// Per broker, where the committed log was cut below records it
     /// holds, until its log ends there again.
     stale: Vec<Option<Offset>>,
+    /// Acknowledged acks=all batches an unclean election forfeited.
+    forfeited: Vec<Batch>,
+    /// The latest unclean election: its leader's log is the branch that
+    /// lives on (an earlier election may have forfeited a batch that a
+    /// later one, of a replica on the deposed branch, keeps).
+    unclean_election: Option<UncleanElection>,
+}
+
+/// An unclean election of a leader for `epoch` from outside the ISR.
+struct UncleanElection {
+    epoch: LeaderEpoch,
+    /// The elected replica's log when the election was committed, then
+    /// when the partition was first led after it.
+    held: ReplicaLog,
+    /// Whether the partition was led since.
+    led: bool,
+}
+
+impl UncleanElection {
+    /// Whether the election may lose `batch`: of an older epoch, and
+    /// lacking from the elected replica's log.
+    fn forfeits(&self, batch: &Batch) -> bool {
+        batch.epoch < self.epoch && self.held.batch_at(batch.base) != Some(batch)
+    }
 }
 
 impl PartitionFacts {
     fn committed_end(&self) -> Offset {
         self.committed.last().map_or(Offset::ZERO, Batch::end)
     }
+
+    /// The committed batch starting at `base`, if any.
+    fn committed_at(&self, base: Offset) -> Option<&Batch> {
+        let at = self
+            .committed
+            .binary_search_by_key(&base, |committed| committed.base);
+        at.ok().map(|at| &self.committed[at])
+    }
+
+    /// Whether the latest unclean election may lose `batch`.
+    fn forfeitable(&self, batch: &Batch) -> bool {
+        self.unclean_election
+            .as_ref()
+            .is_some_and(|election| election.forfeits(batch))
+    }
+
+    /// Takes `election` as the latest unclean election: forfeits the
+    /// acknowledged batches it may lose. The cuts made so far were made
+    /// against the branch it deposes or brings back: from now on its
+    /// leader's log tells which records are lost, and the next check cuts
+    /// the committed log again to what that leader holds.
+    fn branch(&mut self, election: UncleanElection) {
+        self.stale.fill(None);
+        let election = self.unclean_election.insert(election);
+        let forfeited = &mut self.forfeited;
+        self.acked.retain(|_, batch| {
+            if election.forfeits(batch) {
+                forfeited.push(*batch);
+            }
+            !election.forfeits(batch)
+        });
+        self.acked_unchecked
+            .retain(|batch| !election.forfeits(batch));
+    }
+
+    /// Where `log` first holds a batch the latest unclean election may
+    /// lose, from `from` up to `until`: the replica is on a deposed
+    /// branch there, until it truncates it away.
+    fn first_forfeitable(&self, log: &ReplicaLog, from: Offset, until: Offset) -> Option<Offset> {
+        self.unclean_election.as_ref()?;
+        log.read(from, usize::MAX)
+            .iter()
+            .take_while(|batch| batch.base < until)
+            .find(|batch| self.forfeitable(batch))
+            .map(|batch| batch.base)
+    }
 }
 
 /// See the module documentation.
 pub struct Oracle {
+    /// Whether the run allows unclean leader elections.
+    unclean_allowed: bool,
     partitions: Vec<PartitionFacts>,
     /// Who acted as leader of each (partition, epoch).
     claims: BTreeMap<(usize, LeaderEpoch), BrokerId>,
@@ -87,9 +178,11 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    /// Knows nothing yet of `partitions` partitions on `brokers` brokers.
-    pub fn new(partitions: usize, brokers: usize) -> Self {
+    /// Knows nothing yet of `partitions` partitions on `brokers` brokers;
+    /// `unclean_allowed` when the run enables unclean leader elections.
+    pub fn new(partitions: usize, brokers: usize, unclean_allowed: bool) -> Self {
         Self {
+            unclean_allowed,
             partitions: (0..partitions)
                 .map(|_| PartitionFacts {
                     verified: vec![Offset::ZERO; brokers],
@@ -105,10 +198,31 @@ impl Oracle {
 
     /// How many acks=all batches were acknowledged.
     pub fn acked_batches(&self) -> usize {
-        self.partitions.iter().map(|facts| facts.acked.len()).sum()
+        self.partitions
+            .iter()
+            .map(|facts| facts.acked.len() + facts.forfeited.len())
+            .sum()
     }
 
-    /// `broker` took leadership of `partition` in `epoch`.
+    /// How many acknowledged acks=all batches unclean elections forfeited
+    /// that the committed log does not hold.
+    pub fn acked_batches_lost(&self) -> usize {
+        self.partitions
+            .iter()
+            .map(|facts| {
+                facts
+                    .forfeited
+                    .iter()
+                    .filter(|&batch| facts.committed_at(batch.base) != Some(batch))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// `broker` took leadership of `partition` in `epoch`, its log `log`:
+    /// the first leader after an unclean election is the replica elected
+    /// (or, if that one never led, the same replica elected again from the
+    /// ISR it was left alone in), and its log now is the branch that lives.
     ///
     /// # Errors
     /// Another broker acted as leader of that epoch.
@@ -117,6 +231,7 @@ impl Oracle {
         partition: usize,
         epoch: LeaderEpoch,
         broker: BrokerId,
+        log: &ReplicaLog,
     ) -> Result<(), Violation> {
         let claimed = *self.claims.entry((partition, epoch)).or_insert(broker);
         if claimed != broker {
@@ -124,6 +239,18 @@ impl Oracle {
                 "partition {partition} epoch {}: broker {broker} leads it, but broker {claimed} did",
                 epoch.0
             );
+        }
+        let facts = &mut self.partitions[partition];
+        let first_since = facts
+            .unclean_election
+            .as_ref()
+            .is_some_and(|election| !election.led && epoch >= election.epoch);
+        if first_since {
+            facts.branch(UncleanElection {
+                epoch,
+                held: log.clone(),
+                led: true,
+            });
         }
         Ok(())
     }
@@ -135,6 +262,12 @@ impl Oracle {
     /// Another batch was acknowledged at that offset.
     pub fn acknowledged(&mut self, partition: usize, batch: Batch) -> Result<(), Violation> {
         let facts = &mut self.partitions[partition];
+        if facts.forfeitable(&batch) {
+            // A leader deposed by an unclean election of a replica that
+            // lacks the batch: it may be lost.
+            facts.forfeited.push(batch);
+            return Ok(());
+        }
         facts.acked_unchecked.push(batch);
         let acked = facts.acked.entry(batch.base).or_insert(batch);
         if *acked != batch {
@@ -151,15 +284,21 @@ impl Oracle {
         *verified = (*verified).min(end);
     }
 
-    /// Checks a newly committed image against the one before it.
+    /// Checks a newly committed image against the one before it; `rules`
+    /// are what the controller's elections went by, `logs` as for
+    /// [`Oracle::check`]. Forfeits what an unclean election may lose.
     ///
     /// # Errors
-    /// An empty ISR, a leader outside it, a second leader in an epoch, or
-    /// a leader elected from outside the previous ISR.
+    /// An empty ISR, a leader outside it, a second leader in an epoch, a
+    /// leader elected from outside the previous ISR against the rules of
+    /// the module documentation, or a leader recovery state that breaks
+    /// them.
     pub fn check_image(
         &mut self,
         before: &MetadataImage,
         after: &MetadataImage,
+        rules: &ElectionRules,
+        logs: &[&[ReplicaLog]],
     ) -> Result<(), Violation> {
         let Some(topic) = after.topics.get(super::controller::TOPIC) else {
             return Ok(());
@@ -186,17 +325,68 @@ impl Oracle {
             let Some(old) = previous.and_then(|topic| topic.partitions.get(index)) else {
                 continue;
             };
-            if partition.leader != old.leader
+            let unclean = partition.leader != old.leader
                 && partition.leader != BrokerId::NONE
-                && !old.isr.contains(&partition.leader)
-            {
-                violation!(
-                    "partition {index}: {} elected from outside the ISR {:?} (unclean election is off)",
-                    partition.leader,
-                    old.isr
-                );
+                && !old.isr.contains(&partition.leader);
+            if unclean {
+                self.unclean_election(index, old, partition, rules, after, logs)?;
             }
+            check_leader_recovery(index, old, partition, unclean)?;
         }
+        Ok(())
+    }
+
+    /// `partition` (`index`) got its leader from outside the ISR of `old`:
+    /// allowed as the module documentation says; forfeits what the new
+    /// leader lacks.
+    fn unclean_election(
+        &mut self,
+        index: usize,
+        old: &PartitionImage,
+        partition: &PartitionImage,
+        rules: &ElectionRules,
+        after: &MetadataImage,
+        logs: &[&[ReplicaLog]],
+    ) -> Result<(), Violation> {
+        let leader = partition.leader;
+        if !self.unclean_allowed {
+            violation!(
+                "partition {index}: {leader} elected from outside the ISR {:?} (unclean election is off)",
+                old.isr
+            );
+        }
+        if let Some(member) = old
+            .isr
+            .iter()
+            .find(|&&member| rules.is_eligible(after, member))
+        {
+            violation!(
+                "partition {index}: {leader} elected from outside the ISR {:?} while its member {member} \
+                 is eligible",
+                old.isr
+            );
+        }
+        if partition.isr != [leader]
+            || partition.leader_recovery_state != LeaderRecoveryState::Recovering
+        {
+            violation!(
+                "partition {index}: {leader} elected from outside the ISR {:?} is not the whole ISR \
+                 of a recovering partition: {partition:?}",
+                old.isr
+            );
+        }
+        let Some(log) = usize::try_from(leader.0 - 1)
+            .ok()
+            .and_then(|broker| logs.get(broker))
+            .map(|logs| &logs[index])
+        else {
+            violation!("partition {index}: leader {leader} is no broker");
+        };
+        self.partitions[index].branch(UncleanElection {
+            epoch: partition.leader_epoch,
+            held: log.clone(),
+            led: false,
+        });
         Ok(())
     }
 
@@ -239,11 +429,8 @@ impl Oracle {
             for (broker, broker_logs) in logs.iter().enumerate() {
                 verify_replica(index, broker, &broker_logs[index], facts)?;
             }
-            for batch in facts.acked_unchecked.drain(..) {
-                let at = facts
-                    .committed
-                    .binary_search_by_key(&batch.base, |committed| committed.base);
-                let committed = at.ok().map(|at| &facts.committed[at]);
+            for batch in std::mem::take(&mut facts.acked_unchecked) {
+                let committed = facts.committed_at(batch.base);
                 if committed != Some(&batch) {
                     violation!(
                         "partition {index}: acknowledged {batch:?} is not in the committed log \
@@ -264,9 +451,56 @@ impl Oracle {
     }
 }
 
+/// The leader recovery state of `partition` (`index`) after `old`, with
+/// `unclean` whether its leader just came from outside the ISR: see the
+/// module documentation.
+fn check_leader_recovery(
+    index: usize,
+    old: &PartitionImage,
+    partition: &PartitionImage,
+    unclean: bool,
+) -> Result<(), Violation> {
+    let was_recovering = old.leader_recovery_state == LeaderRecoveryState::Recovering;
+    let recovering = partition.leader_recovery_state == LeaderRecoveryState::Recovering;
+    if recovering && !was_recovering && !unclean {
+        violation!(
+            "partition {index}: marked recovering without an unclean election: {old:?} then {partition:?}"
+        );
+    }
+    if !was_recovering {
+        return Ok(());
+    }
+    if let Some(joined) = partition
+        .isr
+        .iter()
+        .find(|&&member| !(old.isr.contains(&member) || (unclean && member == partition.leader)))
+    {
+        if recovering {
+            violation!(
+                "partition {index}: {joined} joined the ISR {:?} while it is recovering",
+                partition.isr
+            );
+        }
+        violation!(
+            "partition {index}: {joined} joined the ISR {:?} before leader {} reported it recovered",
+            partition.isr,
+            old.leader
+        );
+    }
+    if !recovering && (partition.leader != old.leader || partition.leader_epoch != old.leader_epoch)
+    {
+        violation!(
+            "partition {index}: recovered by another than its leader's report: {old:?} then {partition:?}"
+        );
+    }
+    Ok(())
+}
+
 /// Compares `log` (of `broker`) with the committed log below its high
 /// watermark, from where it was verified before, and extends the
-/// committed log when the high watermark passes its end.
+/// committed log when the high watermark passes its end. A replica
+/// holding records cut from the committed log, or a batch an unclean
+/// election may lose, is compared only below them.
 fn verify_replica(
     partition: usize,
     broker: usize,
@@ -282,6 +516,9 @@ fn verify_replica(
         }
     }
     let verified = facts.verified[broker];
+    if let Some(forfeitable) = facts.first_forfeitable(log, verified, high_watermark) {
+        high_watermark = high_watermark.min(forfeitable);
+    }
     if high_watermark <= verified {
         return Ok(());
     }

@@ -25,6 +25,12 @@
 //! everything heals, and the cluster must settle: every partition led,
 //! every replica in the ISR with the leader's log.
 //!
+//! A family may enable unclean leader election, each seed either as the
+//! brokers' default or as the topic's override: the controller's own
+//! elections then lead a partition whose whole ISR is down from a live
+//! replica outside it, marked recovering until its leader reports
+//! recovered (the leader's first proposal does, as fjord's does).
+//!
 //! Timeouts are Kafka's defaults scaled down about sevenfold, keeping
 //! their ratios, so that a run sees many lag times in few events.
 
@@ -51,8 +57,9 @@ use crate::replication::leader::{
 };
 
 /// The `replica.*` settings of the simulated brokers, Kafka's defaults
-/// scaled down (see the module documentation); `min.insync.replicas` is
-/// set on the topic by each family of seeds.
+/// scaled down (see the module documentation); `min.insync.replicas` and
+/// `unclean.leader.election.enable` are set by each family of seeds
+/// ([`Shape`]), not here.
 const SETTINGS: ReplicationConfig = ReplicationConfig {
     replica_fetch_max_bytes: 1 << 20,
     replica_fetch_wait_max: Duration::from_millis(500),
@@ -117,6 +124,19 @@ pub struct Shape {
     pub replication_factor: usize,
     /// `min.insync.replicas`.
     pub min_insync: usize,
+    /// `unclean.leader.election.enable`: each seed sets it either as the
+    /// brokers' default or as the topic's override.
+    pub unclean_leader_election: bool,
+}
+
+/// Where a run sets `unclean.leader.election.enable=true`: both are read
+/// by [`crate::controller::election::ElectionRules::unclean_enabled`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UncleanSetting {
+    /// The brokers' default.
+    Broker,
+    /// The topic's override, a `ConfigRecord` created with it.
+    Topic,
 }
 
 /// One run's parameters, drawn from its seed.
@@ -126,6 +146,8 @@ struct Config {
     partitions: usize,
     replication_factor: usize,
     min_insync: usize,
+    /// Where unclean leader election is enabled, if it is.
+    unclean_leader_election: Option<UncleanSetting>,
     /// Messages dropped, per thousand.
     drop_per_mille: u64,
     /// The longest ordinary network delay.
@@ -158,6 +180,9 @@ impl Config {
             partitions,
             replication_factor: shape.replication_factor.min(brokers),
             min_insync: shape.min_insync,
+            unclean_leader_election: shape
+                .unclean_leader_election
+                .then(|| *rng.pick(&[UncleanSetting::Broker, UncleanSetting::Topic])),
             drop_per_mille: *rng.pick(&[0, 2, 10, 40]),
             delay_max_ms: *rng.pick(&[2, 10, 40]),
             long_delay_per_mille: *rng.pick(&[0, 5, 20]),
@@ -179,6 +204,11 @@ pub struct Stats {
     pub acked_batches: usize,
     /// Leader changes to a broker, in the images.
     pub elections: usize,
+    /// Those to a broker outside the ISR.
+    pub unclean_elections: usize,
+    /// acks=all batches acknowledged and then lost to an unclean
+    /// election.
+    pub acked_batches_lost: usize,
     /// Partitions left without a leader.
     pub offline: usize,
     /// ISR shrinks committed (the leader kept).
@@ -199,6 +229,8 @@ impl std::ops::AddAssign for Stats {
     fn add_assign(&mut self, other: Self) {
         self.acked_batches += other.acked_batches;
         self.elections += other.elections;
+        self.unclean_elections += other.unclean_elections;
+        self.acked_batches_lost += other.acked_batches_lost;
         self.offline += other.offline;
         self.isr_shrinks += other.isr_shrinks;
         self.isr_expansions += other.isr_expansions;
@@ -550,6 +582,12 @@ fn partition_state(image: &MetadataImage, partition: usize) -> Option<&Partition
         .and_then(|topic| topic.partition(i32::try_from(partition).ok()?))
 }
 
+/// `disks[b][p]`: broker `b`'s log of partition `p`, as the oracle takes
+/// them.
+fn disks(brokers: &[BrokerSlot]) -> Vec<&[ReplicaLog]> {
+    brokers.iter().map(|slot| &slot.logs[..]).collect()
+}
+
 fn broker_id(broker: usize) -> BrokerId {
     BrokerId(i32::try_from(broker).unwrap_or(i32::MAX - 1) + 1)
 }
@@ -571,7 +609,7 @@ impl World {
             queue: BinaryHeap::new(),
             controller: Controller::new(
                 Duration::from_millis(SESSION_TIMEOUT_MS),
-                SETTINGS.unclean_leader_election_enable,
+                config.unclean_leader_election == Some(UncleanSetting::Broker),
             ),
             controller_term: Some(0),
             next_rebalance: rebalance_interval_ms(),
@@ -596,7 +634,11 @@ impl World {
                 })
                 .collect(),
             cuts: BTreeMap::new(),
-            oracle: Oracle::new(config.partitions, config.brokers),
+            oracle: Oracle::new(
+                config.partitions,
+                config.brokers,
+                config.unclean_leader_election.is_some(),
+            ),
             stats: Stats::default(),
             next_id: 0,
             next_record: 0,
@@ -634,6 +676,7 @@ impl World {
             self.stats.events += 1;
             if matches!(*next.event, Event::CheckSettled) && self.settled() {
                 self.stats.acked_batches = self.oracle.acked_batches();
+                self.stats.acked_batches_lost = self.oracle.acked_batches_lost();
                 return Ok(self.stats);
             }
             let outcome = self.handle(*next.event).and_then(|()| self.check());
@@ -1214,7 +1257,7 @@ impl World {
                     .leaders
                     .insert(partition, LeaderState::new(node, state, log_end, now));
                 log.assign_leader_epoch(state.leader_epoch);
-                self.oracle.lead(partition, state.leader_epoch, node)?;
+                self.oracle.lead(partition, state.leader_epoch, node, log)?;
                 trace!(
                     self,
                     "broker {node} leads partition {partition} epoch {} from {log_end}, ISR {:?}",
@@ -1906,8 +1949,10 @@ impl World {
                     .collect()
             })
             .collect();
+        let unclean_override = self.config.unclean_leader_election == Some(UncleanSetting::Topic);
         let (sessions, image) = self.controller.sessions();
-        let records = controller::create_topic(image, sessions.rules(), &replicas);
+        let records =
+            controller::create_topic(image, sessions.rules(), &replicas, unclean_override);
         self.commit(&records)
     }
 
@@ -1925,7 +1970,9 @@ impl World {
         };
         let before = self.controller.image_at(index - 1);
         let after = self.controller.image_at(index);
-        self.oracle.check_image(before, after)?;
+        let logs = disks(&self.brokers);
+        self.oracle
+            .check_image(before, after, self.controller.rules(), &logs)?;
         self.count_changes(index);
         for broker in 0..self.brokers.len() {
             self.send(
@@ -1955,6 +2002,9 @@ impl World {
                     self.stats.offline += 1;
                 } else {
                     self.stats.elections += 1;
+                    if !old.isr.contains(&state.leader) {
+                        self.stats.unclean_elections += 1;
+                    }
                 }
             } else if state.isr.len() < old.isr.len() {
                 self.stats.isr_shrinks += 1;
@@ -1963,11 +2013,12 @@ impl World {
             }
             trace!(
                 self,
-                "commit {index}: partition {partition} leader {} epoch {} ISR {:?} (partition epoch {})",
+                "commit {index}: partition {partition} leader {} epoch {} ISR {:?} (partition epoch {}, {:?})",
                 state.leader,
                 state.leader_epoch.0,
                 state.isr,
-                state.partition_epoch.0
+                state.partition_epoch.0,
+                state.leader_recovery_state
             );
         }
     }
@@ -2228,7 +2279,7 @@ impl World {
     // ---- checks ----
 
     fn check(&mut self) -> Result<(), Violation> {
-        let logs: Vec<&[ReplicaLog]> = self.brokers.iter().map(|slot| &slot.logs[..]).collect();
+        let logs = disks(&self.brokers);
         let leaders: Vec<(usize, LeaderEpoch, usize)> = self
             .brokers
             .iter()
@@ -2244,8 +2295,8 @@ impl World {
         self.oracle.check(&logs, &leaders, self.controller.image())
     }
 
-    /// Once healed, every partition has a leader, every replica is in the
-    /// ISR and holds the leader's log, committed to its end.
+    /// Once healed, every partition has a recovered leader, every replica
+    /// is in the ISR and holds the leader's log, committed to its end.
     fn check_settled(&self) -> Result<(), Violation> {
         let image = self.controller.image();
         for partition in 0..self.config.partitions {
@@ -2257,6 +2308,11 @@ impl World {
                     "not settled: partition {partition} has no leader: {state:?}"
                 )));
             };
+            if state.leader_recovery_state != LeaderRecoveryState::Recovered {
+                return Err(Violation(format!(
+                    "not settled: partition {partition} is still recovering: {state:?}"
+                )));
+            }
             let mut isr = state.isr.clone();
             isr.sort();
             let mut replicas = state.replicas.clone();
