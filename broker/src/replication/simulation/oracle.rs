@@ -20,17 +20,18 @@
 //!   (its disk is): an election from the ISR then keeps it. The one way to
 //!   lose it is an unclean election of a replica that lacks it: the
 //!   batches of older epochs the elected replica lacks when the election
-//!   is committed, and when the partition is first led after it (the
-//!   replica's log may change in between, as a follower of a leader that
-//!   does not know it was deposed), are forfeited, and so are those such a
-//!   deposed leader acknowledges later in an older epoch, if the elected
-//!   replica lacked them. The latest unclean election decides: a later one
-//!   may bring back a branch an earlier one deposed. Everything else stays
-//!   bound by the rules above; in particular whatever the new leader's
-//!   epochs acknowledge is never lost. The unclean election's ISR is the
-//!   new leader alone, so the cut below takes the committed log back to
-//!   what that leader holds; a replica holding a batch the election may
-//!   lose is compared only below it until it truncates it away.
+//!   is committed are forfeited, and so are those a deposed leader (one
+//!   that does not know yet) acknowledges later in an older epoch, if the
+//!   elected replica lacked them then. Everything else stays bound by the
+//!   rules above; in particular whatever the new leader's epochs
+//!   acknowledge is never lost. The branch that lives on is the log of the
+//!   partition's first leader since the election (the elected replica may
+//!   still fetch from a deposed leader before it learns), and the latest
+//!   unclean election decides: a later one may bring back a branch an
+//!   earlier one deposed. The unclean election's ISR is the new leader
+//!   alone, so the cut below takes the committed log back to what that
+//!   leader holds; a replica holding a batch off that branch is compared
+//!   only below it until it truncates it away.
 //! - **Leaders.** A leader epoch has one leader, in the images and among
 //!   the brokers acting as leaders; a leader's high watermark never goes
 //!   back within its epoch.
@@ -87,27 +88,38 @@ struct PartitionFacts {
     stale: Vec<Option<Offset>>,
     /// Acknowledged acks=all batches an unclean election forfeited.
     forfeited: Vec<Batch>,
-    /// The latest unclean election: its leader's log is the branch that
-    /// lives on (an earlier election may have forfeited a batch that a
-    /// later one, of a replica on the deposed branch, keeps).
+    /// The latest unclean election: it decides which branch lives on (an
+    /// earlier one may have deposed a branch that a later one, of a
+    /// replica on it, brings back).
     unclean_election: Option<UncleanElection>,
 }
 
 /// An unclean election of a leader for `epoch` from outside the ISR.
 struct UncleanElection {
     epoch: LeaderEpoch,
-    /// The elected replica's log when the election was committed, then
-    /// when the partition was first led after it.
-    held: ReplicaLog,
+    /// The elected replica's log when the election was committed.
+    elected: ReplicaLog,
+    /// The branch that lives on: the log of the partition's first leader
+    /// since the election, `elected` until then (as a follower of a leader
+    /// that does not know it was deposed, the elected replica may still
+    /// fetch in between).
+    branch: ReplicaLog,
     /// Whether the partition was led since.
     led: bool,
 }
 
 impl UncleanElection {
-    /// Whether the election may lose `batch`: of an older epoch, and
-    /// lacking from the elected replica's log.
+    /// Whether the election may lose acknowledged `batch`: of an older
+    /// epoch, and lacking from the elected replica's log when it was
+    /// elected.
     fn forfeits(&self, batch: &Batch) -> bool {
-        batch.epoch < self.epoch && self.held.batch_at(batch.base) != Some(batch)
+        batch.epoch < self.epoch && self.elected.batch_at(batch.base) != Some(batch)
+    }
+
+    /// Whether `batch` is on a branch the election deposed: of an older
+    /// epoch, and not on the branch that lives on.
+    fn deposes(&self, batch: &Batch) -> bool {
+        batch.epoch < self.epoch && self.branch.batch_at(batch.base) != Some(batch)
     }
 }
 
@@ -124,21 +136,23 @@ impl PartitionFacts {
         at.ok().map(|at| &self.committed[at])
     }
 
-    /// Whether the latest unclean election may lose `batch`.
+    /// Whether the latest unclean election may lose acknowledged `batch`.
     fn forfeitable(&self, batch: &Batch) -> bool {
         self.unclean_election
             .as_ref()
             .is_some_and(|election| election.forfeits(batch))
     }
 
-    /// Takes `election` as the latest unclean election: forfeits the
-    /// acknowledged batches it may lose. The cuts made so far were made
-    /// against the branch it deposes or brings back: from now on its
-    /// leader's log tells which records are lost, and the next check cuts
-    /// the committed log again to what that leader holds.
-    fn branch(&mut self, election: UncleanElection) {
-        self.stale.fill(None);
-        let election = self.unclean_election.insert(election);
+    /// An unclean election elected a replica whose log is `elected`, for
+    /// `epoch`: forfeits the acknowledged batches it may lose, and starts
+    /// a new branch ([`PartitionFacts::new_branch`]).
+    fn unclean_election(&mut self, epoch: LeaderEpoch, elected: &ReplicaLog) {
+        let election = self.unclean_election.insert(UncleanElection {
+            epoch,
+            elected: elected.clone(),
+            branch: elected.clone(),
+            led: false,
+        });
         let forfeited = &mut self.forfeited;
         self.acked.retain(|_, batch| {
             if election.forfeits(batch) {
@@ -148,17 +162,27 @@ impl PartitionFacts {
         });
         self.acked_unchecked
             .retain(|batch| !election.forfeits(batch));
+        self.new_branch();
     }
 
-    /// Where `log` first holds a batch the latest unclean election may
-    /// lose, from `from` up to `until`: the replica is on a deposed
-    /// branch there, until it truncates it away.
-    fn first_forfeitable(&self, log: &ReplicaLog, from: Offset, until: Offset) -> Option<Offset> {
-        self.unclean_election.as_ref()?;
+    /// The branch that lives on changed: the cuts made so far were made
+    /// against a branch it deposes or brings back. From now on its log
+    /// tells which replicas are on a deposed branch, and the next check
+    /// cuts the committed log again to what the ISR (its leader alone)
+    /// holds.
+    fn new_branch(&mut self) {
+        self.stale.fill(None);
+    }
+
+    /// Where `log` first holds a batch on a branch the latest unclean
+    /// election deposed, from `from` up to `until`: the replica is
+    /// compared only below it, until it truncates it away.
+    fn first_deposed(&self, log: &ReplicaLog, from: Offset, until: Offset) -> Option<Offset> {
+        let election = self.unclean_election.as_ref()?;
         log.read(from, usize::MAX)
             .iter()
             .take_while(|batch| batch.base < until)
-            .find(|batch| self.forfeitable(batch))
+            .find(|batch| election.deposes(batch))
             .map(|batch| batch.base)
     }
 }
@@ -241,16 +265,14 @@ impl Oracle {
             );
         }
         let facts = &mut self.partitions[partition];
-        let first_since = facts
+        if let Some(election) = facts
             .unclean_election
-            .as_ref()
-            .is_some_and(|election| !election.led && epoch >= election.epoch);
-        if first_since {
-            facts.branch(UncleanElection {
-                epoch,
-                held: log.clone(),
-                led: true,
-            });
+            .as_mut()
+            .filter(|election| !election.led && epoch >= election.epoch)
+        {
+            election.branch = log.clone();
+            election.led = true;
+            facts.new_branch();
         }
         Ok(())
     }
@@ -382,11 +404,7 @@ impl Oracle {
         else {
             violation!("partition {index}: leader {leader} is no broker");
         };
-        self.partitions[index].branch(UncleanElection {
-            epoch: partition.leader_epoch,
-            held: log.clone(),
-            led: false,
-        });
+        self.partitions[index].unclean_election(partition.leader_epoch, log);
         Ok(())
     }
 
@@ -499,8 +517,8 @@ fn check_leader_recovery(
 /// Compares `log` (of `broker`) with the committed log below its high
 /// watermark, from where it was verified before, and extends the
 /// committed log when the high watermark passes its end. A replica
-/// holding records cut from the committed log, or a batch an unclean
-/// election may lose, is compared only below them.
+/// holding records cut from the committed log, or a batch on a branch an
+/// unclean election deposed, is compared only below them.
 fn verify_replica(
     partition: usize,
     broker: usize,
@@ -516,8 +534,8 @@ fn verify_replica(
         }
     }
     let verified = facts.verified[broker];
-    if let Some(forfeitable) = facts.first_forfeitable(log, verified, high_watermark) {
-        high_watermark = high_watermark.min(forfeitable);
+    if let Some(deposed) = facts.first_deposed(log, verified, high_watermark) {
+        high_watermark = high_watermark.min(deposed);
     }
     if high_watermark <= verified {
         return Ok(());
