@@ -229,3 +229,29 @@ fn seed_935_an_answer_goes_to_the_process_that_asked() {
 fn seed_744_acks_one_records_a_power_loss_took_leave_the_committed_log() {
     run_seed("three_brokers_min_insync_one", &MIN_INSYNC_ONE, 744, false);
 }
+
+/// A replica elected uncleanly while paused still fetched from the leader
+/// it deposed, which did not know yet, before it took the leadership: the
+/// batches it gained in between are on the branch that lives on. The
+/// oracle took the branch from the replica's log at the election, cut the
+/// committed log there and compared the replicas holding more only below
+/// the cut until they truncated there, which those on the living branch
+/// never do: once one of them led, its acknowledged records never reached
+/// the committed log. The branch, and the cuts, now restart from the
+/// partition's first leader since the election.
+#[test]
+fn seed_610_an_uncleanly_elected_replica_may_still_fetch_before_it_leads() {
+    run_seed("unclean_leader_election", &UNCLEAN, 610, false);
+}
+
+/// A leader paused through its deposition by an unclean election resumed
+/// as a leader, appended and acknowledged at once (its ISR itself alone,
+/// `min.insync.replicas=1`), with a high watermark over records the new
+/// leader never had. Kafka allows that loss; the oracle compared the
+/// deposed leader below its high watermark with the committed log and
+/// called it a disagreement. A replica on a deposed branch is now compared
+/// only below it until it truncates it away.
+#[test]
+fn seed_48_a_deposed_leader_acknowledges_on_its_own_branch() {
+    run_seed("unclean_leader_election", &UNCLEAN, 48, false);
+}
