@@ -33,26 +33,21 @@ fn engine_config(dir: &std::path::Path) -> EngineConfig {
     config
 }
 
-async fn create_all(shard: &Rc<Shard>) {
-    if shard.id() != 0 {
-        return;
-    }
-    for partition in partitions() {
-        shard
-            .create_partition(partition, LogConfig::default())
-            .await
-            .expect("create");
-    }
-}
-
-/// Creates every partition and has shard 0 append to the partition
-/// numbered `n` (in [`partitions`] order) `batches(n)` one-record batches,
-/// each flushed; then stops the engine cleanly.
-fn create_and_fill(config: &EngineConfig, batches: fn(usize) -> usize) {
-    shard::run(config, move |shard: Rc<Shard>| async move {
-        create_all(&shard).await;
+/// An engine in a fresh directory where shard 0 created every partition
+/// and appended to the partition numbered `n` (in [`partitions`] order)
+/// `batches(n)` one-record batches, each flushed; stopped cleanly.
+fn engine_with_partitions(batches: fn(usize) -> usize) -> (tempfile::TempDir, EngineConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = engine_config(dir.path());
+    shard::run(&config, move |shard: Rc<Shard>| async move {
         if shard.id() != 0 {
             return;
+        }
+        for partition in partitions() {
+            shard
+                .create_partition(partition, LogConfig::default())
+                .await
+                .expect("create");
         }
         for (number, partition) in partitions().iter().enumerate() {
             for _ in 0..batches(number) {
@@ -65,18 +60,14 @@ fn create_and_fill(config: &EngineConfig, batches: fn(usize) -> usize) {
         }
     })
     .unwrap();
+    (dir, config)
 }
 
 #[test]
 fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = engine_config(dir.path());
-    let shards = config.shards;
     // Phase 1: shard 0 creates the partitions.
-    shard::run(&config, |shard: Rc<Shard>| async move {
-        create_all(&shard).await;
-    })
-    .unwrap();
+    let (_dir, config) = engine_with_partitions(|_| 0);
+    let shards = config.shards;
     // Phase 2: every shard appends to every partition and reads back.
     let acked = shard::run(&config, |shard: Rc<Shard>| async move {
         let mut acked = Vec::new();
@@ -137,13 +128,8 @@ fn partitions_on_every_shard_serve_appends_and_reads_from_every_shard() {
 fn a_wait_on_partitions_of_every_shard_ends_at_the_first_append_or_its_timeout() {
     const NO_DATA_TIMEOUT: Duration = Duration::from_millis(300);
     const LONG_TIMEOUT: Duration = Duration::from_secs(60);
-    let dir = tempfile::tempdir().unwrap();
-    let config = engine_config(dir.path());
+    let (_dir, config) = engine_with_partitions(|_| 0);
     let shards = config.shards;
-    shard::run(&config, |shard: Rc<Shard>| async move {
-        create_all(&shard).await;
-    })
-    .unwrap();
     // Appended to by its own shard, the last: another one than the
     // waiting shard 0 whenever there are several.
     let appended = partitions()
@@ -229,9 +215,7 @@ fn a_wait_on_partitions_of_every_shard_ends_at_the_first_append_or_its_timeout()
 /// unknown one among them.
 #[test]
 fn reads_of_partitions_on_every_shard_answer_each_in_its_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = engine_config(dir.path());
-    create_and_fill(&config, |number| number + 1);
+    let (_dir, config) = engine_with_partitions(|number| number + 1);
     let mut asked: Vec<TopicPartition> = partitions().into_iter().rev().collect();
     asked.insert(3, TopicPartition::new("absent", 0));
     let answers = shard::run(&config, move |shard: Rc<Shard>| {
@@ -285,9 +269,7 @@ fn reads_of_partitions_on_every_shard_answer_each_in_its_place() {
 /// shards opened were closed cleanly (they open again with their data).
 #[test]
 fn a_shard_that_cannot_open_its_partitions_stops_the_engine_with_its_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = engine_config(dir.path());
-    create_and_fill(&config, |_| 1);
+    let (dir, config) = engine_with_partitions(|_| 1);
     let broken = dir
         .path()
         .join(TopicPartition::new("spread", 3).dir_name())
