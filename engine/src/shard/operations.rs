@@ -214,14 +214,8 @@ impl<S: Storage> Shard<S> {
             ReadBound::LogEnd => Queue::Default,
         };
         let committed = bound == ReadBound::HighWatermark;
-        let mut by_owner: BTreeMap<usize, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
-        for (partition, offset) in waits {
-            by_owner
-                .entry(self.owner_of(&partition))
-                .or_default()
-                .push((partition, offset));
-        }
-        let per_owner = by_owner
+        let per_owner = self
+            .by_owner(waits, |(partition, _)| partition)
             .into_iter()
             .map(|(owner, waits)| {
                 let shard = Rc::clone(self);
@@ -296,14 +290,9 @@ impl<S: Storage> Shard<S> {
         reads: Vec<(TopicPartition, Offset, usize)>,
     ) -> Vec<Result<ZeroCopyRead>> {
         let count = reads.len();
-        let mut by_owner: BTreeMap<usize, Vec<(usize, TopicPartition, Offset, usize)>> =
-            BTreeMap::new();
-        for (index, (partition, offset, max_bytes)) in reads.into_iter().enumerate() {
-            by_owner
-                .entry(self.owner_of(&partition))
-                .or_default()
-                .push((index, partition, offset, max_bytes));
-        }
+        let by_owner = self.by_owner(reads.into_iter().enumerate(), |(_, (partition, _, _))| {
+            partition
+        });
         let per_owner = by_owner.into_iter().map(|(owner, reads)| {
             let shard = Rc::clone(self);
             async move {
@@ -313,9 +302,11 @@ impl<S: Storage> Shard<S> {
                         let owner = Rc::clone(owner);
                         Box::pin(async move {
                             let reads =
-                                reads.into_iter().map(|(_, partition, offset, max_bytes)| {
-                                    owner.read_zero_copy_here(partition, offset, max_bytes)
-                                });
+                                reads
+                                    .into_iter()
+                                    .map(|(_, (partition, offset, max_bytes))| {
+                                        owner.read_zero_copy_here(partition, offset, max_bytes)
+                                    });
                             Ok(join_all(reads).await)
                         })
                     })
@@ -337,6 +328,22 @@ impl<S: Storage> Shard<S> {
         }
         answers.sort_unstable_by_key(|(index, _)| *index);
         answers.into_iter().map(|(_, answer)| answer).collect()
+    }
+
+    /// `items` grouped by the shard owning each one's partition.
+    fn by_owner<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        partition: impl Fn(&T) -> &TopicPartition,
+    ) -> BTreeMap<usize, Vec<T>> {
+        let mut by_owner: BTreeMap<usize, Vec<T>> = BTreeMap::new();
+        for item in items {
+            by_owner
+                .entry(self.owner_of(partition(&item)))
+                .or_default()
+                .push(item);
+        }
+        by_owner
     }
 
     /// One read of [`Shard::read_zero_copy_many`], on the owning shard.
