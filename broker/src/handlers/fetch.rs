@@ -360,10 +360,11 @@ fn leader_endpoints(image: &MetadataImage, leaders: &BTreeSet<i32>) -> Vec<NodeE
         .collect()
 }
 
-/// A partition's answer in a wave of [`read_all`]: one of the consumer
-/// reads made together, or a task of its own.
+/// A partition's answer in a wave of [`read_all`]: the next of the
+/// consumer reads made together (they answer in the wave's order), or a
+/// task of its own.
 enum Pending {
-    Read(usize),
+    Read,
     Task(glommio::Task<Answer>),
 }
 
@@ -425,7 +426,7 @@ async fn read_all(
             let read = match follower {
                 None if limit > 0 => {
                     consumer_reads.push((wanted.clone(), limit));
-                    Pending::Read(consumer_reads.len() - 1)
+                    Pending::Read
                 }
                 None => Pending::Task(glommio::spawn_local({
                     let (broker, wanted) = (broker.clone(), wanted.clone());
@@ -443,14 +444,10 @@ async fn read_all(
             reserved += limit;
             next += 1;
         }
-        let mut read = read_partitions(broker, &consumer_reads)
-            .await
-            .into_iter()
-            .map(Some)
-            .collect::<Vec<_>>();
+        let mut read = read_partitions(broker, &consumer_reads).await.into_iter();
         for (index, limit, pending) in wave {
             let mut answer = match pending {
-                Pending::Read(at) => read[at].take().expect("each read answers once"),
+                Pending::Read => read.next().expect("a read answers every consumer read"),
                 Pending::Task(task) => task.await,
             };
             let mut bytes = usize::try_from(answer.records_bytes()).unwrap_or(usize::MAX);
