@@ -76,7 +76,7 @@ pub struct RunReport {
     pub seconds: f64,
     /// Send to acknowledgement.
     pub publish: Figures,
-    /// Schedule slot to the producer taking the message
+    /// When the producer planned to take each message to when it did
     /// ([`super::run::PublishParts`]); zero in reports written before it.
     #[serde(default)]
     pub publish_delay: LatencySummary,
